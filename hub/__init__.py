@@ -1,0 +1,58 @@
+"""snn-hub: spike-exact conversion of spiking neural networks between frameworks.
+
+>>> import hub
+>>> graph = hub.load("net.nir", dt=1e-4)          # any format to the canonical graph
+>>> spikes = hub.simulate(graph, x)               # x: [T, N, *in], time-major
+>>> hub.convert("net.nir", to="hub", out="net.hub.json", dt=1e-4)
+"""
+
+from __future__ import annotations
+
+from .api import convert, detect, formats, load, save
+from .errors import (
+    FileExistsHubError,
+    FormatError,
+    GraphError,
+    HubError,
+    ParameterError,
+    PluginError,
+    ShapeError,
+    UnknownNodeError,
+    UnsupportedError,
+)
+from .formats import Format
+from .graph import Graph
+from .hookspecs import hookimpl
+from .layout import from_lava, to_lava
+from .neurons import IF, LI, LIF, CubaLI, CubaLIF, Integrator, Neuron
+from .node import Node, node_from_dict, node_type, node_types, register_node
+from .nodes import (
+    Add,
+    Affine,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Delay,
+    Flatten,
+    Input,
+    Linear,
+    MaxPool2d,
+    Output,
+    Scale,
+    SumPool2d,
+    Threshold,
+)
+from .plugins import PluginWarning, plugins
+from .simulate import Simulator, simulate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Add", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
+    "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
+    "IF", "Input", "Integrator", "LI", "LIF", "Linear", "MaxPool2d", "Neuron", "Node", "Output",
+    "ParameterError", "PluginError", "PluginWarning", "Scale", "ShapeError", "Simulator",
+    "SumPool2d", "Threshold", "UnknownNodeError", "UnsupportedError", "convert", "detect",
+    "formats", "from_lava", "hookimpl", "load", "node_from_dict", "node_type", "node_types",
+    "plugins", "register_node", "save", "simulate", "to_lava",
+]

@@ -1,0 +1,171 @@
+"""``hub.load``, ``hub.save`` and ``hub.convert``: format detection and option routing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import FormatError, HubError, PluginError
+from .fileio import atomic_path
+from .formats import Format
+from .graph import Graph
+from .plugins import plugins
+
+
+def _is_path(src: Any) -> bool:
+    return isinstance(src, (str, os.PathLike))
+
+
+def detect(src: Any, source: str | None = None) -> Format:
+    """The format of ``src`` (a path or an in-memory model); ``source`` names it outright."""
+    registry = plugins()
+    if source is not None:
+        return registry.format(source)
+    if _is_path(src):
+        path = Path(src)
+        matches = [f for f in registry.formats.values() if f.recognizes_file(path)]
+        if not matches:
+            suffixes = sorted({s for f in registry.formats.values() for s in f.suffixes})
+            raise FormatError(f"cannot tell the format from the file name; known suffixes: "
+                              f"{', '.join(suffixes) or 'none'}. Pass source=<format>",
+                              file=path)
+    else:
+        matches = [f for f in registry.formats.values() if _recognizes(f, src)]
+        if not matches:
+            raise FormatError(f"no installed format recognises a {type(src).__module__}."
+                              f"{type(src).__qualname__}; known formats: "
+                              f"{', '.join(sorted(registry.formats))}. Pass source=<format>, or "
+                              "run `hub plugins` to see which are unavailable")
+    if len(matches) > 1:
+        names = ", ".join(f.name for f in matches)
+        raise FormatError(f"several formats claim this source ({names}); pass source=<format>")
+    return registry.format(matches[0].name)
+
+
+def _recognizes(fmt: Format, obj: Any) -> bool:
+    if fmt.unavailable():
+        return False
+    try:
+        return bool(fmt.recognizes(obj))
+    except Exception:  # a plugin's check must not break detection for the others
+        return False
+
+
+def _check_options(options: dict[str, Any], *accepting: tuple[Format, tuple[str, ...]]) -> None:
+    known = {name for _, names in accepting for name in names}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        offered = "; ".join(f"{fmt.name!r} takes {', '.join(names) or 'none'}"
+                            for fmt, names in accepting)
+        raise HubError(f"unknown option(s) {', '.join(map(repr, unknown))}: {offered}")
+
+
+def _capable(fmt: Format, method: str, what: str) -> None:
+    if method not in fmt.capabilities:
+        raise PluginError(f"format {fmt.name!r} cannot {what}; it can: "
+                          f"{', '.join(fmt.capabilities) or 'nothing'}")
+
+
+def _read(fmt: Format, src: Any, options: dict[str, Any]) -> Graph:
+    if _is_path(src):
+        path = Path(src)
+        _capable(fmt, "read", "read files")
+        if not path.is_file():
+            raise FormatError("no such file" if not path.exists() else "not a file", file=path)
+        try:
+            graph = fmt.read(path, **options)
+        except HubError as e:
+            raise e.at(file=path)
+        except Exception as e:  # untrusted input: never let a library traceback through
+            raise FormatError(f"cannot read as {fmt.name!r}: {type(e).__name__}: {e}",
+                              file=path) from e
+    else:
+        _capable(fmt, "load", "import in-memory models")
+        try:
+            graph = fmt.load(src, **options)
+        except HubError:
+            raise
+        except Exception as e:
+            raise FormatError(f"cannot import this {type(src).__name__} as {fmt.name!r}: "
+                              f"{type(e).__name__}: {e}") from e
+    if not isinstance(graph, Graph):
+        raise PluginError(f"format {fmt.name!r} returned {type(graph).__name__}, not a hub.Graph")
+    try:
+        graph.validate()
+    except HubError as e:
+        raise e.at(file=src) if _is_path(src) else e
+    return graph
+
+
+def load(src: Any, *, dt: float | None = None, source: str | None = None,
+         **options: Any) -> Graph:
+    """Import ``src`` (a file path or an in-memory model) as a canonical :class:`Graph`.
+
+    The format is detected from the file suffix or the object, unless ``source`` names it.
+    ``dt`` is the time step for formats that need one (NIR files without snn-hub metadata);
+    other options go to the format's importer.
+    """
+    fmt = detect(src, source)
+    if dt is not None:
+        options["dt"] = dt
+    _check_options(options, (fmt, fmt.load_options))
+    return _read(fmt, src, options)
+
+
+def save(graph: Graph, to: str | None = None, out: str | os.PathLike | None = None, *,
+         force: bool = False, **options: Any) -> Any:
+    """Export ``graph`` to format ``to``: to the file ``out`` if given, else as an object.
+
+    With a file, ``to`` may be left out and is taken from the suffix. The write is atomic and
+    refuses to replace an existing file unless ``force``. Returns the path or the object.
+    """
+    if not isinstance(graph, Graph):
+        raise HubError(f"save() takes a hub.Graph, got {type(graph).__name__}; "
+                       "use hub.convert() for other models")
+    if to is None:
+        if out is None:
+            raise HubError("save() needs to=<format> or out=<file>")
+        fmt = detect(out)
+    else:
+        fmt = plugins().format(to)
+    _check_options(options, (fmt, fmt.save_options))
+    return _write(fmt, graph, out, force, options)
+
+
+def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, Any]) -> Any:
+    graph.validate()
+    if out is None:
+        _capable(fmt, "export", "export to an in-memory model; pass out=<file>")
+        return fmt.export(graph, **options)
+    _capable(fmt, "write", "write files; call without out= for an in-memory model")
+    with atomic_path(out, force=force) as tmp:
+        try:
+            fmt.write(graph, tmp, **options)
+        except HubError as e:
+            raise e.at(file=out)
+    return Path(out)
+
+
+def convert(src: Any, to: str | None = None, *, out: str | os.PathLike | None = None,
+            source: str | None = None, dt: float | None = None, force: bool = False,
+            **options: Any) -> Any:
+    """Convert ``src`` (a path or model, any format) to format ``to``.
+
+    Writes ``out`` if given (atomically; ``force`` to overwrite) and returns its path, else
+    returns the converted object. ``dt`` and other options go to whichever side accepts them:
+    ``hub.convert("net.nir", to="lava", out="net.net", dt=1e-3)``.
+    """
+    src_fmt = detect(src, source)
+    dst_fmt = detect(out) if to is None and out is not None else plugins().format(to or "")
+    if dt is not None:
+        options["dt"] = dt
+    _check_options(options, (src_fmt, src_fmt.load_options), (dst_fmt, dst_fmt.save_options))
+    graph = _read(src_fmt, src, {k: v for k, v in options.items() if k in src_fmt.load_options})
+    save_opts = {k: v for k, v in options.items() if k in dst_fmt.save_options}
+    return _write(dst_fmt, graph, out, force, save_opts)
+
+
+def formats() -> dict[str, Format]:
+    """Every registered format by name, usable or not."""
+    return dict(plugins().formats)

@@ -1,0 +1,307 @@
+"""Layer node types: the stateless (and delay) operations between neurons.
+
+Shapes exclude the batch and time axes. A node that several edges feed receives their sum, as
+in NIR, so ``Add`` only names a junction. Each ``step`` gets ``p``, the node's array parameters
+as torch tensors on the simulation's device, and one time step of input ``x`` of shape
+``[N, *input_shape]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ParameterError, ShapeError
+from .node import MAX_ELEMENTS, Node, Shape, _required, array, choice, integer, ints
+from .surrogate import spike
+
+
+def _per_element(node: Node, shape: Shape | None, *names: str) -> Shape:
+    """Check that per-element parameters broadcast onto the input shape; return the shape."""
+    shape = _required(shape, node)
+    for name in names:
+        value = getattr(node, name)
+        try:
+            if np.broadcast_shapes(value.shape, shape) != tuple(shape):
+                raise ValueError
+        except ValueError:
+            raise ShapeError(
+                f"shape {list(value.shape)} does not broadcast to the input shape {list(shape)}",
+                field=name,
+            ) from None
+    return tuple(shape)
+
+
+def _expect(node: Node, shape: Shape | None, want: Shape, what: str) -> Shape:
+    shape = _required(shape, node)
+    if tuple(shape) != tuple(want):
+        raise ShapeError(f"input shape {list(shape)} does not match {what} {list(want)}")
+    return tuple(shape)
+
+
+class Input(Node):
+    """Where data enters the graph: one time step has ``shape``."""
+
+    shape: tuple[int, ...] = ints(doc="shape of one sample, without batch and time axes")
+    takes_input: ClassVar[bool] = False
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        return self.shape
+
+
+class Output(Node):
+    """Where data leaves the graph; its shape is that of what feeds it."""
+
+
+class Affine(Node):
+    """``y = W x + b`` with ``W`` of shape ``[out, in]``."""
+
+    weight: np.ndarray = array(doc="[out, in]")
+    bias: np.ndarray = array(0.0, doc="[out] or a scalar")
+
+    def check(self) -> None:
+        if self.weight.ndim != 2:
+            raise ParameterError(f"expected 2 dimensions [out, in], got {list(self.weight.shape)}",
+                                 field="weight")
+        if self.bias.ndim > 1 or self.bias.size not in (1, self.weight.shape[0]):
+            raise ShapeError(f"shape {list(self.bias.shape)} does not fit {self.weight.shape[0]} "
+                             "outputs", field="bias")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        _expect(self, input_shape, self.weight.shape[1:], "weight's input size")
+        return (self.weight.shape[0],)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.linear(x, p["weight"]) + p["bias"], state
+
+
+class Linear(Node):
+    """``y = W x`` with ``W`` of shape ``[out, in]``."""
+
+    weight: np.ndarray = array(doc="[out, in]")
+
+    def check(self) -> None:
+        if self.weight.ndim != 2:
+            raise ParameterError(f"expected 2 dimensions [out, in], got {list(self.weight.shape)}",
+                                 field="weight")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        _expect(self, input_shape, self.weight.shape[1:], "weight's input size")
+        return (self.weight.shape[0],)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.linear(x, p["weight"]), state
+
+
+class _Conv(Node):
+    """Shared shape logic of the convolutions (torch's definition, integer padding)."""
+
+    abstract: ClassVar[bool] = True
+    dims: ClassVar[int]
+
+    def check(self) -> None:
+        w = self.weight
+        if w.ndim != self.dims + 2:
+            raise ParameterError(f"expected {self.dims + 2} dimensions [out, in/groups, "
+                                 f"*kernel], got {list(w.shape)}", field="weight")
+        if self.groups < 1 or w.shape[0] % self.groups:
+            raise ParameterError(f"{w.shape[0]} output channels are not divisible into "
+                                 f"{self.groups} groups", field="groups")
+        if self.bias.ndim > 1 or self.bias.size not in (1, w.shape[0]):
+            raise ShapeError(f"shape {list(self.bias.shape)} does not fit {w.shape[0]} channels",
+                             field="bias")
+        for name in ("stride", "dilation"):
+            if 0 in getattr(self, name):
+                raise ParameterError("must be at least 1", field=name)
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        channels = self.weight.shape[1] * self.groups
+        if len(shape) != self.dims + 1 or shape[0] != channels:
+            raise ShapeError(f"input shape {list(shape)} does not fit: expected "
+                             f"[{channels}, {', '.join('*' * self.dims)}]")
+        out = [self.weight.shape[0]]
+        for size, k, s, p, d in zip(shape[1:], self.weight.shape[2:], self.stride, self.padding,
+                                    self.dilation):
+            n = (size + 2 * p - d * (k - 1) - 1) // s + 1
+            if n < 1:
+                raise ShapeError(f"kernel {k} (dilation {d}) does not fit input size {size} "
+                                 f"with padding {p}", field="weight")
+            out.append(n)
+        return tuple(out)
+
+
+class Conv1d(_Conv):
+    """1-d convolution over ``[C, L]``, as ``torch.nn.functional.conv1d``."""
+
+    dims: ClassVar[int] = 1
+    weight: np.ndarray = array(doc="[out, in/groups, k]")
+    bias: np.ndarray = array(0.0, doc="[out] or a scalar")
+    stride: tuple[int, ...] = ints((1,), length=1)
+    padding: tuple[int, ...] = ints((0,), length=1)
+    dilation: tuple[int, ...] = ints((1,), length=1)
+    groups: int = integer(1, minimum=1)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        y = F.conv1d(x, p["weight"], None, self.stride, self.padding, self.dilation, self.groups)
+        return y + p["bias"].reshape(-1, 1), state
+
+
+class Conv2d(_Conv):
+    """2-d convolution over ``[C, H, W]``, as ``torch.nn.functional.conv2d``."""
+
+    dims: ClassVar[int] = 2
+    weight: np.ndarray = array(doc="[out, in/groups, kh, kw]")
+    bias: np.ndarray = array(0.0, doc="[out] or a scalar")
+    stride: tuple[int, ...] = ints((1, 1), length=2)
+    padding: tuple[int, ...] = ints((0, 0), length=2)
+    dilation: tuple[int, ...] = ints((1, 1), length=2)
+    groups: int = integer(1, minimum=1)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        y = F.conv2d(x, p["weight"], None, self.stride, self.padding, self.dilation, self.groups)
+        return y + p["bias"].reshape(-1, 1, 1), state
+
+
+class _Pool2d(Node):
+    abstract: ClassVar[bool] = True
+    kernel_size: tuple[int, ...] = ints(length=2)
+    stride: tuple[int, ...] = ints(length=2, doc="defaults to the kernel size in most frameworks")
+    padding: tuple[int, ...] = ints((0, 0), length=2)
+
+    def check(self) -> None:
+        if 0 in self.kernel_size:
+            raise ParameterError("must be at least 1", field="kernel_size")
+        if 0 in self.stride:
+            raise ParameterError("must be at least 1", field="stride")
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ParameterError("must be at most half the kernel size", field="padding")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if len(shape) != 3:
+            raise ShapeError(f"expected an input of shape [C, H, W], got {list(shape)}")
+        out = [(n + 2 * p - k) // s + 1
+               for n, k, s, p in zip(shape[1:], self.kernel_size, self.stride, self.padding)]
+        if min(out) < 1:
+            raise ShapeError(f"kernel {list(self.kernel_size)} does not fit input "
+                             f"{list(shape[1:])}", field="kernel_size")
+        return (shape[0], *out)
+
+
+class SumPool2d(_Pool2d):
+    """Sum over each window (zero padding counts as zeros)."""
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
+                            count_include_pad=True, divisor_override=1), state
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window, padding included in the count (torch's default)."""
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
+                            count_include_pad=True), state
+
+
+class MaxPool2d(_Pool2d):
+    """Maximum over each window (padding never wins)."""
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding), state
+
+
+class Flatten(Node):
+    """Merge the axes ``start_dim..end_dim`` of one sample (batch and time not counted)."""
+
+    start_dim: int = integer(0, minimum=None)
+    end_dim: int = integer(-1, minimum=None)
+
+    def _span(self, shape: Shape) -> tuple[int, int]:
+        n = len(shape)
+        start = self.start_dim + n if self.start_dim < 0 else self.start_dim
+        end = self.end_dim + n if self.end_dim < 0 else self.end_dim
+        if not (0 <= start <= end < n):
+            raise ShapeError(f"start_dim={self.start_dim}, end_dim={self.end_dim} do not fit an "
+                             f"input of shape {list(shape)}", field="start_dim")
+        return start, end
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        start, end = self._span(shape)
+        return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        start, end = self._span(tuple(x.shape[1:]))
+        return x.flatten(start + 1, end + 1), state
+
+
+class Scale(Node):
+    """``y = scale * x``, elementwise."""
+
+    scale: np.ndarray = array()
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        return _per_element(self, input_shape, "scale")
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return x * p["scale"], state
+
+
+class Add(Node):
+    """A junction: its output is the sum of every edge into it (skip connections)."""
+
+
+class Delay(Node):
+    """``y[t] = x[t - delay]`` per element, in whole steps; zeros before the first input."""
+
+    delay: np.ndarray = array(dtype="int64", doc="steps, per element or a scalar")
+    stateful: ClassVar[bool] = True
+
+    def check(self) -> None:
+        if (self.delay < 0).any():
+            raise ParameterError("delays must not be negative", field="delay")
+        if self.delay.size and int(self.delay.max()) > 1_000_000:
+            raise ParameterError(f"delay of {int(self.delay.max())} steps is absurd",
+                                 field="delay")
+
+    @property
+    def holds_state(self) -> bool:
+        return bool(self.delay.size) and bool((self.delay > 0).all())
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        return _per_element(self, input_shape, "delay")
+
+    def initial_state(self, shape: tuple[int, ...], like: torch.Tensor) -> Any:
+        depth = int(self.delay.max()) + 1 if self.delay.size else 1
+        if depth * math.prod(shape) > MAX_ELEMENTS:
+            raise ParameterError(f"a delay line of {depth} steps for {list(shape)} is too large",
+                                 field="delay")
+        return (like.new_zeros((depth, *shape)), 0)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        buffer, t = state
+        depth = buffer.shape[0]
+        buffer = buffer.clone()
+        buffer[t % depth] = x
+        index = ((t - p["delay"]) % depth).expand(x.shape[1:])
+        y = torch.gather(buffer, 0, index.unsqueeze(0).unsqueeze(1).expand(1, *x.shape))[0]
+        return y, (buffer, t + 1)
+
+
+class Threshold(Node):
+    """Heaviside spike of the input: ``y = x > threshold`` (or ``>=``), a surrogate gradient."""
+
+    threshold: np.ndarray = array()
+    comparison: str = choice(">", (">", ">="))
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        return _per_element(self, input_shape, "threshold")
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return spike(x - p["threshold"], self.comparison == ">="), state

@@ -1,0 +1,141 @@
+"""The reference simulator: runs any canonical graph in torch, step by step.
+
+It is the semantics every exporter is checked against, so it is plain: each time step walks the
+nodes in order, a node's input is the sum of its incoming edges (recurrent ones from the step
+before), and each node's ``step`` does the rest. Multi-step calls loop over single steps, so the
+two modes agree bit for bit. Spikes carry surrogate gradients, so a :class:`Simulator` trains like
+any ``torch.nn.Module`` (``trainable=True`` makes the float parameters ``nn.Parameter`` s).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .errors import HubError, ShapeError
+from .graph import Graph
+
+Tensors = torch.Tensor | dict[str, torch.Tensor]
+
+
+class Simulator(torch.nn.Module):
+    """A canonical graph as a stateful torch module.
+
+    ``sim(x)`` runs a whole sequence ``[T, N, *in]`` from the current state and returns
+    ``[T, N, *out]``; ``sim.step(x)`` runs one step ``[N, *in]``. Both keep the state between
+    calls until :meth:`reset`. With several inputs or outputs, pass and get dicts by node name.
+    """
+
+    def __init__(self, graph: Graph, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, trainable: bool = False) -> None:
+        super().__init__()
+        self.graph = graph.flat()
+        self.plan = graph.plan()
+        self.dtype = dtype
+        self._keys = {name: f"n{index}" for index, name in enumerate(self.plan.order)}
+        self.params = torch.nn.ModuleDict()
+        for name in self.plan.order:
+            holder = torch.nn.Module()
+            for field, value in self.graph.nodes[name].params().items():
+                if not isinstance(value, np.ndarray):
+                    continue
+                tensor = torch.as_tensor(np.array(value), device=device)
+                if tensor.is_floating_point():
+                    holder.register_parameter(field, torch.nn.Parameter(
+                        tensor.to(dtype), requires_grad=trainable))
+                else:
+                    holder.register_buffer(field, tensor)
+            self.params[self._keys[name]] = holder
+        self._p = {name: dict(self.params[key].named_parameters(recurse=False))
+                   | dict(self.params[key].named_buffers(recurse=False))
+                   for name, key in self._keys.items()}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state: the next step is the first."""
+        self._state: dict[str, Any] | None = None
+        self._last: dict[str, torch.Tensor] = {}
+
+    def _start(self, batch: int, like: torch.Tensor) -> None:
+        self._state = {}
+        for name in self.plan.order:
+            shape = (batch, *self.plan.output_shapes[name])
+            node = self.graph.nodes[name]
+            self._state[name] = node.initial_state(shape, like) if node.stateful else None
+            self._last[name] = like.new_zeros(shape)
+
+    def step(self, x: Tensors) -> Tensors:
+        """Advance one time step; ``x`` is ``[N, *in]`` (or a dict of them by input name)."""
+        inputs = self._named(x, time=False)
+        batch = next(iter(inputs.values())).shape[0]
+        like = next(iter(inputs.values()))
+        if self._state is None:
+            self._start(batch, like)
+        values: dict[str, torch.Tensor] = {}
+        for name in self.plan.order:
+            node = self.graph.nodes[name]
+            if name in inputs:
+                total = inputs[name]
+            else:
+                total = None
+                for source in self.plan.forward[name]:
+                    total = values[source] if total is None else total + values[source]
+                for source in self.plan.recurrent[name]:
+                    total = self._last[source] if total is None else total + self._last[source]
+            values[name], self._state[name] = node.step(self._p[name], total, self._state[name])
+        self._last = values
+        outputs = {name: values[name] for name in self.graph.outputs}
+        return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def forward(self, x: Tensors) -> Tensors:
+        """Run a sequence ``[T, N, *in]`` (or a dict of them) and return ``[T, N, *out]``."""
+        inputs = self._named(x, time=True)
+        steps = next(iter(inputs.values())).shape[0]
+        results = [self.step({k: v[t] for k, v in inputs.items()}) for t in range(steps)]
+        if isinstance(results[0], dict):
+            return {k: torch.stack([r[k] for r in results]) for k in results[0]}
+        return torch.stack(results)
+
+    def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
+        names = self.graph.inputs
+        if isinstance(x, Mapping):
+            missing, extra = set(names) - set(x), set(x) - set(names)
+            if missing or extra:
+                raise HubError(f"the graph's inputs are {', '.join(names)}; got "
+                               f"{', '.join(map(str, x))}")
+            given = dict(x)
+        elif len(names) == 1:
+            given = {names[0]: x}
+        else:
+            raise HubError(f"the graph has {len(names)} inputs ({', '.join(names)}); "
+                           "pass a dict of tensors by input name")
+        out = {}
+        batch = None
+        for name, value in given.items():
+            value = torch.as_tensor(value)
+            if not value.is_floating_point():
+                value = value.to(self.dtype)
+            want = self.plan.output_shapes[name]
+            lead = 2 if time else 1
+            if tuple(value.shape[lead:]) != tuple(want) or value.dim() != lead + len(want):
+                layout = "[T, N, " if time else "[N, "
+                raise ShapeError(f"expected input of shape {layout}{', '.join(map(str, want))}]"
+                                 f", got {list(value.shape)}", node=name)
+            if batch is not None and value.shape[:lead] != batch:
+                raise ShapeError("inputs disagree on the time or batch size", node=name)
+            batch = value.shape[:lead]
+            out[name] = value.to(self.dtype)
+        return out
+
+
+def simulate(graph: Graph, x: Tensors, **options: Any) -> Tensors:
+    """Run ``graph`` on ``x`` (``[T, N, *in]``, time-major) from a fresh state.
+
+    Returns ``[T, N, *out]``, or a dict by output name when the graph has several outputs.
+    Options go to :class:`Simulator` (``dtype``, ``device``, ``trainable``).
+    """
+    if not isinstance(x, Mapping):
+        x = torch.as_tensor(x)
+    return Simulator(graph, **options)(x)

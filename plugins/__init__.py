@@ -1,0 +1,1 @@
+"""snn-hub's built-in plugins, registered through the same ``snn_hub`` entry points as any other."""

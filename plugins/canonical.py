@@ -1,0 +1,51 @@
+"""The ``hub`` format: canonical graphs as in-memory objects and as ``.hub.json`` files.
+
+A ``.hub.json`` file is ``Graph.to_dict()`` as JSON: plain data, every parameter exact (float32
+values print and parse back to the same bits), nothing executable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hub
+from hub.errors import FormatError
+
+#: Files larger than this are refused before parsing: no real graph description comes close.
+MAX_BYTES = 1 << 30
+
+
+class CanonicalFormat(hub.Format):
+    name = "hub"
+    aliases = ("canonical", "graph")
+    description = "snn-hub's canonical graph (hub.Graph objects, .hub.json files)"
+    suffixes = (".hub.json",)
+    imports = exports = frozenset(hub.node_types())
+
+    def recognizes(self, obj: Any) -> bool:
+        return isinstance(obj, hub.Graph)
+
+    def load(self, obj: hub.Graph) -> hub.Graph:
+        return hub.Graph.from_dict(obj.to_dict())  # a copy: converting never shares state
+
+    def export(self, graph: hub.Graph) -> hub.Graph:
+        return hub.Graph.from_dict(graph.to_dict())
+
+    def read(self, path: Path) -> hub.Graph:
+        if path.stat().st_size > MAX_BYTES:
+            raise FormatError(f"{path.stat().st_size} bytes is too large for a graph file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"not a snn-hub JSON graph: {e}") from None
+        return hub.Graph.from_dict(data)
+
+    def write(self, graph: hub.Graph, path: Path) -> None:
+        path.write_text(json.dumps(graph.to_dict(), indent=1), encoding="utf-8")
+
+
+@hub.hookimpl
+def hub_register_formats(register) -> None:
+    register(CanonicalFormat())

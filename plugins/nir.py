@@ -1,0 +1,546 @@
+"""The ``nir`` format: NIR graphs (``nir.NIRGraph`` objects and ``.nir`` files).
+
+NIR is continuous-time; the hub is discrete-time. With a time step ``dt``, forward Euler maps one
+onto the other:
+
+===================  ==========================================================================
+NIR node             canonical node
+===================  ==========================================================================
+LIF(tau, r, ...)     LIF(beta = 1 - dt/tau, gain = dt*r/tau)
+IF(r, ...)           IF(gain = dt*r)
+CubaLIF(tau_syn,     CubaLIF(alpha = 1 - dt/tau_syn, current_gain = dt*w_in/tau_syn,
+  tau_mem, r, w_in)    beta = 1 - dt/tau_mem, gain = dt*r/tau_mem, current_order="previous")
+LI, CubaLI, I        LI, CubaLI, Integrator, likewise
+Delay(delay)         Delay(steps = delay/dt), which must be a whole number of steps
+Affine, Linear,      the same, with integer padding ('same'/'valid' resolved)
+Conv1d, Conv2d,
+SumPool2d,
+AvgPool2d, Flatten,
+Scale, Threshold
+Identity             Add
+===================  ==========================================================================
+
+and back: ``tau = dt/(1-beta)``, ``r = gain/(1-beta)``. NIR's own semantics apply to a file with
+nothing else in it: spike when ``v > v_threshold``, reset to ``v_reset`` in the same step.
+
+Export keeps what NIR cannot hold (``dt``, the comparison, reset kind and timing, spike mode,
+refractory and axonal delays, exact discrete parameters) in each node's metadata under
+``"hub"``, and the graph's ``dt`` in the graph's metadata, so hub -> NIR -> hub gives back the
+identical graph. On import that metadata is used only if it still agrees with the node's NIR
+parameters (a tool that edited the file without updating it gets a warning and NIR's values).
+Another NIR reader ignores the metadata and sees NIR's semantics: a ``>=`` or subtract-reset
+neuron then behaves differently there, which ``hub check`` (the conformance suite) shows.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import hub
+from hub.errors import FormatError, HubError, ParameterError, ShapeError, UnsupportedError
+from hub.node import Node, Shape
+
+META = "hub"
+#: Relative tolerance when checking stored metadata against a node's NIR parameters.
+RTOL = 1e-5
+
+
+class HubMetadataWarning(UserWarning):
+    """A NIR file's snn-hub metadata disagrees with its NIR parameters and was ignored."""
+
+
+class NIRFormat(hub.Format):
+    name = "nir"
+    description = "Neuromorphic Intermediate Representation (NIRGraph objects, .nir files)"
+    suffixes = (".nir",)
+    requires = ("nir",)
+    install_hint = "nir"
+    load_options = ("dt",)
+    save_options = ("dt",)
+    imports = frozenset({
+        "Input", "Output", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
+        "Flatten", "Scale", "Add", "Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI", "CubaLI",
+        "Integrator"})
+    exports = imports
+
+    def recognizes(self, obj: Any) -> bool:
+        import nir
+
+        return isinstance(obj, nir.NIRGraph)
+
+    def read(self, path: Path, dt: float | None = None) -> hub.Graph:
+        import h5py
+        import nir
+
+        if not h5py.is_hdf5(path):
+            raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
+        try:
+            version = nir.read_version(path)
+        except Exception:
+            version = "an unknown version"
+        try:
+            # nir's type check rejects files that older nir versions wrote (an Output of shape
+            # [1, 1, 1] fed by a [1]); the hub's own shape check below is exact and names nodes.
+            graph = nir.read(path, type_check=False)
+        except Exception as e:
+            raise FormatError(f"malformed NIR file (written by nir {version}); nir {nir.version} "
+                              f"reports: {e}") from None
+        return self.load(graph, dt=dt)
+
+    def load(self, obj: Any, dt: float | None = None) -> hub.Graph:
+        dt = _check_dt(dt) if dt is not None else None
+        graph = _import_graph(obj, dt)
+        _check_declared_shapes(obj, graph)
+        return graph
+
+    def export(self, graph: hub.Graph, dt: float | None = None) -> Any:
+        dt = dt if dt is not None else graph.metadata.get("dt")
+        dt = _check_dt(dt) if dt is not None else None
+        plan = graph.plan()
+        return _export_graph(graph, dt, plan.input_shapes, plan.output_shapes, "")
+
+    def write(self, graph: hub.Graph, path: Path, dt: float | None = None) -> None:
+        import nir
+
+        nir.write(path, self.export(graph, dt=dt))
+
+
+@hub.hookimpl
+def hub_register_formats(register) -> None:
+    register(NIRFormat())
+
+
+def _check_dt(dt: Any) -> float:
+    try:
+        value = float(dt)
+    except (TypeError, ValueError):
+        raise ParameterError(f"dt must be a number of seconds, got {dt!r}", field="dt") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ParameterError(f"dt must be a positive number of seconds, got {dt!r}", field="dt")
+    return value
+
+
+def _need_dt(dt: float | None, what: str) -> float:
+    if dt is None:
+        raise HubError(f"{what} needs a time step: pass dt=<seconds> (--dt on the command line)",
+                       field="dt")
+    return dt
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def _import_graph(nir_graph: Any, dt: float | None) -> hub.Graph:
+    import nir
+
+    meta = _plain(getattr(nir_graph, "metadata", None) or {}).get(META, {})
+    stored_dt = meta.get("dt") if isinstance(meta, dict) else None
+    if stored_dt is not None:
+        stored_dt = _check_dt(stored_dt)
+        if dt is not None and not math.isclose(dt, stored_dt, rel_tol=1e-12):
+            warnings.warn(f"the graph was exported with dt={stored_dt}, but dt={dt} was given; "
+                          f"nodes exported by snn-hub keep their exact discrete parameters",
+                          UserWarning, stacklevel=4)
+        dt = dt if dt is not None else stored_dt
+    graph = hub.Graph(metadata={"dt": dt} if dt is not None else {})
+    for name, node in nir_graph.nodes.items():
+        try:
+            if isinstance(node, nir.NIRGraph):
+                graph.add(name, _import_graph(node, dt))
+            else:
+                graph.add(name, _import_node(node, dt))
+        except HubError as e:
+            raise e.at(node=name)
+    for source, target in nir_graph.edges:
+        graph.connect(source, target)
+    return graph
+
+
+def _import_node(node: Any, dt: float | None) -> Node:
+    kind = type(node).__name__
+    convert = _IMPORTERS.get(kind)
+    if convert is None:
+        raise UnsupportedError(f"NIR node type {kind!r} has no canonical counterpart; supported "
+                               f"types are {', '.join(sorted(_IMPORTERS))}", field="type")
+    from_nir = convert(node, dt)
+    meta = _plain(node.metadata or {}).get(META) if isinstance(node.metadata, dict) else None
+    if not isinstance(meta, dict):
+        return from_nir
+    try:
+        stored = hub.node_from_dict(meta)
+    except HubError as e:
+        warnings.warn(f"ignoring malformed snn-hub metadata ({e}); using NIR's parameters",
+                      HubMetadataWarning, stacklevel=5)
+        return from_nir
+    mismatch = _disagreement(stored, node, dt)
+    if mismatch:
+        warnings.warn(f"snn-hub metadata disagrees with the NIR parameter {mismatch!r} (was the "
+                      "file edited?); using NIR's parameters", HubMetadataWarning, stacklevel=5)
+        return from_nir
+    return stored
+
+
+def _disagreement(stored: Node, nir_node: Any, dt: float | None) -> str | None:
+    """The first NIR parameter that the stored canonical node does not reproduce, if any."""
+    try:
+        again = _EXPORTERS[type(stored).__name__](stored, dt, None)
+    except HubError:
+        return "type"
+    if type(again).__name__ != type(nir_node).__name__:
+        return "type"
+    for key, value in vars(again).items():
+        if key in ("metadata", "input_type", "output_type") or not isinstance(value, np.ndarray):
+            continue
+        theirs = np.asarray(getattr(nir_node, key, None))
+        try:
+            if not np.allclose(np.broadcast_to(value, theirs.shape), theirs, rtol=RTOL, atol=0):
+                return key
+        except (TypeError, ValueError):
+            return key
+    return None
+
+
+def _f(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)
+
+
+def _euler(tau: Any, dt: float, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decay ``1 - dt/tau`` and the factor ``dt/tau``, checking tau."""
+    tau = _f(tau)
+    if (tau <= 0).any():
+        raise ParameterError("time constants must be positive", field=field)
+    k = dt / tau
+    if (k > 1).any():
+        raise ParameterError(f"dt={dt} is longer than the time constant (min {tau.min()}); "
+                             "forward Euler would make the decay negative: choose a smaller dt",
+                             field=field)
+    return 1 - k, k
+
+
+def _spiking(node: Any) -> dict[str, Any]:
+    v_reset = getattr(node, "v_reset", None)
+    return {"threshold": node.v_threshold,
+            "v_reset": 0.0 if v_reset is None else v_reset,
+            "comparison": ">", "reset": "zero", "reset_timing": "same"}
+
+
+def _import_lif(n: Any, dt: float | None) -> Node:
+    beta, k = _euler(n.tau, _need_dt(dt, "a NIR LIF"), "tau")
+    return hub.LIF(beta=beta, gain=k * _f(n.r), v_leak=n.v_leak, **_spiking(n))
+
+
+def _import_if(n: Any, dt: float | None) -> Node:
+    return hub.IF(gain=_need_dt(dt, "a NIR IF") * _f(n.r), **_spiking(n))
+
+
+def _cuba(n: Any, dt: float | None, what: str) -> dict[str, Any]:
+    dt = _need_dt(dt, what)
+    alpha, ks = _euler(n.tau_syn, dt, "tau_syn")
+    beta, km = _euler(n.tau_mem, dt, "tau_mem")
+    return {"alpha": alpha, "current_gain": ks * _f(n.w_in), "beta": beta, "gain": km * _f(n.r),
+            "v_leak": n.v_leak, "current_order": "previous"}
+
+
+def _import_cubalif(n: Any, dt: float | None) -> Node:
+    return hub.CubaLIF(**_cuba(n, dt, "a NIR CubaLIF"), **_spiking(n))
+
+
+def _import_cubali(n: Any, dt: float | None) -> Node:
+    return hub.CubaLI(**_cuba(n, dt, "a NIR CubaLI"))
+
+
+def _import_li(n: Any, dt: float | None) -> Node:
+    beta, k = _euler(n.tau, _need_dt(dt, "a NIR LI"), "tau")
+    return hub.LI(beta=beta, gain=k * _f(n.r), v_leak=n.v_leak)
+
+
+def _import_i(n: Any, dt: float | None) -> Node:
+    return hub.Integrator(gain=_need_dt(dt, "a NIR I (integrator)") * _f(n.r))
+
+
+def _import_delay(n: Any, dt: float | None) -> Node:
+    steps = _f(n.delay) / _need_dt(dt, "a NIR Delay")
+    whole = np.round(steps)
+    if not np.allclose(steps, whole, rtol=1e-9, atol=1e-6):
+        raise UnsupportedError(f"delays {_f(n.delay).ravel()[:4]} are not whole multiples of "
+                               f"dt={dt}; choose a dt that divides them", field="delay")
+    return hub.Delay(delay=whole.astype(np.int64))
+
+
+def _padding(n: Any, dims: int) -> tuple[int, ...]:
+    padding = n.padding
+    if isinstance(padding, (bytes, str)):
+        padding = padding.decode() if isinstance(padding, bytes) else padding
+        if padding == "valid":
+            return (0,) * dims
+        if padding == "same":
+            kernel = np.asarray(n.weight).shape[2:]
+            dilation = np.broadcast_to(np.asarray(n.dilation), (dims,))
+            total = [int(d) * (int(k) - 1) for k, d in zip(kernel, dilation)]
+            if any(t % 2 for t in total):
+                raise UnsupportedError("padding='same' with an even kernel pads unevenly, which "
+                                       "the canonical Conv cannot express", field="padding")
+            return tuple(t // 2 for t in total)
+        raise ParameterError(f"padding must be 'same', 'valid' or integers, got {padding!r}",
+                             field="padding")
+    return tuple(np.broadcast_to(np.asarray(padding, dtype=np.int64), (dims,)).tolist())
+
+
+def _conv(cls: type, dims: int) -> Callable[[Any, float | None], Node]:
+    def convert(n: Any, dt: float | None) -> Node:
+        ints = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (dims,)).tolist())  # noqa: E731
+        return cls(weight=n.weight, bias=n.bias, stride=ints(n.stride),
+                   padding=_padding(n, dims), dilation=ints(n.dilation), groups=int(n.groups))
+    return convert
+
+
+def _pool(cls: type) -> Callable[[Any, float | None], Node]:
+    def convert(n: Any, dt: float | None) -> Node:
+        pair = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (2,)).tolist())  # noqa: E731
+        return cls(kernel_size=pair(n.kernel_size), stride=pair(n.stride),
+                   padding=pair(n.padding))
+    return convert
+
+
+def _input_shape(n: Any) -> tuple[int, ...]:
+    shape = n.input_type.get("input")
+    if shape is None:
+        raise ShapeError("the Input node has no shape", field="shape")
+    return tuple(int(s) for s in np.asarray(shape).ravel())
+
+
+_IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
+    "Input": lambda n, dt: hub.Input(shape=_input_shape(n)),
+    "Output": lambda n, dt: hub.Output(),
+    "Identity": lambda n, dt: hub.Add(),
+    "Affine": lambda n, dt: hub.Affine(weight=n.weight, bias=n.bias),
+    "Linear": lambda n, dt: hub.Linear(weight=n.weight),
+    "Conv1d": _conv(hub.Conv1d, 1),
+    "Conv2d": _conv(hub.Conv2d, 2),
+    "SumPool2d": _pool(hub.SumPool2d),
+    "AvgPool2d": _pool(hub.AvgPool2d),
+    "Flatten": lambda n, dt: hub.Flatten(start_dim=int(n.start_dim), end_dim=int(n.end_dim)),
+    "Scale": lambda n, dt: hub.Scale(scale=n.scale),
+    "Threshold": lambda n, dt: hub.Threshold(threshold=n.threshold),
+    "Delay": _import_delay,
+    "IF": _import_if,
+    "LIF": _import_lif,
+    "CubaLIF": _import_cubalif,
+    "LI": _import_li,
+    "CubaLI": _import_cubali,
+    "I": _import_i,
+}
+
+
+def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
+    """Compare the shapes NIR Output nodes declare with the ones the hub infers."""
+    import nir
+
+    plan = graph.plan()
+    for name, node in nir_graph.nodes.items():
+        if not isinstance(node, nir.Output) or name not in plan.input_shapes:
+            continue
+        declared = node.output_type.get("output")
+        if declared is None:
+            continue
+        declared = tuple(int(s) for s in np.asarray(declared).ravel())
+        inferred = plan.input_shapes[name]
+        if declared == inferred:
+            continue
+        if inferred is not None and math.prod(declared) == math.prod(inferred):
+            warnings.warn(f"Output node {name!r} declares shape {list(declared)} but receives "
+                          f"{list(inferred)}; the same values, so reading it as "
+                          f"{list(inferred)}", UserWarning, stacklevel=5)
+            continue
+        raise ShapeError(f"declares shape {list(declared)} but receives "
+                         f"{list(inferred) if inferred else 'nothing'}", node=name, field="shape")
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shapes: dict,
+                  prefix: str) -> Any:
+    import nir
+
+    nodes = {}
+    for name, node in graph.nodes.items():
+        try:
+            if isinstance(node, hub.Graph):
+                nodes[name] = _export_graph(node, dt, in_shapes, out_shapes, f"{prefix}{name}.")
+            else:
+                path = f"{prefix}{name}"
+                shape = in_shapes.get(path) if not isinstance(node, hub.Input) else node.shape
+                nir_node = _EXPORTERS[node.type](node, dt, shape) if node.type in _EXPORTERS \
+                    else _unsupported(node)
+                nir_node.metadata = {META: _meta(node)}
+                nodes[name] = nir_node
+        except HubError as e:
+            raise e.at(node=name)
+    meta = {META: {"dt": dt}} if dt is not None else {}
+    return nir.NIRGraph(nodes=nodes, edges=[tuple(e) for e in graph.edges], metadata=meta,
+                        type_check=False)
+
+
+def _unsupported(node: Node) -> Any:
+    raise UnsupportedError(f"NIR has no {node.type} node; supported types are "
+                           f"{', '.join(sorted(_EXPORTERS))}", field="type")
+
+
+def _meta(node: Node) -> dict[str, Any]:
+    """The node's exact canonical parameters, as data NIR's hdf5 writer stores."""
+    out: dict[str, Any] = {"type": node.type}
+    for key, value in node.params().items():
+        out[key] = np.asarray(value, dtype=np.int64) if isinstance(value, tuple) else value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Metadata as read back from hdf5 (numpy scalars, bytes) into plain Python values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SO":
+        return value.astype(str).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _full(value: np.ndarray, shape: Shape | None) -> np.ndarray:
+    """A per-neuron array of ``shape`` (NIR wants explicit shapes), float64 or as given."""
+    return np.array(np.broadcast_to(value, shape if shape is not None else value.shape))
+
+
+def _inverse(decay: np.ndarray, dt: float, field: str) -> np.ndarray:
+    """``dt / (1 - decay)``: the time constant that forward Euler turns into ``decay``."""
+    k = 1 - decay.astype(np.float64)
+    if (k <= 0).any() or (k > 1).any():
+        raise UnsupportedError(f"a decay of {decay.ravel()[np.argmax(k <= 0)]} has no finite "
+                               "positive time constant in NIR (decays must lie in [0, 1))",
+                               field=field)
+    return dt / k
+
+
+def _export_spiking(node: Node, shape: Shape | None) -> dict[str, np.ndarray]:
+    return {"v_threshold": _full(node.threshold, shape), "v_reset": _full(node.v_reset, shape)}
+
+
+def _export_lif(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    dt = _need_dt(dt, "exporting LIF to NIR")
+    tau = _inverse(node.beta, dt, "beta")
+    r = node.gain.astype(np.float64) / (1 - node.beta.astype(np.float64))
+    return nir.LIF(tau=_full(tau, shape), r=_full(r, shape), v_leak=_full(node.v_leak, shape),
+                   **_export_spiking(node, shape))
+
+
+def _export_if(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    r = node.gain.astype(np.float64) / _need_dt(dt, "exporting IF to NIR")
+    return nir.IF(r=_full(r, shape), **_export_spiking(node, shape))
+
+
+def _export_cuba(node: Any, dt: float | None, shape: Shape | None) -> dict[str, np.ndarray]:
+    dt = _need_dt(dt, f"exporting {node.type} to NIR")
+    tau_syn = _inverse(node.alpha, dt, "alpha")
+    tau_mem = _inverse(node.beta, dt, "beta")
+    w_in = node.current_gain.astype(np.float64) / (1 - node.alpha.astype(np.float64))
+    r = node.gain.astype(np.float64) / (1 - node.beta.astype(np.float64))
+    return {"tau_syn": _full(tau_syn, shape), "tau_mem": _full(tau_mem, shape),
+            "r": _full(r, shape), "v_leak": _full(node.v_leak, shape), "w_in": _full(w_in, shape)}
+
+
+def _export_cubalif(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    return nir.CubaLIF(**_export_cuba(node, dt, shape), **_export_spiking(node, shape))
+
+
+def _export_cubali(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    return nir.CubaLI(**_export_cuba(node, dt, shape))
+
+
+def _export_li(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    dt = _need_dt(dt, "exporting LI to NIR")
+    tau = _inverse(node.beta, dt, "beta")
+    r = node.gain.astype(np.float64) / (1 - node.beta.astype(np.float64))
+    return nir.LI(tau=_full(tau, shape), r=_full(r, shape), v_leak=_full(node.v_leak, shape))
+
+
+def _export_integrator(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    r = node.gain.astype(np.float64) / _need_dt(dt, "exporting Integrator to NIR")
+    return nir.I(r=_full(r, shape))
+
+
+def _export_delay(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    seconds = node.delay.astype(np.float64) * _need_dt(dt, "exporting Delay to NIR")
+    return nir.Delay(delay=_full(seconds, shape))
+
+
+def _export_conv(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    cls = nir.Conv1d if node.type == "Conv1d" else nir.Conv2d
+    spatial = None if shape is None else (shape[1] if node.type == "Conv1d" else shape[1:])
+    bias = _full(node.bias, (node.weight.shape[0],))
+    return cls(input_shape=spatial, weight=np.array(node.weight), stride=node.stride,
+               padding=node.padding, dilation=node.dilation, groups=node.groups, bias=bias)
+
+
+def _export_pool(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    cls = getattr(nir, node.type)
+    return cls(kernel_size=np.array(node.kernel_size), stride=np.array(node.stride),
+               padding=np.array(node.padding))
+
+
+def _export_output(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    import nir
+
+    return nir.Output(output_type={"output": np.array(shape if shape is not None else ())})
+
+
+_EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
+    "Input": lambda n, dt, s: __import__("nir").Input(input_type={"input": np.array(n.shape)}),
+    "Output": _export_output,
+    # NIR sums a node's incoming edges like the hub does, so a junction is a unit Scale;
+    # nir.Identity does not survive nir 1.0.8's own file round trip.
+    "Add": lambda n, dt, s: __import__("nir").Scale(scale=np.ones(s, dtype=np.float32)),
+    "Affine": lambda n, dt, s: __import__("nir").Affine(
+        weight=np.array(n.weight), bias=_full(n.bias, (n.weight.shape[0],))),
+    "Linear": lambda n, dt, s: __import__("nir").Linear(weight=np.array(n.weight)),
+    "Conv1d": _export_conv,
+    "Conv2d": _export_conv,
+    "SumPool2d": _export_pool,
+    "AvgPool2d": _export_pool,
+    "Flatten": lambda n, dt, s: __import__("nir").Flatten(
+        input_type={"input": None if s is None else np.array(s)}, start_dim=n.start_dim,
+        end_dim=n.end_dim),
+    "Scale": lambda n, dt, s: __import__("nir").Scale(scale=_full(n.scale, s)),
+    "Threshold": lambda n, dt, s: __import__("nir").Threshold(threshold=_full(n.threshold, s)),
+    "Delay": _export_delay,
+    "IF": _export_if,
+    "LIF": _export_lif,
+    "CubaLIF": _export_cubalif,
+    "LI": _export_li,
+    "CubaLI": _export_cubali,
+    "Integrator": _export_integrator,
+}
