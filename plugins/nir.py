@@ -79,10 +79,7 @@ class NIRFormat(hub.Format):
 
         if not h5py.is_hdf5(path):
             raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
-        try:
-            version = nir.read_version(path)
-        except Exception:
-            version = "an unknown version"
+        version = _file_version(path)
         try:
             # nir's type check rejects files that older nir versions wrote (an Output of shape
             # [1, 1, 1] fed by a [1]); the hub's own shape check below is exact and names nodes.
@@ -113,6 +110,18 @@ class NIRFormat(hub.Format):
 @hub.hookimpl
 def hub_register_formats(register) -> None:
     register(NIRFormat())
+
+
+def _file_version(path: Path) -> str:
+    """The nir version a file says wrote it, for error messages."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            value = f["version"][()]
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    except Exception:  # only used to explain another error
+        return "an unknown version"
 
 
 def _check_dt(dt: Any) -> float:
@@ -396,7 +405,11 @@ def _meta(node: Node) -> dict[str, Any]:
     """The node's exact canonical parameters, as data NIR's hdf5 writer stores."""
     out: dict[str, Any] = {"type": node.type}
     for key, value in node.params().items():
-        out[key] = np.asarray(value, dtype=np.int64) if isinstance(value, tuple) else value
+        if isinstance(value, tuple):
+            value = np.asarray(value, dtype=np.int64)
+        elif isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]  # h5py cannot compress a 0-d dataset; a numpy scalar keeps the dtype
+        out[key] = value
     return out
 
 

@@ -1,0 +1,66 @@
+"""Shared fixtures: the NIR paper's files, and one example of every node type."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hub
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = Path(os.environ.get("HUB_EXTERNAL", ROOT.parent / "shared" / "external")) / "nir-paper"
+
+rng = np.random.default_rng(0)
+
+
+def dyadic(*shape: int, scale: int = 8) -> np.ndarray:
+    """Random multiples of 1/scale in [-1, 1]: exact in float32 under any summation order."""
+    return (rng.integers(-scale, scale + 1, size=shape) / scale).astype(np.float32)
+
+
+#: One instance of every registered node type, with the input shape it expects.
+EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
+    "Input": (hub.Input(shape=(3,)), (3,)),
+    "Output": (hub.Output(), (3,)),
+    "Add": (hub.Add(), (3,)),
+    "Affine": (hub.Affine(weight=dyadic(4, 3), bias=dyadic(4)), (3,)),
+    "Linear": (hub.Linear(weight=dyadic(4, 3)), (3,)),
+    "Conv1d": (hub.Conv1d(weight=dyadic(4, 2, 3), bias=dyadic(4), stride=(2,), padding=(1,)),
+               (2, 9)),
+    "Conv2d": (hub.Conv2d(weight=dyadic(4, 1, 3, 3), bias=dyadic(4), padding=(1, 1),
+                          dilation=(1, 2), groups=2), (2, 6, 6)),
+    "SumPool2d": (hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2)), (2, 4, 4)),
+    "AvgPool2d": (hub.AvgPool2d(kernel_size=(2, 2), stride=(1, 1), padding=(1, 1)), (2, 4, 4)),
+    "MaxPool2d": (hub.MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1)), (2, 5, 5)),
+    "Flatten": (hub.Flatten(start_dim=1), (2, 3, 4)),
+    "Scale": (hub.Scale(scale=dyadic(3)), (3,)),
+    "Delay": (hub.Delay(delay=np.array([0, 1, 3])), (3,)),
+    "Threshold": (hub.Threshold(threshold=dyadic(3), comparison=">="), (3,)),
+    "IF": (hub.IF(threshold=0.5, gain=dyadic(3), reset="subtract", comparison=">="), (3,)),
+    "LIF": (hub.LIF(beta=0.75, gain=0.5, v_leak=0.125, threshold=0.25, v_reset=-0.125,
+                    reset_timing="same", refractory=2, delay=1), (3,)),
+    "CubaLIF": (hub.CubaLIF(alpha=np.array([0.5, 0.25, 0.75]), beta=0.875, current_gain=2.0,
+                            threshold=0.5, reset="subtract", reset_timing="next",
+                            current_order="previous", spike_mode="multi"), (3,)),
+    "LI": (hub.LI(beta=0.5, gain=0.25, v_leak=0.5, v_init=1.0), (3,)),
+    "Integrator": (hub.Integrator(gain=dyadic(3)), (3,)),
+    "CubaLI": (hub.CubaLI(alpha=0.5, beta=0.25, gain=2.0), (3,)),
+}
+
+
+def single(node: hub.Node, shape: tuple[int, ...]) -> hub.Graph:
+    """A graph that feeds ``node`` from an input of ``shape``."""
+    if isinstance(node, hub.Input):
+        return hub.Graph.chain(("input", node))
+    return hub.Graph.chain(("input", hub.Input(shape=shape)), ("node", node))
+
+
+@pytest.fixture
+def paper() -> Path:
+    if not PAPER.is_dir():
+        pytest.skip(f"the NIR paper's files are not at {PAPER} (shared/external beside the "
+                    "checkout, or set HUB_EXTERNAL)")
+    return PAPER
