@@ -144,25 +144,24 @@ def _need_dt(dt: float | None, what: str) -> float:
 # -- import ---------------------------------------------------------------------------------
 
 
-def _import_graph(nir_graph: Any, dt: float | None) -> hub.Graph:
+def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = None) -> hub.Graph:
     import nir
 
     meta = _plain(getattr(nir_graph, "metadata", None) or {}).get(META, {})
-    stored_dt = meta.get("dt") if isinstance(meta, dict) else None
-    if stored_dt is not None:
-        stored_dt = _check_dt(stored_dt)
+    if isinstance(meta, dict) and meta.get("dt") is not None:
+        stored_dt = _check_dt(meta["dt"])
         if dt is not None and not math.isclose(dt, stored_dt, rel_tol=1e-12):
             warnings.warn(f"the graph was exported with dt={stored_dt}, but dt={dt} was given; "
                           f"nodes exported by snn-hub keep their exact discrete parameters",
                           UserWarning, stacklevel=4)
-        dt = dt if dt is not None else stored_dt
-    graph = hub.Graph(metadata={"dt": dt} if dt is not None else {})
+    effective = dt if dt is not None else stored_dt
+    graph = hub.Graph(metadata={"dt": effective} if effective is not None else {})
     for name, node in nir_graph.nodes.items():
         try:
             if isinstance(node, nir.NIRGraph):
-                graph.add(name, _import_graph(node, dt))
+                graph.add(name, _import_graph(node, dt, stored_dt))
             else:
-                graph.add(name, _import_node(node, dt))
+                graph.add(name, _import_node(node, effective, stored_dt))
         except HubError as e:
             raise e.at(node=name)
     for source, target in nir_graph.edges:
@@ -170,35 +169,38 @@ def _import_graph(nir_graph: Any, dt: float | None) -> hub.Graph:
     return graph
 
 
-def _import_node(node: Any, dt: float | None) -> Node:
+def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
+    """The stored canonical node if its metadata is intact, else NIR's semantics with ``dt``."""
     kind = type(node).__name__
     convert = _IMPORTERS.get(kind)
     if convert is None:
         raise UnsupportedError(f"NIR node type {kind!r} has no canonical counterpart; supported "
                                f"types are {', '.join(sorted(_IMPORTERS))}", field="type")
-    from_nir = convert(node, dt)
-    meta = _plain(node.metadata or {}).get(META) if isinstance(node.metadata, dict) else None
-    if not isinstance(meta, dict):
-        return from_nir
-    try:
-        stored = hub.node_from_dict(meta)
-    except HubError as e:
-        warnings.warn(f"ignoring malformed snn-hub metadata ({e}); using NIR's parameters",
-                      HubMetadataWarning, stacklevel=5)
-        return from_nir
-    mismatch = _disagreement(stored, node, dt)
-    if mismatch:
-        warnings.warn(f"snn-hub metadata disagrees with the NIR parameter {mismatch!r} (was the "
-                      "file edited?); using NIR's parameters", HubMetadataWarning, stacklevel=5)
-        return from_nir
-    return stored
+    metadata = node.metadata if isinstance(node.metadata, dict) else {}
+    meta = _plain(metadata).get(META)
+    if isinstance(meta, dict):
+        try:
+            stored = hub.node_from_dict(meta)
+        except HubError as e:
+            warnings.warn(f"ignoring malformed snn-hub metadata ({e}); using NIR's parameters",
+                          HubMetadataWarning, stacklevel=5)
+        else:
+            mismatch = _disagreement(stored, node, stored_dt)
+            if mismatch is None:
+                return stored
+            warnings.warn(f"snn-hub metadata disagrees with the NIR parameter {mismatch!r} (was "
+                          "the file edited?); using NIR's parameters", HubMetadataWarning,
+                          stacklevel=5)
+    return convert(node, dt)
 
 
 def _disagreement(stored: Node, nir_node: Any, dt: float | None) -> str | None:
     """The first NIR parameter that the stored canonical node does not reproduce, if any."""
+    declared = (getattr(nir_node, "input_type", None) or {}).get("input")
+    shape = None if declared is None else tuple(int(s) for s in np.asarray(declared).ravel())
     try:
-        again = _EXPORTERS[type(stored).__name__](stored, dt, None)
-    except HubError:
+        again = _EXPORTERS[type(stored).__name__](stored, dt, shape)
+    except (HubError, KeyError, ValueError, TypeError, AssertionError):
         return "type"
     if type(again).__name__ != type(nir_node).__name__:
         return "type"
@@ -428,6 +430,7 @@ def _plain(value: Any) -> Any:
 
 def _full(value: np.ndarray, shape: Shape | None) -> np.ndarray:
     """A per-neuron array of ``shape`` (NIR wants explicit shapes), float64 or as given."""
+    value = np.asarray(value)
     return np.array(np.broadcast_to(value, shape if shape is not None else value.shape))
 
 
@@ -536,7 +539,7 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
     "Output": _export_output,
     # NIR sums a node's incoming edges like the hub does, so a junction is a unit Scale;
     # nir.Identity does not survive nir 1.0.8's own file round trip.
-    "Add": lambda n, dt, s: __import__("nir").Scale(scale=np.ones(s, dtype=np.float32)),
+    "Add": lambda n, dt, s: __import__("nir").Scale(scale=_full(np.float32(1), s)),
     "Affine": lambda n, dt, s: __import__("nir").Affine(
         weight=np.array(n.weight), bias=_full(n.bias, (n.weight.shape[0],))),
     "Linear": lambda n, dt, s: __import__("nir").Linear(weight=np.array(n.weight)),
