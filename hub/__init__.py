@@ -42,7 +42,7 @@ from .nodes import (
     SumPool2d,
     Threshold,
 )
-from .plugins import PluginWarning, plugins
+from .plugin_manager import PluginWarning, plugins
 from .simulate import Simulator, simulate
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from .errors import FormatError, HubError, PluginError
 from .fileio import atomic_path
 from .formats import Format
 from .graph import Graph
-from .plugins import plugins
+from .plugin_manager import plugins
 
 
 def _is_path(src: Any) -> bool:
@@ -144,6 +144,9 @@ def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, 
             fmt.write(graph, tmp, **options)
         except HubError as e:
             raise e.at(file=out)
+        except Exception as e:  # the disk or a library failed: say where, keep the cause
+            raise HubError(f"writing as {fmt.name!r} failed: {type(e).__name__}: {e}",
+                           file=out) from e
     return Path(out)
 
 

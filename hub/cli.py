@@ -13,7 +13,7 @@ from rich.table import Table
 from . import __version__
 from .api import convert, detect, load
 from .errors import HubError
-from .plugins import plugins
+from .plugin_manager import plugins
 
 EPILOG = """\
 examples:
@@ -59,11 +59,13 @@ def _parser() -> argparse.ArgumentParser:
                    "(.png, .svg or .pdf)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the picture")
 
-    sub.add_parser("plugins", help="list plugins, their formats, and why any is unavailable",
+    p = sub.add_parser("plugins", help="list plugins, their formats, and why any is unavailable",
                    description="List every snn-hub plugin found through the 'snn_hub' entry "
                    "points: version, status, formats with what each can do, and the reason a "
                    "plugin failed or a format is unavailable. HUB_PLUGINS=a,b loads only the "
                    "named plugins; HUB_DISABLE_PLUGINS=a,b skips them.")
+    p.add_argument("--support-table", action="store_true", help="print instead which node "
+                   "types each format imports and exports, as a markdown table")
     return parser
 
 
@@ -110,6 +112,11 @@ def _inspect(args: argparse.Namespace, out: Console) -> int:
 
 
 def _plugins(args: argparse.Namespace, out: Console) -> int:
+    if args.support_table:
+        from .show import support_table
+
+        print(support_table(), end="")
+        return 0
     registry = plugins()
     table = Table(title="snn-hub plugins")
     for column in ("plugin", "version", "status", "formats", "notes"):

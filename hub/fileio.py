@@ -20,15 +20,25 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
     """
     path = Path(path)
     if path.exists() and not force:
-        raise FileExistsHubError(f"{path} exists; pass force=True (or --force) to overwrite it",
+        raise FileExistsHubError("the file exists; pass force=True (or --force) to overwrite it",
                                  file=path)
+    if path.is_dir():
+        raise HubError("is a directory, which is never overwritten; name a file", file=path)
     if not path.parent.is_dir():
         raise HubError(f"directory {path.parent} does not exist", file=path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise HubError(f"cannot create a file in {path.parent}: {e.strerror or e}",
+                       file=path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise HubError(f"cannot move the finished file into place: {e.strerror or e}",
+                           file=path) from None
     finally:
         tmp_path.unlink(missing_ok=True)

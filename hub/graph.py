@@ -12,11 +12,12 @@ their nodes dotted names; the simulator and most exporters work on the flat grap
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Union
 
 from .errors import GraphError, HubError, ShapeError
-from .node import Node, Shape, node_from_dict
+from .node import MAX_ELEMENTS, Node, Shape, node_from_dict
 from .nodes import Add, Delay, Input, Output
 
 Element = Union[Node, "Graph"]
@@ -214,6 +215,9 @@ class Graph:
                 out_shapes[name] = tuple(node.output_shape(shape))
             except HubError as e:
                 raise e.at(node=name)
+            if math.prod(out_shapes[name]) > MAX_ELEMENTS:
+                raise ShapeError(f"its output {list(out_shapes[name])} has more than 2**31 "
+                                 "values per sample, more than any model needs", node=name)
         for b, sources in recurrent.items():
             for a in sources:
                 if out_shapes[a] != in_shapes[b]:
@@ -235,9 +239,21 @@ class Graph:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Graph:
-        if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
-            raise GraphError("expected a mapping with 'nodes' and 'edges'")
-        graph = cls(metadata=data.get("metadata") or {})
+        if not isinstance(data, dict):
+            raise GraphError(f"expected a mapping with 'nodes' and 'edges', got "
+                             f"{type(data).__name__}")
+        if not isinstance(data.get("nodes"), dict):
+            raise GraphError(f"expected a mapping of node names to nodes, got "
+                             f"{type(data.get('nodes')).__name__}", field="nodes")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise GraphError(f"expected a mapping, got {type(metadata).__name__}",
+                             field="metadata")
+        edges = data.get("edges", [])
+        if not isinstance(edges, (list, tuple)):
+            raise GraphError(f"expected a list of [source, target] pairs, got "
+                             f"{type(edges).__name__}", field="edges")
+        graph = cls(metadata=metadata)
         for name, item in data["nodes"].items():
             try:
                 if isinstance(item, dict) and item.get("type") == "Graph":
@@ -247,9 +263,11 @@ class Graph:
             except HubError as e:
                 raise e.at(node=name)
             graph.add(name, node)
-        for edge in data.get("edges", []):
-            if len(edge) != 2:
-                raise GraphError(f"an edge is a pair (source, target), got {edge!r}")
+        for edge in edges:
+            if (not isinstance(edge, (list, tuple)) or len(edge) != 2
+                    or not all(isinstance(end, str) for end in edge)):
+                raise GraphError(f"an edge is a pair [source, target] of node names, got {edge!r}",
+                                 field="edges")
             graph.connect(*edge)
         return graph
 

@@ -173,12 +173,17 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         value = int(value)
         if meta["minimum"] is not None and value < meta["minimum"]:
             raise ParameterError(f"must be at least {meta['minimum']}, got {value}", field=f.name)
+        if abs(value) > MAX_ELEMENTS:
+            raise ParameterError(f"{value} is beyond 2**31, which no model needs", field=f.name)
         return value
     if kind == "ints":
         try:
-            items = tuple(int(v) for v in np.asarray(value).reshape(-1))
-        except (TypeError, ValueError):
+            listed = np.asarray(value).reshape(-1).tolist()
+            items = tuple(int(v) for v in listed)
+        except (TypeError, ValueError, OverflowError):
             raise ParameterError(f"expected integers, got {value!r}", field=f.name) from None
+        if items != tuple(listed):  # 2.5 or "3" are not integers, even if int() takes them
+            raise ParameterError(f"expected integers, got {value!r}", field=f.name)
         if any(v < 0 for v in items):
             raise ParameterError(f"must not be negative, got {items}", field=f.name)
         if meta["length"] is not None and len(items) != meta["length"]:
@@ -215,10 +220,19 @@ def _coerce_array(name: str, value: Any, dtype: str) -> np.ndarray:
         if bad.any():
             what = "NaN" if np.isnan(raw).any() else "infinite value"
             raise ParameterError(f"{what} in {int(bad.sum())} of {raw.size} values", field=name)
-    if dtype.startswith("int") and raw.dtype.kind == "f":
-        if not np.array_equal(raw, np.round(raw)):
+    target = np.dtype(dtype)
+    if target.kind in "iu" and raw.size:
+        if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
             raise ParameterError("expected integers, got fractional values", field=name)
-    out = raw.astype(dtype, copy=True)
+        info = np.iinfo(target)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise ParameterError(f"values from {raw.min()} to {raw.max()} do not fit {dtype}",
+                                 field=name)
+    with np.errstate(over="ignore"):  # checked below: a silent inf would be worse than an error
+        out = raw.astype(target, copy=True)
+    if target.kind == "f" and not np.isfinite(out).all():
+        raise ParameterError(f"values up to {np.abs(raw).max()} are beyond the range of {dtype}",
+                             field=name)
     out.flags.writeable = False
     return out
 
@@ -266,9 +280,14 @@ def node_from_dict(data: dict[str, Any]) -> Node:
             f"its fields are {', '.join(sorted(names))}",
             field=sorted(unknown)[0],
         )
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ParameterError(f"{cls.__name__} needs field(s) {', '.join(missing)}, which are "
+                             "missing", field=missing[0])
     try:
         return cls(**{k: v for k, v in data.items() if k != "type"})
-    except TypeError as e:  # a required field is missing
+    except TypeError as e:  # a type's own check() choking on a value of the wrong kind
         raise ParameterError(f"cannot build {cls.__name__}: {e}") from None
 
 

@@ -121,3 +121,22 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
 def _arrow(ax: Any, cls: Any, a: tuple, b: tuple, style: str, line: str) -> None:
     ax.add_patch(cls(a, b, connectionstyle=style, arrowstyle="-|>", mutation_scale=12,
                      shrinkA=28, shrinkB=28, linestyle=line, color="#333"))
+
+
+def support_table() -> str:
+    """Markdown: which node types each installed format imports (I) and exports (E)."""
+    from .node import node_types
+    from .plugin_manager import plugins
+
+    formats = sorted(plugins().formats.values(), key=lambda f: (f.name != "hub", f.name))
+    lines = ["| node type | " + " | ".join(f"`{f.name}`" for f in formats) + " |",
+             "|---|" + "---|" * len(formats)]
+    for name in node_types():
+        cells = []
+        for fmt in formats:
+            marks = ("import" if name in fmt.imports else "") + (
+                " + export" if name in fmt.exports and name in fmt.imports else
+                ("export" if name in fmt.exports else ""))
+            cells.append(marks or "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -37,13 +37,26 @@ class CanonicalFormat(hub.Format):
         if path.stat().st_size > MAX_BYTES:
             raise FormatError(f"{path.stat().st_size} bytes is too large for a graph file")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FormatError(f"not a snn-hub JSON graph: {e}") from None
+        except RecursionError:
+            raise FormatError("not a snn-hub JSON graph: nested too deeply") from None
         return hub.Graph.from_dict(data)
 
     def write(self, graph: hub.Graph, path: Path) -> None:
         path.write_text(json.dumps(graph.to_dict(), indent=1), encoding="utf-8")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing repeated keys (json would silently keep the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"key {key!r} appears twice in one JSON object; which one is meant "
+                              "is ambiguous, so remove the other")
+        out[key] = value
+    return out
 
 
 @hub.hookimpl

@@ -62,11 +62,7 @@ class NIRFormat(hub.Format):
     install_hint = "nir"
     load_options = ("dt",)
     save_options = ("dt",)
-    imports = frozenset({
-        "Input", "Output", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
-        "Flatten", "Scale", "Add", "Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI", "CubaLI",
-        "Integrator"})
-    exports = imports
+    # imports and exports: set from the conversion tables at the end of this module
 
     def recognizes(self, obj: Any) -> bool:
         import nir
@@ -85,8 +81,10 @@ class NIRFormat(hub.Format):
             # [1, 1, 1] fed by a [1]); the hub's own shape check below is exact and names nodes.
             graph = nir.read(path, type_check=False)
         except Exception as e:
+            node, reason = _diagnose(path)
+            reason = reason or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
             raise FormatError(f"malformed NIR file (written by nir {version}); nir {nir.version} "
-                              f"reports: {e}") from None
+                              f"reports: {reason}", node=node) from None
         return self.load(graph, dt=dt)
 
     def load(self, obj: Any, dt: float | None = None) -> hub.Graph:
@@ -144,6 +142,46 @@ def _need_dt(dt: float | None, what: str) -> float:
 # -- import ---------------------------------------------------------------------------------
 
 
+def _diagnose(path: Path) -> tuple[str | None, str]:
+    """The node that nir's reader fails on, and why: ``nir.read`` builds the whole graph at
+    once, so its errors name no node. ``(None, "")`` where no single node is to blame."""
+    import h5py
+    from nir.serialization import hdf2dict  # what nir.read itself uses
+
+    try:
+        with h5py.File(path, "r") as f:
+            tree = hdf2dict(f["node"])
+    except Exception:
+        return None, ""
+    return _diagnose_graph(tree, "")
+
+
+def _diagnose_graph(tree: Any, prefix: str) -> tuple[str | None, str]:
+    import copy
+
+    import nir
+
+    nodes = tree.get("nodes") if isinstance(tree, dict) else None
+    if not isinstance(nodes, dict):
+        return None, ""
+    for name, data in nodes.items():
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "NIRGraph":
+            found = _diagnose_graph(data, f"{prefix}{name}.")
+            if found[0] is not None:
+                return found
+        try:
+            nir.str2NIRNode(kind)
+        except Exception:
+            return f"{prefix}{name}", (f"unknown NIR node type {kind!r}" if kind is not None
+                                       else "the node has no 'type'")
+        try:
+            nir.dict2NIRNode(copy.deepcopy(data))
+        except Exception as e:
+            return f"{prefix}{name}", f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return None, ""
+
+
 def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = None) -> hub.Graph:
     import nir
 
@@ -164,6 +202,9 @@ def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = No
                 graph.add(name, _import_node(node, effective, stored_dt))
         except HubError as e:
             raise e.at(node=name)
+        except Exception as e:  # values nir accepted but that make no sense as parameters
+            raise FormatError(f"cannot import this NIR {type(node).__name__}: "
+                              f"{type(e).__name__}: {e}", node=name) from e
     for source, target in nir_graph.edges:
         graph.connect(source, target)
     return graph
@@ -176,6 +217,7 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
     if convert is None:
         raise UnsupportedError(f"NIR node type {kind!r} has no canonical counterpart; supported "
                                f"types are {', '.join(sorted(_IMPORTERS))}", field="type")
+    _check_finite(node)
     metadata = node.metadata if isinstance(node.metadata, dict) else {}
     meta = _plain(metadata).get(META)
     if isinstance(meta, dict):
@@ -192,6 +234,23 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
                           "the file edited?); using NIR's parameters", HubMetadataWarning,
                           stacklevel=5)
     return convert(node, dt)
+
+
+def _check_finite(node: Any) -> None:
+    """Refuse NaN and infinite NIR parameters, naming the NIR field (before conversion renames
+    ``tau`` to ``beta`` and the like)."""
+    for key, value in vars(node).items():
+        if key in ("metadata", "input_type", "output_type"):
+            continue
+        if not isinstance(value, (np.ndarray, np.floating, float)):
+            continue
+        values = np.asarray(value)
+        if values.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            what = "NaN" if np.isnan(values).any() else "infinite value"
+            raise ParameterError(f"{what} in {int(bad.sum())} of {values.size} values", field=key)
 
 
 def _disagreement(stored: Node, nir_node: Any, dt: float | None) -> str | None:
@@ -318,11 +377,11 @@ def _pool(cls: type) -> Callable[[Any, float | None], Node]:
     return convert
 
 
-def _input_shape(n: Any) -> tuple[int, ...]:
+def _input_shape(n: Any) -> np.ndarray:
     shape = n.input_type.get("input")
     if shape is None:
         raise ShapeError("the Input node has no shape", field="shape")
-    return tuple(int(s) for s in np.asarray(shape).ravel())
+    return np.asarray(shape).ravel()  # hub.Input checks that these are sane integers
 
 
 _IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
@@ -359,7 +418,11 @@ def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
         declared = node.output_type.get("output")
         if declared is None:
             continue
-        declared = tuple(int(s) for s in np.asarray(declared).ravel())
+        try:
+            declared = tuple(int(s) for s in np.asarray(declared).ravel())
+        except (TypeError, ValueError, OverflowError):
+            raise ParameterError(f"expected a shape of integers, got {declared!r}", node=name,
+                                 field="shape") from None
         inferred = plan.input_shapes[name]
         if declared == inferred:
             continue
@@ -560,3 +623,7 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
     "CubaLI": _export_cubali,
     "Integrator": _export_integrator,
 }
+
+
+# Every canonical type that has a NIR counterpart converts both ways.
+NIRFormat.imports = NIRFormat.exports = frozenset(_EXPORTERS)

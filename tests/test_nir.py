@@ -109,7 +109,12 @@ def test_the_braille_rnn_keeps_its_recurrence(paper):
     assert np.allclose(lif.gain, 1.0) and np.allclose(lif.current_gain, 1.0)
 
 
-EXPORTABLE = sorted(set(EXAMPLES) - {"MaxPool2d"})
+EXPORTABLE = sorted(hub.plugins().format("nir").exports)
+
+
+def test_nir_converts_every_node_type_but_max_pooling():
+    assert set(EXPORTABLE) == set(EXAMPLES) - {"MaxPool2d"}
+    assert hub.plugins().format("nir").imports == set(EXPORTABLE)
 
 
 @pytest.mark.parametrize("name", EXPORTABLE)
