@@ -2,8 +2,8 @@ r"""The neuron family: discrete-time neurons with every convention an explicit f
 
 Frameworks disagree on how a neuron is discretised; these types state each choice as a field so
 that no conversion has to guess. One time step with input ``x``, state ``v`` (voltage), ``i``
-(current, current-based neurons only) and ``s_prev`` (the previous step's spike) computes, in this
-order and with these float operations:
+(current, current-based neurons only) and ``s_prev`` (the previous step's spike count, before
+``amplitude``) computes, in this order and with these float operations:
 
 1. Current (``CubaLIF``, ``CubaLI``): ``i_new = alpha * i + current_gain * x``; the voltage is
    driven by ``u = i_new`` (``current_order="new"``) or ``u = i`` (``"previous"``, forward Euler).
@@ -14,7 +14,9 @@ order and with these float operations:
    ``v = v + gain * u``). With ``v_leak = 0`` this is exactly ``beta * v + gain * u``.
 4. ``reset_timing="next"`` with ``reset="subtract"``: ``v = v - threshold * s_prev``, undecayed.
 5. Spike: ``s = v > threshold`` (``comparison=">"``) or ``v >= threshold`` (``">="``).
-   ``spike_mode="multi"`` emits ``n = floor(v / threshold)`` spikes at once (0 below threshold);
+   ``spike_mode="multi"`` emits ``n`` spikes at once: the number of multiples ``k * threshold``
+   (``k >= 1``) that ``v`` reaches (``">="``) or exceeds (``">"``), so ``floor(v / threshold)``
+   for ``">="``, one less on an exact multiple for ``">"``, and 0 below threshold.
    ``"graded"`` emits the voltage ``v`` instead of 1. Every output is multiplied by
    ``amplitude``.
 6. Reset, ``reset_timing="same"``: ``"zero"`` sets ``v = v_reset`` where it spiked,
@@ -50,6 +52,7 @@ class Neuron(Node):
     """Shared fields and step of the neuron family; subclasses fix which parts are present."""
 
     abstract: ClassVar[bool] = True
+    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
     stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
     leaky: ClassVar[bool] = True
@@ -113,9 +116,13 @@ class Neuron(Node):
             s = s * (~resting).to(s.dtype)
         count = s
         if self.spike_mode == "multi":
-            n = torch.floor(v / p["threshold"])
+            th = p["threshold"]
+            n = torch.floor(v / th)
+            # the division may round across a multiple; the products settle it
+            n = torch.where(n * th > v, n - 1, n)
+            n = torch.where((n + 1) * th <= v, n + 1, n)
             if self.comparison == ">":  # exactly on a multiple does not count as crossing it
-                n = torch.where(n * p["threshold"] == v, n - 1, n)
+                n = torch.where(n * th == v, n - 1, n)
             count = s + (torch.clamp(n, min=1) * s - s).detach()
         out = count * v if self.spike_mode == "graded" else count
         out = out * p["amplitude"]
@@ -156,7 +163,20 @@ class _SpikingFields(Neuron):
     amplitude: np.ndarray = array(1.0, doc="every output is multiplied by this")
     refractory: int = integer(0, doc="steps the voltage is held after a spike")
     delay: int = integer(0, doc="axonal delay of the output, in steps")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+
+
+class _CurrentFields(Neuron):
+    """The fields of the current-based neurons: a decaying current drives a LI voltage."""
+
+    abstract: ClassVar[bool] = True
+    current: ClassVar[bool] = True
+    alpha: np.ndarray = array(doc="current decay per step")
+    beta: np.ndarray = array(doc="voltage decay per step")
+    gain: np.ndarray = array(1.0, doc="gain of the current into the voltage")
+    current_gain: np.ndarray = array(1.0, doc="gain of the input into the current")
+    v_leak: np.ndarray = array(0.0, doc="rest potential")
+    current_order: str = choice("new", ("new", "previous"),
+                                doc="the voltage sees this step's current or the previous one")
 
 
 class IF(_SpikingFields):
@@ -174,17 +194,8 @@ class LIF(_SpikingFields):
     v_leak: np.ndarray = array(0.0, doc="rest potential")
 
 
-class CubaLIF(_SpikingFields):
+class CubaLIF(_SpikingFields, _CurrentFields):
     """Current-based LIF: ``i = alpha * i + current_gain * x`` drives a LIF voltage."""
-
-    current: ClassVar[bool] = True
-    alpha: np.ndarray = array(doc="current decay per step")
-    beta: np.ndarray = array(doc="voltage decay per step")
-    gain: np.ndarray = array(1.0, doc="gain of the current into the voltage")
-    current_gain: np.ndarray = array(1.0, doc="gain of the input into the current")
-    v_leak: np.ndarray = array(0.0, doc="rest potential")
-    current_order: str = choice("new", ("new", "previous"),
-                                doc="the voltage sees this step's current or the previous one")
 
 
 class LI(Neuron):
@@ -194,7 +205,6 @@ class LI(Neuron):
     beta: np.ndarray = array(doc="voltage decay per step")
     gain: np.ndarray = array(1.0, doc="input gain")
     v_leak: np.ndarray = array(0.0, doc="rest potential")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
 
 
 class Integrator(Neuron):
@@ -203,19 +213,9 @@ class Integrator(Neuron):
     spiking: ClassVar[bool] = False
     leaky: ClassVar[bool] = False
     gain: np.ndarray = array(1.0, doc="input gain")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
 
 
-class CubaLI(Neuron):
+class CubaLI(_CurrentFields):
     """Current-based leaky integrator readout: a current drives an LI voltage; outputs v."""
 
     spiking: ClassVar[bool] = False
-    current: ClassVar[bool] = True
-    alpha: np.ndarray = array(doc="current decay per step")
-    beta: np.ndarray = array(doc="voltage decay per step")
-    gain: np.ndarray = array(1.0, doc="gain of the current into the voltage")
-    current_gain: np.ndarray = array(1.0, doc="gain of the input into the current")
-    v_leak: np.ndarray = array(0.0, doc="rest potential")
-    current_order: str = choice("new", ("new", "previous"),
-                                doc="the voltage sees this step's current or the previous one")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")

@@ -2,7 +2,9 @@
 
 The forward pass is an exact Heaviside step (``x > 0``, or ``x >= 0``); the backward pass uses
 the derivative of a fast sigmoid, ``1 / (1 + slope * |x|)**2``, as SuperSpike and snnTorch's
-default do. Only gradients are approximated: spikes are never changed.
+default do. Only gradients are approximated: spikes are never changed. Gradients also flow
+through the reset (snnTorch detaches it by default), so trained gradients may differ from a
+framework's while forward spikes are identical.
 """
 
 from __future__ import annotations
