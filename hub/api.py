@@ -123,14 +123,24 @@ def save(graph: Graph, to: str | None = None, out: str | os.PathLike | None = No
     if not isinstance(graph, Graph):
         raise HubError(f"save() takes a hub.Graph, got {type(graph).__name__}; "
                        "use hub.convert() for other models")
-    if to is None:
-        if out is None:
-            raise HubError("save() needs to=<format> or out=<file>")
-        fmt = detect(out)
-    else:
-        fmt = plugins().format(to)
+    if to is None and out is None:
+        raise HubError("save() needs to=<format> or out=<file>")
+    fmt = _target(to, out)
     _check_options(options, (fmt, fmt.save_options))
     return _write(fmt, graph, out, force, options)
+
+
+def _target(to: str | None, out: str | os.PathLike | None) -> Format:
+    """The format to write: ``to``, else the one ``out``'s suffix names; they must agree."""
+    if to is None:
+        return detect(out)
+    fmt = plugins().format(to)
+    if out is not None:
+        claimed = [f.name for f in plugins().formats.values() if f.recognizes_file(Path(out))]
+        if claimed and fmt.name not in claimed:
+            raise HubError(f"the file name says format {claimed[0]!r} but {fmt.name!r} was "
+                           "asked for; name the file to match, or drop to=/--to", file=out)
+    return fmt
 
 
 def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, Any]) -> Any:
@@ -160,7 +170,9 @@ def convert(src: Any, to: str | None = None, *, out: str | os.PathLike | None = 
     ``hub.convert("net.nir", to="lava", out="net.net", dt=1e-3)``.
     """
     src_fmt = detect(src, source)
-    dst_fmt = detect(out) if to is None and out is not None else plugins().format(to or "")
+    if to is None and out is None:
+        raise HubError("convert() needs to=<format> or out=<file>")
+    dst_fmt = _target(to, out)
     if dt is not None:
         options["dt"] = dt
     _check_options(options, (src_fmt, src_fmt.load_options), (dst_fmt, dst_fmt.save_options))

@@ -205,9 +205,7 @@ class Graph:
                                  + ", ".join(f"{s!r} gives {list(out_shapes[s])}"
                                              for s in forward[name]), node=name)
             shape = shapes.pop() if shapes else None
-            if shape is None and not node.takes_input:
-                shape = None
-            elif shape is None:
+            if shape is None and node.takes_input:
                 raise ShapeError("nothing feeds this node (in this step); connect an input",
                                  node=name)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -45,9 +46,7 @@ def describe(graph: Graph) -> list[dict[str, str]]:
 
 
 def _shown(node: Node) -> dict[str, Any]:
-    """The parameters worth showing: arrays and anything not at its default."""
-    import dataclasses
-
+    """The parameters worth showing: those not at their default."""
     out = {}
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)

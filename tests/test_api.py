@@ -86,3 +86,12 @@ def test_the_graph_dt_is_kept(graph, tmp_path):
     hub.save(graph, to="nir", out=tmp_path / "g.nir")
     assert hub.load(tmp_path / "g.nir").metadata["dt"] == 5e-4
     assert np.isclose(hub.convert(graph, to="nir").nodes["node"].tau[0], 5e-4 / 0.25)
+
+
+def test_the_target_format_and_the_file_name_must_agree(graph, tmp_path):
+    with pytest.raises(hub.HubError, match="the file name says format 'hub' but 'nir'") as e:
+        hub.convert(graph, to="nir", out=tmp_path / "g.hub.json", dt=1e-3)
+    assert e.value.file == str(tmp_path / "g.hub.json")
+    assert hub.save(graph, to="nir", out=tmp_path / "g.bin", dt=1e-3).exists()  # unknown: fine
+    with pytest.raises(hub.HubError, match="needs to=<format> or out=<file>"):
+        hub.convert(graph)
