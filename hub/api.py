@@ -71,8 +71,13 @@ def _read(fmt: Format, src: Any, options: dict[str, Any]) -> Graph:
     if _is_path(src):
         path = Path(src)
         _capable(fmt, "read", "read files")
-        if not path.is_file():
-            raise FormatError("no such file" if not path.exists() else "not a file", file=path)
+        try:
+            is_file = path.is_file()
+            exists = is_file or path.exists()
+        except OSError as e:  # a name too long for the file system, say
+            raise FormatError(f"cannot open it: {e.strerror or e}", file=path) from None
+        if not is_file:
+            raise FormatError("no such file" if not exists else "not a file", file=path)
         try:
             graph = fmt.read(path, **options)
         except HubError as e:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .errors import ParameterError
-from .node import Node, Shape, array, choice, integer
+from .node import MAX_STEPS, Node, Shape, array, choice, integer
 from .nodes import _per_element
 from .surrogate import spike
 
@@ -161,8 +161,8 @@ class _SpikingFields(Neuron):
                                doc="reset in the spiking step, or in the next one undecayed")
     spike_mode: str = choice("binary", ("binary", "multi", "graded"))
     amplitude: np.ndarray = array(1.0, doc="every output is multiplied by this")
-    refractory: int = integer(0, doc="steps the voltage is held after a spike")
-    delay: int = integer(0, doc="axonal delay of the output, in steps")
+    refractory: int = integer(0, maximum=MAX_STEPS, doc="steps the voltage is held after a spike")
+    delay: int = integer(0, maximum=MAX_STEPS, doc="axonal delay of the output, in steps")
 
 
 class _CurrentFields(Neuron):

@@ -23,6 +23,8 @@ Shape = tuple[int, ...]
 #: Largest number of elements a single parameter or activation may have: beyond this a file is
 #: more likely hostile or corrupt than a model, and allocating it would exhaust memory.
 MAX_ELEMENTS = 1 << 31
+#: Longest delay or refractory period in steps: state is allocated per step of it.
+MAX_STEPS = 1_000_000
 
 _REGISTRY: dict[str, type[Node]] = {}
 
@@ -35,9 +37,10 @@ def array(default: Any = dataclasses.MISSING, *, dtype: str = "float32", doc: st
     return dataclasses.field(default_factory=lambda: np.asarray(default, dtype), metadata=meta)
 
 
-def integer(default: Any = dataclasses.MISSING, *, minimum: int | None = 0, doc: str = "") -> Any:
+def integer(default: Any = dataclasses.MISSING, *, minimum: int | None = 0,
+            maximum: int | None = None, doc: str = "") -> Any:
     """A non-negative (unless ``minimum`` says otherwise) integer parameter."""
-    meta = {"kind": "int", "minimum": minimum, "doc": doc}
+    meta = {"kind": "int", "minimum": minimum, "maximum": maximum, "doc": doc}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -173,6 +176,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         value = int(value)
         if meta["minimum"] is not None and value < meta["minimum"]:
             raise ParameterError(f"must be at least {meta['minimum']}, got {value}", field=f.name)
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise ParameterError(f"must be at most {meta['maximum']}, got {value}", field=f.name)
         if abs(value) > MAX_ELEMENTS:
             raise ParameterError(f"{value} is beyond 2**31, which no model needs", field=f.name)
         return value
@@ -204,12 +209,16 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 def _coerce_array(name: str, value: Any, dtype: str) -> np.ndarray:
     if isinstance(value, dict) and {"dtype", "shape", "data"} <= value.keys():
         try:
-            value = np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
-        except (TypeError, ValueError) as e:
+            with np.errstate(over="raise", invalid="raise"):
+                value = np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+        except FloatingPointError:
+            raise ParameterError(f"values that do not fit {value['dtype']} (NaN, or beyond its "
+                                 "range)", field=name) from None
+        except (TypeError, ValueError, OverflowError) as e:
             raise ParameterError(f"malformed array: {e}", field=name) from None
     try:
         raw = np.asarray(value)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ParameterError(f"not an array of numbers: {e}", field=name) from None
     if raw.dtype.kind not in "biuf":
         raise ParameterError(f"expected numbers, got dtype {raw.dtype}", field=name)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ParameterError, ShapeError
-from .node import MAX_ELEMENTS, Node, Shape, _required, array, choice, integer, ints
+from .node import MAX_ELEMENTS, MAX_STEPS, Node, Shape, _required, array, choice, integer, ints
 from .surrogate import spike
 
 
@@ -266,9 +266,9 @@ class Delay(Node):
     def check(self) -> None:
         if (self.delay < 0).any():
             raise ParameterError("delays must not be negative", field="delay")
-        if self.delay.size and int(self.delay.max()) > 1_000_000:
-            raise ParameterError(f"delay of {int(self.delay.max())} steps is absurd",
-                                 field="delay")
+        if self.delay.size and int(self.delay.max()) > MAX_STEPS:
+            raise ParameterError(f"a delay of {int(self.delay.max())} steps is more than "
+                                 f"{MAX_STEPS}", field="delay")
 
     @property
     def holds_state(self) -> bool:

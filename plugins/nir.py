@@ -70,21 +70,33 @@ class NIRFormat(hub.Format):
         return isinstance(obj, nir.NIRGraph)
 
     def read(self, path: Path, dt: float | None = None) -> hub.Graph:
+        import copy
+
         import h5py
         import nir
+        from nir.serialization import hdf2dict
 
         if not h5py.is_hdf5(path):
             raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
-        version = _file_version(path)
+        # What nir.read(path) does, in two steps: a damaged HDF5 structure is told apart from
+        # NIR content that nir rejects, and the latter is traced to its node without reading
+        # the file again (a corrupt file can make every h5py read slow).
+        try:
+            with h5py.File(path, "r") as f:
+                tree = hdf2dict(f["node"])
+        except Exception as e:
+            raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
+                              f"h5py reports: {_describe(e)}") from None
         try:
             # nir's type check rejects files that older nir versions wrote (an Output of shape
             # [1, 1, 1] fed by a [1]); the hub's own shape check below is exact and names nodes.
-            graph = nir.read(path, type_check=False)
+            # (on a copy: nir's from_dict edits the dicts it is given)
+            graph = nir.dict2NIRNode({**copy.deepcopy(tree), "type_check": False})
         except Exception as e:
-            node, reason = _diagnose(path)
-            reason = reason or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-            raise FormatError(f"malformed NIR file (written by nir {version}); nir {nir.version} "
-                              f"reports: {reason}", node=node) from None
+            node, reason = _diagnose(tree, "")
+            raise FormatError(f"malformed NIR file (written by nir {_file_version(path)}); nir "
+                              f"{nir.version} reports: {reason or _describe(e)}",
+                              node=node) from None
         return self.load(graph, dt=dt)
 
     def load(self, obj: Any, dt: float | None = None) -> hub.Graph:
@@ -142,21 +154,14 @@ def _need_dt(dt: float | None, what: str) -> float:
 # -- import ---------------------------------------------------------------------------------
 
 
-def _diagnose(path: Path) -> tuple[str | None, str]:
-    """The node that nir's reader fails on, and why: ``nir.read`` builds the whole graph at
-    once, so its errors name no node. ``(None, "")`` where no single node is to blame."""
-    import h5py
-    from nir.serialization import hdf2dict  # what nir.read itself uses
-
-    try:
-        with h5py.File(path, "r") as f:
-            tree = hdf2dict(f["node"])
-    except Exception:
-        return None, ""
-    return _diagnose_graph(tree, "")
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def _diagnose_graph(tree: Any, prefix: str) -> tuple[str | None, str]:
+def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str]:
+    """The node of a NIR file's contents (as read from hdf5) that nir cannot build, and why:
+    nir builds the whole graph at once and its errors name no node. ``(None, "")`` where no
+    single node is to blame."""
     import copy
 
     import nir
@@ -167,7 +172,7 @@ def _diagnose_graph(tree: Any, prefix: str) -> tuple[str | None, str]:
     for name, data in nodes.items():
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "NIRGraph":
-            found = _diagnose_graph(data, f"{prefix}{name}.")
+            found = _diagnose(data, f"{prefix}{name}.")
             if found[0] is not None:
                 return found
         try:
@@ -178,7 +183,7 @@ def _diagnose_graph(tree: Any, prefix: str) -> tuple[str | None, str]:
         try:
             nir.dict2NIRNode(copy.deepcopy(data))
         except Exception as e:
-            return f"{prefix}{name}", f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return f"{prefix}{name}", _describe(e)
     return None, ""
 
 
