@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .graph import Graph
 
 
 #: The methods a format may implement (see ``hub.hookspecs.hub_register_formats``):
