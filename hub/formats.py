@@ -6,8 +6,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
-
-
 #: The methods a format may implement (see ``hub.hookspecs.hub_register_formats``):
 #: ``read(path, **options) -> Graph``, ``load(obj, **options) -> Graph``,
 #: ``write(graph, path, **options)``, ``export(graph, **options) -> obj``, ``run(native, x) -> y``.
