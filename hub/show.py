@@ -80,13 +80,16 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
     layers: dict[int, list[str]] = {}
     for name in plan.order:
         layers.setdefault(depth[name], []).append(name)
+    # Layers run left to right; a long chain runs top to bottom instead, to stay readable.
+    vertical = len(layers) > 8
     pos = {}
     for d, names in layers.items():
         for i, name in enumerate(names):
-            pos[name] = (d * 3.0, (i - (len(names) - 1) / 2) * 1.6)
-
-    width = max(6.0, 1.9 * (len(layers) + 1))
-    height = max(3.0, 1.1 * max(len(v) for v in layers.values()) + 1.5)
+            across = (i - (len(names) - 1) / 2)
+            pos[name] = (across * 2.6, -d * 1.4) if vertical else (d * 3.0, across * 1.6)
+    deep, wide = len(layers) + 1, max(len(v) for v in layers.values())
+    width, height = ((max(4.0, 2.0 * wide + 1.5), 0.8 * deep + 1.0) if vertical
+                     else (max(6.0, 1.9 * deep), max(3.0, 1.1 * wide + 1.5)))
     fig, ax = plt.subplots(figsize=(width, height))
     for name, (x, y) in pos.items():
         node = flat.nodes[name]
@@ -99,17 +102,17 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
         ax.text(x, y - 0.18, f"{node.type} [{shape}]", ha="center", va="center", fontsize=7)
     for target, sources in plan.forward.items():
         for source in sources:
-            _arrow(ax, FancyArrowPatch, pos[source], pos[target], "arc3,rad=0.0", "-")
+            _arrow(ax, FancyArrowPatch, pos[source], pos[target], "arc3,rad=0.0", "-", vertical)
     for target, sources in plan.recurrent.items():
         for source in sources:
-            _arrow(ax, FancyArrowPatch, pos[source], pos[target], "arc3,rad=-0.5", "--")
+            _arrow(ax, FancyArrowPatch, pos[source], pos[target], "arc3,rad=-0.5", "--", vertical)
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
     ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
-    ax.set_ylim(min(ys) - 1.5, max(ys) + 1.5)
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
     ax.set_axis_off()
-    ax.set_title("spiking neurons orange, other state green, stateless blue; "
-                 "dashed: recurrent (one step late)", fontsize=8)
+    ax.set_title("orange: spiking neurons, green: other state, blue: stateless\n"
+                 "dashed: recurrent edge (one step late)", fontsize=8)
     fig.tight_layout()
     with atomic_path(path, force=force) as tmp:
         fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path)
@@ -117,9 +120,10 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
     plt.close(fig)
 
 
-def _arrow(ax: Any, cls: Any, a: tuple, b: tuple, style: str, line: str) -> None:
+def _arrow(ax: Any, cls: Any, a: tuple, b: tuple, style: str, line: str, vertical: bool) -> None:
+    shrink = 22 if vertical else 28  # points: clear of the boxes
     ax.add_patch(cls(a, b, connectionstyle=style, arrowstyle="-|>", mutation_scale=12,
-                     shrinkA=28, shrinkB=28, linestyle=line, color="#333"))
+                     shrinkA=shrink, shrinkB=shrink, linestyle=line, color="#333"))
 
 
 def support_table() -> str:
