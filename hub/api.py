@@ -24,7 +24,7 @@ def detect(src: Any, source: str | None = None) -> Format:
         return registry.format(source)
     if _is_path(src):
         path = Path(src)
-        matches = [f for f in registry.formats.values() if f.recognizes_file(path)]
+        matches = _claiming(path)
         if not matches:
             suffixes = sorted({s for f in registry.formats.values() for s in f.suffixes})
             raise FormatError(f"cannot tell the format from the file name; known suffixes: "
@@ -41,6 +41,11 @@ def detect(src: Any, source: str | None = None) -> Format:
         names = ", ".join(f.name for f in matches)
         raise FormatError(f"several formats claim this source ({names}); pass source=<format>")
     return registry.format(matches[0].name)
+
+
+def _claiming(path: Path) -> list[Format]:
+    """The formats whose file names ``path`` matches."""
+    return [f for f in plugins().formats.values() if f.recognizes_file(path)]
 
 
 def _recognizes(fmt: Format, obj: Any) -> bool:
@@ -141,7 +146,7 @@ def _target(to: str | None, out: str | os.PathLike | None) -> Format:
         return detect(out)
     fmt = plugins().format(to)
     if out is not None:
-        claimed = [f.name for f in plugins().formats.values() if f.recognizes_file(Path(out))]
+        claimed = [f.name for f in _claiming(Path(out))]
         if claimed and fmt.name not in claimed:
             raise HubError(f"the file name says format {claimed[0]!r} but {fmt.name!r} was "
                            "asked for; name the file to match, or drop to=/--to", file=out)

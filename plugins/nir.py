@@ -34,6 +34,7 @@ neuron then behaves differently there, which ``hub check`` (the conformance suit
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
@@ -70,8 +71,6 @@ class NIRFormat(hub.Format):
         return isinstance(obj, nir.NIRGraph)
 
     def read(self, path: Path, dt: float | None = None) -> hub.Graph:
-        import copy
-
         import h5py
         import nir
         from nir.serialization import hdf2dict
@@ -162,8 +161,6 @@ def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str]:
     """The node of a NIR file's contents (as read from hdf5) that nir cannot build, and why:
     nir builds the whole graph at once and its errors name no node. ``(None, "")`` where no
     single node is to blame."""
-    import copy
-
     import nir
 
     nodes = tree.get("nodes") if isinstance(tree, dict) else None
