@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -21,6 +22,7 @@ examples:
   hub inspect paper_02_cnn_cnn_sinabs.nir --dt 1 --draw cnn.png
   hub convert net.nir --to hub -o net.hub.json --dt 1e-4
   hub convert net.hub.json -o net.nir --force
+  hub conformance --formats hub,nir --tier exact --out report/
 
 Formats are detected from file suffixes; --from names the source format when they cannot be.
 Errors exit with status 2 and say what is wrong and where (file, node, field).
@@ -66,6 +68,28 @@ def _parser() -> argparse.ArgumentParser:
                    "named plugins; HUB_DISABLE_PLUGINS=a,b skips them.")
     p.add_argument("--support-table", action="store_true", help="print instead which node "
                    "types each format imports and exports, as a markdown table")
+
+    p = sub.add_parser("conformance", help="prove conversions spike-identical along every path",
+                       description="Convert every model of the zoo along every route between "
+                       "the installed formats (A->B, A->B->A, A->file->B), run each result in "
+                       "its own format's runtime, and compare with the reference simulation: "
+                       "bit for bit in the exact and fixed tiers, up to threshold ties in the "
+                       "float and paper tiers. Prints a source x target matrix per tier; exits "
+                       "1 if anything failed (or, with --against, changed).")
+    p.add_argument("--formats", metavar="A,B", help="formats to include (default: every usable "
+                   "installed format; see `hub plugins`)")
+    p.add_argument("--tier", metavar="T,U", default="exact,float,fixed,paper",
+                   help="tiers to run (default: %(default)s)")
+    p.add_argument("--cases", metavar="PATTERN", help="only the cases whose id matches this "
+                   "fnmatch pattern, e.g. 'exact/dense-*'")
+    p.add_argument("--paper", metavar="DIR", help="the NIR paper's graphs (default: "
+                   "$HUB_EXTERNAL/nir-paper, or shared/external/nir-paper beside a checkout)")
+    p.add_argument("--out", metavar="DIR", help="write report.md, matrix.png and, per failure, "
+                   "a raster plot and a reproducer script here")
+    p.add_argument("--record", metavar="DIR", help="save the cases and every runtime's outputs "
+                   "here, to compare later runs against")
+    p.add_argument("--against", metavar="DIR", help="re-run the cases recorded in DIR and report "
+                   "every output that changed")
     return parser
 
 
@@ -139,7 +163,51 @@ def _plugins(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-_COMMANDS = {"convert": _convert, "inspect": _inspect, "plugins": _plugins}
+def _conformance(args: argparse.Namespace, out: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    import hub_conformance
+    from hub_conformance import record, report
+
+    formats = _list(args.formats)
+    tiers = tuple(_list(args.tier) or ())
+    options = {"match": args.cases, "paper": Path(args.paper) if args.paper else None}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[what]}"))
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("conformance", total=None, what="")
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, what=what)
+
+        if args.against:
+            suite, changes = record.against(Path(args.against), formats, progress=progress,
+                                            match=args.cases)
+        else:
+            suite = hub_conformance.run(formats, tiers, progress=progress, **options)
+            changes = []
+    report.terminal(suite, out)
+    if args.out:
+        out.print(f"wrote {report.write(suite, Path(args.out))}")
+    if args.record:
+        out.print(f"recorded {record.record(suite, Path(args.record))}")
+    if args.against:
+        for change in changes:
+            colour = "red" if change.kind in ("changed", "status") else "yellow"
+            out.print(f"[{colour}]{change.kind}[/{colour}] {change.id}: {change.detail}",
+                      soft_wrap=True)
+        out.print(f"against {args.against}: {len(changes)} difference(s)")
+    changed = any(c.kind in ("changed", "status") for c in changes)
+    return 0 if suite.ok and not changed else 1
+
+
+def _list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+_COMMANDS = {"convert": _convert, "inspect": _inspect, "plugins": _plugins,
+             "conformance": _conformance}
 
 
 if __name__ == "__main__":

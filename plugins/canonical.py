@@ -47,6 +47,11 @@ class CanonicalFormat(hub.Format):
     def write(self, graph: hub.Graph, path: Path) -> None:
         path.write_text(json.dumps(graph.to_dict(), indent=1), encoding="utf-8")
 
+    def run(self, native: hub.Graph | Path, x: Any) -> Any:
+        """The canonical graph's own runtime is the reference simulator."""
+        graph = native if isinstance(native, hub.Graph) else self.read(Path(native))
+        return hub.simulate(graph, x)
+
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object as a dict, refusing repeated keys (json would silently keep the last)."""

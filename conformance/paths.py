@@ -1,0 +1,249 @@
+"""Conversion paths between formats, as steps the suite executes and a reproducer prints.
+
+A :class:`Route` is one way a model travels: ``A->B`` (convert, run in B), ``A->B->A`` (there
+and back, parameters must come back identical, run in A) or ``A->F file->B`` (through a file of
+format F). Each route is a short list of :class:`Step` s; :func:`execute` carries them out with
+the public API (``hub.save``, ``hub.load`` and each format's ``run`` hook), and
+:func:`script` writes the same steps as a Python script, so a failure's reproducer does exactly
+what the suite did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+import hub
+from hub.formats import Format
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step: ``op`` applied with format ``fmt`` to variable ``src``, giving ``dst``.
+
+    ``op`` is ``"native"`` (graph -> the format's model: ``export``, or ``write`` to a file),
+    ``"import"`` (model -> graph), ``"file"`` (graph -> file of ``fmt`` -> graph), ``"same"``
+    (``dst`` must have ``src``'s parameters) or ``"run"`` (the format's runtime on ``x``).
+    """
+
+    op: str
+    fmt: str
+    src: str
+    dst: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """A conversion path from format ``source`` to ``target`` (and back, or through a file)."""
+
+    source: str
+    target: str
+    via: str | None = None
+    back: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "round trip" if self.back else "file" if self.via else "direct"
+
+    @property
+    def label(self) -> str:
+        if self.back:
+            return f"{self.source}->{self.target}->{self.source}"
+        if self.via:
+            return f"{self.source}->{self.via} file->{self.target}"
+        return f"{self.source}->{self.target}"
+
+    @property
+    def runtime(self) -> str:
+        """The format whose runtime runs the result."""
+        return self.source if self.back else self.target
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f for f in (self.source, self.via, self.target) if f))
+
+    def steps(self) -> list[Step]:
+        a, b = self.source, self.target
+        steps = [Step("native", a, "graph", "model_a"), Step("import", a, "model_a", "g")]
+        if self.back:
+            return steps + [Step("native", b, "g", "model_b"), Step("import", b, "model_b", "g2"),
+                            Step("native", a, "g2", "model"), Step("import", a, "model", "g3"),
+                            Step("same", a, "g", "g3"), Step("run", a, "model", "y")]
+        if self.via:
+            steps.append(Step("file", self.via, "g", "g"))
+        return steps + [Step("native", b, "g", "model"), Step("run", b, "model", "y")]
+
+
+def usable(names: Iterable[str] | None = None) -> dict[str, Format]:
+    """The installed, usable formats (those named, if given), by name."""
+    registry = hub.plugins()
+    if names is None:
+        return {n: f for n, f in sorted(registry.formats.items()) if f.unavailable() is None}
+    return {registry.format(n).name: registry.format(n) for n in names}
+
+
+def routes(formats: dict[str, Format]) -> list[Route]:
+    """Every route between ``formats``: each pair directly, there and back, and through each file.
+
+    A source must export (or write) and import (load or read); a target must export (or write)
+    and run; a file format must write and read.
+    """
+    def can(fmt: Format, *groups: tuple[str, ...]) -> bool:
+        return all(any(m in fmt.capabilities for m in group) for group in groups)
+
+    sources = [n for n, f in formats.items() if can(f, ("export", "write"), ("load", "read"))]
+    targets = [n for n, f in formats.items() if can(f, ("export", "write"), ("run",))]
+    files = [n for n, f in formats.items() if can(f, ("write",), ("read",))]
+    out = [Route(a, b) for a in sources for b in targets]
+    out += [Route(a, b, back=True) for a in sources if a in targets for b in sources if b != a]
+    out += [Route(a, b, via=f) for f in files for a in sources for b in targets]
+    return out
+
+
+class Unsupported(Exception):
+    """A format on the route cannot express the model (its converter said so)."""
+
+
+class ParameterMismatch(Exception):
+    """A round trip did not give back the same parameters."""
+
+
+def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | None = None) -> Any:
+    """Carry ``graph`` along ``route`` and return the runtime's output on ``x``.
+
+    Raises :class:`Unsupported` when a converter refuses the model with
+    ``hub.UnsupportedError`` (the model is not expressible there), :class:`ParameterMismatch`
+    when a round trip changes parameters; anything else a plugin raises is passed on.
+    """
+    with tempfile.TemporaryDirectory(prefix="hub-conformance-") as tmp:
+        folder = Path(workdir or tmp)
+        values: dict[str, Any] = {"graph": graph}
+        registry = hub.plugins()
+        for index, step in enumerate(route.steps()):
+            fmt = registry.format(step.fmt)
+            src = values[step.src]
+            try:
+                if step.op == "native":
+                    values[step.dst] = native(fmt, src, folder / f"step{index}")
+                elif step.op == "import":
+                    values[step.dst] = hub.load(src, source=fmt.name)
+                elif step.op == "file":
+                    path = folder / f"step{index}{fmt.suffixes[0]}"
+                    hub.save(src, to=fmt.name, out=path)
+                    values[step.dst] = hub.load(path, source=fmt.name)
+                elif step.op == "same":
+                    problem = different(values[step.src], values[step.dst])
+                    if problem:
+                        raise ParameterMismatch(f"{route.label} changed {problem}")
+                else:
+                    values[step.dst] = fmt.run(src, x)
+            except hub.UnsupportedError as e:
+                raise Unsupported(f"{fmt.name}: {e}") from e
+        return values["y"]
+
+
+def native(fmt: Format, graph: hub.Graph, stem: Path) -> Any:
+    """The format's own model of ``graph``: an exported object, or a file it writes."""
+    if "export" in fmt.capabilities:
+        return hub.save(graph, to=fmt.name)
+    return hub.save(graph, to=fmt.name, out=stem.with_suffix(fmt.suffixes[0]))
+
+
+def different(a: hub.Graph, b: hub.Graph) -> str | None:
+    """What differs between two graphs' nodes and edges (names aside), or ``None``."""
+    fa, fb = a.flat(), b.flat()
+    pa, pb = fa.plan(), fb.plan()
+    if len(pa.order) != len(pb.order):
+        return f"the node count: {len(pa.order)} -> {len(pb.order)}"
+    rename = dict(zip(pb.order, pa.order))
+    for na, nb in zip(pa.order, pb.order):
+        x, y = fa.nodes[na], fb.nodes[nb]
+        if type(x) is not type(y):
+            return f"node {na!r}: {x.type} -> {y.type}"
+        for field, value in x.params().items():
+            other = getattr(y, field)
+            if not _identical(value, other):
+                return f"node {na!r} field {field!r}: {_show(value)} -> {_show(other)}"
+    edges_a = sorted(map(tuple, fa.edges))
+    edges_b = sorted((rename[s], rename[t]) for s, t in fb.edges)
+    if edges_a != edges_b:
+        return f"the edges: {edges_a} -> {edges_b}"
+    return None
+
+
+def _identical(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        flat = value.ravel()
+        head = ", ".join(repr(v.item()) for v in flat[:4])
+        return f"{value.dtype}{list(value.shape)} [{head}{', ...' if flat.size > 4 else ''}]"
+    return repr(value)
+
+
+def script(route: Route, description: str) -> str:
+    """A standalone Python script that carries ``graph.hub.json`` along ``route`` and compares."""
+    description = description.replace("\\", "/").replace('"""', "'''")
+    lines = [
+        f'"""Reproduces {description}',
+        "",
+        "Run it from this folder: python reproduce.py",
+        '"""',
+        "",
+        "from pathlib import Path",
+        "",
+        "import numpy as np",
+        "import torch",
+        "",
+        "import hub",
+        "",
+        "here = Path(__file__).parent",
+        'graph = hub.load(here / "graph.hub.json")',
+        'x = torch.from_numpy(np.load(here / "x.npy"))',
+        "fmt = hub.plugins().format",
+        "",
+    ]
+    registry = hub.plugins()
+    for index, step in enumerate(route.steps()):
+        fmt = registry.format(step.fmt)
+        name = repr(fmt.name)
+        if step.op == "native" and "export" in fmt.capabilities:
+            lines.append(f"{step.dst} = hub.save({step.src}, to={name})")
+        elif step.op == "native":
+            out = repr(f"step{index}{fmt.suffixes[0]}")
+            lines.append(f"{step.dst} = hub.save({step.src}, to={name}, out=here / {out}, "
+                         "force=True)")
+        elif step.op == "import":
+            lines.append(f"{step.dst} = hub.load({step.src}, source={name})")
+        elif step.op == "file":
+            out = repr(f"step{index}{fmt.suffixes[0]}")
+            lines.append(f"hub.save({step.src}, to={name}, out=here / {out}, force=True)")
+            lines.append(f"{step.dst} = hub.load(here / {out}, source={name})")
+        elif step.op == "same":
+            lines.append(f"print('round trip parameters identical:', "
+                         f"{step.src}.to_dict() == {step.dst}.to_dict())")
+        else:
+            lines.append(f"{step.dst} = torch.as_tensor(fmt({name}).run({step.src}, x))")
+    lines += [
+        "expected = hub.simulate(graph, x)  # the reference",
+        "differ = (y != expected).nonzero()",
+        "if len(differ):",
+        "    t, n, *i = differ[0].tolist()",
+        "    print(f'first divergence at step {t}, sample {n}, output {i}: '",
+        "          f'{y[(t, n, *i)].item()} instead of {expected[(t, n, *i)].item()}')",
+        "    print(f'{len(differ)} of {y.numel()} output entries differ')",
+        "else:",
+        "    print('identical to the reference')",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Running the zoo along every route and collecting what happened."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+import hub
+
+from . import zoo
+from .compare import Comparison, compare, flat
+from .paths import ParameterMismatch, Route, Unsupported, execute, routes, usable
+
+#: What an outcome can be. ``tie`` passes (a float-tier divergence at a threshold tie);
+#: ``xfail`` is a failure its format declared as a known gap; ``xpass`` a declared gap that
+#: passed (the declaration is stale); ``n/a`` a model the route cannot express.
+STATUSES = ("pass", "tie", "fail", "error", "xfail", "xpass", "n/a")
+FAILING = ("fail", "error", "xpass")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One case carried along one route."""
+
+    case: zoo.Case
+    route: Route
+    status: str
+    detail: str = ""
+    comparison: Comparison | None = None
+    output: torch.Tensor | None = None  # the runtime's output, flat [T, N, K]
+    seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.id}:{self.route.label}"
+
+
+@dataclasses.dataclass
+class Suite:
+    """The outcomes of a run, the cases that could not be built, and what it covered."""
+
+    outcomes: list[Outcome]
+    formats: list[str]
+    tiers: tuple[str, ...]
+    unloadable: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    references: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in FAILING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def count(self, **where: Any) -> dict[str, int]:
+        """Outcomes by status among those whose route/case attributes match ``where``."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for o in self.outcomes:
+            if all(getattr(o.route, k, getattr(o.case, k, None)) == v for k, v in where.items()):
+                counts[o.status] += 1
+        return counts
+
+
+def known_gap(outcome_id: str, case_id: str, gaps: dict[str, str]) -> str | None:
+    """The reason of the first gap pattern (fnmatch) that matches the outcome or its case."""
+    for pattern, reason in gaps.items():
+        if fnmatch.fnmatchcase(outcome_id, pattern) or fnmatch.fnmatchcase(case_id, pattern):
+            return reason
+    return None
+
+
+def gaps_of(route: Route) -> dict[str, str]:
+    """The known gaps the formats on ``route`` declare (``Format.known_gaps``)."""
+    out: dict[str, str] = {}
+    for name in route.formats:
+        out.update(getattr(hub.plugins().format(name, usable=False), "known_gaps", {}) or {})
+    return out
+
+
+def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None,
+             gaps: dict[str, str] | None = None) -> Outcome:
+    """Carry ``case`` along ``route``, run it in the route's runtime and judge the output."""
+    x = torch.as_tensor(case.x)
+    if reference is None:
+        reference = flat(hub.simulate(case.graph, x))
+    start = time.perf_counter()
+    outcome = Outcome(case, route, "pass")
+    try:
+        output = flat(execute(route, case.graph, x))
+    except Unsupported as e:
+        outcome.status, outcome.detail = "n/a", str(e)
+    except ParameterMismatch as e:
+        outcome.status, outcome.detail = "fail", str(e)
+    except Exception as e:  # a plugin crashed on a model it claims to express: a bug
+        outcome.status, outcome.detail = "error", f"{type(e).__name__}: {e}"
+    else:
+        outcome.output = output
+        outcome.comparison = compare(case.graph, x, case.tier, reference, output)
+        if not outcome.comparison.agree:
+            outcome.status = "tie" if outcome.comparison.tie else "fail"
+            outcome.detail = outcome.comparison.detail
+        elif case.tier not in ("exact", "fixed") and outcome.comparison.agreement < 1:
+            outcome.detail = f"{outcome.comparison.agreement:.2%} of entries agree"
+    outcome.seconds = time.perf_counter() - start
+    reason = known_gap(outcome.id, case.id, gaps if gaps is not None else gaps_of(route))
+    if reason is not None:
+        if outcome.status in ("fail", "error"):
+            outcome.status, outcome.detail = "xfail", f"known gap: {reason} ({outcome.detail})"
+        elif outcome.status in ("pass", "tie"):
+            outcome.status = "xpass"
+            outcome.detail = f"declared a known gap ({reason}) but passes: remove the declaration"
+    return outcome
+
+
+def run(formats: Iterable[str] | None = None, tiers: Iterable[str] = zoo.TIERS,
+        match: str | None = None, paper: Path | None = None,
+        cases: list[zoo.Case] | None = None,
+        progress: Callable[[int, int, str], None] | None = None) -> Suite:
+    """Run the conformance suite: every case of ``tiers`` along every route between ``formats``.
+
+    ``formats`` defaults to every usable installed format; ``match`` keeps the cases whose id
+    matches the fnmatch pattern; ``cases`` replaces the zoo (used by ``--against``).
+    ``progress(done, total, what)`` is called as it goes.
+    """
+    start = time.perf_counter()
+    tiers = tuple(tiers)
+    chosen = usable(formats)
+    unloadable: list[tuple[str, str]] = []
+    if cases is None:
+        cases = []
+        for item in zoo.cases(tiers, paper):
+            if isinstance(item, tuple):
+                unloadable.append(item)
+            else:
+                cases.append(item)
+    if match:
+        cases = [c for c in cases if fnmatch.fnmatchcase(c.id, match)
+                 or fnmatch.fnmatchcase(c.name, match)]
+    all_routes = routes(chosen)
+    total = len(cases) * len(all_routes)
+    outcomes, references = [], {}
+    for case in cases:
+        reference = flat(hub.simulate(case.graph, torch.as_tensor(case.x)))
+        references[case.id] = reference
+        for route in all_routes:
+            if progress:
+                progress(len(outcomes), total, f"{case.id} {route.label}")
+            outcomes.append(run_case(case, route, reference))
+    if progress:
+        progress(total, total, "done")
+    return Suite(outcomes, list(chosen), tiers, unloadable, time.perf_counter() - start,
+                 references)
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

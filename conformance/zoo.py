@@ -1,0 +1,431 @@
+"""The model zoo: the canonical graphs and inputs that the conformance suite converts and runs.
+
+Every case is a small canonical graph, an input sequence ``[T, N, *in]`` and a tier:
+
+- ``exact``: weights and inputs are multiples of 1/4, decays are ``1 - 2**-k``, gains powers of
+  two, and ``dt`` is ``2**-10``, so every value the update computes is a dyadic rational with few
+  bits. Float32 arithmetic is then exact in any evaluation order, and any correct implementation
+  gives bit-identical outputs. :func:`check_exact` proves it for each case (float32 and float64
+  runs agree bit for bit); the suite's own tests run it over the whole tier.
+- ``float``: random float32 models. Implementations may round differently, so a divergence is
+  allowed only where it is a threshold tie (see ``hub_conformance.compare``).
+- ``fixed``: integer models (integer weights, thresholds, inputs and state): what fixed-point
+  hardware computes. Fixed-point neuron types join this tier through :data:`FIXED_NEURONS`.
+- ``paper``: the real NIR graphs of the NIR paper, when their directory is present.
+
+The neuron cases sweep every convention field (comparison, reset kind and timing, spike mode,
+amplitude, refractory period, axonal delay, rest and reset potentials, current order, per-neuron
+parameters) one at a time from a plain LIF; the topology cases cover dense, convolutional
+(1-d and 2-d), pooled (sum, average, max), recurrent, skip-connected, delayed, scaled, flattened
+and nested graphs.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+import hub
+
+TIERS = ("exact", "float", "fixed", "paper")
+#: The time step of every generated case: a power of two, so NIR's ``tau = dt / (1 - beta)``
+#: and its inverse are exact.
+DT = 2.0 ** -10
+#: The time step at which the NIR paper's graphs are run (they carry none).
+PAPER_DT = 1e-4
+PAPER_ENV = "HUB_EXTERNAL"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Case:
+    """One conformance case: a canonical graph, an input, and the tier that says how to compare."""
+
+    name: str
+    tier: str
+    graph: hub.Graph
+    x: np.ndarray
+    description: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.tier}/{self.name}"
+
+
+# -- parameter sources: what makes a tier ---------------------------------------------------
+
+
+class _Params(abc.ABC):
+    """Draws the numbers of one tier; builders ask it for weights, decays, thresholds, inputs."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    @abc.abstractmethod
+    def weight(self, *shape: int) -> np.ndarray:
+        """Weights of ``shape``."""
+
+    @abc.abstractmethod
+    def decay(self, *shape: int) -> np.ndarray:
+        """Per-neuron decays (beta, alpha) of ``shape``."""
+
+    def threshold(self) -> float:
+        return 1.0
+
+    def spikes(self, *shape: int, p: float = 0.5) -> np.ndarray:
+        return (self.rng.random(shape) < p).astype(np.float32)
+
+
+class _Dyadic(_Params):
+    steps = 16
+
+    def weight(self, *shape: int) -> np.ndarray:
+        return (self.rng.integers(-4, 5, size=shape) / 4).astype(np.float32)
+
+    def decay(self, *shape: int) -> np.ndarray:
+        return self.rng.choice(np.float32([0.5, 0.75]), size=shape)
+
+
+class _Float(_Params):
+    steps = 40
+
+    def weight(self, *shape: int) -> np.ndarray:
+        fan_in = int(np.prod(shape[1:])) or 1
+        return (self.rng.normal(size=shape) * 2.5 / np.sqrt(fan_in)).astype(np.float32)
+
+    def decay(self, *shape: int) -> np.ndarray:
+        return self.rng.uniform(0.6, 0.97, size=shape).astype(np.float32)
+
+
+class _Integer(_Params):
+    steps = 16
+
+    def weight(self, *shape: int) -> np.ndarray:
+        return self.rng.integers(-2, 4, size=shape).astype(np.float32)
+
+    def decay(self, *shape: int) -> np.ndarray:
+        raise ValueError("integer models have no decay")
+
+    def threshold(self) -> float:
+        return 3.0
+
+    def spikes(self, *shape: int, p: float = 0.5) -> np.ndarray:
+        return self.rng.integers(0, 3, size=shape).astype(np.float32) * (
+            self.rng.random(shape) < p)
+
+
+# -- neurons: one convention at a time ------------------------------------------------------
+
+Make = Callable[[_Params, int], hub.Node]
+
+
+def _lif(**changes: Any) -> Make:
+    def make(p: _Params, n: int) -> hub.Node:
+        return hub.LIF(**{"beta": p.decay(n), "threshold": p.threshold(), **changes})
+    return make
+
+
+def _cuba(**changes: Any) -> Make:
+    def make(p: _Params, n: int) -> hub.Node:
+        return hub.CubaLIF(**{"alpha": p.decay(n), "beta": p.decay(n),
+                              "threshold": p.threshold(), **changes})
+    return make
+
+
+def _if(**changes: Any) -> Make:
+    def make(p: _Params, n: int) -> hub.Node:
+        return hub.IF(**{"threshold": p.threshold(), **changes})
+    return make
+
+
+#: Spiking neuron variants for the exact and float tiers: a plain LIF, then each field changed.
+NEURONS: dict[str, Make] = {
+    "lif": _lif(),
+    "lif-ge": _lif(comparison=">="),
+    "lif-subtract": _lif(reset="subtract"),
+    "lif-subtract-ge": _lif(reset="subtract", comparison=">="),
+    "lif-no-reset": _lif(reset="none"),
+    "lif-v-reset": _lif(v_reset=-0.25),
+    "lif-next-zero": _lif(reset_timing="next"),
+    "lif-next-subtract": _lif(reset_timing="next", reset="subtract"),
+    "lif-multi": _lif(spike_mode="multi", reset="subtract", threshold=0.5),
+    "lif-multi-ge": _lif(spike_mode="multi", reset="subtract", comparison=">=", threshold=0.5),
+    "lif-graded": _lif(spike_mode="graded", beta=np.float32(0.5)),
+    "lif-amplitude": _lif(amplitude=2.0),
+    "lif-refractory": _lif(refractory=2),
+    "lif-delay": _lif(delay=2),
+    "lif-v-leak": _lif(v_leak=0.25),
+    "lif-v-init": _lif(v_init=0.5),
+    "lif-gain": _lif(gain=0.5),
+    "if": _if(),
+    "if-ge-subtract": _if(comparison=">=", reset="subtract"),
+    "if-gain": _if(gain=2.0),
+    "cubalif": _cuba(),
+    "cubalif-previous": _cuba(current_order="previous"),
+    "cubalif-ge-subtract": _cuba(comparison=">=", reset="subtract"),
+    "cubalif-gains": _cuba(gain=0.5, current_gain=2.0),
+}
+
+#: Neuron variants for the fixed-point tier: integer arithmetic only.
+FIXED_NEURONS: dict[str, Make] = {
+    "if": _if(),
+    "if-ge": _if(comparison=">="),
+    "if-subtract": _if(reset="subtract"),
+    "if-next": _if(reset_timing="next", reset="subtract"),
+    "if-multi": _if(spike_mode="multi", reset="subtract"),
+    "if-refractory": _if(refractory=2, comparison=">="),
+    "if-delay": _if(delay=3),
+    "if-v-reset": _if(v_reset=-1.0),
+}
+
+#: Readouts: the last layer outputs the voltage itself.
+#: Their decays are 0.5: a voltage that never resets gains a bit per step at 0.5, two at 0.75,
+#: and must stay within float32's 24 for the exact tier.
+READOUTS: dict[str, Make] = {
+    "li": lambda p, n: hub.LI(beta=0.5),
+    "li-v-leak": lambda p, n: hub.LI(beta=0.5, v_leak=0.5, gain=0.5),
+    "integrator": lambda p, n: hub.Integrator(gain=0.5),
+    "cubali": lambda p, n: hub.CubaLI(alpha=0.5, beta=0.5),
+    "cubali-previous": lambda p, n: hub.CubaLI(alpha=0.5, beta=0.5, current_order="previous"),
+}
+
+
+def _dense(p: _Params, neuron: Make, readout: Make | None = None) -> hub.Graph:
+    """Input(6) -> Linear -> neuron(8) -> Affine -> neuron(4) (or a readout)."""
+    last = readout or neuron
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))),
+        ("fc1", hub.Linear(weight=p.weight(8, 6))),
+        ("n1", neuron(p, 8)),
+        ("fc2", hub.Affine(weight=p.weight(4, 8), bias=p.weight(4))),
+        ("n2", last(p, 4)),
+    )
+
+
+# -- topologies -----------------------------------------------------------------------------
+
+
+def _conv2d(p: _Params, neuron: Make, pool: str = "sum") -> hub.Graph:
+    pools = {"sum": hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2)),
+             "avg": hub.AvgPool2d(kernel_size=(2, 2), stride=(2, 2)),
+             "max": hub.MaxPool2d(kernel_size=(2, 2), stride=(2, 2))}
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 2, 3, 3), bias=p.weight(4), padding=(1, 1))),
+        ("n1", neuron(p, 1)),
+        ("pool", pools[pool]),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(5, 36))),
+        ("n2", neuron(p, 1)),
+    )
+
+
+def _conv_strided(p: _Params, neuron: Make) -> hub.Graph:
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 7, 7))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 1, 3, 3), stride=(2, 2), dilation=(1, 2),
+                            groups=2, padding=(1, 2))),
+        ("n1", neuron(p, 1)),
+        ("rows", hub.Flatten(start_dim=1)),
+        ("mid", neuron(p, 1)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(3, 64))),
+        ("n2", neuron(p, 1)),
+    )
+
+
+def _conv1d(p: _Params, neuron: Make) -> hub.Graph:
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 8))),
+        ("conv", hub.Conv1d(weight=p.weight(3, 2, 3), bias=p.weight(3), padding=(1,))),
+        ("n1", neuron(p, 1)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(4, 24))),
+        ("n2", neuron(p, 1)),
+    )
+
+
+def _recurrent(p: _Params, neuron: Make) -> hub.Graph:
+    """A recurrent layer: its spikes come back through ``rec`` one step later."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(4,)), "fc1": hub.Linear(weight=p.weight(6, 4)),
+         "n1": neuron(p, 6), "rec": hub.Linear(weight=p.weight(6, 6)),
+         "fc2": hub.Linear(weight=p.weight(3, 6)), "n2": neuron(p, 3), "output": hub.Output()},
+        [("input", "fc1"), ("fc1", "n1"), ("n1", "rec"), ("rec", "n1"), ("n1", "fc2"),
+         ("fc2", "n2"), ("n2", "output")])
+
+
+def _skip(p: _Params, neuron: Make) -> hub.Graph:
+    """A residual block: the input reaches ``n2`` both through ``n1`` and around it."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(6,)), "fc1": hub.Linear(weight=p.weight(6, 6)),
+         "n1": neuron(p, 6), "fc2": hub.Linear(weight=p.weight(6, 6)), "add": hub.Add(),
+         "n2": neuron(p, 6), "output": hub.Output()},
+        [("input", "fc1"), ("fc1", "n1"), ("n1", "fc2"), ("fc2", "add"), ("input", "add"),
+         ("add", "n2"), ("n2", "output")])
+
+
+def _delayed(p: _Params, neuron: Make) -> hub.Graph:
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(5,))),
+        ("scale", hub.Scale(scale=np.abs(p.weight(5)) + 1)),
+        ("delay", hub.Delay(delay=np.array([0, 1, 2, 3, 1]))),
+        ("fc", hub.Linear(weight=p.weight(4, 5))),
+        ("n1", neuron(p, 4)),
+    )
+
+
+def _thresholds(p: _Params, neuron: Make) -> hub.Graph:
+    """Stateless spiking: a Threshold node of each comparison, summed into a neuron."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(4,)), "fc": hub.Linear(weight=p.weight(4, 4)),
+         "gt": hub.Threshold(threshold=np.float32(0.5)),
+         "ge": hub.Threshold(threshold=np.float32(0.5), comparison=">="),
+         "n1": neuron(p, 4), "output": hub.Output()},
+        [("input", "fc"), ("fc", "gt"), ("fc", "ge"), ("gt", "n1"), ("ge", "n1"),
+         ("n1", "output")])
+
+
+def _nested(p: _Params, neuron: Make) -> hub.Graph:
+    """A subgraph as a node: a block of two layers used inside a larger graph."""
+    block = hub.Graph.chain(("input", hub.Input(shape=(6,))),
+                            ("fc", hub.Linear(weight=p.weight(6, 6))), ("n", neuron(p, 6)))
+    return hub.Graph.chain(("input", hub.Input(shape=(6,))), ("block", block),
+                           ("fc", hub.Linear(weight=p.weight(3, 6))), ("n2", neuron(p, 3)))
+
+
+TOPOLOGIES: dict[str, Callable[..., hub.Graph]] = {
+    "conv2d-sumpool": _conv2d,
+    "conv2d-avgpool": lambda p, n: _conv2d(p, n, "avg"),
+    "conv2d-maxpool": lambda p, n: _conv2d(p, n, "max"),
+    "conv2d-strided": _conv_strided,
+    "conv1d": _conv1d,
+    "recurrent": _recurrent,
+    "skip": _skip,
+    "delay": _delayed,
+    "threshold": _thresholds,
+    "nested": _nested,
+}
+
+
+# -- the tiers ------------------------------------------------------------------------------
+
+
+#: Seeds tried per case before giving up on finding an active one.
+ATTEMPTS = 50
+
+
+def _case(name: str, tier: str, make_params: Callable[[int], _Params],
+          build: Callable[[_Params], hub.Graph], seed: int, spiking: bool,
+          description: str = "") -> Case:
+    """The first case ``build`` makes from seeds ``seed, seed + 1000, ...`` that tests something.
+
+    A case whose outputs are all silent (or all active) cannot tell implementations apart, and an
+    exact-tier case must pass :func:`check_exact`; seeds are tried until both hold.
+    """
+    for attempt in range(ATTEMPTS):
+        p = make_params(seed + 1000 * attempt)
+        graph = build(p)
+        graph.metadata["dt"] = DT
+        shape = graph.plan().output_shapes[graph.inputs[0]]
+        case = Case(name, tier, graph, p.spikes(p.steps, 2, *shape), description)
+        active = float((hub.simulate(graph, torch.as_tensor(case.x)) != 0).float().mean())
+        if not (0.05 <= active <= 0.95 or (not spiking and active > 0)):
+            continue
+        if tier in ("exact", "fixed") and check_exact(case) is not None:
+            continue
+        return case
+    raise hub.HubError(f"no seed in {ATTEMPTS} gives an active, exact {tier} case {name!r}")
+
+
+def _tier(tier: str, make_params: Callable[[int], _Params], neurons: dict[str, Make],
+          readouts: dict[str, Make], base: Make) -> Iterator[Case]:
+    seed = 0
+    for name, neuron in neurons.items():
+        seed += 1
+        yield _case(f"dense-{name}", tier, make_params, lambda p: _dense(p, neuron), seed, True,
+                    f"{name} neurons")
+    for name, readout in readouts.items():
+        seed += 1
+        yield _case(f"dense-{name}", tier, make_params, lambda p: _dense(p, base, readout), seed,
+                    False, f"{name} readout")
+    for name, build in TOPOLOGIES.items():
+        seed += 1
+        yield _case(name, tier, make_params, lambda p: build(p, base), seed, True)
+
+
+def exact_cases() -> Iterator[Case]:
+    """Dyadic models: bit-identical outputs are required."""
+    return _tier("exact", _Dyadic, NEURONS, READOUTS, NEURONS["lif-subtract"])
+
+
+def float_cases() -> Iterator[Case]:
+    """Random float32 models: divergences must be threshold ties."""
+    return _tier("float", _Float, NEURONS, READOUTS, NEURONS["lif-subtract"])
+
+
+def fixed_cases() -> Iterator[Case]:
+    """Integer models: bit-identical outputs are required."""
+    readouts = {"integrator": lambda p, n: hub.Integrator()}
+    return _tier("fixed", _Integer, FIXED_NEURONS, readouts, FIXED_NEURONS["if-subtract"])
+
+
+def paper_dir() -> Path | None:
+    """Where the NIR paper's graphs are: ``$HUB_EXTERNAL/nir-paper``, else beside a checkout."""
+    if os.environ.get(PAPER_ENV):
+        candidates = [Path(os.environ[PAPER_ENV]) / "nir-paper"]
+    else:
+        root = Path(__file__).resolve().parents[1]
+        candidates = [root.parent / "shared" / "external" / "nir-paper"]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def paper_cases(directory: Path | None = None) -> Iterator[Case | tuple[str, str]]:
+    """The NIR paper's graphs at :data:`PAPER_DT`, with random input spikes.
+
+    A file that does not load yields ``(name, reason)`` instead, so the report can say why.
+    """
+    directory = directory or paper_dir()
+    if directory is None:
+        return
+    rng = np.random.default_rng(7)
+    for path in sorted(Path(directory).glob("*.nir")):
+        name = path.name.removesuffix(".nir")
+        try:
+            graph = hub.load(path, dt=PAPER_DT)
+        except hub.HubError as e:
+            yield name, f"does not load: {e}"
+            continue
+        shapes = graph.plan().output_shapes
+        if len(graph.inputs) != 1:
+            yield name, f"has {len(graph.inputs)} inputs; the zoo feeds one"
+            continue
+        x = (rng.random((20, 2, *shapes[graph.inputs[0]])) < 0.2).astype(np.float32)
+        yield Case(name, "paper", graph, x, f"{path.name}, the NIR paper")
+
+
+def cases(tiers: tuple[str, ...] = TIERS, paper: Path | None = None) -> list[Case | tuple[str, str]]:
+    """Every case of the given tiers (paper files that fail to load as ``(name, reason)``)."""
+    makers = {"exact": exact_cases, "float": float_cases, "fixed": fixed_cases,
+              "paper": lambda: paper_cases(paper)}
+    unknown = set(tiers) - set(makers)
+    if unknown:
+        raise hub.HubError(f"unknown tier(s) {', '.join(sorted(unknown))}; the tiers are "
+                           f"{', '.join(TIERS)}")
+    return [case for tier in TIERS if tier in tiers for case in makers[tier]()]
+
+
+def check_exact(case: Case) -> str | None:
+    """Why ``case`` is not exact in float32 (its float32 and float64 runs differ), or ``None``."""
+    x = torch.as_tensor(case.x)
+    single = hub.simulate(case.graph, x, dtype=torch.float32)
+    double = hub.simulate(case.graph, x.double(), dtype=torch.float64)
+    if not torch.equal(single.double(), double):
+        where = (single.double() != double).nonzero()[0].tolist()
+        return f"float32 and float64 differ first at [t, n, ...] = {where}"
+    return None
