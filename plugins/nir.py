@@ -115,6 +115,13 @@ class NIRFormat(hub.Format):
 
         nir.write(path, self.export(graph, dt=dt))
 
+    def run(self, native: Any, x: Any, dt: float | None = None) -> Any:
+        """Run a NIR graph or ``.nir`` file in NIR's own runtime, :mod:`hub_plugins.nir_runtime`
+        (an interpreter of NIR's equations, independent of the hub's simulator)."""
+        from .nir_runtime import run
+
+        return run(native, x, dt=dt)
+
 
 @hub.hookimpl
 def hub_register_formats(register) -> None:
