@@ -15,10 +15,10 @@ by subclassing :class:`hub_conformance.testing.FormatTests`.
 
 from __future__ import annotations
 
-from .compare import Comparison, compare
+from .compare import Comparison
 from .paths import Route, routes
 from .suite import Outcome, Suite, run, run_case
 from .zoo import TIERS, Case, cases
 
-__all__ = ["TIERS", "Case", "Comparison", "Outcome", "Route", "Suite", "cases", "compare",
-           "routes", "run", "run_case"]
+__all__ = ["TIERS", "Case", "Comparison", "Outcome", "Route", "Suite", "cases", "routes", "run",
+           "run_case"]

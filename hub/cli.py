@@ -197,7 +197,7 @@ def _conformance(args: argparse.Namespace, out: Console) -> int:
             colour = "red" if change.kind in ("changed", "status") else "yellow"
             out.print(f"[{colour}]{change.kind}[/{colour}] {change.id}: {change.detail}",
                       soft_wrap=True)
-        out.print(f"against {args.against}: {len(changes)} difference(s)")
+        out.print(f"against {args.against}: {len(changes)} difference(s)", soft_wrap=True)
     changed = any(c.kind in ("changed", "status") for c in changes)
     return 0 if suite.ok and not changed else 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,12 @@ import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = Path(os.environ.get("HUB_EXTERNAL", ROOT.parent / "shared" / "external")) / "nir-paper"
+
+THIRDPARTY = Path(__file__).parent / "thirdparty"
+#: The third-party packages' own tests run in their own pytest process, with the package installed.
+collect_ignore = ["thirdparty"]
+#: Throwaway third-party plugin packages: a good one, broken ones, and a deliberately wrong one.
+PACKAGES = ("toy_plugin", "broken_plugin", "misbehaving_plugin", "wrong_plugin")
 
 rng = np.random.default_rng(0)
 
@@ -64,3 +72,14 @@ def paper() -> Path:
         pytest.skip(f"the NIR paper's files are not at {PAPER} (shared/external beside the "
                     "checkout, or set HUB_EXTERNAL)")
     return PAPER
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The throwaway plugin packages, pip-installed into a directory of their own."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), *(str(THIRDPARTY / p) for p in PACKAGES)],
+        check=True, capture_output=True, cwd=tmp_path_factory.getbasetemp())
+    return target

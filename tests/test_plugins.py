@@ -16,20 +16,6 @@ from hub import plugin_manager as plugin_module
 from hub.hookspecs import hub_register_formats, hub_register_nodes
 from hub.node import _REGISTRY
 
-THIRDPARTY = Path(__file__).parent / "thirdparty"
-PACKAGES = ("toy_plugin", "broken_plugin", "misbehaving_plugin")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The three throwaway plugin packages, pip-installed into a directory of their own."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), *(str(THIRDPARTY / p) for p in PACKAGES)],
-        check=True, capture_output=True, cwd=tmp_path_factory.getbasetemp())
-    return target
-
 
 @pytest.fixture
 def installed(site, monkeypatch):
@@ -39,7 +25,8 @@ def installed(site, monkeypatch):
         registry = plugin_module.reload()
     yield registry, [str(w.message) for w in caught]
     monkeypatch.undo()
-    for name in ("hub_toy_plugin", "hub_broken_plugin", "hub_misbehaving_plugin"):
+    for name in ("hub_toy_plugin", "hub_broken_plugin", "hub_misbehaving_plugin",
+                 "hub_wrong_plugin"):
         sys.modules.pop(name, None)
     _REGISTRY.pop("Clip", None)
     plugin_module.reload()

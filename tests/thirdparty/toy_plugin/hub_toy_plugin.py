@@ -2,7 +2,8 @@
 
 A .toy file is a line "TOY 1" followed by the canonical graph as JSON. Its native model is a
 dict, and its runtime runs that dict with snn-hub's reference simulator (a real plugin would
-run its own framework here).
+run its own framework here), except that toy spikes have no amplitude: a known gap, which
+test_toy_conformance.py declares. Toy models hold only the node types in ``exports``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ToyFormat(hub.Format):
     aliases = ("toyformat",)
     description = "a throwaway format for tests"
     suffixes = (".toy",)
-    imports = exports = frozenset({"Input", "Output", "Linear", "LIF", "Clip"})
+    imports = exports = frozenset({"Input", "Output", "Linear", "Affine", "LIF", "Clip"})
 
     def recognizes(self, obj):
         return isinstance(obj, dict) and obj.get("toy") == 1
@@ -39,6 +40,9 @@ class ToyFormat(hub.Format):
         return hub.Graph.from_dict(obj["graph"])
 
     def export(self, graph):
+        for name, node in graph.walk():
+            if node.type not in self.exports:
+                raise hub.UnsupportedError(f"toy models have no {node.type}", node=name)
         return {"toy": 1, "graph": graph.to_dict()}
 
     def read(self, path):
@@ -51,7 +55,11 @@ class ToyFormat(hub.Format):
         path.write_text("TOY 1\n" + json.dumps(graph.to_dict()))
 
     def run(self, native, x):
-        return hub.simulate(self.load(native), x)
+        graph = self.load(native).flat()
+        for name, node in graph.walk():
+            if hasattr(node, "amplitude"):  # the toy runtime's known gap
+                graph.nodes[name] = node.replace(amplitude=1.0)
+        return hub.simulate(graph, x)
 
 
 @hub.hookimpl
