@@ -5,10 +5,17 @@ nodes in order, a node's input is the sum of its incoming edges (recurrent ones 
 before), and each node's ``step`` does the rest. Multi-step calls loop over single steps, so the
 two modes agree bit for bit. Spikes carry surrogate gradients, so a :class:`Simulator` trains like
 any ``torch.nn.Module`` (``trainable=True`` makes the float parameters ``nn.Parameter`` s).
+
+``backend`` picks how neuron layers run in multi-step calls: ``"torch"`` (the default) steps
+them as above; ``"fused"`` (compiled CPU kernels) and ``"cupy"`` (CUDA kernels) run a neuron layer
+over all time steps in one call, with bit-identical results. They do so when no edge of the graph
+is recurrent, so that each node's whole input sequence exists before it runs; otherwise, and for
+any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,6 +23,13 @@ import torch
 
 from .errors import HubError, ShapeError
 from .graph import Graph
+from .neurons import Neuron
+
+BACKENDS = ("torch", "fused", "cupy")
+
+
+class KernelWarning(UserWarning):
+    """A fused backend was asked for but cannot run here; the reference steps instead."""
 
 Tensors = torch.Tensor | dict[str, torch.Tensor]
 
@@ -26,11 +40,14 @@ class Simulator(torch.nn.Module):
     ``sim(x)`` runs a whole sequence ``[T, N, *in]`` from the current state and returns
     ``[T, N, *out]``; ``sim.step(x)`` runs one step ``[N, *in]``. Both keep the state between
     calls until :meth:`reset`. With several inputs or outputs, pass and get dicts by node name.
+    ``backend`` is ``"torch"``, ``"fused"`` or ``"cupy"`` (module docstring).
     """
 
     def __init__(self, graph: Graph, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None, trainable: bool = False) -> None:
+                 device: torch.device | str | None = None, trainable: bool = False,
+                 backend: str = "torch") -> None:
         super().__init__()
+        self.backend = _backend(backend)
         self.graph = graph.flat()
         self.plan = graph.plan()
         self.dtype = dtype
@@ -93,10 +110,38 @@ class Simulator(torch.nn.Module):
         """Run a sequence ``[T, N, *in]`` (or a dict of them) and return ``[T, N, *out]``."""
         inputs = self._named(x, time=True)
         steps = next(iter(inputs.values())).shape[0]
+        if self.backend is not None and steps and not any(self.plan.recurrent.values()):
+            return self._layers(inputs)
         results = [self.step({k: v[t] for k, v in inputs.items()}) for t in range(steps)]
         if isinstance(results[0], dict):
             return {k: torch.stack([r[k] for r in results]) for k in results[0]}
         return torch.stack(results)
+
+    def _layers(self, inputs: dict[str, torch.Tensor]) -> Tensors:
+        """Run node by node, each over all time steps: neurons through the backend's kernel."""
+        like = next(iter(inputs.values()))
+        if self._state is None:
+            self._start(like.shape[1], like[0])
+        values: dict[str, torch.Tensor] = {}
+        for name in self.plan.order:
+            node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
+            if name in inputs:
+                total = inputs[name]
+            else:
+                total = None
+                for source in self.plan.forward[name]:
+                    total = values[source] if total is None else total + values[source]
+            if isinstance(node, Neuron) and self.backend.unsupported(node, p, total) is None:
+                values[name], self._state[name] = self.backend.run(node, p, total, state)
+                continue
+            results = []
+            for t in range(total.shape[0]):
+                out, state = node.step(p, total[t], state)
+                results.append(out)
+            values[name], self._state[name] = torch.stack(results), state
+        self._last = {name: value[-1] for name, value in values.items()}
+        outputs = {name: values[name] for name in self.graph.outputs}
+        return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
         names = self.graph.inputs
@@ -130,11 +175,36 @@ class Simulator(torch.nn.Module):
         return out
 
 
+def _backend(name: str) -> Any:
+    """The kernel module for a backend name (None for the reference), or why it cannot run."""
+    if name not in BACKENDS:
+        raise HubError(f"unknown backend {name!r}; the backends are "
+                       f"{', '.join(map(repr, BACKENDS))}")
+    if name == "torch":
+        return None
+    if name == "cupy":
+        from .kernels import cupy
+
+        ok, why = cupy.available()
+        if not ok:
+            raise HubError(f"backend 'cupy' cannot run here: {why}; use backend='fused' on the "
+                           "CPU or backend='torch'")
+        return cupy
+    from .kernels import cpu
+
+    ok, why = cpu.available()
+    if not ok:
+        warnings.warn(f"backend 'fused' cannot run here, using the reference: {why}",
+                      KernelWarning, stacklevel=3)
+        return None
+    return cpu
+
+
 def simulate(graph: Graph, x: Tensors, **options: Any) -> Tensors:
     """Run ``graph`` on ``x`` (``[T, N, *in]``, time-major) from a fresh state.
 
     Returns ``[T, N, *out]``, or a dict by output name when the graph has several outputs.
-    Options go to :class:`Simulator` (``dtype``, ``device``, ``trainable``).
+    Options go to :class:`Simulator` (``dtype``, ``device``, ``trainable``, ``backend``).
     """
     if not isinstance(x, Mapping):
         x = torch.as_tensor(x)

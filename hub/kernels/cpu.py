@@ -1,0 +1,279 @@
+"""The fused CPU path: a neuron layer over all time steps in one compiled call.
+
+The reference :meth:`hub.Neuron.step` walks every time step with a dozen torch operations, each
+a pass over memory. Here one C++ loop (``neurons.cpp``, compiled with the system's C++ compiler
+on first use and cached) keeps a block of neurons in cache while it walks through time, doing the
+same float operations in the same order, so the results are bit-identical to the reference
+(``-ffp-contract=off``: a fused multiply-add would round once instead of twice). The backward
+pass is the reverse recurrence with the surrogate of :mod:`hub.surrogate`; it gives gradients
+with respect to the input and the state, so layers before and after a neuron train as usual.
+Neurons whose own parameters require a gradient are left to the reference step.
+
+The library is plain C++ called through :mod:`ctypes` (no torch headers), so it builds in about
+a second. Set ``HUB_KERNEL_CACHE`` to choose where it is cached and ``CXX`` to choose the compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import HubError
+from ..neurons import Neuron
+from ..surrogate import SLOPE
+
+SOURCE = Path(__file__).with_name("neurons.cpp")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared",
+         "-fPIC", "-std=c++17"]
+PARAMS = ("beta", "gain", "v_leak", "alpha", "current_gain", "threshold", "v_reset", "amplitude")
+DTYPES = {torch.float32: 0, torch.float64: 1}
+#: Below this many neuron-steps one thread is faster than waking (and spinning) a thread team.
+PARALLEL_MIN = 1 << 16
+_RESETS = {"zero": 0, "subtract": 1, "none": 2}
+_MODES = {"binary": 0, "multi": 1, "graded": 2}
+
+
+class KernelUnavailable(HubError):
+    """The fused CPU kernels cannot be built or loaded here (no compiler, or it failed)."""
+
+
+class _Conf(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in (
+        "spiking", "leaky", "current", "inclusive", "reset", "timing_next", "mode", "refractory",
+        "order_new", "threads")] + [("slope", ctypes.c_double)]
+
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_failure: str | None = None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("HUB_KERNEL_CACHE")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snn-hub" / "kernels"
+
+
+def _cpu_signature() -> str:
+    # -march=native code is only valid on a CPU with the same features
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build() -> ctypes.CDLL:
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not compiler:
+        raise KernelUnavailable("no C++ compiler found (set CXX, or install g++); "
+                                "use backend='torch'")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
+                                     _cpu_signature().encode()])).hexdigest()[:16]
+    target = _cache_dir() / f"hub_neurons_{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # build beside the target, then rename: another process may be building the same file
+        fd, temp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", temp],
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode:
+                raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: "
+                                        f"{done.stderr.strip()[-2000:]}; use backend='torch'")
+            os.replace(temp, target)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {error}; "
+                                    "use backend='torch'") from None
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+    library = ctypes.CDLL(str(target))
+    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
+    library.hub_neuron_forward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64, i64,
+                                           i64] + [pointer] * 8
+    library.hub_neuron_backward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64,
+                                            i64, i64] + [pointer] * 8
+    return library
+
+
+def library() -> ctypes.CDLL:
+    """The compiled kernels, built on first use; raises :class:`KernelUnavailable` if it can't."""
+    global _library, _failure
+    with _lock:
+        if _library is None and _failure is None:
+            try:
+                _library = _build()
+            except KernelUnavailable as error:
+                _failure = str(error)
+        if _library is None:
+            raise KernelUnavailable(_failure or "the fused kernels failed to load")
+        return _library
+
+
+def available() -> tuple[bool, str]:
+    """Whether the fused CPU kernels can run here, and if not, why."""
+    try:
+        library()
+    except KernelUnavailable as error:
+        return False, str(error)
+    return True, ""
+
+
+def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
+    """Why ``node`` cannot run fused on input ``x`` with parameters ``p``; None if it can."""
+    if not isinstance(node, Neuron):
+        return f"{type(node).__name__} is not a neuron"
+    if x.device.type != "cpu":
+        return f"the input is on {x.device}, not the CPU"
+    if x.dtype not in DTYPES:
+        return f"dtype {x.dtype} (the fused kernels do float32 and float64)"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
+        return "the neuron's parameters require gradients (the fused kernels give input gradients)"
+    return None
+
+
+def _conf(node: Neuron) -> _Conf:
+    spiking = node.spiking
+    return _Conf(
+        spiking=spiking, leaky=node.leaky, current=node.current,
+        inclusive=spiking and node.comparison == ">=",
+        reset=_RESETS[node.reset] if spiking else 2,
+        timing_next=spiking and node.reset_timing == "next",
+        mode=_MODES[node.spike_mode] if spiking else 0,
+        refractory=node.refractory if spiking else 0,
+        order_new=node.current and node.current_order == "new",
+        threads=1, slope=SLOPE)
+
+
+def _address(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _Kernel:
+    """The compiled call for one neuron node, its parameters and one neuron shape."""
+
+    def __init__(self, node: Neuron, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.conf = _conf(node)
+        self.dtype = dtype
+        self.code = DTYPES[dtype]
+        self.size = int(np.prod(shape, dtype=np.int64))
+        # every parameter as K contiguous values; absent ones point at a dummy
+        dummy = torch.zeros(self.size, dtype=dtype)
+        self.params = [torch.broadcast_to(p[name].detach().to(dtype), shape).reshape(-1)
+                       .contiguous() if name in p else dummy for name in PARAMS]
+        self.pointers = (ctypes.c_void_p * len(PARAMS))(*[t.data_ptr() for t in self.params])
+
+    def _threads(self, steps: int, total: int) -> None:
+        big = steps * total >= PARALLEL_MIN
+        self.conf.threads = max(1, torch.get_num_threads()) if big else 1
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor, s: torch.Tensor,
+                r: torch.Tensor, save: bool) -> tuple[torch.Tensor, ...]:
+        steps, total = x.shape[0], x[0].numel()
+        self._threads(steps, total)
+        out = torch.empty_like(x)
+        save_v = torch.empty_like(x) if save else None
+        save_f = torch.empty(x.shape, dtype=torch.uint8) if save else None
+        status = library().hub_neuron_forward(
+            self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
+            x.data_ptr(), out.data_ptr(), v.data_ptr(), i.data_ptr(), s.data_ptr(), r.data_ptr(),
+            _address(save_v), _address(save_f))
+        if status:
+            raise HubError(f"the fused kernel refused dtype {self.dtype}")
+        return out, save_v, save_f
+
+    def backward(self, gout: torch.Tensor, save_v: torch.Tensor, save_f: torch.Tensor,
+                 s0: torch.Tensor, gv: torch.Tensor, gi: torch.Tensor,
+                 gs: torch.Tensor) -> torch.Tensor:
+        steps, total = gout.shape[0], gout[0].numel()
+        self._threads(steps, total)
+        gx = torch.empty_like(gout)
+        library().hub_neuron_backward(
+            self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
+            gout.data_ptr(), _address(save_v), _address(save_f), s0.data_ptr(), gv.data_ptr(),
+            gi.data_ptr(), gs.data_ptr(), gx.data_ptr())
+        return gx
+
+
+class _Fused(torch.autograd.Function):
+    """Autograd for the fused forward: gradients for the input and the initial state."""
+
+    @staticmethod
+    def forward(ctx, kernel: _Kernel, x, v0, i0, s0, r0):  # type: ignore[override]
+        v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
+        out, save_v, save_f = kernel.forward(x, v, i, s, r, save=True)
+        ctx.kernel = kernel
+        ctx.save_for_backward(save_v, save_f, s0)
+        ctx.mark_non_differentiable(r)
+        return out, v, i, s, r
+
+    @staticmethod
+    def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
+        save_v, save_f, s0 = ctx.saved_tensors
+        like = s0
+
+        def own(g: torch.Tensor | None) -> torch.Tensor:
+            # the kernel updates the state gradients in place: never touch autograd's buffers
+            return torch.zeros_like(like) if g is None else g.contiguous().clone()
+
+        gout = torch.zeros_like(save_v) if gout is None else gout.contiguous()
+        gv, gi, gs = own(gv), own(gi), own(gs)
+        gx = ctx.kernel.backward(gout, save_v, save_f, s0, gv, gi, gs)
+        return None, gx, gv, gi, gs, None
+
+
+def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
+        kernel: Any = None) -> tuple[torch.Tensor, dict]:
+    """Run ``node`` over a whole sequence ``x`` ``[T, N, *shape]`` from ``state``.
+
+    Returns the outputs ``[T, N, *shape]`` and the state after the last step, both exactly what
+    ``T`` calls of ``node.step(p, x[t], state)`` give. Check :func:`unsupported` first.
+    ``kernel`` runs the steps (the CuPy backend passes its own); by default the C++ one.
+    """
+    shape = tuple(x.shape[2:])
+    dtype = x.dtype
+    x = x.contiguous()
+    v0 = state["v"].to(dtype).contiguous()
+    zeros = torch.zeros_like(v0)
+    i0 = state["i"].contiguous() if node.current else zeros
+    s0 = state["s"].contiguous() if node.spiking else zeros
+    r0 = (state["r"].contiguous() if "r" in state
+          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    kernel = kernel or _Kernel(node, p, shape, dtype)
+    tracked = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, v0, i0, s0))
+    if tracked:
+        out, v, i, s, r = _Fused.apply(kernel, x, v0, i0, s0, r0)
+    else:
+        v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
+        out, _, _ = kernel.forward(x, v, i, s, r, save=False)
+    new: dict[str, Any] = {}
+    if node.current:
+        new["i"] = i
+    new["v"] = v
+    if node.spiking:
+        new["s"] = s
+        if "r" in state:
+            new["r"] = r
+        if node.delay:
+            # the line holds the last `delay` outputs; the first `delay` steps emit the old line
+            both = torch.cat([state["line"], out])
+            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:]
+    return out, new

@@ -1,0 +1,282 @@
+"""The fused kernels: bit-identical to the reference step, forward and backward, everywhere.
+
+Every neuron type with every convention field is run three ways: the reference
+:meth:`hub.Neuron.step` in a loop, the fused CPU kernel over the whole sequence, and whole graphs
+through :class:`hub.Simulator` with each backend. Spikes, voltages, states and input gradients
+must be equal with ``torch.equal``, in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hub
+from hub.errors import HubError
+from hub.kernels import cpu
+from hub.simulate import KernelWarning
+
+from .conftest import dyadic
+
+ok, reason = cpu.available()
+needs_compiler = pytest.mark.skipif(not ok, reason=f"fused CPU kernels unavailable: {reason}")
+
+SHAPE = (2, 5)
+SPIKING = {"IF": hub.IF, "LIF": hub.LIF, "CubaLIF": hub.CubaLIF}
+READOUTS = {"LI": hub.LI, "Integrator": hub.Integrator, "CubaLI": hub.CubaLI}
+DTYPES = [torch.float32, torch.float64]
+
+
+def make(kind: str, rng: np.random.Generator, exact: bool, **fields) -> hub.Neuron:
+    """A neuron of type ``kind`` with per-neuron parameters that make its fields matter.
+
+    ``exact`` picks dyadic values, so voltages land exactly on thresholds and the comparison
+    and multi-spike rounding are exercised; otherwise values are random floats, so any change
+    in the order of operations would show in the last bits.
+    """
+    cls = {**SPIKING, **READOUTS}[kind]
+
+    def values(low: float, high: float, scalar: bool = False):
+        if exact:
+            v = rng.integers(int(low * 8), int(high * 8) + 1, size=() if scalar else SHAPE) / 8
+        else:
+            v = rng.uniform(low, high, size=() if scalar else SHAPE)
+        return np.asarray(v, dtype=np.float32)
+
+    params = {"v_init": values(-0.5, 0.5), "gain": values(0.5, 1.5)}
+    names = {f.name for f in cls.__dataclass_fields__.values()}
+    if "beta" in names:
+        params |= {"beta": values(0.25, 1.0), "v_leak": values(-0.25, 0.25, scalar=True)}
+    if "alpha" in names:
+        params |= {"alpha": values(0.0, 0.875), "current_gain": values(0.5, 1.5)}
+    if "threshold" in names:
+        params |= {"threshold": values(0.25, 1.0), "v_reset": values(-0.25, 0.25),
+                   "amplitude": values(0.5, 2.0, scalar=True)}
+    return cls(**params, **{k: v for k, v in fields.items() if k in names})
+
+
+def reference(node: hub.Neuron, p: dict, x: torch.Tensor, state: dict):
+    outs = []
+    for t in range(x.shape[0]):
+        out, state = node.step(p, x[t], state)
+        outs.append(out)
+    return torch.stack(outs), state
+
+
+def tensors(node: hub.Neuron, dtype: torch.dtype) -> dict:
+    return {k: torch.tensor(np.array(v), dtype=dtype) for k, v in node.params().items()
+            if isinstance(v, np.ndarray)}
+
+
+def inputs(rng: np.random.Generator, exact: bool, dtype: torch.dtype, steps: int = 16,
+           batch: int = 3) -> torch.Tensor:
+    if exact:
+        x = rng.integers(-4, 9, size=(steps, batch, *SHAPE)) / 8
+    else:
+        x = rng.normal(0.3, 0.6, size=(steps, batch, *SHAPE))
+    return torch.tensor(x, dtype=dtype)
+
+
+def assert_same(node: hub.Neuron, dtype: torch.dtype, rng: np.random.Generator, exact: bool,
+                grad: bool = True) -> None:
+    """The fused run equals the reference: outputs, final state, and the input gradient."""
+    p = tensors(node, dtype)
+    x = inputs(rng, exact, dtype)
+    batch = (x.shape[1], *SHAPE)
+    where = f"{node!r} {dtype} exact={exact}"
+    with torch.no_grad():
+        want, want_state = reference(node, p, x, node.initial_state(batch, x))
+        got, got_state = cpu.run(node, p, x, node.initial_state(batch, x))
+    assert torch.equal(got, want), where
+    assert set(got_state) == set(want_state), where
+    for key in want_state:
+        assert torch.equal(got_state[key], want_state[key]), f"{where} state {key!r}"
+    if not grad:
+        return
+    # two calls in a row, so the gradient also crosses the state between calls
+    g = torch.tensor(rng.normal(size=x.shape), dtype=dtype)
+    grads = []
+    for run in (reference, cpu.run):
+        xg = x.clone().requires_grad_()
+        first, state = run(node, p, xg[:7], node.initial_state(batch, x))
+        second, _ = run(node, p, xg[7:], state)
+        torch.cat([first, second]).backward(g)
+        grads.append(xg.grad)
+    assert torch.equal(grads[1], grads[0]), f"{where} gradient"
+
+
+fused_run = cpu.run
+CONVENTIONS = list(itertools.product((">", ">="), ("binary", "multi", "graded"), (0, 2), (0, 2)))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("timing", ["same", "next"])
+@pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
+@pytest.mark.parametrize("kind", ["IF", "LIF", "CubaLIF/new", "CubaLIF/previous"])
+def test_spiking_neurons_match_the_reference_for_every_convention(kind, reset, timing, dtype):
+    kind, _, order = kind.partition("/")
+    rng = np.random.default_rng(abs(hash((kind, reset, timing, order))) % 2**32)
+    for comparison, mode, refractory, delay in CONVENTIONS:
+        if timing == "next" and refractory:
+            continue  # a refractory period needs reset_timing="same"
+        for exact in (True, False):
+            node = make(kind, rng, exact, comparison=comparison, reset=reset,
+                        reset_timing=timing, spike_mode=mode, refractory=refractory,
+                        delay=delay, current_order=order or "new")
+            assert_same(node, dtype, rng, exact)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["LI", "Integrator", "CubaLI/new", "CubaLI/previous"])
+def test_readouts_match_the_reference(kind, dtype):
+    kind, _, order = kind.partition("/")
+    rng = np.random.default_rng(7)
+    for exact in (True, False):
+        assert_same(make(kind, rng, exact, current_order=order or "new"), dtype, rng, exact)
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(sorted(SPIKING)), comparison=st.sampled_from([">", ">="]),
+       reset=st.sampled_from(["zero", "subtract", "none"]),
+       timing=st.sampled_from(["same", "next"]),
+       mode=st.sampled_from(["binary", "multi", "graded"]),
+       refractory=st.integers(0, 3), delay=st.integers(0, 20),
+       order=st.sampled_from(["new", "previous"]), exact=st.booleans(),
+       seed=st.integers(0, 2**32 - 1), double=st.booleans())
+def test_random_neurons_match_the_reference(kind, comparison, reset, timing, mode, refractory,
+                                            delay, order, exact, seed, double):
+    """Delays longer than the sequence and long refractory periods included."""
+    rng = np.random.default_rng(seed)
+    if timing == "next":
+        refractory = 0
+    node = make(kind, rng, exact, comparison=comparison, reset=reset, reset_timing=timing,
+                spike_mode=mode, refractory=refractory, delay=delay, current_order=order)
+    assert_same(node, torch.float64 if double else torch.float32, rng, exact)
+
+
+def test_unsupported_cases_are_named():
+    node = hub.LIF(beta=0.5)
+    p = tensors(node, torch.float32)
+    assert "float16" in cpu.unsupported(node, p, torch.zeros(2, 1, 3, dtype=torch.float16))
+    trained = {k: v.clone().requires_grad_() for k, v in p.items()}
+    assert "gradients" in cpu.unsupported(node, trained, torch.zeros(2, 1, 3))
+    assert cpu.unsupported(node, p, torch.zeros(2, 1, 3)) is None
+
+
+# Whole graphs through the simulator: every backend gives the reference's outputs.
+
+
+def feedforward() -> hub.Graph:
+    return hub.Graph.chain(
+        hub.Input(shape=(2, 8, 8)),
+        hub.Conv2d(weight=dyadic(4, 2, 3, 3), bias=dyadic(4), padding=(1, 1)),
+        hub.IF(threshold=0.5, reset="subtract"),
+        hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2)),
+        hub.Flatten(),
+        hub.Affine(weight=dyadic(16, 64), bias=dyadic(16)),
+        hub.CubaLIF(alpha=0.5, beta=0.75, threshold=0.5, delay=2, refractory=1),
+        hub.Affine(weight=dyadic(5, 16)),
+        hub.LI(beta=0.875),
+    )
+
+
+def recurrent() -> hub.Graph:
+    return hub.Graph(
+        {"in": hub.Input(shape=(3,)), "aff": hub.Affine(weight=dyadic(4, 3)),
+         "lif": hub.LIF(beta=0.75, threshold=0.25), "rec": hub.Linear(weight=dyadic(4, 4)),
+         "out": hub.Output()},
+        [("in", "aff"), ("aff", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")])
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("build", [feedforward, recurrent])
+def test_fused_backend_runs_whole_graphs_identically(build, dtype, monkeypatch):
+    graph = build()
+    shape = graph.plan().output_shapes[graph.inputs[0]]
+    x = torch.tensor(dyadic(12, 3, *shape) + 0.25, dtype=dtype)
+    want = hub.simulate(graph, x, dtype=dtype)
+    fused = []
+    monkeypatch.setattr(cpu, "run", lambda *a, **k: fused.append(a[0]) or fused_run(*a, **k))
+    assert torch.equal(hub.simulate(graph, x, dtype=dtype, backend="fused"), want)
+    # a recurrent edge makes every node step; otherwise each neuron layer runs fused
+    assert len(fused) == (3 if build is feedforward else 0)
+    # state carries over between calls and into single steps, as in the reference
+    sim = hub.Simulator(graph, dtype=dtype, backend="fused")
+    parts = [sim(x[:5]), torch.stack([sim.step(x[5]), sim.step(x[6])]), sim(x[7:])]
+    assert torch.equal(torch.cat(parts), want)
+
+
+@needs_compiler
+def test_fused_backend_trains_like_the_reference():
+    graph = feedforward()
+    x = torch.tensor(dyadic(10, 2, 2, 8, 8) + 0.25)
+    grads = []
+    for backend in ("torch", "fused"):
+        sim = hub.Simulator(graph, trainable=True, backend=backend)
+        # the neurons' own parameters stay fixed so the fused kernels are used for them
+        for name, param in sim.named_parameters():
+            param.requires_grad_(not any(k in name for k in ("beta", "alpha", "threshold",
+                                                              "v_", "gain", "amplitude")))
+        sim(x).square().sum().backward()
+        grads.append({n: q.grad for n, q in sim.named_parameters() if q.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.equal(grads[1][name], grads[0][name]), name
+
+
+@needs_compiler
+def test_trainable_neuron_parameters_fall_back_to_the_reference():
+    graph = feedforward()
+    x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
+    want = hub.Simulator(graph, trainable=True)(x)
+    got = hub.Simulator(graph, trainable=True, backend="fused")(x)
+    assert torch.equal(got, want)
+    got.sum().backward()  # the gradients reach the neuron parameters through the reference
+
+
+def test_without_a_compiler_the_fused_backend_warns_and_steps(monkeypatch):
+    monkeypatch.setattr(cpu, "available", lambda: (False, "no C++ compiler found"))
+    graph = feedforward()
+    x = torch.tensor(dyadic(4, 1, 2, 8, 8))
+    with pytest.warns(KernelWarning, match="no C.. compiler"):
+        got = hub.simulate(graph, x, backend="fused")
+    assert torch.equal(got, hub.simulate(graph, x))
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(HubError, match="backend"):
+        hub.Simulator(feedforward(), backend="numba")
+
+
+def test_cupy_backend_says_why_it_cannot_run():
+    from hub.kernels import cupy as cupy_kernels
+
+    ok, why = cupy_kernels.available()
+    if ok:
+        pytest.skip("CuPy and a GPU are present; the GPU tests below cover it")
+    with pytest.raises(HubError, match="cupy"):
+        hub.Simulator(feedforward(), backend="cupy")
+    assert why
+
+
+def test_cupy_kernels_match_the_reference():
+    from hub.kernels import cupy as cupy_kernels
+
+    ok, why = cupy_kernels.available()
+    if not ok:
+        pytest.skip(f"backend='cupy' needs CuPy and a CUDA GPU: {why}")
+    graph = feedforward()
+    for dtype in (torch.float32, torch.float16):
+        x = torch.tensor(dyadic(12, 3, 2, 8, 8) + 0.25, dtype=dtype, device="cuda")
+        want = hub.simulate(graph, x, dtype=dtype, device="cuda")
+        assert torch.equal(hub.simulate(graph, x, dtype=dtype, device="cuda", backend="cupy"),
+                           want)
