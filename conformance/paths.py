@@ -143,7 +143,9 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | Non
                 else:
                     values[step.dst] = fmt.run(src, x)
             except hub.UnsupportedError as e:
-                raise Unsupported(f"{fmt.name}: {e}") from e
+                # where in the model, not which temporary file: the same reason on every route
+                where = f"node {e.node!r}: " if e.node else ""
+                raise Unsupported(f"{fmt.name}: {where}{e.message}") from e
         return values["y"]
 
 

@@ -137,8 +137,7 @@ def markdown(suite: Suite, failed: list[tuple[Outcome, Path]]) -> str:
     not_expressible: dict[str, set[str]] = {}
     for o in suite.outcomes:
         if o.status == "n/a":
-            not_expressible.setdefault(o.detail.split(",")[0] + ": " + o.detail.split(": ")[-1],
-                                       set()).add(o.case.name)
+            not_expressible.setdefault(o.detail, set()).add(o.case.id)
     if not_expressible:
         lines += ["## Not expressible (n/a)", ""]
         for reason, names in sorted(not_expressible.items()):
@@ -162,9 +161,14 @@ def matrix_picture(suite: Suite, path: Path) -> None:
     tiers = [t for t in suite.tiers
              if any(sum(c.values()) for c in cells(suite, t).values())] or list(suite.tiers)
     n = len(suite.formats)
-    fig, axes = plt.subplots(1, len(tiers), figsize=(1.2 + 2.6 * n * len(tiers), 1 + 1.1 * n),
+    columns = min(2, len(tiers))
+    rows = -(-len(tiers) // columns)
+    side = 1.8 + 1.3 * n
+    fig, axes = plt.subplots(rows, columns, figsize=(side * columns, side * rows),
                              squeeze=False)
-    for ax, tier in zip(axes[0], tiers):
+    for ax in axes.flat[len(tiers):]:
+        ax.axis("off")
+    for ax, tier in zip(axes.flat, tiers):
         grid = cells(suite, tier)
         image = np.ones((n, n, 3))
         for i, a in enumerate(suite.formats):
@@ -174,6 +178,10 @@ def matrix_picture(suite: Suite, path: Path) -> None:
                 ax.text(j, i, cell_text(counts).replace(" (", "\n("), ha="center",
                         va="center", fontsize=7, wrap=True)
         ax.imshow(image)
+        ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+        ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+        ax.grid(which="minor", color="white", linewidth=3)
+        ax.tick_params(which="minor", length=0)
         ax.set_xticks(range(n), suite.formats)
         ax.set_yticks(range(n), suite.formats)
         ax.set_xlabel("target")
@@ -211,7 +219,8 @@ def raster(outcome: Outcome, reference: Any, path: Path) -> None:
         ax.set_ylabel("output")
         ax.set_title(title, fontsize=9)
         if first is not None:
-            ax.axvline(first[0], color="red", linestyle="--", linewidth=1)
+            ax.axvline(first[0], color="red", linestyle="--", linewidth=1, alpha=0.5, zorder=0,
+                       label=f"first divergence (step {first[0]})")
         if got is not None:
             wrong = np.nonzero(~np.isclose(got, ref, rtol=1e-5, atol=1e-6))
             ax.scatter(wrong[1], wrong[0], s=60, facecolors="none", edgecolors="red",

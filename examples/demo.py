@@ -127,6 +127,22 @@ def malformed_files() -> None:
             console.print(f"  warning: {w.message}")
 
 
+def conformance() -> None:
+    """The conformance suite on every zoo model and paper graph, hub and NIR, with its report."""
+    import hub_conformance
+    from hub_conformance import report
+
+    console.rule("conformance: every zoo model along every route, run in its own runtime")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the paper files' warnings were shown above
+        suite = hub_conformance.run(["hub", "nir"])
+    report.terminal(suite, console)
+    path = report.write(suite, OUT / "conformance")
+    console.print(f"wrote {path.relative_to(ROOT)} and its matrix picture")
+    if not suite.ok:
+        raise SystemExit(1)
+
+
 def main() -> int:
     if not PAPER.is_dir():
         console.print(f"[red]the NIR paper's files are not at {PAPER}; set HUB_EXTERNAL[/red]")
@@ -136,6 +152,7 @@ def main() -> int:
     braille_round_trip()
     cnn_conversion()
     malformed_files()
+    conformance()
     return 0
 
 

@@ -37,6 +37,10 @@ class Format:
     #: Node type names this format imports and exports (for the support table).
     imports: ClassVar[frozenset[str]] = frozenset()
     exports: ClassVar[frozenset[str]] = frozenset()
+    #: Known conformance gaps: fnmatch pattern over conformance ids (``"exact/dense-lif-ge"``,
+    #: ``"exact/dense-lif-ge:hub->myformat"``) -> the reason. The conformance suite reports a
+    #: matching failure as an expected failure with that reason, and a matching pass as stale.
+    known_gaps: ClassVar[dict[str, str]] = {}
 
     def unavailable(self) -> str | None:
         """Why the format cannot be used here, or ``None`` if it can."""
