@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from .compare import Comparison
 from .paths import Route, routes
-from .suite import Outcome, Suite, run, run_case
+from .suite import Outcome, Suite, check, run, run_case
 from .zoo import TIERS, Case, cases
 
-__all__ = ["TIERS", "Case", "Comparison", "Outcome", "Route", "Suite", "cases", "routes", "run",
-           "run_case"]
+__all__ = ["TIERS", "Case", "Comparison", "Outcome", "Route", "Suite", "cases", "check", "routes",
+           "run", "run_case"]

@@ -162,3 +162,29 @@ def run(formats: Iterable[str] | None = None, tiers: Iterable[str] = zoo.TIERS,
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+def check(model: Any, targets: Iterable[str] | None = None, x: Any = None, *,
+          steps: int = 20, tier: str = "float", source: str | None = None,
+          dt: float | None = None, seed: int = 0) -> Suite:
+    """Whether ``model`` (any format) converts spike-identically to each of ``targets``.
+
+    The model is imported, then carried to each target (directly, there and back, and through
+    each file format) and run in the target's runtime on ``x`` (``[T, N, *in]``; by default
+    ``steps`` steps of random spikes for one sample). ``tier`` says how to compare: ``"exact"``
+    demands bit-identical outputs, ``"float"`` allows threshold ties. ``targets`` defaults to
+    every usable format. Returns the :class:`Suite`; ``suite.ok`` is the verdict.
+    """
+    graph = hub.load(model, source=source, dt=dt)
+    if x is None:
+        shape = graph.plan().output_shapes[graph.inputs[0]]
+        x = (np.random.default_rng(seed).random((steps, 1, *shape)) < 0.3).astype(np.float32)
+    case = zoo.Case("model", tier, graph, np.asarray(x, dtype=np.float32))
+    names = ["hub", *(t for t in (targets or usable()) if t != "hub")]
+    chosen = usable(names)
+    start = time.perf_counter()
+    reference = flat(hub.simulate(graph, torch.as_tensor(case.x)))
+    picked = [r for r in routes(chosen) if r.source == "hub" and (r.target != "hub" or r.via)]
+    outcomes = [run_case(case, route, reference) for route in picked]
+    return Suite(outcomes, list(chosen), (tier,), seconds=time.perf_counter() - start,
+                 references={case.id: reference})

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .api import convert, detect, formats, load, save
+from .api import check, convert, detect, formats, load, save
 from .errors import (
     FileExistsHubError,
     FormatError,
@@ -52,7 +52,7 @@ __all__ = [
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "LI", "LIF", "Linear", "MaxPool2d", "Neuron", "Node", "Output",
     "ParameterError", "PluginError", "PluginWarning", "Scale", "ShapeError", "Simulator",
-    "SumPool2d", "Threshold", "UnknownNodeError", "UnsupportedError", "convert", "detect",
+    "SumPool2d", "Threshold", "UnknownNodeError", "UnsupportedError", "check", "convert", "detect",
     "formats", "from_lava", "hookimpl", "load", "node_from_dict", "node_type", "node_types",
     "plugins", "register_node", "save", "simulate", "to_lava",
 ]

@@ -191,6 +191,19 @@ def convert(src: Any, to: str | None = None, *, out: str | os.PathLike | None = 
     return _write(dst_fmt, graph, out, force, save_opts)
 
 
+def check(model: Any, targets: list[str] | None = None, x: Any = None, **options: Any) -> Any:
+    """Convert ``model`` to each of ``targets``, run each in its own runtime, compare the spikes.
+
+    ``hub.check(graph, targets=["nir"]).ok`` is True when every conversion reproduces the
+    reference simulation (bit for bit with ``tier="exact"``, up to threshold ties with the
+    default ``"float"``). The conformance suite's :func:`hub_conformance.check` does the work;
+    see it for the options.
+    """
+    from hub_conformance import check as run_check
+
+    return run_check(model, targets, x, **options)
+
+
 def formats() -> dict[str, Format]:
     """Every registered format by name, usable or not."""
     return dict(plugins().formats)

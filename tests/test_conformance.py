@@ -311,3 +311,23 @@ def test_record_then_against_finds_nothing_until_an_output_changes(tmp_path, cap
 def test_against_a_folder_without_a_record_says_how_to_make_one(tmp_path, capsys):
     assert main(["conformance", "--against", str(tmp_path)]) == 2
     assert "record one with `hub conformance --record" in capsys.readouterr().err
+
+
+# -- hub.check --------------------------------------------------------------------------------
+
+
+def test_hub_check_converts_a_model_to_each_target_and_compares(paper):
+    suite = hub.check(paper / "paper_03_rnn_braille_noDelay_bias_zero.nir", targets=["nir"],
+                      dt=1e-4)
+    assert suite.ok and {o.route.label for o in suite.outcomes} == {
+        "hub->nir", "hub->nir->hub", "hub->hub file->nir", "hub->nir file->hub",
+        "hub->nir file->nir", "hub->hub file->hub"}
+    assert all(o.status == "pass" for o in suite.outcomes)
+
+
+def test_hub_check_reports_what_a_target_gets_wrong(wrong):
+    graph = hub.Graph.chain(hub.Input(shape=(1,)), hub.IF(threshold=1.0, comparison=">="))
+    suite = hub.check(graph, targets=["wrong"], x=np.full((3, 1, 1), 0.5, np.float32),
+                      tier="exact")
+    direct = next(o for o in suite.outcomes if o.route.label == "hub->wrong")
+    assert not suite.ok and direct.status == "fail" and direct.comparison.first == (1, 0, 0)
