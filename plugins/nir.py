@@ -71,32 +71,7 @@ class NIRFormat(hub.Format):
         return isinstance(obj, nir.NIRGraph)
 
     def read(self, path: Path, dt: float | None = None) -> hub.Graph:
-        import h5py
-        import nir
-        from nir.serialization import hdf2dict
-
-        if not h5py.is_hdf5(path):
-            raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
-        # What nir.read(path) does, in two steps: a damaged HDF5 structure is told apart from
-        # NIR content that nir rejects, and the latter is traced to its node without reading
-        # the file again (a corrupt file can make every h5py read slow).
-        try:
-            with h5py.File(path, "r") as f:
-                tree = hdf2dict(f["node"])
-        except Exception as e:
-            raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
-                              f"h5py reports: {_describe(e)}") from None
-        try:
-            # nir's type check rejects files that older nir versions wrote (an Output of shape
-            # [1, 1, 1] fed by a [1]); the hub's own shape check below is exact and names nodes.
-            # (on a copy: nir's from_dict edits the dicts it is given)
-            graph = nir.dict2NIRNode({**copy.deepcopy(tree), "type_check": False})
-        except Exception as e:
-            node, reason = _diagnose(tree, "")
-            raise FormatError(f"malformed NIR file (written by nir {_file_version(path)}); nir "
-                              f"{nir.version} reports: {reason or _describe(e)}",
-                              node=node) from None
-        return self.load(graph, dt=dt)
+        return self.load(read_nir(path), dt=dt)
 
     def load(self, obj: Any, dt: float | None = None) -> hub.Graph:
         dt = _check_dt(dt) if dt is not None else None
@@ -126,6 +101,35 @@ class NIRFormat(hub.Format):
 @hub.hookimpl
 def hub_register_formats(register) -> None:
     register(NIRFormat())
+
+
+def read_nir(path: Path) -> Any:
+    """The ``nir.NIRGraph`` in a file; a damaged or malformed file is a :class:`FormatError`."""
+    import h5py
+    import nir
+    from nir.serialization import hdf2dict
+
+    if not h5py.is_hdf5(path):
+        raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
+    # What nir.read(path) does, in two steps: a damaged HDF5 structure is told apart from
+    # NIR content that nir rejects, and the latter is traced to its node without reading
+    # the file again (a corrupt file can make every h5py read slow).
+    try:
+        with h5py.File(path, "r") as f:
+            tree = hdf2dict(f["node"])
+    except Exception as e:
+        raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
+                          f"h5py reports: {_describe(e)}") from None
+    try:
+        # nir's type check rejects files that older nir versions wrote (an Output of shape
+        # [1, 1, 1] fed by a [1]); the hub's own shape check is exact and names nodes.
+        # (on a copy: nir's from_dict edits the dicts it is given)
+        return nir.dict2NIRNode({**copy.deepcopy(tree), "type_check": False})
+    except Exception as e:
+        node, reason = _diagnose(tree, "")
+        raise FormatError(f"malformed NIR file (written by nir {_file_version(path)}); nir "
+                          f"{nir.version} reports: {reason or _describe(e)}",
+                          node=node) from None
 
 
 def _file_version(path: Path) -> str:

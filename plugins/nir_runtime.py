@@ -74,8 +74,7 @@ from hub.errors import (FormatError, GraphError, HubError, ParameterError, Shape
                         UnsupportedError)
 from hub.node import MAX_STEPS
 
-from .nir import META, HubMetadataWarning, _check_dt, _describe, _diagnose, _file_version
-from .nir import _import_graph, _plain
+from .nir import META, HubMetadataWarning, _check_dt, _import_graph, _plain, read_nir
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
@@ -106,37 +105,12 @@ def run(nir_graph: Any, x: Any, *, dt: float | None = None) -> Tensors:
         path = Path(nir_graph)
     try:
         if path is not None:
-            nir_graph = _read(path)
+            if not path.is_file():
+                raise FormatError("no such file" if not path.exists() else "not a file")
+            nir_graph = read_nir(path)
         return Runtime(nir_graph, dt=dt)(x)
     except HubError as e:
         raise e.at(file=path) if path is not None else e
-
-
-def _read(path: Path) -> Any:
-    """The NIR graph in a file, read with nir's own reader as the NIR plugin reads it."""
-    import copy
-
-    import h5py
-    import nir
-    from nir.serialization import hdf2dict
-
-    if not path.is_file():
-        raise FormatError("no such file" if not path.exists() else "not a file")
-    if not h5py.is_hdf5(path):
-        raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
-    try:
-        with h5py.File(path, "r") as f:
-            tree = hdf2dict(f["node"])
-    except Exception as e:
-        raise FormatError(f"damaged HDF5 file; h5py reports: {_describe(e)}") from None
-    try:
-        # without nir's type check, which rejects files older nir versions wrote (as the
-        # plugin's reader does; the hub's plan checks shapes exactly)
-        return nir.dict2NIRNode({**copy.deepcopy(tree), "type_check": False})
-    except Exception as e:
-        node, reason = _diagnose(tree, "")
-        raise FormatError(f"malformed NIR file (written by nir {_file_version(path)}); nir "
-                          f"{nir.version} reports: {reason or _describe(e)}", node=node) from None
 
 
 def _graph_dt(nir_graph: Any, dt: float | None) -> float:

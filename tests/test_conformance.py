@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import hub_conformance
 from hub import plugin_manager
 from hub.cli import main
 from hub.node import fields_of
-from hub_conformance import compare, paths, record, report, zoo
+from hub_conformance import compare, paths, report, zoo
 
 from .conftest import THIRDPARTY
 
