@@ -24,6 +24,7 @@ import torch
 from .errors import HubError, ShapeError
 from .graph import Graph
 from .neurons import Neuron
+from .node import Node
 
 BACKENDS = ("torch", "fused", "cupy")
 
@@ -112,7 +113,9 @@ class Simulator(torch.nn.Module):
         steps = next(iter(inputs.values())).shape[0]
         if self.backend is not None and steps and not any(self.plan.recurrent.values()):
             return self._layers(inputs)
-        results = [self.step({k: v[t] for k, v in inputs.items()}) for t in range(steps)]
+        # unbind, not v[t]: the backward of T selects would add T full-size gradients
+        slices = {k: v.unbind(0) for k, v in inputs.items()}
+        results = [self.step({k: v[t] for k, v in slices.items()}) for t in range(steps)]
         if isinstance(results[0], dict):
             return {k: torch.stack([r[k] for r in results]) for k in results[0]}
         return torch.stack(results)
@@ -134,9 +137,13 @@ class Simulator(torch.nn.Module):
             if isinstance(node, Neuron) and self.backend.unsupported(node, p, total) is None:
                 values[name], self._state[name] = self.backend.run(node, p, total, state)
                 continue
+            if not node.stateful and type(node).step is Node.step:
+                values[name] = total  # a junction passes its input through
+                continue
             results = []
-            for t in range(total.shape[0]):
-                out, state = node.step(p, total[t], state)
+            # unbind, not x[t]: the backward of T selects would add T full-size gradients
+            for xt in total.unbind(0):
+                out, state = node.step(p, xt, state)
                 results.append(out)
             values[name], self._state[name] = torch.stack(results), state
         self._last = {name: value[-1] for name, value in values.items()}

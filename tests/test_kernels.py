@@ -21,7 +21,11 @@ from hub.errors import HubError
 from hub.kernels import cpu
 from hub.simulate import KernelWarning
 
-from .conftest import dyadic
+
+def dyadic(*shape: int, scale: int = 8, _rng=np.random.default_rng(1)) -> np.ndarray:
+    """As conftest's, from a generator of this module: drawing from the shared one would change
+    the values other modules' tests get."""
+    return (_rng.integers(-scale, scale + 1, size=shape) / scale).astype(np.float32)
 
 ok, reason = cpu.available()
 needs_compiler = pytest.mark.skipif(not ok, reason=f"fused CPU kernels unavailable: {reason}")

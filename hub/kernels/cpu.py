@@ -35,7 +35,7 @@ from ..surrogate import SLOPE
 
 SOURCE = Path(__file__).with_name("neurons.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared",
-         "-fPIC", "-std=c++17"]
+         "-fPIC", "-std=c++20"]
 PARAMS = ("beta", "gain", "v_leak", "alpha", "current_gain", "threshold", "v_reset", "amplitude")
 DTYPES = {torch.float32: 0, torch.float64: 1}
 #: Below this many neuron-steps one thread is faster than waking (and spinning) a thread team.
@@ -190,7 +190,9 @@ class _Kernel:
         self._threads(steps, total)
         out = torch.empty_like(x)
         save_v = torch.empty_like(x) if save else None
-        save_f = torch.empty(x.shape, dtype=torch.uint8) if save else None
+        # flags only for a refractory period: otherwise the spike follows from the saved voltage
+        flagged = save and self.conf.refractory > 0
+        save_f = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if flagged else None
         status = library().hub_neuron_forward(
             self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
             x.data_ptr(), out.data_ptr(), v.data_ptr(), i.data_ptr(), s.data_ptr(), r.data_ptr(),
@@ -220,13 +222,15 @@ class _Fused(torch.autograd.Function):
         v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
         out, save_v, save_f = kernel.forward(x, v, i, s, r, save=True)
         ctx.kernel = kernel
-        ctx.save_for_backward(save_v, save_f, s0)
+        ctx.save_for_backward(save_v, s0)
+        ctx.save_f = save_f  # may be None, which save_for_backward takes but is clearer apart
         ctx.mark_non_differentiable(r)
         return out, v, i, s, r
 
     @staticmethod
     def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
-        save_v, save_f, s0 = ctx.saved_tensors
+        save_v, s0 = ctx.saved_tensors
+        save_f = ctx.save_f
         like = s0
 
         def own(g: torch.Tensor | None) -> torch.Tensor:

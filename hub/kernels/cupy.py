@@ -86,8 +86,8 @@ extern "C" __global__ void forward(PARAMS_IN, long long T, long long M, long lon
         float o = MODE == 2 ? rnd(count * vv) : count;
         out[t * M + m] = (R)rnd(o * (float)p.amplitude[k]);
         s = TIMING_NEXT ? count : sp;
-        if (save_v) { save_v[t * M + m] = (R)vv;
-                      save_f[t * M + m] = (unsigned char)((sp > 0.f) | (resting << 1)); }
+        if (save_v) save_v[t * M + m] = (R)vv;
+        if (save_f) save_f[t * M + m] = (unsigned char)((sp > 0.f) | (resting << 1));
         if (!TIMING_NEXT) {
             if (RESET == 1) vv = rnd(vv - rnd(th * count));
             else if (RESET == 0 && sp > 0.f) vv = (float)p.v_reset[k];
@@ -112,10 +112,11 @@ extern "C" __global__ void backward(PARAMS_IN, long long T, long long M, long lo
             g_int = rnd(go + gv);
         } else {
             float th = (float)p.threshold[k], vv = (float)save_v[t * M + m];
-            unsigned char f = save_f[t * M + m];
-            float sp = (f & 1) ? 1.f : 0.f;
-            bool resting = f & 2;
             float z = rnd(vv - th);
+            // flags are saved with a refractory period only; else the voltage tells the spike
+            unsigned char f = REFRACTORY ? save_f[t * M + m] : 0;
+            float sp = (REFRACTORY ? (f & 1) : (INCLUSIVE ? z >= 0.f : z > 0.f)) ? 1.f : 0.f;
+            bool resting = f & 2;
             float count = MODE == 1 ? multi_count(vv, th, sp) : sp;
             float g_o = rnd(go * (float)p.amplitude[k]);
             float g_count = MODE == 2 ? rnd(g_o * vv) : g_o;
@@ -138,7 +139,8 @@ extern "C" __global__ void backward(PARAMS_IN, long long T, long long M, long lo
         float g_u = rnd(g_int * (float)p.gain[k]);
         float g_v = LEAKY ? rnd(g_int * (float)p.beta[k]) : g_int;
         if (SPIKING && TIMING_NEXT && RESET == 0) {
-            bool prev = t > 0 ? (save_f[(t - 1) * M + m] & 1) : ((float)s0[m] > 0.f);
+            float zp = t > 0 ? rnd((float)save_v[(t - 1) * M + m] - (float)p.threshold[k]) : 0.f;
+            bool prev = t > 0 ? (INCLUSIVE ? zp >= 0.f : zp > 0.f) : ((float)s0[m] > 0.f);
             if (prev) g_v = 0.f;
         }
         gv = REFRACTORY ? rnd(g_v + g_hold) : g_v;
@@ -217,6 +219,7 @@ class _Launch:
         import cupy
 
         self.module = _module(node, x.dtype)
+        self.refractory = bool(node.spiking and node.refractory)
         self.size = int(np.prod(shape, dtype=np.int64))
         dummy = torch.zeros(self.size, dtype=x.dtype, device=x.device)
         self.keep = [torch.broadcast_to(p[n].detach().to(x.dtype), shape).reshape(-1)
@@ -232,7 +235,9 @@ class _Launch:
         steps, total = x.shape[0], x[0].numel()
         out = torch.empty_like(x)
         save_v = torch.empty_like(x) if save else None
-        save_f = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if save else None
+        flagged = save and self.refractory
+        save_f = (torch.empty(x.shape, dtype=torch.uint8, device=x.device) if flagged
+                  else None)
         kernel = self.module.get_function("forward")
         stream = self.cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream)
         with stream:
@@ -253,7 +258,7 @@ class _Launch:
         with stream:
             kernel(*self._grid(total), (*self.params, np.int64(steps), np.int64(total),
                                         np.int64(self.size), gout.data_ptr(), save_v.data_ptr(),
-                                        save_f.data_ptr(), s0.data_ptr(), gv.data_ptr(),
+                                        _ptr(save_f), s0.data_ptr(), gv.data_ptr(),
                                         gi.data_ptr(), gs.data_ptr(), gx.data_ptr()))
         return gx
 
