@@ -32,7 +32,7 @@ class Change:
     """A difference between a recorded run and the current one."""
 
     id: str
-    kind: str  # "changed", "status", "missing", "new"
+    kind: str  # "changed", "status" (these fail), "missing", "new", "version" (these inform)
     detail: str
 
 
@@ -99,6 +99,11 @@ def against(folder: Path, formats: list[str] | None = None, **options) -> tuple[
     suite = run(formats, tiers=manifest["tiers"], cases=cases, **options)
     recorded = manifest["outputs"]
     changes = []
+    then, now = manifest.get("versions", {}), versions()
+    for package in sorted(set(then) | set(now)):
+        if then.get(package) != now.get(package):
+            changes.append(Change(package, "version", f"{then.get(package, 'absent')} then, "
+                                                      f"{now.get(package, 'absent')} now"))
     seen = set()
     for outcome in suite.outcomes:
         seen.add(outcome.id)

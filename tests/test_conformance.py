@@ -305,6 +305,10 @@ def test_record_then_against_finds_nothing_until_an_output_changes(tmp_path, cap
     assert main(["conformance", "--against", str(folder)]) == 1
     out = capsys.readouterr().out
     assert "changed exact/dense-lif-ge:hub->nir: 1 of" in out and "[3, 1, 2]" in out
+    manifest["versions"]["nir"] = "0.0.1"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["conformance", "--against", str(folder)]) == 1
+    assert "version nir: 0.0.1 then, 1." in capsys.readouterr().out
 
 
 def test_against_a_folder_without_a_record_says_how_to_make_one(tmp_path, capsys):
