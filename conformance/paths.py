@@ -113,8 +113,13 @@ class ParameterMismatch(Exception):
     """A round trip did not give back the same parameters."""
 
 
-def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | None = None) -> Any:
+def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | None = None,
+            originals: dict[str, tuple[Any, dict[str, Any]]] | None = None) -> Any:
     """Carry ``graph`` along ``route`` and return the runtime's output on ``x``.
+
+    ``originals`` maps a format to a model of it that ``graph`` was imported from, and the
+    options that import needs (a real NIR file and its ``dt``): a route from that format then
+    starts from the original rather than from an export of ``graph``.
 
     Raises :class:`Unsupported` when a converter refuses the model with
     ``hub.UnsupportedError`` (the model is not expressible there), :class:`ParameterMismatch`
@@ -127,11 +132,15 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | Non
         for index, step in enumerate(route.steps()):
             fmt = registry.format(step.fmt)
             src = values[step.src]
+            original = (originals or {}).get(fmt.name) if index < 2 else None
             try:
-                if step.op == "native":
+                if step.op == "native" and original is not None:
+                    values[step.dst] = original[0]
+                elif step.op == "native":
                     values[step.dst] = native(fmt, src, folder / f"step{index}")
                 elif step.op == "import":
-                    values[step.dst] = hub.load(src, source=fmt.name)
+                    values[step.dst] = hub.load(src, source=fmt.name,
+                                                **(original[1] if original else {}))
                 elif step.op == "file":
                     path = folder / f"step{index}{fmt.suffixes[0]}"
                     hub.save(src, to=fmt.name, out=path)
@@ -193,7 +202,8 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def script(route: Route, description: str) -> str:
+def script(route: Route, description: str,
+           originals: dict[str, tuple[Any, dict[str, Any]]] | None = None) -> str:
     """A standalone Python script that carries ``graph.hub.json`` along ``route`` and compares."""
     description = description.replace("\\", "/").replace('"""', "'''")
     lines = [
@@ -219,7 +229,13 @@ def script(route: Route, description: str) -> str:
     for index, step in enumerate(route.steps()):
         fmt = registry.format(step.fmt)
         name = repr(fmt.name)
-        if step.op == "native" and "export" in fmt.capabilities:
+        original = (originals or {}).get(fmt.name) if index < 2 else None
+        if step.op == "native" and original is not None:
+            lines.append(f"{step.dst} = Path({str(original[0])!r})  # the original model")
+        elif step.op == "import" and original is not None:
+            options = ", ".join(f"{k}={v!r}" for k, v in original[1].items())
+            lines.append(f"{step.dst} = hub.load({step.src}, source={name}, {options})")
+        elif step.op == "native" and "export" in fmt.capabilities:
             lines.append(f"{step.dst} = hub.save({step.src}, to={name})")
         elif step.op == "native":
             out = repr(f"step{index}{fmt.suffixes[0]}")

@@ -240,7 +240,8 @@ def reproducer(outcome: Outcome, folder: Path) -> None:
     hub.save(outcome.case.graph, to="hub", out=folder / "graph.hub.json", force=True)
     np.save(folder / "x.npy", np.asarray(outcome.case.x), allow_pickle=False)
     (folder / "reproduce.py").write_text(
-        paths.script(outcome.route, f"{outcome.id}: {outcome.status}, {outcome.detail}"),
+        paths.script(outcome.route, f"{outcome.id}: {outcome.status}, {outcome.detail}",
+                     outcome.case.originals),
         encoding="utf-8")
 
 

@@ -94,7 +94,7 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
     start = time.perf_counter()
     outcome = Outcome(case, route, "pass")
     try:
-        output = flat(execute(route, case.graph, x))
+        output = flat(execute(route, case.graph, x, originals=case.originals))
     except Unsupported as e:
         outcome.status, outcome.detail = "n/a", str(e)
     except ParameterMismatch as e:

@@ -51,6 +51,9 @@ class Case:
     graph: hub.Graph
     x: np.ndarray
     description: str = ""
+    #: Format -> (the model ``graph`` was imported from, the options that import needs): routes
+    #: from that format start from the original (the paper's real NIR files).
+    originals: dict[str, tuple[Any, dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -417,7 +420,8 @@ def paper_cases(directory: Path | None = None) -> Iterator[Case | tuple[str, str
             yield name, f"has {len(graph.inputs)} inputs; the zoo feeds one"
             continue
         x = (rng.random((20, 2, *shapes[graph.inputs[0]])) < 0.2).astype(np.float32)
-        yield Case(name, "paper", graph, x, f"{path.name}, the NIR paper")
+        yield Case(name, "paper", graph, x, f"{path.name}, the NIR paper",
+                   originals={"nir": (path, {"dt": PAPER_DT})})
 
 
 def cases(tiers: tuple[str, ...] = TIERS, paper: Path | None = None) -> list[Case | tuple[str, str]]:

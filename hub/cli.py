@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except HubError as e:
             err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
             code = 2
-        for w in caught:
-            err.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True)
+        for message in dict.fromkeys(str(w.message) for w in caught):  # each once
+            err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
     return code
 
 

@@ -334,3 +334,17 @@ def test_hub_check_reports_what_a_target_gets_wrong(wrong):
                       tier="exact")
     direct = next(o for o in suite.outcomes if o.route.label == "hub->wrong")
     assert not suite.ok and direct.status == "fail" and direct.comparison.first == (1, 0, 0)
+
+
+def test_paper_routes_from_nir_start_from_the_original_file(paper, tmp_path):
+    case = next(c for c in zoo.paper_cases(paper) if isinstance(c, zoo.Case)
+                and c.name == "paper_03_rnn_braille_noDelay_bias_zero")
+    assert case.originals["nir"] == (paper / f"{case.name}.nir", {"dt": zoo.PAPER_DT})
+    assert hub_conformance.run_case(case, paths.Route("nir", "hub")).status == "pass"
+    script = paths.script(paths.Route("nir", "hub"), "a paper route", case.originals)
+    assert f"model_a = Path({str(paper / case.name)!r}" in script.replace(".nir'", "'")
+    assert "hub.load(model_a, source='nir', dt=0.0001)" in script
+    moved = zoo.Case(case.name, case.tier, case.graph, case.x,
+                     originals={"nir": (tmp_path / "gone.nir", {"dt": zoo.PAPER_DT})})
+    outcome = hub_conformance.run_case(moved, paths.Route("nir", "hub"))
+    assert outcome.status == "error" and "no such file" in outcome.detail
