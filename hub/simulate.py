@@ -48,7 +48,8 @@ class Simulator(torch.nn.Module):
                  device: torch.device | str | None = None, trainable: bool = False,
                  backend: str = "torch") -> None:
         super().__init__()
-        self.backend = _backend(backend)
+        self.backend = backend
+        self._kernels = _kernels(backend)
         self.graph = graph.flat()
         self.plan = graph.plan()
         self.dtype = dtype
@@ -111,7 +112,7 @@ class Simulator(torch.nn.Module):
         """Run a sequence ``[T, N, *in]`` (or a dict of them) and return ``[T, N, *out]``."""
         inputs = self._named(x, time=True)
         steps = next(iter(inputs.values())).shape[0]
-        if self.backend is not None and steps and not any(self.plan.recurrent.values()):
+        if self._kernels is not None and steps and not any(self.plan.recurrent.values()):
             return self._layers(inputs)
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
         slices = {k: v.unbind(0) for k, v in inputs.items()}
@@ -134,8 +135,8 @@ class Simulator(torch.nn.Module):
                 total = None
                 for source in self.plan.forward[name]:
                     total = values[source] if total is None else total + values[source]
-            if isinstance(node, Neuron) and self.backend.unsupported(node, p, total) is None:
-                values[name], self._state[name] = self.backend.run(node, p, total, state)
+            if isinstance(node, Neuron) and self._kernels.unsupported(node, p, total) is None:
+                values[name], self._state[name] = self._kernels.run(node, p, total, state)
                 continue
             if not node.stateful and type(node).step is Node.step:
                 values[name] = total  # a junction passes its input through
@@ -182,7 +183,7 @@ class Simulator(torch.nn.Module):
         return out
 
 
-def _backend(name: str) -> Any:
+def _kernels(name: str) -> Any:
     """The kernel module for a backend name (None for the reference), or why it cannot run."""
     if name not in BACKENDS:
         raise HubError(f"unknown backend {name!r}; the backends are "

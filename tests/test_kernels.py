@@ -166,6 +166,31 @@ def test_random_neurons_match_the_reference(kind, comparison, reset, timing, mod
     assert_same(node, torch.float64 if double else torch.float32, rng, exact)
 
 
+@needs_compiler
+@pytest.mark.parametrize("kind", ["LIF", "CubaLIF", "IF"])
+def test_large_layers_split_across_threads_and_blocks_identically(kind):
+    """Wide enough for several threads and a ragged last block; fast and general paths."""
+    rng = np.random.default_rng(3)
+    width = 1500
+    for fields in ({}, {"spike_mode": "multi", "refractory": 1}):
+        node = {"LIF": hub.LIF, "CubaLIF": hub.CubaLIF, "IF": hub.IF}[kind](
+            threshold=rng.uniform(0.5, 1.0, width).astype(np.float32),
+            **({"beta": rng.uniform(0.5, 1.0, width).astype(np.float32)} if kind != "IF"
+               else {}),
+            **({"alpha": np.float32(0.75)} if kind == "CubaLIF" else {}), **fields)
+        p = tensors(node, torch.float32)
+        x = torch.tensor(rng.normal(0.3, 0.5, size=(50, 2, width)), dtype=torch.float32)
+        assert x.numel() >= cpu.PARALLEL_MIN
+        grads = []
+        for run in (reference, cpu.run):
+            xg = x.clone().requires_grad_()
+            out, state = run(node, p, xg, node.initial_state((2, width), x))
+            out.backward(torch.ones_like(out))
+            grads.append((out.detach(), state["v"].detach(), xg.grad))
+        for got, want in zip(grads[1], grads[0]):
+            assert torch.equal(got, want), fields
+
+
 def test_unsupported_cases_are_named():
     node = hub.LIF(beta=0.5)
     p = tensors(node, torch.float32)
@@ -254,6 +279,13 @@ def test_without_a_compiler_the_fused_backend_warns_and_steps(monkeypatch):
     with pytest.warns(KernelWarning, match="no C.. compiler"):
         got = hub.simulate(graph, x, backend="fused")
     assert torch.equal(got, hub.simulate(graph, x))
+
+
+def test_dtypes_the_kernels_lack_step_through_the_reference():
+    graph = feedforward()
+    x = torch.tensor(dyadic(5, 2, 2, 8, 8), dtype=torch.float16)
+    want = hub.simulate(graph, x, dtype=torch.float16)
+    assert torch.equal(hub.simulate(graph, x, dtype=torch.float16, backend="fused"), want)
 
 
 def test_unknown_backend_is_refused():

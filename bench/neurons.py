@@ -1,0 +1,259 @@
+"""Benchmark of neuron layers: the hub's reference and fused paths against snnTorch, Norse and
+SpikingJelly, side by side in one process.
+
+    .venv/bin/python bench/neurons.py            # quick: two sizes, under two minutes
+    .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
+    .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
+
+Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
+gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
+best of several runs. "vs best peer" is the best peer's time over the fused time. GB/s counts the
+bytes a layer must move at least (read the input, write the spikes) and is compared with the
+copy bandwidth of this machine, measured as ``x.clone()`` of the same bytes in the same process.
+Peers run with their own default conventions (their spikes differ from the hub's in details);
+they are here for speed, not for equality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import hub
+from hub.kernels import cpu
+
+LAYERS = ("LIF", "CUBA")
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    """The fastest of ``repeat`` runs after one warm-up, in seconds."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def hub_layer(kind: str, backend: str, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    neuron = (hub.LIF(beta=0.9, threshold=1.0, reset="subtract") if kind == "LIF"
+              else hub.CubaLIF(alpha=0.8, beta=0.9, threshold=1.0, reset="subtract"))
+    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(width,)), neuron), backend=backend)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        sim.reset()
+        return sim(x)
+    return run
+
+
+def snntorch_layer(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    import snntorch
+
+    if kind == "LIF":
+        leaky = snntorch.Leaky(beta=0.9)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            mem, out = leaky.reset_mem(), []
+            for t in range(x.shape[0]):
+                spk, mem = leaky(x[t], mem)
+                out.append(spk)
+            return torch.stack(out)
+        return run
+    synaptic = snntorch.Synaptic(alpha=0.8, beta=0.9)
+
+    def run_cuba(x: torch.Tensor) -> torch.Tensor:
+        syn, mem = synaptic.reset_mem()
+        out = []
+        for t in range(x.shape[0]):
+            spk, syn, mem = synaptic(x[t], syn, mem)
+            out.append(spk)
+        return torch.stack(out)
+    return run_cuba
+
+
+def norse_layer(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    import norse.torch as norse
+
+    if kind == "CUBA":
+        layer = norse.LIF()  # Norse's LIF has a synaptic current: a CUBA neuron
+        return lambda x: layer(x)[0]
+    cell = norse.LIFBoxCell()  # no current; Norse has no multi-step layer for it
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        state, out = None, []
+        for t in range(x.shape[0]):
+            spk, state = cell(x[t], state)
+            out.append(spk)
+        return torch.stack(out)
+    return run
+
+
+def spikingjelly_layer(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    from spikingjelly.activation_based import neuron
+
+    if kind == "LIF":
+        node = neuron.LIFNode(tau=2.0, step_mode="m")
+    else:
+        node = neuron.CUBALIFNode(c_decay=0.5, v_decay=0.75)
+        node.step_mode = "m"  # its constructor takes no step_mode
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        node.reset()
+        return node(x)
+    return run
+
+
+PEERS = {"snntorch": snntorch_layer, "norse": norse_layer, "spikingjelly": spikingjelly_layer}
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[dict]:
+    """One row per implementation: forward and forward+backward times."""
+    torch.manual_seed(0)
+    x = torch.rand(steps, batch, width) * 0.5
+    # the copy's time depends on whether the allocator hands out fresh (page-faulting) memory,
+    # as every layer's output does: the best of many
+    copy = best(lambda: x.clone(), 10)
+    nbytes = 2 * x.numel() * x.element_size()
+    runners = {"hub torch": hub_layer(kind, "torch", width),
+               "hub fused": hub_layer(kind, "fused", width)}
+    for name, make in PEERS.items():
+        if installed(name):
+            try:
+                runners[name] = make(kind)
+            except Exception as error:  # a peer's API change must not stop the others
+                print(f"  {name}: skipped ({type(error).__name__}: {error})", file=sys.stderr)
+    rows = []
+    for name, run in runners.items():
+        with torch.no_grad():
+            forward = best(lambda: run(x), repeat)
+
+        def both() -> None:
+            xg = x.clone().requires_grad_()
+            run(xg).sum().backward()
+        backward = best(both, max(1, repeat - 1))
+        rows.append({"layer": kind, "T": steps, "batch": batch, "width": width, "impl": name,
+                     "forward": forward, "backward": backward, "copy": copy,
+                     "gbps": nbytes / forward / 1e9, "copy_gbps": nbytes / copy / 1e9})
+    peers = [r for r in rows if not r["impl"].startswith("hub")]
+    for row in rows:
+        if peers:
+            row["fwd_ratio"] = min(p["forward"] for p in peers) / row["forward"]
+            row["bwd_ratio"] = min(p["backward"] for p in peers) / row["backward"]
+    return rows
+
+
+HEADER = ("layer", "T", "batch", "width", "impl", "fwd ms", "fwd vs best peer", "GB/s",
+          "% of copy", "fwd+bwd ms", "fwd+bwd vs best peer")
+
+
+def cells(row: dict) -> list[str]:
+    ratio = (lambda key: f"{row[key]:.1f}x" if key in row else "-")
+    return [row["layer"], str(row["T"]), str(row["batch"]), str(row["width"]), row["impl"],
+            f"{row['forward'] * 1e3:.1f}", ratio("fwd_ratio"), f"{row['gbps']:.2f}",
+            f"{100 * row['gbps'] / row['copy_gbps']:.0f}%", f"{row['backward'] * 1e3:.1f}",
+            ratio("bwd_ratio")]
+
+
+def table(rows: list[dict]) -> str:
+    lines = [HEADER] + [tuple(cells(r)) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def markdown(rows: list[dict], command: str) -> str:
+    copy = sorted({f"{r['copy_gbps']:.2f}" for r in rows})
+    out = ["# Neuron layer benchmarks", "",
+           f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
+           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, float32. "
+           "Times are the best of several runs; the machine was shared, so they are noisy. "
+           f"Copy bandwidth (`x.clone()` of the same bytes, read plus write): {', '.join(copy)} "
+           "GB/s. Each peer runs with its own default conventions.", "",
+           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    out += ["", "## Against the goals", "",
+            "Goals: forward at least 5x faster than the best peer and at least 30% of copy "
+            "bandwidth; forward+backward at least 3x faster than the best peer. A layer must "
+            "read its input and write its output, so no forward can beat the copy of those bytes: "
+            "where the best peer already runs at more than 20% of copy bandwidth, 5x faster "
+            "than it is more than the memory can deliver.", ""]
+    for row in rows:
+        if row["impl"] != "hub fused" or "fwd_ratio" not in row:
+            continue
+        peer = row["forward"] * row["fwd_ratio"]
+        need = 5 * (2 * row["T"] * row["batch"] * row["width"] * 4) / peer / 1e9
+        out.append(f"- {row['layer']} T={row['T']} batch={row['batch']} width={row['width']}: "
+                   f"forward {row['fwd_ratio']:.1f}x the best peer at "
+                   f"{100 * row['gbps'] / row['copy_gbps']:.0f}% of copy bandwidth "
+                   f"(5x would need {need:.1f} GB/s, {need / row['copy_gbps']:.1f}x the copy); "
+                   f"forward+backward {row['bwd_ratio']:.1f}x the best peer.")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = sorted({(r["layer"], r["T"], r["batch"], r["width"]) for r in rows},
+                     key=lambda c: (c[0], c[1] * c[2] * c[3]))
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in zip(axes, ("forward", "backward"), ("forward", "forward + backward")):
+        bar = 0.8 / len(impls)
+        for j, impl in enumerate(impls):
+            values = [next((r[key] * 1e3 for r in rows if r["impl"] == impl and
+                            (r["layer"], r["T"], r["batch"], r["width"]) == c), 0) for c in configs]
+            ax.bar([i + j * bar for i in range(len(configs))], values, bar, label=impl)
+        ax.set_yscale("log")
+        ax.set_xticks([i + 0.4 - bar / 2 for i in range(len(configs))])
+        ax.set_xticklabels([f"{c[0]}\nT={c[1]} N={c[2]}\nw={c[3]}" for c in configs], fontsize=7)
+        ax.set_ylabel("ms (log)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="a T x batch x width sweep")
+    parser.add_argument("--out", type=Path, help="write the table as markdown (and a .png plot)")
+    args = parser.parse_args(argv)
+    ok, why = cpu.available()
+    if not ok:
+        print(f"the fused kernels cannot run here: {why}", file=sys.stderr)
+    if args.full:
+        sizes = [(t, n, w) for t in (25, 100, 200) for n in (8, 32) for w in (1024, 4096)]
+        repeat = 5
+    else:
+        sizes = [(100, 8, 1024), (100, 32, 4096)]
+        repeat = 5
+    rows = []
+    for kind in LAYERS:
+        for steps, batch, width in sizes:
+            print(f"{kind} T={steps} batch={batch} width={width} ...", file=sys.stderr)
+            rows += measure(kind, steps, batch, width, repeat)
+    print(table(rows))
+    if args.out:
+        command = "python bench/neurons.py" + (" --full" if args.full else "")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(markdown(rows, command))
+        plot(rows, args.out.with_suffix(".png"))
+        print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
