@@ -8,7 +8,12 @@ must be equal with ``torch.equal``, in float32 and float64.
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import itertools
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -316,3 +321,124 @@ def test_cupy_kernels_match_the_reference():
         want = hub.simulate(graph, x, dtype=dtype, device="cuda")
         assert torch.equal(hub.simulate(graph, x, dtype=dtype, device="cuda", backend="cupy"),
                            want)
+
+
+# The CUDA source has no GPU to run on here, so it is also compiled as plain C++ (CUDA's keywords
+# stubbed, one "thread" per neuron in a loop) and checked bit for bit, float32 forward and
+# backward, on a few conventions; HUB_EMULATE_ALL=1 checks the whole convention space (slow).
+
+_STUB = r"""
+#include <cmath>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct Dim { long long x; };
+static Dim blockIdx, blockDim = {1}, threadIdx = {0};
+"""
+_DRIVER = r"""
+extern "C" void run_forward(long long M, PARAMS_IN, long long T, long long K, const R* x,
+        R* out, R* v, R* i, R* s, int* r, R* sv, unsigned char* sf) {
+    for (long long m = 0; m < M; ++m) { blockIdx.x = m; forward(beta, gain, v_leak, alpha,
+        current_gain, threshold, v_reset, amplitude, T, M, K, x, out, v, i, s, r, sv, sf); } }
+extern "C" void run_backward(long long M, PARAMS_IN, long long T, long long K, const R* go,
+        const R* sv, const unsigned char* sf, const R* s0, R* gv, R* gi, R* gs, R* gx) {
+    for (long long m = 0; m < M; ++m) { blockIdx.x = m; backward(beta, gain, v_leak, alpha,
+        current_gain, threshold, v_reset, amplitude, T, M, K, go, sv, sf, s0, gv, gi, gs, gx); } }
+"""
+
+
+class _EmulatedCuda:
+    """The CuPy kernels' source compiled for the CPU, with the launch interface of cpu._Kernel."""
+
+    def __init__(self, node: hub.Neuron, p: dict, directory) -> None:
+        from hub.kernels import cupy as cupy_kernels
+
+        spiking = node.spiking
+        defines = {
+            "R_TYPE": "float", "SPIKING": int(spiking), "LEAKY": int(node.leaky),
+            "CURRENT": int(node.current),
+            "INCLUSIVE": int(spiking and node.comparison == ">="),
+            "RESET": cupy_kernels._RESETS[node.reset] if spiking else 2,
+            "TIMING_NEXT": int(spiking and node.reset_timing == "next"),
+            "MODE": cupy_kernels._MODES[node.spike_mode] if spiking else 0,
+            "REFRACTORY": node.refractory if spiking else 0,
+            "ORDER_NEW": int(node.current and node.current_order == "new"), "SLOPE": "25.0f"}
+        source = ("".join(f"#define {k} {v}\n" for k, v in defines.items()) + _STUB
+                  + cupy_kernels.SOURCE.replace("#include <cuda_fp16.h>", "") + _DRIVER)
+        name = directory / hashlib.sha1(source.encode()).hexdigest()[:12]
+        if not name.with_suffix(".so").exists():
+            name.with_suffix(".cpp").write_text(source)
+            subprocess.run([shutil.which("g++") or "c++", "-O1", "-ffp-contract=off", "-shared",
+                            "-fPIC", "-std=c++14", str(name.with_suffix(".cpp")), "-o",
+                            str(name.with_suffix(".so"))], check=True)
+        self.lib = ctypes.CDLL(str(name.with_suffix(".so")))
+        self.size = int(np.prod(SHAPE))
+        dummy = torch.zeros(self.size)
+        self.keep = [torch.broadcast_to(p[n], SHAPE).reshape(-1).contiguous() if n in p
+                     else dummy for n in cpu.PARAMS]
+        self.refractory = bool(spiking and node.refractory)
+
+    def _call(self, fn, total: int, steps: int, *tensors) -> None:
+        ptr = [ctypes.c_void_p(None if t is None else t.data_ptr()) for t in tensors]
+        params = [ctypes.c_void_p(t.data_ptr()) for t in self.keep]
+        fn(ctypes.c_longlong(total), *params, ctypes.c_longlong(steps),
+           ctypes.c_longlong(self.size), *ptr)
+
+    def forward(self, x, v, i, s, r, save):
+        out = torch.empty_like(x)
+        save_v = torch.empty_like(x) if save else None
+        save_f = torch.empty(x.shape, dtype=torch.uint8) if save and self.refractory else None
+        self._call(self.lib.run_forward, x[0].numel(), x.shape[0], x, out, v, i, s, r, save_v,
+                   save_f)
+        return out, save_v, save_f
+
+    def backward(self, gout, save_v, save_f, s0, gv, gi, gs):
+        gx = torch.empty_like(gout)
+        self._call(self.lib.run_backward, gout[0].numel(), gout.shape[0], gout, save_v, save_f,
+                   s0, gv, gi, gs, gx)
+        return gx
+
+
+EMULATED = [
+    ("LIF", dict(comparison=">", reset="zero", spike_mode="binary", delay=1)),
+    ("CubaLIF", dict(comparison=">=", reset="subtract", spike_mode="multi", refractory=2,
+                     current_order="previous")),
+    ("IF", dict(reset="zero", reset_timing="next", spike_mode="graded")),
+    ("CubaLIF", dict(reset="subtract", reset_timing="next", spike_mode="graded")),
+    ("LIF", dict(reset="none", spike_mode="multi", comparison=">=")),
+    ("CubaLI", dict(current_order="new")),
+]
+if os.environ.get("HUB_EMULATE_ALL"):
+    EMULATED = [(kind, dict(comparison=c, reset=r, reset_timing=t, spike_mode=m, refractory=f,
+                            delay=d, current_order=o))
+                for kind, c, r, t, m, f, d, o in itertools.product(
+                    SPIKING, (">", ">="), ("zero", "subtract", "none"), ("same", "next"),
+                    ("binary", "multi", "graded"), (0, 2), (0, 2), ("new", "previous"))
+                if not (t == "next" and f) and (kind == "CubaLIF" or o == "new")]
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="no C++ compiler")
+@pytest.mark.parametrize("kind, fields", EMULATED)
+def test_cupy_source_emulated_on_the_cpu_matches_the_reference(kind, fields, tmp_path_factory):
+    directory = tmp_path_factory.getbasetemp() / "emulated-cuda"
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(11)
+    for exact in (True, False):
+        node = make(kind, rng, exact, **fields)
+        p = tensors(node, torch.float32)
+        x = inputs(rng, exact, torch.float32)
+        g = torch.tensor(rng.normal(size=x.shape), dtype=torch.float32)
+        results = []
+        for emulated in (False, True):
+            def run(n, q, xs, state, emulated=emulated):
+                if not emulated:
+                    return reference(n, q, xs, state)
+                return cpu.run(n, q, xs, state, kernel=_EmulatedCuda(n, q, directory))
+            xg = x.clone().requires_grad_()
+            first, state = run(node, p, xg[:7], node.initial_state((3, *SHAPE), x))
+            second, state = run(node, p, xg[7:], state)
+            out = torch.cat([first, second])
+            out.backward(g)
+            results.append((out.detach(), state["v"].detach(), xg.grad))
+        for got, want in zip(results[1], results[0]):
+            assert torch.equal(got, want), f"{node!r} exact={exact}"

@@ -222,15 +222,13 @@ class _Fused(torch.autograd.Function):
         v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
         out, save_v, save_f = kernel.forward(x, v, i, s, r, save=True)
         ctx.kernel = kernel
-        ctx.save_for_backward(save_v, s0)
-        ctx.save_f = save_f  # may be None, which save_for_backward takes but is clearer apart
+        ctx.save_for_backward(save_v, save_f, s0)  # save_f is None without a refractory period
         ctx.mark_non_differentiable(r)
         return out, v, i, s, r
 
     @staticmethod
     def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
-        save_v, s0 = ctx.saved_tensors
-        save_f = ctx.save_f
+        save_v, save_f, s0 = ctx.saved_tensors
         like = s0
 
         def own(g: torch.Tensor | None) -> torch.Tensor:

@@ -224,7 +224,7 @@ class _Launch:
         dummy = torch.zeros(self.size, dtype=x.dtype, device=x.device)
         self.keep = [torch.broadcast_to(p[n].detach().to(x.dtype), shape).reshape(-1)
                      .contiguous() if n in p else dummy for n in PARAMS]
-        self.params = tuple(t.data_ptr() for t in self.keep)
+        self.params = tuple(np.uint64(t.data_ptr()) for t in self.keep)
         self.cupy = cupy
 
     def _grid(self, total: int) -> tuple[tuple[int], tuple[int]]:
@@ -242,8 +242,8 @@ class _Launch:
         stream = self.cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream)
         with stream:
             kernel(*self._grid(total), (*self.params, np.int64(steps), np.int64(total),
-                                        np.int64(self.size), x.data_ptr(), out.data_ptr(),
-                                        v.data_ptr(), i.data_ptr(), s.data_ptr(), r.data_ptr(),
+                                        np.int64(self.size), _ptr(x), _ptr(out),
+                                        _ptr(v), _ptr(i), _ptr(s), _ptr(r),
                                         _ptr(save_v), _ptr(save_f)))
         return out, save_v, save_f
 
@@ -257,14 +257,15 @@ class _Launch:
             torch.cuda.current_stream(gout.device).cuda_stream)
         with stream:
             kernel(*self._grid(total), (*self.params, np.int64(steps), np.int64(total),
-                                        np.int64(self.size), gout.data_ptr(), save_v.data_ptr(),
-                                        _ptr(save_f), s0.data_ptr(), gv.data_ptr(),
-                                        gi.data_ptr(), gs.data_ptr(), gx.data_ptr()))
+                                        np.int64(self.size), _ptr(gout), _ptr(save_v),
+                                        _ptr(save_f), _ptr(s0), _ptr(gv),
+                                        _ptr(gi), _ptr(gs), _ptr(gx)))
         return gx
 
 
-def _ptr(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
+def _ptr(t: torch.Tensor | None) -> np.uint64:
+    # device pointers go to the kernels as 64-bit integers; a null one for an unused buffer
+    return np.uint64(0 if t is None else t.data_ptr())
 
 
 def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
