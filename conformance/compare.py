@@ -6,7 +6,8 @@ voltages and graded spikes; a spike is 0 or 1 either way). Where they disagree, 
 divergence is classified: it is a **threshold tie** when moving every threshold in the
 reference by ``TIE_RTOL`` (up or down) reproduces the runtime's output at that step, that is, some
 neuron sat within rounding of its threshold, so two correct implementations that round
-differently may part there. Any other divergence is a bug.
+differently may part there. Any other divergence is a bug. Divergences after the first follow
+from it (the two runs' states differ from then on), so the first one decides.
 """
 
 from __future__ import annotations

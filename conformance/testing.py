@@ -15,7 +15,8 @@ compared with the reference. A route the format cannot express is skipped with t
 reason. ``known_gaps`` maps fnmatch patterns, matched against the test's id
 (``"exact/dense-lif-graded:hub->myformat"``) or its case (``"exact/dense-lif-graded"``), to the
 reason; those tests are expected failures (strict: one that starts passing fails, so the
-declaration cannot go stale). A format may also declare ``known_gaps`` on its ``Format`` class,
+declaration cannot go stale). Where the format's framework is not installed, its tests are
+skipped with the reason; a format name that no plugin registers is an error. A format may also declare ``known_gaps`` on its ``Format`` class,
 which the command-line suite honours too.
 """
 
@@ -62,6 +63,11 @@ def parameters(cls: type[FormatTests]) -> list[Any]:
     """One ``pytest.param((case, route))`` per zoo case and route involving ``cls.format``."""
     if not cls.format:
         raise TypeError(f"{cls.__name__} must set `format` to the name of the format to test")
+    fmt = hub.plugins().format(cls.format, usable=False)  # an unknown name is an error
+    reason = fmt.unavailable()
+    if reason:  # its framework is not installed here: say so, once
+        return [pytest.param(None, id="unavailable",
+                             marks=pytest.mark.skip(reason=f"{fmt.name!r} is unavailable: {reason}"))]
     names = [cls.format] + [p for p in (cls.peers or ()) if p != cls.format]
     formats = usable(None if cls.peers is None else names)
     formats.setdefault(cls.format, hub.plugins().format(cls.format))

@@ -348,3 +348,32 @@ def test_paper_routes_from_nir_start_from_the_original_file(paper, tmp_path):
                      originals={"nir": (tmp_path / "gone.nir", {"dt": zoo.PAPER_DT})})
     outcome = hub_conformance.run_case(moved, paths.Route("nir", "hub"))
     assert outcome.status == "error" and "no such file" in outcome.detail
+
+
+def test_the_test_class_skips_a_format_whose_framework_is_missing(monkeypatch):
+    from hub_conformance.testing import FormatTests, parameters
+
+    class Needy(hub.Format):
+        name = "needy"
+        requires = ("a_framework_that_does_not_exist",)
+
+    class Plugin:
+        @hub.hookimpl
+        def hub_register_formats(self, register):
+            register(Needy())
+
+    registry = plugin_manager.Plugins()
+    registry.register(Plugin(), name="needy")
+    monkeypatch.setattr(plugin_manager, "_plugins", registry)
+
+    class TestNeedy(FormatTests):
+        format = "needy"
+
+    class TestTypo(FormatTests):
+        format = "neddy"
+
+    (param,) = parameters(TestNeedy)
+    assert "'needy' is unavailable: needs a_framework_that_does_not_exist" in \
+        param.marks[0].kwargs["reason"]
+    with pytest.raises(hub.PluginError, match="no format 'neddy'"):
+        parameters(TestTypo)
