@@ -196,6 +196,20 @@ def test_large_layers_split_across_threads_and_blocks_identically(kind):
             assert torch.equal(got, want), fields
 
 
+@needs_compiler
+@pytest.mark.parametrize("huge", ["1", "0"])
+def test_outputs_on_huge_pages_hold_the_same_values(huge, monkeypatch):
+    monkeypatch.setenv("HUB_KERNEL_HUGEPAGES", huge)
+    node = hub.LIF(beta=0.875, threshold=0.5, reset="subtract")
+    p = tensors(node, torch.float32)
+    x = torch.tensor(dyadic(64, 4, 32768))  # 32 MiB: large enough for huge pages
+    assert x.numel() * 4 >= cpu.HUGE_PAGES_MIN
+    with torch.no_grad():
+        want, _ = reference(node, p, x, node.initial_state((4, 32768), x))
+        got, _ = cpu.run(node, p, x, node.initial_state((4, 32768), x))
+    assert torch.equal(got, want)
+
+
 def test_unsupported_cases_are_named():
     node = hub.LIF(beta=0.5)
     p = tensors(node, torch.float32)

@@ -9,8 +9,14 @@ pass is the reverse recurrence with the surrogate of :mod:`hub.surrogate`; it gi
 with respect to the input and the state, so layers before and after a neuron train as usual.
 Neurons whose own parameters require a gradient are left to the reference step.
 
-The library is plain C++ called through :mod:`ctypes` (no torch headers), so it builds in about
-a second. Set ``HUB_KERNEL_CACHE`` to choose where it is cached and ``CXX`` to choose the compiler.
+The library is plain C++ called through :mod:`ctypes` (no torch headers), so it builds in a few
+seconds. Set ``HUB_KERNEL_CACHE`` to choose where it is cached and ``CXX`` to choose the compiler.
+
+Large outputs (``HUGE_PAGES_MIN`` bytes and up) are fresh memory from the operating system on
+every call, and mapping it page by page costs about as much as the whole computation. On Linux
+they are therefore marked for transparent huge pages (``madvise``, as PyTorch does with
+``THP_MEM_ALLOC_ENABLE=1``), which halves the time of a large layer; ``HUB_KERNEL_HUGEPAGES=0``
+turns that off. It changes where results are stored, never what they are.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -40,6 +47,9 @@ PARAMS = ("beta", "gain", "v_leak", "alpha", "current_gain", "threshold", "v_res
 DTYPES = {torch.float32: 0, torch.float64: 1}
 #: Below this many neuron-steps one thread is faster than waking (and spinning) a thread team.
 PARALLEL_MIN = 1 << 16
+#: Buffers this large get transparent huge pages (module docstring); glibc maps them fresh anyway.
+HUGE_PAGES_MIN = 32 << 20
+_MADV_HUGEPAGE = 14
 _RESETS = {"zero": 0, "subtract": 1, "none": 2}
 _MODES = {"binary": 0, "multi": 1, "graded": 2}
 
@@ -144,6 +154,8 @@ def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
         return f"the input is on {x.device}, not the CPU"
     if x.dtype not in DTYPES:
         return f"dtype {x.dtype} (the fused kernels do float32 and float64)"
+    if x.numel() == 0:
+        return "the input is empty"
     if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
         return "the neuron's parameters require gradients (the fused kernels give input gradients)"
     return None
@@ -164,6 +176,32 @@ def _conf(node: Neuron) -> _Conf:
 
 def _address(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+_madvise: Any = None
+
+
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised tensor shaped like ``like``, on huge pages when large (module docstring)."""
+    global _madvise
+    t = torch.empty(like.shape, dtype=dtype or like.dtype, device=like.device)
+    size = t.numel() * t.element_size()
+    if (size < HUGE_PAGES_MIN or t.device.type != "cpu" or not sys.platform.startswith("linux")
+            or os.environ.get("HUB_KERNEL_HUGEPAGES", "1") == "0"):
+        return t
+    if _madvise is None:
+        try:
+            _madvise = ctypes.CDLL(None).madvise
+            _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _madvise = False
+    if _madvise:
+        huge = 2 << 20
+        start = (t.data_ptr() + huge - 1) // huge * huge
+        end = (t.data_ptr() + size) // huge * huge
+        if end > start:
+            _madvise(start, end - start, _MADV_HUGEPAGE)  # only advice: failure changes nothing
+    return t
 
 
 class _Kernel:
@@ -188,8 +226,8 @@ class _Kernel:
                 r: torch.Tensor, save: bool) -> tuple[torch.Tensor, ...]:
         steps, total = x.shape[0], x[0].numel()
         self._threads(steps, total)
-        out = torch.empty_like(x)
-        save_v = torch.empty_like(x) if save else None
+        out = _empty(x)
+        save_v = _empty(x) if save else None
         # flags only for a refractory period: otherwise the spike follows from the saved voltage
         flagged = save and self.conf.refractory > 0
         save_f = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if flagged else None
@@ -206,7 +244,7 @@ class _Kernel:
                  gs: torch.Tensor) -> torch.Tensor:
         steps, total = gout.shape[0], gout[0].numel()
         self._threads(steps, total)
-        gx = torch.empty_like(gout)
+        gx = _empty(gout)
         library().hub_neuron_backward(
             self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
             gout.data_ptr(), _address(save_v), _address(save_f), s0.data_ptr(), gv.data_ptr(),
@@ -235,7 +273,10 @@ class _Fused(torch.autograd.Function):
             # the kernel updates the state gradients in place: never touch autograd's buffers
             return torch.zeros_like(like) if g is None else g.contiguous().clone()
 
-        gout = torch.zeros_like(save_v) if gout is None else gout.contiguous()
+        if gout is None:
+            gout = torch.zeros_like(save_v)
+        elif not gout.is_contiguous():  # e.g. the expanded ones of out.sum()
+            gout = _empty(gout).copy_(gout)
         gv, gi, gs = own(gv), own(gi), own(gs)
         gx = ctx.kernel.backward(gout, save_v, save_f, s0, gv, gi, gs)
         return None, gx, gv, gi, gs, None

@@ -29,13 +29,16 @@ struct Conf {
     double slope;            // of the fast-sigmoid surrogate
 };
 
-// Per-neuron parameters, each K values (the neuron shape, broadcast), unused ones null.
+// Per-neuron parameters, each K values (the neuron shape, broadcast); a neuron type's unused ones
+// point at zeros.
 template <typename R>
 struct Params {
     const R *beta, *gain, *v_leak, *alpha, *current_gain, *threshold, *v_reset, *amplitude;
 };
 
-const int64_t BLOCK = 1024;  // neurons per block: its state stays in L2 through time; long runs of x
+// Neurons per block: a block's state stays in L2 through time, and each step reads and writes
+// runs of 4 KiB (one page) of x and out.
+const int64_t BLOCK = 1024;
 
 // The spike count of spike_mode="multi", with the same operations as Neuron.step.
 template <typename R>
