@@ -148,7 +148,10 @@ class Simulator(torch.nn.Module):
                 results.append(out)
             values[name], self._state[name] = torch.stack(results), state
         self._last = {name: value[-1] for name, value in values.items()}
-        outputs = {name: values[name] for name in self.graph.outputs}
+        given = {id(v) for v in inputs.values()}
+        # an output that is an input passed through is copied, as stepping would stack a copy
+        outputs = {name: values[name].clone() if id(values[name]) in given else values[name]
+                   for name in self.graph.outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:

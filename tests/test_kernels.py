@@ -291,6 +291,14 @@ def test_trainable_neuron_parameters_fall_back_to_the_reference():
     got.sum().backward()  # the gradients reach the neuron parameters through the reference
 
 
+@needs_compiler
+def test_an_input_passed_straight_out_is_a_copy_as_when_stepping():
+    graph = hub.Graph.chain(hub.Input(shape=(3,)), hub.Output())
+    x = torch.tensor(dyadic(4, 2, 3))
+    out = hub.simulate(graph, x, backend="fused")
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
 def test_without_a_compiler_the_fused_backend_warns_and_steps(monkeypatch):
     monkeypatch.setattr(cpu, "available", lambda: (False, "no C++ compiler found"))
     graph = feedforward()
