@@ -43,14 +43,14 @@ from .nodes import (
     Threshold,
 )
 from .plugin_manager import PluginWarning, plugins
-from .simulate import Simulator, simulate
+from .simulate import KernelWarning, Simulator, simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Add", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
-    "IF", "Input", "Integrator", "LI", "LIF", "Linear", "MaxPool2d", "Neuron", "Node", "Output",
+    "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "MaxPool2d", "Neuron", "Node", "Output",
     "ParameterError", "PluginError", "PluginWarning", "Scale", "ShapeError", "Simulator",
     "SumPool2d", "Threshold", "UnknownNodeError", "UnsupportedError", "check", "convert", "detect",
     "formats", "from_lava", "hookimpl", "load", "node_from_dict", "node_type", "node_types",

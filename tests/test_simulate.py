@@ -105,7 +105,8 @@ def test_lava_layout_helpers_move_time_last_and_back():
 
 def test_the_simulator_trains_with_surrogate_gradients():
     torch.manual_seed(0)
-    graph = hub.Graph.chain(hub.Input(shape=(4,)), ("fc", hub.Linear(weight=dyadic(2, 4))),
+    weight = [[0.25, -0.25, 0.5, 0.0], [0.5, 0.25, -0.5, 0.25]]  # fixed: no shared generator
+    graph = hub.Graph.chain(hub.Input(shape=(4,)), ("fc", hub.Linear(weight=weight)),
                             hub.LIF(beta=0.5, threshold=0.5))
     sim = hub.Simulator(graph, trainable=True)
     x = (torch.rand(20, 8, 4) < 0.5).float()
