@@ -134,6 +134,11 @@ def markdown(suite: Suite, failed: list[tuple[Outcome, Path]]) -> str:
                          + (f", ![raster]({picture})" if outcome.output is not None
                             and outcome.comparison is not None else "") + ")")
         lines.append("")
+    ties = [o for o in suite.outcomes if o.status == "tie"]
+    if ties:
+        lines += ["## Threshold ties (float tiers; they pass)", ""]
+        lines += [f"- `{o.id}`: {o.detail}" for o in ties]
+        lines.append("")
     not_expressible: dict[str, set[str]] = {}
     for o in suite.outcomes:
         if o.status == "n/a":

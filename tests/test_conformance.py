@@ -377,3 +377,13 @@ def test_the_test_class_skips_a_format_whose_framework_is_missing(monkeypatch):
         param.marks[0].kwargs["reason"]
     with pytest.raises(hub.PluginError, match="no format 'neddy'"):
         parameters(TestTypo)
+
+
+def test_a_tie_passes_in_the_float_tier_and_the_report_lists_it(wrong):
+    case = zoo.Case("tie", "float", tie_graph(">="), np.full((3, 1, 1), 0.5, np.float32))
+    outcome = hub_conformance.run_case(case, paths.Route("hub", "wrong"))
+    assert outcome.status == "tie" and "(a threshold tie)" in outcome.detail
+    suite = hub_conformance.Suite([outcome], ["hub", "wrong"], ("float",))
+    assert suite.ok
+    assert "## Threshold ties" in report.markdown(suite, [])
+    assert "1 pass (1 tie)" in report.cell_text(suite.count(source="hub", target="wrong"))
