@@ -17,6 +17,15 @@ every call, and mapping it page by page costs about as much as the whole computa
 they are therefore marked for transparent huge pages (``madvise``, as PyTorch does with
 ``THP_MEM_ALLOC_ENABLE=1``), which halves the time of a large layer; ``HUB_KERNEL_HUGEPAGES=0``
 turns that off. It changes where results are stored, never what they are.
+
+Even on huge pages, fresh memory is zeroed by the operating system, which still costs about half
+the kernel's time on a large layer. So large buffers (outputs, saved voltages, input gradients)
+come from a small cache, as PyTorch's CUDA caching allocator does: a buffer goes back to the
+cache only when the last tensor viewing it is gone (its numpy holder is freed with the tensor's
+storage), so a tensor still in use never shares memory with a new one. At most
+``CACHE_PER_SIZE`` idle buffers of one size, and ``HUB_KERNEL_CACHE_BYTES`` (default 1 GiB) of
+idle buffers in all, are kept; ``0`` turns the cache off. :func:`empty_cache` hands the idle ones
+back to the operating system.
 """
 
 from __future__ import annotations
@@ -181,14 +190,13 @@ def _address(t: torch.Tensor | None) -> int | None:
 _madvise: Any = None
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An uninitialised tensor shaped like ``like``, on huge pages when large (module docstring)."""
+def _advise(t: torch.Tensor) -> None:
+    """Ask for transparent huge pages under a large CPU tensor (module docstring)."""
     global _madvise
-    t = torch.empty(like.shape, dtype=dtype or like.dtype, device=like.device)
     size = t.numel() * t.element_size()
     if (size < HUGE_PAGES_MIN or t.device.type != "cpu" or not sys.platform.startswith("linux")
             or os.environ.get("HUB_KERNEL_HUGEPAGES", "1") == "0"):
-        return t
+        return
     if _madvise is None:
         try:
             _madvise = ctypes.CDLL(None).madvise
@@ -201,7 +209,84 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
         end = (t.data_ptr() + size) // huge * huge
         if end > start:
             _madvise(start, end - start, _MADV_HUGEPAGE)  # only advice: failure changes nothing
-    return t
+
+
+#: Idle buffers kept per size by the cache (module docstring).
+CACHE_PER_SIZE = 2
+_CACHE_DEFAULT = 1 << 30
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.uint8: np.uint8,
+          torch.int32: np.int32}
+_cache_lock = threading.RLock()  # re-entrant: a holder may be freed while the lock is held
+_idle: list[tuple[int, torch.Tensor]] = []  # (bytes, raw uint8 buffer), oldest first
+
+
+def _cache_limit() -> int:
+    try:
+        return max(0, int(os.environ.get("HUB_KERNEL_CACHE_BYTES", _CACHE_DEFAULT)))
+    except ValueError:
+        return _CACHE_DEFAULT
+
+
+def _release(nbytes: int, raw: torch.Tensor) -> None:
+    """Take back a buffer no tensor uses any more; keep it if the bounds allow."""
+    limit = _cache_limit()
+    with _cache_lock:
+        _idle.append((nbytes, raw))
+        while _idle:
+            same = [k for k, (n, _) in enumerate(_idle) if n == nbytes]
+            if len(same) > CACHE_PER_SIZE:
+                del _idle[same[0]]
+            elif sum(n for n, _ in _idle) > limit:
+                del _idle[0]
+            else:
+                break
+
+
+class _Holder:
+    """Lends a cached buffer to numpy (and through it to torch); returns it when freed.
+
+    ``torch.from_numpy`` keeps the array alive as long as its storage lives, the array keeps its
+    holder alive, and every view of the tensor shares that storage: so ``__del__`` runs only
+    after the last tensor using the buffer is gone.
+    """
+
+    def __init__(self, nbytes: int, raw: torch.Tensor, shape: tuple[int, ...],
+                 dtype: torch.dtype) -> None:
+        self.nbytes, self.raw = nbytes, raw
+        self.__array_interface__ = {
+            "shape": shape, "typestr": np.dtype(_NUMPY[dtype]).str,
+            "data": (raw.data_ptr(), False), "version": 3}
+
+    def __del__(self) -> None:
+        try:
+            _release(self.nbytes, self.raw)
+        except Exception:  # e.g. at interpreter exit: the buffer is simply freed
+            pass
+
+
+def empty_cache() -> None:
+    """Hand the fused kernels' idle cached buffers back to the operating system."""
+    with _cache_lock:
+        _idle.clear()
+
+
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised tensor shaped like ``like``: large ones on huge pages, from the cache."""
+    dtype = dtype or like.dtype
+    shape = tuple(like.shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+    if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
+            or _cache_limit() == 0):
+        t = torch.empty(shape, dtype=dtype, device=like.device)
+        _advise(t)
+        return t
+    with _cache_lock:
+        found = next((k for k in range(len(_idle) - 1, -1, -1) if _idle[k][0] == nbytes), None)
+        raw = _idle.pop(found)[1] if found is not None else None
+    if raw is None:
+        raw = torch.empty(nbytes, dtype=torch.uint8)
+        _advise(raw)
+    return torch.from_numpy(np.asarray(_Holder(nbytes, raw, shape, dtype)))
 
 
 class _Kernel:
@@ -230,7 +315,7 @@ class _Kernel:
         save_v = _empty(x) if save else None
         # flags only for a refractory period: otherwise the spike follows from the saved voltage
         flagged = save and self.conf.refractory > 0
-        save_f = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if flagged else None
+        save_f = _empty(x, torch.uint8) if flagged else None
         status = library().hub_neuron_forward(
             self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
             x.data_ptr(), out.data_ptr(), v.data_ptr(), i.data_ptr(), s.data_ptr(), r.data_ptr(),
