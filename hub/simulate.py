@@ -95,18 +95,21 @@ class Simulator(torch.nn.Module):
         values: dict[str, torch.Tensor] = {}
         for name in self.plan.order:
             node = self.graph.nodes[name]
-            if name in inputs:
-                total = inputs[name]
-            else:
-                total = None
-                for source in self.plan.forward[name]:
-                    total = values[source] if total is None else total + values[source]
-                for source in self.plan.recurrent[name]:
-                    total = self._last[source] if total is None else total + self._last[source]
+            total = inputs[name] if name in inputs else self._gather(name, values)
             values[name], self._state[name] = node.step(self._p[name], total, self._state[name])
         self._last = values
         outputs = {name: values[name] for name in self.graph.outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A node's input: the sum of its forward edges' values, then its recurrent edges' last
+        ones (in that order, so every backend adds in the same order)."""
+        total = None
+        for source in self.plan.forward[name]:
+            total = values[source] if total is None else total + values[source]
+        for source in self.plan.recurrent[name]:
+            total = self._last[source] if total is None else total + self._last[source]
+        return total
 
     def forward(self, x: Tensors) -> Tensors:
         """Run a sequence ``[T, N, *in]`` (or a dict of them) and return ``[T, N, *out]``."""
@@ -129,12 +132,7 @@ class Simulator(torch.nn.Module):
         values: dict[str, torch.Tensor] = {}
         for name in self.plan.order:
             node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
-            if name in inputs:
-                total = inputs[name]
-            else:
-                total = None
-                for source in self.plan.forward[name]:
-                    total = values[source] if total is None else total + values[source]
+            total = inputs[name] if name in inputs else self._gather(name, values)
             if isinstance(node, Neuron) and self._kernels.unsupported(node, p, total) is None:
                 values[name], self._state[name] = self._kernels.run(node, p, total, state)
                 continue
