@@ -59,9 +59,9 @@ WORKAROUNDS = ("snnTorch needs three workarounds: per-neuron `beta`/`threshold` 
                "`import_from_nir` cannot iterate).")
 
 
-SIZE_NOTE = ("snn-hub's file is about twice snnTorch's: its `\"hub\"` metadata repeats every "
-             "node's parameters, weights included (`_meta` in plugins/nir.py), so the weights "
-             "are compressed and written twice.")
+SIZE_NOTE = ("snn-hub's file holds the same NIR nodes plus its `\"hub\"` metadata: the "
+             "discrete conventions and exact neuron parameters NIR cannot hold, but not the "
+             "weights, which NIR's own nodes hold bit for bit.")
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:

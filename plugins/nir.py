@@ -234,6 +234,9 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
     metadata = node.metadata if isinstance(node.metadata, dict) else {}
     meta = _plain(metadata).get(META)
     if isinstance(meta, dict):
+        for field in _HELD.get(meta.get("type"), ()):
+            if field not in meta and hasattr(node, field):
+                meta[field] = np.asarray(getattr(node, field))
         try:
             stored = hub.node_from_dict(meta)
         except HubError as e:
@@ -479,10 +482,18 @@ def _unsupported(node: Node) -> Any:
                            f"{', '.join(sorted(_EXPORTERS))}", field="type")
 
 
+#: Canonical fields that the NIR node itself holds bit for bit, under the same name: the
+#: metadata leaves them out (a weight would otherwise be written twice) and import reads them
+#: from the NIR node.
+_HELD = {"Affine": ("weight",), "Linear": ("weight",), "Conv1d": ("weight",), "Conv2d": ("weight",)}
+
+
 def _meta(node: Node) -> dict[str, Any]:
-    """The node's exact canonical parameters, as data NIR's hdf5 writer stores."""
+    """The node's exact canonical parameters NIR does not hold, as data its hdf5 writer stores."""
     out: dict[str, Any] = {"type": node.type}
     for key, value in node.params().items():
+        if key in _HELD.get(node.type, ()):
+            continue
         if isinstance(value, tuple):
             value = np.asarray(value, dtype=np.int64)
         elif isinstance(value, np.ndarray) and value.ndim == 0:
