@@ -60,6 +60,7 @@ raises a :class:`hub.HubError` naming the node and the field.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import warnings
@@ -223,14 +224,15 @@ class Runtime:
 # -- operations ---------------------------------------------------------------------------------
 
 
-class _Op:
+class _Op(abc.ABC):
     """One NIR node's computation: ``step(x, state) -> (y, state)`` on ``[N, *]`` tensors."""
 
     def start(self, batch: int, like: torch.Tensor) -> Any:
         return None
 
+    @abc.abstractmethod
     def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        raise NotImplementedError
+        """One time step of this node."""
 
 
 def _tensor(value: Any, like: torch.Tensor, dtype: torch.dtype = DTYPE) -> torch.Tensor:
