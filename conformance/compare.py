@@ -43,7 +43,7 @@ def flat(y: Any) -> torch.Tensor:
     """Outputs as one ``[T, N, K]`` float64 tensor (several outputs side by side, by name)."""
     if isinstance(y, dict):
         return torch.cat([flat(y[k]) for k in sorted(y)], dim=2)
-    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach()
+    y = torch.as_tensor(y).detach()
     return y.reshape(y.shape[0], y.shape[1], -1).to(torch.float64)
 
 

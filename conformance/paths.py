@@ -113,8 +113,17 @@ class ParameterMismatch(Exception):
     """A round trip did not give back the same parameters."""
 
 
-def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | None = None,
-            originals: dict[str, tuple[Any, dict[str, Any]]] | None = None) -> Any:
+Originals = dict[str, tuple[Any, dict[str, Any]]]
+
+
+def _original(route: Route, index: int, originals: Originals | None) -> tuple | None:
+    """The original model and import options a route's first two steps (the source's native
+    model and its import) use instead of exporting, if the case has one for the source."""
+    return (originals or {}).get(route.source) if index < 2 else None
+
+
+def execute(route: Route, graph: hub.Graph, x: torch.Tensor,
+            originals: Originals | None = None) -> Any:
     """Carry ``graph`` along ``route`` and return the runtime's output on ``x``.
 
     ``originals`` maps a format to a model of it that ``graph`` was imported from, and the
@@ -126,13 +135,13 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor, workdir: Path | Non
     when a round trip changes parameters; anything else a plugin raises is passed on.
     """
     with tempfile.TemporaryDirectory(prefix="hub-conformance-") as tmp:
-        folder = Path(workdir or tmp)
+        folder = Path(tmp)
         values: dict[str, Any] = {"graph": graph}
         registry = hub.plugins()
         for index, step in enumerate(route.steps()):
             fmt = registry.format(step.fmt)
             src = values[step.src]
-            original = (originals or {}).get(fmt.name) if index < 2 else None
+            original = _original(route, index, originals)
             try:
                 if step.op == "native" and original is not None:
                     values[step.dst] = original[0]
@@ -202,8 +211,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def script(route: Route, description: str,
-           originals: dict[str, tuple[Any, dict[str, Any]]] | None = None) -> str:
+def script(route: Route, description: str, originals: Originals | None = None) -> str:
     """A standalone Python script that carries ``graph.hub.json`` along ``route`` and compares."""
     description = description.replace("\\", "/").replace('"""', "'''")
     lines = [
@@ -229,7 +237,7 @@ def script(route: Route, description: str,
     for index, step in enumerate(route.steps()):
         fmt = registry.format(step.fmt)
         name = repr(fmt.name)
-        original = (originals or {}).get(fmt.name) if index < 2 else None
+        original = _original(route, index, originals)
         if step.op == "native" and original is not None:
             lines.append(f"{step.dst} = Path({str(original[0])!r})  # the original model")
         elif step.op == "import" and original is not None:

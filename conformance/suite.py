@@ -14,7 +14,7 @@ import torch
 import hub
 
 from . import zoo
-from .compare import Comparison, compare, flat
+from .compare import EXACT_TIERS, Comparison, compare, flat
 from .paths import ParameterMismatch, Route, Unsupported, execute, routes, usable
 
 #: What an outcome can be. ``tie`` passes (a float-tier divergence at a threshold tie);
@@ -34,7 +34,6 @@ class Outcome:
     detail: str = ""
     comparison: Comparison | None = None
     output: torch.Tensor | None = None  # the runtime's output, flat [T, N, K]
-    seconds: float = 0.0
 
     @property
     def id(self) -> str:
@@ -91,7 +90,6 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
     x = torch.as_tensor(case.x)
     if reference is None:
         reference = flat(hub.simulate(case.graph, x))
-    start = time.perf_counter()
     outcome = Outcome(case, route, "pass")
     try:
         output = flat(execute(route, case.graph, x, originals=case.originals))
@@ -107,9 +105,8 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
         if not outcome.comparison.agree:
             outcome.status = "tie" if outcome.comparison.tie else "fail"
             outcome.detail = outcome.comparison.detail
-        elif case.tier not in ("exact", "fixed") and outcome.comparison.agreement < 1:
+        elif case.tier not in EXACT_TIERS and outcome.comparison.agreement < 1:
             outcome.detail = f"{outcome.comparison.agreement:.2%} of entries agree"
-    outcome.seconds = time.perf_counter() - start
     reason = known_gap(outcome.id, case.id, gaps if gaps is not None else gaps_of(route))
     if reason is not None:
         if outcome.status in ("fail", "error"):

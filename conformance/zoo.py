@@ -33,6 +33,8 @@ import torch
 
 import hub
 
+from .compare import EXACT_TIERS
+
 TIERS = ("exact", "float", "fixed", "paper")
 #: The time step of every generated case: a power of two, so NIR's ``tau = dt / (1 - beta)``
 #: and its inverse are exact.
@@ -347,7 +349,7 @@ def _case(name: str, tier: str, make_params: Callable[[int], _Params],
         active = float((hub.simulate(graph, torch.as_tensor(case.x)) != 0).float().mean())
         if not (0.05 <= active <= 0.95 or (not spiking and active > 0)):
             continue
-        if tier in ("exact", "fixed") and check_exact(case) is not None:
+        if tier in EXACT_TIERS and check_exact(case) is not None:
             continue
         return case
     raise hub.HubError(f"no seed in {ATTEMPTS} gives an active, exact {tier} case {name!r}")
