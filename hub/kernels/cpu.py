@@ -157,16 +157,22 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run fused on input ``x`` with parameters ``p``; None if it can."""
+    return refusal(node, p, x, device="cpu", dtypes=DTYPES, kernels="the fused kernels")
+
+
+def refusal(node: Neuron, p: dict, x: torch.Tensor, *, device: str, dtypes: Any,
+            kernels: str) -> str | None:
+    """Why ``kernels`` on ``device`` with ``dtypes`` cannot run ``node`` on ``x``, or None."""
     if not isinstance(node, Neuron):
         return f"{type(node).__name__} is not a neuron"
-    if x.device.type != "cpu":
-        return f"the input is on {x.device}, not the CPU"
-    if x.dtype not in DTYPES:
-        return f"dtype {x.dtype} (the fused kernels do float32 and float64)"
+    if x.device.type != device:
+        return f"the input is on {x.device}, not {device}"
+    if x.dtype not in dtypes:
+        return f"dtype {x.dtype} ({kernels} do {' and '.join(map(str, dtypes))})"
     if x.numel() == 0:
         return "the input is empty"
     if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
-        return "the neuron's parameters require gradients (the fused kernels give input gradients)"
+        return f"the neuron's parameters require gradients ({kernels} give input gradients)"
     return None
 
 

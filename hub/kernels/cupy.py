@@ -20,7 +20,7 @@ import torch
 
 from ..neurons import Neuron
 from ..surrogate import SLOPE
-from .cpu import PARAMS
+from .cpu import PARAMS, refusal
 
 DTYPES = {torch.float32: "float", torch.float16: "__half"}
 _RESETS = {"zero": 0, "subtract": 1, "none": 2}
@@ -178,15 +178,7 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run in the CuPy kernels on ``x``; None if it can."""
-    if not isinstance(node, Neuron):
-        return f"{type(node).__name__} is not a neuron"
-    if x.device.type != "cuda":
-        return f"the input is on {x.device}, not a CUDA GPU"
-    if x.dtype not in DTYPES:
-        return f"dtype {x.dtype} (the CuPy kernels do float32 and float16)"
-    if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
-        return "the neuron's parameters require gradients (the kernels give input gradients)"
-    return None
+    return refusal(node, p, x, device="cuda", dtypes=DTYPES, kernels="the CuPy kernels")
 
 
 def _module(node: Neuron, dtype: torch.dtype) -> Any:
