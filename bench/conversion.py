@@ -30,21 +30,19 @@ files hold the same parameters.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 import hub
+from neurons import best  # bench/ is on the path when a script here runs
 
 BETA = 0.9
 DT = 1e-4
@@ -62,17 +60,6 @@ WORKAROUNDS = ("snnTorch needs three workarounds: per-neuron `beta`/`threshold` 
 SIZE_NOTE = ("snn-hub's file holds the same NIR nodes plus its `\"hub\"` metadata: the "
              "discrete conventions and exact neuron parameters NIR cannot hold, but not the "
              "weights, which NIR's own nodes hold bit for bit.")
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    """The fastest of ``repeat`` runs after one warm-up, in seconds."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def snntorch_model() -> nn.Sequential:
