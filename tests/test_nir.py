@@ -247,6 +247,18 @@ def test_same_and_valid_padding_are_resolved():
     assert graph.plan().output_shapes["conv2d"] == (2, 6, 6)
 
 
+def test_same_padding_with_a_stride_is_refused_not_guessed():
+    """nir infers another output size than a symmetric pad gives: which is meant is unclear."""
+    conv = nir.Conv1d(input_shape=8, weight=dyadic(2, 1, 3), stride=2, padding="same",
+                      dilation=1, groups=1, bias=np.zeros(2))
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([1, 8])), "conv": conv,
+                                "output": nir.Output(np.array([2, 4]))},
+                         edges=[("input", "conv"), ("conv", "output")], type_check=False)
+    with pytest.raises(hub.UnsupportedError, match="node 'conv', field 'padding': padding="
+                       "'same' is defined only for stride 1"):
+        hub.load(graph)
+
+
 def test_beta_of_one_has_no_nir_time_constant():
     with pytest.raises(hub.UnsupportedError, match="no finite positive time constant") as e:
         hub.convert(single(hub.LIF(beta=1.0), (1,)), to="nir", dt=1e-3)
