@@ -12,7 +12,7 @@ from . import paths
 from .suite import FAILING, Outcome, Suite, as_numpy
 
 COLOURS = {"pass": "#4caf50", "tie": "#cddc39", "xfail": "#ffc107", "fail": "#e53935",
-           "n/a": "#bdbdbd", "none": "#ffffff"}
+           "n/a": "#bdbdbd", "unavailable": "#90a4ae", "none": "#ffffff"}
 
 
 def cells(suite: Suite, tier: str) -> dict[tuple[str, str], dict[str, int]]:
@@ -25,7 +25,7 @@ def verdict(counts: dict[str, int]) -> str:
     """The colour class of a cell: fail, xfail, tie, pass, n/a or none."""
     if sum(counts[s] for s in FAILING):
         return "fail"
-    for status in ("xfail", "tie", "pass", "n/a"):
+    for status in ("xfail", "tie", "pass", "unavailable", "n/a"):
         if counts[status]:
             return status
     return "none"
@@ -33,15 +33,25 @@ def verdict(counts: dict[str, int]) -> str:
 
 def cell_text(counts: dict[str, int]) -> str:
     """A cell in words: ``12 pass`` / ``2 fail of 14`` / ``n/a``, with ties and gaps noted."""
-    ran = sum(v for k, v in counts.items() if k != "n/a")
+    ran = sum(v for k, v in counts.items() if k not in ("n/a", "unavailable"))
     if not ran:
-        return "n/a" if counts["n/a"] else ""
+        return "not run" if counts["unavailable"] else "n/a" if counts["n/a"] else ""
     bad = sum(counts[s] for s in FAILING)
     text = f"{bad} fail of {ran}" if bad else f"{ran} pass"
     extra = [f"{counts[s]} {s}" for s in ("tie", "xfail") if counts[s]]
-    if counts["n/a"]:
-        extra.append(f"{counts['n/a']} n/a")
+    for s in ("n/a", "unavailable"):
+        if counts[s]:
+            extra.append(f"{counts[s]} {'not run' if s == 'unavailable' else s}")
     return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _unavailable(suite: Suite) -> dict[str, int]:
+    """How many runs could not run here, by reason (a runtime's environment is missing)."""
+    out: dict[str, int] = {}
+    for o in suite.outcomes:
+        if o.status == "unavailable":
+            out[o.detail] = out.get(o.detail, 0) + 1
+    return out
 
 
 def terminal(suite: Suite, console: Any) -> None:
@@ -49,7 +59,7 @@ def terminal(suite: Suite, console: Any) -> None:
     from rich.table import Table
 
     style = {"fail": "bold red", "xfail": "yellow", "tie": "green", "pass": "green",
-             "n/a": "dim", "none": "dim"}
+             "n/a": "dim", "unavailable": "yellow", "none": "dim"}
     for tier in suite.tiers:
         grid = cells(suite, tier)
         if not any(sum(c.values()) for c in grid.values()):
@@ -72,6 +82,8 @@ def terminal(suite: Suite, console: Any) -> None:
         console.print(f"... and {len(suite.failures) - 20} more failures (see the report)")
     for name, reason in suite.unloadable:
         console.print(f"[yellow]not run[/yellow] paper/{name}: {reason}", soft_wrap=True)
+    for reason, n in sorted(_unavailable(suite).items()):
+        console.print(f"[yellow]not run[/yellow] {n} runs: {reason}", soft_wrap=True)
     total = len(suite.outcomes)
     console.print(f"{total} runs of {len({o.case.id for o in suite.outcomes})} cases along "
                   f"{len({o.route for o in suite.outcomes})} routes in {suite.seconds:.1f} s: "
@@ -147,6 +159,11 @@ def markdown(suite: Suite, failed: list[tuple[Outcome, Path]]) -> str:
         lines += ["## Not expressible (n/a)", ""]
         for reason, names in sorted(not_expressible.items()):
             lines.append(f"- {reason} ({', '.join(sorted(names))})")
+        lines.append("")
+    unavailable = _unavailable(suite)
+    if unavailable:
+        lines += ["## Not run: a runtime is unavailable on this machine", ""]
+        lines += [f"- {n} runs: {reason}" for reason, n in sorted(unavailable.items())]
         lines.append("")
     if suite.unloadable:
         lines += ["## Paper files not run", ""]

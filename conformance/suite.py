@@ -19,8 +19,10 @@ from .paths import ParameterMismatch, Route, Unsupported, execute, routes, usabl
 
 #: What an outcome can be. ``tie`` passes (a float-tier divergence at a threshold tie);
 #: ``xfail`` is a failure its format declared as a known gap; ``xpass`` a declared gap that
-#: passed (the declaration is stale); ``n/a`` a model the route cannot express.
-STATUSES = ("pass", "tie", "fail", "error", "xfail", "xpass", "n/a")
+#: passed (the declaration is stale); ``n/a`` a model the route cannot express;
+#: ``unavailable`` a run this machine cannot do (``hub.errors.RuntimeUnavailable``: a runtime's
+#: environment is missing), which neither passes nor fails.
+STATUSES = ("pass", "tie", "fail", "error", "xfail", "xpass", "n/a", "unavailable")
 FAILING = ("fail", "error", "xpass")
 
 
@@ -97,6 +99,8 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
         outcome.status, outcome.detail = "n/a", str(e)
     except ParameterMismatch as e:
         outcome.status, outcome.detail = "fail", str(e)
+    except hub.errors.RuntimeUnavailable as e:
+        outcome.status, outcome.detail = "unavailable", str(e)
     except Exception as e:  # a plugin crashed on a model it claims to express: a bug
         outcome.status, outcome.detail = "error", f"{type(e).__name__}: {e}"
     else:

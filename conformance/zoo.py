@@ -195,6 +195,14 @@ FIXED_NEURONS: dict[str, Make] = {
     "if-v-reset": _if(v_reset=-1.0),
 }
 
+#: Loihi's fixed-point CUBA neuron (``hub.LoihiCUBA``: 12-bit decays, shifts toward zero) in
+#: the fixed tier. Kept apart from :data:`FIXED_NEURONS` so that their seeds, and with them the
+#: other fixed cases, stay as they were.
+LOIHI_NEURONS: dict[str, Make] = {
+    "loihi": lambda p, n: hub.LoihiCUBA(i_decay=4096, v_decay=1024, threshold=2),
+    "loihi-cuba": lambda p, n: hub.LoihiCUBA(i_decay=1024, v_decay=256, threshold=3),
+}
+
 #: Readouts: the last layer outputs the voltage itself.
 #: Their decays are 0.5: a voltage that never resets gains a bit per step at 0.5, two at 0.75,
 #: and must stay within float32's 24 for the exact tier.
@@ -387,8 +395,11 @@ def fixed_cases() -> Iterator[Case]:
     """Integer models: bit-identical outputs are required."""
     readouts = {"integrator": lambda p, n: hub.Integrator()}
     # average pooling divides: its outputs are not integers
-    return _tier("fixed", _Integer, FIXED_NEURONS, readouts, FIXED_NEURONS["if-subtract"],
-                 skip=("conv2d-avgpool",))
+    yield from _tier("fixed", _Integer, FIXED_NEURONS, readouts, FIXED_NEURONS["if-subtract"],
+                     skip=("conv2d-avgpool",))
+    for seed, (name, neuron) in enumerate(LOIHI_NEURONS.items(), start=500):
+        yield _case(f"dense-{name}", "fixed", _Integer, lambda p: _dense(p, neuron), seed, True,
+                    f"{name} neurons (Loihi fixed point)")
 
 
 def paper_dir() -> Path | None:

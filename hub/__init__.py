@@ -16,6 +16,7 @@ from .errors import (
     HubError,
     ParameterError,
     PluginError,
+    RuntimeUnavailable,
     ShapeError,
     UnknownNodeError,
     UnsupportedError,
@@ -24,6 +25,7 @@ from .formats import Format
 from .graph import Graph
 from .hookspecs import hookimpl
 from .layout import from_lava, to_lava
+from .loihi import LoihiCUBA
 from .neurons import IF, LI, LIF, CubaLI, CubaLIF, Integrator, Neuron
 from .node import Node, node_from_dict, node_type, node_types, register_node
 from .nodes import (
@@ -50,9 +52,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Add", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
-    "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "MaxPool2d", "Neuron", "Node", "Output",
-    "ParameterError", "PluginError", "PluginWarning", "Scale", "ShapeError", "Simulator",
-    "SumPool2d", "Threshold", "UnknownNodeError", "UnsupportedError", "check", "convert", "detect",
-    "formats", "from_lava", "hookimpl", "load", "node_from_dict", "node_type", "node_types",
-    "plugins", "register_node", "save", "simulate", "to_lava",
+    "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
+    "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
+    "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
+    "UnknownNodeError", "UnsupportedError", "check", "convert", "detect", "formats", "from_lava",
+    "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
+    "save", "simulate", "to_lava"
 ]

@@ -82,5 +82,13 @@ class PluginError(HubError):
     """A plugin is missing, unavailable, or gave the core something it cannot use."""
 
 
+class RuntimeUnavailable(PluginError):
+    """A format's runtime cannot run on this machine (an environment it needs is missing).
+
+    Nothing is wrong with the model: the conformance suite reports such a run as not run, with
+    this message, never as a pass or as "not expressible".
+    """
+
+
 class FileExistsHubError(HubError, FileExistsError):
     """The output file exists and overwriting was not asked for."""

@@ -56,6 +56,8 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "LI": (hub.LI(beta=0.5, gain=0.25, v_leak=0.5, v_init=1.0), (3,)),
     "Integrator": (hub.Integrator(gain=dyadic(3)), (3,)),
     "CubaLI": (hub.CubaLI(alpha=0.5, beta=0.25, gain=2.0), (3,)),
+    "LoihiCUBA": (hub.LoihiCUBA(i_decay=[0, 1024, 4096], v_decay=256, threshold=3, bias=1,
+                                refractory=1), (3,)),
 }
 
 

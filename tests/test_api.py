@@ -22,8 +22,9 @@ def test_formats_are_detected_from_objects_and_suffixes(graph, tmp_path):
     assert hub.detect(hub.convert(graph, to="nir", dt=1e-3)).name == "nir"
     assert hub.detect(tmp_path / "a.nir").name == "nir"
     assert hub.detect(str(tmp_path / "a.HUB.JSON")).name == "hub"
-    with pytest.raises(hub.FormatError, match="known suffixes: .hub.json, .nir") as e:
+    with pytest.raises(hub.FormatError, match="known suffixes: ") as e:
         hub.detect(tmp_path / "a.onnx")
+    assert ".hub.json" in str(e.value) and ".nir" in str(e.value)
     assert e.value.file == str(tmp_path / "a.onnx")
     with pytest.raises(hub.FormatError, match="no installed format recognises a builtins.list"):
         hub.detect([1, 2])

@@ -113,7 +113,7 @@ def test_a_directory_or_a_missing_file_is_a_format_error(tmp_path, suffix):
 def test_an_unknown_suffix_says_which_suffixes_are_known(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x08\x01")
-    with pytest.raises(hub.FormatError, match=r"\.hub\.json, \.nir") as e:
+    with pytest.raises(hub.FormatError, match=r"known suffixes: .*\.hub\.json.*\.nir") as e:
         hub.load(path)
     expect(e.value, file=path)
 

@@ -121,8 +121,9 @@ def test_a_format_name_cannot_be_taken_twice():
 
 
 def test_an_unknown_format_says_what_exists():
-    with pytest.raises(hub.PluginError, match="no format 'nirr'; known formats: hub, nir"):
+    with pytest.raises(hub.PluginError, match="no format 'nirr'; known formats: ") as e:
         hub.plugins().format("nirr")
+    assert {"hub", "nir"} <= set(str(e.value).split("known formats: ")[1].split(", "))
 
 
 def test_a_format_whose_framework_is_missing_is_unavailable_with_a_hint():

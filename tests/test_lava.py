@@ -1,0 +1,427 @@
+"""The Lava bridge: netx files run in Lava's Loihi fixed-point simulator, from the hub's env.
+
+The networks come from lava-dl itself: a subprocess in the Lava environment builds small slayer
+CUBA networks, runs slayer's own forward and writes them with slayer's ``export_hdf5``. Lava's
+simulator and slayer are independent implementations of the Loihi neuron, so
+``run_netx`` agreeing with slayer bit for bit checks the bridge, its input/output layouts and its
+timing alignment. Where ``.venv-lava`` is missing these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hub
+from hub_plugins import lava
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Builds the networks in the Lava environment: argv[1] is the folder to write to.
+BUILD = r"""
+import sys, h5py, numpy as np, torch
+from lava.lib.dl import slayer
+
+out = sys.argv[1]
+torch.manual_seed(3)
+rng = np.random.default_rng(3)
+cuba = slayer.block.cuba
+
+
+def save(name, blocks, x):
+    # x: [N, *features, T], slayer's layout; saved time-major [T, N, *features]
+    with torch.no_grad():
+        for shift in (False, True):
+            y = x
+            for b in blocks:
+                b.delay_shift = shift
+                y = b(y)
+            np.save(f"{out}/{name}{'-shifted' if shift else ''}.npy",
+                    np.moveaxis(y.numpy(), -1, 0).astype(np.float32))
+    np.save(f"{out}/{name}-x.npy", np.moveaxis(x.numpy(), -1, 0).astype(np.float32))
+    with h5py.File(f"{out}/{name}.net", "w") as f:
+        layers = f.create_group("layer")
+        for i, b in enumerate(blocks):
+            b.export_hdf5(layers.create_group(str(i)))
+
+
+p1 = dict(threshold=1.25, current_decay=0.25, voltage_decay=0.0625)
+p2 = dict(threshold=0.5, current_decay=0.5, voltage_decay=0.125)
+dense = torch.nn.ModuleList([cuba.Dense(p1, 10, 8, weight_scale=3),
+                             cuba.Dense(p2, 8, 5, weight_scale=3)])
+save("dense", dense, (torch.rand(3, 10, 24) < 0.35).float())
+
+conv = torch.nn.ModuleList([cuba.Conv(p1, 2, 3, 3, padding=1, weight_scale=4),
+                            cuba.Flatten(),
+                            cuba.Dense(p2, 3 * 5 * 4, 6, weight_scale=3)])
+save("conv", conv, (torch.rand(2, 2, 5, 4, 16) < 0.4).float())
+
+
+def add_input(path, shape):
+    # an input layer with only a shape (C, H, W) first, as a reader of the file may need
+    with h5py.File(path, "a") as f:
+        layers = f["layer"]
+        for i in reversed(range(len(layers))):
+            layers.move(str(i), str(i + 1))
+        layers.create_group("0").create_dataset("type", (1,), "S10", [b"input"])
+        layers["0"].create_dataset("shape", data=np.array(shape))
+
+
+recurrent = torch.nn.ModuleList([cuba.Recurrent(p1, 6, 5, weight_scale=2),
+                                 cuba.Dense(p2, 5, 4, weight_scale=2)])
+save("recurrent", recurrent, (torch.rand(2, 6, 20) < 0.4).float())  # netx's dense_rec
+
+add_input(f"{out}/conv.net", [2, 5, 4])  # netx needs it to know a convolution's input size
+import shutil
+shutil.copy(f"{out}/dense.net", f"{out}/dense-input.net")
+add_input(f"{out}/dense-input.net", [10])
+"""
+
+
+def _lava_python() -> Path:
+    try:
+        return lava.lava_python()
+    except lava.LavaUnavailable as e:
+        pytest.skip(f"the Lava environment is missing ({e.message})")
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory) -> Path:
+    """Small slayer networks, their inputs and slayer's outputs, written by lava-dl."""
+    python = _lava_python()
+    folder = tmp_path_factory.mktemp("slayer-nets")
+    done = subprocess.run([str(python), "-I", "-c", BUILD, str(folder)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.parametrize("name", ["dense", "conv", "recurrent"])
+def test_run_netx_equals_slayer_step_for_step(nets: Path, name: str) -> None:
+    x = np.load(nets / f"{name}-x.npy")
+    want = np.load(nets / f"{name}.npy")  # slayer without its one-step delay per block
+    got = lava.run_netx(nets / f"{name}.net", x)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert 0 < want.sum() < want.size, "the test network should spike, but not always"
+    np.testing.assert_array_equal(got, want)
+
+
+def test_alignment_removes_one_step_per_synapse_layer(nets: Path) -> None:
+    """Lava (and slayer's default ``delay_shift``) delay by one step per synapse layer."""
+    x = np.load(nets / "dense-x.npy")
+    got = lava.run_netx(nets / "dense.net", x)
+    shifted = np.load(nets / "dense-shifted.npy")
+    layers = 2
+    np.testing.assert_array_equal(shifted[layers:], got[:-layers])
+    assert not shifted[:layers].any()
+
+
+def test_a_batch_runs_as_each_sample_alone(nets: Path) -> None:
+    """The batch runs back to back with Lava's state reset; it equals one run per sample."""
+    x = np.load(nets / "dense-x.npy")
+    together = lava.run_netx(nets / "dense.net", x)
+    for n in range(x.shape[1]):
+        alone = lava.run_netx(nets / "dense.net", x[:, n:n + 1])
+        np.testing.assert_array_equal(together[:, n:n + 1], alone)
+
+
+def test_run_netx_accepts_torch_input_and_one_step(nets: Path) -> None:
+    torch = pytest.importorskip("torch")
+    x = np.load(nets / "dense-x.npy")
+    want = np.load(nets / "dense.npy")
+    np.testing.assert_array_equal(lava.run_netx(nets / "dense.net", torch.tensor(x[:1])),
+                                  want[:1])
+
+
+@pytest.mark.parametrize("name", ["dense-input", "conv"])
+def test_hub_reference_of_the_netx_file_agrees(nets: Path, name: str) -> None:
+    """The netx plugin reads the same file into a canonical graph; the hub's reference agrees."""
+    try:
+        fmt = hub.plugins().format("netx")
+    except hub.PluginError as e:
+        pytest.skip(f"no usable netx format here: {e}")
+    if "read" not in fmt.capabilities:
+        pytest.skip("the netx format does not read files")
+    x = np.load(nets / f"{name.split('-')[0]}-x.npy")
+    graph = hub.load(nets / f"{name}.net", source="netx")
+    want = hub.simulate(graph, x).numpy()
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(lava.run_netx(nets / f"{name}.net", x), want)
+
+
+def test_a_file_netx_cannot_run_is_a_format_error(nets: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.net"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(hub.FormatError, match="bad.net: not an hdf5 file"):
+        lava.run_netx(bad, np.zeros((2, 1, 10), np.float32))
+    x = np.load(nets / "dense-x.npy")
+    with pytest.raises(hub.FormatError, match=r"takes input of shape \[10\].*got \[9\]"):
+        lava.run_netx(nets / "dense.net", x[..., :9])
+    with pytest.raises(hub.FormatError, match="integer inputs"):
+        lava.run_netx(nets / "dense.net", x * 0.5)
+    with pytest.raises(hub.FormatError, match="no such file"):
+        lava.run_netx(tmp_path / "missing.net", x)
+
+
+def test_the_hub_imports_under_python_310(slayer_checks) -> None:
+    """The Lava environment is Python 3.10: the hub and every plugin load there, and all of
+    hub/, plugins/ and conformance/ compile (a check run with the slayer checks)."""
+    results, _ = slayer_checks
+    assert results["python_310"]["ok"], results["python_310"]["detail"]
+
+
+# -- the slayer format --------------------------------------------------------------------
+
+#: Checks run in the Lava environment, where slayer is importable; each prints one JSON line
+#: {"check": name, "ok": bool, "detail": text}. argv[1] is a folder for the netx cross-check.
+SLAYER_CHECKS = r"""
+import json, sys, traceback
+import numpy as np, torch
+import hub
+from lava.lib.dl import slayer
+from hub_plugins.lava import SlayerNetwork
+
+out = sys.argv[1]
+cuba = slayer.block.cuba
+fmt = hub.plugins().format("slayer")
+torch.manual_seed(5)
+P1 = dict(threshold=1.25, current_decay=0.25, voltage_decay=0.0625)
+P2 = dict(threshold=0.5, current_decay=0.5, voltage_decay=0.125)
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def spikes(*shape, p=0.35):
+    return (torch.rand(*shape) < p).float()
+
+
+def dense_net(**extra):
+    return torch.nn.ModuleList([cuba.Dense(dict(P1, **extra), 10, 8, weight_scale=3),
+                                cuba.Dense(P2, 8, 5, weight_scale=3)])
+
+
+def busy(y):
+    assert 0 < y.sum() < y.numel(), f"the test network should spike, but not always: {y.sum()}"
+
+
+@check
+def recognised():
+    assert fmt.recognizes(dense_net())
+    assert not fmt.recognizes(torch.nn.ModuleList([torch.nn.Linear(2, 2)]))
+    assert hub.detect(dense_net()).name == "slayer"
+
+
+@check
+def dense_imports_spike_exact():
+    net, x = dense_net(), spikes(24, 3, 10)
+    want = fmt.run(net, x)
+    busy(want)
+    graph = hub.load(net, source="slayer")
+    names = [type(n).__name__ for _, n in graph.walk()]
+    assert names == ["Input", "Linear", "LoihiCUBA", "Linear", "LoihiCUBA", "Output"], names
+    neuron = graph.nodes["blocks.0.neuron"]
+    assert (int(neuron.i_decay), int(neuron.v_decay), int(neuron.threshold)) == (1024, 256, 80)
+    assert torch.equal(hub.simulate(graph, x), want)
+
+
+@check
+def conv_imports_spike_exact():
+    net = torch.nn.ModuleList([cuba.Conv(P2, 2, 3, 3, padding=1, weight_scale=6),
+                               cuba.Flatten(), cuba.Dense(P2, 60, 6, weight_scale=4)])
+    x = spikes(16, 2, 2, 5, 4, p=0.5)
+    try:
+        hub.load(net)
+        raise AssertionError("a fresh convolution's input size is unknown: expected an error")
+    except hub.FormatError as e:
+        assert "input_shape" in str(e), e
+    graph = hub.load(net, input_shape=(2, 5, 4))
+    want = fmt.run(net, x)
+    busy(want)
+    assert torch.equal(hub.simulate(graph, x), want)
+    assert hub.load(net) == graph  # after a forward slayer knows the size
+
+
+@check
+def export_runs_like_the_graph_and_comes_back():
+    net, x = dense_net(), spikes(20, 2, 10)
+    graph = hub.load(net)
+    model = hub.convert(graph, to="slayer")
+    assert isinstance(model, SlayerNetwork)
+    assert torch.equal(fmt.run(model, x), hub.simulate(graph, x))
+    assert hub.load(model) == graph
+    assert all(b.delay_shift for b in model.blocks)  # slayer's default stays on the model
+
+
+@check
+def per_channel_decays():
+    net, x = dense_net(shared_param=False), spikes(20, 2, 10)
+    want = fmt.run(net, x)
+    graph = hub.load(net)
+    assert graph.nodes["blocks.0.neuron"].i_decay.shape == (8,)
+    assert torch.equal(hub.simulate(graph, x), want)
+    assert torch.equal(fmt.run(hub.convert(graph, to="slayer"), x), want)
+
+
+@check
+def run_leaves_the_model_as_it_was():
+    net, x = dense_net(), spikes(8, 1, 10)
+    net.train()
+    fmt.run(net, x)
+    assert all(b.delay_shift and b.training for b in net)
+
+
+@check
+def refusals_name_block_and_field():
+    cases = [(torch.nn.ModuleList([cuba.Dense(dict(P1, graded_spike=True), 4, 3)]),
+              "blocks.0.neuron", "graded_spike"),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Pool(P1, 2)]), "blocks.1", None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Dense(P1, 3, 2, delay=True)]),
+              "blocks.1", "delay")]
+    for net, node, field in cases:
+        try:
+            hub.load(net)
+        except hub.UnsupportedError as e:
+            assert (e.node, e.field) == (node, field), (str(e), node, field)
+        else:
+            raise AssertionError(f"{node}.{field} should be refused")
+    graph = hub.load(dense_net())
+    odd = hub.Graph.chain(hub.Input(shape=(2,)), ("fc", hub.Linear(weight=np.array([[3.0, 2.0]]))),
+                          ("lif", hub.LoihiCUBA(i_decay=0, v_decay=0, threshold=10)))
+    try:
+        hub.convert(odd, to="slayer")
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("fc", "weight") and "even" in e.message, str(e)
+    else:
+        raise AssertionError("odd weight mantissas should be refused")
+
+
+@check
+def slayer_export_for_netx():
+    conv = torch.nn.ModuleList([cuba.Conv(P2, 2, 3, 3, padding=1, weight_scale=6),
+                                cuba.Flatten(), cuba.Dense(P2, 60, 6, weight_scale=4)])
+    for name, net, x, shape in [("dense", dense_net(), spikes(20, 2, 10), None),
+                                ("conv", conv, spikes(16, 2, 2, 5, 4, p=0.5), (2, 5, 4))]:
+        model = hub.convert(hub.load(net, input_shape=shape), to="slayer")
+        model.export_hdf5(f"{out}/exported-{name}.net")
+        np.save(f"{out}/exported-{name}-x.npy", x.numpy())
+        np.save(f"{out}/exported-{name}-y.npy", fmt.run(net, x).numpy())
+
+
+@check
+def python_310():
+    import pathlib
+    assert sys.version_info[:2] == (3, 10), sys.version
+    failed = {n: i.reason for n, i in hub.plugins().info.items() if i.status != "loaded"}
+    assert not failed, failed
+    for folder in sys.argv[2:]:
+        for f in sorted(pathlib.Path(folder).rglob("*.py")):
+            compile(f.read_text(encoding="utf-8"), str(f), "exec")
+
+
+for name, fn in CHECKS.items():
+    try:
+        fn()
+        result = {"check": name, "ok": True, "detail": ""}
+    except Exception:
+        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
+    print("CHECK " + json.dumps(result), flush=True)
+"""
+
+CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_exact",
+               "export_runs_like_the_graph_and_comes_back", "per_channel_decays",
+               "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
+               "slayer_export_for_netx"]
+
+
+@pytest.fixture(scope="module")
+def slayer_checks(tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    """Runs SLAYER_CHECKS once in the Lava environment; returns each check's result."""
+    import json
+
+    python = _lava_python()
+    folder = tmp_path_factory.mktemp("slayer-checks")
+    sources = [str(ROOT / d) for d in ("hub", "plugins", "conformance")]
+    done = subprocess.run([str(python), "-I", "-c", SLAYER_CHECKS, str(folder), *sources],
+                          capture_output=True, text=True, timeout=300)
+    results = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("CHECK "):
+            result = json.loads(line[len("CHECK "):])
+            results[result["check"]] = result
+    assert done.returncode == 0 and results, done.stderr[-3000:]
+    return results, folder
+
+
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_slayer_format_in_the_lava_environment(slayer_checks, name: str) -> None:
+    results, _ = slayer_checks
+    assert name in results, f"check {name!r} did not run"
+    assert results[name]["ok"], results[name]["detail"]
+
+
+@pytest.mark.parametrize("name", ["dense", "conv"])
+def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str) -> None:
+    """hub -> slayer -> slayer's export_hdf5 -> Lava's netx: the same spikes as slayer."""
+    _, folder = slayer_checks
+    x = np.load(folder / f"exported-{name}-x.npy")
+    want = np.load(folder / f"exported-{name}-y.npy")
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(lava.run_netx(folder / f"exported-{name}.net", x), want)
+
+
+def test_slayer_is_unavailable_outside_the_lava_environment() -> None:
+    fmt = hub.plugins().format("slayer", usable=False)
+    if lava._slayer_here():
+        assert fmt.unavailable() is None
+    else:
+        assert ".venv-lava" in fmt.unavailable() and "scripts/setup-lava" in fmt.unavailable()
+        with pytest.raises(hub.PluginError, match="'slayer' is unavailable"):
+            hub.plugins().format("slayer")
+
+
+# These two point the bridge at other interpreters, which stops the session's worker: last.
+def test_missing_lava_environment_says_what_to_do(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(lava.PYTHON_ENV, str(tmp_path / "no-such-python"))
+    assert "scripts/setup-lava" in lava.unavailable()
+    net = tmp_path / "any.net"
+    net.write_bytes(b"")
+    with pytest.raises(lava.LavaUnavailable, match="Lava environment missing.*scripts/setup-lava"):
+        lava.run_netx(net, np.zeros((2, 1, 3), np.float32))
+    assert issubclass(lava.LavaUnavailable, hub.HubError)
+    assert not issubclass(lava.LavaUnavailable, hub.UnsupportedError)  # never "not expressible"
+
+
+def test_conformance_says_lava_runs_were_not_run_when_lava_is_missing(monkeypatch, tmp_path):
+    """Without Lava the netx rows are "not run" with the reason: neither a pass nor a failure."""
+    import hub_conformance
+    from hub_conformance import report
+
+    monkeypatch.setenv(lava.PYTHON_ENV, str(tmp_path / "no-such-python"))
+    suite = hub_conformance.run(["hub", "netx"], tiers=["fixed"], match="dense-if")
+    by_runtime = {o.route.label: (o.route.runtime, o.status) for o in suite.outcomes}
+    assert {s for r, s in by_runtime.values() if r == "netx"} == {"unavailable"}, by_runtime
+    assert {s for r, s in by_runtime.values() if r == "hub"} == {"pass"}, by_runtime
+    assert suite.ok
+    text = report.markdown(suite, [])
+    assert "Not run: a runtime is unavailable" in text and "scripts/setup-lava" in text
+
+
+def test_a_python_without_lava_is_a_broken_environment(monkeypatch, tmp_path: Path) -> None:
+    """An interpreter that cannot import lava-dl: the worker fails at once, with its reason."""
+    if lava._lava_here():
+        pytest.skip("this interpreter has lava-dl")
+    monkeypatch.setenv(lava.PYTHON_ENV, sys.executable)
+    net = tmp_path / "any.net"
+    net.write_bytes(b"")
+    with pytest.raises(lava.LavaUnavailable, match="(?s)Lava environment broken.*lava"):
+        lava.run_netx(net, np.zeros((2, 1, 3), np.float32))
+    monkeypatch.delenv(lava.PYTHON_ENV)
+    lava.shutdown()

@@ -1,0 +1,363 @@
+"""The netx format: lava-dl's hdf5 networks, read and written with h5py, run in Lava's netx."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import hub
+from hub import LoihiCUBA
+from hub_conformance.paths import different
+from hub_conformance.testing import FormatTests
+from hub_plugins import netx
+
+ROOT = Path(__file__).resolve().parents[1]
+LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
+needs_lava = pytest.mark.skipif(not LAVA_PYTHON.exists(),
+                                reason=".venv-lava (lava-dl 0.6) is not installed here; "
+                                       "scripts/setup-lava creates it")
+
+
+def _w(rng, *shape, lo=-2, hi=4):
+    return rng.integers(lo, hi, size=shape).astype(np.float32)
+
+
+def _conv_net(rng) -> hub.Graph:
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=_w(rng, 4, 2, 3, 3), padding=(1, 1), stride=(1, 1))),
+        ("n1", LoihiCUBA(i_decay=1024, v_decay=256, threshold=5)),
+        ("pool", hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2))),
+        ("n2", LoihiCUBA(i_decay=4096, v_decay=100, threshold=1, bias=[[[1]], [[0]], [[-1]],
+                                                                       [[2]]])),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Affine(weight=_w(rng, 5, 36), bias=np.float32([1, 0, -1, 2, 0]))),
+        ("n3", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3)))
+
+
+def _recurrent_net(rng, i_decay=1024, v_decay=256, bias=0) -> hub.Graph:
+    return hub.Graph(
+        {"input": hub.Input(shape=(6,)), "fc1": hub.Linear(weight=_w(rng, 8, 6, lo=-5, hi=6)),
+         "n1": LoihiCUBA(i_decay=i_decay, v_decay=v_decay, threshold=int(rng.integers(3, 30)),
+                         bias=bias),
+         "rec": hub.Linear(weight=_w(rng, 8, 8, lo=-3, hi=3)),
+         "fc2": hub.Linear(weight=_w(rng, 4, 8, lo=-3, hi=5)),
+         "n2": LoihiCUBA(i_decay=2000, v_decay=300, threshold=3), "output": hub.Output()},
+        [("input", "fc1"), ("fc1", "n1"), ("n1", "rec"), ("rec", "n1"), ("n1", "fc2"),
+         ("fc2", "n2"), ("n2", "output")])
+
+
+def _spikes(rng, *shape, p=0.3):
+    return torch.as_tensor((rng.random(shape) < p).astype(np.float32))
+
+
+@pytest.mark.parametrize("build", [_conv_net, _recurrent_net])
+def test_round_trip_is_identical(tmp_path, build):
+    rng = np.random.default_rng(0)
+    g = build(rng)
+    path = hub.save(g, to="netx", out=tmp_path / "net.net")
+    back = hub.load(path)
+    assert different(g, back) is None
+    shape = g.plan().output_shapes["input"]
+    x = _spikes(rng, 12, 2, *shape)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+
+
+def test_layers_are_written_as_slayer_writes_them(tmp_path):
+    path = hub.save(_conv_net(np.random.default_rng(0)), to="netx", out=tmp_path / "n.net")
+    with h5py.File(path) as f:
+        types = [f[f"layer/{i}/type"][0].decode() for i in range(len(f["layer"]))]
+        assert types == ["input", "conv", "conv", "flatten", "dense"]
+        assert f["layer/0/shape"][()].tolist() == [2, 6, 6]
+        conv = f["layer/1"]
+        assert conv["weight"].dtype == np.float32 and conv["weight"].shape == (4, 2, 3, 3)
+        assert conv["stride"][()].tolist() == [1, 1] and conv["padding"][()].tolist() == [1, 1]
+        assert conv["neuron/type"][()] == b"CUBA" and conv["neuron/iDecay"][()] == 1024
+        assert conv["neuron/vThMant"][()] == 5 and conv["neuron/vThMant"].dtype == np.int64
+        pool = f["layer/2"]  # netx 0.6 cannot run 'pool': written as a depthwise convolution
+        assert pool["groups"][()] == 4 and pool["weight"].shape == (4, 1, 2, 2)
+        assert (pool["weight"][()] == 1).all() and pool["bias"][()].tolist() == [1, 0, -1, 2]
+        assert f["layer/4/weight"].shape == (5, 36)
+        assert f["layer/4/bias"][()].tolist() == [1, 0, -1, 2, 0]
+
+
+def test_pool_lowering_is_exact(tmp_path):
+    """Without the hub's attributes the file reads back as what netx runs: a depthwise
+    convolution in place of the pooling, and a dense layer with pooling folded into it."""
+    rng = np.random.default_rng(5)
+    pooled = _conv_net(rng)
+    folded = hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=_w(rng, 3, 2, 3, 3), padding=(1, 1))),
+        ("n1", LoihiCUBA(i_decay=800, v_decay=256, threshold=2)),
+        ("pool", hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2))),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=_w(rng, 5, 27))),
+        ("n2", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3)))
+    for index, g in enumerate((pooled, folded)):
+        path = hub.save(g, to="netx", out=tmp_path / f"{index}.net")
+        with h5py.File(path, "r+") as f:
+            for layer in f["layer"].values():
+                for key in list(layer.attrs):
+                    del layer.attrs[key]
+        lowered = hub.load(path)
+        types = [n.type for _, n in lowered.walk()]
+        assert "SumPool2d" not in types
+        x = _spikes(rng, 20, 3, 2, 6, 6, p=0.5)
+        want = hub.simulate(g, x)
+        assert 0 < float(want.mean()) < 1
+        assert torch.equal(hub.simulate(lowered, x), want)
+
+
+def _refused(g, node, field):
+    with pytest.raises(hub.UnsupportedError) as e:
+        netx.plan_layers(g)
+    assert e.value.node == node and e.value.field == field, str(e.value)
+    return e.value
+
+
+def _one(neuron, weight=np.float32([[1, 2], [3, -1]])):
+    return hub.Graph.chain(("input", hub.Input(shape=(2,))), ("fc", hub.Linear(weight=weight)),
+                           ("n", neuron))
+
+
+def test_refusals_name_node_and_field():
+    ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
+    assert "float decays" in str(_refused(_one(hub.LIF(beta=0.5)), "n", "type"))
+    _refused(_one(hub.IF(threshold=2.0, comparison=">=")), "n", "comparison")
+    _refused(_one(hub.IF(threshold=2.5)), "n", "threshold")
+    _refused(_one(hub.IF(threshold=2.0, reset="subtract")), "n", "reset")
+    _refused(_one(ok.replace(refractory=2)), "n", "refractory")
+    _refused(_one(ok.replace(delay=1)), "n", "delay")
+    _refused(_one(ok.replace(spike_mode="graded")), "n", "spike_mode")
+    _refused(_one(ok.replace(threshold=[1, 2])), "n", "threshold")
+    _refused(_one(ok, np.float32([[0.5, 1], [1, 1]])), "fc", "weight")
+    _refused(_one(ok, np.float32([[300, 1], [1, 1]])), "fc", "weight")
+    affine = hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                             ("fc", hub.Affine(weight=np.float32([[1, 2], [3, -1]]), bias=1.0)),
+                             ("n", ok))
+    assert "i_decay=4096" in str(_refused(affine, "fc", "bias"))
+
+
+def test_integrate_and_fire_is_written_exactly(tmp_path):
+    """An IF with '>', zero reset, gain 1 and an integer threshold is Loihi's neuron with
+    i_decay=4096, v_decay=0 on integer inputs; the file remembers it was an IF."""
+    rng = np.random.default_rng(8)
+    g = hub.Graph.chain(("input", hub.Input(shape=(6,))), ("fc", hub.Linear(weight=_w(rng, 8, 6))),
+                        ("n1", hub.IF(threshold=2.0)),
+                        ("fc2", hub.Affine(weight=_w(rng, 3, 8), bias=_w(rng, 3))),
+                        ("n2", hub.IF(threshold=3.0)))
+    path = hub.save(g, to="netx", out=tmp_path / "if.net")
+    assert different(hub.load(path), g) is None
+    with h5py.File(path, "r+") as f:
+        assert f["layer/1/neuron/iDecay"][()] == 4096 and f["layer/1/neuron/vDecay"][()] == 0
+        f["layer/1"].attrs[netx.ATTR_NEURON] = "{not json"  # edited: the file's neuron wins
+        del f["layer/2"].attrs[netx.ATTR_NEURON]
+    loihi = hub.load(path)
+    assert [n.type for _, n in loihi.walk()].count("LoihiCUBA") == 2
+    x = torch.as_tensor(rng.integers(0, 3, (30, 2, 6)).astype(np.float32))
+    want = hub.simulate(g, x)
+    assert 0 < float(want.mean()) < 1
+    assert torch.equal(hub.simulate(loihi, x), want)
+
+
+def test_weight_check_replays_netx_optimisation():
+    assert netx.netx_weights_exact(np.array([[-2, 3], [1, 0]])) is None
+    assert netx.netx_weights_exact(np.array([[254, -256]])) is None
+    # all-negative weights with a power-of-two minimum: netx clips -256 to -255, then truncates
+    assert "inhibitory" in netx.netx_weights_exact(np.array([[-1, -1]]))
+    assert "all-zero" in netx.netx_weights_exact(np.zeros((2, 2)))
+
+
+def test_branching_graph_is_refused():
+    n = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
+    g = hub.Graph({"input": hub.Input(shape=(2,)), "a": hub.Linear(weight=np.eye(2)),
+                   "b": hub.Linear(weight=np.eye(2)), "n": n, "output": hub.Output()},
+                  [("input", "a"), ("input", "b"), ("a", "n"), ("b", "n"), ("n", "output")])
+    with pytest.raises(hub.UnsupportedError, match="chain"):
+        netx.plan_layers(g)
+
+
+def _file(path, layers):
+    with h5py.File(path, "w") as f:
+        for i, layer in enumerate(layers):
+            g = f.create_group(f"layer/{i}")
+            for key, value in layer.items():
+                if key == "type":
+                    g.create_dataset("type", (1,), "S10", [value.encode()])
+                else:
+                    g.create_dataset(key, data=value)
+    return path
+
+
+NEURON = {"neuron/type": "CUBA", "neuron/iDecay": 10, "neuron/vDecay": 20,
+          "neuron/vThMant": 30}
+
+
+def test_reads_a_minimal_file_with_netx_semantics(tmp_path):
+    path = _file(tmp_path / "m.net", [
+        {"type": "input", "shape": np.array([3])},
+        {"type": "dense", "shape": np.array([2]), "weight": np.float32([[1, 2, 3], [4, 5, 6]]),
+         "bias": np.array([1, -1]), **NEURON}])
+    g = hub.load(path)
+    n = g.nodes["n1"]
+    assert (int(n.i_decay), int(n.v_decay), int(n.threshold)) == (10, 20, 30)
+    assert n.bias.tolist() == [1, -1] and n.bias_exp == 6
+    assert isinstance(g.nodes["fc1"], hub.Linear)
+
+
+@pytest.mark.parametrize("layers, kind, text", [
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2])}],
+     hub.FormatError, "layer 1 (dense): key 'weight' is missing"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
+      "weight": np.float32([[0.5, 1, 1], [1, 1, 1]]), **NEURON}],
+     hub.FormatError, "non-integer"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "blob"}],
+     hub.FormatError, "unknown layer type 'blob'"),
+    ([{"type": "input", "shape": np.array([4])}, {"type": "average", "shape": np.array([2])}],
+     hub.UnsupportedError, "'average' is not supported"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
+      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/type": "SDNN"}],
+     hub.UnsupportedError, "'SDNN'"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
+      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/refDelay": 3}],
+     hub.UnsupportedError, "refDelay"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
+      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/iDecay": np.array([1, 2])}],
+     hub.FormatError, "'iDecay' should be one value per layer"),
+])
+def test_bad_files_name_file_layer_and_key(tmp_path, layers, kind, text):
+    path = _file(tmp_path / "bad.net", layers)
+    with pytest.raises(kind) as e:
+        hub.load(path)
+    assert text in str(e.value) and "bad.net" in str(e.value)
+
+
+def test_not_hdf5(tmp_path):
+    path = tmp_path / "junk.net"
+    path.write_bytes(b"not hdf5 at all")
+    with pytest.raises(hub.FormatError, match="junk.net.*not an hdf5 file"):
+        hub.load(path)
+
+
+def test_quantize_float_lif_and_report(tmp_path):
+    rng = np.random.default_rng(2)
+    g = hub.Graph.chain(("input", hub.Input(shape=(6,))),
+                        ("fc", hub.Linear(weight=rng.normal(size=(8, 6)).astype(np.float32))),
+                        ("n1", hub.LIF(beta=0.9, threshold=1.0)),
+                        ("fc2", hub.Linear(weight=rng.normal(size=(3, 8)).astype(np.float32))),
+                        ("n2", hub.CubaLIF(alpha=0.75, beta=0.875, threshold=0.5)))
+    with pytest.raises(hub.UnsupportedError):
+        hub.save(g, to="netx", out=tmp_path / "strict.net")
+    x = _spikes(rng, 40, 4, 6, p=0.4)
+    q, report = netx.quantize(g, x=x)
+    assert set(report["layers"]) == {"n1", "n2"}
+    layer = report["layers"]["n1"]
+    assert layer["weight_error"] <= 0.5 / layer["scale"] and layer["decay_error"] < 1 / 4096
+    n1 = q.nodes["n1"]
+    assert isinstance(n1, LoihiCUBA) and int(n1.i_decay) == 4096 and int(n1.v_decay) == 410
+    assert int(q.nodes["n2"].i_decay) == 1024 and int(q.nodes["n2"].v_decay) == 512
+    assert 0.9 <= report["agreement"] <= 1
+    path = hub.save(g, to="netx", out=tmp_path / "q.net", quantize=True)
+    assert different(hub.load(path), q) is None
+    with pytest.warns(netx.QuantizationWarning, match="n1: scale"):
+        hub.save(g, to="netx", out=tmp_path / "loose.net", strict=False)
+
+
+@needs_lava
+def test_reads_a_slayer_written_file(tmp_path):
+    script = textwrap.dedent(f"""
+        import h5py, torch
+        from lava.lib.dl import slayer
+        p = {{'threshold': 1.25, 'current_decay': 0.25, 'voltage_decay': 0.03}}
+        blocks = [slayer.block.cuba.Conv(p, 2, 4, 3, padding=1),
+                  slayer.block.cuba.Pool(p, 2, stride=2), slayer.block.cuba.Flatten(),
+                  slayer.block.cuba.Dense(p, 36, 5)]
+        x = (torch.rand(1, 2, 6, 6, 4) < 0.5).float()
+        for b in blocks:
+            x = b(x)
+        with h5py.File({str(tmp_path / 'slayer.net')!r}, 'w') as f:
+            layer = f.create_group('layer')
+            layer.create_dataset('0/type', (1,), 'S10', [b'input'])
+            layer.create_dataset('0/shape', data=[2, 6, 6])
+            for i, b in enumerate(blocks):
+                b.export_hdf5(layer.create_group(str(i + 1)))
+    """)
+    done = subprocess.run([str(LAVA_PYTHON), "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    g = hub.load(tmp_path / "slayer.net")
+    conv, n1, pool, n2 = (g.nodes[k] for k in ("conv1", "n1", "conv2", "n2"))
+    assert conv.weight.shape == (4, 2, 3, 3) and conv.padding == (1, 1)
+    assert np.array_equal(conv.weight, np.round(conv.weight))
+    assert (int(n1.i_decay), int(n1.v_decay), int(n1.threshold)) == (1024, 123, 80)
+    assert pool.groups == 4 and pool.stride == (2, 2) and (pool.weight == 64).all()
+    assert g.nodes["fc3"].weight.shape == (5, 36)
+    assert g.plan().output_shapes["output"] == (5,)
+
+
+@needs_lava
+def test_runs_bit_exact_in_lava(tmp_path):
+    rng = np.random.default_rng(1)
+    fmt = hub.plugins().format("netx")
+    for k, (i_decay, v_decay) in enumerate([(37, 4000), (0, 1234)]):
+        g = _recurrent_net(rng, i_decay, v_decay, bias=rng.integers(-2, 3, 8))
+        path = hub.save(g, to="netx", out=tmp_path / f"r{k}.net")
+        x = torch.as_tensor(rng.integers(0, 3, (30, 2, 6)).astype(np.float32)
+                            * (rng.random((30, 2, 6)) < 0.5))
+        want = hub.simulate(g, x)
+        assert 0 < float(want.mean()) < 1
+        assert np.array_equal(np.asarray(fmt.run(path, x)), want.numpy())
+    g = _conv_net(np.random.default_rng(4))
+    path = hub.save(g, to="netx", out=tmp_path / "conv.net")
+    x = _spikes(rng, 10, 2, 2, 6, 6)
+    assert np.array_equal(np.asarray(fmt.run(path, x)), hub.simulate(g, x).numpy())
+
+
+class TestNetxConformance(FormatTests):
+    """The fixed tier: every route that ends in a netx run runs Lava through the bridge."""
+
+    format = "netx"
+    peers = ("hub",)
+    tiers = ("fixed",)
+
+
+@needs_lava
+def test_a_slayer_file_runs_in_lava_as_the_hub_reads_it(tmp_path):
+    """Axis orders: an asymmetric kernel, stride and padding, then a flatten, written by
+    slayer, give in Lava's netx exactly what hub.simulate gives for the graph read here."""
+    path = tmp_path / "slayer.net"
+    script = textwrap.dedent(f"""
+        import h5py, torch
+        torch.manual_seed(0)
+        from lava.lib.dl import slayer
+        p = {{'threshold': 0.5, 'current_decay': 0.25, 'voltage_decay': 0.03}}
+        blocks = [slayer.block.cuba.Conv(p, 2, 3, (3, 2), padding=(1, 0), stride=(1, 2),
+                                         weight_scale=2),
+                  slayer.block.cuba.Flatten(), slayer.block.cuba.Dense(p, 54, 4, weight_scale=2)]
+        x = (torch.rand(1, 2, 6, 6, 4) < 0.5).float()
+        for b in blocks:
+            x = b(x)
+        with h5py.File({str(path)!r}, 'w') as f:
+            layer = f.create_group('layer')
+            layer.create_dataset('0/type', (1,), 'S10', [b'input'])
+            layer.create_dataset('0/shape', data=[2, 6, 6])
+            for i, b in enumerate(blocks):
+                b.export_hdf5(layer.create_group(str(i + 1)))
+    """)
+    done = subprocess.run([str(LAVA_PYTHON), "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    g = hub.load(path)
+    conv = g.nodes["conv1"]
+    assert conv.weight.shape == (3, 2, 3, 2) and conv.stride == (1, 2) and conv.padding == (1, 0)
+    x = _spikes(np.random.default_rng(0), 20, 2, 2, 6, 6, p=0.4)
+    want = hub.simulate(g, x)
+    assert 0 < float(want.mean()) < 1
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())
