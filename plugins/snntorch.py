@@ -1,0 +1,843 @@
+r"""The ``snntorch`` format: snnTorch models (``torch.nn.Module`` s holding snnTorch neurons).
+
+Import takes an :class:`SnnTorchNet` (what export produces), an ``nn.Sequential``, or any module
+whose forward applies its registered children in order, each feeding the next (the pattern of the
+snnTorch tutorials; the hub cannot see a forward's code, so it walks the children in registration
+order, descending into nested containers). Export produces an :class:`SnnTorchNet`: the graph's
+layers as ``torch.nn`` layers and its neurons as snnTorch neurons with ``init_hidden=True``, each
+registered on the net under its node's name, and a forward that advances one time step.
+
+Every neuron update below is derived from snnTorch 1.0.0's source
+(``snntorch/_neurons/{neurons,leaky,synaptic,rleaky,rsynaptic,lapicque}.py``). With ``H(z)`` the
+spike function (every snnTorch surrogate's forward pass is ``(z > 0).float()``), ``m`` the stored
+membrane, ``c`` the stored synaptic current, ``x`` the input, ``th`` the threshold and ``g`` the
+``graded_spikes_factor``, one forward call computes::
+
+    r   = H(m - th)                      # the reset signal, from the *stored* membrane
+    Leaky:     m' = clamp(beta,0,1)*m + x        - r*th            (subtract)
+               m' = clamp(beta,0,1)*((1-r)*m) + x                  (zero: before integrating)
+    Synaptic:  c' = clamp(alpha,0,1)*c + x ;  m' = clamp(beta,0,1)*m + c'
+               m' = m' - r*th (subtract),  m' = m' - r*m' (zero: after integrating)
+    RLeaky:    m' = (clamp(beta,0,1)*m + x) + rec(spk_prev), resets as Synaptic's
+    RSynaptic: c' = (clamp(alpha,0,1)*c + x) + rec(spk_prev), then as Synaptic
+    Lapicque:  m' = x*R*(1/(R*C))*dt + (1 - dt/(R*C))*m, resets as Synaptic's
+    spk = H(m' - th) * g
+
+and with ``reset_delay=False`` (Leaky, Synaptic, RLeaky) then ``m = m' - (spk/g - r)*th``
+(subtract) or ``m = m' - (spk/g - r)*m'`` (zero); otherwise ``m = m'``. So, in canonical fields
+(``comparison=">"``, ``gain=1``, ``current_gain=1``, ``v_leak=0``, ``v_reset=0``,
+``amplitude=g``, ``current_order="new"``):
+
+=====================================  =====================================================
+snnTorch                               canonical neuron
+=====================================  =====================================================
+Leaky subtract, reset_delay=True       LIF reset="subtract", reset_timing="next"
+Leaky zero, reset_delay=True           LIF reset="zero", reset_timing="next"
+Leaky zero, reset_delay=False          LIF reset="zero", reset_timing="same"
+Synaptic/RLeaky/RSynaptic/Lapicque     reset="zero", reset_timing="same", refractory=1: the
+  zero, reset delayed                    step after a spike the membrane is zeroed *after*
+                                         integrating, so it stays 0 and cannot spike
+Synaptic/RLeaky zero, reset_delay=     reset="zero", reset_timing="same"
+  False
+any, reset_mechanism="none"            reset="none" (timing recorded from reset_delay)
+subtract, reset_delay=False            not expressible: a reset that leaves m above th makes
+                                         the next step subtract th again before testing the
+                                         spike (``r`` is 1), so it equals a same-step
+                                         subtraction only while no reset leaves m above th.
+                                         Refused; ``strict=False`` converts it as
+                                         reset_timing="same" with a warning
+RLeaky / RSynaptic recurrence           a recurrent edge neuron -> rec -> neuron: ``Scale(V)``
+                                         (one-to-one), ``Linear``/``Conv2d`` (all-to-all); the
+                                         recurrent layer's bias, which snnTorch adds from the
+                                         first step on, becomes a zero-weight Affine/Conv2d fed
+                                         forward (a recurrent edge carries 0 at the first step)
+Lapicque                               LIF with beta = 1 - dt/(R*C) and gain = R*(1/(R*C))*dt
+                                         as snnTorch computes them in float32; exact when R and
+                                         dt are powers of two (else refused, or approximated
+                                         with ``strict=False``)
+=====================================  =====================================================
+
+RSynaptic's ``reset_delay=False`` has no effect in snnTorch 1.0.0 (its no-delay branch writes a
+local variable), so it imports as the delayed reset. Rounding: RLeaky and RSynaptic add the
+recurrent term after the input, ``(beta*m + x) + rec``, where the canonical neuron adds its summed
+input, ``beta*m + (x + rec)``; ``nn.Conv1d/2d`` add their bias inside the convolution where the
+canonical ``Conv`` adds it after. Both agree bit for bit on the exact tier's dyadic values and to
+float32 rounding otherwise. Gradients: snnTorch detaches the reset signal, the hub's simulator
+lets the surrogate gradient flow through it (spikes are the same).
+
+Export maps back: LIF/IF (``beta=1``) -> Leaky, CubaLIF -> Synaptic, LI/Integrator (``beta=1``)
+-> Leaky with ``reset_mechanism="none"`` and ``output=True`` read as its membrane, CubaLI ->
+Synaptic likewise, Threshold -> Leaky with ``beta=0`` and no reset. ``current_order="previous"``
+(NIR's forward Euler) is exact as a Synaptic whose input the net delays by one step. Refused
+(:class:`hub.UnsupportedError` naming node and field): ``comparison=">="``, ``v_leak``,
+``v_init``, ``v_reset`` other than 0, ``gain``/``current_gain`` other than 1, multi and graded
+spikes, refractory periods (but the one above), axonal delays, decays outside [0, 1] (snnTorch
+clamps them), negative thresholds (snnTorch's first reset signal would fire), LIF
+``reset="zero"`` with refractory and CubaLIF ``reset="zero"`` with ``reset_timing="next"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+import hub
+from hub.errors import FormatError, HubError, UnsupportedError
+from hub.node import Node
+
+
+class SnnTorchApproximationWarning(UserWarning):
+    """A ``strict=False`` conversion changed behaviour; the message says where and how."""
+
+
+# -- the exported model --------------------------------------------------------------------
+
+
+class Scale(nn.Module):
+    """``y = x * scale``, elementwise (torch has no such layer)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class StepDelay(nn.Module):
+    """``y[t] = x[t - delay]`` per element, in calls (one call is one time step)."""
+
+    def __init__(self, delay: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("delay", delay)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buffer: torch.Tensor | None = None
+        self._t = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depth = int(self.delay.max()) + 1 if self.delay.numel() else 1
+        if self._buffer is None:
+            self._buffer = x.new_zeros((depth, *x.shape))
+        buffer = self._buffer.clone()
+        buffer[self._t % depth] = x
+        index = ((self._t - self.delay) % depth).expand(x.shape[1:])
+        y = torch.gather(buffer, 0, index.unsqueeze(0).unsqueeze(1).expand(1, *x.shape))[0]
+        self._buffer, self._t = buffer, self._t + 1
+        return y
+
+
+class SnnTorchNet(nn.Module):
+    """A canonical graph as snnTorch layers: call it once per time step.
+
+    Each node's module is registered on the net under the node's name (dots become ``__``);
+    snnTorch neurons have ``init_hidden=True``, so they keep their state between calls. ``net(x)``
+    advances one step on ``x`` of shape ``[N, *in]``; ``net.reset()`` forgets all state (the
+    neurons' ``reset_mem`` and the net's recurrent and delayed values); ``net.run(x)`` resets and
+    runs a whole ``[T, N, *in]`` sequence. A node's input is the sum of its incoming edges, the
+    recurrent ones carrying the value of the step before (zero at the first step). ``roles``
+    records per node what its module alone does not say (its canonical type where a module
+    serves several, and ``"previous"`` for a neuron whose input the net delays by one step).
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], order: list[str],
+                 forward_edges: dict[str, list[str]], recurrent_edges: dict[str, list[str]],
+                 inputs: list[str], outputs: list[str], shapes: dict[str, tuple[int, ...]],
+                 roles: dict[str, dict[str, Any]], names: dict[str, str],
+                 edges: list[tuple[str, str]] | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self.order = list(order)
+        self.forward_edges = {k: list(v) for k, v in forward_edges.items()}
+        self.recurrent_edges = {k: list(v) for k, v in recurrent_edges.items()}
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        self.shapes = {k: tuple(v) for k, v in shapes.items()}
+        self.roles = {k: dict(v) for k, v in roles.items()}
+        self.names = dict(names)
+        #: the graph's metadata (its ``dt``, which NIR export needs)
+        self.metadata = dict(metadata or {})
+        #: every edge in the graph's order (the order decides which edges are recurrent)
+        self.edges = [tuple(e) for e in edges] if edges is not None else [
+            (s, t) for t in self.order for kind in (self.forward_edges, self.recurrent_edges)
+            for s in kind.get(t, ())]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state: the next call is the first step."""
+        self._last: dict[str, torch.Tensor] = {}
+        self._held: dict[str, torch.Tensor] = {}
+        for module in self.children():
+            if hasattr(module, "reset_mem"):
+                module.reset_mem()
+            elif isinstance(module, StepDelay):
+                module.reset()
+
+    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> Any:
+        given = x if isinstance(x, dict) else {self.inputs[0]: x}
+        like = next(iter(given.values()))
+        values: dict[str, torch.Tensor] = {}
+        for name in self.order:
+            if name in self.inputs:
+                values[name] = given[name]
+                continue
+            total = None
+            for source in self.forward_edges.get(name, ()):
+                total = values[source] if total is None else total + values[source]
+            for source in self.recurrent_edges.get(name, ()):
+                last = self._last.get(source)
+                if last is None:
+                    last = like.new_zeros((like.shape[0], *self.shapes[source]))
+                total = last if total is None else total + last
+            role = self.roles.get(name, {})
+            if role.get("previous"):  # the voltage sees the previous step's current
+                held = self._held.get(name)
+                self._held[name] = total
+                total = held if held is not None else torch.zeros_like(total)
+            module = self._modules.get(name)
+            if module is None:  # an output or a junction passes its input on
+                values[name] = total
+            elif role.get("readout"):
+                values[name] = module(total)[-1]  # output=True: (..., mem); read the membrane
+            else:
+                values[name] = module(total)
+        self._last = values
+        if len(self.outputs) == 1:
+            return values[self.outputs[0]]
+        return {self.names[o]: values[o] for o in self.outputs}
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Reset, then run ``x`` of shape ``[T, N, *in]`` step by step; returns ``[T, N, *out]``."""
+        self.reset()
+        results = [self(xt) for xt in torch.as_tensor(x).unbind(0)]
+        if isinstance(results[0], dict):
+            return {k: torch.stack([r[k] for r in results]) for k in results[0]}
+        return torch.stack(results)
+
+
+# -- the format -----------------------------------------------------------------------------
+
+
+class SnnTorchFormat(hub.Format):
+    name = "snntorch"
+    aliases = ("snn",)
+    description = "snnTorch models (nn.Sequential or nn.Module with snnTorch neurons)"
+    requires = ("snntorch",)
+    install_hint = "snntorch"
+    load_options = ("strict", "input_shape", "dt")
+    save_options = ("strict",)
+    imports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
+                         "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Scale", "Delay",
+                         "Threshold", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "Integrator"})
+    exports = imports
+
+    def recognizes(self, obj: Any) -> bool:
+        import snntorch
+
+        if isinstance(obj, SnnTorchNet):
+            return True
+        return isinstance(obj, nn.Module) and any(
+            isinstance(m, snntorch.SpikingNeuron) for m in obj.modules())
+
+    def load(self, obj: Any, strict: bool = True, input_shape: tuple[int, ...] | None = None,
+             dt: float | None = None) -> hub.Graph:
+        """Import ``obj``; ``dt`` (seconds per step, which snnTorch models do not record; its
+        own NIR export assumes 1e-4) is stored in the graph for exports that need it (NIR)."""
+        if not isinstance(obj, nn.Module):
+            raise FormatError(f"expected a torch.nn.Module, got {type(obj).__name__}")
+        if isinstance(obj, SnnTorchNet):
+            graph = _import_net(obj, strict)
+        else:
+            graph = _import_chain(obj, strict, input_shape)
+        if dt is not None:
+            value = float(dt)
+            if not value > 0 or value == float("inf"):
+                raise HubError(f"dt must be a positive number of seconds, got {dt!r}",
+                               field="dt")
+            graph.metadata["dt"] = value
+        return graph
+
+    def export(self, graph: hub.Graph, strict: bool = True) -> SnnTorchNet:
+        return _export(graph, strict)
+
+    def run(self, native: nn.Module, x: Any) -> torch.Tensor:
+        """Run ``native`` in snnTorch on ``x`` ``[T, N, *in]``: an :class:`SnnTorchNet` through
+        its ``run``; another module (one call per step, neurons with ``init_hidden=True``) after
+        resetting its neurons, taking the spikes where a call returns ``(spk, mem)``."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        with torch.no_grad():
+            if isinstance(native, SnnTorchNet):
+                return native.run(x)
+            for module in native.modules():
+                if hasattr(module, "reset_mem"):
+                    module.reset_mem()
+            results = []
+            for xt in x.unbind(0):
+                y = native(xt)
+                results.append(y[0] if isinstance(y, tuple) else y)
+            return torch.stack(results)
+
+
+@hub.hookimpl
+def hub_register_formats(register) -> None:
+    register(SnnTorchFormat())
+
+
+# -- shared checks --------------------------------------------------------------------------
+
+
+def _array(value: Any, what: str) -> np.ndarray:
+    """A module's parameter as a float32 array; other dtypes are refused (snnTorch computes
+    spikes in float32 whatever the membrane's dtype)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype != torch.float32:
+            raise UnsupportedError(f"is {value.dtype}; the hub converts float32 models: call "
+                                   "model.float() first", field=what)
+        return value.to(torch.float32).numpy().copy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _approximate(strict: bool, message: str, field: str) -> None:
+    """Refuse (strict) or warn that the conversion changes behaviour as ``message`` says."""
+    if strict:
+        raise UnsupportedError(f"{message}; pass strict=False to convert it anyway", field=field)
+    warnings.warn(f"{field}: {message}; converted approximately (strict=False)",
+                  SnnTorchApproximationWarning, stacklevel=4)
+
+
+def _power_of_two(value: np.ndarray) -> bool:
+    mantissa, _ = np.frexp(value.astype(np.float64))
+    return bool(np.all(mantissa == 0.5))
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def _import_net(net: SnnTorchNet, strict: bool) -> hub.Graph:
+    """An exported net: its recorded structure, with the parameters its modules hold now."""
+    graph = hub.Graph(metadata=dict(getattr(net, "metadata", {})))
+    for safe in net.order:
+        name = net.names.get(safe, safe)
+        role = net.roles.get(safe, {})
+        kind = role.get("type")
+        try:
+            if kind == "Input":
+                node: Node = hub.Input(shape=net.shapes[safe])
+            elif kind == "Output":
+                node = hub.Output()
+            elif kind == "Add":
+                node = hub.Add()
+            else:
+                module = net._modules.get(safe)
+                if module is None:
+                    raise FormatError("the net has no module for this node")
+                node = _restore_shapes(_import_module(module, strict, role)[0][1],
+                                       role.get("shapes", {}))
+        except HubError as e:
+            raise e.at(node=name)
+        graph.add(name, node)
+    for source, target in net.edges:
+        graph.connect(net.names.get(source, source), net.names.get(target, target))
+    graph.validate()
+    return graph
+
+
+def _restore_shapes(node: Node, shapes: dict[str, list[int]]) -> Node:
+    """Give fields the shapes the exported node had where the module holds them in another
+    shape (a scalar bias as one per channel, a gain of 1 that snnTorch does not hold at all)."""
+    changes = {}
+    for field, shape in shapes.items():
+        value = getattr(node, field, None)
+        if not isinstance(value, np.ndarray) or value.shape == tuple(shape):
+            continue
+        first = value.ravel()[:1]
+        if value.size and np.all(value == first):  # uniform: any shape holds it
+            changes[field] = np.full(shape, first[0], dtype=value.dtype)
+        elif np.broadcast_shapes(value.shape, tuple(shape)) == tuple(shape):
+            changes[field] = np.array(np.broadcast_to(value, shape))
+    return node.replace(**changes) if changes else node
+
+
+def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """The layers and neurons of ``module`` in registration order, containers descended into."""
+    import snntorch
+
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if isinstance(child, snntorch.SpikingNeuron) or _is_layer(child):
+            yield path, child
+        elif any(True for _ in child.children()):
+            yield from _leaves(child, f"{path}_")
+        else:
+            raise UnsupportedError(f"{type(child).__module__}.{type(child).__qualname__} has no "
+                                   "canonical counterpart; supported are Linear, Conv1d, "
+                                   "Conv2d, AvgPool2d, MaxPool2d, Flatten, Identity, Dropout "
+                                   "and snnTorch's Leaky, Synaptic, RLeaky, RSynaptic, "
+                                   "Lapicque", node=path, field="type")
+
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
+           nn.Identity, nn.Dropout, Scale, StepDelay)
+
+
+def _is_layer(module: nn.Module) -> bool:
+    return isinstance(module, _LAYERS)
+
+
+def _import_chain(model: nn.Module, strict: bool, input_shape: Any) -> hub.Graph:
+    """A module whose children run one after the other, as a chain graph."""
+    leaves = list(_leaves(model))
+    if not leaves:
+        raise FormatError(f"{type(model).__name__} has no layers or snnTorch neurons")
+    if input_shape is None:
+        first = next((m for _, m in leaves if not isinstance(m, (nn.Identity, nn.Dropout))),
+                     None)
+        if isinstance(first, nn.Linear):
+            input_shape = (first.in_features,)
+        else:
+            raise HubError(f"the first layer is a {type(first).__name__}, whose input shape "
+                           "the model does not say: pass input_shape=(C, H, W) (without batch "
+                           "and time axes)", field="input_shape")
+    graph = hub.Graph()
+    graph.add("input", hub.Input(shape=tuple(input_shape)))
+    previous = "input"
+    for path, module in leaves:
+        if isinstance(module, (nn.Identity, nn.Dropout)):
+            continue  # Dropout is the identity in inference, which is what is converted
+        try:
+            nodes = _import_module(module, strict, {})
+        except HubError as e:
+            raise e.at(node=path)
+        main = path
+        for suffix, node in nodes:
+            graph.add(f"{path}{suffix}", node)
+        graph.connect(previous, main)
+        if len(nodes) > 1:  # a recurrent neuron: rec and perhaps bias nodes beside it
+            names = {suffix: f"{path}{suffix}" for suffix, _ in nodes}
+            if "_bias" in names:
+                graph.connect(previous, names["_bias"])
+                graph.connect(names["_bias"], main)
+            graph.connect(main, names["_rec"])
+            graph.connect(names["_rec"], main)
+        previous = main
+    graph.add("output", hub.Output())
+    graph.connect(previous, "output")
+    graph.validate()
+    return graph
+
+
+def _import_module(module: nn.Module, strict: bool,
+                   role: dict[str, Any]) -> list[tuple[str, Node]]:
+    """The canonical node(s) of one module: ``[("", node)]``, plus ``("_rec", ...)`` and
+    ``("_bias", ...)`` for a recurrent snnTorch neuron."""
+    import snntorch
+
+    if isinstance(module, snntorch.SpikingNeuron):
+        return _import_neuron(module, strict, role)
+    if isinstance(module, nn.Linear):
+        weight = _array(module.weight, "weight")
+        if module.bias is None:
+            return [("", hub.Linear(weight=weight))]
+        return [("", hub.Affine(weight=weight, bias=_array(module.bias, "bias")))]
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return [("", _import_conv(module))]
+    if isinstance(module, nn.AvgPool2d):
+        return [("", _import_avgpool(module))]
+    if isinstance(module, nn.MaxPool2d):
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+        if pair(module.dilation) != (1, 1) or module.ceil_mode or module.return_indices:
+            raise UnsupportedError("only dilation=1, ceil_mode=False, return_indices=False "
+                                   "have a canonical MaxPool2d", field="dilation")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return [("", hub.MaxPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride),
+                                   padding=pair(module.padding)))]
+    if isinstance(module, nn.Flatten):
+        if module.start_dim == 0:
+            raise UnsupportedError("flattening the batch axis has no canonical counterpart",
+                                   field="start_dim")
+        start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
+        end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
+        return [("", hub.Flatten(start_dim=start, end_dim=end))]
+    if isinstance(module, Scale):
+        return [("", hub.Scale(scale=_array(module.scale, "scale")))]
+    if isinstance(module, StepDelay):
+        return [("", hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64)))]
+    raise UnsupportedError(f"{type(module).__qualname__} has no canonical counterpart",
+                           field="type")
+
+
+def _import_conv(module: nn.Module) -> Node:
+    dims = 1 if isinstance(module, nn.Conv1d) else 2
+    if module.padding_mode != "zeros":
+        raise UnsupportedError(f"padding_mode={module.padding_mode!r}: only zero padding has a "
+                               "canonical Conv", field="padding_mode")
+    padding = module.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0,) * dims
+        else:  # 'same', stride 1 (torch's rule)
+            total = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
+            if any(t % 2 for t in total):
+                raise UnsupportedError("padding='same' with an even kernel pads unevenly, "
+                                       "which the canonical Conv cannot express", field="padding")
+            padding = tuple(t // 2 for t in total)
+    cls = hub.Conv1d if dims == 1 else hub.Conv2d
+    bias = 0.0 if module.bias is None else _array(module.bias, "bias")
+    return cls(weight=_array(module.weight, "weight"), bias=bias, stride=module.stride,
+               padding=padding, dilation=module.dilation, groups=module.groups)
+
+
+def _import_avgpool(module: nn.AvgPool2d) -> Node:
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    kernel, padding = pair(module.kernel_size), pair(module.padding)
+    stride = pair(module.stride if module.stride is not None else module.kernel_size)
+    if module.ceil_mode:
+        raise UnsupportedError("ceil_mode=True has no canonical pooling", field="ceil_mode")
+    if not module.count_include_pad and any(padding):
+        raise UnsupportedError("count_include_pad=False with padding has no canonical pooling",
+                               field="count_include_pad")
+    if module.divisor_override == 1:
+        return hub.SumPool2d(kernel_size=kernel, stride=stride, padding=padding)
+    if module.divisor_override is not None:
+        raise UnsupportedError(f"divisor_override={module.divisor_override}: only 1 (a sum "
+                               "pool) or None (a mean) have canonical pools",
+                               field="divisor_override")
+    return hub.AvgPool2d(kernel_size=kernel, stride=stride, padding=padding)
+
+
+def _check_neuron(m: nn.Module) -> None:
+    """Refuse the options of a snnTorch neuron that no canonical field expresses."""
+    if getattr(m, "inhibition", False):
+        raise UnsupportedError("inhibition=True lets only the neuron with the largest membrane "
+                               "of each sample spike, which no canonical neuron expresses; "
+                               "set inhibition=False", field="inhibition")
+    if getattr(m, "state_quant", False):
+        raise UnsupportedError("state_quant quantizes the state with a function the hub cannot "
+                               "read; remove it (or export the quantized values as weights)",
+                               field="state_quant")
+    probe = torch.tensor([-1.0, -1e-38, -0.0, 0.0, 1e-38, 1e-45, 1.0])
+    with torch.no_grad():
+        try:
+            fired = m.spike_grad(probe.clone())
+        except Exception as e:  # a user's function that cannot take a plain tensor
+            raise UnsupportedError(f"spike_grad fails on a probe tensor ({type(e).__name__}: "
+                                   f"{e})", field="spike_grad") from None
+    if not isinstance(fired, torch.Tensor) or not torch.equal(
+            fired.detach().float(), (probe > 0).float()):
+        raise UnsupportedError("spike_grad's forward pass is not the Heaviside step z > 0 that "
+                               "every snnTorch surrogate computes", field="spike_grad")
+
+
+def _decay(m: nn.Module, field: str) -> np.ndarray:
+    """``clamp(field, 0, 1)`` as snnTorch applies it in every forward pass."""
+    return _array(getattr(m, field).detach().clamp(0, 1), field)
+
+
+def _import_neuron(m: nn.Module, strict: bool,
+                   role: dict[str, Any]) -> list[tuple[str, Node]]:
+    import snntorch
+
+    if not isinstance(m, (snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky,
+                          snntorch.RSynaptic, snntorch.Lapicque)):
+        raise UnsupportedError(f"snnTorch's {type(m).__name__} has no canonical counterpart; "
+                               "supported are Leaky, Synaptic, RLeaky, RSynaptic and Lapicque",
+                               field="type")
+    _check_neuron(m)
+    threshold = _array(m.threshold, "threshold")
+    if (threshold < 0).any():
+        raise UnsupportedError("a negative threshold makes snnTorch's first reset signal "
+                               "H(0 - threshold) fire before any spike; the canonical neuron "
+                               "starts without one", field="threshold")
+    amplitude = _array(m.graded_spikes_factor, "graded_spikes_factor")
+    mechanism = m.reset_mechanism
+    # RSynaptic 1.0.0's no-delay branch assigns a local variable: its reset is always delayed
+    delayed = True if isinstance(m, (snntorch.RSynaptic, snntorch.Lapicque)) \
+        else bool(m.reset_delay)
+    # Leaky zeroes before integrating; the others zero the integrated membrane, holding it at 0
+    # for the step after a spike
+    zero_before = isinstance(m, snntorch.Leaky)
+    fields: dict[str, Any] = {"threshold": threshold}
+    if mechanism == "none":
+        fields.update(reset="none", reset_timing="next" if delayed else "same")
+    elif mechanism == "subtract":
+        if not delayed:
+            _approximate(strict, "reset_mechanism='subtract' with reset_delay=False subtracts "
+                         "the threshold again, before testing the spike, in the step after a "
+                         "reset that left the membrane above threshold; the canonical "
+                         "same-step subtraction does not (they agree while no reset leaves the "
+                         "membrane above threshold). reset_delay=True (snnTorch's default) or "
+                         "reset_mechanism='zero' convert exactly", "reset_delay")
+        fields.update(reset="subtract", reset_timing="next" if delayed else "same")
+    elif zero_before and delayed:
+        fields.update(reset="zero", reset_timing="next")
+    else:
+        fields.update(reset="zero", reset_timing="same", refractory=1 if delayed else 0)
+    if (amplitude == 0).any() and fields["reset_timing"] == "same" and mechanism != "none":
+        raise UnsupportedError("graded_spikes_factor=0 makes snnTorch's reset divide 0 by 0",
+                               field="graded_spikes_factor")
+    kind = role.get("type")
+    readout = bool(role.get("readout"))
+    if isinstance(m, snntorch.Lapicque):
+        return [("", _import_lapicque(m, strict, fields, amplitude))]
+    if isinstance(m, (snntorch.Synaptic, snntorch.RSynaptic)):
+        alpha, beta = _decay(m, "alpha"), _decay(m, "beta")
+        order = "previous" if role.get("previous") else "new"
+        if readout:
+            node: Node = hub.CubaLI(alpha=alpha, beta=beta, current_order=order)
+        else:
+            node = hub.CubaLIF(alpha=alpha, beta=beta, current_order=order, amplitude=amplitude,
+                               **fields)
+    else:
+        beta = _decay(m, "beta")
+        if readout and kind == "Integrator":
+            node = hub.Integrator()
+        elif readout:
+            node = hub.LI(beta=beta)
+        elif kind == "Threshold":
+            node = hub.Threshold(threshold=threshold)
+        elif kind == "IF":
+            node = hub.IF(amplitude=amplitude, **fields)
+        else:
+            node = hub.LIF(beta=beta, amplitude=amplitude, **fields)
+    nodes: list[tuple[str, Node]] = [("", node)]
+    if isinstance(m, (snntorch.RLeaky, snntorch.RSynaptic)):
+        nodes += _import_recurrence(m)
+    return nodes
+
+
+def _import_recurrence(m: nn.Module) -> list[tuple[str, Node]]:
+    """The recurrent layer of an RLeaky/RSynaptic, and its bias as a zero-weight layer fed
+    forward: snnTorch adds ``rec(spk)`` from the first step on, bias included, where a
+    recurrent edge carries 0 at the first step."""
+    rec = m.recurrent
+    if isinstance(rec, nn.Linear):
+        out = [("_rec", hub.Linear(weight=_array(rec.weight, "recurrent.weight")))]
+        if rec.bias is not None and bool((rec.bias != 0).any()):
+            n = rec.weight.shape[0]
+            out.append(("_bias", hub.Affine(weight=np.zeros((n, n), np.float32),
+                                            bias=_array(rec.bias, "recurrent.bias"))))
+        return out
+    if isinstance(rec, nn.Conv2d):
+        out = [("_rec", _import_conv(rec).replace(bias=0.0))]
+        if rec.bias is not None and bool((rec.bias != 0).any()):
+            c = rec.weight.shape[0]
+            out.append(("_bias", hub.Conv2d(weight=np.zeros((c, c, 1, 1), np.float32),
+                                            bias=_array(rec.bias, "recurrent.bias"))))
+        return out
+    if type(rec).__name__ == "RecurrentOneToOne":
+        return [("_rec", hub.Scale(scale=_array(torch.as_tensor(rec.V), "V")))]
+    raise UnsupportedError(f"a recurrent {type(rec).__name__} has no canonical counterpart",
+                           field="recurrent")
+
+
+def _import_lapicque(m: nn.Module, strict: bool, fields: dict[str, Any],
+                     amplitude: np.ndarray) -> Node:
+    rc = m.R * m.C
+    k = 1 / rc
+    beta = _array(1 - (m.time_step / rc), "beta")
+    exact = _power_of_two(_array(torch.as_tensor(m.R), "R")) and \
+        _power_of_two(_array(torch.as_tensor(m.time_step), "time_step"))
+    if not exact:
+        _approximate(strict, "snnTorch scales the input as ((x*R)*(1/(R*C)))*time_step, which "
+                     "one canonical gain reproduces bit for bit only when R and time_step are "
+                     "powers of two", "R")
+    gain = _array(torch.ones(()) * m.R * k * m.time_step, "gain")
+    return hub.LIF(beta=beta, gain=gain, amplitude=amplitude, **fields)
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _export(graph: hub.Graph, strict: bool) -> SnnTorchNet:
+    flat = graph.flat()
+    plan = graph.plan()
+    names = {_safe(n): n for n in plan.order}
+    if len(names) != len(plan.order):
+        raise FormatError("node names collide once dots are replaced by '__'; rename the nodes")
+    modules: dict[str, nn.Module] = {}
+    roles: dict[str, dict[str, Any]] = {}
+    for name in plan.order:
+        node, safe = flat.nodes[name], _safe(name)
+        try:
+            module, role = _export_node(node, strict)
+        except HubError as e:
+            raise e.at(node=name)
+        if module is not None:
+            modules[safe] = module
+        roles[safe] = role
+    shapes = {_safe(n): plan.output_shapes[n] for n in plan.order}
+    return SnnTorchNet(
+        modules, [_safe(n) for n in plan.order],
+        {_safe(k): [_safe(s) for s in v] for k, v in plan.forward.items() if v},
+        {_safe(k): [_safe(s) for s in v] for k, v in plan.recurrent.items() if v},
+        [_safe(n) for n in flat.inputs], [_safe(n) for n in flat.outputs], shapes, roles, names,
+        [(_safe(a), _safe(b)) for a, b in flat.edges], graph.metadata)
+
+
+def _t(value: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def _export_node(node: Node, strict: bool) -> tuple[nn.Module | None, dict[str, Any]]:
+    module, role = _export_module(node, strict)
+    shapes = {k: list(v.shape) for k, v in node.params().items() if isinstance(v, np.ndarray)}
+    if shapes and module is not None:
+        role["shapes"] = shapes
+    return module, role
+
+
+def _export_module(node: Node, strict: bool) -> tuple[nn.Module | None, dict[str, Any]]:
+    kind = node.type
+    if kind in ("Input", "Output", "Add"):
+        return None, {"type": kind}
+    if kind in ("Affine", "Linear"):
+        out_features, in_features = node.weight.shape
+        layer = nn.Linear(in_features, out_features, bias=kind == "Affine")
+        with torch.no_grad():
+            layer.weight.copy_(_t(node.weight))
+            if kind == "Affine":
+                layer.bias.copy_(_t(np.broadcast_to(node.bias, (out_features,))))
+        return layer, {"type": kind}
+    if kind in ("Conv1d", "Conv2d"):
+        cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
+        w = node.weight
+        layer = cls(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=node.stride,
+                    padding=node.padding, dilation=node.dilation, groups=node.groups)
+        with torch.no_grad():
+            layer.weight.copy_(_t(w))
+            layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
+        return layer, {"type": kind}
+    if kind in ("SumPool2d", "AvgPool2d"):
+        return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
+                            divisor_override=1 if kind == "SumPool2d" else None), {"type": kind}
+    if kind == "MaxPool2d":
+        return nn.MaxPool2d(node.kernel_size, node.stride, node.padding), {"type": kind}
+    if kind == "Flatten":
+        start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
+        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
+        return nn.Flatten(start, end), {"type": kind}
+    if kind == "Scale":
+        return Scale(_t(node.scale)), {"type": kind}
+    if kind == "Delay":
+        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64))), {"type": kind}
+    if kind == "Threshold":
+        import snntorch
+
+        if node.comparison != ">":
+            raise UnsupportedError("snnTorch spikes where the membrane exceeds the threshold "
+                                   "(>); '>=' has no snnTorch counterpart", field="comparison")
+        _check_threshold(node.threshold)
+        return snntorch.Leaky(beta=torch.tensor(0.0), threshold=_t(node.threshold),
+                              reset_mechanism="none", init_hidden=True), {"type": kind}
+    if isinstance(node, hub.Neuron):
+        return _export_neuron(node, strict)
+    raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")
+
+
+def _check_threshold(threshold: np.ndarray) -> None:
+    if (threshold < 0).any():
+        raise UnsupportedError("snnTorch's first reset signal H(0 - threshold) fires where the "
+                               "threshold is negative, before any spike", field="threshold")
+
+
+def _check_unit(node: Node, field: str, value: float, why: str) -> None:
+    array = getattr(node, field, None)
+    if array is not None and not np.all(array == value):
+        raise UnsupportedError(f"must be {value:g} in snnTorch ({why}); got "
+                               f"{np.unique(array)[:4].tolist()}", field=field)
+
+
+def _check_decay(node: Node, field: str) -> None:
+    array = getattr(node, field)
+    if ((array < 0) | (array > 1)).any():
+        raise UnsupportedError(f"snnTorch clamps {field} to [0, 1] in every step; values "
+                               f"{np.unique(array[(array < 0) | (array > 1)])[:4].tolist()} "
+                               "would change", field=field)
+
+
+def _export_neuron(node: Node, strict: bool) -> tuple[nn.Module, dict[str, Any]]:
+    import snntorch
+
+    kind = node.type
+    role: dict[str, Any] = {"type": kind}
+    _check_unit(node, "v_init", 0.0, "its state starts at 0")
+    _check_unit(node, "v_leak", 0.0, "its membrane decays towards 0")
+    _check_unit(node, "gain", 1.0, "its input enters the membrane unscaled")
+    _check_unit(node, "current_gain", 1.0, "its input enters the current unscaled")
+    for field in ("alpha", "beta"):
+        if hasattr(node, field):
+            _check_decay(node, field)
+    if getattr(node, "current_order", "new") == "previous":
+        role["previous"] = True  # the net delays the input one step: exact, see the docstring
+    if not node.spiking:
+        role["readout"] = True
+        if kind == "CubaLI":
+            return snntorch.Synaptic(alpha=_t(node.alpha), beta=_t(node.beta),
+                                     reset_mechanism="none", init_hidden=True, output=True), role
+        beta = _t(node.beta) if kind == "LI" else torch.tensor(1.0)
+        return snntorch.Leaky(beta=beta, reset_mechanism="none", init_hidden=True,
+                              output=True), role
+
+    if node.comparison != ">":
+        raise UnsupportedError("snnTorch spikes where the membrane exceeds the threshold (>); "
+                               "'>=' has no snnTorch counterpart", field="comparison")
+    if node.spike_mode != "binary":
+        raise UnsupportedError(f"snnTorch neurons emit one spike per step; spike_mode="
+                               f"{node.spike_mode!r} has no counterpart", field="spike_mode")
+    if node.delay:
+        raise UnsupportedError("snnTorch neurons have no axonal delay; put a Delay node after "
+                               "the neuron", field="delay")
+    _check_unit(node, "v_reset", 0.0, "it resets to 0")
+    _check_threshold(node.threshold)
+    cuba = kind == "CubaLIF"
+    reset, timing, refractory = node.reset, node.reset_timing, node.refractory
+    if reset == "none":
+        if refractory:
+            raise UnsupportedError("snnTorch has no refractory period", field="refractory")
+        mechanism, delay = "none", timing == "next"
+    elif reset == "subtract":
+        if refractory:
+            raise UnsupportedError("snnTorch has no refractory period", field="refractory")
+        if timing == "same":
+            _approximate(strict, "snnTorch's same-step subtraction (reset_delay=False) "
+                         "subtracts the threshold again in the step after a reset that left "
+                         "the membrane above threshold; reset_timing='next' (snnTorch's "
+                         "default reset_delay=True) converts exactly", "reset_timing")
+        mechanism, delay = "subtract", timing == "next"
+    elif cuba:  # Synaptic zeroes the integrated membrane
+        if timing == "next":
+            raise UnsupportedError("snnTorch's Synaptic zeroes the membrane after integrating, "
+                                   "so a delayed zero reset is a same-step reset with "
+                                   "refractory=1; reset_timing='next' has no counterpart",
+                                   field="reset_timing")
+        if refractory > 1:
+            raise UnsupportedError("snnTorch's Synaptic holds the membrane at 0 for at most one "
+                                   "step after a spike (reset_delay=True)", field="refractory")
+        mechanism, delay = "zero", refractory == 1
+    else:  # Leaky zeroes the membrane before integrating
+        if refractory:
+            raise UnsupportedError("snnTorch's Leaky has no refractory period",
+                                   field="refractory")
+        mechanism, delay = "zero", timing == "next"
+    if (node.amplitude == 0).any() and not delay and mechanism != "none":
+        raise UnsupportedError("snnTorch's same-step reset divides by graded_spikes_factor; "
+                               "amplitude 0 would make it 0/0", field="amplitude")
+    common = {"threshold": _t(node.threshold), "reset_mechanism": mechanism,
+              "reset_delay": delay, "init_hidden": True}
+    if cuba:
+        neuron = snntorch.Synaptic(alpha=_t(node.alpha), beta=_t(node.beta), **common)
+        neuron.graded_spikes_factor = _t(node.amplitude)  # Synaptic's constructor omits it
+        return neuron, role
+    beta = _t(node.beta) if kind == "LIF" else torch.tensor(1.0)  # IF: 1 * v is exact
+    return snntorch.Leaky(beta=beta, graded_spikes_factor=_t(node.amplitude), **common), role
