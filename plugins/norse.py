@@ -100,6 +100,7 @@ import torch
 
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
+from hub.layout import as_input
 from hub.neurons import Neuron
 
 #: Norse's default time step (``SNNCell(dt=0.001)``).
@@ -924,7 +925,7 @@ def run(model: Any, x: Any) -> Any:
     """
     from norse.torch import SequentialState
 
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = as_input(x)
     with torch.no_grad():
         if _loops_over_time(model):
             out = model(x)

@@ -87,6 +87,7 @@ from torch import nn
 
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
+from hub.layout import as_input
 from hub.node import Node
 
 
@@ -270,7 +271,7 @@ class SnnTorchFormat(hub.Format):
         """Run ``native`` in snnTorch on ``x`` ``[T, N, *in]``: an :class:`SnnTorchNet` through
         its ``run``; another module (one call per step, neurons with ``init_hidden=True``) after
         resetting its neurons, taking the spikes where a call returns ``(spk, mem)``."""
-        x = torch.as_tensor(x, dtype=torch.float32)
+        x = as_input(x)
         with torch.no_grad():
             if isinstance(native, SnnTorchNet):
                 return native.run(x)

@@ -77,6 +77,7 @@ import numpy as np
 
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
+from hub.layout import as_input
 from hub.node import Node
 
 #: Attribute of an exported module holding the canonical node it was made from (plain data).
@@ -134,7 +135,7 @@ class SpikingJellyFormat(hub.Format):
         from spikingjelly.activation_based import functional
 
         mode = model_step_mode(native)
-        x = torch.as_tensor(x, dtype=torch.float32)
+        x = as_input(x)
         functional.reset_net(native)
         try:
             with torch.no_grad():

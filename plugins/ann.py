@@ -1,0 +1,853 @@
+r"""The ``ann`` format: trained ReLU networks, converted to rate-coded spiking networks.
+
+``hub.load(relu_net, source="ann", calibration=loader)`` (or ``hub.convert(..., source="ann")``)
+turns a trained torch ReLU network into a canonical graph of integrate-and-fire neurons whose
+firing rates approximate the ReLU activations, by data-based normalisation (Diehl et al. 2015,
+Rueckauer et al. 2017). It only imports: there is no export back to an ANN.
+
+What it takes
+-------------
+An ``nn.Sequential`` or any module that ``torch.fx`` can trace, whose forward is a chain of:
+``Conv1d``/``Conv2d``/``Linear``; ``BatchNorm1d``/``BatchNorm2d`` right after one of those (folded
+into it with the running statistics, as in eval mode); ``ReLU`` (module, ``F.relu``,
+``torch.relu``, ``.relu()``); ``AvgPool2d``; ``AdaptiveAvgPool2d`` where each input side is a
+multiple of the output side (it is then an ``AvgPool2d``); ``Flatten``, ``torch.flatten``,
+``.view``/``.reshape`` that merge sample axes; ``Dropout`` and ``Identity`` (dropped: eval
+mode). ``MaxPool2d`` is refused unless ``maxpool="approximate"``. Anything else (another
+activation, a skip connection, a softmax) is refused with :class:`hub.UnsupportedError` naming
+the module. Converting never changes the model: it works on a copy in eval mode.
+
+The method
+----------
+Split the chain at its ReLUs. Layer ``l`` is the affine map between ReLU ``l-1`` (or the input)
+and ReLU ``l``: exactly one convolution or linear layer, with any pooling and flattening around
+it. Its ANN activation is ``a_l = relu(W_l a_{l-1} + b_l)`` (pooling is linear and commutes with
+the scale, so it is left out here).
+
+*Neurons.* Each ReLU becomes an ``IF`` neuron per element: ``v = v + z``; spike when
+``v > 1`` (``comparison=">"``, or ``">="``); on a spike ``v = v - 1`` (reset by subtraction, in
+the same step); ``v`` starts at ``v_init``. With a constant input current ``0 <= z <= 1`` and
+threshold 1, write ``w_t = v_init + t z``; then ``v_t = w_t - n_t`` where ``n_t`` is the number of
+spikes so far, and by induction over the steps (``v`` gains at most 1 per step, so it crosses at
+most one threshold) ``n_t = floor(w_t)`` for ``">="`` (``v_t`` stays in ``[0, 1)``) and
+``n_t = max(0, ceil(w_t) - 1)`` for ``">"`` (``v_t`` in ``[0, 1]``); the two differ only where
+``w_t`` is a whole number. So the rate ``n_t / t`` is ``z + (v_init - v_t) / t``: ``z`` to within
+``1/t``, and within ``1/(2t)`` for ``v_init = 0.5``. Input above 1 gives a spike every step (the
+rate saturates at 1). Reset by subtraction keeps the remainder ``v_t``, so no input is lost
+(reset to zero would throw away up to one threshold per spike and bias every rate low);
+negative input drives ``v`` below zero and gives no spikes, which is the ReLU's zero.
+``v_init = 0.5`` (the default) centres the error, rounding ``t z`` to the nearest whole spike
+instead of down (Bu et al. 2022); ``v_init=0`` is the classic choice.
+``reset_timing="next"`` subtracts the threshold at the start of the next step instead (snnTorch's
+``reset_delay``): the same spikes in exact arithmetic, possibly not in float. The options exist
+so that a target framework can be met exactly: snnTorch needs ``v_init=0, reset_timing="next"``,
+SpikingJelly ``comparison=">="`` and ``readout="spikes"`` (docs/ann2snn.md).
+
+*Normalisation.* Pick a scale ``lambda_l`` per layer from the calibration data: the largest
+activation of ReLU ``l`` (``mode="max"``), a percentile ``p`` of its positive activations
+(``mode="99.9%"``: a few outliers no longer compress every other rate into a few spikes; what
+lies above saturates at one spike per step), or a fraction ``f`` of the largest
+(``mode=0.5``). Then ``W'_l = W_l lambda_{l-1} / lambda_l`` and ``b'_l = b_l / lambda_l``, with
+``lambda_0 = 1`` (the input is not rescaled). If layer ``l-1`` fires at rate
+``r_{l-1} ~ a_{l-1} / lambda_{l-1}``, layer ``l``'s mean input current is
+``(W_l a_{l-1} + b_l) / lambda_l``, so its rate is ``~ a_l / lambda_l``, clipped at 1: by
+induction every layer's rate, times ``lambda_l``, approximates its ReLU activation. Bias terms
+are a constant current each step.
+
+*Input.* The analog input ``x`` is applied unchanged as the first layer's input current at every
+time step: feed ``present(x, steps)``, i.e. ``x`` repeated ``T`` times along a new time axis
+(``[T, N, *x.shape[1:]]``).
+
+*Readout* (``readout=``). ``"integrate"`` (default): the last layer (no ReLU after it, as in a
+classifier's logits) becomes a non-spiking ``Integrator`` (``v = v + z``, gain 1, i.e. an LI with
+beta 1) fed by ``W_L lambda_{L-1} s + b_L``; after ``T`` steps ``v / T`` approximates the ANN's
+output itself (unclipped, negative values included), so ``argmax(v)`` is the prediction. This is
+the most accurate readout: it never saturates and has no spike-count ties. If the network ends
+with a ReLU, the integrator sums that last IF layer's spikes with gain ``lambda_L`` instead.
+``"spikes"``: the last layer spikes too (normalised like the others, by the statistics of
+``relu`` of the output), and the prediction is the neuron with the most spikes; positive outputs
+only, ties possible, a little less accurate.
+
+Graph metadata ``"ann"`` records the options and each layer's ``lambda``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+import hub
+from hub.errors import FormatError, HubError, UnsupportedError
+
+MODES_HELP = ("mode='max', a percentile string like '99.9%', or a fraction of the maximum in "
+              "(0, 1] like 0.5")
+#: At most this many positive activations per layer are kept for a percentile; beyond it a
+#: uniform random sample of them is kept (the maximum is always exact).
+MAX_SAMPLES = 1 << 24
+#: Node types the converter produces.
+PRODUCES = frozenset({"Input", "Output", "Conv1d", "Conv2d", "Affine", "AvgPool2d", "MaxPool2d",
+                      "Flatten", "IF", "Integrator"})
+
+
+class ANNFormat(hub.Format):
+    name = "ann"
+    aliases = ("relu",)
+    description = ("trained torch ReLU networks, converted to rate-coded IF networks with "
+                   "calibration data (import only)")
+    requires = ("torch",)
+    install_hint = "torch"
+    load_options = ("calibration", "mode", "maxpool", "readout", "comparison", "v_init",
+                    "reset_timing", "progress")
+    imports = PRODUCES
+
+    def recognizes(self, obj: Any) -> bool:
+        """A torch module built only from layers this converter takes, with at least one ReLU."""
+        import torch.nn as nn
+
+        if not isinstance(obj, nn.Module):
+            return False
+        leaves = [m for m in obj.modules() if not list(m.children())]
+        return (any(isinstance(m, nn.ReLU) for m in leaves)
+                and all(isinstance(m, _known_leaves()) for m in leaves))
+
+    def load(self, obj: Any, calibration: Any = None, mode: str | float = "99.9%",
+             maxpool: str = "refuse", readout: str = "integrate", comparison: str = ">",
+             v_init: float = 0.5, reset_timing: str = "same",
+             progress: bool | None = None) -> hub.Graph:
+        return convert(obj, calibration, mode=mode, maxpool=maxpool, readout=readout,
+                       comparison=comparison, v_init=v_init, reset_timing=reset_timing,
+                       progress=progress)
+
+
+# -- the public helpers ------------------------------------------------------------------------
+
+
+def convert(model: Any, calibration: Any, *, mode: str | float = "99.9%",
+            maxpool: str = "refuse", readout: str = "integrate", comparison: str = ">",
+            v_init: float = 0.5, reset_timing: str = "same",
+            progress: bool | None = None) -> hub.Graph:
+    """Convert the ReLU network ``model`` with ``calibration`` data (module docstring).
+
+    ``calibration`` is an iterable of input batches ``[N, *in]`` or of ``(x, y, ...)`` tuples
+    (a ``DataLoader``), or one tensor holding a batch. ``progress`` shows a bar during
+    calibration: ``None`` shows it on a terminal only.
+    """
+    fraction, percentile = _parse_mode(mode)
+    if maxpool not in ("refuse", "approximate"):
+        raise HubError(f"maxpool={maxpool!r}: expected 'refuse' (the default) or 'approximate'")
+    if readout not in ("integrate", "spikes"):
+        raise HubError(f"readout={readout!r}: expected 'integrate' (the default) or 'spikes'")
+    if comparison not in (">", ">="):
+        raise HubError(f"comparison={comparison!r}: expected '>' (the default) or '>='")
+    if reset_timing not in ("same", "next"):
+        raise HubError(f"reset_timing={reset_timing!r}: expected 'same' (the default) or 'next'")
+    if isinstance(v_init, bool) or not isinstance(v_init, (int, float)) \
+            or not 0.0 <= float(v_init) < 1.0:
+        raise HubError(f"v_init={v_init!r}: expected a number in [0, 1), a fraction of the "
+                       "threshold (0.5 centres the rate error, 0 is the classic choice)")
+    if calibration is None:
+        raise HubError("the 'ann' format needs calibration=<data>: an iterable of input batches "
+                       "(or (x, y) tuples, e.g. a DataLoader) to measure each layer's activations")
+    batches = _batches(calibration)
+    first = next(batches, None)
+    if first is None:
+        raise HubError("calibration: the data loader is empty; give it at least one batch")
+    steps = trace(model, first, maxpool=maxpool)
+    layers = _layers(steps)
+    if not any(layer.relu is not None for layer in layers):
+        raise UnsupportedError("the network has no ReLU, so it is not a ReLU network; only "
+                               "ReLU activations have a rate-coded IF equivalent")
+    stats = _calibrate(layers, first, batches, percentile=percentile is not None,
+                       show=progress, spikes_out=readout == "spikes",
+                       total=_samples(calibration))
+    scales = [None if s is None else s.scale(fraction, percentile, name)
+              for s, name in zip(stats, (layer.name for layer in layers))]
+    return _build(layers, scales, tuple(first.shape[1:]), mode=mode, readout=readout,
+                  comparison=comparison, v_init=float(v_init), reset_timing=reset_timing)
+
+
+def present(x: Any, steps: int) -> Any:
+    """The analog input ``x`` (``[N, *in]``) as a constant current for ``steps`` time steps."""
+    import torch
+
+    x = torch.as_tensor(x)
+    return x.unsqueeze(0).expand(steps, *x.shape)
+
+
+def folded(model: Any, example: Any, *, maxpool: str = "refuse") -> Any:
+    """The network as the converter sees it: an ``nn.Sequential`` with batch norm folded into
+    the layers before it, dropout and identities gone, and adaptive pooling as ``AvgPool2d``.
+    It computes what ``model`` computes in eval mode, up to float rounding. ``example`` is one
+    input batch, for tracing shapes."""
+    import torch.nn as nn
+
+    steps = trace(model, _as_batch(example, "example"), maxpool=maxpool)
+    return nn.Sequential(OrderedDict((_node_name(s), s.module) for s in steps))
+
+
+# -- reading the network -----------------------------------------------------------------------
+
+
+@dataclass
+class _Step:
+    """One operation of the chain: ``name`` in the ANN, what it is, a torch module doing it."""
+
+    name: str
+    kind: str  # "weight", "relu", "avgpool", "maxpool", "flatten"
+    module: Any
+    bn: str | None = None  # the batch norm folded into it
+
+
+@dataclass
+class _Layer:
+    """The affine ops up to a ReLU (or to the end), and that ReLU."""
+
+    ops: list[_Step]
+    relu: _Step | None
+    name: str = ""
+    weight: _Step | None = field(default=None)
+
+
+def _known_leaves() -> tuple[type, ...]:
+    import torch.nn as nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
+            nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Dropout,
+            nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
+
+
+def trace(model: Any, example: Any, *, maxpool: str = "refuse") -> list[_Step]:
+    """The chain of operations of ``model`` (a copy, in eval mode, batch norm folded)."""
+    import torch
+    import torch.fx
+    import torch.nn as nn
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    if not isinstance(model, nn.Module):
+        raise FormatError(f"the 'ann' format converts torch.nn.Module networks, got "
+                          f"{type(model).__name__}")
+    net = copy.deepcopy(model).eval()
+    try:
+        gm = torch.fx.symbolic_trace(net)
+    except Exception as e:
+        raise UnsupportedError(f"torch.fx cannot trace {type(model).__name__}: "
+                               f"{type(e).__name__}: {e}. Pass an nn.Sequential, or a module "
+                               "whose forward has no data-dependent control flow") from None
+    example = example.to(_device(net), torch.float32)
+    gm = gm.float()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except Exception as e:
+        raise FormatError(f"running {type(model).__name__} on a calibration batch of shape "
+                          f"{list(example.shape)} failed: {type(e).__name__}: {e}") from None
+
+    steps: list[_Step] = []
+    current = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if current is not None:
+                raise UnsupportedError("the network takes several inputs; only one is supported",
+                                       node=node.name)
+            current = node
+            continue
+        if node.op == "output":
+            if node.args[0] is not current:
+                raise UnsupportedError("the network's output is not the end of its chain of "
+                                       "layers (several outputs, or a tuple); return one tensor",
+                                       node=node.name)
+            break
+        if node.op == "get_attr":
+            raise UnsupportedError(f"the forward uses the tensor {node.target!r} directly; only "
+                                   "layers (modules) and activations can be converted",
+                                   node=node.name)
+        if _meta(node) is None:  # x.size(0) and the like: plain numbers for a reshape
+            if isinstance(node.meta.get("tensor_meta"), (tuple, list)):
+                raise UnsupportedError(f"{_describe(gm, node)} returns several tensors; the "
+                                       f"'ann' format takes {_SUPPORTED}", node=_where(node))
+            continue
+        tensors = [a for a in node.all_input_nodes if _meta(a) is not None]
+        if tensors != [current]:
+            raise UnsupportedError(
+                f"{_describe(gm, node)} takes {', '.join(repr(a.name) for a in tensors) or 'no'}"
+                f" tensor input(s) where the chain has {current.name!r}; only chains of layers "
+                "convert (no skip connections, concatenations or additions)", node=_where(node))
+        step = _step(gm, node, current, maxpool)
+        if step is not None and step.kind == "bn":
+            _fold(steps, step, node)
+        elif step is not None:
+            steps.append(step)
+        current = node
+    return steps
+
+
+def _meta(node: Any) -> Any:
+    from torch.fx.passes.shape_prop import TensorMetadata
+
+    meta = node.meta.get("tensor_meta")
+    return meta if isinstance(meta, TensorMetadata) else None
+
+
+def _where(node: Any) -> str:
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+def _describe(gm: Any, node: Any) -> str:
+    if node.op == "call_module":
+        return f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+    if node.op == "call_method":
+        return f"method call .{node.target}() ({node.name!r})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"function {target}() ({node.name!r})"
+
+
+_SUPPORTED = ("Conv1d, Conv2d, Linear, BatchNorm1d/2d right after a convolution or linear layer, "
+              "ReLU, AvgPool2d, AdaptiveAvgPool2d (sizes that divide), MaxPool2d (with "
+              "maxpool='approximate'), Flatten/view/reshape, Dropout, Identity")
+
+
+def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
+    """The step for one traced call, ``None`` for those that vanish in eval mode."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    name = _where(node)
+    in_shape, out_shape = tuple(_meta(current).shape), tuple(_meta(node).shape)
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                            nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Identity)):
+            return None
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            return _Step(name, "weight", _weight_copy(mod, name, in_shape))
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return _Step(name, "bn", mod)
+        if isinstance(mod, nn.ReLU):
+            return _Step(name, "relu", nn.ReLU())
+        if isinstance(mod, nn.AvgPool2d):
+            if mod.divisor_override is not None:
+                raise UnsupportedError("divisor_override has no canonical equivalent",
+                                       node=name, field="divisor_override")
+            return _pool(name, "avgpool", mod.kernel_size, mod.stride, mod.padding, in_shape,
+                         out_shape, exclude_pad=not mod.count_include_pad)
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            return _adaptive(name, in_shape, out_shape)
+        if isinstance(mod, nn.MaxPool2d):
+            if mod.return_indices or _pair(mod.dilation) != (1, 1):
+                raise UnsupportedError("max pooling with dilation or return_indices cannot be "
+                                       "converted", node=name)
+            _maxpool_allowed(name, maxpool)
+            return _pool(name, "maxpool", mod.kernel_size, mod.stride, mod.padding, in_shape,
+                         out_shape)
+        if isinstance(mod, nn.Flatten):
+            return _flatten(name, in_shape, out_shape, node)
+        if isinstance(mod, tuple(_activations())):
+            raise UnsupportedError(
+                f"{type(mod).__name__} activation cannot be converted: only ReLU has a "
+                "rate-coded IF equivalent (an IF neuron's rate is a ReLU clipped at one spike "
+                "per step); retrain with nn.ReLU", node=name)
+        raise UnsupportedError(f"{type(mod).__name__} cannot be converted to spiking neurons; "
+                               f"the 'ann' format takes {_SUPPORTED}", node=name)
+    target = node.target
+    if node.op == "call_function" and target in (F.relu, torch.relu, torch.relu_) \
+            or node.op == "call_method" and target in ("relu", "relu_"):
+        return _Step(name, "relu", nn.ReLU())
+    if node.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d,
+                                                 F.alpha_dropout):
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        if training is not False:
+            raise UnsupportedError("functional dropout with training=True drops units even in "
+                                   "eval mode; pass training=self.training", node=name)
+        return None
+    if node.op == "call_method" and target in ("contiguous", "clone"):
+        return None
+    if node.op == "call_function" and target in (torch.flatten, torch.reshape) \
+            or node.op == "call_method" and target in ("flatten", "view", "reshape"):
+        return _flatten(name, in_shape, out_shape, node)
+    if node.op == "call_function" and target in (F.max_pool2d, torch.max_pool2d):
+        _maxpool_allowed(name, maxpool)
+        raise UnsupportedError("the functional max_pool2d cannot be converted; use "
+                               "nn.MaxPool2d", node=name)
+    if node.op == "call_function" and target in (operator.add, torch.add, torch.cat,
+                                                 operator.mul, torch.mul):
+        raise UnsupportedError(f"{_describe(gm, node)}: arithmetic on activations (skip "
+                               "connections, scaling) cannot be converted; only chains of "
+                               f"{_SUPPORTED}", node=name)
+    fname = getattr(target, "__name__", str(target))
+    if fname in _ACTIVATION_FUNCTIONS:
+        raise UnsupportedError(f"{fname} activation cannot be converted: only ReLU has a "
+                               "rate-coded IF equivalent; retrain with ReLU", node=name)
+    raise UnsupportedError(f"{_describe(gm, node)} cannot be converted to spiking neurons; the "
+                           f"'ann' format takes {_SUPPORTED}", node=name)
+
+
+def _activations() -> list[type]:
+    import torch.nn as nn
+    import torch.nn.modules.activation as act
+
+    return [c for c in vars(act).values()
+            if isinstance(c, type) and issubclass(c, nn.Module) and c is not nn.Module]
+
+
+_ACTIVATION_FUNCTIONS = {"sigmoid", "tanh", "gelu", "silu", "elu", "selu", "celu", "leaky_relu",
+                         "relu6", "hardtanh", "softplus", "softmax", "log_softmax", "mish",
+                         "hardswish", "hardsigmoid", "prelu", "softsign", "tanhshrink",
+                         "threshold", "logsigmoid", "rrelu", "glu"}
+
+
+def _maxpool_allowed(name: str, maxpool: str) -> None:
+    if maxpool != "approximate":
+        raise UnsupportedError(
+            "max pooling has no exact rate-coded equivalent. Pass maxpool='approximate' to take "
+            "the maximum over each window of the incoming spikes (which fires at least as often "
+            "as the busiest input, more when inputs fire out of step), or retrain with "
+            "nn.AvgPool2d", node=name)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _pool(name: str, kind: str, kernel: Any, stride: Any, padding: Any, in_shape: tuple,
+          out_shape: tuple, exclude_pad: bool = False) -> _Step:
+    import torch.nn as nn
+
+    if len(in_shape) != 4:
+        raise UnsupportedError(f"2-d pooling of a {len(in_shape) - 1}-d sample cannot be "
+                               "converted; only [C, H, W] inputs", node=name)
+    kernel = _pair(kernel)
+    stride = _pair(stride) if stride not in (None, ()) else kernel
+    padding = _pair(padding)
+    floor = tuple((n + 2 * p - k) // s + 1
+                  for n, k, s, p in zip(in_shape[2:], kernel, stride, padding))
+    if floor != tuple(out_shape[2:]):  # ceil_mode added a partial window
+        raise UnsupportedError(f"ceil_mode gives output {list(out_shape[2:])} where the canonical "
+                               f"pooling gives {list(floor)}; use ceil_mode=False", node=name,
+                               field="ceil_mode")
+    if exclude_pad and any(padding):
+        raise UnsupportedError("count_include_pad=False with padding cannot be converted; the "
+                               "canonical AvgPool2d counts the padding", node=name,
+                               field="count_include_pad")
+    module = (nn.AvgPool2d(kernel, stride, padding) if kind == "avgpool"
+              else nn.MaxPool2d(kernel, stride, padding))
+    return _Step(name, kind, module)
+
+
+def _adaptive(name: str, in_shape: tuple, out_shape: tuple) -> _Step:
+    sizes, outs = in_shape[2:], out_shape[2:]
+    if len(sizes) != 2 or any(n % o for n, o in zip(sizes, outs)):
+        raise UnsupportedError(f"adaptive average pooling from {list(sizes)} to {list(outs)} "
+                               "has windows of different sizes; only sizes that divide map to "
+                               "AvgPool2d", node=name)
+    kernel = tuple(n // o for n, o in zip(sizes, outs))
+    return _pool(name, "avgpool", kernel, kernel, (0, 0), in_shape, out_shape)
+
+
+def _flatten(name: str, in_shape: tuple, out_shape: tuple, node: Any) -> _Step | None:
+    """A reshape that merges consecutive sample axes, as a Flatten; ``None`` if it is a no-op."""
+    import torch.nn as nn
+
+    if in_shape == out_shape:
+        return None
+    lead = 0
+    while lead < min(len(in_shape), len(out_shape)) and in_shape[lead] == out_shape[lead]:
+        lead += 1
+    tail = 0
+    while (tail < min(len(in_shape), len(out_shape)) - lead
+           and in_shape[-1 - tail] == out_shape[-1 - tail]):
+        tail += 1
+    merged = in_shape[lead:len(in_shape) - tail]
+    if (lead < 1 or len(out_shape) - lead - tail != 1
+            or math.prod(merged) != out_shape[lead]):
+        raise UnsupportedError(f"the reshape from {list(in_shape)} to {list(out_shape)} is not a "
+                               "flattening of sample axes (the batch axis must stay first)",
+                               node=name)
+    end = len(in_shape) - tail - 1
+    return _Step(name, "flatten", nn.Flatten(lead, end))
+
+
+def _device(net: Any) -> Any:
+    import torch
+
+    for p in net.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
+    """A float32 copy of a convolution or linear layer in the form the canonical nodes have."""
+    import torch
+    import torch.nn as nn
+
+    if isinstance(mod, nn.Linear):
+        new = nn.Linear(mod.in_features, mod.out_features, bias=True)
+    else:
+        if mod.padding_mode != "zeros":
+            raise UnsupportedError(f"padding_mode={mod.padding_mode!r} cannot be converted; "
+                                   "only zero padding", node=name, field="padding_mode")
+        padding = mod.padding
+        if isinstance(padding, str):
+            padding = _explicit_padding(mod, name, padding)
+        cls = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Conv1d
+        new = cls(mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride,
+                  padding=padding, dilation=mod.dilation, groups=mod.groups, bias=True)
+    with torch.no_grad():
+        new.weight.copy_(mod.weight.detach().float())
+        if mod.bias is not None:
+            new.bias.copy_(mod.bias.detach().float())
+        else:
+            new.bias.zero_()
+    for p in new.parameters():
+        p.requires_grad_(False)
+    return new.to(mod.weight.device)
+
+
+def _explicit_padding(mod: Any, name: str, padding: str) -> tuple[int, ...]:
+    if padding == "valid":
+        return (0,) * len(mod.kernel_size)
+    total = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size)]
+    if any(t % 2 for t in total):
+        raise UnsupportedError("padding='same' with an even kernel pads unevenly, which the "
+                               "canonical convolution cannot express", node=name, field="padding")
+    return tuple(t // 2 for t in total)
+
+
+def _fold(steps: list[_Step], bn_step: _Step, node: Any) -> None:
+    """Fold the eval-mode batch norm ``bn_step`` into the convolution or linear layer before it:
+    ``W' = W * g``, ``b' = (b - mean) * g + beta`` with ``g = gamma / sqrt(var + eps)``."""
+    import torch
+    import torch.nn as nn
+
+    bn, name = bn_step.module, bn_step.name
+    prev = steps[-1] if steps else None
+    if prev is None or prev.kind != "weight" or prev.bn is not None:
+        raise UnsupportedError("a BatchNorm folds only into the convolution or linear layer right "
+                               "before it; move it after one, or fold it by hand", node=name)
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise UnsupportedError("a BatchNorm without running statistics normalises with each "
+                               "batch's own statistics even in eval mode, so it cannot be folded",
+                               node=name, field="track_running_stats")
+    layer = prev.module
+    want = 4 if isinstance(layer, nn.Conv2d) else 3 if isinstance(layer, nn.Conv1d) else 2
+    if len(_meta(node).shape) != want or bn.num_features != layer.weight.shape[0]:
+        raise UnsupportedError(f"{type(bn).__name__}({bn.num_features}) does not fit "
+                               f"{prev.name!r} ({type(layer).__name__} with "
+                               f"{layer.weight.shape[0]} outputs)", node=name)
+    mean = bn.running_mean.detach().double()
+    var = bn.running_var.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
+    g = gamma / torch.sqrt(var + bn.eps)
+    with torch.no_grad():
+        w = layer.weight.double() * g.reshape(-1, *([1] * (layer.weight.dim() - 1)))
+        b = (layer.bias.double() - mean) * g + beta
+        layer.weight.copy_(w.float())
+        layer.bias.copy_(b.float())
+    prev.bn = name
+
+
+def _layers(steps: list[_Step]) -> list[_Layer]:
+    """Split the chain at its ReLUs; each part must hold exactly one weight layer."""
+    layers: list[_Layer] = []
+    ops: list[_Step] = []
+    for step in steps:
+        if step.kind != "relu":
+            ops.append(step)
+            continue
+        weights = [op for op in ops if op.kind == "weight"]
+        if not weights and layers and layers[-1].relu is not None:
+            # relu(pool(relu(x))) = pool(relu(x)): pooling and flattening keep signs
+            layers[-1].ops.extend(ops)
+            ops = []
+            continue
+        layers.append(_one_weight(ops, step))
+        ops = []
+    if ops:
+        layers.append(_one_weight(ops, None))
+    return layers
+
+
+def _one_weight(ops: list[_Step], relu: _Step | None) -> _Layer:
+    weights = [op for op in ops if op.kind == "weight"]
+    end = relu.name if relu is not None else "the output"
+    if not weights:
+        raise UnsupportedError(f"no convolution or linear layer comes before {end!r}; a ReLU "
+                               "straight on the input cannot be converted",
+                               node=relu.name if relu else None)
+    if len(weights) > 1:
+        raise UnsupportedError(f"{weights[0].name!r} and {weights[1].name!r} follow each other "
+                               f"with no ReLU between (before {end}); each spiking layer holds "
+                               "one weight layer. Merge them or put a ReLU between",
+                               node=weights[1].name)
+    return _Layer(ops, relu, name=relu.name if relu is not None else weights[0].name,
+                  weight=weights[0])
+
+
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def _as_batch(item: Any, where: str) -> Any:
+    import torch
+
+    if isinstance(item, (tuple, list)):
+        if not item:
+            raise HubError(f"{where} is an empty tuple; expected a batch or (x, y)")
+        item = item[0]
+    if isinstance(item, np.ndarray):
+        item = torch.from_numpy(item)
+    if not isinstance(item, torch.Tensor):
+        raise HubError(f"{where} is a {type(item).__name__}; expected a tensor [N, *in] or an "
+                       "(x, y) tuple")
+    if item.dim() < 2 or item.shape[0] == 0:
+        raise HubError(f"{where} has shape {list(item.shape)}; expected a batch [N, *in] with "
+                       "N >= 1 (add the batch axis)")
+    if not item.is_floating_point():
+        item = item.float()
+    if not bool(torch.isfinite(item).all()):
+        raise HubError(f"{where} contains NaN or infinite values")
+    return item.float()
+
+
+def _batches(calibration: Any) -> Iterable[Any]:
+    import torch
+
+    if isinstance(calibration, (torch.Tensor, np.ndarray)):
+        calibration = [calibration]
+    try:
+        items = iter(calibration)
+    except TypeError:
+        raise HubError(f"calibration: a {type(calibration).__name__} is not iterable; give a "
+                       "DataLoader, a list of batches, or one tensor") from None
+    return (_as_batch(item, f"calibration batch {i}") for i, item in enumerate(items))
+
+
+class _Stats:
+    """The largest activation of a layer, and a uniform sample of its positive ones."""
+
+    def __init__(self, keep: bool, seed: int) -> None:
+        self.max = 0.0
+        self.count = 0
+        self.keep = keep
+        self.samples: list[Any] = []
+        self.kept = 0
+        self.level = 0  # each value is kept with probability 2**-level
+        self.seed = seed
+        self.gen = None
+
+    def add(self, y: Any) -> None:
+        positive = y[y > 0].detach().float().flatten()
+        if not positive.numel():
+            return
+        self.count += positive.numel()
+        self.max = max(self.max, float(positive.max()))
+        if not self.keep:
+            return
+        positive = positive.cpu()
+        if self.level:
+            positive = positive[self._coins(positive.numel(), self.level)]
+        self.samples.append(positive)
+        self.kept += positive.numel()
+        while self.kept > MAX_SAMPLES:  # halve: every value now kept with probability 2**-level
+            self.level += 1
+            self.samples = [s[self._coins(s.numel(), 1)] for s in self.samples]
+            self.kept = sum(s.numel() for s in self.samples)
+
+    def _coins(self, n: int, level: int) -> Any:
+        import torch
+
+        if self.gen is None:
+            self.gen = torch.Generator().manual_seed(self.seed)
+        return torch.rand(n, generator=self.gen) < 0.5 ** level
+
+    def scale(self, fraction: float | None, percentile: float | None, name: str) -> float:
+        if self.count == 0:
+            raise HubError(f"layer {name!r} is never active on the calibration data (every "
+                           "output is <= 0), so no scale can be derived; the layer is dead or the "
+                           "calibration data does not reach it", node=name)
+        if percentile is not None:
+            values = np.concatenate([s.numpy() for s in self.samples]).astype(np.float64)
+            value = float(np.percentile(values, percentile)) if values.size else self.max
+            return value if value > 0 else self.max
+        return self.max * fraction
+
+
+def _samples(calibration: Any) -> int | None:
+    """How many samples a DataLoader (or one batch) holds, if it says; for the progress bar."""
+    dataset = getattr(calibration, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else int(calibration.shape[0])
+    except (TypeError, AttributeError, IndexError):
+        return None
+
+
+def _calibrate(layers: list[_Layer], first: Any, rest: Iterable[Any], *, percentile: bool,
+               show: bool | None, spikes_out: bool, total: int | None) -> list[_Stats | None]:
+    """Run the folded network over the calibration data; statistics per layer's ReLU (and of
+    ``relu(output)`` for a spiking readout)."""
+    import torch
+
+    stats = [_Stats(percentile, seed=i) if layer.relu is not None or spikes_out else None
+             for i, layer in enumerate(layers)]
+    device = layers[0].weight.module.weight.device
+    shape = tuple(first.shape[1:])
+    with _Progress(show, total) as bar, torch.no_grad():
+        for index, x in enumerate(_chain([first], rest)):
+            if tuple(x.shape[1:]) != shape:
+                raise HubError(f"calibration batch {index} has samples of shape "
+                               f"{list(x.shape[1:])}, the first had {list(shape)}")
+            y = x.to(device)
+            for layer, stat in zip(layers, stats):
+                for op in layer.ops + ([layer.relu] if layer.relu is not None else []):
+                    y = op.module(y)
+                    if not bool(torch.isfinite(y).all()):
+                        raise HubError(f"the output of {op.name!r} has NaN or infinite values on "
+                                       f"calibration batch {index}; check the weights and the "
+                                       "input", node=op.name)
+                if stat is not None:
+                    stat.add(torch.relu(y))
+            bar(x.shape[0])
+    return stats
+
+
+def _chain(*parts: Iterable[Any]) -> Iterable[Any]:
+    for part in parts:
+        yield from part
+
+
+class _Progress:
+    """A rich progress bar over the calibration samples, on stderr: shown on a terminal, or
+    wherever ``show`` is true; a finished bar stays only where it cannot be redrawn."""
+
+    def __init__(self, show: bool | None, total: int | None) -> None:
+        self.show = show
+        self.total = total
+        self.bar = None
+
+    def __enter__(self) -> Any:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        show = console.is_terminal if self.show is None else bool(self.show)
+        if not show:
+            return lambda n: None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("calibrating"), BarColumn(),
+                            TextColumn("{task.completed} samples"), TimeElapsedColumn(),
+                            console=console, transient=console.is_terminal)
+        self.bar.start()
+        task = self.bar.add_task("calibrating", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- building the graph ------------------------------------------------------------------------
+
+
+def _parse_mode(mode: Any) -> tuple[float | None, float | None]:
+    """``(fraction of the max, None)`` or ``(None, percentile)``."""
+    if isinstance(mode, str):
+        text = mode.strip().lower()
+        if text == "max":
+            return 1.0, None
+        match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", text)
+        if match:
+            p = float(match.group(1))
+            if 0 < p <= 100:
+                return None, p
+        raise HubError(f"mode={mode!r}: expected {MODES_HELP}")
+    if isinstance(mode, (int, float)) and not isinstance(mode, bool) \
+            and math.isfinite(mode) and 0 < mode <= 1:
+        return float(mode), None
+    raise HubError(f"mode={mode!r}: expected {MODES_HELP}")
+
+
+def _node_name(step: _Step, prefix: str = "") -> str:
+    name = re.sub(r"\W", "_", step.name)
+    if not name or not (name[0].isalpha() or name[0] == "_") or prefix:
+        kind = type(step.module).__name__.lower() if step.kind == "weight" else step.kind
+        name = f"{prefix or kind}_{name}"
+    return name
+
+
+def _build(layers: list[_Layer], scales: list[float | None], in_shape: tuple[int, ...], *,
+           mode: Any, readout: str, comparison: str, v_init: float,
+           reset_timing: str) -> hub.Graph:
+    graph = hub.Graph(metadata={"ann": {
+        "mode": mode if isinstance(mode, str) else float(mode), "readout": readout,
+        "comparison": comparison, "v_init": v_init, "reset_timing": reset_timing,
+        "input": "the analog input as a constant current at every step",
+        "scales": {}}})
+    graph.add("input", hub.Input(shape=in_shape))
+    last, prev_scale, used = "input", 1.0, {"input"}
+
+    def add(name: str, node: hub.Node) -> None:
+        nonlocal last
+        base, k = name, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        graph.add(name, node)
+        graph.connect(last, name)
+        last = name
+
+    for i, (layer, scale) in enumerate(zip(layers, scales)):
+        final = i == len(layers) - 1
+        spiking = scale is not None and (layer.relu is not None or readout == "spikes")
+        # a spiking layer's output is scaled by 1/scale; an integrating readout keeps ANN units
+        w_mul = prev_scale / scale if spiking else prev_scale
+        b_mul = 1.0 / scale if spiking else 1.0
+        for op in layer.ops:
+            add(_node_name(op), _node(op, w_mul, b_mul))
+        if spiking:
+            neuron = hub.IF(threshold=1.0, comparison=comparison, reset="subtract",
+                            reset_timing=reset_timing, v_init=v_init)
+            name = _node_name(layer.relu, "if") if layer.relu is not None else \
+                _node_name(layer.weight, "if")
+            add(name, neuron)
+            graph.metadata["ann"]["scales"][last] = scale
+            prev_scale = scale
+        else:
+            add("readout", hub.Integrator(gain=1.0))
+        if final and spiking and readout == "integrate":
+            add("readout", hub.Integrator(gain=prev_scale))
+    add("output", hub.Output())
+    return graph.validate()
+
+
+def _node(step: _Step, w_mul: float, b_mul: float) -> hub.Node:
+    mod = step.module
+    if step.kind == "weight":
+        w = (mod.weight.detach().double().cpu().numpy() * w_mul).astype(np.float32)
+        b = (mod.bias.detach().double().cpu().numpy() * b_mul).astype(np.float32)
+        kind = type(mod).__name__
+        if kind == "Linear":
+            return hub.Affine(weight=w, bias=b)
+        cls = hub.Conv2d if kind == "Conv2d" else hub.Conv1d
+        return cls(weight=w, bias=b, stride=mod.stride, padding=mod.padding,
+                   dilation=mod.dilation, groups=mod.groups)
+    if step.kind in ("avgpool", "maxpool"):
+        cls = hub.AvgPool2d if step.kind == "avgpool" else hub.MaxPool2d
+        return cls(kernel_size=_pair(mod.kernel_size), stride=_pair(mod.stride),
+                   padding=_pair(mod.padding))
+    # flatten: the module's axes count the batch; the canonical ones do not
+    end = mod.end_dim - 1 if mod.end_dim >= 0 else mod.end_dim
+    return hub.Flatten(start_dim=mod.start_dim - 1, end_dim=end)
+
+
+@hub.hookimpl
+def hub_register_formats(register) -> None:
+    register(ANNFormat())
+
