@@ -333,6 +333,124 @@ TOPOLOGIES: dict[str, Callable[..., hub.Graph]] = {
 }
 
 
+# -- Loihi topologies: what netx expresses, with per-layer LoihiCUBA parameters --------------
+
+
+def _loihi(i_decay: int, v_decay: int, threshold: int, bias: Any = 0) -> hub.LoihiCUBA:
+    return hub.LoihiCUBA(i_decay=i_decay, v_decay=v_decay, threshold=threshold, bias=bias)
+
+
+def _loihi_dense_linear(p: _Params) -> hub.Graph:
+    """``dense-loihi-cuba`` without the Affine's bias, which netx cannot hold with a decaying
+    current: Input(6) -> Linear -> LoihiCUBA(8) -> Linear -> LoihiCUBA(4)."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))),
+        ("fc1", hub.Linear(weight=p.weight(8, 6))),
+        ("n1", LOIHI_NEURONS["loihi-cuba"](p, 8)),
+        ("fc2", hub.Linear(weight=p.weight(4, 8))),
+        ("n2", LOIHI_NEURONS["loihi-cuba"](p, 4)),
+    )
+
+
+def _loihi_dense3(p: _Params) -> hub.Graph:
+    """Three dense layers, each neuron with its own decays and threshold, one with a bias."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(8,))),
+        ("fc1", hub.Linear(weight=p.weight(12, 8))),
+        ("n1", _loihi(4096, 512, 3)),
+        ("fc2", hub.Linear(weight=p.weight(10, 12))),
+        ("n2", _loihi(2048, 128, 4, bias=p.rng.integers(-2, 3, size=10))),
+        ("fc3", hub.Linear(weight=p.weight(4, 10))),
+        ("n3", _loihi(512, 1024, 5)),
+    )
+
+
+def _loihi_recurrent(p: _Params) -> hub.Graph:
+    """netx's ``dense_rec``: a dense layer whose spikes return through ``rec`` a step later."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(4,)), "fc1": hub.Linear(weight=p.weight(6, 4)),
+         "n1": _loihi(1024, 256, 3), "rec": hub.Linear(weight=p.weight(6, 6)),
+         "fc2": hub.Linear(weight=p.weight(3, 6)), "n2": _loihi(4096, 1024, 2),
+         "output": hub.Output()},
+        [("input", "fc1"), ("fc1", "n1"), ("n1", "rec"), ("rec", "n1"), ("n1", "fc2"),
+         ("fc2", "n2"), ("n2", "output")])
+
+
+def _loihi_conv(p: _Params) -> hub.Graph:
+    """conv -> flatten -> dense; the conv layer's neuron has a bias per channel."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 2, 3, 3), padding=(1, 1))),
+        ("n1", _loihi(1024, 256, 6, bias=p.rng.integers(-1, 2, size=(4, 1, 1)))),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(5, 144))),
+        ("n2", _loihi(4096, 1024, 8)),
+    )
+
+
+def _loihi_conv_strided(p: _Params) -> hub.Graph:
+    """A grouped conv with stride, dilation and unequal padding, then flatten -> dense."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 7, 7))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 1, 3, 3), stride=(2, 2), dilation=(1, 2),
+                            groups=2, padding=(1, 2))),
+        ("n1", _loihi(2048, 64, 3)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(3, 64))),
+        ("n2", _loihi(4096, 512, 6)),
+    )
+
+
+def _loihi_pool(p: _Params) -> hub.Graph:
+    """A sum pool with its own neuron (netx's writer lowers it to a depthwise conv layer)."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 2, 3, 3), padding=(1, 1))),
+        ("n1", _loihi(4096, 1024, 3)),
+        ("pool", hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2))),
+        ("n2", _loihi(4096, 2048, 1)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(5, 36))),
+        ("n3", _loihi(1024, 512, 6)),
+    )
+
+
+def _loihi_deep(p: _Params) -> hub.Graph:
+    """conv -> pool -> conv -> flatten -> dense, five Loihi layers (the pool one lowered)."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 8, 8))),
+        ("conv1", hub.Conv2d(weight=p.weight(4, 2, 3, 3), padding=(1, 1))),
+        ("n1", _loihi(4096, 1024, 3)),
+        ("pool", hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2))),
+        ("n2", _loihi(4096, 4096, 1)),
+        ("conv2", hub.Conv2d(weight=p.weight(6, 4, 3, 3), padding=(1, 1))),
+        ("n3", _loihi(2048, 512, 4)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(5, 96))),
+        ("n4", _loihi(4096, 1024, 8)),
+    )
+
+
+def _loihi_pool_folded(p: _Params) -> hub.Graph:
+    """The zoo's ``conv2d-sumpool`` with Loihi neurons: the conv's bias reaches a neuron whose
+    current clears each step, and pool -> flatten -> dense is folded into one dense layer."""
+    return _conv2d(p, lambda p, n: _loihi(4096, 1024, 2))
+
+
+#: Loihi topologies for the fixed tier: name -> (builder, description). Appended after the
+#: Loihi neuron cases with their own seeds, so that no earlier case changes.
+LOIHI_TOPOLOGIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense-loihi-cuba-linear": (_loihi_dense_linear, "loihi-cuba neurons, no synapse bias"),
+    "dense3-loihi": (_loihi_dense3, "three Loihi dense layers, per-layer parameters, a bias"),
+    "recurrent-loihi": (_loihi_recurrent, "Loihi recurrent dense layer (netx dense_rec)"),
+    "conv2d-loihi": (_loihi_conv, "Loihi conv -> flatten -> dense, a bias per channel"),
+    "conv2d-strided-loihi": (_loihi_conv_strided, "Loihi grouped, strided, dilated conv"),
+    "conv2d-sumpool-loihi": (_loihi_pool_folded, "Loihi conv, sum pool folded into dense"),
+    "sumpool-layer-loihi": (_loihi_pool, "Loihi sum pool with its own neuron layer"),
+    "conv-pool-conv-loihi": (_loihi_deep, "Loihi conv -> pool -> conv -> flatten -> dense"),
+}
+
+
 # -- the tiers ------------------------------------------------------------------------------
 
 
@@ -400,6 +518,8 @@ def fixed_cases() -> Iterator[Case]:
     for seed, (name, neuron) in enumerate(LOIHI_NEURONS.items(), start=500):
         yield _case(f"dense-{name}", "fixed", _Integer, lambda p: _dense(p, neuron), seed, True,
                     f"{name} neurons (Loihi fixed point)")
+    for seed, (name, (build, description)) in enumerate(LOIHI_TOPOLOGIES.items(), start=510):
+        yield _case(name, "fixed", _Integer, build, seed, True, description)
 
 
 def paper_dir() -> Path | None:

@@ -46,6 +46,7 @@ from .nodes import (
 )
 from .plugin_manager import PluginWarning, plugins
 from .simulate import KernelWarning, Simulator, simulate
+from . import qat
 
 __version__ = "0.1.0"
 

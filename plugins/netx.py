@@ -44,7 +44,9 @@ with unit weights, and a ``SumPool2d`` followed by ``Flatten`` and a dense layer
 that layer's weights; both are exact integer rewrites.
 
 A file written here carries hdf5 attributes under ``hub.*`` (which netx ignores) that say which
-canonical node a layer came from, so hub -> netx -> hub gives back the identical graph.
+canonical node a layer came from (``hub.folded``: the nodes folded into a dense layer, restored on
+reading while they still fold to the file's weights), so hub -> netx -> hub gives back the
+identical graph.
 
 ``run(path, x)`` runs the file in Lava's netx on the Loihi fixed-point simulator through
 ``hub_plugins.lava.run_netx`` (the Lava environment ``.venv-lava``); see ``docs/loihi.md``.
@@ -78,8 +80,14 @@ DEFAULT_NEURON = {"iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17}
 ATTR_OP = "hub.op"
 ATTR_BIAS = "hub.bias"
 ATTR_NEURON = "hub.neuron"
+ATTR_FOLDED = "hub.folded"
+#: The graph's metadata (its ``dt``, ...) as JSON on the file's root, for the round trip.
+ATTR_METADATA = "hub.metadata"
 #: Longest ``hub.neuron`` attribute read back: one node's plain data.
 MAX_ATTR = 1 << 16
+#: Largest ``inputs**2`` for which a folded layer's nodes are restored on reading (refolding
+#: runs them on the unit basis: 128 MiB of float64 at this size).
+MAX_UNFOLD = 1 << 24
 
 
 class QuantizationWarning(UserWarning):
@@ -133,6 +141,8 @@ class NetxFormat(hub.Format):
                 warnings.warn(QuantizationWarning(_summary(report)), stacklevel=2)
         layers = plan_layers(graph)
         with h5py.File(path, "w") as f:
+            if graph.metadata:
+                f.attrs[ATTR_METADATA] = json.dumps(graph.metadata)
             group = f.create_group("layer")
             for index, layer in enumerate(layers):
                 _write_layer(group.create_group(str(index)), layer)
@@ -288,7 +298,8 @@ def _read(f: h5py.File) -> hub.Graph:
                                                        bias=bias.astype(np.float32))))
                 bias = None
             else:
-                nodes.append((f"fc{index}", hub.Linear(weight=weight)))
+                nodes[:] = _unfold(layer, nodes, weight, index) or [
+                    *nodes, (f"fc{index}", hub.Linear(weight=weight))]
             neuron = _restore(layer, _neuron(layer, where, bias))
             nodes.append((f"n{index}", neuron))
             if kind == "dense_rec":
@@ -375,7 +386,23 @@ def _read(f: h5py.File) -> hub.Graph:
     if int(np.prod(expected)) != int(np.prod(got)):
         raise FormatError(f"layer {keys[-1]}: key 'shape' says {list(expected)}, but the layers "
                           f"give {list(got)}")
+    graph.metadata.update(_metadata(f))
     return graph
+
+
+def _metadata(f: h5py.File) -> dict[str, Any]:
+    """The graph metadata snn-hub stored on the root (``{}`` for files other tools wrote)."""
+    if ATTR_METADATA not in f.attrs:
+        return {}
+    text = f.attrs[ATTR_METADATA]
+    try:
+        data = json.loads(text.decode() if isinstance(text, bytes) else str(text))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise FormatError(f"root attribute {ATTR_METADATA!r} is not a JSON object; delete it "
+                          "to read the file without snn-hub's metadata")
+    return data
 
 
 def _restore(layer: h5py.Group, neuron: LoihiCUBA) -> hub.Node:
@@ -390,6 +417,41 @@ def _restore(layer: h5py.Group, neuron: LoihiCUBA) -> hub.Node:
     except (HubError, ValueError, TypeError, RecursionError):
         return neuron  # an attribute someone edited: the file's own neuron is what netx runs
     return original if same else neuron
+
+
+def _unfold(layer: h5py.Group, nodes: list[tuple[str, hub.Node]], weight: np.ndarray,
+            index: int) -> list[tuple[str, hub.Node]] | None:
+    """The nodes before a dense layer that the writer folded into its weights (its
+    ``hub.folded`` attribute), replacing the file's flatten, if they still fold to exactly the
+    file's weights; otherwise ``None`` (the file's dense layer is what netx runs)."""
+    text = _attr(layer, ATTR_FOLDED)
+    if not text or len(text) > MAX_ATTR:
+        return None
+    before = nodes[:-1] if isinstance(nodes[-1][1], hub.Flatten) else nodes
+    try:
+        ops = [hub.node_from_dict(d) for d in json.loads(text)]
+        if not ops or not all(isinstance(op, (hub.Conv2d, hub.SumPool2d, hub.Flatten,
+                                               hub.Linear, hub.Affine)) for op in ops):
+            return None
+        in_shape = tuple(hub.Graph.chain(*before).plan().output_shapes[before[-1][0]])
+        if int(np.prod(in_shape)) != weight.shape[1] or weight.shape[1] ** 2 > MAX_UNFOLD:
+            return None
+        folded = _fold([(str(i), op) for i, op in enumerate(ops)], in_shape)
+    except (HubError, ValueError, TypeError, KeyError, RecursionError, RuntimeError):
+        return None  # an attribute someone edited: the file's own layer is what netx runs
+    if folded.shape != weight.shape or not np.array_equal(folded, weight):
+        return None
+    prefixes = {"Conv2d": "conv", "SumPool2d": "pool", "Flatten": "flat", "Linear": "fc",
+                "Affine": "fc"}
+    taken = {name for name, _ in before}
+    restored = []
+    for op in ops:
+        name = base = f"{prefixes[op.type]}{index}"
+        while name in taken:
+            name = f"{base}_{len(taken)}"
+        taken.add(name)
+        restored.append((name, op))
+    return [*before, *restored]
 
 
 def _attr(layer: h5py.Group, key: str) -> str:
@@ -449,7 +511,7 @@ def netx_weights_exact(weight: np.ndarray) -> str | None:
     elif lo >= 0:
         mode, signed, scale = "excitatory", 0, 255 / hi
     else:
-        mode, signed, scale = "mixed", 1, min(127 / hi, -128 / lo)
+        mode, signed, scale = "mixed", 1, min(127 / hi if hi else np.inf, -128 / lo)
     scale_bits = int(np.floor(np.log2(scale))) + signed
     n = 8
     while n > 0 and (w % (1 << n)).any():
@@ -726,7 +788,9 @@ def _layer(ops: list[tuple[str, hub.Node]], name: str, neuron: LoihiCUBA,
                 "outFeatures": np.int64(weight.shape[0]), "weight": weight.astype(np.float32)}
         if bias is not None:
             data["bias"] = bias
-        out.append(Layer("dense", data, neuron))
+        # what was folded, so that hub -> netx -> hub gives back the same nodes
+        attrs[ATTR_FOLDED] = json.dumps([op.to_dict() for _, op in ops])
+        out.append(Layer("dense", data, neuron, attrs))
         return out
     raise UnsupportedError(f"netx has no layer for {' -> '.join(k.__name__ for k in kinds)} "
                            "before a neuron", node=ops[0][0])

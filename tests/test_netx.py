@@ -69,6 +69,26 @@ def test_round_trip_is_identical(tmp_path, build):
     assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
 
 
+def test_graph_metadata_survives_the_file(tmp_path):
+    """The graph's dt travels with the file, so netx -> NIR needs no --dt; other tools'
+    files (no metadata) read as before, and malformed metadata is refused by name."""
+    rng = np.random.default_rng(8)
+    g = hub.Graph.chain(("input", hub.Input(shape=(6,))), ("fc", hub.Linear(weight=_w(rng, 8, 6))),
+                        ("n1", hub.IF(threshold=2.0)), metadata={"dt": 2.0 ** -10})
+    path = hub.save(g, to="netx", out=tmp_path / "net.net")
+    back = hub.load(path)
+    assert back.metadata == g.metadata
+    hub.convert(back, to="nir")  # NIR export needs the dt
+    with h5py.File(path, "a") as f:
+        del f.attrs[netx.ATTR_METADATA]
+    assert hub.load(path).metadata == {}
+    with h5py.File(path, "a") as f:
+        f.attrs[netx.ATTR_METADATA] = "[1, 2]"
+    with pytest.raises(hub.FormatError, match="'hub.metadata' is not a JSON object") as e:
+        hub.load(path)
+    assert e.value.file == str(path)
+
+
 def test_layers_are_written_as_slayer_writes_them(tmp_path):
     path = hub.save(_conv_net(np.random.default_rng(0)), to="netx", out=tmp_path / "n.net")
     with h5py.File(path) as f:
@@ -113,6 +133,30 @@ def test_pool_lowering_is_exact(tmp_path):
         want = hub.simulate(g, x)
         assert 0 < float(want.mean()) < 1
         assert torch.equal(hub.simulate(lowered, x), want)
+
+
+def test_folded_pooling_reads_back_as_written(tmp_path):
+    """pool -> flatten -> dense, folded into one dense layer, reads back as the original nodes
+    (the ``hub.folded`` attribute), unless the file's weights no longer match them."""
+    rng = np.random.default_rng(6)
+    g = hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=_w(rng, 3, 2, 3, 3), padding=(1, 1))),
+        ("n1", LoihiCUBA(i_decay=800, v_decay=256, threshold=2)),
+        ("pool", hub.SumPool2d(kernel_size=(2, 2), stride=(2, 2))),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=_w(rng, 5, 27))),
+        ("n2", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3)))
+    path = hub.save(g, to="netx", out=tmp_path / "f.net")
+    assert different(g, hub.load(path)) is None
+    with h5py.File(path, "r+") as f:
+        weight = f["layer/3/weight"]
+        weight[0, 0] = weight[0, 0] + 1
+        written = weight[()]
+    edited = hub.load(path)  # the file's dense layer, which is what netx runs
+    dense = [n for _, n in edited.walk() if isinstance(n, hub.Linear)]
+    assert [n.type for _, n in edited.walk()].count("SumPool2d") == 0
+    assert len(dense) == 1 and np.array_equal(dense[0].weight, written)
 
 
 def _refused(g, node, field):
@@ -173,6 +217,9 @@ def test_weight_check_replays_netx_optimisation():
     # all-negative weights with a power-of-two minimum: netx clips -256 to -255, then truncates
     assert "inhibitory" in netx.netx_weights_exact(np.array([[-1, -1]]))
     assert "all-zero" in netx.netx_weights_exact(np.zeros((2, 2)))
+    # no positive weight: netx's mixed scale is 127 / 0 = inf, so the negative side sets it
+    assert netx.netx_weights_exact(np.array([[0, -3], [-1, 0]])) is None
+    assert "would change 1 of 2" in netx.netx_weights_exact(np.array([[0, -4]]))
 
 
 def test_branching_graph_is_refused():

@@ -52,14 +52,22 @@ def linear(out: int, inp: int, weight: np.ndarray | None = None, bias: bool = Fa
     return layer
 
 
-def same_as_norse(model: torch.nn.Module, x: torch.Tensor, **options) -> hub.Graph:
-    """Import ``model`` and check that the hub's simulator reproduces Norse bit for bit."""
+def same_as_norse(model: torch.nn.Module, x: torch.Tensor, readout: bool = False,
+                  **options) -> hub.Graph:
+    """Import ``model`` and check that the hub's simulator reproduces Norse bit for bit.
+
+    The output must be active: spikes neither absent nor everywhere, or (``readout``) a voltage
+    that moved from zero."""
     graph = load(model, **options)
     want = run(model, x)
     got = hub.simulate(graph, x)
     assert got.shape == want.shape
     assert torch.equal(got, want), f"{int((got != want).sum())} of {got.numel()} entries differ"
-    assert 0 < float((want != 0).float().mean()) < 1, "the test input must make it fire"
+    active = float((want != 0).float().mean())
+    if readout:
+        assert active > 0, "the test input must drive the readout"
+    else:
+        assert 0 < active < 1, "the test input must make it fire"
     return graph
 
 
@@ -107,7 +115,9 @@ READOUTS = {
 def test_each_readout_imports_bit_identical(name):
     model = norse.SequentialState(linear(8, 6), lif_box(), linear(4, 8, bias=True),
                                   READOUTS[name]())
-    same_as_norse(model, spikes(16, 3, 6))
+    # 8 steps: a voltage decaying by 3/4 gains two bits a step, and must stay within float32's
+    # 24 for the comparison to be exact whatever order the float operations run in
+    same_as_norse(model, spikes(8, 3, 6), readout=True)
 
 
 def test_time_looping_modules_import_like_their_cells():
@@ -119,7 +129,7 @@ def test_time_looping_modules_import_like_their_cells():
                                   linear(3, 8), norse.LI(norse.LIParameters(
                                       tau_syn_inv=torch.tensor(256.0),
                                       tau_mem_inv=torch.tensor(512.0)), dt=DT))
-    graph = same_as_norse(model, spikes(16, 2, 6))
+    graph = same_as_norse(model, spikes(8, 2, 6), readout=True)  # 8 steps: see above
     assert [n.type for _, n in graph.walk()] == ["Input", "Linear", "CubaLIF", "Linear", "IF",
                                                  "Linear", "CubaLI", "Output"]
 

@@ -27,6 +27,8 @@ def test_single_step_equals_multi_step_for_every_node_type(name):
     node, shape = EXAMPLES[name]
     graph = single(node, shape)
     x = torch.tensor(dyadic(9, 2, *shape))
+    if name == "LoihiCUBA":
+        x = x * 8  # Loihi's synapses deliver integers
     sim = hub.Simulator(graph)
     stepped = torch.stack([sim.step(x[t]) for t in range(9)])
     assert torch.equal(stepped, hub.simulate(graph, x))
