@@ -131,6 +131,13 @@ class _Integer(_Params):
             self.rng.random(shape) < p)
 
 
+class _EvenInteger(_Integer):
+    """Integer models with even weights: slayer's 8-bit weight grid has steps of 2."""
+
+    def weight(self, *shape: int) -> np.ndarray:
+        return 2 * super().weight(*shape)
+
+
 # -- neurons: one convention at a time ------------------------------------------------------
 
 Make = Callable[[_Params, int], hub.Node]
@@ -450,6 +457,13 @@ LOIHI_TOPOLOGIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
     "conv-pool-conv-loihi": (_loihi_deep, "Loihi conv -> pool -> conv -> flatten -> dense"),
 }
 
+#: Loihi topologies that slayer's blocks hold too (a chain of synapse + neuron blocks, no bias),
+#: with even weights: name -> the Loihi topology it draws. Their own seeds, after the others.
+LOIHI_SLAYER: dict[str, str] = {
+    "dense-loihi-slayer": "dense-loihi-cuba-linear",
+    "conv2d-strided-loihi-slayer": "conv2d-strided-loihi",
+}
+
 
 # -- the tiers ------------------------------------------------------------------------------
 
@@ -520,6 +534,10 @@ def fixed_cases() -> Iterator[Case]:
                     f"{name} neurons (Loihi fixed point)")
     for seed, (name, (build, description)) in enumerate(LOIHI_TOPOLOGIES.items(), start=510):
         yield _case(name, "fixed", _Integer, build, seed, True, description)
+    for seed, (name, topology) in enumerate(LOIHI_SLAYER.items(), start=600):
+        build, description = LOIHI_TOPOLOGIES[topology]
+        yield _case(name, "fixed", _EvenInteger, build, seed, True,
+                    f"{description}; even weights, as slayer holds them")
 
 
 def paper_dir() -> Path | None:

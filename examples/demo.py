@@ -127,15 +127,41 @@ def malformed_files() -> None:
             console.print(f"  warning: {w.message}")
 
 
+def frameworks() -> None:
+    console.rule("5. Braille RNN into every framework, run in each framework's own runtime")
+    graph = hub.load(PAPER / "paper_03_rnn_braille_noDelay_bias_zero.nir", dt=1e-4)
+    torch.manual_seed(0)
+    x = (torch.rand(256, 4, 12) < 0.2).float()
+    want = hub.simulate(graph, x)
+    for name in ("snntorch", "norse", "spikingjelly", "netx"):
+        fmt = hub.plugins().format(name, usable=False)
+        if fmt.unavailable():
+            console.print(f"{name}: [yellow]not installed here: {fmt.unavailable()}[/yellow]")
+            continue
+        out = OUT / "braille.net" if name == "netx" else None  # netx is a file format
+        try:
+            model = hub.convert(graph, to=name, out=out, force=True) if out else \
+                hub.convert(graph, to=name)
+        except hub.UnsupportedError as e:  # the framework cannot compute this model exactly
+            console.print(f"{name}: [yellow]refused[/yellow]: {e}", soft_wrap=True)
+            continue
+        got = torch.as_tensor(fmt.run(model, x))
+        console.print(f"{name}: {type(model).__name__}, {int(got.sum())} output spikes, "
+                      f"spike-identical to hub.simulate = {torch.equal(got, want)}")
+
+
 def conformance() -> None:
-    """The conformance suite on every zoo model and paper graph, hub and NIR, with its report."""
+    """The conformance suite on every zoo model and paper graph, along every route between the
+    installed formats (Lava's rows in .venv-lava), with its report."""
     import hub_conformance
     from hub_conformance import report
 
     console.rule("conformance: every zoo model along every route, run in its own runtime")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the paper files' warnings were shown above
-        suite = hub_conformance.run(["hub", "nir"])
+        formats = [n for n in ("hub", "nir", "snntorch", "norse", "spikingjelly", "netx")
+                   if hub.plugins().format(n, usable=False).unavailable() is None]
+        suite = hub_conformance.run(formats)
     report.terminal(suite, console)
     path = report.write(suite, OUT / "conformance")
     console.print(f"wrote {path.relative_to(ROOT)} and its matrix picture")
@@ -152,6 +178,7 @@ def main() -> int:
     braille_round_trip()
     cnn_conversion()
     malformed_files()
+    frameworks()
     conformance()
     return 0
 

@@ -365,6 +365,8 @@ class SlayerFormat(hub.Format):
             if first_shape is None and shape is not None:
                 first_shape = shape
             nodes += [(f"{where}.{part}", node) for part, node in mapped]
+        if input_shape is None:  # a network exported by snn-hub knows its input shape
+            input_shape = getattr(obj, "input_shape", None)
         if input_shape is not None:
             first_shape = tuple(int(n) for n in input_shape)
         if first_shape is None or any(n is None for n in first_shape):

@@ -377,6 +377,24 @@ def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str)
     np.testing.assert_array_equal(lava.run_netx(folder / f"exported-{name}.net", x), want)
 
 
+def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(tmp_path) -> None:
+    """hub <-> netx file <-> slayer blocks, each run in its own runtime (Lava's fixed-point
+    simulator for netx, slayer's quantised forward), bit for bit: the suite run where slayer
+    lives, on the Loihi cases slayer can hold."""
+    try:
+        python = lava.lava_python()
+    except lava.LavaUnavailable as e:
+        pytest.skip(str(e))
+    result = subprocess.run(
+        [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
+         "--tier", "fixed", "--cases", "*slayer*", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
+    report = (tmp_path / "report.md").read_text()
+    assert "| **slayer** | 8 pass | 8 pass | 6 pass |" in report
+
+
 def test_slayer_is_unavailable_outside_the_lava_environment() -> None:
     fmt = hub.plugins().format("slayer", usable=False)
     if lava._slayer_here():
