@@ -538,6 +538,8 @@ def fixed_cases() -> Iterator[Case]:
         build, description = LOIHI_TOPOLOGIES[topology]
         yield _case(name, "fixed", _EvenInteger, build, seed, True,
                     f"{description}; even weights, as slayer holds them")
+    for seed, (name, (build, description)) in enumerate(LOIHI_DELAYED.items(), start=700):
+        yield _case(name, "fixed", _Integer, build, seed, True, description)
 
 
 def paper_dir() -> Path | None:
@@ -595,3 +597,29 @@ def check_exact(case: Case) -> str | None:
         where = (single.double() != double).nonzero()[0].tolist()
         return f"float32 and float64 differ first at [t, n, ...] = {where}"
     return None
+
+
+# -- Loihi axonal delays (appended after every other case, with their own seeds) -------------
+
+
+def _loihi_dense3_delay(p: _Params) -> hub.Graph:
+    """``dense3-loihi`` without its bias, the first neuron layer's spikes leaving 2 steps late
+    (``delay=2``), which netx holds as the next dense layer's input delays (its ``delay`` key).
+    No bias: a network with delays runs in Lava one simulation per sample, where a biased
+    neuron also integrates its bias in the steps before its first input arrives."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(8,))),
+        ("fc1", hub.Linear(weight=p.weight(12, 8))),
+        ("n1", _loihi(4096, 512, 3).replace(delay=2)),
+        ("fc2", hub.Linear(weight=p.weight(10, 12))),
+        ("n2", _loihi(2048, 128, 4)),
+        ("fc3", hub.Linear(weight=p.weight(4, 10))),
+        ("n3", _loihi(512, 1024, 5)),
+    )
+
+
+#: Loihi topologies with axonal delays, for the fixed tier: name -> (builder, description).
+LOIHI_DELAYED: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense3-loihi-delay": (_loihi_dense3_delay, "three Loihi dense layers, the first neuron "
+                                                "layer's output delayed 2 steps"),
+}

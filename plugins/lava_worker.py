@@ -45,7 +45,10 @@ state reset (``reset_interval=T``, ``LIFReset``): netx resets layer ``j`` (0-bas
 which sample ``n``'s first input reaches layer ``j`` through its ``j + 1`` synapse delays, so each
 sample starts from zero state exactly as a fresh run would. The synapse buffers need no reset:
 the value a layer receives in its reset step already belongs to the new sample. Other networks
-(recurrent, axonal delays, sigma-delta, an input neuron) run one simulation per sample.
+(recurrent, axonal delays, sigma-delta, an input neuron) run one simulation per sample, with the
+same reset: it zeroes each layer in the step its share of the sample begins, so a bias does not
+integrate during the ``j + 1`` steps before the input reaches layer ``j``. (An axonal delay does
+not move that step: the hub's neuron starts at its step 0 whatever its input's delay.)
 """
 
 from __future__ import annotations
@@ -189,7 +192,9 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
     else:
         chunks = []
         for n in range(batch):
-            out, latency = simulate(lava_x[n], None)
+            # the same per-layer reset, once: without it a layer's bias would integrate in the
+            # steps before the sample's first input reaches it
+            out, latency = simulate(lava_x[n], steps)
             chunks.append(out[..., latency: latency + steps])
         runs, simulated = batch, batch * (steps + latency)
     y = _back(np.stack(chunks)).astype(np.float32)

@@ -35,13 +35,20 @@ An ``IF`` neuron that Loihi's neuron reproduces exactly (``>``, reset to zero, g
 threshold: :func:`exact_loihi`) is written as one. What netx 0.6 cannot run is refused when
 writing, with :class:`hub.UnsupportedError` naming the node and field: other float neurons
 (convert them with ``quantize=True``, or ``strict=False``, which also warns), per-neuron decays and
-thresholds (netx's LIF takes one value per layer), refractory periods, axonal delays, graded
-spikes, weights that are not integers or that netx's ``optimize_weight_bits`` would change
-(8-bit mantissa and exponent), and any topology other than a chain of layers (plus a layer's own
-recurrence). Pooling, which netx 0.6 refuses (``create_pool`` raises ``NotImplementedError``), is
-written as what netx runs: a ``SumPool2d`` followed by a neuron becomes a depthwise ``conv`` layer
-with unit weights, and a ``SumPool2d`` followed by ``Flatten`` and a dense layer is folded into
-that layer's weights; both are exact integer rewrites.
+thresholds (netx's LIF takes one value per layer), refractory periods, graded spikes, delays
+netx cannot hold (below), weights that are not integers or that netx's ``optimize_weight_bits``
+would change (8-bit mantissa and exponent), and any topology other than a chain of layers (plus
+a layer's own recurrence). Pooling, which netx 0.6 refuses (``create_pool`` raises
+``NotImplementedError``), is written as what netx runs: a ``SumPool2d`` followed by a neuron
+becomes a depthwise ``conv`` layer with unit weights, and a ``SumPool2d`` followed by ``Flatten``
+and a dense layer is folded into that layer's weights; both are exact integer rewrites.
+
+A :class:`hub.LoihiCUBA`'s axonal ``delay`` ``d`` is written as the input delays of the dense
+layer its spikes reach (its ``delay`` key, float32 ``[in]`` filled with ``d``): Lava's
+``DelayDense`` delivers a synapse with delay ``d`` exactly ``d`` steps after one without, so the
+two are the same network (:func:`_uniform_delay`, ``docs/loihi.md``). A uniform ``delay`` key is
+read back as the previous neuron's delay; non-uniform delays, a delay on the last neuron layer,
+into a conv or ``dense_rec`` layer, or above 62 are refused.
 
 A file written here carries hdf5 attributes under ``hub.*`` (which netx ignores) that say which
 canonical node a layer came from (``hub.folded``: the nodes folded into a dense layer, restored on
@@ -83,6 +90,8 @@ ATTR_NEURON = "hub.neuron"
 ATTR_FOLDED = "hub.folded"
 #: The graph's metadata (its ``dt``, ...) as JSON on the file's root, for the round trip.
 ATTR_METADATA = "hub.metadata"
+#: Largest synaptic delay netx runs (``hdf5.Network.create_dense`` clips to it, ``max_delay=62``).
+MAX_DELAY = 62
 #: Longest ``hub.neuron`` attribute read back: one node's plain data.
 MAX_ATTR = 1 << 16
 #: Largest ``inputs**2`` for which a folded layer's nodes are restored on reading (refolding
@@ -140,6 +149,7 @@ class NetxFormat(hub.Format):
             if not strict:
                 warnings.warn(QuantizationWarning(_summary(report)), stacklevel=2)
         layers = plan_layers(graph)
+        _check_bias_before_delay(graph)
         with h5py.File(path, "w") as f:
             if graph.metadata:
                 f.attrs[ATTR_METADATA] = json.dumps(graph.metadata)
@@ -285,12 +295,17 @@ def _read(f: h5py.File) -> hub.Graph:
             nodes.append((f"flat{index}", hub.Flatten()))
             continue
         if kind in ("dense", "dense_rec"):
-            if "delay" in layer:
-                raise UnsupportedError(f"{where}: key 'delay' (synaptic delays) is not read yet")
             weight = _weights(layer, "weight", where)
             if weight.ndim != 2:
                 raise FormatError(f"{where}: key 'weight' should be [out, in], got "
                                   f"{list(weight.shape)}")
+            if "delay" in layer:
+                if kind == "dense_rec":
+                    raise UnsupportedError(f"{where}: key 'delay' on a recurrent layer: netx 0.6's "
+                                           "RecurrentDense gives its recurrent synapse the "
+                                           "forward synapse's delays and no weight exponent, "
+                                           "which the hub does not model")
+                _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             as_affine = bias is not None and _attr(layer, ATTR_BIAS) == "affine"
             if as_affine:
@@ -311,7 +326,9 @@ def _read(f: h5py.File) -> hub.Graph:
             continue
         if kind in ("conv", "pool"):
             if "delay" in layer:
-                raise UnsupportedError(f"{where}: key 'delay' (synaptic delays) is not read yet")
+                raise UnsupportedError(f"{where}: key 'delay' on a {kind} layer: netx 0.6's "
+                                       "create_conv does not read it (hdf5.py), so Lava would "
+                                       "run the layer without the delay")
             weight = _weights(layer, "weight", where)
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             stride = _pair(layer, "stride", where, 1)
@@ -388,6 +405,50 @@ def _read(f: h5py.File) -> hub.Graph:
                           f"give {list(got)}")
     graph.metadata.update(_metadata(f))
     return graph
+
+
+def _uniform_delay(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]) -> int:
+    """The one delay, in steps, that a dense layer's ``delay`` key gives all its synapses.
+
+    ``hdf5.Network.create_dense`` repeats a vector of ``out`` (or else ``in``) delays over the
+    weight matrix, passes an ``[out, in]`` matrix as it is, and builds Lava's ``DelayDense``
+    (``max_delay=62``), whose synapse with delay ``d`` delivers ``d`` steps after one without a
+    ``delay`` key. A uniform delay ``d`` on every synapse of a layer is therefore the previous
+    layer's spikes leaving ``d`` steps later: :class:`hub.LoihiCUBA`'s ``delay``. Delays that
+    differ between synapses have no canonical counterpart and are refused."""
+    value = _integers(layer, "delay", where)
+    out, inp = weight_shape
+    if not (value.ndim == 1 and value.size in (out, inp)) and value.shape != (out, inp):
+        raise FormatError(f"{where}: key 'delay' should be [{inp}] (input delays), [{out}] or "
+                          f"[{out}, {inp}], got {list(value.shape)}")
+    if value.size and not (value == value.reshape(-1)[0]).all():
+        raise UnsupportedError(f"{where}: key 'delay' holds different delays ({value.min()} to "
+                               f"{value.max()}); the hub carries one axonal delay per neuron "
+                               "layer (LoihiCUBA.delay), so only a uniform delay is read")
+    delay = int(value.reshape(-1)[0]) if value.size else 0
+    if not 0 <= delay <= MAX_DELAY:
+        raise UnsupportedError(f"{where}: key 'delay' is {delay}; netx clips delays to 0 .. "
+                               f"{MAX_DELAY} (with a warning), so the file would not run as "
+                               "written")
+    return delay
+
+
+def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:
+    """Give the neuron before this layer (past any flatten) the layer's uniform input delay."""
+    for i in range(len(nodes) - 1, -1, -1):
+        name, node = nodes[i]
+        if isinstance(node, hub.Flatten):
+            continue
+        if isinstance(node, hub.IF):  # restored from hub.neuron: the file's neuron is Loihi's
+            node = exact_loihi(name, node)
+        if not isinstance(node, LoihiCUBA):
+            if delay == 0:
+                return
+            raise UnsupportedError(f"{where}: key 'delay' delays the network's input spikes; the "
+                                   "hub holds delays on neurons (LoihiCUBA.delay) and the input "
+                                   "has none; remove the key or shift the input in time")
+        nodes[i] = (name, node.replace(delay=delay))
+        return
 
 
 def _metadata(f: h5py.File) -> dict[str, Any]:
@@ -568,7 +629,8 @@ def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
         ("spike_mode", node.spike_mode == "binary", "netx's LIF emits binary spikes"),
         ("amplitude", bool((node.amplitude == 1).all()), "netx's LIF emits unit spikes"),
         ("refractory", not node.refractory, "netx's LIF has no refractory period"),
-        ("delay", not node.delay, "netx's LIF has no axonal delay"),
+        ("delay", not node.delay, "an IF's delay is not written (make it a hub.LoihiCUBA with "
+                                  "that delay: netx writes it into the next layer)"),
         ("gain", bool((node.gain == 1).all()), "Loihi adds the synaptic input unscaled "
                                                 "(fold the gain into the weights)"),
     ]
@@ -598,8 +660,9 @@ def _check_neuron(name: str, node: hub.Node) -> LoihiCUBA:
     if node.refractory:
         raise UnsupportedError("netx's LIF has no refractory period", node=name,
                                field="refractory")
-    if node.delay:
-        raise UnsupportedError("netx's LIF has no axonal delay", node=name, field="delay")
+    if node.delay > MAX_DELAY:
+        raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it clips "
+                               "larger ones)", node=name, field="delay")
     if node.spike_mode != "binary":
         raise UnsupportedError("netx's LIF emits binary spikes only", node=name,
                                field="spike_mode")
@@ -653,6 +716,7 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
     layers = [Layer("input", {"shape": np.array(first.shape, dtype=np.int64)})]
     ops: list[tuple[str, hub.Node]] = []
     shape = tuple(first.shape)
+    delayed: tuple[str, int] | None = None  # the previous neuron, if its output is delayed
     for name, node in chain[1:]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
@@ -665,11 +729,54 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         layers += _layer(ops, name, neuron, rec.get(name), shape, shapes)
         if original is not None:
             layers[-1].attrs[ATTR_NEURON] = json.dumps(original.to_dict())
+        if delayed is not None:
+            _write_delay(layers[-1], *delayed)
+        delayed = (name, neuron.delay) if neuron.delay else None
         ops, shape = [], shapes[name]
     if ops:
         raise UnsupportedError("a netx network ends in a neuron layer; these nodes follow the "
                                "last neuron", node=ops[0][0])
+    if delayed is not None:
+        raise UnsupportedError("netx delays spikes in the synapses of the layer they reach (a "
+                               "dense layer's 'delay' key); the last neuron layer feeds the "
+                               "network's output, which has none: delay the output yourself",
+                               node=delayed[0], field="delay")
     return layers
+
+
+def _check_bias_before_delay(graph: hub.Graph) -> None:
+    """Refuse an axonal delay at or after a layer with a bias.
+
+    Lava integrates a bias from its first step, before the sample's input reaches the layer;
+    the run resets each layer when the sample arrives, which hides that transient, but spikes it
+    caused that are still travelling through a delay arrive after the next layer's reset and
+    change its output. Without a bias upstream nothing spikes before the sample arrives."""
+    biased = None
+    for name, node in graph.walk():
+        if not isinstance(node, LoihiCUBA):
+            continue
+        if node.bias.any():
+            biased = biased or name
+        if node.delay and biased:
+            raise UnsupportedError(
+                f"an axonal delay at or after the biased layer {biased!r}: Lava integrates the "
+                "bias before the sample reaches the layer, and the delay carries the spikes that "
+                "causes into the sample; drop the bias or the delay", node=name, field="delay")
+
+
+def _write_delay(layer: Layer, name: str, delay: int) -> None:
+    """Neuron ``name``'s axonal delay as the input delays of the dense layer it feeds: the
+    ``delay`` key, one value per input, float32 as slayer's ``export_hdf5`` writes it (see
+    :func:`_uniform_delay` for why this is exact)."""
+    if layer.kind != "dense":
+        why = ("netx 0.6's create_conv does not read a 'delay' key" if layer.kind == "conv" else
+               "netx 0.6's RecurrentDense gives its recurrent synapse the forward delays and no "
+               "weight exponent")
+        raise UnsupportedError(f"this neuron feeds a {layer.kind} layer, and {why}; netx delays "
+                               "spikes only in a dense layer's synapses", node=name,
+                               field="delay")
+    inputs = int(layer.data["inFeatures"])
+    layer.data["delay"] = np.full(inputs, delay, dtype=np.float32)
 
 
 def _bias_into_neuron(op_name: str, bias: np.ndarray, name: str, neuron: LoihiCUBA) -> None:
@@ -870,9 +977,9 @@ def _quantize_layer(name: str, node: hub.Node, feeders: list[str], nodes: dict[s
                                field="spike_mode")
     if np.any(node.v_init != 0):
         raise UnsupportedError("Loihi's voltage starts at zero", node=name, field="v_init")
-    if node.refractory or node.delay:
-        raise UnsupportedError("netx's LIF has no refractory period or axonal delay", node=name,
-                               field="refractory" if node.refractory else "delay")
+    if node.refractory:
+        raise UnsupportedError("netx's LIF has no refractory period", node=name,
+                               field="refractory")
     if isinstance(node, hub.CubaLIF) and node.current_order != "new":
         raise UnsupportedError("Loihi's voltage sees this step's current", node=name,
                                field="current_order")
@@ -920,7 +1027,8 @@ def _quantize_layer(name: str, node: hub.Node, feeders: list[str], nodes: dict[s
         if value.size > 1 and not (value == value.reshape(-1)[0]).all():
             raise UnsupportedError("netx takes one decay per layer", node=name, field=field)
     nodes[name] = LoihiCUBA(i_decay=int(i_decay.reshape(-1)[0]),
-                            v_decay=int(v_decay.reshape(-1)[0]), threshold=mant)
+                            v_decay=int(v_decay.reshape(-1)[0]), threshold=mant,
+                            delay=node.delay)  # the same axonal delay: netx writes it exactly
     return {"scale": scale, "weight_error": weight_error,
             "threshold_error": abs(mant / scale - float(threshold.reshape(-1)[0])),
             "decay_error": decay_error, "approximations": notes}

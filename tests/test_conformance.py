@@ -182,7 +182,8 @@ def test_hub_and_nir_pass_every_tier(paper, tmp_path):
     not_expressible = {o.case.name for o in suite.outcomes if o.status == "n/a"}
     # NIR has no max pooling and no Loihi fixed-point neuron
     assert not_expressible == {"conv2d-maxpool", "dense-loihi", "dense-loihi-cuba",
-                               *zoo.LOIHI_TOPOLOGIES, *zoo.LOIHI_SLAYER}
+                               *zoo.LOIHI_TOPOLOGIES, *zoo.LOIHI_SLAYER,
+                               *zoo.LOIHI_DELAYED}
     path = report.write(suite, tmp_path)
     text = path.read_text()
     assert "## exact tier" in text and "| **nir** |" in text and "NIR has no MaxPool2d" in text

@@ -408,3 +408,149 @@ def test_a_slayer_file_runs_in_lava_as_the_hub_reads_it(tmp_path):
     want = hub.simulate(g, x)
     assert 0 < float(want.mean()) < 1
     assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())
+
+
+# -- axonal delays: a LoihiCUBA's delay is the next dense layer's input delays ---------------
+
+
+def _delayed_net(rng, d1=2, d2=1, bias=0) -> hub.Graph:
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))),
+        ("fc1", hub.Linear(weight=_w(rng, 8, 6, lo=-3, hi=6))),
+        ("n1", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3, delay=d1)),
+        ("fc2", hub.Linear(weight=_w(rng, 7, 8, lo=-3, hi=6))),
+        ("n2", LoihiCUBA(i_decay=2048, v_decay=128, threshold=4, delay=d2, bias=bias)),
+        ("fc3", hub.Linear(weight=_w(rng, 4, 7, lo=-3, hi=6))),
+        ("n3", LoihiCUBA(i_decay=512, v_decay=1024, threshold=5)))
+
+
+def test_delays_are_written_as_input_delays_and_read_back(tmp_path):
+    rng = np.random.default_rng(11)
+    g = _delayed_net(rng)
+    path = hub.save(g, to="netx", out=tmp_path / "d.net")
+    with h5py.File(path) as f:
+        assert "delay" not in f["layer/1"]
+        d2, d3 = f["layer/2/delay"][()], f["layer/3/delay"][()]
+    # as slayer's export_hdf5 writes delays (float32), one per input of the layer they reach
+    assert d2.dtype == np.float32 and d2.tolist() == [2.0] * 8
+    assert d3.dtype == np.float32 and d3.tolist() == [1.0] * 7
+    back = hub.load(path)
+    assert different(g, back) is None
+    x = _spikes(rng, 16, 2, 6, p=0.5)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+
+
+def test_delays_netx_cannot_hold_are_refused():
+    ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
+    # the last neuron feeds the output: there is no next layer to hold its delay
+    assert "output" in str(_refused(_one(ok.replace(delay=1)), "n", "delay"))
+    two = hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                          ("fc", hub.Linear(weight=np.float32([[1, 2], [3, -1]]))),
+                          ("n", ok.replace(delay=63)),
+                          ("fc2", hub.Linear(weight=np.float32([[1, 1]]))), ("n2", ok))
+    assert "0 to 62" in str(_refused(two, "n", "delay"))
+    into_conv = hub.Graph.chain(
+        ("input", hub.Input(shape=(1, 4, 4))),
+        ("conv", hub.Conv2d(weight=np.ones((2, 1, 3, 3), np.float32), padding=(1, 1))),
+        ("n", ok.replace(delay=2)),
+        ("conv2", hub.Conv2d(weight=np.ones((2, 2, 3, 3), np.float32))), ("n2", ok))
+    assert "create_conv" in str(_refused(into_conv, "n", "delay"))
+    rec = _recurrent_net(np.random.default_rng(0))
+    before = hub.Graph.chain(("input", hub.Input(shape=(6,))),
+                             ("fc0", hub.Linear(weight=np.eye(6, dtype=np.float32))),
+                             ("n0", ok.replace(delay=1)), rec)
+    assert "RecurrentDense" in str(_refused(before, "n0", "delay"))
+
+
+def _dense_file(path, delay, first=False):
+    layers = [{"type": "input", "shape": np.array([3])},
+              {"type": "dense", "shape": np.array([4]), "weight": np.ones((4, 3), np.float32),
+               **NEURON},
+              {"type": "dense", "shape": np.array([2]), "weight": np.ones((2, 4), np.float32),
+               **NEURON}]
+    layers[1 if first else 2]["delay"] = delay
+    return _file(path, layers)
+
+
+@pytest.mark.parametrize("delay", [np.float32([3, 3, 3, 3]), np.float32([3, 3]),
+                                   np.full((2, 4), 3, np.float32)])
+def test_a_uniform_delay_key_is_the_previous_neurons_delay(tmp_path, delay):
+    """Input delays ([in], the hub's), slayer's per-output ones ([out]) and a per-synapse matrix
+    all delay every synapse of the layer alike when uniform."""
+    g = hub.load(_dense_file(tmp_path / "u.net", delay))
+    assert g.nodes["n1"].delay == 3 and g.nodes["n2"].delay == 0
+
+
+@pytest.mark.parametrize("delay, first, text", [
+    (np.float32([1, 2, 1, 1]), False, "key 'delay' holds different delays"),
+    (np.float32([63, 63, 63, 63]), False, "clips delays"),
+    (np.float32([2, 2, 2]), True, "delays the network's input"),
+    (np.float32([1, 1, 1]), False, "key 'delay' should be [4]"),
+])
+def test_delays_the_hub_cannot_hold_name_file_layer_and_key(tmp_path, delay, first, text):
+    with pytest.raises(hub.HubError) as e:
+        hub.load(_dense_file(tmp_path / "bad.net", delay, first))
+    assert text in str(e.value) and "bad.net" in str(e.value) and "layer" in str(e.value)
+
+
+def test_a_delay_on_a_conv_layer_is_refused(tmp_path):
+    path = _file(tmp_path / "bad.net", [
+        {"type": "input", "shape": np.array([1, 3, 3])},
+        {"type": "conv", "shape": np.array([1, 3, 3]), "weight": np.ones((1, 1, 1, 1), np.float32),
+         "delay": np.float32([1]), **NEURON}])
+    with pytest.raises(hub.UnsupportedError, match="layer 1 \\(conv\\): key 'delay'.*create_conv"):
+        hub.load(path)
+
+
+@needs_lava
+def test_delays_run_bit_exact_in_lava(tmp_path):
+    """hub.simulate of a net with axonal delays == Lava's netx run of the file, bit for bit,
+    and the delays matter (the same net without them gives other spikes)."""
+    rng = np.random.default_rng(5)
+    g = _delayed_net(rng, d1=2, d2=3)
+    path = hub.save(g, to="netx", out=tmp_path / "d.net")
+    x = _spikes(rng, 20, 2, 6, p=0.5)
+    want = hub.simulate(g, x)
+    assert 0.05 < float(want.mean()) < 0.95
+    undelayed = hub.Graph.chain(*[(n, node.replace(delay=0) if isinstance(node, LoihiCUBA)
+                                   else node) for n, node in g.nodes.items() if n != "output"])
+    assert not torch.equal(hub.simulate(undelayed, x), want)
+    got = np.asarray(hub.plugins().format("netx").run(path, x))
+    assert np.array_equal(got, want.numpy())
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(
+        hub.save(hub.load(path), to="netx", out=tmp_path / "again.net"), x)), want.numpy())
+
+
+BIAS = np.int64([3, -2, 1, 0, 2, -1, 4])
+
+
+@needs_lava
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_bias_after_the_delays_runs_bit_exact_in_lava(tmp_path, batch):
+    """A deeper layer's bias starts with the sample, not with Lava's first step: networks that
+    Lava runs one sample at a time reset each layer in the step the sample reaches it."""
+    rng = np.random.default_rng(6)
+    g = _delayed_net(rng, d1=2, d2=0, bias=BIAS)
+    path = hub.save(g, to="netx", out=tmp_path / "b.net")
+    x = _spikes(rng, 20, batch, 6, p=0.5)
+    want = hub.simulate(g, x)
+    assert 0.05 < float(want.mean()) < 0.95
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())
+
+
+def test_a_delay_at_or_after_a_bias_is_refused(tmp_path):
+    """Spikes a bias causes before the sample arrives would travel through the delay into it."""
+    g = _delayed_net(np.random.default_rng(6), d1=0, d2=1, bias=BIAS)
+    with pytest.raises(hub.UnsupportedError, match="node 'n2', field 'delay'.*biased layer 'n2'"):
+        hub.save(g, to="netx", out=tmp_path / "b.net")
+
+
+def test_quantize_keeps_an_axonal_delay():
+    g = hub.Graph.chain(("input", hub.Input(shape=(3,))),
+                        ("fc", hub.Linear(weight=np.float32([[0.5, -0.25, 1], [1, 0.5, 0.5]]))),
+                        ("n1", hub.LIF(beta=0.75, threshold=1.0, delay=3)),
+                        ("fc2", hub.Linear(weight=np.float32([[1, -0.5]]))),
+                        ("n2", hub.LIF(beta=0.5, threshold=1.0)))
+    q, _ = netx.quantize(g)
+    assert isinstance(q.nodes["n1"], LoihiCUBA) and q.nodes["n1"].delay == 3
+    assert netx.plan_layers(q)[2].data["delay"].tolist() == [3.0, 3.0]

@@ -434,7 +434,6 @@ def test_the_papers_braille_rnn_runs_in_snntorch_spike_for_spike(paper, name):
 
 
 def test_the_digits_example_keeps_every_prediction():
-    pytest.importorskip("sklearn")
     from examples.snntorch_digits import convert_and_score
 
     result = convert_and_score(epochs=1, steps=8, hidden=16, seed=0)
