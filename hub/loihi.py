@@ -49,6 +49,7 @@ import torch
 
 from .errors import HubError, ParameterError
 from .node import MAX_STEPS, Node, Shape, array, choice, integer
+from .neurons import delayed
 from .nodes import _per_element
 
 #: 12-bit decays: a decay of ``DECAY_UNITY`` clears the state each step.
@@ -147,7 +148,5 @@ class LoihiCUBA(Node):
             new["r"] = torch.where(fired, torch.full_like(state["r"], self.refractory),
                                    torch.clamp(state["r"] - 1, min=0))
         if self.delay:
-            line = state["line"]
-            new["line"] = torch.cat([line[1:], out.unsqueeze(0)])
-            out = line[0]
+            out = delayed(out, state, new)
         return out, new

@@ -48,6 +48,14 @@ from .nodes import _per_element
 from .surrogate import spike
 
 
+def delayed(out: torch.Tensor, state: dict[str, Any], new: dict[str, Any]) -> torch.Tensor:
+    """Axonal delay: push ``out`` into the state's ``line`` (in ``new``) and return the output
+    that entered it ``delay`` steps ago."""
+    line = state["line"]
+    new["line"] = torch.cat([line[1:], out.unsqueeze(0)])
+    return line[0]
+
+
 class Neuron(Node):
     """Shared fields and step of the neuron family; subclasses fix which parts are present."""
 
@@ -138,9 +146,7 @@ class Neuron(Node):
             new["r"] = torch.where(s > 0, torch.full_like(state["r"], self.refractory),
                                    torch.clamp(state["r"] - 1, min=0))
         if self.delay:
-            line = state["line"]
-            new["line"] = torch.cat([line[1:], out.unsqueeze(0)])
-            out = line[0]
+            out = delayed(out, state, new)
         return out, new
 
     def _integrate(self, p: dict, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

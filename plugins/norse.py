@@ -101,6 +101,7 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
+from hub_plugins.torch_layers import import_pool
 from hub.neurons import Neuron
 
 #: Norse's default time step (``SNNCell(dt=0.001)``).
@@ -751,24 +752,10 @@ def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
                    padding=tuple(module.padding), dilation=tuple(module.dilation),
                    groups=int(module.groups), **extra)
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        pair = lambda v: tuple(int(a) for a in np.broadcast_to(np.asarray(v), (2,)))  # noqa: E731
-        sizes = {"kernel_size": pair(module.kernel_size),
-                 "stride": pair(module.stride if module.stride is not None
-                                else module.kernel_size),
-                 "padding": pair(module.padding)}
-        if module.ceil_mode:
-            raise UnsupportedError("ceil_mode=True pools partial windows", node=name,
-                                   field="ceil_mode")
-        if isinstance(module, nn.MaxPool2d):
-            if pair(module.dilation) != (1, 1):
-                raise UnsupportedError("dilated max pooling", node=name, field="dilation")
-            return hub.MaxPool2d(**sizes)
-        if module.divisor_override == 1 and module.count_include_pad:
-            return hub.SumPool2d(**sizes)
-        if module.divisor_override is not None or not module.count_include_pad:
-            raise UnsupportedError("average pooling that excludes the padding or overrides the "
-                                   "divisor", node=name, field="divisor_override")
-        return hub.AvgPool2d(**sizes)
+        try:
+            return import_pool(module)
+        except UnsupportedError as e:
+            raise e.at(node=name) from None
     if isinstance(module, nn.Flatten):
         if module.start_dim == 0:
             raise UnsupportedError("flattens the batch axis", node=name, field="start_dim")

@@ -88,6 +88,7 @@ from torch import nn
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
+from hub_plugins.torch_layers import import_pool
 from hub.node import Node
 
 
@@ -449,16 +450,8 @@ def _import_module(module: nn.Module, strict: bool,
         return [("", hub.Affine(weight=weight, bias=_array(module.bias, "bias")))]
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         return [("", _import_conv(module))]
-    if isinstance(module, nn.AvgPool2d):
-        return [("", _import_avgpool(module))]
-    if isinstance(module, nn.MaxPool2d):
-        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-        if pair(module.dilation) != (1, 1) or module.ceil_mode or module.return_indices:
-            raise UnsupportedError("only dilation=1, ceil_mode=False, return_indices=False "
-                                   "have a canonical MaxPool2d", field="dilation")
-        stride = module.stride if module.stride is not None else module.kernel_size
-        return [("", hub.MaxPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride),
-                                   padding=pair(module.padding)))]
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        return [("", import_pool(module))]
     if isinstance(module, nn.Flatten):
         if module.start_dim == 0:
             raise UnsupportedError("flattening the batch axis has no canonical counterpart",
@@ -493,24 +486,6 @@ def _import_conv(module: nn.Module) -> Node:
     bias = 0.0 if module.bias is None else _array(module.bias, "bias")
     return cls(weight=_array(module.weight, "weight"), bias=bias, stride=module.stride,
                padding=padding, dilation=module.dilation, groups=module.groups)
-
-
-def _import_avgpool(module: nn.AvgPool2d) -> Node:
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    kernel, padding = pair(module.kernel_size), pair(module.padding)
-    stride = pair(module.stride if module.stride is not None else module.kernel_size)
-    if module.ceil_mode:
-        raise UnsupportedError("ceil_mode=True has no canonical pooling", field="ceil_mode")
-    if not module.count_include_pad and any(padding):
-        raise UnsupportedError("count_include_pad=False with padding has no canonical pooling",
-                               field="count_include_pad")
-    if module.divisor_override == 1:
-        return hub.SumPool2d(kernel_size=kernel, stride=stride, padding=padding)
-    if module.divisor_override is not None:
-        raise UnsupportedError(f"divisor_override={module.divisor_override}: only 1 (a sum "
-                               "pool) or None (a mean) have canonical pools",
-                               field="divisor_override")
-    return hub.AvgPool2d(kernel_size=kernel, stride=stride, padding=padding)
 
 
 def _check_neuron(m: nn.Module) -> None:

@@ -78,6 +78,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
+from hub_plugins.torch_layers import import_pool
 from hub.node import Node
 
 #: Attribute of an exported module holding the canonical node it was made from (plain data).
@@ -315,7 +316,7 @@ def _module_node(module: Any, sees: str) -> Node | None:
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and kind in _POOLS:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
-        return _import_pool(module)
+        return import_pool(module)
     if isinstance(module, nn.Flatten) and kind in (nn.Flatten, layer.Flatten):
         return _import_flatten(module, 1 if per_sample else 2)
     if kind is layer.Delay:
@@ -377,41 +378,6 @@ def _import_conv(module: Any) -> Node:
     bias = 0.0 if module.bias is None else _array(module.bias, "bias")
     return cls(weight=_array(module.weight, "weight"), bias=bias, stride=module.stride,
                padding=_pad(module, dims), dilation=module.dilation, groups=module.groups)
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(int(v) for v in value)  # type: ignore[return-value]
-
-
-def _import_pool(module: Any) -> Node:
-    import torch.nn as nn
-
-    if module.ceil_mode:
-        raise UnsupportedError("ceil_mode=True has no canonical counterpart", field="ceil_mode")
-    kernel = _pair(module.kernel_size)
-    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-    padding = _pair(module.padding)
-    if isinstance(module, nn.MaxPool2d):
-        if _pair(module.dilation) != (1, 1):
-            raise UnsupportedError("dilated max pooling has no canonical counterpart",
-                                   field="dilation")
-        if module.return_indices:
-            raise UnsupportedError("return_indices=True returns a pair, not a tensor",
-                                   field="return_indices")
-        return hub.MaxPool2d(kernel_size=kernel, stride=stride, padding=padding)
-    if not module.count_include_pad and any(padding):
-        raise UnsupportedError("count_include_pad=False with padding divides the border "
-                               "windows by fewer elements, which the canonical AvgPool2d "
-                               "cannot express", field="count_include_pad")
-    if module.divisor_override == 1:
-        return hub.SumPool2d(kernel_size=kernel, stride=stride, padding=padding)
-    if module.divisor_override is not None:
-        raise UnsupportedError(f"divisor_override={module.divisor_override} has no canonical "
-                               "counterpart (1 is SumPool2d, None is AvgPool2d)",
-                               field="divisor_override")
-    return hub.AvgPool2d(kernel_size=kernel, stride=stride, padding=padding)
 
 
 def _import_flatten(module: Any, skip: int) -> Node:
