@@ -46,7 +46,7 @@ from .nodes import (
 )
 from .plugin_manager import PluginWarning, plugins
 from .simulate import KernelWarning, Simulator, simulate
-from . import qat
+from . import limits, qat
 
 __version__ = "0.1.0"
 
