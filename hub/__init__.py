@@ -29,9 +29,13 @@ from .loihi import LoihiCUBA
 from .neurons import IF, LI, LIF, CubaLI, CubaLIF, Integrator, Neuron
 from .node import Node, node_from_dict, node_type, node_types, register_node
 from .nodes import (
+    AdaptiveAvgPool2d,
     Add,
     Affine,
     AvgPool2d,
+    BatchNorm,
+    Bias,
+    Concat,
     Conv1d,
     Conv2d,
     Delay,
@@ -39,10 +43,13 @@ from .nodes import (
     Input,
     Linear,
     MaxPool2d,
+    Mul,
     Output,
+    ReLU,
     Scale,
     SumPool2d,
     Threshold,
+    Vote,
 )
 from .plugin_manager import PluginWarning, plugins
 from .simulate import KernelWarning, Simulator, simulate
@@ -51,12 +58,12 @@ from . import limits, qat
 __version__ = "0.1.0"
 
 __all__ = [
-    "Add", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
+    "AdaptiveAvgPool2d", "Add", "Affine", "AvgPool2d", "BatchNorm", "Bias", "Concat", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
-    "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
-    "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
-    "UnknownNodeError", "UnsupportedError", "check", "convert", "detect", "formats", "from_lava",
+    "Mul", "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
+    "ReLU", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
+    "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect", "formats", "from_lava",
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
     "save", "simulate", "to_lava"
 ]

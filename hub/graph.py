@@ -111,7 +111,11 @@ class Graph:
             return NotImplemented
         return (self.nodes.keys() == other.nodes.keys()
                 and all(self.nodes[k] == other.nodes[k] for k in self.nodes)
-                and sorted(self.edges) == sorted(other.edges))
+                and sorted(self.edges) == sorted(other.edges)
+                # the order of edges into an operand node (Mul, Concat) is part of the meaning
+                and all([e for e in self.edges if e[1] == k] == [e for e in other.edges
+                                                                  if e[1] == k]
+                        for k, n in self.nodes.items() if getattr(n, "operands", False)))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -199,7 +203,15 @@ class Graph:
         out_shapes: dict[str, Shape] = {}
         for name in order:
             node = g.nodes[name]
-            shapes = {out_shapes[s] for s in forward[name]}
+            if node.operands:
+                if recurrent[name]:
+                    raise GraphError(f"a {node.type} takes its inputs as separate operands, so "
+                                     "none may arrive through a recurrent edge (from "
+                                     f"{', '.join(map(repr, recurrent[name]))}); put a Delay or "
+                                     "neuron between", node=name)
+                shapes = {tuple(out_shapes[s] for s in forward[name]) or None}
+            else:
+                shapes = {out_shapes[s] for s in forward[name]}
             if len(shapes) > 1:
                 raise ShapeError("inputs of different shapes meet here: "
                                  + ", ".join(f"{s!r} gives {list(out_shapes[s])}"

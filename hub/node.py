@@ -52,6 +52,12 @@ def ints(default: Any = dataclasses.MISSING, *, length: int | None = None, doc: 
     return dataclasses.field(default=tuple(default), metadata=meta)
 
 
+def number(default: Any = dataclasses.MISSING, *, doc: str = "") -> Any:
+    """A finite real number parameter (a float, not an array)."""
+    meta = {"kind": "float", "doc": doc}
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def choice(default: str, options: tuple[str, ...], *, doc: str = "") -> Any:
     """A string parameter that must be one of ``options``."""
     meta = {"kind": "choice", "options": options, "doc": doc}
@@ -70,6 +76,9 @@ class Node:
     stateful: ClassVar[bool] = False
     #: Whether the node reads input edges; ``Input`` nodes do not.
     takes_input: ClassVar[bool] = True
+    #: Whether its input edges are separate operands in edge order (``Mul``, ``Concat``): then
+    #: :meth:`output_shape` and :meth:`step` get tuples, one entry per edge, instead of a sum.
+    operands: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -196,6 +205,13 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         if math.prod(items) > MAX_ELEMENTS:
             raise ParameterError(f"{items} has more than 2**31 elements", field=f.name)
         return items
+    if kind == "float":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                        np.floating)):
+            raise ParameterError(f"expected a number, got {value!r}", field=f.name)
+        if not math.isfinite(float(value)):
+            raise ParameterError(f"must be finite, got {value!r}", field=f.name)
+        return float(value)
     if kind == "choice":
         if value not in meta["options"]:
             raise ParameterError(

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ParameterError, ShapeError
-from .node import MAX_ELEMENTS, MAX_STEPS, Node, Shape, _required, array, choice, integer, ints
+from .node import (MAX_ELEMENTS, MAX_STEPS, Node, Shape, _required, array, choice, integer, ints,
+                   number)
 from .surrogate import spike
 
 
@@ -305,3 +306,145 @@ class Threshold(Node):
 
     def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return spike(x - p["threshold"], self.comparison == ">="), state
+
+
+class Bias(Node):
+    """``y = x + bias``, elementwise (a constant offset, such as the ``1`` of ``1 - x``)."""
+
+    bias: np.ndarray = array()
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        return _per_element(self, input_shape, "bias")
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return x + p["bias"], state
+
+
+class ReLU(Node):
+    """``y = max(x, 0)``, elementwise, as ``torch.relu``."""
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return torch.relu(x), state
+
+
+class BatchNorm(Node):
+    """Batch normalisation in inference: ``y = (x - mean) / sqrt(var + eps) * weight + bias``
+    per channel (axis 0 of a sample), computed by ``torch.nn.functional.batch_norm`` itself so
+    that it equals ``torch.nn.BatchNorm1d/2d`` in eval mode bit for bit."""
+
+    mean: np.ndarray = array(doc="[C] running mean")
+    var: np.ndarray = array(doc="[C] running variance")
+    weight: np.ndarray = array(1.0, doc="[C] or a scalar")
+    bias: np.ndarray = array(0.0, doc="[C] or a scalar")
+    eps: float = number(1e-5, doc="added to the variance")
+
+    def check(self) -> None:
+        if self.mean.ndim != 1:
+            raise ParameterError(f"expected one value per channel, got {list(self.mean.shape)}",
+                                 field="mean")
+        channels = self.mean.shape[0]
+        for name in ("var", "weight", "bias"):
+            if getattr(self, name).shape not in ((channels,), ()):
+                raise ShapeError(f"shape {list(getattr(self, name).shape)} does not fit "
+                                 f"{channels} channels", field=name)
+        if (self.var < 0).any():
+            raise ParameterError("a variance cannot be negative", field="var")
+        if self.eps < 0:
+            raise ParameterError(f"must not be negative, got {self.eps!r}", field="eps")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if not shape or shape[0] != self.mean.shape[0]:
+            raise ShapeError(f"input shape {list(shape)} does not have {self.mean.shape[0]} "
+                             "channels on its first axis")
+        return tuple(shape)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        channels = self.mean.shape[0]
+        weight = p["weight"].expand(channels)
+        bias = p["bias"].expand(channels)
+        return F.batch_norm(x, p["mean"], p["var"], weight, bias, False, 0.0, self.eps), state
+
+
+class AdaptiveAvgPool2d(Node):
+    """Mean over adaptive windows to a fixed ``output_size`` ``(H, W)``, as
+    ``torch.nn.functional.adaptive_avg_pool2d``."""
+
+    output_size: tuple[int, ...] = ints(length=2)
+
+    def check(self) -> None:
+        if 0 in self.output_size:
+            raise ParameterError("must be at least 1", field="output_size")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if len(shape) != 3:
+            raise ShapeError(f"expected an input of shape [C, H, W], got {list(shape)}")
+        return (shape[0], *self.output_size)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.adaptive_avg_pool2d(x, self.output_size), state
+
+
+class Vote(Node):
+    """Mean of each group of ``size`` consecutive values of a vector (SpikingJelly's
+    ``VotingLayer``): ``[L]`` in, ``[L // size]`` out, as ``avg_pool1d`` computes it."""
+
+    size: int = integer(minimum=1)
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if len(shape) != 1 or shape[0] < self.size:
+            raise ShapeError(f"expected a vector of at least {self.size} values, got "
+                             f"{list(shape)}")
+        return (shape[0] // self.size,)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return F.avg_pool1d(x.unsqueeze(1), self.size, self.size).squeeze(1), state
+
+
+class _Operands(Node):
+    """A node whose input edges are separate operands, in the order the edges were added,
+    instead of being summed. Recurrent edges into it are refused."""
+
+    abstract: ClassVar[bool] = True
+    operands: ClassVar[bool] = True
+
+    def output_shape(self, input_shape: Any) -> Shape:  # a tuple of shapes, one per edge
+        shapes = _required(input_shape, self)
+        if len(shapes) < 2:
+            raise ShapeError(f"{self.type} needs at least two inputs, got {len(shapes)}")
+        return self.combine(shapes)  # each operand node type defines how shapes combine
+
+
+class Mul(_Operands):
+    """Elementwise product of its inputs (SEW ResNet's AND and IAND connections)."""
+
+    def combine(self, shapes: tuple[Shape, ...]) -> Shape:
+        if len(set(shapes)) > 1:
+            raise ShapeError("inputs of different shapes: " + ", ".join(map(str, map(list, shapes))))
+        return shapes[0]
+
+    def step(self, p: dict, x: Any, state: Any) -> tuple[torch.Tensor, Any]:
+        out = x[0]
+        for other in x[1:]:
+            out = out * other
+        return out, state
+
+
+class Concat(_Operands):
+    """Concatenation of its inputs along axis ``dim`` of a sample (``torch.cat``)."""
+
+    dim: int = integer(0)
+
+    def combine(self, shapes: tuple[Shape, ...]) -> Shape:
+        rank = len(shapes[0])
+        if self.dim >= rank or any(len(s) != rank for s in shapes) or any(
+                s[:self.dim] + s[self.dim + 1:] != shapes[0][:self.dim] + shapes[0][self.dim + 1:]
+                for s in shapes):
+            raise ShapeError(f"inputs {', '.join(map(str, map(list, shapes)))} cannot be "
+                             f"concatenated along axis {self.dim}", field="dim")
+        return (*shapes[0][:self.dim], sum(s[self.dim] for s in shapes), *shapes[0][self.dim + 1:])
+
+    def step(self, p: dict, x: Any, state: Any) -> tuple[torch.Tensor, Any]:
+        return torch.cat(list(x), dim=self.dim + 1), state

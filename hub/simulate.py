@@ -72,6 +72,12 @@ class Simulator(torch.nn.Module):
                    for name, key in self._keys.items()}
         self.reset()
 
+    @property
+    def values(self) -> dict[str, torch.Tensor]:
+        """Every node's output in the last step (by flat node name), to compare layer by
+        layer with another run."""
+        return dict(self._last)
+
     def reset(self) -> None:
         """Forget all state: the next step is the first."""
         self._state: dict[str, Any] | None = None
@@ -104,6 +110,8 @@ class Simulator(torch.nn.Module):
     def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A node's input: the sum of its forward edges' values, then its recurrent edges' last
         ones (in that order, so every backend adds in the same order)."""
+        if self.graph.nodes[name].operands:
+            return tuple(values[source] for source in self.plan.forward[name])
         total = None
         for source in self.plan.forward[name]:
             total = values[source] if total is None else total + values[source]
@@ -141,7 +149,8 @@ class Simulator(torch.nn.Module):
                 continue
             results = []
             # unbind, not x[t]: the backward of T selects would add T full-size gradients
-            for xt in total.unbind(0):
+            steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
+            for xt in steps:
                 out, state = node.step(p, xt, state)
                 results.append(out)
             values[name], self._state[name] = torch.stack(results), state

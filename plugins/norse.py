@@ -101,6 +101,7 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
+from hub_plugins import torch_trace
 from hub_plugins.torch_layers import import_pool
 from hub.neurons import Neuron
 
@@ -768,6 +769,44 @@ def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
                            "Norse's LIF/LIFBox/LI/LIBox/IAF cells", node=name, field="type")
 
 
+def _traced(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a class of its own (``norse.torch.models``, a user's) anywhere
+    below its sequentials, whose ``forward`` only tracing reads."""
+    from norse.torch import Lift, SequentialState
+
+    if isinstance(model, (torch.nn.Sequential, SequentialState)):
+        return any(_traced(child) for child in model.children())
+    if isinstance(model, Lift):
+        return _traced(model.lifted_module)
+    return not (_is_cell(model) or not any(True for _ in model.children()))
+
+
+def framework() -> torch_trace.Framework:
+    """Norse as the shared tracer sees it: cells take their state and return the next."""
+
+    def split(module: Any, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        state = args[1] if len(args) > 1 else None
+        return args[0], (state if state is not None else ())
+
+    def piece(call: torch_trace.Call) -> torch_trace.Piece:
+        if call.fresh:
+            raise UnsupportedError("the cell starts from no state at every step", field="state")
+        if call.used != {0}:
+            raise UnsupportedError("the cell's state is read as an output; the hub reads its "
+                                   "spikes (or a leaky integrator's voltage)", field="state")
+        from norse.torch import LICell, LILinearCell
+
+        cell = call.module
+        if isinstance(cell, LILinearCell):  # li_step: LICell's update on linear(x, weights)
+            inner = _import_cell(LICell(p=cell.p, dt=cell.dt), call.path)
+            return torch_trace.Piece(
+                {"_linear": hub.Linear(weight=_np(cell.input_weights)), "": inner},
+                [("<in>", "_linear"), ("_linear", "")])
+        return torch_trace.Piece({"": _import_cell(cell, call.path)})
+
+    return torch_trace.Framework("norse", _is_cell, piece, split)
+
+
 def _is_cell(module: Any) -> bool:
     return (isinstance(module, NeuronCell)
             or type(module).__module__.startswith("norse.torch.module"))
@@ -828,6 +867,13 @@ def import_model(model: Any, dt: float | None = None,
         raise FormatError(f"a Norse model is a torch.nn.Module, not {type(model).__name__}")
     if isinstance(model, NorseGraph):
         return _import_graph(model, dt)
+    if _traced(model):
+        graph = torch_trace.import_model(model, framework(), input_shape=input_shape).graph
+        dts = {float(m.p.dt if hasattr(m, "p") and hasattr(m.p, "dt") else m.dt)
+               for m in model.modules() if _is_cell(m) and hasattr(m, "dt")}
+        if dt is not None or len(dts) == 1:
+            graph.metadata["dt"] = dt if dt is not None else dts.pop()
+        return graph
     layers = _leaves(model)
     shape = input_shape or getattr(model, "input_shape", None) or _first_shape(layers)
     if shape is None:

@@ -88,7 +88,8 @@ from torch import nn
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins.torch_layers import import_pool
+from hub_plugins import torch_trace
+from hub_plugins.torch_layers import import_conv, import_pool
 from hub.node import Node
 
 
@@ -256,7 +257,8 @@ class SnnTorchFormat(hub.Format):
         if isinstance(obj, SnnTorchNet):
             graph = _import_net(obj, strict)
         else:
-            graph = _import_chain(obj, strict, input_shape)
+            graph = torch_trace.import_model(obj, framework(strict),
+                                             input_shape=input_shape).graph
         if dt is not None:
             value = float(dt)
             if not value > 0 or value == float("inf"):
@@ -276,14 +278,10 @@ class SnnTorchFormat(hub.Format):
         with torch.no_grad():
             if isinstance(native, SnnTorchNet):
                 return native.run(x)
-            for module in native.modules():
-                if hasattr(module, "reset_mem"):
-                    module.reset_mem()
-            results = []
-            for xt in x.unbind(0):
-                y = native(xt)
-                results.append(y[0] if isinstance(y, tuple) else y)
-            return torch.stack(results)
+            traced = torch_trace.import_model(native, framework(False),
+                                              input_shape=tuple(x.shape[2:]))
+            outputs = torch_trace.run(native, framework(False), x, traced.convention)
+            return outputs["output"] if len(outputs) == 1 else outputs
 
 
 @hub.hookimpl
@@ -367,72 +365,114 @@ def _restore_shapes(node: Node, shapes: dict[str, list[int]]) -> Node:
     return node.replace(**changes) if changes else node
 
 
-def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """The layers and neurons of ``module`` in registration order, containers descended into."""
+# -- tracing a live model ------------------------------------------------------------------
+
+
+def _is_neuron(module: nn.Module) -> bool:
     import snntorch
 
-    for name, child in module.named_children():
-        path = f"{prefix}{name}"
-        if isinstance(child, snntorch.SpikingNeuron) or _is_layer(child):
-            yield path, child
-        elif any(True for _ in child.children()):
-            yield from _leaves(child, f"{path}_")
-        else:
-            raise UnsupportedError(f"{type(child).__module__}.{type(child).__qualname__} has no "
-                                   "canonical counterpart; supported are Linear, Conv1d, "
-                                   "Conv2d, AvgPool2d, MaxPool2d, Flatten, Identity, Dropout "
-                                   "and snnTorch's Leaky, Synaptic, RLeaky, RSynaptic, "
-                                   "Lapicque", node=path, field="type")
+    return isinstance(module, snntorch.SpikingNeuron)
 
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
-           nn.Identity, nn.Dropout, Scale, StepDelay)
+def _split(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    """A neuron call's input and explicit state (None when the neuron keeps it hidden)."""
+    state = tuple(a for a in args[1:] if a is not None)
+    return args[0], (state or None)
 
 
-def _is_layer(module: nn.Module) -> bool:
-    return isinstance(module, _LAYERS)
+def framework(strict: bool = True) -> torch_trace.Framework:
+    """snnTorch as the shared tracer sees it."""
+    return torch_trace.Framework("snntorch", _is_neuron, lambda call: _neuron_piece(call, strict),
+                                 _split, {Scale: _scale_layer, StepDelay: _delay_layer},
+                                 _reset)
 
 
-def _import_chain(model: nn.Module, strict: bool, input_shape: Any) -> hub.Graph:
-    """A module whose children run one after the other, as a chain graph."""
-    leaves = list(_leaves(model))
-    if not leaves:
-        raise FormatError(f"{type(model).__name__} has no layers or snnTorch neurons")
-    if input_shape is None:
-        first = next((m for _, m in leaves if not isinstance(m, (nn.Identity, nn.Dropout))),
-                     None)
-        if isinstance(first, nn.Linear):
-            input_shape = (first.in_features,)
-        else:
-            raise HubError(f"the first layer is a {type(first).__name__}, whose input shape "
-                           "the model does not say: pass input_shape=(C, H, W) (without batch "
-                           "and time axes)", field="input_shape")
-    graph = hub.Graph()
-    graph.add("input", hub.Input(shape=tuple(input_shape)))
-    previous = "input"
-    for path, module in leaves:
-        if isinstance(module, (nn.Identity, nn.Dropout)):
-            continue  # Dropout is the identity in inference, which is what is converted
-        try:
-            nodes = _import_module(module, strict, {})
-        except HubError as e:
-            raise e.at(node=path)
-        main = path
-        for suffix, node in nodes:
-            graph.add(f"{path}{suffix}", node)
-        graph.connect(previous, main)
-        if len(nodes) > 1:  # a recurrent neuron: rec and perhaps bias nodes beside it
-            names = {suffix: f"{path}{suffix}" for suffix, _ in nodes}
-            if "_bias" in names:
-                graph.connect(previous, names["_bias"])
-                graph.connect(names["_bias"], main)
-            graph.connect(main, names["_rec"])
-            graph.connect(names["_rec"], main)
-        previous = main
-    graph.add("output", hub.Output())
-    graph.connect(previous, "output")
-    graph.validate()
-    return graph
+def _reset(model: nn.Module) -> None:
+    for module in model.modules():
+        if hasattr(module, "reset_mem"):
+            module.reset_mem()
+
+
+def _scale_layer(module: nn.Module) -> Node:
+    return hub.Scale(scale=_array(module.scale, "scale"))
+
+
+def _delay_layer(module: nn.Module) -> Node:
+    return hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64))
+
+
+def _neuron_piece(call: torch_trace.Call, strict: bool) -> torch_trace.Piece:
+    """A snnTorch neuron call as canonical nodes (module docstring), with its membrane where
+    the forward reads it (output 1)."""
+    import snntorch
+
+    m = call.module
+    if call.fresh:
+        return _first_step(m)
+    if call.used == {1} and m.reset_mechanism == "none":
+        piece = _piece(_import_neuron(m, strict, {"readout": True}))
+        piece.outputs[1] = ""  # a readout outputs its membrane
+        return piece
+    nodes = _import_neuron(m, strict, {})
+    piece = _piece(nodes)
+    if 1 not in call.used:
+        return piece
+    # the membrane snnTorch returns: integrated, and reset a step late by subtraction
+    if not isinstance(m, snntorch.Leaky) or type(m) is not snntorch.Leaky:
+        raise UnsupportedError(f"the membrane of a {type(m).__name__} is read; the hub reads "
+                               "the membrane of a Leaky only", field="mem")
+    lif = piece.nodes[""]
+    piece.nodes["_mem"] = hub.LI(beta=lif.beta)
+    piece.edges.append(("<in>", "_mem"))
+    if lif.reset == "subtract" and lif.reset_timing == "next":
+        # mem_t = beta*mem + x - th*s_(t-1): an LI fed by the spikes of the step before
+        piece.nodes["_reset"] = hub.Scale(scale=-lif.threshold / lif.amplitude)
+        piece.nodes["_late"] = hub.Delay(delay=1)
+        piece.edges += [("", "_reset"), ("_reset", "_late"), ("_late", "_mem")]
+    elif lif.reset != "none":
+        raise UnsupportedError(f"the membrane of a Leaky with reset_mechanism="
+                               f"{m.reset_mechanism!r} and reset_delay={m.reset_delay} is read; "
+                               "the hub reads it for the subtractive delayed reset (the "
+                               "default) or no reset", field="mem")
+    piece.outputs[1] = "_mem"
+    return piece
+
+
+def _piece(nodes: list[tuple[str, Node]]) -> torch_trace.Piece:
+    """The nodes of :func:`_import_neuron` wired as a piece (recurrence and its bias)."""
+    piece = torch_trace.Piece(dict(nodes))
+    names = dict(nodes)
+    if "_rec" in names:
+        piece.edges += [("", "_rec"), ("_rec", "")]
+    if "_bias" in names:
+        piece.edges += [("<in>", "_bias"), ("_bias", "")]
+    return piece
+
+
+def _first_step(m: nn.Module) -> torch_trace.Piece:
+    """A neuron whose state the forward starts afresh at every call: one step from zero,
+    ``spk = H(x - th) * g`` and ``mem = x`` (the reset of a zero membrane is zero)."""
+    import snntorch
+
+    if type(m) not in (snntorch.Leaky, snntorch.Synaptic):
+        raise UnsupportedError(f"a {type(m).__name__} started from fresh state at every step "
+                               "has no canonical counterpart", field="type")
+    _check_neuron(m)
+    threshold = _array(m.threshold, "threshold")
+    if (threshold < 0).any():
+        raise UnsupportedError("a negative threshold fires snnTorch's first reset signal",
+                               field="threshold")
+    amplitude = _array(m.graded_spikes_factor, "graded_spikes_factor")
+    piece = torch_trace.Piece({"": hub.Threshold(threshold=threshold)})
+    if not np.all(amplitude == 1):
+        piece.nodes["_amplitude"] = hub.Scale(scale=amplitude)
+        piece.edges.append(("", "_amplitude"))
+        piece.outputs[0] = "_amplitude"
+    if m.reset_delay or m.reset_mechanism == "none":
+        piece.nodes["_mem"] = hub.Add()
+        piece.edges.append(("<in>", "_mem"))
+        piece.outputs[1] = "_mem"
+    return piece
 
 
 def _import_module(module: nn.Module, strict: bool,
@@ -468,24 +508,7 @@ def _import_module(module: nn.Module, strict: bool,
 
 
 def _import_conv(module: nn.Module) -> Node:
-    dims = 1 if isinstance(module, nn.Conv1d) else 2
-    if module.padding_mode != "zeros":
-        raise UnsupportedError(f"padding_mode={module.padding_mode!r}: only zero padding has a "
-                               "canonical Conv", field="padding_mode")
-    padding = module.padding
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0,) * dims
-        else:  # 'same', stride 1 (torch's rule)
-            total = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
-            if any(t % 2 for t in total):
-                raise UnsupportedError("padding='same' with an even kernel pads unevenly, "
-                                       "which the canonical Conv cannot express", field="padding")
-            padding = tuple(t // 2 for t in total)
-    cls = hub.Conv1d if dims == 1 else hub.Conv2d
-    bias = 0.0 if module.bias is None else _array(module.bias, "bias")
-    return cls(weight=_array(module.weight, "weight"), bias=bias, stride=module.stride,
-               padding=padding, dilation=module.dilation, groups=module.groups)
+    return import_conv(module)
 
 
 def _check_neuron(m: nn.Module) -> None:

@@ -78,6 +78,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
+from hub_plugins import torch_trace
 from hub_plugins.torch_layers import import_pool
 from hub.node import Node
 
@@ -120,6 +121,9 @@ class SpikingJellyFormat(hub.Format):
         if not isinstance(obj, nn.Module):
             raise FormatError(f"a SpikingJelly model is a torch.nn.Module, got "
                               f"{type(obj).__name__}")
+        if _traced(obj):
+            return torch_trace.import_model(obj, framework(), input_shape=input_shape,
+                                            conventions=_conventions(obj)).graph
         return _import_model(obj, input_shape)
 
     def export(self, graph: hub.Graph, step_mode: str | None = None) -> Any:
@@ -155,6 +159,44 @@ def hub_register_formats(register) -> None:
 
 
 # -- walking a model ------------------------------------------------------------------------
+
+
+def _traced(model: Any) -> bool:
+    """Whether ``model`` computes more than its containers say: a class of its own (a model
+    zoo's or a user's) anywhere in it, whose ``forward`` only tracing reads."""
+    import torch.nn as nn
+    from spikingjelly.activation_based import base
+
+    seq_to_ann, multi_step = _containers()
+    if type(model) in (nn.Sequential, seq_to_ann, multi_step):
+        return any(_traced(child) for child in model.children())
+    return not (isinstance(model, (base.MemoryModule, base.StepModule))
+                or not any(True for _ in model.children()))
+
+
+def _conventions(model: Any) -> tuple[str, ...]:
+    if model_step_mode(model) == "m":
+        return ("sequence", "static", "step")
+    return ("step", "sequence", "static")
+
+
+def framework() -> Any:
+    """SpikingJelly as the shared tracer sees it: neurons keep their state inside."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    def is_neuron(module: Any) -> bool:
+        return isinstance(module, neuron.BaseNode)
+
+    def piece(call: torch_trace.Call) -> torch_trace.Piece:
+        if type(call.module) not in _NEURONS:
+            raise UnsupportedError(f"SpikingJelly's {type(call.module).__name__} has no "
+                                   f"canonical counterpart; {_supported()}", field="type")
+        return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
+
+    return torch_trace.Framework(
+        "spikingjelly", is_neuron, piece, lambda m, args, kwargs: (args[0], None),
+        {layer.VotingLayer: lambda m: hub.Vote(size=int(m.voting_size))},
+        functional.reset_net)
 
 
 def _is_sj(module: Any) -> bool:

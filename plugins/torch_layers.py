@@ -1,13 +1,34 @@
-"""torch.nn pooling layers as canonical nodes: the one mapping the framework plugins share.
+"""torch.nn layers as canonical nodes: the one mapping every torch-based plugin shares.
 
-snnTorch, Norse and SpikingJelly models hold plain ``torch.nn`` pooling layers (SpikingJelly's
-``layer.AvgPool2d``/``MaxPool2d`` subclass them), so their plugins import them here, with the
-same refusals everywhere.
+snnTorch, Norse, SpikingJelly and plain ReLU networks hold ``torch.nn`` layers (SpikingJelly's
+``layer.*`` subclass them), so a layer imports the same whatever framework it came from, with the
+same refusals everywhere. Each layer maps to the node that computes what torch computes:
+
+=========================================  ================================================
+torch.nn                                   canonical node
+=========================================  ================================================
+Linear                                     Linear (no bias) or Affine
+Conv1d, Conv2d (any padding form)          Conv1d, Conv2d; ``padding="same"`` resolved when
+                                             it pads evenly; only ``padding_mode="zeros"``
+BatchNorm1d, BatchNorm2d                   BatchNorm with the running statistics (inference)
+MaxPool2d, AvgPool2d                       MaxPool2d, AvgPool2d, SumPool2d (divisor 1)
+AdaptiveAvgPool2d                          AdaptiveAvgPool2d (a fixed output size)
+Flatten                                    Flatten (its axes counted without the batch)
+ReLU                                       ReLU
+Identity, Dropout, Dropout2d (inference)   nothing: the value passes through
+=========================================  ================================================
+
+``lead`` is the number of leading axes the tensor a layer is applied to has before a sample's
+own: 1 for ``[N, *]``, 2 for a sequence ``[T, N, *]`` given to a plain layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
 
 import hub
 from hub.errors import UnsupportedError
@@ -23,8 +44,6 @@ def pair(value: Any) -> tuple[int, int]:
 def import_pool(module: Any) -> hub.Node:
     """A ``torch.nn.AvgPool2d`` or ``MaxPool2d`` as ``AvgPool2d``, ``SumPool2d`` or
     ``MaxPool2d``; what those cannot express raises ``UnsupportedError`` naming the field."""
-    import torch.nn as nn
-
     if module.ceil_mode:
         raise UnsupportedError("ceil_mode=True pools partial windows, which the canonical "
                                "pools do not", field="ceil_mode")
@@ -50,3 +69,109 @@ def import_pool(module: Any) -> hub.Node:
                                "windows by fewer elements, which the canonical AvgPool2d "
                                "cannot express", field="count_include_pad")
     return hub.AvgPool2d(**sizes)
+
+
+#: The layers :func:`import_layer` maps; anything else is not a layer to this module.
+LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
+                            nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
+                            nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
+
+
+def is_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a torch.nn layer that :func:`import_layer` maps."""
+    return isinstance(module, LAYERS)
+
+
+def array(tensor: Any, field: str) -> np.ndarray:
+    """A parameter as a float32 array, refusing other dtypes by field."""
+    if not isinstance(tensor, torch.Tensor):
+        tensor = torch.as_tensor(tensor)
+    if tensor.dtype != torch.float32:
+        raise UnsupportedError(f"dtype {tensor.dtype}: the canonical graph computes in float32; "
+                               "convert the model with .float() first", field=field)
+    return tensor.detach().cpu().numpy().copy()
+
+
+def import_layer(module: nn.Module, *, lead: int = 1, per_step: bool = False) -> hub.Node | None:
+    """The canonical node of a torch.nn layer, or None where it passes its input through.
+
+    ``lead`` counts the axes before a sample's own in the tensor it is applied to; a
+    ``per_step`` layer (SpikingJelly's multi-step ``layer.*``) means its per-step self whatever
+    it is given.
+    """
+    if isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
+        return None
+    if isinstance(module, nn.ReLU):
+        return hub.ReLU()
+    if isinstance(module, nn.Linear):
+        weight = array(module.weight, "weight")
+        if module.bias is None:
+            return hub.Linear(weight=weight)
+        return hub.Affine(weight=weight, bias=array(module.bias, "bias"))
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return import_conv(module)
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return import_batchnorm(module)
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        return import_pool(module)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        size = pair(module.output_size) if None not in _tuple(module.output_size) else None
+        if size is None:
+            raise UnsupportedError("an output size of None keeps the input's size, which the "
+                                   "canonical AdaptiveAvgPool2d does not", field="output_size")
+        return hub.AdaptiveAvgPool2d(output_size=size)
+    if isinstance(module, nn.Flatten):
+        return import_flatten(module.start_dim, module.end_dim, 1 if per_step else lead)
+    raise UnsupportedError(f"{type(module).__module__}.{type(module).__qualname__} has no "
+                           "canonical counterpart; the torch.nn layers the hub maps are "
+                           + ", ".join(t.__name__ for t in LAYERS), field="type")
+
+
+def _tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def import_flatten(start: int, end: int, lead: int) -> hub.Node:
+    """``flatten(start, end)`` of a tensor with ``lead`` axes before a sample's own."""
+    if 0 <= start < lead or 0 <= end < lead:
+        raise UnsupportedError(f"flattening axes {start}..{end} merges the batch (or time) axis "
+                               "into a sample, which no canonical node does", field="start_dim")
+    return hub.Flatten(start_dim=start - lead if start >= 0 else start,
+                       end_dim=end - lead if end >= 0 else end)
+
+
+def import_conv(module: nn.Module) -> hub.Node:
+    """``nn.Conv1d``/``Conv2d`` with every padding form torch has, zero padding only."""
+    dims = 1 if isinstance(module, nn.Conv1d) else 2
+    if module.padding_mode != "zeros":
+        raise UnsupportedError(f"padding_mode={module.padding_mode!r}: only zero padding has a "
+                               "canonical Conv", field="padding_mode")
+    padding = module.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0,) * dims
+        else:  # 'same', stride 1 (torch's rule)
+            total = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
+            if any(t % 2 for t in total):
+                raise UnsupportedError("padding='same' with an even kernel pads unevenly, "
+                                       "which the canonical Conv cannot express", field="padding")
+            padding = tuple(t // 2 for t in total)
+    cls = hub.Conv1d if dims == 1 else hub.Conv2d
+    bias = 0.0 if module.bias is None else array(module.bias, "bias")
+    return cls(weight=array(module.weight, "weight"), bias=bias, stride=module.stride,
+               padding=padding, dilation=module.dilation, groups=module.groups)
+
+
+def import_batchnorm(module: nn.Module) -> hub.Node:
+    """Batch norm in inference, with its running statistics (as in ``eval()``)."""
+    if not module.track_running_stats or module.running_mean is None:
+        raise UnsupportedError("track_running_stats=False normalises with each batch's own "
+                               "statistics, so a sample's output depends on the batch",
+                               field="track_running_stats")
+    channels = module.num_features
+    weight = array(module.weight, "weight") if module.weight is not None else 1.0
+    bias = array(module.bias, "bias") if module.bias is not None else 0.0
+    return hub.BatchNorm(mean=array(module.running_mean, "running_mean"),
+                         var=array(module.running_var, "running_var"),
+                         weight=np.broadcast_to(weight, (channels,)).copy(),
+                         bias=np.broadcast_to(bias, (channels,)).copy(), eps=float(module.eps))

@@ -65,16 +65,29 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "LI": (hub.LI(beta=0.5, gain=0.25, v_leak=0.5, v_init=1.0), (3,)),
     "Integrator": (hub.Integrator(gain=dyadic(3)), (3,)),
     "CubaLI": (hub.CubaLI(alpha=0.5, beta=0.25, gain=2.0), (3,)),
+    "Bias": (hub.Bias(bias=dyadic(3)), (3,)),
+    "ReLU": (hub.ReLU(), (3,)),
+    "BatchNorm": (hub.BatchNorm(mean=dyadic(2), var=np.array([0.25, 1.0], np.float32),
+                                weight=dyadic(2), bias=dyadic(2), eps=0.0), (2, 3)),
+    "AdaptiveAvgPool2d": (hub.AdaptiveAvgPool2d(output_size=(2, 3)), (2, 4, 6)),
+    "Vote": (hub.Vote(size=2), (6,)),
+    "Mul": (hub.Mul(), (3,)),
+    "Concat": (hub.Concat(dim=1), (2, 3)),
     "LoihiCUBA": (hub.LoihiCUBA(i_decay=[0, 1024, 4096], v_decay=256, threshold=3, bias=1,
                                 refractory=1), (3,)),
 }
 
 
 def single(node: hub.Node, shape: tuple[int, ...]) -> hub.Graph:
-    """A graph that feeds ``node`` from an input of ``shape``."""
+    """A graph that feeds ``node`` from an input of ``shape`` (twice, for an operand node such
+    as ``Mul``: the input and its negation)."""
     if isinstance(node, hub.Input):
         return hub.Graph.chain(("input", node))
-    return hub.Graph.chain(("input", hub.Input(shape=shape)), ("node", node))
+    graph = hub.Graph.chain(("input", hub.Input(shape=shape)), ("node", node))
+    if node.operands:
+        graph.add("negate", hub.Scale(scale=-1.0)).connect("input", "negate")
+        graph.connect("negate", "node")
+    return graph
 
 
 @pytest.fixture

@@ -66,6 +66,22 @@ class Stepwise(nn.Module):
                 self.fc.weight.copy_(weights[0])
                 self.fc.bias.copy_(weights[1])
         self.lif = neuron
+        self._state = None
+
+    def forward(self, x):
+        """One step. The neuron keeps its state (snnTorch 1.0 neurons do without init_hidden),
+        but RSynaptic, which snnTorch 1.0 runs with explicit state only: the net keeps it."""
+        cur = self.fc(x)
+        if isinstance(self.lif, snn.RSynaptic) and not self.lif.init_hidden:
+            state = self._state or (torch.zeros_like(cur),) * 3
+            self._state = self.lif(cur, *state)
+            return self._state[0]
+        out = self.lif(cur)
+        return out[0] if isinstance(out, tuple) else out
+
+    def reset_mem(self):
+        """Forget the state the net keeps (the hub resets every module that has this)."""
+        self._state = None
 
     def run(self, x):
         """snnTorch's own loop over time, as its tutorials write it."""
@@ -410,8 +426,8 @@ def test_a_conv_model_needs_its_input_shape():
 
 
 def test_unknown_layers_are_refused_naming_the_module():
-    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), snn.Leaky(beta=0.5, init_hidden=True))
-    with pytest.raises(hub.UnsupportedError, match="ReLU") as info:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), snn.Leaky(beta=0.5, init_hidden=True))
+    with pytest.raises(hub.UnsupportedError, match="tanh") as info:
         hub.load(model)
     assert info.value.node == "1"
 

@@ -1,0 +1,265 @@
+"""Real models in: the frameworks' own model classes and tutorial networks, imported from what
+their forward computes and proved against their own run (hub_plugins.torch_trace).
+
+Each test builds a model nobody here wrote (a class installed with its framework, or a tutorial
+network as its tutorial writes it), imports it, and checks the graph with the model's own run
+node by node and step by step (``torch_trace.prove``, which every import already runs) and on a
+second input the import never saw.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hub
+from hub_plugins import torch_trace
+
+snn = pytest.importorskip("snntorch")
+
+
+def same_as_native(model, fw, shape, conventions=torch_trace.CONVENTIONS):
+    """Import ``model``; run it and the graph on a fresh input; return the graph."""
+    traced = torch_trace.import_model(model, fw, input_shape=shape, conventions=conventions)
+    x = torch_trace.probe(shape, steps=5, seed=7)  # the batch a tutorial may hard-code
+    fresh = torch_trace.trace(model, fw, x, traced.convention)
+    torch_trace.prove(fresh)
+    native = torch_trace.native_outputs(fresh)
+    ours = hub.simulate(fresh.graph, fresh.x)
+    ours = ours if isinstance(ours, dict) else {"output": ours}
+    for name, want in native.items():
+        assert torch.equal(ours[name], want) or torch.allclose(ours[name], want, atol=1e-5), name
+    return traced.graph
+
+
+# -- snnTorch's tutorials, as they write them ------------------------------------------------
+
+NUM_STEPS = 6
+
+
+class Tutorial5(nn.Module):
+    """snnTorch tutorial 5's network: a loop over a global number of steps, static input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(12, 10)
+        self.lif1 = snn.Leaky(beta=0.95)
+        self.fc2 = nn.Linear(10, 4)
+        self.lif2 = snn.Leaky(beta=0.95)
+
+    def forward(self, x):
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk2_rec = []
+        mem2_rec = []
+        for step in range(NUM_STEPS):
+            cur1 = self.fc1(x)
+            spk1, mem1 = self.lif1(cur1, mem1)
+            cur2 = self.fc2(spk1)
+            spk2, mem2 = self.lif2(cur2, mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        return torch.stack(spk2_rec, dim=0), torch.stack(mem2_rec, dim=0)
+
+
+class Tutorial6(nn.Module):
+    """snnTorch tutorial 6's class: functional pooling and .view, state started afresh in
+    every call."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self.conv1 = nn.Conv2d(1, 4, 5)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.conv2 = nn.Conv2d(4, 8, 5)
+        self.lif2 = snn.Leaky(beta=0.5)
+        self.fc1 = nn.Linear(8 * 1 * 1, 10)
+        self.lif3 = snn.Leaky(beta=0.5)
+
+    def forward(self, x):
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        mem3 = self.lif3.init_leaky()
+        cur1 = F.max_pool2d(self.conv1(x), 2)
+        spk1, mem1 = self.lif1(cur1, mem1)
+        cur2 = F.max_pool2d(self.conv2(spk1), 2)
+        spk2, mem2 = self.lif2(cur2, mem2)
+        cur3 = self.fc1(spk2.view(self.batch_size, -1))
+        spk3, mem3 = self.lif3(cur3, mem3)
+        return spk3, mem3
+
+
+class Regression(nn.Module):
+    """snnTorch's regression tutorial: it registers lif_hidden but its forward applies li_out
+    twice, with two states. Reading the registered order would be silently wrong."""
+
+    def __init__(self, timesteps, hidden):
+        super().__init__()
+        self.timesteps = timesteps
+        self.fc_in = nn.Linear(1, hidden)
+        self.lif_in = snn.Leaky(beta=torch.rand(hidden), threshold=torch.rand(hidden),
+                                learn_beta=True)
+        self.fc_hidden = nn.Linear(hidden, hidden)
+        self.lif_hidden = snn.Leaky(beta=torch.rand(hidden), threshold=torch.rand(hidden),
+                                    learn_beta=True)
+        self.fc_out = nn.Linear(hidden, 1)
+        self.li_out = snn.Leaky(beta=torch.rand(1), threshold=1.0, learn_beta=True,
+                                reset_mechanism="none")
+
+    def forward(self, x):
+        mem_1 = self.lif_in.init_leaky()
+        mem_2 = self.lif_hidden.init_leaky()
+        mem_3 = self.li_out.init_leaky()
+        mem_3_rec = []
+        for step in range(self.timesteps):
+            x_timestep = x[step, :, :]
+            cur_in = self.fc_in(x_timestep)
+            spk_in, mem_1 = self.lif_in(cur_in, mem_1)
+            cur_hidden = self.fc_hidden(spk_in)
+            spk_hidden, mem_2 = self.li_out(cur_hidden, mem_2)
+            cur_out = self.fc_out(spk_hidden)
+            _, mem_3 = self.li_out(cur_out, mem_3)
+            mem_3_rec.append(mem_3)
+        return torch.stack(mem_3_rec)
+
+
+def snntorch_fw():
+    from hub_plugins.snntorch import framework
+
+    return framework()
+
+
+def test_snntorch_tutorial_5_loops_over_time_with_explicit_state():
+    torch.manual_seed(0)
+    graph = same_as_native(Tutorial5(), snntorch_fw(), (12,))
+    assert [graph.nodes[n].type for n in ("fc1", "lif1", "fc2", "lif2")] == [
+        "Affine", "LIF", "Affine", "LIF"]
+    assert len(graph.outputs) == 2  # the spikes and the membrane the tutorial records
+
+
+def test_snntorch_tutorial_6_class_pools_functionally_and_starts_fresh_each_call():
+    torch.manual_seed(1)
+    graph = same_as_native(Tutorial6(batch_size=torch_trace.PROBE_BATCH), snntorch_fw(),
+                           (1, 16, 16), conventions=("step",))
+    types = {n.type for n in graph.nodes.values()}
+    assert {"MaxPool2d", "Flatten", "Threshold"} <= types  # its state never outlives a call
+
+
+def test_the_regression_tutorial_imports_what_its_forward_computes():
+    torch.manual_seed(2)
+    model = Regression(timesteps=torch_trace.PROBE_STEPS, hidden=6)
+    graph = hub.load(model, input_shape=(1,))
+    assert "lif_hidden" not in graph.nodes  # registered, never called
+    assert {"li_out", "li_out_1"} <= set(graph.nodes)  # called twice per step
+    assert graph.nodes["li_out"].type == "LIF" and graph.nodes["li_out_1"].type == "LI"
+
+
+def test_a_misread_model_is_refused_naming_the_node_and_step(monkeypatch):
+    """Break the importer's mapping of a Leaky: the proof at import must catch it."""
+    import hub_plugins.snntorch as plugin
+
+    real = plugin._import_neuron
+
+    def wrong(m, strict, role):
+        nodes = real(m, strict, role)
+        return [(s, n.replace(beta=n.beta * 0.5) if s == "" else n) for s, n in nodes]
+
+    monkeypatch.setattr(plugin, "_import_neuron", wrong)
+    torch.manual_seed(0)
+    with pytest.raises(hub.UnsupportedError, match="differs from the model's own run at step") \
+            as e:
+        hub.load(Tutorial5(), input_shape=(12,))
+    assert e.value.node in ("lif1", "lif2")
+
+
+def test_what_cannot_be_traced_is_refused_naming_module_and_construct():
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(4, 4)
+            self.lif = snn.Leaky(beta=0.5, init_hidden=True)
+
+        def forward(self, x):
+            q = self.lif(self.q(x))
+            return torch.softmax(q @ q.transpose(0, 1), dim=-1)
+
+    with pytest.raises(hub.UnsupportedError) as e:
+        hub.load(Attention(), input_shape=(4,))
+    assert "transpose" in str(e.value) or "matmul" in str(e.value)
+
+
+# -- SpikingJelly's model zoo and examples -----------------------------------------------------
+
+sj = pytest.importorskip("spikingjelly.activation_based")
+
+
+def sj_fw():
+    from hub_plugins.spikingjelly import framework
+
+    return framework()
+
+
+def test_spikingjelly_fashion_mnist_csnn_example():
+    from spikingjelly.activation_based.examples.conv_fashion_mnist import CSNN
+
+    torch.manual_seed(3)
+    graph = hub.load(CSNN(T=4, channels=4), input_shape=(1, 28, 28))
+    assert sum(n.type == "IF" for n in graph.nodes.values()) == 4
+    assert sum(n.type == "BatchNorm" for n in graph.nodes.values()) == 2
+
+
+@pytest.mark.parametrize("name", ["MNISTNet", "FashionMNISTNet", "NMNISTNet", "CIFAR10Net",
+                                  "CIFAR10DVSNet", "DVSGestureNet"])
+def test_every_parametric_lif_net_with_its_voting_layer(name):
+    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based.model import parametric_lif_net
+
+    shapes = {"MNISTNet": (1, 28, 28), "FashionMNISTNet": (1, 28, 28),
+              "NMNISTNet": (2, 34, 34), "CIFAR10Net": (3, 32, 32),
+              "CIFAR10DVSNet": (2, 128, 128), "DVSGestureNet": (2, 128, 128)}
+    torch.manual_seed(4)
+    model = getattr(parametric_lif_net, name)(channels=2, spiking_neuron=neuron.LIFNode)
+    graph = hub.load(model, input_shape=shapes[name])
+    assert any(n.type == "Vote" for n in graph.nodes.values())
+
+
+@pytest.mark.parametrize("build", ["spiking_resnet18", "sew_resnet18-ADD", "sew_resnet18-IAND",
+                                   "spiking_vgg11_bn"])
+def test_spikingjelly_resnets_and_vgg(build):
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
+
+    torch.manual_seed(5)
+    if build == "spiking_resnet18":
+        model = spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode)
+    elif build.startswith("sew"):
+        model = sew_resnet.sew_resnet18(cnf=build.split("-")[1], spiking_neuron=neuron.IFNode)
+    else:
+        model = spiking_vgg.spiking_vgg11_bn(spiking_neuron=neuron.IFNode, num_classes=10)
+    functional.set_step_mode(model, "m")
+    graph = hub.load(model, input_shape=(3, 32, 32))
+    types = [n.type for n in graph.nodes.values()]
+    assert "BatchNorm" in types and "AdaptiveAvgPool2d" in types
+    if build == "sew_resnet18-IAND":
+        assert "Mul" in types
+
+
+# -- Norse's model zoo ----------------------------------------------------------------------------
+
+pytest.importorskip("norse")
+
+
+@pytest.mark.parametrize("name", ["ConvNet", "ConvNet4"])
+def test_norse_convnets_loop_over_time_with_explicit_state(name):
+    from norse.torch.models import conv
+
+    from hub_plugins.norse import framework
+
+    torch.manual_seed(6)
+    model = getattr(conv, name)(feature_size=16)
+    graph = same_as_native(model, framework(), (1, 16, 16))
+    types = {n.type for n in graph.nodes.values()}
+    assert {"ReLU", "MaxPool2d", "Scale", "Linear"} <= types  # relu, pooling, 10 * conv2(z)
+    assert graph.nodes["out"].type == "CubaLI"  # LILinearCell: li_step on linear(x, weights)
