@@ -7,15 +7,19 @@ Rueckauer et al. 2017). It only imports: there is no export back to an ANN.
 
 What it takes
 -------------
-An ``nn.Sequential`` or any module that ``torch.fx`` can trace, whose forward is a chain of:
+An ``nn.Sequential`` or any module that ``torch.fx`` can trace, built from:
 ``Conv1d``/``Conv2d``/``Linear``; ``BatchNorm1d``/``BatchNorm2d`` right after one of those (folded
 into it with the running statistics, as in eval mode); ``ReLU`` (module, ``F.relu``,
-``torch.relu``, ``.relu()``); ``AvgPool2d``; ``AdaptiveAvgPool2d`` where each input side is a
-multiple of the output side (it is then an ``AvgPool2d``); ``Flatten``, ``torch.flatten``,
-``.view``/``.reshape`` that merge sample axes; ``Dropout`` and ``Identity`` (dropped: eval
-mode). ``MaxPool2d`` is refused unless ``maxpool="approximate"``. Anything else (another
-activation, a skip connection, a softmax) is refused with :class:`hub.UnsupportedError` naming
-the module. Converting never changes the model: it works on a copy in eval mode.
+``torch.relu``, ``.relu()``); the sum of two activations (``a + b``, ``a += b``, ``torch.add``:
+residual skip connections); ``AvgPool2d``; ``AdaptiveAvgPool2d`` at the traced input size where
+the output is the input (dropped), where each input side is a multiple of the output side (an
+``AvgPool2d``), or, any sizes, right before a ``Flatten`` and a ``Linear`` (folded into that
+``Linear``, below); ``Flatten``, ``torch.flatten``, ``.view``/``.reshape`` that merge sample
+axes (which axes is read from the shapes, so ``[N, C, 1, 1]`` to ``[N, C]`` is a Flatten);
+``Dropout`` and ``Identity`` (dropped: eval mode). ``MaxPool2d`` is refused unless
+``maxpool="approximate"``. Anything else (another activation, a concatenation, a product, a
+softmax) is refused with :class:`hub.UnsupportedError` naming the module. Converting never
+changes the model: it works on a copy in eval mode.
 
 The method
 ----------
@@ -53,6 +57,33 @@ lies above saturates at one spike per step), or a fraction ``f`` of the largest
 ``(W_l a_{l-1} + b_l) / lambda_l``, so its rate is ``~ a_l / lambda_l``, clipped at 1: by
 induction every layer's rate, times ``lambda_l``, approximates its ReLU activation. Bias terms
 are a constant current each step.
+
+*Skip connections.* Every value between neurons is a linear function of the spikes of the
+neuron layers (or the input) it comes from, so it is kept in a known unit. Before any weight
+layer a value is in the units of its source ``s``: the ANN's value is ``lambda_s`` times it
+(pooling and flattening keep that). A weight layer on the way to neuron layer ``d`` gets
+``W' = W lambda_s / lambda_d``, ``b' = b / lambda_d``: its output is in ``d``'s units. An
+addition ``z = u + v`` feeding ``d`` must add values in one unit, so each branch is brought to
+``d``'s units: a branch with a weight layer is already there; a branch with none (a ResNet's
+identity shortcut, from neuron layer ``s``) is multiplied by ``lambda_s / lambda_d``. Then ``d``
+receives ``(u + v) / lambda_d = z / lambda_d``, its rate approximates ``relu(z) / lambda_d``,
+and the induction above goes on through the block. Without the factor the shortcut would arrive
+``lambda_s / lambda_d`` times too strong or weak (``tests/test_ann.py`` shows the rate check
+failing for it). The factor is a per-channel 1x1 convolution (a diagonal ``Affine`` for
+vectors): each output is one product ``w x``, exactly ``ratio * x`` in float32, and every torch
+target has the layer (``Scale`` would say the same, but fewer formats export it); an addition
+of two values already in one unit needs none. A ``ReLU`` whose input has no weight layer
+between it and a neuron layer is dropped (its input is never negative). Each path from a
+neuron layer to the next holds at most one weight layer, and a value after a weight layer may
+feed only one neuron layer (or the output): it is scaled for that one.
+
+*Adaptive pooling before a Linear.* Average pooling to any size is a linear map ``P`` per
+channel, from ``h*w`` positions to ``k*l``, so ``W flatten(pool(x)) = W' flatten(x)`` with
+``W'[o, c, :] = W[o, c, :] P``: exact in real arithmetic, computed in float64. VGG's
+``AdaptiveAvgPool2d(7)`` after a 1x1 map (a 32x32 input) replicates each channel 49 times; its
+``W'`` sums the 49 weights of each channel, and ``Linear(25088, 4096)`` becomes
+``Linear(512, 4096)``. Anywhere else, adaptive pooling with windows of different sizes is
+refused.
 
 *Input.* The analog input ``x`` is applied unchanged as the first layer's input current at every
 time step: feed ``present(x, steps)``, i.e. ``x`` repeated ``T`` times along a new time axis

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hub
-from hub_plugins.ann import folded, present
+from hub_plugins.ann import _flatten, folded, present
 
 
 def ann(net, calibration, **options):
@@ -457,11 +459,6 @@ def test_the_progress_bar_does_not_disturb_a_run_without_a_terminal(capfd):
 
 
 # -- real architectures: flattening 1x1 maps, residual additions, adaptive pooling -------------
-
-from functools import lru_cache  # noqa: E402
-
-from hub_plugins.ann import _flatten  # noqa: E402
-
 
 def upto(graph: hub.Graph, last: str) -> hub.Graph:
     """``graph`` (any topology) cut after node ``last``, read out there."""
