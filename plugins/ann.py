@@ -7,15 +7,19 @@ Rueckauer et al. 2017). It only imports: there is no export back to an ANN.
 
 What it takes
 -------------
-An ``nn.Sequential`` or any module that ``torch.fx`` can trace, whose forward is a chain of:
+An ``nn.Sequential`` or any module that ``torch.fx`` can trace, built from:
 ``Conv1d``/``Conv2d``/``Linear``; ``BatchNorm1d``/``BatchNorm2d`` right after one of those (folded
 into it with the running statistics, as in eval mode); ``ReLU`` (module, ``F.relu``,
-``torch.relu``, ``.relu()``); ``AvgPool2d``; ``AdaptiveAvgPool2d`` where each input side is a
-multiple of the output side (it is then an ``AvgPool2d``); ``Flatten``, ``torch.flatten``,
-``.view``/``.reshape`` that merge sample axes; ``Dropout`` and ``Identity`` (dropped: eval
-mode). ``MaxPool2d`` is refused unless ``maxpool="approximate"``. Anything else (another
-activation, a skip connection, a softmax) is refused with :class:`hub.UnsupportedError` naming
-the module. Converting never changes the model: it works on a copy in eval mode.
+``torch.relu``, ``.relu()``); the sum of two activations (``a + b``, ``a += b``, ``torch.add``:
+residual skip connections); ``AvgPool2d``; ``AdaptiveAvgPool2d`` at the traced input size where
+the output is the input (dropped), where each input side is a multiple of the output side (an
+``AvgPool2d``), or, any sizes, right before a ``Flatten`` and a ``Linear`` (folded into that
+``Linear``, below); ``Flatten``, ``torch.flatten``, ``.view``/``.reshape`` that merge sample
+axes (which axes is read from the shapes, so ``[N, C, 1, 1]`` to ``[N, C]`` is a Flatten);
+``Dropout`` and ``Identity`` (dropped: eval mode). ``MaxPool2d`` is refused unless
+``maxpool="approximate"``. Anything else (another activation, a concatenation, a product, a
+softmax) is refused with :class:`hub.UnsupportedError` naming the module. Converting never
+changes the model: it works on a copy in eval mode.
 
 The method
 ----------
@@ -53,6 +57,33 @@ lies above saturates at one spike per step), or a fraction ``f`` of the largest
 ``(W_l a_{l-1} + b_l) / lambda_l``, so its rate is ``~ a_l / lambda_l``, clipped at 1: by
 induction every layer's rate, times ``lambda_l``, approximates its ReLU activation. Bias terms
 are a constant current each step.
+
+*Skip connections.* Every value between neurons is a linear function of the spikes of the
+neuron layers (or the input) it comes from, so it is kept in a known unit. Before any weight
+layer a value is in the units of its source ``s``: the ANN's value is ``lambda_s`` times it
+(pooling and flattening keep that). A weight layer on the way to neuron layer ``d`` gets
+``W' = W lambda_s / lambda_d``, ``b' = b / lambda_d``: its output is in ``d``'s units. An
+addition ``z = u + v`` feeding ``d`` must add values in one unit, so each branch is brought to
+``d``'s units: a branch with a weight layer is already there; a branch with none (a ResNet's
+identity shortcut, from neuron layer ``s``) is multiplied by ``lambda_s / lambda_d``. Then ``d``
+receives ``(u + v) / lambda_d = z / lambda_d``, its rate approximates ``relu(z) / lambda_d``,
+and the induction above goes on through the block. Without the factor the shortcut would arrive
+``lambda_s / lambda_d`` times too strong or weak (``tests/test_ann.py`` shows the rate check
+failing for it). The factor is a per-channel 1x1 convolution (a diagonal ``Affine`` for
+vectors): each output is one product ``w x``, exactly ``ratio * x`` in float32, and every torch
+target has the layer (``Scale`` would say the same, but fewer formats export it); an addition
+of two values already in one unit needs none. A ``ReLU`` whose input has no weight layer
+between it and a neuron layer is dropped (its input is never negative). Each path from a
+neuron layer to the next holds at most one weight layer, and a value after a weight layer may
+feed only one neuron layer (or the output): it is scaled for that one.
+
+*Adaptive pooling before a Linear.* Average pooling to any size is a linear map ``P`` per
+channel, from ``h*w`` positions to ``k*l``, so ``W flatten(pool(x)) = W' flatten(x)`` with
+``W'[o, c, :] = W[o, c, :] P``: exact in real arithmetic, computed in float64. VGG's
+``AdaptiveAvgPool2d(7)`` after a 1x1 map (a 32x32 input) replicates each channel 49 times; its
+``W'`` sums the 49 weights of each channel, and ``Linear(25088, 4096)`` becomes
+``Linear(512, 4096)``. Anywhere else, adaptive pooling with windows of different sizes is
+refused.
 
 *Input.* The analog input ``x`` is applied unchanged as the first layer's input current at every
 time step: feed ``present(x, steps)``, i.e. ``x`` repeated ``T`` times along a new time axis
@@ -93,7 +124,7 @@ MODES_HELP = ("mode='max', a percentile string like '99.9%', or a fraction of th
 MAX_SAMPLES = 1 << 24
 #: Node types the converter produces.
 PRODUCES = frozenset({"Input", "Output", "Conv1d", "Conv2d", "Affine", "AvgPool2d", "MaxPool2d",
-                      "Flatten", "IF", "Integrator"})
+                      "Flatten", "Add", "IF", "Integrator"})
 
 
 class ANNFormat(hub.Format):
@@ -159,18 +190,14 @@ def convert(model: Any, calibration: Any, *, mode: str | float = "99.9%",
     first = next(batches, None)
     if first is None:
         raise HubError("calibration: the data loader is empty; give it at least one batch")
-    steps = trace(model, first, maxpool=maxpool)
-    layers = _layers(steps)
-    if not any(layer.relu is not None for layer in layers):
-        raise UnsupportedError("the network has no ReLU, so it is not a ReLU network; only "
-                               "ReLU activations have a rate-coded IF equivalent")
-    stats = _calibrate(layers, first, batches, percentile=percentile is not None,
-                       show=progress, spikes_out=readout == "spikes",
-                       total=_samples(calibration))
-    scales = [None if s is None else s.scale(fraction, percentile, name)
-              for s, name in zip(stats, (layer.name for layer in layers))]
-    return _build(layers, scales, tuple(first.shape[1:]), mode=mode, readout=readout,
-                  comparison=comparison, v_init=float(v_init), reset_timing=reset_timing)
+    net = trace(model, first, maxpool=maxpool)
+    plan = _plan(net, readout)
+    stats = _calibrate(net, plan, first, batches, percentile=percentile is not None,
+                       show=progress, total=_samples(calibration))
+    scales = {key: stat.scale(fraction, percentile, _scale_name(net, key))
+              for key, stat in stats.items()}
+    return _build(net, plan, scales, mode=mode, readout=readout, comparison=comparison,
+                  v_init=float(v_init), reset_timing=reset_timing)
 
 
 def present(x: Any, steps: int) -> Any:
@@ -182,14 +209,19 @@ def present(x: Any, steps: int) -> Any:
 
 
 def folded(model: Any, example: Any, *, maxpool: str = "refuse") -> Any:
-    """The network as the converter sees it: an ``nn.Sequential`` with batch norm folded into
-    the layers before it, dropout and identities gone, and adaptive pooling as ``AvgPool2d``.
-    It computes what ``model`` computes in eval mode, up to float rounding. ``example`` is one
-    input batch, for tracing shapes."""
+    """The network as the converter sees it: batch norm folded into the layers before it,
+    dropout and identities gone, adaptive pooling as ``AvgPool2d`` or folded into the ``Linear``
+    after it. A chain is an ``nn.Sequential``; a network with additions a module that runs the
+    same steps. It computes what ``model`` computes in eval mode, up to float rounding.
+    ``example`` is one input batch, for tracing shapes."""
     import torch.nn as nn
 
-    steps = trace(model, _as_batch(example, "example"), maxpool=maxpool)
-    return nn.Sequential(OrderedDict((_node_name(s), s.module) for s in steps))
+    net = trace(model, _as_batch(example, "example"), maxpool=maxpool)
+    keys = list(net.steps)
+    if all(step.kind != "add" and step.inputs == [prev]
+           for step, prev in zip(net.steps.values(), ["input", *keys])):
+        return nn.Sequential(OrderedDict((_node_name(s), s.module) for s in net.steps.values()))
+    return _Folded(net)
 
 
 # -- reading the network -----------------------------------------------------------------------
@@ -197,22 +229,66 @@ def folded(model: Any, example: Any, *, maxpool: str = "refuse") -> Any:
 
 @dataclass
 class _Step:
-    """One operation of the chain: ``name`` in the ANN, what it is, a torch module doing it."""
+    """One operation: ``name`` in the ANN, what it is, a torch module doing it, the keys of the
+    steps it reads (``"input"`` for the network's input) and its output shape (batch first)."""
 
     name: str
-    kind: str  # "weight", "relu", "avgpool", "maxpool", "flatten"
+    kind: str  # "weight", "relu", "avgpool", "maxpool", "flatten", "add", "adaptive", "bn"
     module: Any
+    inputs: list[str] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
     bn: str | None = None  # the batch norm folded into it
 
 
 @dataclass
-class _Layer:
-    """The affine ops up to a ReLU (or to the end), and that ReLU."""
+class _Net:
+    """The traced network: its steps by key (the torch.fx node name; a module called twice gives
+    two steps), in an order where each step comes after the ones it reads, and which step's
+    value it returns."""
 
-    ops: list[_Step]
-    relu: _Step | None
-    name: str = ""
-    weight: _Step | None = field(default=None)
+    steps: dict[str, _Step]
+    output: str
+    in_shape: tuple[int, ...]  # of one sample, without the batch axis
+
+    def consumers(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {key: [] for key in ["input", *self.steps]}
+        for key, step in self.steps.items():
+            for source in dict.fromkeys(step.inputs):
+                users[source].append(key)
+        return users
+
+    def run(self, x: Any, seen: Any = None) -> Any:
+        """The network's output for ``x``; ``seen(key, value)`` sees each step's value."""
+        values, users = {"input": x}, self.consumers()
+        left = {key: len(found) for key, found in users.items()}
+        for key, step in self.steps.items():
+            args = [values[source] for source in step.inputs]
+            values[key] = sum(args[1:], args[0]) if step.kind == "add" else step.module(*args)
+            if seen is not None:
+                seen(key, values[key])
+            for source in dict.fromkeys(step.inputs):  # free what no later step reads
+                left[source] -= 1
+                if not left[source] and source != self.output:
+                    del values[source]
+        return values[self.output]
+
+
+def _Folded(net: _Net) -> Any:
+    """An ``nn.Module`` that runs the folded steps of ``net`` (for networks with additions)."""
+    import torch.nn as nn
+
+    class Folded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.layers = nn.ModuleDict({_node_name(s).replace(".", "_") + f"_{i}": s.module
+                                         for i, s in enumerate(net.steps.values())
+                                         if s.module is not None})
+
+        def forward(self, x: Any) -> Any:
+            return self.net.run(x)
+
+    return Folded()
 
 
 def _known_leaves() -> tuple[type, ...]:
@@ -223,8 +299,9 @@ def _known_leaves() -> tuple[type, ...]:
             nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 
 
-def trace(model: Any, example: Any, *, maxpool: str = "refuse") -> list[_Step]:
-    """The chain of operations of ``model`` (a copy, in eval mode, batch norm folded)."""
+def trace(model: Any, example: Any, *, maxpool: str = "refuse") -> _Net:
+    """The operations of ``model`` (a copy, in eval mode, batch norm and adaptive pooling
+    folded) and how they connect."""
     import torch
     import torch.fx
     import torch.nn as nn
@@ -249,20 +326,23 @@ def trace(model: Any, example: Any, *, maxpool: str = "refuse") -> list[_Step]:
         raise FormatError(f"running {type(model).__name__} on a calibration batch of shape "
                           f"{list(example.shape)} failed: {type(e).__name__}: {e}") from None
 
-    steps: list[_Step] = []
-    current = None
+    steps: dict[str, _Step] = {}
+    value: dict[Any, str | None] = {}  # fx node -> the key of the step whose value it is
+    users: dict[str, int] = {}  # step key -> how many fx nodes read it
+    output = None
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if current is not None:
+            if value:
                 raise UnsupportedError("the network takes several inputs; only one is supported",
                                        node=node.name)
-            current = node
+            value[node] = "input"
             continue
         if node.op == "output":
-            if node.args[0] is not current:
-                raise UnsupportedError("the network's output is not the end of its chain of "
-                                       "layers (several outputs, or a tuple); return one tensor",
-                                       node=node.name)
+            result = node.args[0]
+            if not isinstance(result, torch.fx.Node) or value.get(result) is None:
+                raise UnsupportedError("the network's output is not one tensor (several "
+                                       "outputs, or a tuple); return one tensor", node=node.name)
+            output = value[result]
             break
         if node.op == "get_attr":
             raise UnsupportedError(f"the forward uses the tensor {node.target!r} directly; only "
@@ -274,18 +354,47 @@ def trace(model: Any, example: Any, *, maxpool: str = "refuse") -> list[_Step]:
                                        f"'ann' format takes {_SUPPORTED}", node=_where(node))
             continue
         tensors = [a for a in node.all_input_nodes if _meta(a) is not None]
-        if tensors != [current]:
-            raise UnsupportedError(
-                f"{_describe(gm, node)} takes {', '.join(repr(a.name) for a in tensors) or 'no'}"
-                f" tensor input(s) where the chain has {current.name!r}; only chains of layers "
-                "convert (no skip connections, concatenations or additions)", node=_where(node))
-        step = _step(gm, node, current, maxpool)
-        if step is not None and step.kind == "bn":
-            _fold(steps, step, node)
-        elif step is not None:
-            steps.append(step)
-        current = node
-    return steps
+        for a in tensors:
+            if value[a] is None:
+                raise UnsupportedError(f"{_describe(gm, node)} reads {a.name!r} before the "
+                                       "batch norm after it, which is folded into that layer; "
+                                       "only the batch norm may read a layer it folds into",
+                                       node=_where(node))
+            users[value[a]] = users.get(value[a], 0) + 1
+        step = _step(gm, node, tensors, maxpool)
+        if step is None:  # vanishes in eval mode: its value is its input's
+            value[node] = value[tensors[0]]
+            continue
+        step.shape = tuple(_meta(node).shape)
+        if step.kind == "bn":
+            source = _fold(steps, users, step, value[tensors[0]])
+            for a, key in list(value.items()):
+                if key == source:
+                    value[a] = None  # the value before the batch norm is gone
+            value[node] = source
+            continue
+        args = node.args[:2] if step.kind == "add" else tensors
+        step.inputs = [value[a] for a in args]
+        steps[node.name] = step
+        value[node] = node.name
+    if output is None or output == "input":
+        raise UnsupportedError("the network returns its input unchanged; there is nothing to "
+                               "convert")
+    net = _Net(_reaching(steps, output), output, tuple(example.shape[1:]))
+    _fold_adaptive(net)
+    return net
+
+
+def _reaching(steps: dict[str, _Step], output: str) -> dict[str, _Step]:
+    """The steps that the output depends on (a value computed and never used is left out)."""
+    needed, stack = set(), [output]
+    while stack:
+        key = stack.pop()
+        if key in needed or key == "input":
+            continue
+        needed.add(key)
+        stack.extend(steps[key].inputs)
+    return {key: step for key, step in steps.items() if key in needed}
 
 
 def _meta(node: Any) -> Any:
@@ -309,18 +418,39 @@ def _describe(gm: Any, node: Any) -> str:
 
 
 _SUPPORTED = ("Conv1d, Conv2d, Linear, BatchNorm1d/2d right after a convolution or linear layer, "
-              "ReLU, AvgPool2d, AdaptiveAvgPool2d (sizes that divide), MaxPool2d (with "
-              "maxpool='approximate'), Flatten/view/reshape, Dropout, Identity")
+              "ReLU, additions of two activations (skip connections), AvgPool2d, "
+              "AdaptiveAvgPool2d (sizes that divide, or right before Flatten and Linear), "
+              "MaxPool2d (with maxpool='approximate'), Flatten/view/reshape, Dropout, Identity")
 
 
-def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
+def _step(gm: Any, node: Any, tensors: list[Any], maxpool: str) -> _Step | None:
     """The step for one traced call, ``None`` for those that vanish in eval mode."""
     import torch
+    import torch.fx
     import torch.nn as nn
     import torch.nn.functional as F
 
     name = _where(node)
-    in_shape, out_shape = tuple(_meta(current).shape), tuple(_meta(node).shape)
+    target = node.target
+    if node.op == "call_function" and target in (operator.add, operator.iadd, torch.add) \
+            or node.op == "call_method" and target in ("add", "add_"):
+        if len(node.args) != 2 or set(node.kwargs) - {"out"} or node.kwargs.get("out") \
+                or not all(isinstance(a, torch.fx.Node) and a in tensors for a in node.args):
+            raise UnsupportedError(f"{_describe(gm, node)}: only the sum of two activations "
+                                   "converts (a skip connection); adding a constant or a scaled "
+                                   "tensor (alpha=) does not", node=name)
+        shapes = {tuple(_meta(a).shape) for a in node.args}
+        if len(shapes) > 1:
+            raise UnsupportedError(f"{_describe(gm, node)} adds tensors of shapes "
+                                   f"{' and '.join(str(list(s)) for s in shapes)}; only "
+                                   "same-shape additions convert (no broadcasting)", node=name)
+        return _Step(name, "add", None)
+    if len(tensors) != 1:
+        raise UnsupportedError(
+            f"{_describe(gm, node)} takes {len(tensors)} tensor inputs "
+            f"({', '.join(repr(a.name) for a in tensors)}); only additions of two activations "
+            "(skip connections) join branches, no concatenations or products", node=name)
+    in_shape, out_shape = tuple(_meta(tensors[0]).shape), tuple(_meta(node).shape)
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
         if isinstance(mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
@@ -339,7 +469,7 @@ def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
             return _pool(name, "avgpool", mod.kernel_size, mod.stride, mod.padding, in_shape,
                          out_shape, exclude_pad=not mod.count_include_pad)
         if isinstance(mod, nn.AdaptiveAvgPool2d):
-            return _adaptive(name, in_shape, out_shape)
+            return _adaptive(name, mod, in_shape, out_shape)
         if isinstance(mod, nn.MaxPool2d):
             if mod.return_indices or _pair(mod.dilation) != (1, 1):
                 raise UnsupportedError("max pooling with dilation or return_indices cannot be "
@@ -348,7 +478,7 @@ def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
             return _pool(name, "maxpool", mod.kernel_size, mod.stride, mod.padding, in_shape,
                          out_shape)
         if isinstance(mod, nn.Flatten):
-            return _flatten(name, in_shape, out_shape, node)
+            return _flatten(name, in_shape, out_shape)
         if isinstance(mod, tuple(_activations())):
             raise UnsupportedError(
                 f"{type(mod).__name__} activation cannot be converted: only ReLU has a "
@@ -356,7 +486,6 @@ def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
                 "per step); retrain with nn.ReLU", node=name)
         raise UnsupportedError(f"{type(mod).__name__} cannot be converted to spiking neurons; "
                                f"the 'ann' format takes {_SUPPORTED}", node=name)
-    target = node.target
     if node.op == "call_function" and target in (F.relu, torch.relu, torch.relu_) \
             or node.op == "call_method" and target in ("relu", "relu_"):
         return _Step(name, "relu", nn.ReLU())
@@ -371,16 +500,16 @@ def _step(gm: Any, node: Any, current: Any, maxpool: str) -> _Step | None:
         return None
     if node.op == "call_function" and target in (torch.flatten, torch.reshape) \
             or node.op == "call_method" and target in ("flatten", "view", "reshape"):
-        return _flatten(name, in_shape, out_shape, node)
+        return _flatten(name, in_shape, out_shape)
     if node.op == "call_function" and target in (F.max_pool2d, torch.max_pool2d):
         _maxpool_allowed(name, maxpool)
         raise UnsupportedError("the functional max_pool2d cannot be converted; use "
                                "nn.MaxPool2d", node=name)
-    if node.op == "call_function" and target in (operator.add, torch.add, torch.cat,
-                                                 operator.mul, torch.mul):
-        raise UnsupportedError(f"{_describe(gm, node)}: arithmetic on activations (skip "
-                               "connections, scaling) cannot be converted; only chains of "
-                               f"{_SUPPORTED}", node=name)
+    if node.op == "call_function" and target in (operator.sub, torch.sub, operator.mul,
+                                                 torch.mul, operator.truediv, torch.div):
+        raise UnsupportedError(f"{_describe(gm, node)}: arithmetic on activations other than "
+                               "the sum of two of them cannot be converted; the 'ann' format "
+                               f"takes {_SUPPORTED}", node=name)
     fname = getattr(target, "__name__", str(target))
     if fname in _ACTIVATION_FUNCTIONS:
         raise UnsupportedError(f"{fname} activation cannot be converted: only ReLU has a "
@@ -441,37 +570,91 @@ def _pool(name: str, kind: str, kernel: Any, stride: Any, padding: Any, in_shape
     return _Step(name, kind, module)
 
 
-def _adaptive(name: str, in_shape: tuple, out_shape: tuple) -> _Step:
+def _adaptive(name: str, mod: Any, in_shape: tuple, out_shape: tuple) -> _Step | None:
+    """Adaptive average pooling at the traced size: nothing where the output is the input, an
+    ``AvgPool2d`` where each output side divides the input side; otherwise a step that
+    :func:`_fold_adaptive` folds into the ``Linear`` after it, or refuses."""
     sizes, outs = in_shape[2:], out_shape[2:]
-    if len(sizes) != 2 or any(n % o for n, o in zip(sizes, outs)):
-        raise UnsupportedError(f"adaptive average pooling from {list(sizes)} to {list(outs)} "
-                               "has windows of different sizes; only sizes that divide map to "
-                               "AvgPool2d", node=name)
-    kernel = tuple(n // o for n, o in zip(sizes, outs))
-    return _pool(name, "avgpool", kernel, kernel, (0, 0), in_shape, out_shape)
+    if len(sizes) != 2:
+        raise UnsupportedError(f"2-d pooling of a {len(in_shape) - 1}-d sample cannot be "
+                               "converted; only [C, H, W] inputs", node=name)
+    if sizes == outs:
+        return None
+    if not any(n % o for n, o in zip(sizes, outs)):
+        kernel = tuple(n // o for n, o in zip(sizes, outs))
+        return _pool(name, "avgpool", kernel, kernel, (0, 0), in_shape, out_shape)
+    return _Step(name, "adaptive", mod)
 
 
-def _flatten(name: str, in_shape: tuple, out_shape: tuple, node: Any) -> _Step | None:
-    """A reshape that merges consecutive sample axes, as a Flatten; ``None`` if it is a no-op."""
+def _fold_adaptive(net: _Net) -> None:
+    """Fold each adaptive pooling that is no ``AvgPool2d`` into the ``Linear`` it feeds through
+    a ``Flatten`` of all its axes: pooling is a linear map ``P`` from ``[C, h*w]`` to
+    ``[C, k*l]`` (per channel), so ``W (flatten(P x))`` is ``W' flatten(x)`` with
+    ``W'[o, c, :] = W[o, c, :] P``, exact in real arithmetic. (A 1x1 map replicated to k x k,
+    as VGG's ``AdaptiveAvgPool2d(7)`` does at small inputs, makes ``W'`` the sum of ``W`` over
+    the k x k positions.)"""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    users = net.consumers()
+    for key, step in list(net.steps.items()):
+        if step.kind != "adaptive":
+            continue
+        source = step.inputs[0]
+        in_shape = net.steps[source].shape if source != "input" else (1, *net.in_shape)
+        flat = users[key][0] if len(users[key]) == 1 else None
+        linear = users[flat][0] if flat is not None and len(users[flat]) == 1 else None
+        sizes, outs = list(in_shape[2:]), list(step.shape[2:])
+        if (flat is None or net.steps[flat].kind != "flatten" or len(net.steps[flat].shape) != 2
+                or linear is None or not isinstance(net.steps[linear].module, nn.Linear)
+                or key == net.output or flat == net.output):
+            raise UnsupportedError(
+                f"adaptive average pooling from {sizes} to {outs} has windows of different "
+                "sizes: it converts only where each output side divides the input side (an "
+                "AvgPool2d), or right before a Flatten and a Linear layer (folded into its "
+                "weights)", node=step.name)
+        layer = net.steps[linear].module
+        channels = in_shape[1]
+        basis = torch.eye(sizes[0] * sizes[1], dtype=torch.float64).reshape(-1, 1, *sizes)
+        pool = F.adaptive_avg_pool2d(basis, outs).reshape(len(basis), -1).T  # [k*l, h*w]
+        weight = layer.weight.detach().reshape(layer.out_features, channels, -1)
+        new = nn.Linear(channels * len(basis), layer.out_features, device="meta")
+        new = new.to_empty(device=layer.weight.device)
+        with torch.no_grad():
+            for rows in range(0, layer.out_features, 256):  # in float64, a slice at a time
+                part = weight[rows:rows + 256].double() @ pool.to(weight.device)
+                new.weight[rows:rows + 256] = part.reshape(len(part), -1).float()
+            new.bias.copy_(layer.bias)
+        for p in new.parameters():
+            p.requires_grad_(False)
+        net.steps[linear].module = new
+        net.steps[flat] = _flatten(net.steps[flat].name, tuple(in_shape),
+                                   (in_shape[0], channels * len(basis)))
+        net.steps[flat].inputs, net.steps[flat].shape = [source], (in_shape[0], new.in_features)
+        del net.steps[key]
+
+
+def _flatten(name: str, in_shape: tuple, out_shape: tuple) -> _Step | None:
+    """A reshape that merges consecutive sample axes, as a Flatten; ``None`` if it is a no-op.
+
+    Decided by the shapes alone: a reshape keeps the elements in order, so any ``start..end``
+    whose merging gives ``out_shape`` is the reshape (with axes of size 1 several do, and all
+    give the same tensor: ``[N, 32, 1, 1]`` to ``[N, 32]`` is merging axes 1..3)."""
     import torch.nn as nn
 
     if in_shape == out_shape:
         return None
-    lead = 0
-    while lead < min(len(in_shape), len(out_shape)) and in_shape[lead] == out_shape[lead]:
-        lead += 1
-    tail = 0
-    while (tail < min(len(in_shape), len(out_shape)) - lead
-           and in_shape[-1 - tail] == out_shape[-1 - tail]):
-        tail += 1
-    merged = in_shape[lead:len(in_shape) - tail]
-    if (lead < 1 or len(out_shape) - lead - tail != 1
-            or math.prod(merged) != out_shape[lead]):
-        raise UnsupportedError(f"the reshape from {list(in_shape)} to {list(out_shape)} is not a "
-                               "flattening of sample axes (the batch axis must stay first)",
-                               node=name)
-    end = len(in_shape) - tail - 1
-    return _Step(name, "flatten", nn.Flatten(lead, end))
+    sample = in_shape[1:]
+    if out_shape[:1] == in_shape[:1]:
+        for start in range(len(sample)):
+            for end in range(start + 1, len(sample)):
+                merged = (*sample[:start], math.prod(sample[start:end + 1]), *sample[end + 1:])
+                if merged == tuple(out_shape[1:]):
+                    return _Step(name, "flatten", nn.Flatten(start + 1, end + 1))
+    raise UnsupportedError(f"the reshape from {list(in_shape)} to {list(out_shape)} is not a "
+                           "flattening of sample axes (the batch axis must stay first)",
+                           node=name)
 
 
 def _device(net: Any) -> Any:
@@ -487,8 +670,8 @@ def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
     import torch
     import torch.nn as nn
 
-    if isinstance(mod, nn.Linear):
-        new = nn.Linear(mod.in_features, mod.out_features, bias=True)
+    if isinstance(mod, nn.Linear):  # on "meta": no random initialisation to overwrite
+        new = nn.Linear(mod.in_features, mod.out_features, bias=True, device="meta")
     else:
         if mod.padding_mode != "zeros":
             raise UnsupportedError(f"padding_mode={mod.padding_mode!r} cannot be converted; "
@@ -498,7 +681,9 @@ def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
             padding = _explicit_padding(mod, name, padding)
         cls = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Conv1d
         new = cls(mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride,
-                  padding=padding, dilation=mod.dilation, groups=mod.groups, bias=True)
+                  padding=padding, dilation=mod.dilation, groups=mod.groups, bias=True,
+                  device="meta")
+    new = new.to_empty(device=mod.weight.device)
     with torch.no_grad():
         new.weight.copy_(mod.weight.detach().float())
         if mod.bias is not None:
@@ -507,7 +692,7 @@ def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
             new.bias.zero_()
     for p in new.parameters():
         p.requires_grad_(False)
-    return new.to(mod.weight.device)
+    return new
 
 
 def _explicit_padding(mod: Any, name: str, padding: str) -> tuple[int, ...]:
@@ -520,24 +705,28 @@ def _explicit_padding(mod: Any, name: str, padding: str) -> tuple[int, ...]:
     return tuple(t // 2 for t in total)
 
 
-def _fold(steps: list[_Step], bn_step: _Step, node: Any) -> None:
-    """Fold the eval-mode batch norm ``bn_step`` into the convolution or linear layer before it:
-    ``W' = W * g``, ``b' = (b - mean) * g + beta`` with ``g = gamma / sqrt(var + eps)``."""
+def _fold(steps: dict[str, _Step], users: dict[str, int], bn_step: _Step, source: str) -> str:
+    """Fold the eval-mode batch norm ``bn_step`` into the convolution or linear layer ``source``
+    it reads: ``W' = W * g``, ``b' = (b - mean) * g + beta`` with ``g = gamma / sqrt(var + eps)``.
+    Returns the key of the layer, whose output is now the batch norm's."""
     import torch
     import torch.nn as nn
 
     bn, name = bn_step.module, bn_step.name
-    prev = steps[-1] if steps else None
+    prev = steps.get(source)
     if prev is None or prev.kind != "weight" or prev.bn is not None:
         raise UnsupportedError("a BatchNorm folds only into the convolution or linear layer right "
                                "before it; move it after one, or fold it by hand", node=name)
+    if users.get(source, 0) > 1:
+        raise UnsupportedError(f"a BatchNorm folds only into a layer nothing else reads; the "
+                               f"output of {prev.name!r} also goes elsewhere", node=name)
     if not bn.track_running_stats or bn.running_mean is None:
         raise UnsupportedError("a BatchNorm without running statistics normalises with each "
                                "batch's own statistics even in eval mode, so it cannot be folded",
                                node=name, field="track_running_stats")
     layer = prev.module
     want = 4 if isinstance(layer, nn.Conv2d) else 3 if isinstance(layer, nn.Conv1d) else 2
-    if len(_meta(node).shape) != want or bn.num_features != layer.weight.shape[0]:
+    if len(bn_step.shape) != want or bn.num_features != layer.weight.shape[0]:
         raise UnsupportedError(f"{type(bn).__name__}({bn.num_features}) does not fit "
                                f"{prev.name!r} ({type(layer).__name__} with "
                                f"{layer.weight.shape[0]} outputs)", node=name)
@@ -552,43 +741,92 @@ def _fold(steps: list[_Step], bn_step: _Step, node: Any) -> None:
         layer.weight.copy_(w.float())
         layer.bias.copy_(b.float())
     prev.bn = name
+    return source
 
 
-def _layers(steps: list[_Step]) -> list[_Layer]:
-    """Split the chain at its ReLUs; each part must hold exactly one weight layer."""
-    layers: list[_Layer] = []
-    ops: list[_Step] = []
-    for step in steps:
-        if step.kind != "relu":
-            ops.append(step)
+_DST = ""  # the unit of a value already scaled for the neurons it feeds
+
+
+@dataclass
+class _Plan:
+    """Which ReLUs become IF layers, and in whose units each value is (module docstring).
+
+    ``unit[key]`` is the key of the neuron layer (or ``"input"``) whose rate the value is in,
+    before any weight layer: values there are the ANN's divided by that layer's scale; or
+    ``_DST``, the units of the one destination ``dest[key]`` it feeds: a neuron layer, or
+    ``"output"``."""
+
+    neurons: list[str]
+    dropped: set[str]
+    unit: dict[str, str]
+    dest: dict[str, str]
+    spiking_output: bool
+
+
+def _plan(net: _Net, readout: str) -> _Plan:
+    unit, weight = {"input": "input"}, {"input": None}
+    neurons: list[str] = []
+    dropped: set[str] = set()
+    for key, step in net.steps.items():
+        first = step.inputs[0]
+        if step.kind == "relu":
+            if unit[first] == _DST:
+                neurons.append(key)
+                unit[key], weight[key] = key, None
+            elif unit[first] != "input":  # relu(pool(relu(x))) = pool(relu(x)): signs kept
+                dropped.add(key)
+                unit[key], weight[key] = unit[first], None
+            else:
+                raise UnsupportedError(f"no convolution or linear layer comes before "
+                                       f"{step.name!r}; a ReLU straight on the input cannot be "
+                                       "converted", node=step.name)
+        elif step.kind == "weight":
+            if weight[first] is not None:
+                raise UnsupportedError(f"{weight[first]!r} and {step.name!r} follow each other "
+                                       "with no ReLU between; each spiking layer holds one "
+                                       "weight layer on each path. Merge them or put a ReLU "
+                                       "between", node=step.name)
+            unit[key], weight[key] = _DST, step.name
+        elif step.kind == "add":
+            units = {unit[source] for source in step.inputs}
+            unit[key] = units.pop() if len(units) == 1 else _DST
+            weight[key] = next((weight[i] for i in step.inputs if weight[i] is not None), None)
+        else:
+            unit[key], weight[key] = unit[first], weight[first]
+    if not neurons:
+        raise UnsupportedError("the network has no ReLU after a weight layer, so it is not a "
+                               "ReLU network; only ReLU activations have a rate-coded IF "
+                               "equivalent")
+
+    users = net.consumers()
+    reach: dict[str, set[str]] = {}
+    for key in reversed(list(net.steps)):
+        found = {"output"} if key == net.output else set()
+        for user in users[key]:
+            found |= {user} if user in neurons else reach[user]
+        reach[key] = found
+    dest = {}
+    for key, step in net.steps.items():
+        if unit[key] != _DST:
             continue
-        weights = [op for op in ops if op.kind == "weight"]
-        if not weights and layers and layers[-1].relu is not None:
-            # relu(pool(relu(x))) = pool(relu(x)): pooling and flattening keep signs
-            layers[-1].ops.extend(ops)
-            ops = []
-            continue
-        layers.append(_one_weight(ops, step))
-        ops = []
-    if ops:
-        layers.append(_one_weight(ops, None))
-    return layers
+        if len(reach[key]) > 1:
+            names = sorted("the output" if d == "output" else repr(net.steps[d].name)
+                           for d in reach[key])
+            raise UnsupportedError(
+                f"the output of {step.name!r} feeds {' and '.join(names)} with no ReLU between: "
+                "a weighted sum can be scaled for one spiking layer only. Put a ReLU after it "
+                "(only a neuron's spikes fan out to layers of different scales)", node=step.name)
+        dest[key] = reach[key].pop()
+    spiking_output = readout == "spikes" and unit[net.output] == _DST
+    if readout == "spikes" and unit[net.output] != _DST and net.output not in neurons:
+        raise UnsupportedError("readout='spikes' needs the network to end with a weight layer "
+                               f"or a ReLU, not with {net.steps[net.output].name!r}; use "
+                               "readout='integrate'", node=net.steps[net.output].name)
+    return _Plan(neurons, dropped, unit, dest, spiking_output)
 
 
-def _one_weight(ops: list[_Step], relu: _Step | None) -> _Layer:
-    weights = [op for op in ops if op.kind == "weight"]
-    end = relu.name if relu is not None else "the output"
-    if not weights:
-        raise UnsupportedError(f"no convolution or linear layer comes before {end!r}; a ReLU "
-                               "straight on the input cannot be converted",
-                               node=relu.name if relu else None)
-    if len(weights) > 1:
-        raise UnsupportedError(f"{weights[0].name!r} and {weights[1].name!r} follow each other "
-                               f"with no ReLU between (before {end}); each spiking layer holds "
-                               "one weight layer. Merge them or put a ReLU between",
-                               node=weights[1].name)
-    return _Layer(ops, relu, name=relu.name if relu is not None else weights[0].name,
-                  weight=weights[0])
+def _scale_name(net: _Net, key: str) -> str:
+    return net.steps[net.output if key == "output" else key].name
 
 
 # -- calibration ---------------------------------------------------------------------------------
@@ -688,31 +926,33 @@ def _samples(calibration: Any) -> int | None:
         return None
 
 
-def _calibrate(layers: list[_Layer], first: Any, rest: Iterable[Any], *, percentile: bool,
-               show: bool | None, spikes_out: bool, total: int | None) -> list[_Stats | None]:
-    """Run the folded network over the calibration data; statistics per layer's ReLU (and of
-    ``relu(output)`` for a spiking readout)."""
+def _calibrate(net: _Net, plan: _Plan, first: Any, rest: Iterable[Any], *, percentile: bool,
+               show: bool | None, total: int | None) -> dict[str, _Stats]:
+    """Run the folded network over the calibration data; statistics per neuron layer (and of
+    ``relu`` of the output for a spiking readout, under ``"output"``)."""
     import torch
 
-    stats = [_Stats(percentile, seed=i) if layer.relu is not None or spikes_out else None
-             for i, layer in enumerate(layers)]
-    device = layers[0].weight.module.weight.device
+    keys = plan.neurons + (["output"] if plan.spiking_output else [])
+    stats = {key: _Stats(percentile, seed=i) for i, key in enumerate(keys)}
+    device = next(s.module.weight.device for s in net.steps.values() if s.kind == "weight")
     shape = tuple(first.shape[1:])
+
+    def seen(key: str, y: Any) -> None:
+        if not bool(torch.isfinite(y).all()):
+            raise HubError(f"the output of {net.steps[key].name!r} has NaN or infinite values on "
+                           f"calibration batch {index}; check the weights and the input",
+                           node=net.steps[key].name)
+        if key in stats:
+            stats[key].add(y)
+
     with _Progress(show, total) as bar, torch.no_grad():
         for index, x in enumerate(_chain([first], rest)):
             if tuple(x.shape[1:]) != shape:
                 raise HubError(f"calibration batch {index} has samples of shape "
                                f"{list(x.shape[1:])}, the first had {list(shape)}")
-            y = x.to(device)
-            for layer, stat in zip(layers, stats):
-                for op in layer.ops + ([layer.relu] if layer.relu is not None else []):
-                    y = op.module(y)
-                    if not bool(torch.isfinite(y).all()):
-                        raise HubError(f"the output of {op.name!r} has NaN or infinite values on "
-                                       f"calibration batch {index}; check the weights and the "
-                                       "input", node=op.name)
-                if stat is not None:
-                    stat.add(torch.relu(y))
+            y = net.run(x.to(device), seen)
+            if plan.spiking_output:
+                stats["output"].add(torch.relu(y))
             bar(x.shape[0])
     return stats
 
@@ -781,50 +1021,90 @@ def _node_name(step: _Step, prefix: str = "") -> str:
     return name
 
 
-def _build(layers: list[_Layer], scales: list[float | None], in_shape: tuple[int, ...], *,
-           mode: Any, readout: str, comparison: str, v_init: float,
-           reset_timing: str) -> hub.Graph:
+def _build(net: _Net, plan: _Plan, scales: dict[str, float], *, mode: Any, readout: str,
+           comparison: str, v_init: float, reset_timing: str) -> hub.Graph:
     graph = hub.Graph(metadata={"ann": {
         "mode": mode if isinstance(mode, str) else float(mode), "readout": readout,
         "comparison": comparison, "v_init": v_init, "reset_timing": reset_timing,
         "input": "the analog input as a constant current at every step",
         "scales": {}}})
-    graph.add("input", hub.Input(shape=in_shape))
-    last, prev_scale, used = "input", 1.0, {"input"}
+    graph.add("input", hub.Input(shape=net.in_shape))
+    used, names = {"input"}, {"input": "input"}
 
-    def add(name: str, node: hub.Node) -> None:
-        nonlocal last
+    def add(name: str, node: hub.Node, sources: list[str]) -> str:
         base, k = name, 1
         while name in used:
             k += 1
             name = f"{base}_{k}"
         used.add(name)
         graph.add(name, node)
-        graph.connect(last, name)
-        last = name
+        for source in sources:
+            graph.connect(source, name)
+        return name
 
-    for i, (layer, scale) in enumerate(zip(layers, scales)):
-        final = i == len(layers) - 1
-        spiking = scale is not None and (layer.relu is not None or readout == "spikes")
-        # a spiking layer's output is scaled by 1/scale; an integrating readout keeps ANN units
-        w_mul = prev_scale / scale if spiking else prev_scale
-        b_mul = 1.0 / scale if spiking else 1.0
-        for op in layer.ops:
-            add(_node_name(op), _node(op, w_mul, b_mul))
-        if spiking:
-            neuron = hub.IF(threshold=1.0, comparison=comparison, reset="subtract",
-                            reset_timing=reset_timing, v_init=v_init)
-            name = _node_name(layer.relu, "if") if layer.relu is not None else \
-                _node_name(layer.weight, "if")
-            add(name, neuron)
-            graph.metadata["ann"]["scales"][last] = scale
-            prev_scale = scale
+    def neuron() -> hub.IF:
+        return hub.IF(threshold=1.0, comparison=comparison, reset="subtract",
+                      reset_timing=reset_timing, v_init=v_init)
+
+    def scale(unit: str) -> float:  # what a value of 1 in this unit is in the ANN
+        return 1.0 if unit == "input" else scales[unit]
+
+    def target(key: str) -> float:  # the scale of the layer a weighted value feeds
+        d = plan.dest[key]
+        return scales[d] if d != "output" else scales["output"] if plan.spiking_output else 1.0
+
+    for key, step in net.steps.items():
+        sources = [names[source] for source in step.inputs]
+        if key in plan.dropped:
+            names[key] = sources[0]
+            continue
+        if step.kind == "relu":
+            names[key] = add(_node_name(step, "if"), neuron(), sources)
+            graph.metadata["ann"]["scales"][names[key]] = scales[key]
+        elif step.kind == "weight":
+            unit = plan.unit[step.inputs[0]]
+            w_mul = (1.0 if unit == _DST else scale(unit)) / target(key)
+            names[key] = add(_node_name(step), _node(step, w_mul, 1.0 / target(key)), sources)
+        elif step.kind == "add":
+            joined = []
+            for source, name in zip(step.inputs, sources):
+                unit = plan.unit[source]
+                ratio = 1.0 if plan.unit[key] != _DST or unit == _DST \
+                    else scale(unit) / target(key)
+                if ratio != 1.0:  # a branch with no weight layer: rescale it
+                    shape = net.steps[source].shape[1:] if source != "input" else net.in_shape
+                    name = add(f"{_node_name(step)}_{name}_scale",
+                               _rescale(shape, ratio, step.name), [name])
+                joined.append(name)
+            names[key] = add(_node_name(step), hub.Add(), joined)
         else:
-            add("readout", hub.Integrator(gain=1.0))
-        if final and spiking and readout == "integrate":
-            add("readout", hub.Integrator(gain=prev_scale))
-    add("output", hub.Output())
+            names[key] = add(_node_name(step), _node(step, 1.0, 1.0), sources)
+
+    last, unit = names[net.output], plan.unit[net.output]
+    if plan.spiking_output:
+        last = add(_node_name(net.steps[net.output], "if"), neuron(), [last])
+        graph.metadata["ann"]["scales"][last] = scales["output"]
+    elif readout == "integrate":  # in ANN units: gain 1; in a layer's rate: its scale
+        last = add("readout", hub.Integrator(gain=1.0 if unit == _DST else scale(unit)), [last])
+    add("output", hub.Output(), [last])
     return graph.validate()
+
+
+def _rescale(shape: tuple[int, ...], ratio: float, where: str) -> hub.Node:
+    """``y = ratio * x`` as a layer every torch target has: a per-channel (depthwise) 1x1
+    convolution, or a diagonal ``Affine`` for vectors. Each output is one product ``w * x``
+    plus zeros, so it is exactly ``ratio * x`` with ``ratio`` rounded to float32."""
+    channels = shape[0]
+    w = np.full(channels, ratio, dtype=np.float32)
+    zero = np.zeros(channels, dtype=np.float32)
+    if len(shape) == 1:
+        return hub.Affine(weight=np.diag(w), bias=zero)
+    if len(shape) == 2:
+        return hub.Conv1d(weight=w.reshape(-1, 1, 1), bias=zero, groups=channels)
+    if len(shape) == 3:
+        return hub.Conv2d(weight=w.reshape(-1, 1, 1, 1), bias=zero, groups=channels)
+    raise UnsupportedError(f"a skip connection of samples of shape {list(shape)} cannot be "
+                           "rescaled; only [F], [C, L] and [C, H, W] activations", node=where)
 
 
 def _node(step: _Step, w_mul: float, b_mul: float) -> hub.Node:
