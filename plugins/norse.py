@@ -124,10 +124,10 @@ class NorseFormat(hub.Format):
     install_hint = "norse"
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
-    imports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
+    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
                          "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "IF", "LIF",
                          "CubaLIF", "LI", "CubaLI"})
-    exports = imports
+    imports = exports | (torch_trace.TRACED - {"Delay", "Threshold"})
 
     def recognizes(self, obj: Any) -> bool:
         if not isinstance(obj, torch.nn.Module):

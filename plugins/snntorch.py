@@ -235,10 +235,10 @@ class SnnTorchFormat(hub.Format):
     install_hint = "snntorch"
     load_options = ("strict", "input_shape", "dt")
     save_options = ("strict",)
-    imports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
+    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
                          "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Scale", "Delay",
                          "Threshold", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "Integrator"})
-    exports = imports
+    imports = exports | torch_trace.TRACED
 
     def recognizes(self, obj: Any) -> bool:
         import snntorch

@@ -103,9 +103,10 @@ class SpikingJellyFormat(hub.Format):
     install_hint = "spikingjelly"
     load_options = ("input_shape",)
     save_options = ("step_mode",)
-    imports = exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
+    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
                                    "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
                                    "Delay", "IF", "LIF", "CubaLIF"})
+    imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
 

@@ -43,6 +43,11 @@ from hub.node import Node
 
 from .torch_layers import import_layer, is_layer
 
+#: The layer node types tracing a forward can give, whatever the framework (its neurons aside).
+TRACED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d", "MaxPool2d",
+                    "AvgPool2d", "SumPool2d", "AdaptiveAvgPool2d", "Flatten", "Scale", "Bias",
+                    "ReLU", "BatchNorm", "Mul", "Concat", "Delay", "Threshold"})
+
 #: Steps and batch of the probe input every import runs.
 PROBE_STEPS = 6
 PROBE_BATCH = 2
