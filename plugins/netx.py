@@ -72,11 +72,10 @@ import numpy as np
 import torch
 
 import hub
+import hub.hdf5
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 
-#: Files larger than this are refused before parsing.
-MAX_BYTES = 1 << 31
 #: Layers netx 0.6 refuses with NotImplementedError.
 NETX_REFUSES = ("pool", "convT", "unpool", "average", "concat")
 NEURON_TYPES = ("CUBA", "LOIHI")
@@ -126,19 +125,12 @@ class NetxFormat(hub.Format):
     exports = imports
 
     def read(self, path: Path) -> hub.Graph:
-        path = Path(path)
-        if path.stat().st_size > MAX_BYTES:
-            raise FormatError(f"{path.stat().st_size} bytes is too large for a netx file",
-                              file=path)
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise FormatError(f"not an hdf5 file: {e}", file=path) from None
-        try:
-            with f:
+        # checked by hub.hdf5 (nothing outside the file, within the limits) before any read
+        with hub.hdf5.open_file(path, nodes="layer") as f:
+            try:
                 return _read(f)
-        except HubError as e:
-            raise e.at(file=path)
+            except HubError as e:
+                raise e.at(file=path)
 
     def write(self, graph: hub.Graph, path: Path, *, strict: bool = True,
               quantize: bool = False, x: Any = None) -> None:
