@@ -27,6 +27,11 @@ OBJECTS_PER_NODE = 64
 #: Groups a format may nest per level of subgraph nesting allowed (NIR spends 2, ``nodes/x``,
 #: plus a node's metadata groups).
 GROUPS_PER_LEVEL = 4
+#: Deflate, the strongest filter libhdf5 ships, compresses at most about 1032:1: a compressed
+#: dataset declaring more than this many times what it stores has chunks never written.
+MAX_RATIO = 1100
+#: Declared sizes up to this are never compared with the storage (headers dominate them).
+SMALL = 1 << 16
 
 
 def open_file(path: str | os.PathLike, *, nodes: str) -> contextlib.AbstractContextManager[h5py.File]:
@@ -130,13 +135,16 @@ def _dataset_bytes(ds: h5py.Dataset, where: str, name: str) -> int:
         raise FormatError(f"external storage (in {files}) is refused: a model file must hold "
                           "its data itself", node=where, field=name)
     declared = math.prod(ds.shape or ()) * ds.dtype.itemsize if ds.shape is not None else 0
-    layout = ds.id.get_create_plist().get_layout()
-    if layout == h5py.h5d.CONTIGUOUS and declared:
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED) and declared:
+        # unwritten data reads as the fill value: a model file stores what it declares
         stored = ds.id.get_storage_size()
-        if stored < declared:
+        compressed = layout == h5py.h5d.CHUNKED and plist.get_nfilters() > 0
+        if (declared > max(MAX_RATIO * stored, SMALL)) if compressed else stored < declared:
             raise FormatError(f"declares {declared} bytes ({list(ds.shape)} x {ds.dtype}) but "
-                              f"stores {stored} (truncated, or a size bomb)", node=where,
-                              field=name)
+                              f"stores {stored}{' compressed' if compressed else ''}: truncated, "
+                              "or a size bomb", node=where, field=name)
     return declared
 
 

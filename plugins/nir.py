@@ -507,6 +507,7 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
     nodes = {}
     for name, node in graph.nodes.items():
         try:
+            _check_name(name)
             if isinstance(node, hub.Graph):
                 nodes[name] = _export_graph(node, dt, in_shapes, out_shapes, f"{prefix}{name}.")
             else:
@@ -514,13 +515,38 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
                 shape = in_shapes.get(path) if not isinstance(node, hub.Input) else node.shape
                 nir_node = _EXPORTERS[node.type](node, dt, shape) if node.type in _EXPORTERS \
                     else _unsupported(node)
+                _check_finite(nir_node)  # a dt of 1e308 would write tau = inf
                 nir_node.metadata = {META: _meta(node)}
                 nodes[name] = nir_node
         except HubError as e:
             raise e.at(node=name)
     meta = {META: {"dt": dt}} if dt is not None else {}
-    return nir.NIRGraph(nodes=nodes, edges=[tuple(e) for e in graph.edges], metadata=meta,
-                        type_check=False)
+    edges = [(_nir_end(graph, a, "source"), _nir_end(graph, b, "target")) for a, b in graph.edges]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+def _check_name(name: str) -> None:
+    """Refuse node names that HDF5 would read as a path (``a/b`` becomes nested groups)."""
+    if "/" in name or "\0" in name or name in (".", ".."):
+        raise UnsupportedError("NIR files store each node as an HDF5 group of this name, and "
+                               "HDF5 reads '/' as a path (and '.' as the group itself); "
+                               "rename the node", node=name, field="name")
+
+
+def _nir_end(graph: hub.Graph, ref: str, role: str) -> str:
+    """An edge end as NIR holds it: a node of the same graph, a subgraph as a whole for its
+    single input (output) port; NIR has no edge into a subgraph's other nodes."""
+    if ref in graph.nodes:
+        return ref
+    sub_name, _, port = ref.partition(".")
+    sub = graph.nodes.get(sub_name)
+    ports = (sub.outputs if role == "source" else sub.inputs) if isinstance(sub, hub.Graph) else []
+    if ports == [port]:
+        return sub_name
+    raise UnsupportedError(f"the edge {role} {ref!r} reaches inside subgraph {sub_name!r}, which "
+                           "NIR cannot hold: a NIR edge names a whole subgraph, for its only "
+                           f"{'output' if role == 'source' else 'input'} node; route the edge "
+                           "through that node", node=sub_name, field="edges")
 
 
 def _unsupported(node: Node) -> Any:
