@@ -420,23 +420,39 @@ def _padding(n: Any, dims: int) -> tuple[int, ...]:
             return tuple(t // 2 for t in total)
         raise ParameterError(f"padding must be 'same', 'valid' or integers, got {padding!r}",
                              field="padding")
-    return tuple(np.broadcast_to(np.asarray(padding, dtype=np.int64), (dims,)).tolist())
+    return _ints(padding, "padding", dims)
 
 
 def _conv(cls: type, dims: int) -> Callable[[Any, float | None], Node]:
     def convert(n: Any, dt: float | None) -> Node:
-        ints = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (dims,)).tolist())  # noqa: E731
-        return cls(weight=n.weight, bias=n.bias, stride=ints(n.stride),
-                   padding=_padding(n, dims), dilation=ints(n.dilation), groups=int(n.groups))
+        return cls(weight=n.weight, bias=n.bias, stride=_ints(n.stride, "stride", dims),
+                   padding=_padding(n, dims), dilation=_ints(n.dilation, "dilation", dims),
+                   groups=_ints(n.groups, "groups", 1)[0])
     return convert
 
 
 def _pool(cls: type) -> Callable[[Any, float | None], Node]:
     def convert(n: Any, dt: float | None) -> Node:
-        pair = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (2,)).tolist())  # noqa: E731
-        return cls(kernel_size=pair(n.kernel_size), stride=pair(n.stride),
-                   padding=pair(n.padding))
+        return cls(kernel_size=_ints(n.kernel_size, "kernel_size", 2),
+                   stride=_ints(n.stride, "stride", 2), padding=_ints(n.padding, "padding", 2))
     return convert
+
+
+def _ints(value: Any, field: str, dims: int | None = None) -> tuple[int, ...]:
+    """Integers as a NIR file holds them (any numeric dtype), ``dims`` of them if given (one
+    value is repeated); a fractional, infinite or huge value is refused, never truncated."""
+    try:
+        values = np.asarray(value)
+        if values.dtype.kind not in "biuf":
+            raise TypeError(values.dtype)
+        values = values.ravel() if dims is None else np.broadcast_to(values.ravel(), (dims,))
+        exact = [int(v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"expected integers, got {value!r}", field=field) from None
+    if any(e != v for e, v in zip(exact, values.tolist())) or any(abs(e) >= 1 << 63
+                                                                   for e in exact):
+        raise ParameterError(f"expected integers, got {values.tolist()!r}", field=field)
+    return tuple(exact)
 
 
 def _input_shape(n: Any) -> np.ndarray:
@@ -456,7 +472,8 @@ _IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
     "Conv2d": _conv(hub.Conv2d, 2),
     "SumPool2d": _pool(hub.SumPool2d),
     "AvgPool2d": _pool(hub.AvgPool2d),
-    "Flatten": lambda n, dt: hub.Flatten(start_dim=int(n.start_dim), end_dim=int(n.end_dim)),
+    "Flatten": lambda n, dt: hub.Flatten(start_dim=_ints(n.start_dim, "start_dim", 1)[0],
+                                         end_dim=_ints(n.end_dim, "end_dim", 1)[0]),
     "Scale": lambda n, dt: hub.Scale(scale=n.scale),
     "Threshold": lambda n, dt: hub.Threshold(threshold=n.threshold),
     "Delay": _import_delay,
@@ -481,10 +498,9 @@ def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
         if declared is None:
             continue
         try:
-            declared = tuple(int(s) for s in np.asarray(declared).ravel())
-        except (TypeError, ValueError, OverflowError):
-            raise ParameterError(f"expected a shape of integers, got {declared!r}", node=name,
-                                 field="shape") from None
+            declared = _ints(declared, "shape")
+        except HubError as e:
+            raise e.at(node=name)
         inferred = plan.input_shapes[name]
         if declared == inferred:
             continue
