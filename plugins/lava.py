@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 import hub
+import hub.hdf5
 from hub.errors import FormatError, PluginError, RuntimeUnavailable
 
 #: Environment variable naming the Python that has lava-dl.
@@ -249,6 +250,8 @@ def run_netx(path: str | os.PathLike, x: Any, *,
     path = Path(path)
     if not path.is_file():
         raise FormatError("no such file", file=path)
+    with hub.hdf5.open_file(path, nodes="layer"):
+        pass  # Lava's netx would follow links and external storage: check the file first
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float32)

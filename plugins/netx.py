@@ -72,11 +72,10 @@ import numpy as np
 import torch
 
 import hub
+import hub.hdf5
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 
-#: Files larger than this are refused before parsing.
-MAX_BYTES = 1 << 31
 #: Layers netx 0.6 refuses with NotImplementedError.
 NETX_REFUSES = ("pool", "convT", "unpool", "average", "concat")
 NEURON_TYPES = ("CUBA", "LOIHI")
@@ -126,19 +125,12 @@ class NetxFormat(hub.Format):
     exports = imports
 
     def read(self, path: Path) -> hub.Graph:
-        path = Path(path)
-        if path.stat().st_size > MAX_BYTES:
-            raise FormatError(f"{path.stat().st_size} bytes is too large for a netx file",
-                              file=path)
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise FormatError(f"not an hdf5 file: {e}", file=path) from None
-        try:
-            with f:
+        # checked by hub.hdf5 (nothing outside the file, within the limits) before any read
+        with hub.hdf5.open_file(path, nodes="layer") as f:
+            try:
                 return _read(f)
-        except HubError as e:
-            raise e.at(file=path)
+            except HubError as e:
+                raise e.at(file=path)
 
     def write(self, graph: hub.Graph, path: Path, *, strict: bool = True,
               quantize: bool = False, x: Any = None) -> None:
@@ -169,23 +161,23 @@ class NetxFormat(hub.Format):
 
 def _dataset(group: h5py.Group, key: str, where: str) -> np.ndarray:
     if key not in group:
-        raise FormatError(f"{where}: key {key!r} is missing")
+        raise FormatError("is missing", node=where, field=key)
     item = group[key]
     if not isinstance(item, h5py.Dataset):
-        raise FormatError(f"{where}: key {key!r} is a group, expected a dataset")
+        raise FormatError("is a group, expected a dataset", node=where, field=key)
     if item.size > hub.node.MAX_ELEMENTS:
-        raise FormatError(f"{where}: key {key!r} has {item.size} values, too many")
+        raise FormatError(f"has {item.size} values, too many", node=where, field=key)
     try:
         return np.asarray(item[()])
     except (OSError, TypeError, ValueError) as e:
-        raise FormatError(f"{where}: key {key!r} cannot be read: {e}") from None
+        raise FormatError(f"cannot be read: {e}", node=where, field=key) from None
 
 
 def _string(group: h5py.Group, key: str, where: str) -> str:
     value = _dataset(group, key, where)
     if value.shape:
         if value.size != 1:
-            raise FormatError(f"{where}: key {key!r} should hold one string")
+            raise FormatError("should hold one string", node=where, field=key)
         value = value.reshape(-1)[0]
     if isinstance(value, np.ndarray):
         value = value.item()
@@ -193,32 +185,32 @@ def _string(group: h5py.Group, key: str, where: str) -> str:
         try:
             return value.decode("ascii")
         except UnicodeDecodeError:
-            raise FormatError(f"{where}: key {key!r} is not ASCII") from None
+            raise FormatError("is not ASCII", node=where, field=key) from None
     if isinstance(value, str):
         return value
-    raise FormatError(f"{where}: key {key!r} should be a string, got {type(value).__name__}")
+    raise FormatError(f"should be a string, got {type(value).__name__}", node=where, field=key)
 
 
 def _integers(group: h5py.Group, key: str, where: str, *, dtype: str = "int64") -> np.ndarray:
     value = _dataset(group, key, where)
     if value.dtype.kind not in "biuf":
-        raise FormatError(f"{where}: key {key!r} should hold numbers, got dtype {value.dtype}")
+        raise FormatError(f"should hold numbers, got dtype {value.dtype}", node=where, field=key)
     if value.dtype.kind == "f":
         if not np.isfinite(value).all():
-            raise FormatError(f"{where}: key {key!r} holds NaN or infinite values")
+            raise FormatError("holds NaN or infinite values", node=where, field=key)
         if not np.array_equal(value, np.round(value)):
-            raise FormatError(f"{where}: key {key!r} holds non-integer values; Loihi's are "
-                              "integers")
+            raise FormatError("holds non-integer values; Loihi's are "
+                              "integers", node=where, field=key)
     if value.size and np.abs(value.astype(np.float64)).max() >= 2.0 ** 31:
-        raise FormatError(f"{where}: key {key!r} holds values beyond 2**31")
+        raise FormatError("holds values beyond 2**31", node=where, field=key)
     return value.astype(dtype)
 
 
 def _scalar(group: h5py.Group, key: str, where: str) -> int:
     value = _integers(group, key, where)
     if value.size != 1:
-        raise FormatError(f"{where}: key {key!r} should be one value per layer (netx's LIF takes "
-                          f"a scalar), got shape {list(value.shape)}")
+        raise FormatError("should be one value per layer (netx's LIF takes "
+                          f"a scalar), got shape {list(value.shape)}", node=where, field=key)
     return int(value.reshape(-1)[0])
 
 
@@ -229,7 +221,7 @@ def _pair(group: h5py.Group, key: str, where: str, default: int) -> tuple[int, i
     if value.size == 1:
         return (int(value[0]), int(value[0]))
     if value.size != 2:
-        raise FormatError(f"{where}: key {key!r} should hold 1 or 2 values, got {value.size}")
+        raise FormatError(f"should hold 1 or 2 values, got {value.size}", node=where, field=key)
     return (int(value[0]), int(value[1]))
 
 
@@ -239,25 +231,28 @@ def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None) -> LoihiCUBA
     else:
         group = layer["neuron"]
         if not isinstance(group, h5py.Group):
-            raise FormatError(f"{where}: key 'neuron' should be a group")
-        where = f"{where}, neuron"
+            raise FormatError("should be a group", node=where, field="neuron")
+        where = f"{where}/neuron"
         kind = _string(group, "type", where)
         if kind not in NEURON_TYPES:
-            raise UnsupportedError(f"{where}: neuron type {kind!r} has no canonical counterpart "
-                                   f"here; supported: {', '.join(NEURON_TYPES)}")
+            raise UnsupportedError(f"neuron type {kind!r} has no canonical counterpart "
+                                   f"here; supported: {', '.join(NEURON_TYPES)}", node=where)
         params = {key: _scalar(group, key, where) for key in ("iDecay", "vDecay", "vThMant")}
         if "refDelay" in group and _scalar(group, "refDelay", where) > 1:
-            raise UnsupportedError(f"{where}: key 'refDelay' asks for a refractory period, which "
-                                   "netx's LIF does not have (it would run without one)")
+            raise UnsupportedError("asks for a refractory period, which "
+                                   "netx's LIF does not have (it would run without one)",
+                                   node=where, field="refDelay")
         if "gradedSpike" in group and bool(_scalar(group, "gradedSpike", where)):
-            raise UnsupportedError(f"{where}: key 'gradedSpike' is set, but netx's LIF emits "
-                                   "binary spikes (slayer would emit graded ones)")
+            raise UnsupportedError("is set, but netx's LIF emits "
+                                   "binary spikes (slayer would emit graded ones)",
+                                   node=where, field="gradedSpike")
     try:
         return LoihiCUBA(i_decay=params["iDecay"], v_decay=params["vDecay"],
                          threshold=params["vThMant"],
                          **({} if bias is None else {"bias": bias, "bias_exp": NETX_BIAS_EXP}))
     except HubError as e:
-        raise FormatError(f"{where}: {e}") from None
+        raise FormatError(e.message if e.node is None else str(e), node=where,
+                          field=e.field) from None
 
 
 def _read(f: h5py.File) -> hub.Graph:
@@ -266,28 +261,29 @@ def _read(f: h5py.File) -> hub.Graph:
     group = f["layer"]
     keys = sorted(group.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else k))
     if [k for k in keys] != [str(i) for i in range(len(keys))]:
-        raise FormatError(f"layers should be named 0, 1, 2, ...; found {', '.join(keys[:8])}")
+        raise FormatError(f"layers should be named 0, 1, 2, ...; found {', '.join(keys[:8])}",
+                          node="layer")
     nodes: list[tuple[str, hub.Node]] = []
     recurrent: list[tuple[str, str, hub.Node]] = []
     shape: tuple[int, ...] | None = None
     for key in keys:
         layer = group[key]
-        where = f"layer {key}"
+        where = f"layer/{key}"
         if not isinstance(layer, h5py.Group):
-            raise FormatError(f"{where} should be a group")
+            raise FormatError("should be a group", node=where)
         kind = _string(layer, "type", where)
-        where = f"layer {key} ({kind})"
         if kind == "input":
             if nodes:
-                raise FormatError(f"{where}: an input layer must come first")
+                raise FormatError("an input layer must come first", node=where)
             if "neuron" in layer:
-                raise UnsupportedError(f"{where}: an input layer with a neuron group; netx 0.6 "
-                                       "does not connect the network's input to that neuron")
+                raise UnsupportedError("an input layer with a neuron group; netx 0.6 "
+                                       "does not connect the network's input to that neuron",
+                                       node=where)
             shape = tuple(int(v) for v in _integers(layer, "shape", where).reshape(-1))
             nodes.append(("input", hub.Input(shape=shape)))
             continue
         if not nodes:
-            raise FormatError(f"{where}: the first layer must be 'input' (the input shape)")
+            raise FormatError("the first layer must be 'input' (the input shape)", node=where)
         index = sum(1 for n, _ in nodes if n[:1] == "n" and n[1:].isdigit()) + 1
         op = layer.attrs.get(ATTR_OP, "")
         op = op.decode() if isinstance(op, bytes) else str(op)
@@ -297,14 +293,15 @@ def _read(f: h5py.File) -> hub.Graph:
         if kind in ("dense", "dense_rec"):
             weight = _weights(layer, "weight", where)
             if weight.ndim != 2:
-                raise FormatError(f"{where}: key 'weight' should be [out, in], got "
-                                  f"{list(weight.shape)}")
+                raise FormatError("should be [out, in], got "
+                                  f"{list(weight.shape)}", node=where, field="weight")
             if "delay" in layer:
                 if kind == "dense_rec":
-                    raise UnsupportedError(f"{where}: key 'delay' on a recurrent layer: netx 0.6's "
+                    raise UnsupportedError("on a recurrent layer: netx 0.6's "
                                            "RecurrentDense gives its recurrent synapse the "
                                            "forward synapse's delays and no weight exponent, "
-                                           "which the hub does not model")
+                                           "which the hub does not model",
+                                           node=where, field="delay")
                 _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             as_affine = bias is not None and _attr(layer, ATTR_BIAS) == "affine"
@@ -320,28 +317,28 @@ def _read(f: h5py.File) -> hub.Graph:
             if kind == "dense_rec":
                 rec = _weights(layer, "weight_rec", where)
                 if rec.shape != (weight.shape[0],) * 2:
-                    raise FormatError(f"{where}: key 'weight_rec' should be [out, out], got "
-                                      f"{list(rec.shape)}")
+                    raise FormatError("should be [out, out], got "
+                                      f"{list(rec.shape)}", node=where, field="weight_rec")
                 recurrent.append((f"rec{index}", f"n{index}", hub.Linear(weight=rec)))
             continue
         if kind in ("conv", "pool"):
             if "delay" in layer:
-                raise UnsupportedError(f"{where}: key 'delay' on a {kind} layer: netx 0.6's "
+                raise UnsupportedError(f"on a {kind} layer: netx 0.6's "
                                        "create_conv does not read it (hdf5.py), so Lava would "
-                                       "run the layer without the delay")
+                                       "run the layer without the delay", node=where, field="delay")
             weight = _weights(layer, "weight", where)
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             stride = _pair(layer, "stride", where, 1)
             padding = _pair(layer, "padding", where, 0)
             dilation = _pair(layer, "dilation", where, 1)
             if shape is None or len(shape) != 3:
-                raise FormatError(f"{where}: a {kind} layer needs a [C, H, W] input, got "
-                                  f"{list(shape or [])}")
+                raise FormatError(f"a {kind} layer needs a [C, H, W] input, got "
+                                  f"{list(shape or [])}", node=where)
             if kind == "pool" or op == "SumPool2d":
                 channels = shape[0]
                 if weight.ndim != 4 or weight.shape[:2] != (1, 1) and kind == "pool":
-                    raise FormatError(f"{where}: key 'weight' should be [1, 1, kh, kw], got "
-                                      f"{list(weight.shape)}")
+                    raise FormatError("should be [1, 1, kh, kw], got "
+                                      f"{list(weight.shape)}", node=where, field="weight")
                 if op == "SumPool2d" and (weight == 1).all() and dilation == (1, 1):
                     synapse: hub.Node = hub.SumPool2d(kernel_size=weight.shape[2:],
                                                       stride=stride, padding=padding)
@@ -359,7 +356,8 @@ def _read(f: h5py.File) -> hub.Graph:
                                hub.Conv2d(weight=weight, stride=stride, padding=padding,
                                           dilation=dilation, groups=groups))
                 except HubError as e:
-                    raise FormatError(f"{where}: {e}") from None
+                    raise FormatError(e.message if e.node is None else str(e), node=where,
+                                      field=e.field) from None
                 if _attr(layer, ATTR_BIAS) == "affine":
                     bias = None
             name = "pool" if isinstance(synapse, hub.SumPool2d) else "conv"
@@ -368,17 +366,18 @@ def _read(f: h5py.File) -> hub.Graph:
                 bias = bias.reshape(-1, 1, 1)  # per channel, as netx broadcasts it
             nodes.append((f"n{index}", _restore(layer, _neuron(layer, where, bias))))
         elif kind in NETX_REFUSES:
-            raise UnsupportedError(f"{where}: layer type {kind!r} is not supported (netx 0.6 "
-                                   "refuses it too)")
+            raise UnsupportedError(f"layer type {kind!r} is not supported (netx 0.6 "
+                                   "refuses it too)", node=where)
         else:
-            raise FormatError(f"{where}: unknown layer type {kind!r}")
+            raise FormatError(f"unknown layer type {kind!r}", node=where)
         try:
             graph = hub.Graph.chain(*nodes)
             shape = graph.plan().output_shapes[nodes[-1][0]]
         except HubError as e:
-            raise FormatError(f"{where}: {e}") from None
+            raise FormatError(e.message if e.node is None else str(e), node=where,
+                              field=e.field) from None
     if len(nodes) < 2:
-        raise FormatError("the network has no layers after its input")
+        raise FormatError("the network has no layers after its input", node="layer")
     # a layer's recurrence right after its neuron, as the graph would be drawn
     loops = {target: (name, node) for name, target, node in recurrent}
     graph = hub.Graph()
@@ -398,11 +397,11 @@ def _read(f: h5py.File) -> hub.Graph:
         out = graph.plan().output_shapes
     except HubError as e:
         raise FormatError(f"the layers do not fit together: {e}") from None
-    expected = _integers(group[keys[-1]], "shape", f"layer {keys[-1]}").reshape(-1)
+    expected = _integers(group[keys[-1]], "shape", f"layer/{keys[-1]}").reshape(-1)
     got = out["output"]
     if int(np.prod(expected)) != int(np.prod(got)):
-        raise FormatError(f"layer {keys[-1]}: key 'shape' says {list(expected)}, but the layers "
-                          f"give {list(got)}")
+        raise FormatError(f"says {list(expected)}, but the layers give {list(got)}",
+                          node=f"layer/{keys[-1]}", field="shape")
     graph.metadata.update(_metadata(f))
     return graph
 
@@ -419,17 +418,18 @@ def _uniform_delay(layer: h5py.Group, where: str, weight_shape: tuple[int, ...])
     value = _integers(layer, "delay", where)
     out, inp = weight_shape
     if not (value.ndim == 1 and value.size in (out, inp)) and value.shape != (out, inp):
-        raise FormatError(f"{where}: key 'delay' should be [{inp}] (input delays), [{out}] or "
-                          f"[{out}, {inp}], got {list(value.shape)}")
+        raise FormatError(f"should be [{inp}] (input delays), [{out}] or "
+                          f"[{out}, {inp}], got {list(value.shape)}", node=where, field="delay")
     if value.size and not (value == value.reshape(-1)[0]).all():
-        raise UnsupportedError(f"{where}: key 'delay' holds different delays ({value.min()} to "
+        raise UnsupportedError(f"holds different delays ({value.min()} to "
                                f"{value.max()}); the hub carries one axonal delay per neuron "
-                               "layer (LoihiCUBA.delay), so only a uniform delay is read")
+                               "layer (LoihiCUBA.delay), so only a uniform delay is read",
+                               node=where, field="delay")
     delay = int(value.reshape(-1)[0]) if value.size else 0
     if not 0 <= delay <= MAX_DELAY:
-        raise UnsupportedError(f"{where}: key 'delay' is {delay}; netx clips delays to 0 .. "
+        raise UnsupportedError(f"is {delay}; netx clips delays to 0 .. "
                                f"{MAX_DELAY} (with a warning), so the file would not run as "
-                               "written")
+                               "written", node=where, field="delay")
     return delay
 
 
@@ -444,9 +444,10 @@ def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -
         if not isinstance(node, LoihiCUBA):
             if delay == 0:
                 return
-            raise UnsupportedError(f"{where}: key 'delay' delays the network's input spikes; the "
+            raise UnsupportedError("delays the network's input spikes; the "
                                    "hub holds delays on neurons (LoihiCUBA.delay) and the input "
-                                   "has none; remove the key or shift the input in time")
+                                   "has none; remove the key or shift the input in time",
+                                   node=where, field="delay")
         nodes[i] = (name, node.replace(delay=delay))
         return
 
@@ -676,7 +677,7 @@ def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, tupl
     """The flat graph as a chain from its input, and each neuron's recurrent Linear, if any."""
     g = graph.flat()
     if len(g.inputs) != 1 or len(g.outputs) != 1:
-        raise UnsupportedError(f"a netx network has one input and one output; this graph has "
+        raise UnsupportedError("a netx network has one input and one output; this graph has "
                                f"{len(g.inputs)} and {len(g.outputs)}")
     succ: dict[str, list[str]] = {n: [] for n in g.nodes}
     pred: dict[str, list[str]] = {n: [] for n in g.nodes}
@@ -949,7 +950,7 @@ def quantize(graph: hub.Graph, x: Any = None, *, weight_bits: int = 8) -> tuple[
         if isinstance(node, (hub.Input, hub.Flatten, hub.SumPool2d)):
             continue
         if not isinstance(node, (hub.IF, hub.LIF, hub.CubaLIF)):
-            raise UnsupportedError(f"quantize converts IF, LIF and CubaLIF neurons; not "
+            raise UnsupportedError("quantize converts IF, LIF and CubaLIF neurons; not "
                                    f"{node.type}", node=name, field="type")
         layer = _quantize_layer(name, node, [*feeders, *([rec[name][0]] if name in rec else [])],
                                 nodes, weight_bits)

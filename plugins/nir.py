@@ -34,8 +34,8 @@ neuron then behaves differently there, which ``hub check`` (the conformance suit
 
 from __future__ import annotations
 
-import copy
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 import hub
+import hub.hdf5
 from hub.errors import FormatError, HubError, ParameterError, ShapeError, UnsupportedError
 from hub.node import Node, Shape
 
@@ -104,44 +105,77 @@ def hub_register_formats(register) -> None:
 
 
 def read_nir(path: Path) -> Any:
-    """The ``nir.NIRGraph`` in a file; a damaged or malformed file is a :class:`FormatError`."""
+    """The ``nir.NIRGraph`` in a file; a damaged, malformed or hostile file is a
+    :class:`FormatError`. The file is checked by :func:`hub.hdf5.open_file` (nothing outside it,
+    within the limits) before a byte of data is read."""
     import h5py
     import nir
-    from nir.serialization import hdf2dict
 
-    if not h5py.is_hdf5(path):
-        raise FormatError("not an HDF5 file (truncated, or not a NIR file)")
     # What nir.read(path) does, in two steps: a damaged HDF5 structure is told apart from
     # NIR content that nir rejects, and the latter is traced to its node without reading
     # the file again (a corrupt file can make every h5py read slow).
-    try:
-        with h5py.File(path, "r") as f:
-            tree = hdf2dict(f["node"])
-    except Exception as e:
-        raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
-                          f"h5py reports: {_describe(e)}") from None
+    with hub.hdf5.open_file(path, nodes="nodes") as f:
+        if not isinstance(f.get("node"), h5py.Group):
+            raise FormatError("not a NIR file: no group 'node' (the graph)", file=path)
+        try:
+            tree = hub.hdf5.read_tree(f["node"])
+        except HubError as e:
+            raise e.at(file=path)
+        except Exception as e:
+            raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
+                              f"h5py reports: {_describe(e)}", file=path) from None
+        version = f["version"][()] if isinstance(f.get("version"), h5py.Dataset) else None
     try:
         # nir's type check rejects files that older nir versions wrote (an Output of shape
-        # [1, 1, 1] fed by a [1]); the hub's own shape check is exact and names nodes.
-        # (on a copy: nir's from_dict edits the dicts it is given)
-        return nir.dict2NIRNode({**copy.deepcopy(tree), "type_check": False})
+        # [1, 1, 1] fed by a [1]), and nir turns it off only at the top level, so a deep file
+        # would be checked once per level; the hub's own shape check is exact and names nodes.
+        return _build(tree, top=False)
     except Exception as e:
-        node, reason = _diagnose(tree, "")
-        raise FormatError(f"malformed NIR file (written by nir {_file_version(path)}); nir "
+        node, field, reason = _diagnose(tree, "")
+        raise FormatError(f"malformed NIR file (written by nir {_version(version)}); nir "
                           f"{nir.version} reports: {reason or _describe(e)}",
-                          node=node) from None
+                          node=node, field=field) from None
 
 
-def _file_version(path: Path) -> str:
+def _unchecked(node: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a NIR node's dicts as read from a file (not its arrays: nir's from_dict edits
+    the dicts it is given) with nir's type check off in every graph, nested ones too: nir turns
+    it off only at the top level, and checks a deep file's types once per level."""
+    top = dict(node)
+    stack = [top]
+    while stack:
+        data = stack.pop()
+        if data.get("type") != "NIRGraph" or not isinstance(data.get("nodes"), dict):
+            continue
+        data["type_check"] = False
+        data["nodes"] = {k: dict(v) if isinstance(v, dict) else v
+                         for k, v in data["nodes"].items()}
+        stack.extend(v for v in data["nodes"].values() if isinstance(v, dict))
+    return top
+
+
+def _build(data: dict[str, Any], *, top: bool = True) -> Any:
+    """The NIR node of a file's dicts, built without nir's per-level type check; each nested
+    graph's edges are still checked (and the top graph's if ``top``: the hub checks them too)."""
+    import nir
+
+    node = nir.dict2NIRNode(_unchecked(data))
+    stack = [(node, top)]
+    while stack:
+        graph, check = stack.pop()
+        if not isinstance(graph, nir.NIRGraph):
+            continue
+        if check:
+            graph.validate_structure()
+        stack.extend((n, True) for n in graph.nodes.values())
+    return node
+
+
+def _version(value: Any) -> str:
     """The nir version a file says wrote it, for error messages."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            value = f["version"][()]
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    except Exception:  # only used to explain another error
-        return "an unknown version"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if isinstance(value, str) else "an unknown version"
 
 
 def _check_dt(dt: Any) -> float:
@@ -168,15 +202,15 @@ def _describe(e: Exception) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str]:
-    """The node of a NIR file's contents (as read from hdf5) that nir cannot build, and why:
-    nir builds the whole graph at once and its errors name no node. ``(None, "")`` where no
-    single node is to blame."""
+def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str | None, str]:
+    """The node of a NIR file's contents (as read from hdf5) that nir cannot build, the field
+    if nir's error shows it, and why: nir builds the whole graph at once and its errors name no
+    node. ``(None, None, "")`` where no single node is to blame."""
     import nir
 
     nodes = tree.get("nodes") if isinstance(tree, dict) else None
     if not isinstance(nodes, dict):
-        return None, ""
+        return None, None, ""
     for name, data in nodes.items():
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "NIRGraph":
@@ -186,13 +220,21 @@ def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str]:
         try:
             nir.str2NIRNode(kind)
         except Exception:
-            return f"{prefix}{name}", (f"unknown NIR node type {kind!r}" if kind is not None
-                                       else "the node has no 'type'")
+            return f"{prefix}{name}", "type", (f"unknown NIR node type {kind!r}"
+                                               if kind is not None else "the node has no 'type'")
         try:
-            nir.dict2NIRNode(copy.deepcopy(data))
+            _build(data)
         except Exception as e:
-            return f"{prefix}{name}", _describe(e)
-    return None, ""
+            return f"{prefix}{name}", _field_of(e, data), _describe(e)
+    return None, None, ""
+
+
+def _field_of(e: Exception, data: dict[str, Any]) -> str | None:
+    """The NIR field an exception from nir's constructors is about, where it says so."""
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str):
+        return e.args[0]
+    quoted = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", str(e))
+    return next((q for q in quoted if q in data or isinstance(e, TypeError)), None)
 
 
 def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = None) -> hub.Graph:
@@ -378,23 +420,39 @@ def _padding(n: Any, dims: int) -> tuple[int, ...]:
             return tuple(t // 2 for t in total)
         raise ParameterError(f"padding must be 'same', 'valid' or integers, got {padding!r}",
                              field="padding")
-    return tuple(np.broadcast_to(np.asarray(padding, dtype=np.int64), (dims,)).tolist())
+    return _ints(padding, "padding", dims)
 
 
 def _conv(cls: type, dims: int) -> Callable[[Any, float | None], Node]:
     def convert(n: Any, dt: float | None) -> Node:
-        ints = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (dims,)).tolist())  # noqa: E731
-        return cls(weight=n.weight, bias=n.bias, stride=ints(n.stride),
-                   padding=_padding(n, dims), dilation=ints(n.dilation), groups=int(n.groups))
+        return cls(weight=n.weight, bias=n.bias, stride=_ints(n.stride, "stride", dims),
+                   padding=_padding(n, dims), dilation=_ints(n.dilation, "dilation", dims),
+                   groups=_ints(n.groups, "groups", 1)[0])
     return convert
 
 
 def _pool(cls: type) -> Callable[[Any, float | None], Node]:
     def convert(n: Any, dt: float | None) -> Node:
-        pair = lambda v: tuple(np.broadcast_to(np.asarray(v, dtype=np.int64), (2,)).tolist())  # noqa: E731
-        return cls(kernel_size=pair(n.kernel_size), stride=pair(n.stride),
-                   padding=pair(n.padding))
+        return cls(kernel_size=_ints(n.kernel_size, "kernel_size", 2),
+                   stride=_ints(n.stride, "stride", 2), padding=_ints(n.padding, "padding", 2))
     return convert
+
+
+def _ints(value: Any, field: str, dims: int | None = None) -> tuple[int, ...]:
+    """Integers as a NIR file holds them (any numeric dtype), ``dims`` of them if given (one
+    value is repeated); a fractional, infinite or huge value is refused, never truncated."""
+    try:
+        values = np.asarray(value)
+        if values.dtype.kind not in "biuf":
+            raise TypeError(values.dtype)
+        values = values.ravel() if dims is None else np.broadcast_to(values.ravel(), (dims,))
+        exact = [int(v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"expected integers, got {value!r}", field=field) from None
+    if any(e != v for e, v in zip(exact, values.tolist())) or any(abs(e) >= 1 << 63
+                                                                   for e in exact):
+        raise ParameterError(f"expected integers, got {values.tolist()!r}", field=field)
+    return tuple(exact)
 
 
 def _input_shape(n: Any) -> np.ndarray:
@@ -414,7 +472,8 @@ _IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
     "Conv2d": _conv(hub.Conv2d, 2),
     "SumPool2d": _pool(hub.SumPool2d),
     "AvgPool2d": _pool(hub.AvgPool2d),
-    "Flatten": lambda n, dt: hub.Flatten(start_dim=int(n.start_dim), end_dim=int(n.end_dim)),
+    "Flatten": lambda n, dt: hub.Flatten(start_dim=_ints(n.start_dim, "start_dim", 1)[0],
+                                         end_dim=_ints(n.end_dim, "end_dim", 1)[0]),
     "Scale": lambda n, dt: hub.Scale(scale=n.scale),
     "Threshold": lambda n, dt: hub.Threshold(threshold=n.threshold),
     "Delay": _import_delay,
@@ -439,10 +498,9 @@ def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
         if declared is None:
             continue
         try:
-            declared = tuple(int(s) for s in np.asarray(declared).ravel())
-        except (TypeError, ValueError, OverflowError):
-            raise ParameterError(f"expected a shape of integers, got {declared!r}", node=name,
-                                 field="shape") from None
+            declared = _ints(declared, "shape")
+        except HubError as e:
+            raise e.at(node=name)
         inferred = plan.input_shapes[name]
         if declared == inferred:
             continue
@@ -465,6 +523,7 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
     nodes = {}
     for name, node in graph.nodes.items():
         try:
+            _check_name(name)
             if isinstance(node, hub.Graph):
                 nodes[name] = _export_graph(node, dt, in_shapes, out_shapes, f"{prefix}{name}.")
             else:
@@ -472,13 +531,38 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
                 shape = in_shapes.get(path) if not isinstance(node, hub.Input) else node.shape
                 nir_node = _EXPORTERS[node.type](node, dt, shape) if node.type in _EXPORTERS \
                     else _unsupported(node)
+                _check_finite(nir_node)  # a dt of 1e308 would write tau = inf
                 nir_node.metadata = {META: _meta(node)}
                 nodes[name] = nir_node
         except HubError as e:
             raise e.at(node=name)
     meta = {META: {"dt": dt}} if dt is not None else {}
-    return nir.NIRGraph(nodes=nodes, edges=[tuple(e) for e in graph.edges], metadata=meta,
-                        type_check=False)
+    edges = [(_nir_end(graph, a, "source"), _nir_end(graph, b, "target")) for a, b in graph.edges]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+def _check_name(name: str) -> None:
+    """Refuse node names that HDF5 would read as a path (``a/b`` becomes nested groups)."""
+    if "/" in name or "\0" in name or name in (".", ".."):
+        raise UnsupportedError("NIR files store each node as an HDF5 group of this name, and "
+                               "HDF5 reads '/' as a path (and '.' as the group itself); "
+                               "rename the node", node=name, field="name")
+
+
+def _nir_end(graph: hub.Graph, ref: str, role: str) -> str:
+    """An edge end as NIR holds it: a node of the same graph, a subgraph as a whole for its
+    single input (output) port; NIR has no edge into a subgraph's other nodes."""
+    if ref in graph.nodes:
+        return ref
+    sub_name, _, port = ref.partition(".")
+    sub = graph.nodes.get(sub_name)
+    ports = (sub.outputs if role == "source" else sub.inputs) if isinstance(sub, hub.Graph) else []
+    if ports == [port]:
+        return sub_name
+    raise UnsupportedError(f"the edge {role} {ref!r} reaches inside subgraph {sub_name!r}, which "
+                           "NIR cannot hold: a NIR edge names a whole subgraph, for its only "
+                           f"{'output' if role == 'source' else 'input'} node; route the edge "
+                           "through that node", node=sub_name, field="edges")
 
 
 def _unsupported(node: Node) -> Any:

@@ -156,7 +156,7 @@ def test_hub_reference_of_the_netx_file_agrees(nets: Path, name: str) -> None:
 def test_a_file_netx_cannot_run_is_a_format_error(nets: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.net"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(hub.FormatError, match="bad.net: not an hdf5 file"):
+    with pytest.raises(hub.FormatError, match="(?i)bad.net: not an hdf5 file"):
         lava.run_netx(bad, np.zeros((2, 1, 10), np.float32))
     x = np.load(nets / "dense-x.npy")
     with pytest.raises(hub.FormatError, match=r"takes input of shape \[10\].*got \[9\]"):
