@@ -103,7 +103,6 @@ class Graph:
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
         """Every node, subgraphs included, with its dotted path (depth first, in order)."""
-        # a stack, not recursion: a graph nested deeper than Python's stack still walks
         for path, node, _ in self._leaves(prefix):
             yield path, node
 
@@ -243,13 +242,14 @@ class Graph:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: nodes (nested graphs as ``{"type": "Graph", ...}``), edges, metadata.
 
-        Refuses a graph nested deeper than ``limits().max_depth`` (and a graph that contains
-        itself), never a ``RecursionError``: it works with a stack, not recursion.
+        Refuses a graph beyond the limits (:func:`size`), a graph that contains itself
+        included, never a ``RecursionError``: it works with a stack, not recursion.
         """
+        size(self)
         out: dict[str, Any] = {}
-        stack = [(self, out, "")]
+        stack = [(self, out, "", 0)]
         while stack:
-            graph, data, path = stack.pop()
+            graph, data, path, depth = stack.pop()
             nodes: dict[str, Any] = {}
             data.update(type="Graph", nodes=nodes, edges=[list(e) for e in graph.edges],
                         metadata=dict(graph.metadata))
@@ -257,8 +257,8 @@ class Graph:
                 if isinstance(node, Graph):
                     nodes[name] = {}
                     inner = f"{path}.{name}" if path else name
-                    _check_depth(inner.count(".") + 1, inner)
-                    stack.append((node, nodes[name], inner))
+                    _check_depth(depth + 1, inner)
+                    stack.append((node, nodes[name], inner, depth + 1))
                 else:
                     nodes[name] = node.to_dict()
         return out
