@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError, HubError, PluginError
+from .errors import FormatError, HubError, ParameterError, PluginError
 from .fileio import atomic_path
 from .formats import Format
 from .graph import Graph
@@ -142,6 +142,13 @@ def save(graph: Graph, to: str | None = None, out: str | os.PathLike | None = No
 
 def _target(to: str | None, out: str | os.PathLike | None) -> Format:
     """The format to write: ``to``, else the one ``out``'s suffix names; they must agree."""
+    if out is not None and not _is_path(out):
+        raise ParameterError(f"expected the file to write, a str or os.PathLike; got "
+                             f"{type(out).__name__}. Leave out= out for an in-memory model",
+                             field="out")
+    if to is not None and not isinstance(to, str):
+        raise ParameterError(f"expected a format name such as 'nir', got {type(to).__name__}",
+                             field="to")
     if to is None:
         return detect(out)
     fmt = plugins().format(to)
@@ -201,6 +208,10 @@ def check(model: Any, targets: list[str] | None = None, x: Any = None, **options
     """
     from hub_conformance import check as run_check
 
+    from .layout import as_input
+
+    if x is not None:
+        x = as_input(x).numpy()  # a HubError here, not numpy's ValueError deep in the suite
     return run_check(model, targets, x, **options)
 
 

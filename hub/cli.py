@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .api import convert, detect, load
@@ -25,7 +29,9 @@ examples:
   hub conformance --formats hub,nir --tier exact --out report/
 
 Formats are detected from file suffixes; --from names the source format when they cannot be.
-Errors exit with status 2 and say what is wrong and where (file, node, field).
+Errors exit with status 2 and print one line, "error: ...", saying what is wrong and where
+(file, node, field); names from the files are printed literally. SIGTERM removes any
+half-written file and exits with status 143.
 """
 
 
@@ -93,45 +99,101 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(HubError):
+    """SIGTERM arrived: raised in the main thread, so that ``finally`` blocks (the removal of
+    a half-written temporary file) run before the command exits."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    with warnings.catch_warnings(record=True) as caught:
+    out = Console(highlight=False, emoji=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
+    with warnings.catch_warnings(record=True) as caught, _sigterm_raises():
         warnings.simplefilter("always")
         try:
             code = _COMMANDS[args.command](args, out)
+        except Terminated as e:
+            _say(err, "error", str(e))
+            code = 128 + signal.SIGTERM
         except HubError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+            _say(err, "error", str(e))
+            code = 2
+        except Exception as e:  # a bug or a library's failure: still one line, never a traceback
+            _say(err, "error", f"unexpected {type(e).__name__}: {e} (a bug in snn-hub or a "
+                 "plugin: please report it with the command that caused it)")
             code = 2
         for message in dict.fromkeys(str(w.message) for w in caught):  # each once
-            err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+            _say(err, "warning", message)
     return code
+
+
+def _say(console: Console, kind: str, message: str) -> None:
+    """The one way the command reports: ``error: ...`` or ``warning: ...`` on one line.
+
+    The message is untrusted (file, node and field names, metadata values from a stranger's
+    file), so it is printed literally: a Text is never read as markup or emoji codes.
+    """
+    colour = "red" if kind == "error" else "yellow"
+    text = _visible(" ".join(message.splitlines()))
+    console.print(Text.assemble((f"{kind}:", colour), " ", text), soft_wrap=True)
+
+
+def _literal(value: Any) -> Text:
+    """A table cell or a line that shows ``value`` as it is, brackets and all."""
+    return Text("\n".join(_visible(line) for line in str(value).split("\n")))
+
+
+def _visible(text: str) -> str:
+    """``text`` with control characters (a terminal's escape sequences) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated by SIGTERM; a file being written was removed, "
+                         "none was left half-written")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _convert(args: argparse.Namespace, out: Console) -> int:
     options = {"dt": args.dt} if args.dt is not None else {}
     path = convert(args.src, to=args.to, out=args.out, source=args.source, force=args.force,
                    **options)
-    out.print(f"wrote {path} ({detect(path).name})")
+    out.print(_literal(f"wrote {path} ({detect(path).name})"), soft_wrap=True)
     return 0
 
 
 def _inspect(args: argparse.Namespace, out: Console) -> int:
-    from .show import describe, draw
+    from .show import check_picture, describe, draw
 
+    if args.draw:
+        check_picture(args.draw)  # before the work, not after it
     graph = load(args.src, dt=args.dt, source=args.source)
     rows = describe(graph)
-    table = Table(title=f"{args.src} ({detect(args.src, args.source).name}, "
-                  f"dt={graph.metadata.get('dt', 'not set')})")
+    table = Table(title=_literal(f"{args.src} ({detect(args.src, args.source).name}, "
+                                 f"dt={graph.metadata.get('dt', 'not set')})"))
     for column in rows[0]:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*map(_literal, row.values()))
     out.print(table)
     if args.draw:
         draw(graph, args.draw, force=args.force)
-        out.print(f"drew {args.draw}")
+        out.print(_literal(f"drew {args.draw}"), soft_wrap=True)
     return 0
 
 
@@ -156,9 +218,10 @@ def _plugins(args: argparse.Namespace, out: Console) -> int:
                 notes.append(f"{name} unavailable: {reason}")
         if info.nodes:
             notes.append(f"node types: {', '.join(info.nodes)}")
-        status = {"loaded": "[green]loaded[/green]", "failed": "[red]failed[/red]"}.get(
-            info.status, f"[yellow]{info.status}[/yellow]")
-        table.add_row(info.name, info.version, status, "\n".join(formats), "\n".join(notes))
+        colour = {"loaded": "green", "failed": "red"}.get(info.status, "yellow")
+        table.add_row(_literal(info.name), _literal(info.version),
+                      Text(str(info.status), style=colour), _literal("\n".join(formats)),
+                      _literal("\n".join(notes)))
     out.print(table)
     return 0
 
@@ -189,15 +252,16 @@ def _conformance(args: argparse.Namespace, out: Console) -> int:
             changes = []
     report.terminal(suite, out)
     if args.out:
-        out.print(f"wrote {report.write(suite, Path(args.out))}")
+        out.print(_literal(f"wrote {report.write(suite, Path(args.out))}"))
     if args.record:
-        out.print(f"recorded {record.record(suite, Path(args.record))}")
+        out.print(_literal(f"recorded {record.record(suite, Path(args.record))}"))
     if args.against:
         for change in changes:
             colour = "red" if change.kind in ("changed", "status") else "yellow"
-            out.print(f"[{colour}]{change.kind}[/{colour}] {change.id}: {change.detail}",
+            out.print(Text.assemble((change.kind, colour), f" {change.id}: {change.detail}"),
                       soft_wrap=True)
-        out.print(f"against {args.against}: {len(changes)} difference(s)", soft_wrap=True)
+        out.print(_literal(f"against {args.against}: {len(changes)} difference(s)"),
+                  soft_wrap=True)
     changed = any(c.kind in ("changed", "status") for c in changes)
     return 0 if suite.ok and not changed else 1
 

@@ -16,7 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Union
 
-from .errors import GraphError, HubError, ShapeError
+import numpy as np
+
+from .errors import GraphError, HubError, ParameterError, ShapeError
+from .limits import how_to_raise, limits
 from .node import MAX_ELEMENTS, Node, Shape, node_from_dict
 from .nodes import Add, Delay, Input, Output
 
@@ -99,23 +102,42 @@ class Graph:
         return [n for n, node in self.nodes.items() if isinstance(node, Output)]
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
-        """Every node, subgraphs included, with its dotted path."""
-        for name, node in self.nodes.items():
-            if isinstance(node, Graph):
-                yield from node.walk(f"{prefix}{name}.")
+        """Every node, subgraphs included, with its dotted path (depth first, in order)."""
+        for path, node, _ in self._leaves(prefix):
+            yield path, node
+
+    def _leaves(self, prefix: str = "") -> Iterator[tuple[str, Node, bool]]:
+        """:meth:`walk`, also saying whether each node is inside a subgraph."""
+        # a stack, not recursion: a graph nested deeper than Python's stack still walks
+        stack = [(prefix, iter(self.nodes.items()))]
+        while stack:
+            path, items = stack[-1]
+            for name, node in items:
+                if isinstance(node, Graph):
+                    stack.append((f"{path}{name}.", iter(node.nodes.items())))
+                    break
+                yield f"{path}{name}", node, len(stack) > 1
             else:
-                yield f"{prefix}{name}", node
+                stack.pop()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return (self.nodes.keys() == other.nodes.keys()
-                and all(self.nodes[k] == other.nodes[k] for k in self.nodes)
-                and sorted(self.edges) == sorted(other.edges)
-                # the order of edges into an operand node (Mul, Concat) is part of the meaning
-                and all([e for e in self.edges if e[1] == k] == [e for e in other.edges
-                                                                  if e[1] == k]
-                        for k, n in self.nodes.items() if getattr(n, "operands", False)))
+        pairs = [(self, other)]
+        while pairs:  # a stack of subgraph pairs, for the same reason as walk()
+            a, b = pairs.pop()
+            if a.nodes.keys() != b.nodes.keys() or sorted(a.edges) != sorted(b.edges):
+                return False
+            # the order of edges into an operand node (Mul, Concat) is part of its meaning
+            if any([e for e in a.edges if e[1] == k] != [e for e in b.edges if e[1] == k]
+                   for k, n in a.nodes.items() if getattr(n, "operands", False)):
+                return False
+            for key, node in a.nodes.items():
+                if isinstance(node, Graph) and isinstance(b.nodes[key], Graph):
+                    pairs.append((node, b.nodes[key]))
+                elif not node == b.nodes[key]:
+                    return False
+        return True
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -125,48 +147,37 @@ class Graph:
     # -- flattening ---------------------------------------------------------------------------
 
     def flat(self) -> Graph:
-        """This graph with every subgraph inlined; inner inputs and outputs become junctions."""
+        """This graph with every subgraph inlined; inner inputs and outputs become junctions.
+
+        Refuses graphs beyond ``hub.limits.limits()``' ``max_nodes`` (counted after inlining)
+        and ``max_depth``. Time and memory are linear in the size of the result: each subgraph
+        is walked once, and an edge end naming an inner node is looked up, not re-flattened.
+        """
+        size(self)
         if not any(isinstance(n, Graph) for n in self.nodes.values()):
             return self
         out = Graph(metadata=self.metadata)
-        for name, node in self.nodes.items():
-            if isinstance(node, Graph):
-                inner = node.flat()
-                for inner_name, inner_node in inner.nodes.items():
-                    if isinstance(inner_node, (Input, Output)):
-                        inner_node = Add()
-                    out.add(f"{name}.{inner_name}", inner_node)
-                for a, b in inner.edges:
-                    out.connect(f"{name}.{a}", f"{name}.{b}")
+        for name, node, inner in self._leaves():
+            if inner and isinstance(node, (Input, Output)):
+                node = Add()  # the input or output of a subgraph is a junction once inlined
+            if name in out.nodes:
+                raise GraphError("a node of this name already exists", node=name)
+            out.nodes[name] = node
+        # Edges in the order the nested definition gives them: a subgraph's (its own
+        # subgraphs' first) before those of the graph holding it.
+        stack = [("", self, iter(self.nodes.items()))]
+        while stack:
+            prefix, graph, items = stack[-1]
+            for name, node in items:
+                if isinstance(node, Graph):
+                    stack.append((f"{prefix}{name}.", node, iter(node.nodes.items())))
+                    break
             else:
-                out.add(name, node)
-        for a, b in self.edges:
-            out.connect(self._endpoint(a, "source"), self._endpoint(b, "target"))
+                stack.pop()
+                for a, b in graph.edges:
+                    out.edges.append((_endpoint(graph, prefix, a, "source", out.nodes),
+                                      _endpoint(graph, prefix, b, "target", out.nodes)))
         return out
-
-    def _endpoint(self, ref: str, role: str) -> str:
-        """Resolve an edge end of this (unflattened) graph to a flat node name."""
-        if ref in self.nodes and not isinstance(self.nodes[ref], Graph):
-            return ref
-        sub_name, _, port = ref.partition(".")
-        sub = self.nodes.get(sub_name) if ref not in self.nodes else self.nodes[ref]
-        if not isinstance(sub, Graph):
-            raise GraphError(
-                f"edge {role} {ref!r} names no node; nodes are {', '.join(sorted(self.nodes))}",
-                node=ref)
-        ports = sub.outputs if role == "source" else sub.inputs
-        if ref == sub_name:
-            if len(ports) != 1:
-                raise GraphError(f"subgraph has {len(ports)} {role} ports ({', '.join(ports)}); "
-                                 f"name one as '{sub_name}.<port>'", node=sub_name)
-            port = ports[0]
-        if port in ports:
-            return f"{sub_name}.{port}"
-        inner = sub.flat()
-        if port in inner.nodes:  # an edge straight to an inner node, as some NIR files have
-            return f"{sub_name}.{port}"
-        raise GraphError(f"edge {role} {ref!r}: subgraph {sub_name!r} has no node {port!r}; "
-                         f"it has {', '.join(sorted(inner.nodes))}", node=sub_name)
 
     # -- validation and planning --------------------------------------------------------------
 
@@ -177,6 +188,8 @@ class Graph:
 
     def plan(self) -> Plan:
         """Order, recurrent edges and shapes of the flat graph (validating it on the way)."""
+        if self.metadata.get("dt") is not None:
+            check_dt(self.metadata["dt"])
         g = self.flat()
         if not g.inputs:
             raise GraphError("the graph has no Input node; add one to say what the input is")
@@ -187,7 +200,7 @@ class Graph:
             for end, role in ((a, "source"), (b, "target")):
                 if end not in g.nodes:
                     raise GraphError(f"edge ({a!r}, {b!r}) names {end!r} as its {role}, but there "
-                                     f"is no such node; nodes are {', '.join(sorted(g.nodes))}",
+                                     f"is no such node; nodes are {_names(g.nodes)}",
                                      node=end)
             if isinstance(g.nodes[b], Input):
                 raise GraphError(f"edge ({a!r}, {b!r}) leads into an Input node", node=b)
@@ -239,16 +252,74 @@ class Graph:
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: nodes (nested graphs as ``{"type": "Graph", ...}``), edges, metadata."""
-        return {
-            "type": "Graph",
-            "nodes": {n: node.to_dict() for n, node in self.nodes.items()},
-            "edges": [list(e) for e in self.edges],
-            "metadata": dict(self.metadata),
-        }
+        """Plain data: nodes (nested graphs as ``{"type": "Graph", ...}``), edges, metadata.
+
+        Refuses a graph beyond the limits (:func:`size`), a graph that contains itself
+        included, never a ``RecursionError``: it works with a stack, not recursion.
+        """
+        size(self)
+        out: dict[str, Any] = {}
+        stack = [(self, out, "", 0)]
+        while stack:
+            graph, data, path, depth = stack.pop()
+            nodes: dict[str, Any] = {}
+            data.update(type="Graph", nodes=nodes, edges=[list(e) for e in graph.edges],
+                        metadata=dict(graph.metadata))
+            for name, node in graph.nodes.items():
+                if isinstance(node, Graph):
+                    nodes[name] = {}
+                    inner = f"{path}.{name}" if path else name
+                    _check_depth(depth + 1, inner)
+                    stack.append((node, nodes[name], inner, depth + 1))
+                else:
+                    nodes[name] = node.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Graph:
+        """The graph that :meth:`to_dict` gave as ``data``, checked as untrusted input.
+
+        Every node is validated; a nesting deeper than ``limits().max_depth`` or more than
+        ``limits().max_nodes`` nodes in all is refused before more is read.
+        """
+        budget = limits().max_nodes
+        count = 0
+        root = _graph_shell(cls, data, "")
+        stack = [(root, data, iter(data["nodes"].items()), "")]
+        while stack:
+            graph, item_data, items, path = stack[-1]
+            for name, item in items:
+                where = f"{path}.{name}" if path else name
+                if isinstance(item, dict) and item.get("type") == "Graph":
+                    _check_depth(len(stack), where)
+                    node: Element = _graph_shell(cls, item, where)
+                    _add(graph, name, node, path)
+                    stack.append((node, item, iter(item["nodes"].items()), where))
+                    break
+                count += 1
+                if count > budget:
+                    raise GraphError(f"more than {budget} nodes; "
+                                     + how_to_raise("max_nodes"), node=where)
+                try:
+                    node = node_from_dict(item)
+                except HubError as e:
+                    raise e.at(node=where)
+                _add(graph, name, node, path)
+            else:
+                stack.pop()
+                for edge in item_data.get("edges", []):
+                    if (not isinstance(edge, (list, tuple)) or len(edge) != 2
+                            or not all(isinstance(end, str) for end in edge)):
+                        error = GraphError(f"an edge is a pair [source, target] of node names, "
+                                           f"got {_short(edge)}", field="edges")
+                        raise error.at(node=path or None)
+                    graph.connect(*edge)
+        return root
+
+
+def _graph_shell(cls: type[Graph], data: Any, path: str) -> Graph:
+    """An empty graph with ``data``'s metadata, once the parts of ``data`` have the right types."""
+    try:
         if not isinstance(data, dict):
             raise GraphError(f"expected a mapping with 'nodes' and 'edges', got "
                              f"{type(data).__name__}")
@@ -259,27 +330,118 @@ class Graph:
         if not isinstance(metadata, dict):
             raise GraphError(f"expected a mapping, got {type(metadata).__name__}",
                              field="metadata")
-        edges = data.get("edges", [])
-        if not isinstance(edges, (list, tuple)):
+        if not isinstance(data.get("edges", []), (list, tuple)):
             raise GraphError(f"expected a list of [source, target] pairs, got "
-                             f"{type(edges).__name__}", field="edges")
-        graph = cls(metadata=metadata)
-        for name, item in data["nodes"].items():
-            try:
-                if isinstance(item, dict) and item.get("type") == "Graph":
-                    node: Element = cls.from_dict(item)
-                else:
-                    node = node_from_dict(item)
-            except HubError as e:
-                raise e.at(node=name)
-            graph.add(name, node)
-        for edge in edges:
-            if (not isinstance(edge, (list, tuple)) or len(edge) != 2
-                    or not all(isinstance(end, str) for end in edge)):
-                raise GraphError(f"an edge is a pair [source, target] of node names, got {edge!r}",
-                                 field="edges")
-            graph.connect(*edge)
-        return graph
+                             f"{type(data.get('edges')).__name__}", field="edges")
+    except HubError as e:
+        raise e.at(node=path or None)
+    return cls(metadata=metadata)
+
+
+def _add(graph: Graph, name: str, node: Element, path: str) -> None:
+    try:
+        graph.add(name, node)
+    except HubError as e:
+        raise e.at(node=path or None)
+
+
+def _check_depth(depth: int, path: str) -> None:
+    """Refuse a subgraph at nesting ``depth`` (1: inside the top graph) beyond the limit."""
+    most = limits().max_depth
+    if depth > most:
+        raise GraphError(f"subgraphs nest more than {most} deep here; "
+                         + how_to_raise("max_depth"), node=_short_path(path))
+
+
+def size(graph: Graph) -> int:
+    """How many nodes ``graph`` has once flattened, refusing it beyond the limits.
+
+    Counts without building anything, in time linear in the distinct subgraphs (one used
+    several times is counted once and multiplied), so a small graph that would flatten into
+    billions of nodes is refused at once. Nesting beyond ``max_depth``, a graph that contains
+    itself included, is refused too.
+    """
+    most = limits()
+    counts: dict[int, int] = {}
+    heights: dict[int, int] = {}
+    stack = [(graph, iter(graph.nodes.items()))]
+    path = [""]
+    while stack:
+        g, items = stack[-1]
+        for name, node in items:
+            if not isinstance(node, Graph):
+                continue
+            where = ".".join([*path[1:], name])
+            if id(node) in counts:  # seen before: only its depth here is new
+                _check_depth(len(stack) + heights[id(node)], where)
+                continue
+            _check_depth(len(stack), where)
+            stack.append((node, iter(node.nodes.items())))
+            path.append(name)
+            break
+        else:
+            stack.pop()
+            where = ".".join(path[1:])
+            path.pop()
+            subs = [n for n in g.nodes.values() if isinstance(n, Graph)]
+            heights[id(g)] = 1 + max((heights[id(n)] for n in subs), default=0)
+            counts[id(g)] = len(g.nodes) - len(subs) + sum(counts[id(n)] for n in subs)
+            if counts[id(g)] > most.max_nodes:
+                raise GraphError(f"{counts[id(g)]} nodes once subgraphs are inlined, more than "
+                                 f"{most.max_nodes}; " + how_to_raise("max_nodes"),
+                                 node=where or None)
+    return counts[id(graph)]
+
+
+def _endpoint(graph: Graph, prefix: str, ref: str, role: str, flat: dict[str, Node]) -> str:
+    """Resolve an edge end of ``graph`` (inlined at ``prefix``) to a node name of ``flat``."""
+    if ref in graph.nodes and not isinstance(graph.nodes[ref], Graph):
+        return prefix + ref
+    sub_name, _, port = ref.partition(".")
+    sub = graph.nodes.get(sub_name) if ref not in graph.nodes else graph.nodes[ref]
+    if not isinstance(sub, Graph):
+        raise GraphError(f"edge {role} {ref!r} names no node; nodes are "
+                         f"{_names(graph.nodes)}", node=prefix + ref)
+    ports = sub.outputs if role == "source" else sub.inputs
+    if ref == sub_name:
+        if len(ports) != 1:
+            raise GraphError(f"subgraph has {len(ports)} {role} ports ({_names(ports)}); "
+                             f"name one as '{sub_name}.<port>'", node=prefix + sub_name)
+        port = ports[0]
+    name = f"{prefix}{sub_name}.{port}"
+    # a port, or an edge straight to an inner node, as some NIR files have: a dict lookup
+    if port in ports or name in flat:
+        return name
+    inner = f"{prefix}{sub_name}."
+    raise GraphError(f"edge {role} {ref!r}: subgraph {sub_name!r} has no node {port!r}; it has "
+                     f"{_names(n[len(inner):] for n in flat if n.startswith(inner))}",
+                     node=prefix + sub_name)
+
+
+def _names(names: Iterable[str], most: int = 20) -> str:
+    """Names for a message, sorted, at most ``most`` of them: a hostile graph has 100,000."""
+    names = sorted(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _short(value: Any, most: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def _short_path(path: str, most: int = 200) -> str:
+    return path if len(path) <= most else "..." + path[-most:]
+
+
+def check_dt(value: Any, field: str = "metadata.dt") -> float:
+    """A time step: a positive, finite number of seconds; else a ParameterError naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ParameterError(f"dt must be a number of seconds, got {_short(value)}", field=field)
+    if not math.isfinite(float(value)) or float(value) <= 0:
+        raise ParameterError(f"dt must be a positive, finite number of seconds, got {value!r}",
+                             field=field)
+    return float(value)
 
 
 def _kind(item: Element) -> str:
@@ -298,7 +460,9 @@ def _order(g: Graph, succ: dict[str, list[str]]) -> tuple[list[str], set[tuple[s
     back: set[tuple[str, str]] = set()
     done: set[str] = set()
     post: list[str] = []
-    starts = g.inputs + [n for n in g.nodes if n not in g.inputs]
+    inputs = g.inputs  # once: a property that walks every node
+    given = set(inputs)
+    starts = inputs + [n for n in g.nodes if n not in given]
     for start in starts:
         if start in done:
             continue

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import HubError
 from .fileio import atomic_path
 from .graph import Graph
 from .node import Node
@@ -64,8 +65,22 @@ def _shown(node: Node) -> dict[str, Any]:
     return out
 
 
+#: Picture formats :func:`draw` writes, by file suffix.
+PICTURES = ("png", "svg", "pdf")
+
+
+def check_picture(path: str | os.PathLike) -> str:
+    """The picture format ``path``'s suffix names, or a HubError naming the file."""
+    suffix = os.fspath(path).rsplit(".", 1)[-1].lower() if "." in os.fspath(path) else ""
+    if suffix not in PICTURES:
+        raise HubError(f"cannot draw a picture as {suffix or 'a file without suffix'!r}; name "
+                       f"the file {', '.join('.' + p for p in PICTURES)}", file=path)
+    return suffix
+
+
 def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
     """Save a picture of the graph: nodes in layers by depth, recurrent edges dashed."""
+    kind = check_picture(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,8 +113,11 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
         ax.add_patch(FancyBboxPatch((x - 1.1, y - 0.45), 2.2, 0.9,
                                     boxstyle="round,pad=0.05", fc=color, ec="#444"))
         shape = "x".join(map(str, plan.output_shapes[name])) or "scalar"
-        ax.text(x, y + 0.12, name, ha="center", va="center", fontsize=8, weight="bold")
-        ax.text(x, y - 0.18, f"{node.type} [{shape}]", ha="center", va="center", fontsize=7)
+        # names from the file are plain text, never matplotlib's $math$
+        ax.text(x, y + 0.12, name, ha="center", va="center", fontsize=8, weight="bold",
+                usetex=False, parse_math=False)
+        ax.text(x, y - 0.18, f"{node.type} [{shape}]", ha="center", va="center", fontsize=7,
+                usetex=False, parse_math=False)
     for target, sources in plan.forward.items():
         for source in sources:
             _arrow(ax, FancyArrowPatch, pos[source], pos[target], "arc3,rad=0.0", "-", vertical)
@@ -114,10 +132,11 @@ def draw(graph: Graph, path: str | os.PathLike, *, force: bool = False) -> None:
     ax.set_title("orange: spiking neurons, green: other state, blue: stateless\n"
                  "dashed: recurrent edge (one step late)", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, force=force) as tmp:
-        fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path)
-                    else "png", dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path, force=force) as tmp:
+            fig.savefig(tmp, format=kind, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _arrow(ax: Any, cls: Any, a: tuple, b: tuple, style: str, line: str, vertical: bool) -> None:

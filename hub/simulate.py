@@ -15,18 +15,23 @@ any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they 
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from .errors import HubError, ShapeError
+from .errors import HubError, ParameterError, ShapeError
 from .graph import Graph
+from .layout import as_input
+from .limits import how_to_raise, limits
 from .neurons import Neuron
 from .node import Node
 
 BACKENDS = ("torch", "fused", "cupy")
+#: The keyword options of :func:`simulate`, those of :class:`Simulator`.
+OPTIONS = ("dtype", "device", "trainable", "backend")
 
 
 class KernelWarning(UserWarning):
@@ -48,11 +53,18 @@ class Simulator(torch.nn.Module):
                  device: torch.device | str | None = None, trainable: bool = False,
                  backend: str = "torch") -> None:
         super().__init__()
+        if not isinstance(graph, Graph):
+            raise HubError(f"the simulator runs a hub.Graph, got {type(graph).__name__}; "
+                           "hub.load() imports other models")
+        dtype, device = _dtype(dtype), _device(device)
+        if not isinstance(trainable, bool):
+            raise ParameterError(f"expected True or False, got {trainable!r}", field="trainable")
         self.backend = backend
         self._kernels = _kernels(backend)
         self.graph = graph.flat()
         self.plan = graph.plan()
         self.dtype = dtype
+        self._state_bytes: dict[tuple, dict[str, tuple[int, str]]] = {}
         self._keys = {name: f"n{index}" for index, name in enumerate(self.plan.order)}
         self.params = torch.nn.ModuleDict()
         for name in self.plan.order:
@@ -97,6 +109,7 @@ class Simulator(torch.nn.Module):
         batch = next(iter(inputs.values())).shape[0]
         like = next(iter(inputs.values()))
         if self._state is None:
+            self._check_memory(batch, None, like)
             self._start(batch, like)
         values: dict[str, torch.Tensor] = {}
         for name in self.plan.order:
@@ -122,7 +135,12 @@ class Simulator(torch.nn.Module):
     def forward(self, x: Tensors) -> Tensors:
         """Run a sequence ``[T, N, *in]`` (or a dict of them) and return ``[T, N, *out]``."""
         inputs = self._named(x, time=True)
-        steps = next(iter(inputs.values())).shape[0]
+        like = next(iter(inputs.values()))
+        steps = like.shape[0]
+        if steps == 0:
+            raise ShapeError(f"the input has no time steps (shape {list(like.shape)}); a "
+                             "sequence [T, N, *in] needs T >= 1", node=next(iter(inputs)))
+        self._check_memory(like.shape[1], steps, like)
         if self._kernels is not None and steps and not any(self.plan.recurrent.values()):
             return self._layers(inputs)
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
@@ -177,9 +195,10 @@ class Simulator(torch.nn.Module):
         out = {}
         batch = None
         for name, value in given.items():
-            value = torch.as_tensor(value)
-            if not value.is_floating_point():
-                value = value.to(self.dtype)
+            try:
+                value = as_input(value, self.dtype)
+            except HubError as e:
+                raise e.at(node=name)
             want = self.plan.output_shapes[name]
             lead = 2 if time else 1
             if tuple(value.shape[lead:]) != tuple(want) or value.dim() != lead + len(want):
@@ -189,8 +208,118 @@ class Simulator(torch.nn.Module):
             if batch is not None and value.shape[:lead] != batch:
                 raise ShapeError("inputs disagree on the time or batch size", node=name)
             batch = value.shape[:lead]
-            out[name] = value.to(self.dtype)
+            out[name] = value
         return out
+
+    def _check_memory(self, batch: int, steps: int | None, like: torch.Tensor) -> None:
+        """Refuse, before allocating, a run needing more than ``limits().max_state_bytes``.
+
+        Per node: its state (neuron state, delay lines: measured by building it on torch's
+        ``meta`` device, which allocates nothing), this step's and the last step's output, and
+        for a sequence of ``steps`` the outputs kept for every step (of the outputs only when
+        stepping; of every node with a fused backend or when gradients are recorded).
+        """
+        size = like.element_size()
+        every = (self._kernels is not None or torch.is_grad_enabled() and (
+            like.requires_grad or any(p.requires_grad for p in self.parameters())))
+        outputs = set(self.graph.outputs)
+        parts: dict[str, tuple[int, dict[str, int]]] = {}
+        for name, (state, why) in self._state_sizes(batch, like.dtype).items():
+            shape = [batch, *self.plan.output_shapes[name]]
+            per_step = math.prod(shape) * size
+            node = self.graph.nodes[name]
+            # a junction passes its input on (no new tensor) unless it adds several
+            junction = (not node.stateful and type(node).step is Node.step
+                        and len(self.plan.forward[name]) + len(self.plan.recurrent[name]) < 2)
+            costs = {why: state, f"its output {shape} per step": per_step * (1 if junction else 2)}
+            if steps and (every or name in outputs):
+                costs[f"its output {shape} kept for {steps} steps"] = (
+                    steps * per_step * (2 if name in outputs else 1))
+            # what a junction costs is charged to the node that computes its value
+            owner = name
+            while self.plan.forward.get(owner) and _passes(self.graph.nodes[owner]):
+                owner = self.plan.forward[owner][0]
+            total, reasons = parts.get(owner, (0, {}))
+            for reason, cost in costs.items():
+                reasons[reason] = reasons.get(reason, 0) + cost
+            parts[owner] = total + sum(costs.values()), reasons
+        need = sum(total for total, _ in parts.values())
+        most = limits().max_state_bytes
+        if need > most:
+            name = max(parts, key=lambda n: parts[n][0])
+            total, reasons = parts[name]
+            why = max(reasons, key=reasons.__getitem__)
+            raise HubError(f"simulating this needs about {_bytes(need)} of state and "
+                           f"activations, more than the limit of {_bytes(most)}; this node "
+                           f"takes the most, {_bytes(total)}, mostly for {why} "
+                           f"(batch {batch}, {like.dtype}); " + how_to_raise("max_state_bytes"),
+                           node=name)
+
+    def _state_sizes(self, batch: int, dtype: torch.dtype) -> dict[str, tuple[int, str]]:
+        """Bytes of each node's state for ``batch`` samples, and its largest part."""
+        key = (batch, dtype)
+        if key not in self._state_bytes:
+            meta = torch.empty(0, dtype=dtype, device="meta")
+            sizes = {}
+            for name in self.plan.order:
+                node, shape = self.graph.nodes[name], (batch, *self.plan.output_shapes[name])
+                try:
+                    state = node.initial_state(shape, meta) if node.stateful else None
+                except HubError as e:
+                    raise e.at(node=name)
+                except Exception:  # a node type whose state cannot be built on 'meta'
+                    state = None
+                tensors = _tensors(state)
+                total = sum(t.numel() * t.element_size() for t in tensors.values())
+                part = max(tensors, key=lambda k: tensors[k].numel(), default=None)
+                why = (f"its state {part!r} of shape {list(tensors[part].shape)}"
+                       if part is not None else "nothing")
+                sizes[name] = (total, why)
+            self._state_bytes[key] = sizes
+        return self._state_bytes[key]
+
+
+def _tensors(state: Any, key: str = "state") -> dict[str, torch.Tensor]:
+    """The tensors in a node's state (a tensor, or dicts and tuples of them) by name."""
+    if isinstance(state, torch.Tensor):
+        return {key: state}
+    items = (state.items() if isinstance(state, Mapping)
+             else enumerate(state) if isinstance(state, (tuple, list)) else ())
+    out: dict[str, torch.Tensor] = {}
+    for k, v in items:
+        out.update(_tensors(v, str(k) if isinstance(state, Mapping) else f"{key}[{k}]"))
+    return out
+
+
+def _passes(node: Node) -> bool:
+    """Whether a node's value is its input's (a junction: Output, Add of one edge)."""
+    return not node.stateful and type(node).step is Node.step
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n} bytes)"
+    return f"{n} bytes"
+
+
+def _dtype(dtype: Any) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ParameterError(f"expected a torch floating-point dtype such as torch.float32 or "
+                             f"torch.float64, got {dtype!r}", field="dtype")
+    return dtype
+
+
+def _device(device: Any) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)  # a device this torch cannot use fails here, not later
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:
+        raise ParameterError(f"device {device!r} cannot be used here: {e}; use 'cpu', or "
+                             "'cuda' on a machine with a CUDA GPU", field="device") from None
+    return device
 
 
 def _kernels(name: str) -> Any:
@@ -224,6 +353,8 @@ def simulate(graph: Graph, x: Tensors, **options: Any) -> Tensors:
     Returns ``[T, N, *out]``, or a dict by output name when the graph has several outputs.
     Options go to :class:`Simulator` (``dtype``, ``device``, ``trainable``, ``backend``).
     """
-    if not isinstance(x, Mapping):
-        x = torch.as_tensor(x)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ParameterError(f"unknown option(s) {', '.join(map(repr, unknown))}; simulate takes "
+                             f"{', '.join(OPTIONS)}", field=unknown[0])
     return Simulator(graph, **options)(x)

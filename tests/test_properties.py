@@ -112,3 +112,26 @@ def test_hub_json_file_round_trip_is_identical(graph):
         path = Path(tmp) / "g.hub.json"
         hub.save(graph, out=path)
         assert hub.load(path) == graph
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(graph=graphs(), edits=st.lists(st.tuples(st.integers(0, 2**32), st.text(max_size=8)),
+                                      min_size=1, max_size=4), cut=st.integers(0, 2**32))
+def test_any_corruption_of_a_hub_json_file_gives_a_graph_or_a_hub_error(graph, edits, cut):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "g.hub.json"
+        hub.save(graph, out=path)
+        text = path.read_text(encoding="utf-8")
+        for offset, chunk in edits:
+            start = offset % len(text)
+            text = text[:start] + chunk + text[start + len(chunk):]
+        if cut % 3 == 0:
+            text = text[:cut % len(text)]
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            again = hub.load(path)
+        except hub.HubError as e:
+            assert e.file == str(path)
+        else:
+            assert isinstance(again, hub.Graph)
