@@ -273,6 +273,8 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
         raise UnsupportedError(f"NIR node type {kind!r} has no canonical counterpart; supported "
                                f"types are {', '.join(sorted(_IMPORTERS))}", field="type")
     _check_finite(node)
+    if kind == "Input":
+        _input_shape(node)  # the stored node's shape must not hide a fractional one in the file
     metadata = node.metadata if isinstance(node.metadata, dict) else {}
     meta = _plain(metadata).get(META)
     if isinstance(meta, dict):
@@ -459,7 +461,7 @@ def _input_shape(n: Any) -> np.ndarray:
     shape = n.input_type.get("input")
     if shape is None:
         raise ShapeError("the Input node has no shape", field="shape")
-    return np.asarray(shape).ravel()  # hub.Input checks that these are sane integers
+    return np.asarray(_ints(shape, "shape"), dtype=np.int64)
 
 
 _IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
@@ -529,8 +531,9 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
             else:
                 path = f"{prefix}{name}"
                 shape = in_shapes.get(path) if not isinstance(node, hub.Input) else node.shape
-                nir_node = _EXPORTERS[node.type](node, dt, shape) if node.type in _EXPORTERS \
-                    else _unsupported(node)
+                with np.errstate(over="ignore"):  # an overflow is refused, naming the field
+                    nir_node = _EXPORTERS[node.type](node, dt, shape) \
+                        if node.type in _EXPORTERS else _unsupported(node)
                 _check_finite(nir_node)  # a dt of 1e308 would write tau = inf
                 nir_node.metadata = {META: _meta(node)}
                 nodes[name] = nir_node
@@ -538,6 +541,12 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
             raise e.at(node=name)
     meta = {META: {"dt": dt}} if dt is not None else {}
     edges = [(_nir_end(graph, a, "source"), _nir_end(graph, b, "target")) for a, b in graph.edges]
+    for i, edge in enumerate(edges):
+        if edge in edges[:i]:
+            raise UnsupportedError(f"NIR refuses an edge twice, and {edge} is here twice (as "
+                                   "written or once subgraph ports are named by their "
+                                   "subgraph); add a node to sum the two", node=edge[1],
+                                   field="edges")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
@@ -546,7 +555,7 @@ def _check_name(name: str) -> None:
     if "/" in name or "\0" in name or name in (".", ".."):
         raise UnsupportedError("NIR files store each node as an HDF5 group of this name, and "
                                "HDF5 reads '/' as a path (and '.' as the group itself); "
-                               "rename the node", node=name, field="name")
+                               "rename the node", field="name")  # the caller adds the node
 
 
 def _nir_end(graph: hub.Graph, ref: str, role: str) -> str:

@@ -261,10 +261,9 @@ def deep_file(tmp_path: Path, fmt: str, depth: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_deep_nesting_is_refused_quickly(tmp_path, fmt):
-    path = deep_file(tmp_path, fmt, 300)
-    load_refused(path, "nested more than .*max_depth=64.*HUB_MAX_DEPTH", **OPTIONS[fmt])
+def test_deep_groups_in_a_netx_file_are_refused_quickly(tmp_path):
+    """(A deep NIR file hung for minutes before the fix: it runs only in a subprocess, below.)"""
+    load_refused(deep_file(tmp_path, "netx", 300), "groups nested more than .*HUB_MAX_DEPTH")
 
 
 def test_deep_nesting_within_a_raised_limit_loads_in_linear_time(tmp_path):
@@ -320,3 +319,87 @@ def test_in_a_subprocess_with_bounded_memory_and_time(tmp_path, kind, fmt):
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("HubError:") and str(path) in run.stdout
     assert ("max_depth" if kind == "nesting_300" else "declares") in run.stdout, run.stdout
+
+
+# -- 4. what the hub writes, it reads back -----------------------------------------------------
+
+
+def subgraph_edge_graph(*edges: tuple[str, str]) -> hub.Graph:
+    block = hub.Graph({"x": hub.Input(shape=(2,)), "lif": hub.LIF(beta=0.5, threshold=0.5),
+                       "y": hub.Output()}, [("x", "lif"), ("lif", "y")])
+    outer = hub.Graph({"in": hub.Input(shape=(2,)), "block": block, "out": hub.Output()},
+                      [*edges, ("block", "out")])
+    return hub.Graph({"in": hub.Input(shape=(2,)), "outer": outer, "out": hub.Output()},
+                     [("in", "outer"), ("outer", "out")], metadata={"dt": DT})
+
+
+@pytest.mark.parametrize("kind, graph, node, field", [
+    ("slash_in_name", lambda: hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                                              ("a/b", hub.LIF(beta=0.5)), metadata={"dt": DT}),
+     "a/b", "name"),
+    ("edge_into_subgraph", lambda: subgraph_edge_graph(("in", "block"), ("in", "block.lif")),
+     "outer.block", "edges"),
+    ("duplicate_edge", lambda: subgraph_edge_graph(("in", "block"), ("in", "block.x")),
+     "outer.block", "edges"),
+    ("dt_1e308", lambda: hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                                         ("lif", hub.LIF(beta=0.5)), metadata={"dt": 1e308}),
+     "lif", "tau"),
+])
+def test_a_nir_file_the_hub_could_not_read_back_is_never_written(tmp_path, kind, graph, node,
+                                                                 field):
+    out = tmp_path / "g.nir"
+    with pytest.raises(hub.HubError) as e:
+        hub.save(graph(), out=out)
+    assert (e.value.file, e.value.node, e.value.field) == (str(out), node, field)
+    assert not out.exists()
+
+
+def test_an_edge_to_a_subgraphs_only_input_is_written_as_nir_holds_it(tmp_path):
+    graph = subgraph_edge_graph(("in", "block.x"))
+    hub.save(graph, out=tmp_path / "g.nir")
+    again = hub.load(tmp_path / "g.nir")
+    assert sorted(again.nodes["outer"].edges) == [("block", "out"), ("in", "block")]
+    assert sorted(n for n, _ in again.walk()) == sorted(n for n, _ in graph.walk())
+
+
+def test_a_slash_in_a_netx_graphs_node_name_is_harmless(tmp_path):
+    """netx files name layers by index, so node names never reach the file."""
+    graph = base_graph("netx")
+    graph.nodes["a/b"] = graph.nodes.pop("n1")
+    graph.edges = [(a, "a/b" if b == "n1" else b) for a, b in graph.edges]
+    graph.edges = [("a/b" if a == "n1" else a, b) for a, b in graph.edges]
+    hub.save(graph, out=tmp_path / "g.net")
+    assert hub.load(tmp_path / "g.net") == base_graph("netx")
+
+
+# -- 5. shapes are integers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, key, value", [
+    ("nir", "node/nodes/output/shape", np.array([3.5])),
+    ("nir", "node/nodes/input/shape", np.array([4.5])),
+    ("netx", "layer/0/shape", np.array([4.5])),
+])
+def test_a_non_integer_shape_is_refused_not_truncated(tmp_path, fmt, key, value):
+    path = base_file(tmp_path, fmt)
+    replace(path, key, lambda f, k: f.create_dataset(k, data=value))
+    e = load_refused(path, "integer", **OPTIONS[fmt])
+    assert e.field == "shape"
+    assert e.node == {"nir": key.split("/")[2], "netx": "layer/0"}[fmt]
+
+
+# -- 6. errors name the node and the field -----------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, key, node, field", [
+    ("nir", "node/nodes/fc/weight", "fc", "weight"),
+    ("nir", "node/nodes/n1/tau", "n1", "tau"),
+    ("netx", "layer/1/weight", "layer/1", "weight"),
+    ("netx", "layer/1/neuron/vDecay", "layer/1/neuron", "vDecay"),
+])
+def test_a_missing_dataset_is_named_by_node_and_field(tmp_path, fmt, key, node, field):
+    path = base_file(tmp_path, fmt)
+    with h5py.File(path, "a") as f:
+        del f[key]
+    e = load_refused(path, ".", **OPTIONS[fmt])
+    assert (e.node, e.field) == (node, field)
