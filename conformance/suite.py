@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -165,6 +166,18 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def _reference(model: Any, source: str | None, graph: hub.Graph, x: torch.Tensor
+               ) -> torch.Tensor:
+    """What every target must reproduce: the original model's own run in its own runtime where
+    it has one (a live model), not the hub's reading of it; else the reference simulation."""
+    if isinstance(model, (str, os.PathLike, hub.Graph)):
+        return flat(hub.simulate(graph, x))
+    fmt = hub.detect(model, source)
+    if "run" not in fmt.capabilities:
+        return flat(hub.simulate(graph, x))
+    return flat(fmt.run(model, x))
+
+
 def check(model: Any, targets: Iterable[str] | None = None, x: Any = None, *,
           steps: int = 20, tier: str = "float", source: str | None = None,
           dt: float | None = None, seed: int = 0) -> Suite:
@@ -174,7 +187,9 @@ def check(model: Any, targets: Iterable[str] | None = None, x: Any = None, *,
     each file format) and run in the target's runtime on ``x`` (``[T, N, *in]``; by default
     ``steps`` steps of random spikes for one sample). ``tier`` says how to compare: ``"exact"``
     demands bit-identical outputs, ``"float"`` allows threshold ties. ``targets`` defaults to
-    every usable format. Returns the :class:`Suite`; ``suite.ok`` is the verdict.
+    every usable format. Every target is compared with the original model's own run (a live
+    model's, in its framework), so a wrong reading of the model fails every target. Returns the
+    :class:`Suite`; ``suite.ok`` is the verdict.
     """
     graph = hub.load(model, source=source, dt=dt)
     if x is None:
@@ -184,7 +199,7 @@ def check(model: Any, targets: Iterable[str] | None = None, x: Any = None, *,
     names = ["hub", *(t for t in (targets or usable()) if t != "hub")]
     chosen = usable(names)
     start = time.perf_counter()
-    reference = flat(hub.simulate(graph, torch.as_tensor(case.x)))
+    reference = _reference(model, source, graph, torch.as_tensor(case.x))
     picked = [r for r in routes(chosen) if r.source == "hub" and (r.target != "hub" or r.via)]
     outcomes = [run_case(case, route, reference) for route in picked]
     return Suite(outcomes, list(chosen), (tier,), seconds=time.perf_counter() - start,

@@ -340,6 +340,45 @@ TOPOLOGIES: dict[str, Callable[..., hub.Graph]] = {
 }
 
 
+def _sew_iand(p: _Params, neuron: Make) -> hub.Graph:
+    """A SEW ResNet block with the IAND connection, ``(1 - skip) * block``, after a batch-normed
+    convolution, then adaptive pooling, a ReLU and a readout layer (what real models import)."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(2, 6, 6)),
+         "conv": hub.Conv2d(weight=p.weight(4, 2, 3, 3), padding=(1, 1)),
+         "bn": hub.BatchNorm(mean=p.weight(4), var=np.full(4, 0.75, np.float32),
+                             weight=p.weight(4), bias=p.weight(4), eps=0.25),
+         "n1": neuron(p, 1),
+         "skip": hub.Conv2d(weight=p.weight(4, 2, 1, 1)), "ns": neuron(p, 1),
+         "neg": hub.Scale(scale=np.float32(-1)), "one": hub.Bias(bias=np.float32(1)),
+         "iand": hub.Mul(), "pool": hub.AdaptiveAvgPool2d(output_size=(3, 3)),
+         "flat": hub.Flatten(), "relu": hub.ReLU(), "fc": hub.Linear(weight=p.weight(5, 36)),
+         "n2": neuron(p, 1), "output": hub.Output()},
+        [("input", "conv"), ("conv", "bn"), ("bn", "n1"), ("input", "skip"), ("skip", "ns"),
+         ("ns", "neg"), ("neg", "one"), ("one", "iand"), ("n1", "iand"), ("iand", "pool"),
+         ("pool", "flat"), ("flat", "relu"), ("relu", "fc"), ("fc", "n2"), ("n2", "output")])
+
+
+def _concat_vote(p: _Params, neuron: Make) -> hub.Graph:
+    """Two branches concatenated, a layer, and a voting readout (SpikingJelly's VotingLayer)."""
+    return hub.Graph(
+        {"input": hub.Input(shape=(6,)), "fc1": hub.Linear(weight=p.weight(4, 6)),
+         "n1": neuron(p, 4), "fc2": hub.Linear(weight=p.weight(4, 6)), "n2": neuron(p, 4),
+         "cat": hub.Concat(dim=0), "fc3": hub.Linear(weight=p.weight(8, 8)),
+         "n3": neuron(p, 8), "vote": hub.Vote(size=2), "output": hub.Output()},
+        [("input", "fc1"), ("fc1", "n1"), ("input", "fc2"), ("fc2", "n2"), ("n1", "cat"),
+         ("n2", "cat"), ("cat", "fc3"), ("fc3", "n3"), ("n3", "vote"), ("vote", "output")])
+
+
+#: The layers real models bring in (batch norm, SEW connections, concatenation, adaptive pooling,
+#: voting), appended after every other case of a tier so that the others keep their seeds.
+REAL_LAYERS: dict[str, tuple[Callable[..., hub.Graph], str]] = {
+    "sew-iand": (_sew_iand, "a SEW IAND block after a batch-normed convolution, adaptive "
+                            "pooling and a ReLU"),
+    "concat-vote": (_concat_vote, "two branches concatenated and a voting readout"),
+}
+
+
 # -- Loihi topologies: what netx expresses, with per-layer LoihiCUBA parameters --------------
 
 
@@ -524,6 +563,10 @@ def _tier(tier: str, make_params: Callable[[int], _Params], neurons: dict[str, M
             yield _case(f"{name}-portable", tier, make_params,
                         lambda p: build(p, portable), seed, True,
                         f"{name} with LIF neurons every framework has")
+        for name, (build, description) in REAL_LAYERS.items():
+            seed += 1
+            yield _case(name, tier, make_params, lambda p: build(p, portable), seed, True,
+                        description)
 
 
 def exact_cases() -> Iterator[Case]:

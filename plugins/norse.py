@@ -959,6 +959,8 @@ def run(model: Any, x: Any) -> Any:
     from norse.torch import SequentialState
 
     x = as_input(x)
+    if _traced(model):  # a class of its own: called as its forward wants
+        return torch_trace.run_native(model, framework(), x)
     with torch.no_grad():
         if _loops_over_time(model):
             out = model(x)

@@ -1,9 +1,10 @@
 r"""The ``snntorch`` format: snnTorch models (``torch.nn.Module`` s holding snnTorch neurons).
 
-Import takes an :class:`SnnTorchNet` (what export produces), an ``nn.Sequential``, or any module
-whose forward applies its registered children in order, each feeding the next (the pattern of the
-snnTorch tutorials; the hub cannot see a forward's code, so it walks the children in registration
-order, descending into nested containers). Export produces an :class:`SnnTorchNet`: the graph's
+Import takes an :class:`SnnTorchNet` (what export produces, read from its recorded structure)
+or any other module, read from what its ``forward`` computes by the shared tracer
+(:mod:`hub_plugins.torch_trace`): tutorial classes that loop over time with explicit state,
+functional pooling and reshapes, ``nn.Sequential`` s of neurons with ``init_hidden=True``; the
+import is proved against the model's own run. Export produces an :class:`SnnTorchNet`: the graph's
 layers as ``torch.nn`` layers and its neurons as snnTorch neurons with ``init_hidden=True``, each
 registered on the net under its node's name, and a forward that advances one time step.
 
@@ -272,16 +273,13 @@ class SnnTorchFormat(hub.Format):
 
     def run(self, native: nn.Module, x: Any) -> torch.Tensor:
         """Run ``native`` in snnTorch on ``x`` ``[T, N, *in]``: an :class:`SnnTorchNet` through
-        its ``run``; another module (one call per step, neurons with ``init_hidden=True``) after
-        resetting its neurons, taking the spikes where a call returns ``(spk, mem)``."""
+        its ``run``; another module (a copy) called as its forward wants, one call per step, one
+        call on the sequence, or one call on a static input (``torch_trace.run_native``)."""
         x = as_input(x)
         with torch.no_grad():
             if isinstance(native, SnnTorchNet):
                 return native.run(x)
-            traced = torch_trace.import_model(native, framework(False),
-                                              input_shape=tuple(x.shape[2:]))
-            outputs = torch_trace.run(native, framework(False), x, traced.convention)
-            return outputs["output"] if len(outputs) == 1 else outputs
+            return torch_trace.run_native(native, framework(False), x)
 
 
 @hub.hookimpl

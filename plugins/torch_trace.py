@@ -717,8 +717,21 @@ def _copy(model: nn.Module) -> nn.Module:
             where[key] = value
 
 
-def run(model: nn.Module, framework: Framework, x: torch.Tensor, convention: str
-        ) -> dict[str, torch.Tensor]:
-    """Run ``model`` natively on ``x`` in ``convention``; its outputs as ``[T, N, *]`` (read
-    before a time reduction the forward applies, such as a mean firing rate)."""
-    return native_outputs(trace(model, framework, x, convention))
+def run_native(model: nn.Module, framework: Framework, x: torch.Tensor,
+               input_shape: tuple[int, ...] | None = None) -> Any:
+    """Run ``model`` (a copy) in its framework on ``x`` ``[T, N, *in]`` the way its forward is
+    called (see :func:`import_model`); its outputs as ``[T, N, *]``, a dict by output name when
+    there are several, read before any time reduction its forward applies (a mean firing rate).
+    A forward that presents one input at each of its own steps needs an ``x`` that is the same
+    at every step, with as many steps as it runs."""
+    shape = tuple(x.shape[2:]) if input_shape is None else input_shape
+    convention = import_model(model, framework, input_shape=shape).convention
+    if convention == "static" and not torch.equal(x, x[:1].expand_as(x)):
+        raise HubError("this model's forward takes one input and presents it at each of its "
+                       "own steps; pass an x that is the same at every step", field="x")
+    traced = trace(_copy(model).eval(), framework, x, convention)
+    if traced.steps != x.shape[0]:
+        raise HubError(f"this model's forward runs {traced.steps} steps of its own; pass an x "
+                       f"of {traced.steps} steps, not {x.shape[0]}", field="x")
+    outputs = native_outputs(traced)
+    return outputs["output"] if len(outputs) == 1 else outputs

@@ -263,3 +263,39 @@ def test_norse_convnets_loop_over_time_with_explicit_state(name):
     types = {n.type for n in graph.nodes.values()}
     assert {"ReLU", "MaxPool2d", "Scale", "Linear"} <= types  # relu, pooling, 10 * conv2(z)
     assert graph.nodes["out"].type == "CubaLI"  # LILinearCell: li_step on linear(x, weights)
+
+
+def test_check_compares_every_target_with_the_original_models_own_run(monkeypatch):
+    """hub.check on a model the hub reads wrongly fails, because the reference is the model's
+    own run, not the hub's reading. (The import proof is switched off to let the misreading
+    through, as a reading bug the proof did not catch would.)"""
+    import hub_plugins.snntorch as plugin
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 6), snn.Leaky(beta=0.5, init_hidden=True),
+                          nn.Linear(6, 3), snn.Leaky(beta=0.5, init_hidden=True))
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.uniform_(0.1, 0.6)
+    x = (torch.rand(12, 2, 4) < 0.6).float()
+    assert hub.simulate(hub.load(model), x).sum() > 0  # the net spikes
+    assert hub.check(model, targets=["snntorch"], x=x).ok
+
+    real = plugin._import_neuron
+    monkeypatch.setattr(plugin, "_import_neuron", lambda m, strict, role: [
+        (s, n.replace(beta=n.beta * 0) if s == "" else n) for s, n in real(m, strict, role)])
+    monkeypatch.setattr(torch_trace, "prove", lambda traced: None)
+    assert not hub.check(model, targets=["snntorch"], x=x).ok
+
+
+def test_a_static_input_model_runs_natively_only_on_a_constant_input():
+    from hub_plugins.snntorch import SnnTorchFormat
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 12).expand(NUM_STEPS, 2, 12)
+    out = SnnTorchFormat().run(Tutorial5(), x)
+    assert out["output"].shape == (NUM_STEPS, 2, 4)
+    with pytest.raises(hub.HubError, match="same at every step"):
+        SnnTorchFormat().run(Tutorial5(), torch.rand(NUM_STEPS, 2, 12))
+    with pytest.raises(hub.HubError, match=f"{NUM_STEPS} steps of its own"):
+        SnnTorchFormat().run(Tutorial5(), torch.rand(1, 2, 12).expand(3, 2, 12))
