@@ -90,7 +90,7 @@ import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
-from hub_plugins.torch_layers import import_conv, import_pool
+from hub_plugins.torch_layers import EXPORTED, export_layer, import_conv, import_module
 from hub.node import Node
 
 
@@ -205,6 +205,9 @@ class SnnTorchNet(nn.Module):
                 self._held[name] = total
                 total = held if held is not None else torch.zeros_like(total)
             module = self._modules.get(name)
+            if role.get("operands"):  # its inputs in edge order, not their sum
+                values[name] = module(*(values[s] for s in self.forward_edges[name]))
+                continue
             if module is None:  # an output or a junction passes its input on
                 values[name] = total
             elif role.get("readout"):
@@ -236,9 +239,8 @@ class SnnTorchFormat(hub.Format):
     install_hint = "snntorch"
     load_options = ("strict", "input_shape", "dt")
     save_options = ("strict",)
-    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
-                         "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Scale", "Delay",
-                         "Threshold", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "Integrator"})
+    exports = EXPORTED | frozenset({"Scale", "Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
+                                    "CubaLI", "Integrator"})
     imports = exports | torch_trace.TRACED
 
     def recognizes(self, obj: Any) -> bool:
@@ -481,32 +483,15 @@ def _import_module(module: nn.Module, strict: bool,
 
     if isinstance(module, snntorch.SpikingNeuron):
         return _import_neuron(module, strict, role)
-    if isinstance(module, nn.Linear):
-        weight = _array(module.weight, "weight")
-        if module.bias is None:
-            return [("", hub.Linear(weight=weight))]
-        return [("", hub.Affine(weight=weight, bias=_array(module.bias, "bias")))]
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return [("", _import_conv(module))]
-    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        return [("", import_pool(module))]
-    if isinstance(module, nn.Flatten):
-        if module.start_dim == 0:
-            raise UnsupportedError("flattening the batch axis has no canonical counterpart",
-                                   field="start_dim")
-        start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
-        end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
-        return [("", hub.Flatten(start_dim=start, end_dim=end))]
     if isinstance(module, Scale):
         return [("", hub.Scale(scale=_array(module.scale, "scale")))]
     if isinstance(module, StepDelay):
         return [("", hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64)))]
-    raise UnsupportedError(f"{type(module).__qualname__} has no canonical counterpart",
-                           field="type")
-
-
-def _import_conv(module: nn.Module) -> Node:
-    return import_conv(module)
+    node = import_module(module)
+    if node is None:
+        raise UnsupportedError(f"{type(module).__qualname__} passes its input through; an "
+                               "exported net holds no such module", field="type")
+    return [("", node)]
 
 
 def _check_neuron(m: nn.Module) -> None:
@@ -622,7 +607,7 @@ def _import_recurrence(m: nn.Module) -> list[tuple[str, Node]]:
                                             bias=_array(rec.bias, "recurrent.bias"))))
         return out
     if isinstance(rec, nn.Conv2d):
-        out = [("_rec", _import_conv(rec).replace(bias=0.0))]
+        out = [("_rec", import_conv(rec).replace(bias=0.0))]
         if rec.bias is not None and bool((rec.bias != 0).any()):
             c = rec.weight.shape[0]
             out.append(("_bias", hub.Conv2d(weight=np.zeros((c, c, 1, 1), np.float32),
@@ -667,7 +652,7 @@ def _export(graph: hub.Graph, strict: bool) -> SnnTorchNet:
     for name in plan.order:
         node, safe = flat.nodes[name], _safe(name)
         try:
-            module, role = _export_node(node, strict)
+            module, role = _export_node(node, strict, plan.input_shapes[name])
         except HubError as e:
             raise e.at(node=name)
         if module is not None:
@@ -686,48 +671,27 @@ def _t(value: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=np.float32))
 
 
-def _export_node(node: Node, strict: bool) -> tuple[nn.Module | None, dict[str, Any]]:
-    module, role = _export_module(node, strict)
+def _export_node(node: Node, strict: bool, input_shape: tuple[int, ...] | None = None
+                 ) -> tuple[nn.Module | None, dict[str, Any]]:
+    module, role = _export_module(node, strict, input_shape)
     shapes = {k: list(v.shape) for k, v in node.params().items() if isinstance(v, np.ndarray)}
     if shapes and module is not None:
         role["shapes"] = shapes
     return module, role
 
 
-def _export_module(node: Node, strict: bool) -> tuple[nn.Module | None, dict[str, Any]]:
+def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None = None
+                   ) -> tuple[nn.Module | None, dict[str, Any]]:
     kind = node.type
-    if kind in ("Input", "Output", "Add"):
-        return None, {"type": kind}
-    if kind in ("Affine", "Linear"):
-        out_features, in_features = node.weight.shape
-        layer = nn.Linear(in_features, out_features, bias=kind == "Affine")
-        with torch.no_grad():
-            layer.weight.copy_(_t(node.weight))
-            if kind == "Affine":
-                layer.bias.copy_(_t(np.broadcast_to(node.bias, (out_features,))))
-        return layer, {"type": kind}
-    if kind in ("Conv1d", "Conv2d"):
-        cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
-        w = node.weight
-        layer = cls(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=node.stride,
-                    padding=node.padding, dilation=node.dilation, groups=node.groups)
-        with torch.no_grad():
-            layer.weight.copy_(_t(w))
-            layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
-        return layer, {"type": kind}
-    if kind in ("SumPool2d", "AvgPool2d"):
-        return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
-                            divisor_override=1 if kind == "SumPool2d" else None), {"type": kind}
-    if kind == "MaxPool2d":
-        return nn.MaxPool2d(node.kernel_size, node.stride, node.padding), {"type": kind}
-    if kind == "Flatten":
-        start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
-        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
-        return nn.Flatten(start, end), {"type": kind}
+    role: dict[str, Any] = {"type": kind}
+    if node.operands:
+        role["operands"] = True
+    if kind in EXPORTED:
+        return export_layer(node, input_shape), role
     if kind == "Scale":
-        return Scale(_t(node.scale)), {"type": kind}
+        return Scale(_t(node.scale)), role
     if kind == "Delay":
-        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64))), {"type": kind}
+        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64))), role
     if kind == "Threshold":
         import snntorch
 
@@ -736,7 +700,7 @@ def _export_module(node: Node, strict: bool) -> tuple[nn.Module | None, dict[str
                                    "(>); '>=' has no snnTorch counterpart", field="comparison")
         _check_threshold(node.threshold)
         return snntorch.Leaky(beta=torch.tensor(0.0), threshold=_t(node.threshold),
-                              reset_mechanism="none", init_hidden=True), {"type": kind}
+                              reset_mechanism="none", init_hidden=True), role
     if isinstance(node, hub.Neuron):
         return _export_neuron(node, strict)
     raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")

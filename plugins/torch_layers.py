@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import hub
@@ -175,3 +176,132 @@ def import_batchnorm(module: nn.Module) -> hub.Node:
                          var=array(module.running_var, "running_var"),
                          weight=np.broadcast_to(weight, (channels,)).copy(),
                          bias=np.broadcast_to(bias, (channels,)).copy(), eps=float(module.eps))
+
+
+# -- export: canonical layer nodes as torch.nn modules ---------------------------------------
+
+
+class Bias(nn.Module):
+    """``x + bias``: the canonical ``Bias`` as a torch module."""
+
+    def __init__(self, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+
+class Vote(nn.Module):
+    """The mean of each group of ``size`` values (SpikingJelly's ``VotingLayer``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool1d(x.unsqueeze(1), self.size, self.size).squeeze(1)
+
+
+class Product(nn.Module):
+    """The elementwise product of its inputs, in order (SEW's AND and IAND)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class Concatenate(nn.Module):
+    """``torch.cat`` of its inputs along a sample's axis ``dim`` (the batch axis not counted)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.dim + 1)
+
+
+def _t(value: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module | None:
+    """The torch module computing a canonical layer node on ``[N, *sample]`` bit for bit as the
+    reference simulator does, None for a junction (Input, Output, Add), or ``UnsupportedError``
+    for a node that is not a layer. The inverse of :func:`import_layer` (and of
+    :func:`import_module` for the modules of this file)."""
+    kind = node.type
+    if kind in ("Input", "Output", "Add"):
+        return None
+    if kind in ("Affine", "Linear"):
+        out_features, in_features = node.weight.shape
+        layer = nn.Linear(in_features, out_features, bias=kind == "Affine")
+        with torch.no_grad():
+            layer.weight.copy_(_t(node.weight))
+            if kind == "Affine":
+                layer.bias.copy_(_t(np.broadcast_to(node.bias, (out_features,))))
+        return layer
+    if kind in ("Conv1d", "Conv2d"):
+        cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
+        w = node.weight
+        layer = cls(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=node.stride,
+                    padding=node.padding, dilation=node.dilation, groups=node.groups)
+        with torch.no_grad():
+            layer.weight.copy_(_t(w))
+            layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
+        return layer
+    if kind in ("SumPool2d", "AvgPool2d"):
+        return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
+                            divisor_override=1 if kind == "SumPool2d" else None)
+    if kind == "MaxPool2d":
+        return nn.MaxPool2d(node.kernel_size, node.stride, node.padding)
+    if kind == "AdaptiveAvgPool2d":
+        return nn.AdaptiveAvgPool2d(node.output_size)
+    if kind == "Flatten":
+        start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
+        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
+        return nn.Flatten(start, end)
+    if kind == "ReLU":
+        return nn.ReLU()
+    if kind == "BatchNorm":
+        channels = node.mean.shape[0]
+        cls = nn.BatchNorm2d if input_shape is not None and len(input_shape) == 3 \
+            else nn.BatchNorm1d
+        layer = cls(channels, eps=node.eps)
+        with torch.no_grad():
+            layer.running_mean.copy_(_t(node.mean))
+            layer.running_var.copy_(_t(node.var))
+            layer.weight.copy_(_t(np.broadcast_to(node.weight, (channels,))))
+            layer.bias.copy_(_t(np.broadcast_to(node.bias, (channels,))))
+        return layer.eval()
+    if kind == "Bias":
+        return Bias(_t(node.bias))
+    if kind == "Vote":
+        return Vote(node.size)
+    if kind == "Mul":
+        return Product()
+    if kind == "Concat":
+        return Concatenate(node.dim)
+    raise UnsupportedError(f"{kind} is not a layer with a torch.nn counterpart", field="type")
+
+
+def import_module(module: nn.Module) -> hub.Node | None:
+    """The node of a module :func:`export_layer` makes (this file's own modules included)."""
+    if isinstance(module, Bias):
+        return hub.Bias(bias=array(module.bias, "bias"))
+    if isinstance(module, Vote):
+        return hub.Vote(size=module.size)
+    if isinstance(module, Product):
+        return hub.Mul()
+    if isinstance(module, Concatenate):
+        return hub.Concat(dim=module.dim)
+    return import_layer(module)
+
+
+#: The node types :func:`export_layer` gives a module for (junctions included).
+EXPORTED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
+                      "SumPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Flatten",
+                      "ReLU", "BatchNorm", "Bias", "Vote", "Mul", "Concat"})

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 import hub
-from hub_plugins.torch_layers import import_pool, pair
+from hub_plugins.torch_layers import EXPORTED, export_layer, import_module, import_pool, pair
+
+from .conftest import EXAMPLES, dyadic, single
 
 
 def test_pools_map_to_their_canonical_nodes_and_compute_the_same():
@@ -42,3 +44,16 @@ def test_count_include_pad_without_padding_changes_nothing():
 
 def test_pair():
     assert pair(3) == (3, 3) and pair((1, 2)) == (1, 2) and pair([4, 5]) == (4, 5)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED - {"Input", "Output", "Add"}))
+def test_every_exported_layer_computes_what_the_simulator_does_and_imports_back(name):
+    node, shape = EXAMPLES[name]
+    graph = single(node, shape)
+    x = torch.as_tensor(dyadic(3, 2, *shape))
+    want = hub.simulate(graph, x)
+    module = export_layer(node, shape)
+    inputs = (x, -x) if node.operands else (x,)  # single() feeds an operand node x and -x
+    got = torch.stack([module(*(v[t] for v in inputs)) for t in range(x.shape[0])])
+    assert torch.equal(got, want)
+    assert import_module(module) == node
