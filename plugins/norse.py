@@ -102,7 +102,8 @@ import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
-from hub_plugins.torch_layers import import_pool
+from hub_plugins.torch_layers import (EXPORTED, Concatenate, Product, export_layer,
+                                      import_module)
 from hub.neurons import Neuron
 
 #: Norse's default time step (``SNNCell(dt=0.001)``).
@@ -124,9 +125,7 @@ class NorseFormat(hub.Format):
     install_hint = "norse"
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
-    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
-                         "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "IF", "LIF",
-                         "CubaLIF", "LI", "CubaLI"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI"})
     imports = exports | (torch_trace.TRACED - {"Delay", "Threshold"})
 
     def recognizes(self, obj: Any) -> bool:
@@ -270,6 +269,9 @@ class NorseGraph(torch.nn.Module):
         for name in self.order:
             if self.kinds[name] == "input":
                 values[name] = given[name]
+                continue
+            if isinstance(self.module(name), (Product, Concatenate)):  # operands, in order
+                values[name] = self.module(name)(*(values[s] for s in self.forward_edges[name]))
                 continue
             total = None
             for source in self.forward_edges.get(name, ()):
@@ -493,45 +495,16 @@ def _export_neuron(node: hub.Node, name: str, dt: float, strict: bool,
                       v_init)
 
 
-def _export_layer(node: hub.Node, name: str) -> torch.nn.Module:
-    kind = node.type
-    if kind in ("Affine", "Linear"):
-        out, inp = node.weight.shape
-        module = torch.nn.Linear(inp, out, bias=kind == "Affine")
-        with torch.no_grad():
-            module.weight.copy_(_t(node.weight))
-            if kind == "Affine":
-                module.bias.copy_(_t(np.broadcast_to(node.bias, (out,))))
-        return module
-    if kind in ("Conv1d", "Conv2d"):
-        cls = torch.nn.Conv1d if kind == "Conv1d" else torch.nn.Conv2d
-        w = node.weight
-        # the default scalar zero bias is no bias, so that it reads back as the default
-        bias = not (node.bias.ndim == 0 and node.bias == 0)
-        module = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]),
-                     stride=node.stride, padding=node.padding, dilation=node.dilation,
-                     groups=node.groups, bias=bias)
-        with torch.no_grad():
-            module.weight.copy_(_t(w))
-            if bias:
-                module.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
-        return module
-    if kind == "SumPool2d":
-        return torch.nn.AvgPool2d(node.kernel_size, node.stride, node.padding,
-                                  count_include_pad=True, divisor_override=1)
-    if kind == "AvgPool2d":
-        return torch.nn.AvgPool2d(node.kernel_size, node.stride, node.padding,
-                                  count_include_pad=True)
-    if kind == "MaxPool2d":
-        return torch.nn.MaxPool2d(node.kernel_size, node.stride, node.padding)
-    if kind == "Flatten":
-        shift = lambda d: d + 1 if d >= 0 else d  # noqa: E731  the batch axis comes first
-        return torch.nn.Flatten(shift(node.start_dim), shift(node.end_dim))
-    if kind == "Add":
+def _export_layer(node: hub.Node, name: str, input_shape: tuple[int, ...] | None
+                  ) -> torch.nn.Module:
+    """A layer node as torch.nn (the shared mapping); an ``Add`` junction as ``Identity``."""
+    if node.type == "Add":
         return torch.nn.Identity()
-    raise UnsupportedError(f"Norse and torch have no {kind} layer that the hub maps to; "
-                           "Norse models here are built of Linear, Conv1d/2d, pooling, Flatten "
-                           "and Norse cells", node=name, field="type")
+    if node.type not in EXPORTED:
+        raise UnsupportedError(f"Norse and torch have no {node.type} layer that the hub maps to; "
+                               f"the layers are {', '.join(sorted(EXPORTED))} and Norse's cells",
+                               node=name, field="type")
+    return export_layer(node, input_shape)
 
 
 def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True) -> Any:
@@ -557,7 +530,7 @@ def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True)
             if isinstance(node, Neuron):
                 modules[name] = _export_neuron(node, name, dt, strict, notes)
             else:
-                modules[name] = _export_layer(node, name)
+                modules[name] = _export_layer(node, name, plan.input_shapes[name])
         except HubError as e:
             raise e if e.node else e.at(node=name)
     for note in notes:
@@ -738,35 +711,17 @@ def _import_cell(cell: Any, name: str) -> hub.Node:
 
 
 def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
-    nn = torch.nn
-    if isinstance(module, nn.Linear):
-        if module.bias is None:
-            return hub.Linear(weight=_np(module.weight))
-        return hub.Affine(weight=_np(module.weight), bias=_np(module.bias))
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise UnsupportedError(f"padding {module.padding!r} ({module.padding_mode}) is not "
-                                   "integer zero padding", node=name, field="padding")
-        cls = hub.Conv1d if isinstance(module, nn.Conv1d) else hub.Conv2d
-        extra = {} if module.bias is None else {"bias": _np(module.bias)}
-        return cls(weight=_np(module.weight), stride=tuple(module.stride),
-                   padding=tuple(module.padding), dilation=tuple(module.dilation),
-                   groups=int(module.groups), **extra)
-    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        try:
-            return import_pool(module)
-        except UnsupportedError as e:
-            raise e.at(node=name) from None
-    if isinstance(module, nn.Flatten):
-        if module.start_dim == 0:
-            raise UnsupportedError("flattens the batch axis", node=name, field="start_dim")
-        unshift = lambda d: d - 1 if d > 0 else d  # noqa: E731
-        return hub.Flatten(start_dim=unshift(module.start_dim), end_dim=unshift(module.end_dim))
-    if isinstance(module, nn.Identity):
+    """A torch.nn layer (the shared mapping); ``Identity``, an exported junction, as ``Add``."""
+    if isinstance(module, torch.nn.Identity):
         return hub.Add()
-    raise UnsupportedError(f"{type(module).__name__} has no canonical counterpart; supported are "
-                           "Linear, Conv1d, Conv2d, AvgPool2d, MaxPool2d, Flatten, Identity and "
-                           "Norse's LIF/LIFBox/LI/LIBox/IAF cells", node=name, field="type")
+    try:
+        node = import_module(module)
+    except UnsupportedError as e:
+        raise e.at(node=name) from None
+    if node is None:
+        raise UnsupportedError(f"{type(module).__name__} does nothing at inference; leave it "
+                               "out of a Norse step model", node=name, field="type")
+    return node
 
 
 def _traced(model: torch.nn.Module) -> bool:
@@ -774,6 +729,8 @@ def _traced(model: torch.nn.Module) -> bool:
     below its sequentials, whose ``forward`` only tracing reads."""
     from norse.torch import Lift, SequentialState
 
+    if isinstance(model, NorseGraph):  # the hub's own export: read from its structure
+        return False
     if isinstance(model, (torch.nn.Sequential, SequentialState)):
         return any(_traced(child) for child in model.children())
     if isinstance(model, Lift):

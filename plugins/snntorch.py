@@ -90,7 +90,7 @@ import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
-from hub_plugins.torch_layers import EXPORTED, export_layer, import_conv, import_module
+from hub_plugins.torch_layers import EXPORTED, Scale, export_layer, import_conv, import_module
 from hub.node import Node
 
 
@@ -99,17 +99,6 @@ class SnnTorchApproximationWarning(UserWarning):
 
 
 # -- the exported model --------------------------------------------------------------------
-
-
-class Scale(nn.Module):
-    """``y = x * scale``, elementwise (torch has no such layer)."""
-
-    def __init__(self, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("scale", scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
 
 
 class StepDelay(nn.Module):
@@ -239,7 +228,7 @@ class SnnTorchFormat(hub.Format):
     install_hint = "snntorch"
     load_options = ("strict", "input_shape", "dt")
     save_options = ("strict",)
-    exports = EXPORTED | frozenset({"Scale", "Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
+    exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
                                     "CubaLI", "Integrator"})
     imports = exports | torch_trace.TRACED
 
@@ -383,7 +372,7 @@ def _split(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Any]:
 def framework(strict: bool = True) -> torch_trace.Framework:
     """snnTorch as the shared tracer sees it."""
     return torch_trace.Framework("snntorch", _is_neuron, lambda call: _neuron_piece(call, strict),
-                                 _split, {Scale: _scale_layer, StepDelay: _delay_layer},
+                                 _split, {StepDelay: _delay_layer},
                                  _reset)
 
 
@@ -391,10 +380,6 @@ def _reset(model: nn.Module) -> None:
     for module in model.modules():
         if hasattr(module, "reset_mem"):
             module.reset_mem()
-
-
-def _scale_layer(module: nn.Module) -> Node:
-    return hub.Scale(scale=_array(module.scale, "scale"))
 
 
 def _delay_layer(module: nn.Module) -> Node:
@@ -483,8 +468,6 @@ def _import_module(module: nn.Module, strict: bool,
 
     if isinstance(module, snntorch.SpikingNeuron):
         return _import_neuron(module, strict, role)
-    if isinstance(module, Scale):
-        return [("", hub.Scale(scale=_array(module.scale, "scale")))]
     if isinstance(module, StepDelay):
         return [("", hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64)))]
     node = import_module(module)
@@ -688,8 +671,6 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
         role["operands"] = True
     if kind in EXPORTED:
         return export_layer(node, input_shape), role
-    if kind == "Scale":
-        return Scale(_t(node.scale)), role
     if kind == "Delay":
         return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64))), role
     if kind == "Threshold":

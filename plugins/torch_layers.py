@@ -79,8 +79,8 @@ LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.
 
 
 def is_layer(module: nn.Module) -> bool:
-    """Whether ``module`` is a torch.nn layer that :func:`import_layer` maps."""
-    return isinstance(module, LAYERS)
+    """Whether ``module`` is a layer :func:`import_module` maps (torch.nn's, or this file's)."""
+    return isinstance(module, LAYERS + (Scale, Bias, Vote, Product, Concatenate))
 
 
 def array(tensor: Any, field: str) -> np.ndarray:
@@ -181,6 +181,17 @@ def import_batchnorm(module: nn.Module) -> hub.Node:
 # -- export: canonical layer nodes as torch.nn modules ---------------------------------------
 
 
+class Scale(nn.Module):
+    """``x * scale``, elementwise: the canonical ``Scale`` as a torch module."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
 class Bias(nn.Module):
     """``x + bias``: the canonical ``Bias`` as a torch module."""
 
@@ -247,11 +258,14 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
     if kind in ("Conv1d", "Conv2d"):
         cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
         w = node.weight
-        layer = cls(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=node.stride,
-                    padding=node.padding, dilation=node.dilation, groups=node.groups)
+        # the default scalar zero bias is no bias, so that it reads back as the default
+        bias = not (node.bias.ndim == 0 and node.bias == 0)
+        layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=node.stride,
+                    padding=node.padding, dilation=node.dilation, groups=node.groups, bias=bias)
         with torch.no_grad():
             layer.weight.copy_(_t(w))
-            layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
+            if bias:
+                layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
         return layer
     if kind in ("SumPool2d", "AvgPool2d"):
         return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
@@ -277,6 +291,8 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
             layer.weight.copy_(_t(np.broadcast_to(node.weight, (channels,))))
             layer.bias.copy_(_t(np.broadcast_to(node.bias, (channels,))))
         return layer.eval()
+    if kind == "Scale":
+        return Scale(_t(node.scale))
     if kind == "Bias":
         return Bias(_t(node.bias))
     if kind == "Vote":
@@ -290,6 +306,8 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
 
 def import_module(module: nn.Module) -> hub.Node | None:
     """The node of a module :func:`export_layer` makes (this file's own modules included)."""
+    if isinstance(module, Scale):
+        return hub.Scale(scale=array(module.scale, "scale"))
     if isinstance(module, Bias):
         return hub.Bias(bias=array(module.bias, "bias"))
     if isinstance(module, Vote):
@@ -304,4 +322,4 @@ def import_module(module: nn.Module) -> hub.Node | None:
 #: The node types :func:`export_layer` gives a module for (junctions included).
 EXPORTED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
                       "SumPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Flatten",
-                      "ReLU", "BatchNorm", "Bias", "Vote", "Mul", "Concat"})
+                      "ReLU", "BatchNorm", "Scale", "Bias", "Vote", "Mul", "Concat"})

@@ -41,7 +41,7 @@ import hub
 from hub.errors import FormatError, HubError, ShapeError, UnsupportedError
 from hub.node import Node
 
-from .torch_layers import import_layer, is_layer
+from .torch_layers import LAYERS, import_layer, import_module, is_layer
 
 #: The layer node types tracing a forward can give, whatever the framework (its neurons aside).
 TRACED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d", "MaxPool2d",
@@ -269,22 +269,24 @@ class Recorder:
         if self.fw.is_neuron(module):
             self.on_neuron(module, path, args, kwargs, out)
             return
-        x = args[0] if args else next(iter(kwargs.values()), None)
-        v = self.value(x)
-        if v is None:
+        inputs = [self.value(x) for x in args] or [None]
+        if any(v is None for v in inputs):
             raise UnsupportedError(f"{type(module).__name__} is applied to a tensor that does "
                                    "not come from the model's input", node=path)
+        v = inputs[0]
         if not isinstance(out, torch.Tensor):
             raise UnsupportedError(f"{type(module).__name__} returns a "
                                    f"{type(out).__name__}, not a tensor", node=path)
         try:
             if type(module) in self.fw.layers:
                 node = self.fw.layers[type(module)](module)
-            else:
+            elif isinstance(module, LAYERS):
                 node = import_layer(module, lead=_lead(v), per_step=_step_module(module, v))
+            else:
+                node = import_module(module)
         except HubError as e:
             raise e.at(node=path)
-        self.op(path, node, [v], id(module), out)
+        self.op(path, node, inputs, id(module), out)
 
     def on_neuron(self, module: nn.Module, path: str, args: tuple, kwargs: dict,
                   out: Any) -> None:
