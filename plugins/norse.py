@@ -761,7 +761,14 @@ def framework() -> torch_trace.Framework:
                 [("<in>", "_linear"), ("_linear", "")])
         return torch_trace.Piece({"": _import_cell(cell, call.path)})
 
-    return torch_trace.Framework("norse", _is_cell, piece, split)
+    def is_neuron(module: Any) -> bool:
+        from norse.torch import LILinearCell
+        from norse.torch.module import snn
+
+        return isinstance(module, (NeuronCell, LILinearCell, snn.SNNCell, snn.SNN,
+                                   snn.SNNRecurrentCell, snn.SNNRecurrent))
+
+    return torch_trace.Framework("norse", is_neuron, piece, split)
 
 
 def _is_cell(module: Any) -> bool:

@@ -185,7 +185,7 @@ def _conventions(model: Any) -> tuple[str, ...]:
 
 def framework() -> Any:
     """SpikingJelly as the shared tracer sees it: neurons keep their state inside."""
-    from spikingjelly.activation_based import functional, layer, neuron
+    from spikingjelly.activation_based import base, functional, layer, neuron
 
     def is_neuron(module: Any) -> bool:
         return isinstance(module, neuron.BaseNode)
@@ -196,10 +196,21 @@ def framework() -> Any:
                                    f"canonical counterpart; {_supported()}", field="type")
         return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
 
+    def refused(module: Any) -> str | None:
+        if isinstance(module, base.MemoryModule) and not (
+                is_neuron(module) or isinstance(module, (layer.Delay, layer.Dropout))):
+            return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
+                    "which no canonical node expresses yet (synaptic filters and recurrent "
+                    "containers come with the neuron families)")
+        return None
+
     return torch_trace.Framework(
         "spikingjelly", is_neuron, piece, lambda m, args, kwargs: (args[0], None),
-        {layer.VotingLayer: lambda m: hub.Vote(size=int(m.voting_size))},
-        functional.reset_net)
+        {layer.VotingLayer: lambda m: hub.Vote(size=int(m.voting_size)),
+         layer.Delay: lambda m: hub.Delay(delay=np.int64(m.delay_steps)),
+         # its mask is drawn once per sequence in training, and it is the identity in eval()
+         layer.Dropout: lambda m: None, layer.Dropout2d: lambda m: None},
+        functional.reset_net, refused)
 
 
 def _is_sj(module: Any) -> bool:

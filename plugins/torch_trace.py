@@ -93,6 +93,9 @@ class Framework:
     layers: dict[type, Callable[[nn.Module], Node | None]] = dataclasses.field(default_factory=dict)
     #: forget every neuron's hidden state before a run
     reset: Callable[[nn.Module], None] = lambda model: None
+    #: why a module the framework has is refused whole (a stateful layer with no canonical
+    #: counterpart), or None; such a module is a leaf, so the refusal names it
+    refused: Callable[[nn.Module], str | None] = lambda module: None
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -262,10 +265,14 @@ class Recorder:
     # -- leaves -----------------------------------------------------------------------------
 
     def leaf(self, module: nn.Module) -> bool:
-        return self.fw.is_neuron(module) or type(module) in self.fw.layers or is_layer(module)
+        return (self.fw.is_neuron(module) or type(module) in self.fw.layers or is_layer(module)
+                or self.fw.refused(module) is not None)
 
     def on_module(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         path = self.paths.get(id(module), type(module).__name__)
+        why = self.fw.refused(module)
+        if why is not None:
+            raise UnsupportedError(why, node=path, field="type")
         if self.fw.is_neuron(module):
             self.on_neuron(module, path, args, kwargs, out)
             return

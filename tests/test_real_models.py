@@ -299,3 +299,40 @@ def test_a_static_input_model_runs_natively_only_on_a_constant_input():
         SnnTorchFormat().run(Tutorial5(), torch.rand(NUM_STEPS, 2, 12))
     with pytest.raises(hub.HubError, match=f"{NUM_STEPS} steps of its own"):
         SnnTorchFormat().run(Tutorial5(), torch.rand(1, 2, 12).expand(3, 2, 12))
+
+
+@pytest.mark.parametrize("name", ["vgg11", "mobilenet_v2"])
+def test_norse_vgg_and_mobilenet_lift_torch_layers_over_time(name):
+    from norse.torch.models import mobilenet, vgg
+
+    torch.manual_seed(7)
+    model = vgg.vgg11(num_classes=10) if name == "vgg11" else mobilenet.mobilenet_v2(
+        num_classes=10)
+    graph = hub.load(model, input_shape=(3, 32, 32))
+    types = {n.type for n in graph.nodes.values()}
+    assert "AdaptiveAvgPool2d" in types if name == "vgg11" else "BatchNorm" in types
+
+
+def test_spikingjelly_recurrent_examples_import_or_name_what_is_missing():
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.examples import rsnn_sequential_fmnist as rs
+
+    plain = rs.PlainNet()
+    functional.set_step_mode(plain, "m")
+    graph = hub.load(plain, input_shape=(28,))  # its forward returns the mean rate
+    assert [n.type for n in graph.nodes.values()].count("IF") == 2
+    for cls, module in ((rs.StatefulSynapseNet, "SynapseFilter"),
+                        (rs.FeedBackNet, "LinearRecurrentContainer")):
+        model = cls()
+        functional.set_step_mode(model, "m")
+        with pytest.raises(hub.UnsupportedError, match=module) as e:
+            hub.load(model, input_shape=(28,))
+        assert e.value.field == "type" and e.value.node.startswith("fc.")
+
+
+def test_spikingjelly_lif_mnist_example():
+    from spikingjelly.activation_based.examples.lif_fc_mnist import SNN
+
+    graph = same_as_native(SNN(tau=2.0), sj_fw(), (1, 28, 28))
+    assert [n.type for n in graph.nodes.values()] == ["Input", "Flatten", "Linear", "LIF",
+                                                      "Output"]
