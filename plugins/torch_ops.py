@@ -31,7 +31,6 @@ Anything else on a recorded value is refused, naming the function and the module
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from typing import Any
 
@@ -61,7 +60,7 @@ def _name(func: Any) -> str:
     return getattr(func, "__name__", "") or repr(func)
 
 
-def _bind(func: Any, args: tuple, kwargs: dict, params: list[str]) -> dict[str, Any]:
+def _bind(args: tuple, kwargs: dict, params: list[str]) -> dict[str, Any]:
     """Arguments by name, for the functional forms whose signature we know."""
     bound = dict(zip(params, args))
     bound.update(kwargs)
@@ -80,18 +79,16 @@ def record(rec: Any, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
     if not any(v is not None for v in values) or name in LIKE:
         return  # constants only (or a new tensor shaped like a value): not part of the graph
     if name in ("__get__", "size", "dim", "numel", "__len__", "__bool__", "item", "tolist",
-                "__format__", "__repr__", "__iter__", "__hash__", "ndimension", "is_floating_point",
+                "__format__", "__repr__", "__hash__", "ndimension", "is_floating_point",
                 "get_device", "data_ptr", "element_size", "nelement", "__array__", "numpy",
                 "cpu", "stride", "is_contiguous", "storage_offset", "_is_view"):
-        if name in ("__iter__",) and isinstance(out, torch.Tensor):
-            pass
         return
-    if name == "unbind" or name == "__iter__":
+    if name == "unbind":
         _unbind(rec, args, kwargs, out)
         return
     if not isinstance(out, torch.Tensor):
-        raise UnsupportedError(f"torch function {name!r} returns a {type(out).__name__}; the "
-                               "hub follows tensors only", node=rec.where())
+        raise UnsupportedError(f"torch function {name!r} has no canonical counterpart (it "
+                               f"returns a {type(out).__name__}, not a tensor)", node=rec.where())
     x = args[0] if args else None
     v = rec.value(x)
     try:
@@ -125,10 +122,12 @@ def _map(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.T
         if name in ("to", "float", "type_as") and out.dtype != torch.float32:
             raise UnsupportedError(f"{name!r} converts to {out.dtype}; the canonical graph "
                                    "computes in float32")
-        if name.endswith("dropout") and kwargs.get("training", args[2] if len(args) > 2 else True) \
-                and name == "dropout" and func is not F.dropout:
-            pass
-        rec.op(name, None, [_first(rec, args)], None, out)
+        if "dropout" in name:
+            b = _bind(args, kwargs, ["input", "p", "training"])
+            if b.get("training", True) and b.get("p", 0.5) > 0:
+                raise UnsupportedError(f"{name} in training mode drops random values; pass "
+                                       "training=self.training so that eval() turns it off")
+        rec.op(name, None, [v], None, out)
         return True
     if name in ("relu", "relu_"):
         rec.op("relu", hub.ReLU(), [v], None, out)
@@ -163,7 +162,7 @@ def _map(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.T
             rec.remember(out, dataclasses.replace(v, layout=REDUCED, reduction=name))
             return True
         return False
-    if name in RESHAPE or name == "squeeze" and False:
+    if name in RESHAPE:
         return _reshape(rec, name, args, out, v)
     if name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "max_pool2d_with_indices",
                 "_max_pool2d"):
@@ -171,10 +170,6 @@ def _map(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.T
     if name in ("linear", "conv1d", "conv2d"):
         return _weighted(rec, name, args, kwargs, out, v)
     return False
-
-
-def _first(rec: Any, args: tuple) -> Value:
-    return rec.value(args[0])
 
 
 def _arithmetic(rec: Any, name: str, args: tuple, kwargs: dict, out: torch.Tensor) -> bool:
@@ -343,16 +338,16 @@ def _reshape(rec: Any, name: str, args: tuple, out: torch.Tensor, v: Value) -> b
 def _pool(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.Tensor,
           v: Value) -> bool:
     if name == "adaptive_avg_pool2d":
-        b = _bind(func, args, kwargs, ["input", "output_size"])
+        b = _bind(args, kwargs, ["input", "output_size"])
         module: nn.Module = nn.AdaptiveAvgPool2d(b["output_size"])
     elif "max" in name:
-        b = _bind(func, args, kwargs, ["input", "kernel_size", "stride", "padding", "dilation",
+        b = _bind(args, kwargs, ["input", "kernel_size", "stride", "padding", "dilation",
                                        "ceil_mode", "return_indices"])
         module = nn.MaxPool2d(b["kernel_size"], b.get("stride") or None, b.get("padding", 0),
                               b.get("dilation", 1), b.get("return_indices", False),
                               b.get("ceil_mode", False))
     else:
-        b = _bind(func, args, kwargs, ["input", "kernel_size", "stride", "padding", "ceil_mode",
+        b = _bind(args, kwargs, ["input", "kernel_size", "stride", "padding", "ceil_mode",
                                        "count_include_pad", "divisor_override"])
         module = nn.AvgPool2d(b["kernel_size"], b.get("stride") or None, b.get("padding", 0),
                               b.get("ceil_mode", False), b.get("count_include_pad", True),
@@ -368,7 +363,7 @@ def _weighted(rec: Any, name: str, args: tuple, kwargs: dict, out: torch.Tensor,
     params = {"linear": ["input", "weight", "bias"],
               "conv1d": ["input", "weight", "bias", "stride", "padding", "dilation", "groups"],
               "conv2d": ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]}
-    b = _bind(None, args, kwargs, params[name])
+    b = _bind(args, kwargs, params[name])
     if rec.value(b["weight"]) is not None or rec.value(b.get("bias")) is not None:
         raise UnsupportedError(f"{name} whose weights are computed from the input")
     if name == "linear":

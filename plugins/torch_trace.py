@@ -499,6 +499,10 @@ def _hooked(recorder: Recorder, run: Callable[[], Any]) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             if recorder.leaf_depth == 0:
+                if getattr(func, "__name__", "") == "__iter__":  # for x_t in x: x.unbind(0)
+                    items = tuple(out)
+                    recorder.on_function(torch.Tensor.unbind, args[:1], {}, items)
+                    return iter(items)
                 recorder.on_function(func, args, kwargs, out)
             return out
 
