@@ -46,6 +46,7 @@ from .nodes import (
     Mul,
     Output,
     ReLU,
+    Reshape,
     Scale,
     SumPool2d,
     Threshold,
@@ -62,7 +63,7 @@ __all__ = [
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
     "Mul", "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
-    "ReLU", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
+    "ReLU", "Reshape", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
     "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect", "formats", "from_lava",
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
     "save", "simulate", "to_lava"

@@ -242,6 +242,22 @@ class Flatten(Node):
         return x.flatten(start + 1, end + 1), state
 
 
+class Reshape(Node):
+    """A sample's values in a new ``shape`` of the same size, in row-major order (``view``)."""
+
+    shape: tuple[int, ...] = ints(doc="a sample's shape afterwards, without batch and time")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if math.prod(shape) != math.prod(self.shape):
+            raise ShapeError(f"{list(shape)} has {math.prod(shape)} values, {list(self.shape)} "
+                             f"{math.prod(self.shape)}", field="shape")
+        return tuple(self.shape)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return x.reshape(x.shape[0], *self.shape), state
+
+
 class Scale(Node):
     """``y = scale * x``, elementwise."""
 

@@ -80,7 +80,7 @@ LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.
 
 def is_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer :func:`import_module` maps (torch.nn's, or this file's)."""
-    return isinstance(module, LAYERS + (Scale, Bias, Vote, Product, Concatenate))
+    return isinstance(module, LAYERS + (Scale, Bias, Reshape, Vote, Product, Concatenate))
 
 
 def array(tensor: Any, field: str) -> np.ndarray:
@@ -192,6 +192,17 @@ class Scale(nn.Module):
         return x * self.scale
 
 
+class Reshape(nn.Module):
+    """A sample's values in a new shape (the batch axis kept)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
 class Bias(nn.Module):
     """``x + bias``: the canonical ``Bias`` as a torch module."""
 
@@ -293,6 +304,8 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
         return layer.eval()
     if kind == "Scale":
         return Scale(_t(node.scale))
+    if kind == "Reshape":
+        return Reshape(node.shape)
     if kind == "Bias":
         return Bias(_t(node.bias))
     if kind == "Vote":
@@ -308,6 +321,8 @@ def import_module(module: nn.Module) -> hub.Node | None:
     """The node of a module :func:`export_layer` makes (this file's own modules included)."""
     if isinstance(module, Scale):
         return hub.Scale(scale=array(module.scale, "scale"))
+    if isinstance(module, Reshape):
+        return hub.Reshape(shape=module.shape)
     if isinstance(module, Bias):
         return hub.Bias(bias=array(module.bias, "bias"))
     if isinstance(module, Vote):
@@ -322,4 +337,5 @@ def import_module(module: nn.Module) -> hub.Node | None:
 #: The node types :func:`export_layer` gives a module for (junctions included).
 EXPORTED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
                       "SumPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Flatten",
-                      "ReLU", "BatchNorm", "Scale", "Bias", "Vote", "Mul", "Concat"})
+                      "ReLU", "BatchNorm", "Scale", "Bias", "Reshape", "Vote", "Mul",
+                      "Concat"})

@@ -14,8 +14,9 @@ forward                                      canonical
 ``relu``, ``max_pool2d``, ``avg_pool2d``,     ``ReLU``, pools, ``AdaptiveAvgPool2d``,
 ``adaptive_avg_pool2d``, ``linear``,          ``Affine``/``Linear``, ``Conv1d``/``Conv2d``
 ``conv1d``, ``conv2d``
-``view``, ``reshape``, ``flatten``            ``Flatten``, or nothing when a sample keeps
-                                               its shape
+``view``, ``reshape``, ``flatten``,           ``Flatten`` (neighbouring axes merged),
+``unflatten``, ``squeeze``, ``unsqueeze``      ``Reshape`` (any other shape of a sample), or
+                                               nothing when a sample keeps its shape
 ``contiguous``, ``clone``, ``float``,         nothing: the value passes through
 ``dropout`` (inference)
 ===========================================  ==============================================
@@ -51,7 +52,7 @@ ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
 SUB = {"sub", "__sub__", "__isub__", "sub_", "subtract"}
 MUL = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "multiply"}
 DIV = {"div", "__truediv__", "__itruediv__", "div_", "true_divide"}
-RESHAPE = {"view", "reshape", "flatten"}
+RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"}
 LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
         "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
 
@@ -331,8 +332,8 @@ def _reshape(rec: Any, name: str, args: tuple, out: torch.Tensor, v: Value) -> b
             if merged == after:
                 rec.op("flatten", hub.Flatten(start_dim=start, end_dim=end), [v], None, out)
                 return True
-    raise UnsupportedError(f"{name} from {list(before)} to {list(after)} per sample is not a "
-                           "flattening of neighbouring axes, the only reshape the hub has")
+    rec.op(name, hub.Reshape(shape=after), [v], None, out)
+    return True
 
 
 def _pool(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.Tensor,

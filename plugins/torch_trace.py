@@ -46,7 +46,7 @@ from .torch_layers import LAYERS, import_layer, import_module, is_layer
 #: The layer node types tracing a forward can give, whatever the framework (its neurons aside).
 TRACED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d", "MaxPool2d",
                     "AvgPool2d", "SumPool2d", "AdaptiveAvgPool2d", "Flatten", "Scale", "Bias",
-                    "ReLU", "BatchNorm", "Mul", "Concat", "Delay", "Threshold"})
+                    "ReLU", "BatchNorm", "Mul", "Concat", "Reshape", "Delay", "Threshold"})
 
 #: Steps and batch of the probe input every import runs.
 PROBE_STEPS = 6

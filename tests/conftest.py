@@ -67,6 +67,7 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "CubaLI": (hub.CubaLI(alpha=0.5, beta=0.25, gain=2.0), (3,)),
     "Bias": (hub.Bias(bias=dyadic(3)), (3,)),
     "ReLU": (hub.ReLU(), (3,)),
+    "Reshape": (hub.Reshape(shape=(3, 2)), (2, 3)),
     "BatchNorm": (hub.BatchNorm(mean=dyadic(2), var=np.array([0.25, 1.0], np.float32),
                                 weight=dyadic(2), bias=dyadic(2), eps=0.0), (2, 3)),
     "AdaptiveAvgPool2d": (hub.AdaptiveAvgPool2d(output_size=(2, 3)), (2, 4, 6)),

@@ -113,9 +113,10 @@ EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 
 #: What NIR has no node for: max pooling, Loihi's fixed-point neuron, and the layers real torch
-#: models bring in (batch norm, offsets, ReLU, adaptive pooling, voting, products, concatenation)
+#: models bring in (batch norm, offsets, ReLU, adaptive pooling, voting, products, concatenation,
+#: reshapes other than flattening)
 NOT_IN_NIR = {"MaxPool2d", "LoihiCUBA", "BatchNorm", "Bias", "ReLU", "AdaptiveAvgPool2d", "Vote",
-              "Mul", "Concat"}
+              "Mul", "Concat", "Reshape"}
 
 
 def test_nir_converts_every_node_type_nir_has():

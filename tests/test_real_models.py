@@ -336,3 +336,14 @@ def test_spikingjelly_lif_mnist_example():
     graph = same_as_native(SNN(tau=2.0), sj_fw(), (1, 28, 28))
     assert [n.type for n in graph.nodes.values()] == ["Input", "Flatten", "Linear", "LIF",
                                                       "Output"]
+
+
+def test_spikformer_attention_is_refused_naming_the_module_and_what_is_missing():
+    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based.model import spikformer
+
+    model = spikformer.spikformer_ti(T=2, img_size_h=32, img_size_w=32, num_classes=10,
+                                     spiking_neuron=neuron.LIFNode)
+    with pytest.raises(hub.UnsupportedError, match="no canonical counterpart") as e:
+        hub.load(model, input_shape=(3, 32, 32))
+    assert e.value.node == "blocks.0.attn"  # the patch stem before it imports
