@@ -80,7 +80,7 @@ clamps them), negative thresholds (snnTorch's first reset signal would fire), LI
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +90,8 @@ import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
-from hub_plugins.torch_layers import EXPORTED, Scale, export_layer, import_conv, import_module
+from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
+from hub_plugins.torch_layers import EXPORTED, export_layer, import_conv, import_module
 from hub.node import Node
 
 

@@ -37,13 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import hub
 from hub.errors import UnsupportedError
 
-from .torch_layers import array, import_conv, import_flatten, import_layer
+from .torch_layers import array, import_conv, import_layer
 from .torch_trace import LIFTED, MERGED, REDUCED, SEQ, STATIC, STEP, Value, _lead
 
 PASS = {"contiguous", "clone", "detach", "float", "to", "type_as", "requires_grad_", "dropout",

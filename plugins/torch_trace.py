@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import hub
-from hub.errors import FormatError, HubError, ShapeError, UnsupportedError
+from hub.errors import FormatError, HubError, UnsupportedError
 from hub.node import Node
 
 from .torch_layers import LAYERS, import_layer, import_module, is_layer
@@ -120,10 +118,6 @@ def _lead(v: Value) -> int:
     return {STATIC: 1, STEP: 1, SEQ: 2, MERGED: 1, LIFTED: 2, REDUCED: 1}[v.layout]
 
 
-def _sample(v: Value, t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape[_lead(v):])
-
-
 def _tensors(obj: Any) -> Iterable[tuple[tuple, torch.Tensor]]:
     """Every tensor in a nested structure with its index path."""
     if isinstance(obj, torch.Tensor):
@@ -136,13 +130,6 @@ def _tensors(obj: Any) -> Iterable[tuple[tuple, torch.Tensor]]:
         for k, item in obj.items():
             for path, t in _tensors(item):
                 yield (k, *path), t
-
-
-def _describe(func: Any) -> str:
-    name = getattr(func, "__name__", None) or repr(func)
-    owner = getattr(func, "__objclass__", None) or getattr(func, "__module__", "")
-    owner = getattr(owner, "__name__", owner)
-    return f"{owner}.{name}" if owner else name
 
 
 # -- the recorder -----------------------------------------------------------------------------
@@ -528,7 +515,6 @@ def trace(model: nn.Module, framework: Framework, x: torch.Tensor, convention: s
 
 
 def _trace(recorder: Recorder, model: nn.Module, x: torch.Tensor, convention: str) -> Traced:
-    framework = recorder.fw
     steps = x.shape[0]
     results: list[Any] = []
     if convention == "step":
