@@ -250,8 +250,6 @@ def run_netx(path: str | os.PathLike, x: Any, *,
     path = Path(path)
     if not path.is_file():
         raise FormatError("no such file", file=path)
-    with hub.hdf5.open_file(path, nodes="layer"):
-        pass  # Lava's netx would follow links and external storage: check the file first
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float32)
@@ -260,7 +258,9 @@ def run_netx(path: str | os.PathLike, x: Any, *,
                              file=path)
     start = time.perf_counter()
     with _lock:
-        worker = _get_worker()
+        worker = _get_worker()  # first: a missing Lava environment is said as such
+        with hub.hdf5.open_file(path, nodes="layer"):
+            pass  # Lava's netx would follow links and external storage: check the file first
         x_path, y_path = worker.path("x"), worker.path("y")
         np.save(x_path, x, allow_pickle=False)
         try:
