@@ -79,7 +79,7 @@ import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
-from hub_plugins.torch_layers import import_pool
+from hub_plugins.torch_layers import import_layer
 from hub.node import Node
 
 #: Attribute of an exported module holding the canonical node it was made from (plain data).
@@ -361,20 +361,13 @@ def _module_node(module: Any, sees: str) -> Node | None:
                                    field="training")
         return None
     if isinstance(module, nn.Linear):
-        weight = _array(module.weight, "weight")
-        if module.bias is None:
-            return hub.Linear(weight=weight)
-        return hub.Affine(weight=weight, bias=_array(module.bias, "bias"))
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and kind in _CONVS:
+        return import_layer(module)
+    if kind in _CONVS or kind in _POOLS:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
-        return _import_conv(module)
-    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and kind in _POOLS:
-        if not per_sample:
-            raise UnsupportedError(_plain_in_m(module), field="step_mode")
-        return import_pool(module)
+        return import_layer(module)
     if isinstance(module, nn.Flatten) and kind in (nn.Flatten, layer.Flatten):
-        return _import_flatten(module, 1 if per_sample else 2)
+        return import_layer(module, lead=1 if per_sample else 2)
     if kind is layer.Delay:
         return hub.Delay(delay=np.int64(module.delay_steps))
     raise UnsupportedError(f"{kind.__module__}.{kind.__qualname__} has no canonical "
@@ -406,47 +399,6 @@ def _array(tensor: Any, field: str) -> np.ndarray:
         bad = int((~np.isfinite(out)).sum())
         raise ParameterError(f"NaN or infinite value in {bad} of {out.size} values", field=field)
     return out
-
-
-def _pad(module: Any, dims: int) -> tuple[int, ...]:
-    padding = module.padding
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * dims
-        # padding='same': torch pads the extra element of an even total on the right, which a
-        # symmetric padding cannot say
-        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
-        if any(t % 2 for t in totals):
-            raise UnsupportedError("padding='same' with an even kernel pads unevenly, which "
-                                   "the canonical Conv cannot express", field="padding")
-        return tuple(t // 2 for t in totals)
-    return tuple(int(p) for p in padding)
-
-
-def _import_conv(module: Any) -> Node:
-    import torch.nn as nn
-
-    if module.padding_mode != "zeros":
-        raise UnsupportedError(f"padding_mode={module.padding_mode!r}; only 'zeros' has a "
-                               "canonical counterpart", field="padding_mode")
-    dims = 1 if isinstance(module, nn.Conv1d) else 2
-    cls = hub.Conv1d if dims == 1 else hub.Conv2d
-    bias = 0.0 if module.bias is None else _array(module.bias, "bias")
-    return cls(weight=_array(module.weight, "weight"), bias=bias, stride=module.stride,
-               padding=_pad(module, dims), dilation=module.dilation, groups=module.groups)
-
-
-def _import_flatten(module: Any, skip: int) -> Node:
-    """``skip`` leading axes (batch, and time for a plain Flatten given [T, N, *]) are not part
-    of a sample."""
-    start, end = int(module.start_dim), int(module.end_dim)
-    if 0 <= start < skip or 0 <= end < skip:
-        raise UnsupportedError(f"start_dim={start}, end_dim={end} merge the "
-                               f"{'batch' if skip == 1 else 'time and batch'} axes into the "
-                               "sample; only axes of one sample can be flattened",
-                               field="start_dim")
-    return hub.Flatten(start_dim=start - skip if start >= 0 else start,
-                       end_dim=end - skip if end >= 0 else end)
 
 
 def _fold_batchnorm(bn: Any, sees: str, nodes: list[tuple[str, Node]]) -> None:
