@@ -116,6 +116,7 @@ import numpy as np
 
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
+from hub_plugins.torch_layers import import_conv, import_layer
 
 MODES_HELP = ("mode='max', a percentile string like '99.9%', or a fraction of the maximum in "
               "(0, 1] like 0.5")
@@ -673,12 +674,10 @@ def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
     if isinstance(mod, nn.Linear):  # on "meta": no random initialisation to overwrite
         new = nn.Linear(mod.in_features, mod.out_features, bias=True, device="meta")
     else:
-        if mod.padding_mode != "zeros":
-            raise UnsupportedError(f"padding_mode={mod.padding_mode!r} cannot be converted; "
-                                   "only zero padding", node=name, field="padding_mode")
-        padding = mod.padding
-        if isinstance(padding, str):
-            padding = _explicit_padding(mod, name, padding)
+        try:  # the shared mapping's padding rules (zero padding; 'same' where it is even)
+            padding = import_conv(mod).padding
+        except UnsupportedError as e:
+            raise e.at(node=name) from None
         cls = nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Conv1d
         new = cls(mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride,
                   padding=padding, dilation=mod.dilation, groups=mod.groups, bias=True,
@@ -693,16 +692,6 @@ def _weight_copy(mod: Any, name: str, in_shape: tuple) -> Any:
     for p in new.parameters():
         p.requires_grad_(False)
     return new
-
-
-def _explicit_padding(mod: Any, name: str, padding: str) -> tuple[int, ...]:
-    if padding == "valid":
-        return (0,) * len(mod.kernel_size)
-    total = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size)]
-    if any(t % 2 for t in total):
-        raise UnsupportedError("padding='same' with an even kernel pads unevenly, which the "
-                               "canonical convolution cannot express", node=name, field="padding")
-    return tuple(t // 2 for t in total)
 
 
 def _fold(steps: dict[str, _Step], users: dict[str, int], bn_step: _Step, source: str) -> str:
@@ -1108,23 +1097,13 @@ def _rescale(shape: tuple[int, ...], ratio: float, where: str) -> hub.Node:
 
 
 def _node(step: _Step, w_mul: float, b_mul: float) -> hub.Node:
+    """The step's node by the shared torch.nn mapping, a weight layer's weights normalised."""
     mod = step.module
     if step.kind == "weight":
         w = (mod.weight.detach().double().cpu().numpy() * w_mul).astype(np.float32)
         b = (mod.bias.detach().double().cpu().numpy() * b_mul).astype(np.float32)
-        kind = type(mod).__name__
-        if kind == "Linear":
-            return hub.Affine(weight=w, bias=b)
-        cls = hub.Conv2d if kind == "Conv2d" else hub.Conv1d
-        return cls(weight=w, bias=b, stride=mod.stride, padding=mod.padding,
-                   dilation=mod.dilation, groups=mod.groups)
-    if step.kind in ("avgpool", "maxpool"):
-        cls = hub.AvgPool2d if step.kind == "avgpool" else hub.MaxPool2d
-        return cls(kernel_size=_pair(mod.kernel_size), stride=_pair(mod.stride),
-                   padding=_pair(mod.padding))
-    # flatten: the module's axes count the batch; the canonical ones do not
-    end = mod.end_dim - 1 if mod.end_dim >= 0 else mod.end_dim
-    return hub.Flatten(start_dim=mod.start_dim - 1, end_dim=end)
+        return import_layer(mod).replace(weight=w, bias=b)
+    return import_layer(mod)
 
 
 @hub.hookimpl
