@@ -360,14 +360,17 @@ def _sew_iand(p: _Params, neuron: Make) -> hub.Graph:
 
 
 def _concat_vote(p: _Params, neuron: Make) -> hub.Graph:
-    """Two branches concatenated, a layer, and a voting readout (SpikingJelly's VotingLayer)."""
+    """Two branches concatenated, reshaped and flattened back, a layer, and a voting readout
+    (SpikingJelly's VotingLayer)."""
     return hub.Graph(
         {"input": hub.Input(shape=(6,)), "fc1": hub.Linear(weight=p.weight(4, 6)),
          "n1": neuron(p, 4), "fc2": hub.Linear(weight=p.weight(4, 6)), "n2": neuron(p, 4),
-         "cat": hub.Concat(dim=0), "fc3": hub.Linear(weight=p.weight(8, 8)),
-         "n3": neuron(p, 8), "vote": hub.Vote(size=2), "output": hub.Output()},
+         "cat": hub.Concat(dim=0), "rows": hub.Reshape(shape=(2, 4)), "flat": hub.Flatten(),
+         "fc3": hub.Linear(weight=p.weight(8, 8)), "n3": neuron(p, 8), "vote": hub.Vote(size=2),
+         "output": hub.Output()},
         [("input", "fc1"), ("fc1", "n1"), ("input", "fc2"), ("fc2", "n2"), ("n1", "cat"),
-         ("n2", "cat"), ("cat", "fc3"), ("fc3", "n3"), ("n3", "vote"), ("vote", "output")])
+         ("n2", "cat"), ("cat", "rows"), ("rows", "flat"), ("flat", "fc3"), ("fc3", "n3"),
+         ("n3", "vote"), ("vote", "output")])
 
 
 #: The layers real models bring in (batch norm, SEW connections, concatenation, adaptive pooling,
@@ -375,7 +378,7 @@ def _concat_vote(p: _Params, neuron: Make) -> hub.Graph:
 REAL_LAYERS: dict[str, tuple[Callable[..., hub.Graph], str]] = {
     "sew-iand": (_sew_iand, "a SEW IAND block after a batch-normed convolution, adaptive "
                             "pooling and a ReLU"),
-    "concat-vote": (_concat_vote, "two branches concatenated and a voting readout"),
+    "concat-vote": (_concat_vote, "two branches concatenated, a reshape, and a voting readout"),
 }
 
 
