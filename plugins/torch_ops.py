@@ -21,7 +21,7 @@ forward                                      canonical
 ``dropout`` (inference)
 ===========================================  ==============================================
 
-and the operations on time: ``x[t]``, ``x.unbind(0)`` (a step of a sequence),
+and the operations on time: ``x[t]``, ``x.select(0, t)``, ``x.unbind(0)`` (a step of a sequence),
 ``torch.stack(steps)`` and ``buffer[t] = y`` (a sequence of steps),
 ``x.unsqueeze(0).expand(T, ...)``/``.repeat(T, ...)`` (a static input at every step),
 ``flatten(0, 1)`` and back (SpikingJelly's multi-step containers), and ``mean(0)``/``sum(0)``
@@ -153,6 +153,9 @@ def _map(rec: Any, name: str, func: Any, args: tuple, kwargs: dict, out: torch.T
         return _stack(rec, args, kwargs, out)
     if name == "__getitem__":
         return _getitem(rec, args, out)
+    if name == "select":  # x.select(0, t): x[t]
+        b = _bind(args, kwargs, ["input", "dim", "index"])
+        return b["dim"] == 0 and _getitem(rec, (b["input"], b["index"]), out)
     if name in ("unsqueeze", "expand", "repeat", "expand_as"):
         return _lift(rec, name, args, out)
     if name in ("mean", "sum"):

@@ -347,3 +347,28 @@ def test_spikformer_attention_is_refused_naming_the_module_and_what_is_missing()
     with pytest.raises(hub.UnsupportedError, match="no canonical counterpart") as e:
         hub.load(model, input_shape=(3, 32, 32))
     assert e.value.node == "blocks.0.attn"  # the patch stem before it imports
+
+
+def test_spikingjelly_multi_step_containers_in_a_class_of_ones_own():
+    from spikingjelly.activation_based import layer, neuron
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = layer.SeqToANNContainer(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))
+            self.n1 = neuron.LIFNode(step_mode="m")
+            self.b = layer.MultiStepContainer(nn.MaxPool2d(2), nn.Flatten())
+            self.fc = layer.Linear(64, 5, step_mode="m")
+            self.n2 = neuron.IFNode(step_mode="m")
+
+        def forward(self, x):
+            return self.n2(self.fc(self.b(self.n1(self.a(x)))))
+
+    torch.manual_seed(8)
+    model = Net()
+    with torch.no_grad():
+        model.a[1].running_mean.uniform_(-0.2, 0.2)
+        model.a[1].running_var.uniform_(0.5, 2.0)
+    graph = same_as_native(model, sj_fw(), (1, 8, 8), conventions=("sequence",))
+    assert [n.type for n in graph.nodes.values()] == [
+        "Input", "Conv2d", "BatchNorm", "LIF", "MaxPool2d", "Flatten", "Affine", "IF", "Output"]
