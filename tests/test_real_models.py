@@ -24,7 +24,7 @@ def same_as_native(model, fw, shape, conventions=torch_trace.CONVENTIONS):
     """Import ``model``; run it and the graph on a fresh input; return the graph."""
     traced = torch_trace.import_model(model, fw, input_shape=shape, conventions=conventions)
     x = torch_trace.probe(shape, steps=5, seed=7)  # the batch a tutorial may hard-code
-    fresh = torch_trace.trace(model, fw, x, traced.convention)
+    fresh = torch_trace.trace(model.eval(), fw, x, traced.convention)
     torch_trace.prove(fresh)
     native = torch_trace.native_outputs(fresh)
     ours = hub.simulate(fresh.graph, fresh.x)
