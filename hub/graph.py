@@ -439,8 +439,8 @@ def check_dt(value: Any, field: str = "metadata.dt") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ParameterError(f"dt must be a number of seconds, got {_short(value)}", field=field)
     if not math.isfinite(float(value)) or float(value) <= 0:
-        raise ParameterError(f"dt must be a positive, finite number of seconds, got {value!r}",
-                             field=field)
+        raise ParameterError(f"dt must be a positive number of seconds, and finite, got "
+                             f"{value!r}", field=field)
     return float(value)
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import hub
 import hub.hdf5
 from hub.errors import FormatError, HubError, ParameterError, ShapeError, UnsupportedError
+from hub.graph import check_dt
 from hub.node import Node, Shape
 
 META = "hub"
@@ -179,13 +180,8 @@ def _version(value: Any) -> str:
 
 
 def _check_dt(dt: Any) -> float:
-    try:
-        value = float(dt)
-    except (TypeError, ValueError):
-        raise ParameterError(f"dt must be a number of seconds, got {dt!r}", field="dt") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ParameterError(f"dt must be a positive number of seconds, got {dt!r}", field="dt")
-    return value
+    """The time step given to the NIR format (``dt=``), checked as every dt is."""
+    return check_dt(dt, field="dt")
 
 
 def _need_dt(dt: float | None, what: str) -> float:

@@ -87,6 +87,7 @@ import torch
 from torch import nn
 
 import hub
+from hub.graph import check_dt
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
 from hub_plugins import torch_trace
@@ -253,11 +254,7 @@ class SnnTorchFormat(hub.Format):
             graph = torch_trace.import_model(obj, framework(strict),
                                              input_shape=input_shape).graph
         if dt is not None:
-            value = float(dt)
-            if not value > 0 or value == float("inf"):
-                raise HubError(f"dt must be a positive number of seconds, got {dt!r}",
-                               field="dt")
-            graph.metadata["dt"] = value
+            graph.metadata["dt"] = check_dt(dt, field="dt")
         return graph
 
     def export(self, graph: hub.Graph, strict: bool = True) -> SnnTorchNet:

@@ -430,7 +430,7 @@ def test_a_bad_dt_in_hub_json_metadata_is_named(tmp_path, dt):
     data["metadata"]["dt"] = dt
     path = tmp_path / "g.hub.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(hub.ParameterError, match="dt must be a (positive, finite )?number") as e:
+    with pytest.raises(hub.ParameterError, match="dt must be a (positive )?number") as e:
         hub.load(path)
     assert (e.value.file, e.value.field) == (str(path), "metadata.dt")
 
