@@ -158,7 +158,6 @@ class Recorder:
         self.native: dict[str, dict[int | None, tuple[Value, torch.Tensor]]] = {}
         self.static_keys: dict[Any, str] = {}
         self.counts: dict[tuple[Any, str], int] = {}
-        self.names: set[str] = set()
         self.leaf_depth = 0
         self.stack: list[nn.Module] = []
         self.calls: dict[int, int] = {}  # hidden-state neuron -> calls so far
@@ -199,7 +198,6 @@ class Recorder:
 
     def add(self, name: str, node: Node | _Site, inputs: Iterable[tuple[str, int]]) -> None:
         self.nodes[name] = node
-        self.names.add(name)
         for ref in inputs:
             self.edges.append((ref, name))
 
@@ -237,8 +235,9 @@ class Recorder:
             self.remember(out, dataclasses.replace(inputs[0], layout=layout, time=time,
                                                    steps=steps, state_of=None))
             return
-        if layout == STATIC:
-            skey = (base, key, tuple(v.ref for v in inputs))
+        if layout == STATIC:  # computed again in every step of a loop: one node
+            skey = (base, key if key is not None else _fingerprint(node),
+                    tuple(v.ref for v in inputs))
             name = self.static_keys.get(skey)
             if name is None:
                 name = self.static_keys[skey] = self.name_for(base, None)
@@ -413,6 +412,12 @@ class Recorder:
             graph.add(name, hub.Output())
             graph.connect(source(v.ref), name)
         return _prune(graph)
+
+
+def _fingerprint(node: Node) -> tuple:
+    """What tells two nodes of a functional operation apart: their type and parameters."""
+    return (node.type, *((k, v.tobytes() if hasattr(v, "tobytes") else v)
+                         for k, v in node.params().items()))
 
 
 def _step_module(module: nn.Module, v: Value) -> bool:

@@ -127,3 +127,24 @@ def test_values_from_different_steps_meeting_are_refused():
 
     with pytest.raises(hub.UnsupportedError):
         hub.load(Mixer(), input_shape=(3,))
+
+
+def test_the_same_operation_with_different_constants_is_two_nodes():
+    """Work on a static input repeated in a loop is one node per distinct operation."""
+
+    class Offsets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = snn.Leaky(beta=0.5)
+
+        def forward(self, x):
+            mem = self.lif.init_leaky()
+            out = []
+            for _ in range(4):
+                spk, mem = self.lif((x + 1.0) - (x + 0.25) * 2.0, mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    traced = imported(Offsets(), (3,))
+    assert sorted(n.bias.item() for n in traced.graph.nodes.values() if n.type == "Bias") == [
+        0.25, 1.0]
