@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -168,9 +167,9 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 def _reference(model: Any, source: str | None, graph: hub.Graph, x: torch.Tensor
                ) -> torch.Tensor:
-    """What every target must reproduce: the original model's own run in its own runtime where
-    it has one (a live model), not the hub's reading of it; else the reference simulation."""
-    if isinstance(model, (str, os.PathLike, hub.Graph)):
+    """What every target must reproduce: a live torch model's own run in its framework, not
+    the hub's reading of it; for files and graphs, the reference simulation."""
+    if not isinstance(model, torch.nn.Module):
         return flat(hub.simulate(graph, x))
     fmt = hub.detect(model, source)
     if "run" not in fmt.capabilities:
