@@ -190,7 +190,11 @@ def check(model: Any, targets: Iterable[str] | None = None, x: Any = None, *,
     model's, in its framework), so a wrong reading of the model fails every target. Returns the
     :class:`Suite`; ``suite.ok`` is the verdict.
     """
-    graph = hub.load(model, source=source, dt=dt)
+    options = {}
+    if x is not None and isinstance(model, torch.nn.Module) and \
+            "input_shape" in hub.detect(model, source).load_options:
+        options["input_shape"] = tuple(np.shape(x)[2:])  # a live model's input, from x
+    graph = hub.load(model, source=source, dt=dt, **options)
     if x is None:
         shape = graph.plan().output_shapes[graph.inputs[0]]
         x = (np.random.default_rng(seed).random((steps, 1, *shape)) < 0.3).astype(np.float32)

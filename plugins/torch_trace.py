@@ -543,7 +543,8 @@ def _trace(recorder: Recorder, model: nn.Module, x: torch.Tensor, convention: st
     outputs = _outputs(recorder, results[0])
     graph = recorder.graph({"input": tuple(x.shape[2:])}, outputs)
     if convention == "static":  # the forward presents x[0] at each of its own steps
-        steps = max((v.steps for v in outputs.values() if v.layout == SEQ), default=1)
+        steps = max((v.steps for v in outputs.values() if v.layout in (SEQ, REDUCED)),
+                    default=1)
         x = x[0].expand(steps, *x.shape[1:])
     return Traced(graph, convention, outputs, recorder.native, steps, x, recorder.compare)
 

@@ -205,7 +205,11 @@ def test_spikingjelly_fashion_mnist_csnn_example():
     from spikingjelly.activation_based.examples.conv_fashion_mnist import CSNN
 
     torch.manual_seed(3)
-    graph = hub.load(CSNN(T=4, channels=4), input_shape=(1, 28, 28))
+    model = CSNN(T=4, channels=4)
+    traced = torch_trace.import_model(model, sj_fw(), input_shape=(1, 28, 28),
+                                      conventions=("static",))
+    assert traced.steps == 4  # proved at each of the T steps its forward runs, not just one
+    graph = hub.load(model, input_shape=(1, 28, 28))
     assert sum(n.type == "IF" for n in graph.nodes.values()) == 4
     assert sum(n.type == "BatchNorm" for n in graph.nodes.values()) == 2
 
