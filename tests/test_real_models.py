@@ -376,3 +376,46 @@ def test_spikingjelly_multi_step_containers_in_a_class_of_ones_own():
     graph = same_as_native(model, sj_fw(), (1, 8, 8), conventions=("sequence",))
     assert [n.type for n in graph.nodes.values()] == [
         "Input", "Conv2d", "BatchNorm", "LIF", "MaxPool2d", "Flatten", "Affine", "IF", "Output"]
+
+
+# -- the nets snnTorch's own NIR tests build (tests/test_nir.py there), at a small size ----------
+
+
+class NetWithAvgPool(nn.Module):
+    """snnTorch's NIR test net: convolution, pooling, flatten, per-neuron Leaky layers, the last
+    with output=True (its forward returns (spk, mem) as is)."""
+
+    def __init__(self, side=8, channels=4, hidden=12):
+        super().__init__()
+        n = side * side * channels // 4
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=1, padding=1)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+        self.flatten = nn.Flatten()
+        self.lif1 = snn.Leaky(beta=0.9 * torch.ones(n), threshold=torch.ones(n),
+                              init_hidden=True)
+        self.fc1 = nn.Linear(n, hidden)
+        self.lif2 = snn.Leaky(beta=0.9 * torch.ones(hidden), threshold=torch.ones(hidden),
+                              init_hidden=True, output=True)
+
+    def forward(self, x):
+        x = self.pool(self.conv1(x))
+        x = self.flatten(x)
+        x = self.lif1(x)
+        x = self.fc1(x)
+        x = self.lif2(x)
+        return x
+
+
+@pytest.mark.parametrize("recurrent", ["RSynaptic", "RLeaky"])
+def test_snntorchs_nir_test_nets(recurrent):
+    torch.manual_seed(9)
+    graph = same_as_native(NetWithAvgPool(), snntorch_fw(), (1, 8, 8))
+    assert len(graph.outputs) == 1  # output=True's (spk, mem): the spikes
+    options = dict(alpha=0.5 * torch.ones(16)) if recurrent == "RSynaptic" else {}
+    lif1 = getattr(snn, recurrent)(beta=0.9 * torch.ones(16), V=torch.ones(16), all_to_all=False,
+                                   init_hidden=True, **options)
+    model = nn.Sequential(nn.Linear(20, 16), lif1, nn.Linear(16, 5),
+                          snn.Leaky(beta=0.9 * torch.ones(5), threshold=torch.ones(5),
+                                    init_hidden=True, output=True))
+    graph = same_as_native(model, snntorch_fw(), (20,))
+    assert graph.nodes["1_rec"].type == "Scale"  # the one-to-one recurrence, V
