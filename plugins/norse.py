@@ -870,6 +870,7 @@ def import_model(model: Any, dt: float | None = None,
         at = name
     graph.add("output", hub.Output())
     graph.connect(at, "output")
+    torch_trace.prove_outputs(graph, lambda x: run(torch_trace.copy_model(model).eval(), x))
     return graph
 
 

@@ -125,7 +125,9 @@ class SpikingJellyFormat(hub.Format):
         if _traced(obj):
             return torch_trace.import_model(obj, framework(), input_shape=input_shape,
                                             conventions=_conventions(obj)).graph
-        return _import_model(obj, input_shape)
+        graph = _import_model(obj, input_shape)
+        torch_trace.prove_outputs(graph, lambda x: self.run(torch_trace.copy_model(obj).eval(), x))
+        return graph
 
     def export(self, graph: hub.Graph, step_mode: str | None = None) -> Any:
         mode = self.step_mode if step_mode is None else step_mode

@@ -676,7 +676,7 @@ def import_model(model: nn.Module, framework: Framework, *,
     except (TypeError, ValueError):
         raise HubError(f"expected a tuple of ints, got {input_shape!r}",
                        field="input_shape") from None
-    copied = _copy(model).eval()
+    copied = copy_model(model).eval()
     x = probe(shape)
     traced_wrong: list[HubError] = []
     failures: list[tuple[str, BaseException]] = []
@@ -703,7 +703,7 @@ def import_model(model: nn.Module, framework: Framework, *,
                       "input_shape=(...) if that shape is wrong")
 
 
-def _copy(model: nn.Module) -> nn.Module:
+def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy to trace, so the model's own state is never touched. Tensors a module holds
     as plain attributes with autograd history (a neuron's state after training) cannot be
     deep-copied, so the copy gets them detached."""
@@ -734,9 +734,31 @@ def run_native(model: nn.Module, framework: Framework, x: torch.Tensor,
     if convention == "static" and not torch.equal(x, x[:1].expand_as(x)):
         raise HubError("this model's forward takes one input and presents it at each of its "
                        "own steps; pass an x that is the same at every step", field="x")
-    traced = trace(_copy(model).eval(), framework, x, convention)
+    traced = trace(copy_model(model).eval(), framework, x, convention)
     if traced.steps != x.shape[0]:
         raise HubError(f"this model's forward runs {traced.steps} steps of its own; pass an x "
                        f"of {traced.steps} steps, not {x.shape[0]}", field="x")
     outputs = native_outputs(traced)
     return outputs["output"] if len(outputs) == 1 else outputs
+
+
+def prove_outputs(graph: hub.Graph, run: Callable[[torch.Tensor], Any]) -> None:
+    """The proof for a model read from its containers rather than traced: its own run
+    (``run(x)``, ``[T, N, *]`` in and out) and the graph's on the probe input agree output by
+    output, or the import is refused naming the output and the first step that differs."""
+    x = probe(graph.plan().output_shapes[graph.inputs[0]])
+    want = run(x)
+    got = hub.simulate(graph, x)
+    if not isinstance(got, dict):
+        got, want = {graph.outputs[0]: got}, {graph.outputs[0]: want}
+    for name, have in got.items():
+        native = torch.as_tensor(want[name]).to(have.dtype)
+        if native.shape != have.shape:
+            raise UnsupportedError(f"the model's own run gives shape {list(native.shape)} where "
+                                   f"the imported graph gives {list(have.shape)}", node=name)
+        for t in range(have.shape[0]):
+            if not _close(have[t], native[t]):
+                raise UnsupportedError(
+                    f"the imported graph differs from the model's own run at step {t}: the "
+                    "model's containers do not say what it computes, so the import is refused",
+                    node=name)

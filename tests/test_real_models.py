@@ -9,6 +9,7 @@ second input the import never saw.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -419,3 +420,32 @@ def test_snntorchs_nir_test_nets(recurrent):
                                     init_hidden=True, output=True))
     graph = same_as_native(model, snntorch_fw(), (20,))
     assert graph.nodes["1_rec"].type == "Scale"  # the one-to-one recurrence, V
+
+
+@pytest.mark.parametrize("framework", ["spikingjelly", "norse"])
+def test_a_container_the_hub_reads_wrongly_is_refused_by_its_own_run(framework, monkeypatch):
+    """Containers are read layer by layer, and the reading is still proved: a wrong mapping
+    of a neuron (forced here) makes the import fail, naming the output and the step."""
+    torch.manual_seed(10)
+    if framework == "spikingjelly":
+        from spikingjelly.activation_based import layer, neuron
+
+        import hub_plugins.spikingjelly as plugin
+
+        model = nn.Sequential(layer.Linear(6, 8), neuron.LIFNode(tau=2.0))
+        wrong = {k: (lambda f: lambda m: f(m).replace(threshold=np.float32(0.25)))(f)
+                 for k, f in plugin._neuron_table().items()}
+        monkeypatch.setattr(plugin, "_NEURONS", wrong)
+    else:
+        import norse.torch as norse
+
+        import hub_plugins.norse as plugin
+
+        model = norse.SequentialState(nn.Linear(6, 8), norse.LIFBoxCell())
+        real = plugin._import_cell
+        monkeypatch.setattr(plugin, "_import_cell", lambda cell, name: real(cell, name).replace(
+            threshold=np.float32(0.25)))
+    with torch.no_grad():
+        model[0].weight.uniform_(0.1, 0.5)
+    with pytest.raises(hub.UnsupportedError, match="differs from the model's own run at step"):
+        hub.load(model)
