@@ -667,8 +667,9 @@ def import_model(model: nn.Module, framework: Framework, *,
 
     The forward's calling convention is found by trying ``conventions`` in order: called once
     per step on ``[N, *in]``, once on a sequence ``[T, N, *in]``, or once on a single ``[N, *in]``
-    that it presents at every step itself. The first that runs and reads gives the graph; if
-    none does, the error of the first that got furthest is raised.
+    that it presents at every step itself. The first that runs, reads and proves gives the
+    graph; if none does, a failed proof is raised first, else the refusal of the way of calling
+    that read the furthest.
     """
     shape = tuple(input_shape) if input_shape is not None else guess_input_shape(model)
     try:
