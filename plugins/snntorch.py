@@ -401,7 +401,7 @@ def _neuron_piece(call: torch_trace.Call, strict: bool) -> torch_trace.Piece:
     if 1 not in call.used:
         return piece
     # the membrane snnTorch returns: integrated, and reset a step late by subtraction
-    if not isinstance(m, snntorch.Leaky) or type(m) is not snntorch.Leaky:
+    if type(m) is not snntorch.Leaky:  # not its subclasses (RLeaky), whose membrane differs
         raise UnsupportedError(f"the membrane of a {type(m).__name__} is read; the hub reads "
                                "the membrane of a Leaky only", field="mem")
     lif = piece.nodes[""]

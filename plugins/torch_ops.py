@@ -303,7 +303,7 @@ def _lift(rec: Any, name: str, args: tuple, out: torch.Tensor) -> bool:
         return False
     if out.shape[1:] != args[0].shape[1:]:
         raise UnsupportedError(f"{name} changes more than the time axis")
-    if v.time not in (None,):
+    if v.time is not None:
         raise UnsupportedError("a step's value repeated over time")
     rec.remember(out, Value(v.ref, SEQ, steps=out.shape[0]))
     return True
