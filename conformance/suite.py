@@ -121,15 +121,34 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
     return outcome
 
 
+def run_routes(case: zoo.Case, all_routes: list[Route],
+               tick: Callable[[str], None] | None = None) -> tuple[torch.Tensor, list[Outcome]]:
+    """The reference run of ``case`` and its outcomes along each of ``all_routes``, in order."""
+    reference = flat(hub.simulate(case.graph, torch.as_tensor(case.x)))
+    outcomes = []
+    for route in all_routes:
+        if tick:
+            tick(f"{case.id} {route.label}")
+        outcomes.append(run_case(case, route, reference))
+    return reference, outcomes
+
+
 def run(formats: Iterable[str] | None = None, tiers: Iterable[str] = zoo.TIERS,
         match: str | None = None, paper: Path | None = None,
         cases: list[zoo.Case] | None = None,
-        progress: Callable[[int, int, str], None] | None = None) -> Suite:
+        progress: Callable[[int, int, str], None] | None = None,
+        jobs: int = 1, cluster: str | None = None) -> Suite:
     """Run the conformance suite: every case of ``tiers`` along every route between ``formats``.
 
     ``formats`` defaults to every usable installed format; ``match`` keeps the cases whose id
     matches the fnmatch pattern; ``cases`` replaces the zoo (used by ``--against``).
     ``progress(done, total, what)`` is called as it goes.
+
+    ``jobs`` > 1 runs the cases on that many local processes; ``cluster`` (a Dask distributed
+    scheduler address such as ``"tcp://10.0.0.5:8786"``, needs the ``distributed`` extra) runs
+    them on that cluster's workers, which need snn-hub and the same frameworks installed. Either
+    way a case is the unit of work and the outcomes come back in the serial order, identical to
+    a serial run's.
     """
     start = time.perf_counter()
     tiers = tuple(tiers)
@@ -147,14 +166,25 @@ def run(formats: Iterable[str] | None = None, tiers: Iterable[str] = zoo.TIERS,
                  or fnmatch.fnmatchcase(c.name, match)]
     all_routes = routes(chosen)
     total = len(cases) * len(all_routes)
-    outcomes, references = [], {}
-    for case in cases:
-        reference = flat(hub.simulate(case.graph, torch.as_tensor(case.x)))
+    outcomes: list[Outcome] = []
+    references: dict[str, torch.Tensor] = {}
+
+    done = 0
+
+    def tick(what: str) -> None:
+        nonlocal done
+        if progress:
+            progress(done, total, what)
+        done += 1
+
+    if jobs > 1 or cluster:
+        from .parallel import run_cases
+        results = run_cases(cases, all_routes, jobs=jobs, cluster=cluster, progress=progress)
+    else:
+        results = (run_routes(case, all_routes, tick) for case in cases)
+    for case, (reference, judged) in zip(cases, results):
         references[case.id] = reference
-        for route in all_routes:
-            if progress:
-                progress(len(outcomes), total, f"{case.id} {route.label}")
-            outcomes.append(run_case(case, route, reference))
+        outcomes += judged
     if progress:
         progress(total, total, "done")
     return Suite(outcomes, list(chosen), tiers, unloadable, time.perf_counter() - start,

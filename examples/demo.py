@@ -196,7 +196,7 @@ def conformance() -> None:
         warnings.simplefilter("ignore")  # the paper files' warnings were shown above
         formats = [n for n in ("hub", "nir", "snntorch", "norse", "spikingjelly", "netx")
                    if hub.plugins().format(n, usable=False).unavailable() is None]
-        suite = hub_conformance.run(formats)
+        suite = hub_conformance.run(formats, jobs=os.cpu_count() or 1)
     report.terminal(suite, console)
     path = report.write(suite, OUT / "conformance")
     console.print(f"wrote {path.relative_to(ROOT)} and its matrix picture")

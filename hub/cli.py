@@ -96,7 +96,18 @@ def _parser() -> argparse.ArgumentParser:
                    "here, to compare later runs against")
     p.add_argument("--against", metavar="DIR", help="re-run the cases recorded in DIR and report "
                    "every output that changed")
+    p.add_argument("-j", "--jobs", metavar="N", type=_positive, default=1,
+                   help="run the cases on N local processes (same results as one)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run the cases on a Dask distributed "
+                   "cluster, e.g. tcp://10.0.0.5:8786 (needs the 'distributed' extra, and "
+                   "snn-hub with the same frameworks on every worker)")
     return parser
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 class Terminated(HubError):
@@ -236,6 +247,7 @@ def _conformance(args: argparse.Namespace, out: Console) -> int:
     formats = _list(args.formats)
     tiers = tuple(_list(args.tier) or ())
     options = {"match": args.cases, "paper": Path(args.paper) if args.paper else None}
+    spread = {"jobs": args.jobs, "cluster": args.cluster}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[what]}"))
     with Progress(*columns, console=out, transient=True) as bar:
@@ -246,9 +258,9 @@ def _conformance(args: argparse.Namespace, out: Console) -> int:
 
         if args.against:
             suite, changes = record.against(Path(args.against), formats, progress=progress,
-                                            match=args.cases)
+                                            match=args.cases, **spread)
         else:
-            suite = hub_conformance.run(formats, tiers, progress=progress, **options)
+            suite = hub_conformance.run(formats, tiers, progress=progress, **options, **spread)
             changes = []
     report.terminal(suite, out)
     if args.out:

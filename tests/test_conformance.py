@@ -393,3 +393,63 @@ def test_a_tie_passes_in_the_float_tier_and_the_report_lists_it(wrong):
     assert suite.ok
     assert "## Threshold ties" in report.markdown(suite, [])
     assert "1 pass (1 tie)" in report.cell_text(suite.count(source="hub", target="wrong"))
+
+
+# -- running the matrix on several processes or a cluster -------------------------------------
+
+
+def _same(serial: hub_conformance.Suite, spread: hub_conformance.Suite) -> None:
+    assert [o.id for o in spread.outcomes] == [o.id for o in serial.outcomes]
+    for a, b in zip(serial.outcomes, spread.outcomes):
+        assert (a.status, a.detail) == (b.status, b.detail), a.id
+        assert (a.output is None) == (b.output is None), a.id
+        assert a.output is None or torch.equal(a.output, b.output), a.id
+    assert serial.references.keys() == spread.references.keys()
+    assert all(torch.equal(serial.references[k], spread.references[k])
+               for k in serial.references)
+
+
+SPREAD = {"formats": ["hub", "nir", "snntorch"], "tiers": ["exact", "float"],
+          "match": "*/dense-lif-v-*"}
+
+
+@pytest.fixture(scope="module")
+def serial():
+    suite = hub_conformance.run(**SPREAD)
+    assert len(suite.outcomes) > 20 and suite.count()["pass"] > 0
+    return suite
+
+
+def test_jobs_give_the_serial_results_and_progress_counts_every_run(serial):
+    seen = []
+    spread = hub_conformance.run(**SPREAD, jobs=2, progress=lambda d, t, w: seen.append((d, t)))
+    _same(serial, spread)
+    total = len(serial.outcomes)
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_a_local_dask_cluster_gives_the_serial_results(serial):
+    distributed = pytest.importorskip("distributed", reason="the 'distributed' extra is not "
+                                      "installed (pip install 'snn-hub[distributed]')")
+    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,
+                                  processes=True, dashboard_address=None) as cluster:
+        spread = hub_conformance.run(**SPREAD, cluster=cluster.scheduler_address)
+    _same(serial, spread)
+
+
+def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
+    pytest.importorskip("distributed", reason="the 'distributed' extra is not installed")
+    from hub_conformance import parallel
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(hub.errors.HubError, match="cannot reach the Dask scheduler"):
+        hub_conformance.run(formats=["hub"], tiers=["exact"], match="exact/dense-lif",
+                            cluster="tcp://127.0.0.1:9")
+
+
+def test_the_command_line_runs_jobs_and_refuses_a_bad_count(capsys):
+    assert main(["conformance", "--formats", "hub,nir", "--tier", "exact", "--cases",
+                 "exact/dense-lif-s*", "--jobs", "2"]) == 0
+    assert "runs of" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["conformance", "--jobs", "0"])
+    assert "at least 1" in capsys.readouterr().err
