@@ -45,6 +45,31 @@ def cell_text(counts: dict[str, int]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+def na_reasons(suite: Suite) -> list[tuple[str, int, list[str]]]:
+    """Why runs were n/a, most blocking first: (reason, runs it blocks, the cases it blocks).
+    Reasons that differ only in the node's name or the value found are one reason."""
+    groups: dict[str, tuple[int, set[str]]] = {}
+    for o in suite.outcomes:
+        if o.status == "n/a":
+            reason = _general(o.detail)
+            n, names = groups.get(reason, (0, set()))
+            groups[reason] = (n + 1, names | {o.case.id})
+    return sorted(((r, n, sorted(names)) for r, (n, names) in groups.items()),
+                  key=lambda item: (-item[1], item[0]))
+
+
+def _general(detail: str) -> str:
+    detail = re.sub(r"node '[^']*'", "node", detail)
+    detail = re.sub(r"np\.float\d+\(([^)]*)\)", r"\1", detail)
+    return re.sub(r"got \[[^\]]*\]", "got [...]", detail)
+
+
+def coverage(counts: dict[str, int]) -> float | None:
+    """The share of a cell's runs that ran (were not n/a), or None for an empty cell."""
+    total = sum(v for k, v in counts.items() if k != "unavailable")
+    return None if not total else 1 - counts["n/a"] / total
+
+
 def _unavailable(suite: Suite) -> dict[str, int]:
     """How many runs could not run here, by reason (a runtime's environment is missing)."""
     out: dict[str, int] = {}
@@ -84,6 +109,14 @@ def terminal(suite: Suite, console: Any) -> None:
         console.print(f"[yellow]not run[/yellow] paper/{name}: {reason}", soft_wrap=True)
     for reason, n in sorted(_unavailable(suite).items()):
         console.print(f"[yellow]not run[/yellow] {n} runs: {reason}", soft_wrap=True)
+    ranked = na_reasons(suite)
+    if ranked:
+        console.print("n/a reasons, most blocking first:")
+    for reason, n, _ in ranked[:8]:
+        console.print(f"  [dim]{n:6d} n/a[/dim] {reason}", soft_wrap=True, markup=True,
+                      highlight=False)
+    if len(ranked) > 8:
+        console.print(f"  ... and {len(ranked) - 8} more reasons (see the report)")
     total = len(suite.outcomes)
     console.print(f"{total} runs of {len({o.case.id for o in suite.outcomes})} cases along "
                   f"{len({o.route for o in suite.outcomes})} routes in {suite.seconds:.1f} s: "
@@ -151,14 +184,17 @@ def markdown(suite: Suite, failed: list[tuple[Outcome, Path]]) -> str:
         lines += ["## Threshold ties (float tiers; they pass)", ""]
         lines += [f"- `{o.id}`: {o.detail}" for o in ties]
         lines.append("")
-    not_expressible: dict[str, set[str]] = {}
-    for o in suite.outcomes:
-        if o.status == "n/a":
-            not_expressible.setdefault(o.detail, set()).add(o.case.id)
-    if not_expressible:
-        lines += ["## Not expressible (n/a)", ""]
-        for reason, names in sorted(not_expressible.items()):
-            lines.append(f"- {reason} ({', '.join(sorted(names))})")
+    ranked = na_reasons(suite)
+    if ranked:
+        total = sum(n for _, n, _ in ranked)
+        lines += ["## Not expressible (n/a), most blocking first", "",
+                  f"{total} runs are n/a for {len(ranked)} reasons (node names and values "
+                  "found are left out, so a reason counts every node it blocks).", "",
+                  "| runs | share of n/a | reason | cases |", "|---:|---:|---|---|"]
+        for reason, n, names in ranked:
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6
+                                            else "")
+            lines.append(f"| {n} | {n / total:.1%} | {reason.replace('|', '/')} | {shown} |")
         lines.append("")
     unavailable = _unavailable(suite)
     if unavailable:
@@ -173,7 +209,8 @@ def markdown(suite: Suite, failed: list[tuple[Outcome, Path]]) -> str:
 
 
 def matrix_picture(suite: Suite, path: Path) -> None:
-    """One coloured source x target grid per tier, each cell labelled with its counts."""
+    """One coloured source x target grid per tier, each cell labelled with its counts; a
+    passing cell's green fades towards grey with the share of its runs that were n/a."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,9 +233,16 @@ def matrix_picture(suite: Suite, path: Path) -> None:
         for i, a in enumerate(suite.formats):
             for j, b in enumerate(suite.formats):
                 counts = grid[(a, b)]
-                image[i, j] = to_rgb(COLOURS[verdict(counts)])
-                ax.text(j, i, cell_text(counts).replace(" (", "\n("), ha="center",
-                        va="center", fontsize=7, wrap=True)
+                colour = np.array(to_rgb(COLOURS[verdict(counts)]))
+                share = coverage(counts)
+                if verdict(counts) in ("pass", "tie") and share is not None:
+                    # a cell is as saturated as the share of its runs that ran
+                    colour = colour * share + np.array(to_rgb(COLOURS["n/a"])) * (1 - share)
+                image[i, j] = colour
+                text = cell_text(counts).replace(" (", "\n(")
+                if share is not None:
+                    text += f"\n{share:.0%} ran"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, wrap=True)
         ax.imshow(image)
         ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
         ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)

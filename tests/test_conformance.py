@@ -453,3 +453,28 @@ def test_the_command_line_runs_jobs_and_refuses_a_bad_count(capsys):
     with pytest.raises(SystemExit):
         main(["conformance", "--jobs", "0"])
     assert "at least 1" in capsys.readouterr().err
+
+
+# -- what the report says about n/a -----------------------------------------------------------
+
+
+def test_the_report_ranks_n_a_reasons_by_the_runs_they_block(tmp_path, capsys):
+    suite = hub_conformance.run(["hub", "snntorch"], ("exact",), match="exact/dense-lif*")
+    ranked = report.na_reasons(suite)
+    assert ranked and sum(n for _, n, _ in ranked) == suite.count()["n/a"]
+    assert [n for _, n, _ in ranked] == sorted((n for _, n, _ in ranked), reverse=True)
+    assert not any("node '" in reason for reason, _, _ in ranked)  # one reason, any node
+    text = (report.write(suite, tmp_path)).read_text()
+    top, n, names = ranked[0]
+    assert f"| {n} |" in text and top.replace("|", "/") in text and names[0] in text
+    report.terminal(suite, __import__("rich.console").console.Console(width=200))
+    assert "n/a reasons, most blocking first" in capsys.readouterr().out
+
+
+def test_a_cell_shows_how_much_of_it_ran():
+    counts = dict.fromkeys(hub_conformance.suite.STATUSES, 0)
+    assert report.coverage(counts) is None
+    few, many = dict(counts, **{"pass": 31, "n/a": 214}), dict(counts, **{"pass": 188, "n/a": 57})
+    assert report.coverage(few) == pytest.approx(31 / 245)
+    assert report.coverage(many) == pytest.approx(188 / 245)
+    assert report.verdict(few) == report.verdict(many) == "pass"
