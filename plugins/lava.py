@@ -284,6 +284,8 @@ def run_netx(path: str | os.PathLike, x: Any, *,
 DEFAULT_SCALE = 1 << 6
 #: slayer's ``quantize_8bit`` keeps even weight mantissas in [-256, 254].
 WEIGHT_RANGE = (-256, 254)
+#: The ``max_delay`` of the axonal delays of slayer's CUBA blocks (``block.cuba``).
+AXON_MAX_DELAY = 62
 
 
 def _slayer_here() -> bool:
@@ -323,10 +325,11 @@ class SlayerFormat(hub.Format):
     goes through the canonical Loihi neuron, :class:`hub.LoihiCUBA`: a ``Dense``/``Conv`` block
     is a ``Linear``/``Conv2d`` of its integer weight mantissas followed by a ``LoihiCUBA`` with
     ``i_decay``/``v_decay`` the 12-bit decays and ``threshold`` the threshold mantissa, the same
-    numbers slayer's ``export_hdf5`` writes for netx. slayer's per-block one-step
-    ``delay_shift`` (the hardware's synaptic latency) is transport, not model: it is not in
-    the graph, and :meth:`run` switches it off while it runs, so outputs line up with
-    ``hub.simulate`` and with :func:`run_netx`.
+    numbers slayer's ``export_hdf5`` writes for netx. A block's timing is part of the model:
+    its one-step ``delay_shift`` (on by default) and its learnable axonal delays
+    (``delay=True``, one per channel, truncated to whole steps as slayer's forward does) are a
+    ``Delay`` node after the neuron, and a ``Delay`` there is written back as ``delay_shift``
+    and axonal delays. :meth:`run` is slayer's own forward, as its users call it.
     """
 
     name = "slayer"
@@ -334,9 +337,9 @@ class SlayerFormat(hub.Format):
     description = "lava-dl slayer CUBA block networks (torch modules; Loihi fixed point)"
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
-    load_options = ("input_shape",)
+    load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA"})
+                                   "LoihiCUBA", "Delay"})
 
     def unavailable(self) -> str | None:
         if _slayer_here():
@@ -351,7 +354,11 @@ class SlayerFormat(hub.Format):
 
     # -- import -----------------------------------------------------------------------------
 
-    def load(self, obj: Any, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
+    def load(self, obj: Any, input_shape: tuple[int, ...] | None = None,
+             delay_shift: bool = True) -> hub.Graph:
+        """The network's canonical graph. ``delay_shift=False`` reads the blocks as if their
+        ``delay_shift`` were off: the network slayer's ``export_hdf5`` writes for netx, where
+        Lava's pipeline supplies that latency (``docs/lava.md``)."""
         blocks = _blocks(obj)
         if blocks is None:
             raise FormatError(f"a {type(obj).__name__} is not a slayer network: expected a "
@@ -362,7 +369,7 @@ class SlayerFormat(hub.Format):
         for index, block in enumerate(blocks):
             where = f"blocks.{index}"
             try:
-                mapped, shape = _import_block(block)
+                mapped, shape = _import_block(block, delay_shift)
             except hub.HubError as e:
                 raise e.at(node=where) from None
             if first_shape is None and shape is not None:
@@ -401,6 +408,10 @@ class SlayerFormat(hub.Format):
                 continue
             if isinstance(node, hub.Output):
                 break
+            if isinstance(node, hub.Delay) and i == 1:
+                blocks.append(_export_input_delay(name, node))
+                i += 1
+                continue
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
                     not isinstance(neuron[1], hub.LoihiCUBA):
@@ -408,35 +419,33 @@ class SlayerFormat(hub.Format):
                     f"slayer CUBA blocks are a synapse (Linear or Conv2d) followed by a "
                     f"LoihiCUBA neuron; found {type(node).__name__} followed by "
                     f"{type(neuron[1]).__name__}", node=name)
+            after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+            delay = after if isinstance(after[1], hub.Delay) else None
             blocks.append(_export_block(name, node, neuron[0], neuron[1], shape,
-                                        plan[neuron[0]]))
+                                        plan[neuron[0]], delay))
             shape = plan[neuron[0]]
-            i += 2
+            i += 3 if delay else 2
         return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
 
     # -- runtime ----------------------------------------------------------------------------
 
     def run(self, native: Any, x: Any) -> Any:
-        """slayer's own forward on time-major ``x``, without its per-block one-step delay."""
+        """slayer's own forward on time-major ``x``, in eval mode, as its users run it."""
         blocks = _blocks(native)
         if blocks is None:
             raise FormatError(f"a {type(native).__name__} is not a slayer network")
         x = torch.as_tensor(x, dtype=torch.float32)
         y = hub.to_lava(x).contiguous()
-        saved = [(b, getattr(b, "delay_shift", None), b.training) for b in blocks]
+        saved = [(b, b.training) for b in blocks]
         try:
             with torch.no_grad():
                 for block in blocks:
-                    if hasattr(block, "delay_shift"):
-                        block.delay_shift = False
                     block.eval()
                     y = block(y)
                     if isinstance(y, tuple):  # count_log blocks return (spikes, rate)
                         y = y[0]
         finally:
-            for block, shift, training in saved:
-                if shift is not None:
-                    block.delay_shift = shift
+            for block, training in saved:
                 block.train(training)
         return hub.from_lava(y)
 
@@ -510,7 +519,8 @@ def _weights(block: Any) -> np.ndarray:
     return mant.astype(np.float32)
 
 
-def _import_block(block: Any) -> tuple[list[tuple[str, hub.Node]], tuple[int, ...] | None]:
+def _import_block(block: Any, keep_shift: bool = True
+                  ) -> tuple[list[tuple[str, hub.Node]], tuple[int, ...] | None]:
     """The canonical nodes of one slayer block, and the input shape it reveals (if any)."""
     kind = type(block).__name__
     family = type(block).__module__.rsplit(".", 1)[-1]
@@ -523,13 +533,11 @@ def _import_block(block: Any) -> tuple[list[tuple[str, hub.Node]], tuple[int, ..
         if block.neuron is not None:
             raise hub.UnsupportedError("an Input block with a neuron: netx cannot simulate it "
                                        "in Lava 0.10, so it is not mapped", node="neuron")
-        return [], None
+        delay = _block_delay(block, keep_shift, conv=False)
+        return ([("delay", delay)] if delay is not None else []), None
     if kind not in ("Dense", "Conv"):
         raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped (Dense, Conv, "
                                    "Flatten and Input without a neuron are)")
-    if block.delay is not None:
-        raise hub.UnsupportedError("learnable axonal delays (delay=True) are not mapped",
-                                   field="delay")
     weight = _weights(block)
     synapse = block.synapse
     if kind == "Dense":
@@ -547,7 +555,42 @@ def _import_block(block: Any) -> tuple[list[tuple[str, hub.Node]], tuple[int, ..
         neuron = _import_neuron(block.neuron, kind == "Conv")
     except hub.HubError as e:
         raise e.at(node="neuron") from None
-    return [("synapse", node), ("neuron", neuron)], shape
+    nodes: list[tuple[str, hub.Node]] = [("synapse", node), ("neuron", neuron)]
+    delay = _block_delay(block, keep_shift, conv=kind == "Conv")
+    if delay is not None:
+        nodes.append(("delay", delay))
+    return nodes, shape
+
+
+def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
+    """The block's timing after its neuron: ``delay_shift`` (one step) plus its axonal delays.
+
+    slayer's forward applies ``step_delay`` (a shift by one step) where ``delay_shift is True``,
+    then ``axon.Delay``, which clamps its learnable delays to ``[0, max_delay]`` and shifts
+    each channel by ``int(delay)`` steps (``utils.time.shift``: truncation, the same as the
+    floor that ``export_hdf5`` writes for non-negative delays).
+    """
+    shift = 1 if keep_shift and getattr(block, "delay_shift", False) is True else 0
+    axon = getattr(block, "delay", None)
+    neuron = getattr(block, "neuron", None)
+    if neuron is not None and getattr(neuron, "persistent_state", False):
+        raise hub.UnsupportedError("persistent_state carries the neuron's state (and slayer's "
+                                   "delay buffer) from one forward call to the next; the hub's "
+                                   "model starts each run at rest", node="neuron",
+                                   field="persistent_state")
+    if axon is None:
+        return hub.Delay(delay=shift) if shift else None
+    if not axon.init:
+        raise hub.UnsupportedError("the axonal delays (delay=True) are drawn at random on the "
+                                   "block's first forward: run the network once (or set "
+                                   "block.delay.delay and block.delay.init) first", field="delay")
+    values = axon.delay.detach().cpu().to(torch.float64)
+    low, high = 0.0, np.inf if axon.max_delay is None else float(axon.max_delay)
+    steps = np.trunc(values.clamp(low, high).numpy() / axon.sampling_time).astype(np.int64)
+    steps = steps.reshape(-1) + shift
+    if (steps == steps[0]).all():
+        return hub.Delay(delay=int(steps[0])) if steps[0] else None
+    return hub.Delay(delay=steps.reshape(-1, 1, 1) if conv else steps)
 
 
 def _conv_input_shape(block: Any, weight: np.ndarray) -> tuple[int, ...] | None:
@@ -583,8 +626,41 @@ def _chain(graph: hub.Graph) -> list[tuple[str, hub.Node]]:
     return [(name, flat.nodes[name]) for name in order]
 
 
+def _export_input_delay(name: str, node: hub.Delay) -> Any:
+    """A ``Delay`` of one step before the first synapse: an ``Input`` block's ``delay_shift``."""
+    if node.delay.size != 1 or int(node.delay.reshape(-1)[0]) != 1:
+        raise hub.UnsupportedError("before the first block slayer delays its input only by an "
+                                   "Input block's one-step delay_shift", node=name, field="delay")
+    return _slayer().block.cuba.Input(None, delay_shift=True)
+
+
+def _export_timing(neuron_name: str, neuron: hub.LoihiCUBA, delay: tuple[str, hub.Delay] | None,
+                   conv: bool, count: int) -> tuple[bool, np.ndarray | None]:
+    """A block's ``delay_shift`` and per-channel axonal delays (or ``None``) from the neuron's
+    ``delay`` and the ``Delay`` node after it: one step of it is ``delay_shift`` where every
+    channel is delayed at least that much."""
+    name = delay[0] if delay else neuron_name
+    steps = np.asarray(delay[1].delay if delay else 0, dtype=np.int64) + int(neuron.delay)
+    if conv:
+        if steps.size > 1 and (steps.ndim != 3 or steps.shape[1:] != (1, 1)):
+            raise hub.UnsupportedError("slayer's axonal delays in a convolution block are one per "
+                                       "channel; this Delay varies over positions", node=name,
+                                       field="delay")
+    elif steps.ndim > 1:
+        raise hub.UnsupportedError("a Dense block's axonal delays are one per neuron", node=name,
+                                   field="delay")
+    flat = np.broadcast_to(steps.reshape(-1), (count,)) if steps.size == 1 else steps.reshape(-1)
+    shift = bool((flat >= 1).all())
+    axonal = flat - 1 if shift else flat
+    if axonal.max() > AXON_MAX_DELAY:
+        raise hub.UnsupportedError(f"slayer's axonal delays are 0 to {AXON_MAX_DELAY} steps "
+                                   "(its Delay clamps them)", node=name, field="delay")
+    return shift, (axonal if axonal.any() else None)
+
+
 def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.LoihiCUBA,
-                  shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
+                  shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  delay: tuple[str, hub.Delay] | None = None) -> Any:
     slayer = _slayer()
     if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's CUBA synapses have no bias", node=name,
@@ -598,16 +674,16 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Lo
             f"{weight.min()}..{weight.max()}" + ("" if _integral(weight) else ", not integers"),
             node=name, field="weight")
     for field, value in (("bias", np.any(neuron.bias != 0)), ("refractory", neuron.refractory),
-                         ("delay", neuron.delay),
                          ("spike_mode", neuron.spike_mode != "binary")):
         if value:
             raise hub.UnsupportedError(f"slayer's CUBA neuron has no {field} of this kind "
-                                       "(no bias, no refractory period, no axonal delay, "
-                                       "binary spikes)", node=neuron_name, field=field)
+                                       "(no bias, no refractory period, binary spikes)",
+                                       node=neuron_name, field=field)
     if neuron.threshold.size != 1:
         raise hub.UnsupportedError("slayer's CUBA neuron has one threshold per block",
                                    node=neuron_name, field="threshold")
     conv = isinstance(synapse, hub.Conv2d)
+    shift, axonal = _export_timing(neuron_name, neuron, delay, conv, int(out_shape[0]))
     per_channel = neuron.i_decay.size > 1 or neuron.v_decay.size > 1
     if per_channel and (conv or len(shape) != 1):
         raise hub.UnsupportedError("per-channel decays map to slayer only in Dense blocks",
@@ -621,10 +697,11 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Lo
             params, int(weight.shape[1] * synapse.groups), int(weight.shape[0]),
             tuple(int(k) for k in weight.shape[2:]), stride=tuple(synapse.stride),
             padding=tuple(synapse.padding), dilation=tuple(synapse.dilation),
-            groups=synapse.groups)
+            groups=synapse.groups, delay=axonal is not None, delay_shift=shift)
         tensor = torch.tensor(weight[..., None] / DEFAULT_SCALE, dtype=torch.float32)
     else:
-        block = slayer.block.cuba.Dense(params, int(weight.shape[1]), int(weight.shape[0]))
+        block = slayer.block.cuba.Dense(params, int(weight.shape[1]), int(weight.shape[0]),
+                                        delay=axonal is not None, delay_shift=shift)
         tensor = torch.tensor(weight[..., None, None, None] / DEFAULT_SCALE, dtype=torch.float32)
     count = int(weight.shape[0])
     with torch.no_grad():
@@ -638,6 +715,9 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Lo
                      "voltage_decay_max"):
             if hasattr(block.neuron, attr):
                 delattr(block.neuron, attr)
+    if axonal is not None:  # whole steps: slayer's forward truncates them, its export floors
+        block.delay.delay.data = torch.tensor(axonal.astype(np.float32))
+        block.delay.init = True
     # slayer learns the neuron shape on the first forward; export_hdf5 needs it before that
     block.neuron.shape = torch.Size(out_shape)
     block.neuron.num_neurons = int(np.prod(out_shape))

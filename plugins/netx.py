@@ -122,7 +122,7 @@ class NetxFormat(hub.Format):
     save_options = ("strict", "quantize", "x")
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
                          "LoihiCUBA", "Output"})
-    exports = imports
+    exports = imports | {"Delay"}
 
     def read(self, path: Path) -> hub.Graph:
         # checked by hub.hdf5 (nothing outside the file, within the limits) before any read
@@ -722,6 +722,14 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
+        if isinstance(node, hub.Delay) and not ops and len(layers) > 1:
+            # a uniform delay right after a neuron is that neuron's axonal delay
+            total = (delayed[1] if delayed else 0) + _uniform(name, node)
+            if total > MAX_DELAY:
+                raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
+                                       "clips larger ones)", node=name, field="delay")
+            delayed = (name, total) if total else None
+            continue
         original = node if isinstance(node, hub.IF) else None
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
         if not ops:
@@ -740,9 +748,21 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
     if delayed is not None:
         raise UnsupportedError("netx delays spikes in the synapses of the layer they reach (a "
                                "dense layer's 'delay' key); the last neuron layer feeds the "
-                               "network's output, which has none: delay the output yourself",
+                               "network's output, which has none: delay the output yourself "
+                               "(a slayer network's delay_shift is such a latency: Lava's "
+                               "pipeline adds it by itself, so load the network with "
+                               "delay_shift=False to write the network netx runs)",
                                node=delayed[0], field="delay")
     return layers
+
+
+def _uniform(name: str, node: hub.Delay) -> int:
+    values = node.delay.reshape(-1)
+    if values.size == 0 or not (values == values[0]).all():
+        raise UnsupportedError("netx writes one axonal delay per layer (the next dense layer's "
+                               "'delay' key); this Delay differs between neurons", node=name,
+                               field="delay")
+    return int(values[0])
 
 
 def _check_bias_before_delay(graph: hub.Graph) -> None:
@@ -754,6 +774,8 @@ def _check_bias_before_delay(graph: hub.Graph) -> None:
     change its output. Without a bias upstream nothing spikes before the sample arrives."""
     biased = None
     for name, node in graph.walk():
+        if isinstance(node, hub.Delay) and node.delay.any() and biased:
+            node = LoihiCUBA(i_decay=0, v_decay=0, threshold=0, delay=1)  # as a delayed neuron
         if not isinstance(node, LoihiCUBA):
             continue
         if node.bias.any():

@@ -440,6 +440,34 @@ def test_delays_are_written_as_input_delays_and_read_back(tmp_path):
     assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
 
 
+def test_a_delay_node_after_a_neuron_is_its_axonal_delay(tmp_path):
+    """A slayer import's timing (a Delay after each block's neuron) is written as the next
+    dense layer's delays; after the last layer it is a latency netx cannot hold."""
+    rng = np.random.default_rng(12)
+    nodes = [("input", hub.Input(shape=(6,))),
+             ("fc1", hub.Linear(weight=_w(rng, 8, 6, lo=-3, hi=6))),
+             ("n1", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3)),
+             ("d1", hub.Delay(delay=np.full(8, 2))),
+             ("fc2", hub.Linear(weight=_w(rng, 4, 8, lo=-3, hi=6))),
+             ("n2", LoihiCUBA(i_decay=512, v_decay=1024, threshold=5))]
+    g = hub.Graph.chain(*nodes)
+    path = hub.save(g, to="netx", out=tmp_path / "d.net")
+    with h5py.File(path) as f:
+        assert f["layer/2/delay"][()].tolist() == [2.0] * 8
+    back = hub.load(path)
+    assert int(back.nodes["n1"].delay) == 2
+    x = _spikes(rng, 16, 2, 6, p=0.5)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+    trailing = hub.Graph.chain(*nodes, ("d2", hub.Delay(delay=1)))
+    with pytest.raises(hub.UnsupportedError, match="delay_shift=False") as e:
+        hub.save(trailing, to="netx", out=tmp_path / "t.net")
+    assert (e.value.node, e.value.field) == ("d2", "delay")
+    uneven = hub.Graph.chain(*nodes[:3], ("d1", hub.Delay(delay=np.arange(8))), *nodes[4:])
+    with pytest.raises(hub.UnsupportedError, match="differs between neurons") as e:
+        hub.save(uneven, to="netx", out=tmp_path / "u.net")
+    assert (e.value.node, e.value.field) == ("d1", "delay")
+
+
 def test_delays_netx_cannot_hold_are_refused():
     ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
     # the last neuron feeds the output: there is no next layer to hold its delay
