@@ -341,6 +341,51 @@ def conv_imports_spike_exact():
 
 
 @check
+def blocks_real_networks_use():
+    # an Input block with a neuron (and its weight and bias), biases (slayer's
+    # MeanOnlyBatchNorm), Pool and Recurrent blocks: imported exactly, exported back
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
+    rng = np.random.default_rng(9)
+    nets = {
+        "input": (torch.nn.ModuleList([cuba.Input(dict(P2), weight=1.5, bias=0.25),
+                                       cuba.Dense(dict(P1), 10, 6, weight_scale=3)]),
+                  (20, 2, 10), ["Scale", "Bias", "LoihiCUBA", "Delay"]),
+        "pool": (torch.nn.ModuleList([cuba.Conv(dict(P2, norm=norm), 2, 3, 3, padding=1,
+                                                weight_scale=5),
+                                      cuba.Pool(dict(P2), 2), cuba.Flatten(),
+                                      cuba.Dense(dict(P1, norm=norm), 18, 5, weight_scale=4)]),
+                 (20, 2, 2, 6, 4), ["Conv2d", "LoihiCUBA", "Delay"]),
+        # slayer's Recurrent writes persistent_state into the dict it is given: a copy
+        "recurrent": (torch.nn.ModuleList([cuba.Recurrent(dict(P1), 8, 6, weight_scale=2),
+                                           cuba.Dense(dict(P2), 6, 4, weight_scale=2)]),
+                      (25, 2, 8), ["Linear", "LoihiCUBA", "Delay"]),
+    }
+    for name, (net, shape, first) in nets.items():
+        for block in net:  # biases: MeanOnlyBatchNorm's running mean, on slayer's 2/64 grid
+            norm_ = getattr(getattr(block, "neuron", None), "norm", None)
+            if norm_ is not None:
+                out = block.neuron.shape[0] if block.neuron.shape else None
+                size = out or (block.synapse.out_channels)
+                norm_.running_mean = torch.tensor(rng.integers(-3, 4, size) * 2 / 64,
+                                                  dtype=torch.float32)
+        x = spikes(*shape, p=0.4)
+        graph = hub.load(net, input_shape=shape[2:])
+        kinds = [type(n).__name__ for _, n in graph.walk()]
+        assert kinds[1:1 + len(first)] == first, (name, kinds)
+        want = forward(net, x)
+        busy(want)
+        assert torch.equal(hub.simulate(graph, x), want), name
+        assert torch.equal(fmt.run(net, x), want), name  # twice: the recurrent state resets
+        assert torch.equal(fmt.run(net, x), want), name
+        back = hub.convert(graph, to="slayer")
+        assert torch.equal(forward(back.blocks, x), want), name
+        assert hub.load(back) == graph, name
+    pool = hub.load(nets["pool"][0], input_shape=(2, 6, 4))
+    assert pool.nodes["blocks.0.neuron"].bias.shape == (3, 1, 1)
+    assert "blocks.0.recurrent" in hub.load(nets["recurrent"][0]).nodes
+
+
+@check
 def export_runs_like_the_graph_and_comes_back():
     net, x = dense_net(), spikes(20, 2, 10)
     graph = hub.load(net)
@@ -377,7 +422,9 @@ def run_leaves_the_model_as_it_was():
 def refusals_name_block_and_field():
     cases = [(torch.nn.ModuleList([cuba.Dense(dict(P1, graded_spike=True), 4, 3)]),
               "blocks.0.neuron", "graded_spike"),
-             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Pool(P1, 2)]), "blocks.1", None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Affine(P1, 3, 2)]), "blocks.1",
+              None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Average(1)]), "blocks.1", None),
              (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Dense(P1, 3, 2, delay=True)]),
               "blocks.1", "delay"),
              (torch.nn.ModuleList([cuba.Dense(dict(P1, persistent_state=True), 4, 3)]),
@@ -441,6 +488,7 @@ for name, fn in CHECKS.items():
 
 CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_exact",
                "random_networks_with_default_delay_shift", "axonal_delays_are_per_neuron_delays",
+               "blocks_real_networks_use",
                "export_runs_like_the_graph_and_comes_back", "per_channel_decays",
                "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
                "slayer_export_for_netx"]
