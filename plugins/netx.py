@@ -356,7 +356,11 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
                                            "forward synapse's delays and no weight exponent, "
                                            "which the hub does not model",
                                            node=where, field="delay")
-                _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
+                per_output = _output_delays(layer, where, weight.shape)
+                if per_output is None:
+                    _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
+            else:
+                per_output = None
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             as_affine = bias is not None and _attr(layer, ATTR_BIAS) == "affine"
             if as_affine:
@@ -368,6 +372,13 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
                     *nodes, (f"fc{index}", hub.Linear(weight=weight))]
             neuron = _restore(layer, _neuron(layer, where, bias))
             nodes.append((f"n{index}", neuron))
+            if per_output is not None:
+                if neuron.bias.any():
+                    raise UnsupportedError("per-neuron delays on a layer with a bias: Lava "
+                                           "delays the synaptic input, which is the neuron's "
+                                           "output delayed only while nothing else drives it",
+                                           node=where, field="delay")
+                nodes.append((f"d{index}", hub.Delay(delay=per_output)))
             if kind == "dense_rec":
                 rec = _weights(layer, "weight_rec", where)
                 if rec.shape != (weight.shape[0],) * 2:
@@ -491,12 +502,34 @@ def _uniform_delay(layer: h5py.Group, where: str, weight_shape: tuple[int, ...])
     return delay
 
 
+def _output_delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
+                   ) -> np.ndarray | None:
+    """A dense layer's differing delays per output neuron (slayer's ``delay=True`` export),
+    or ``None`` for any other ``delay`` key.
+
+    netx reads a vector of ``out`` delays first as one delay per output neuron
+    (``create_dense``: "axonal delays to syn"), repeated over that neuron's synapses: every
+    input of neuron ``j`` arrives ``d[j]`` steps late, which (its state starting at zero and
+    nothing else driving it) is neuron ``j``'s output leaving ``d[j]`` steps late: a ``Delay``
+    after the layer's neuron, as slayer's forward applies it."""
+    value = _integers(layer, "delay", where)
+    if value.ndim != 1 or value.size != weight_shape[0] or (value == value[0]).all():
+        return None
+    if value.min() < 0 or value.max() > MAX_DELAY:
+        raise UnsupportedError(f"holds delays from {value.min()} to {value.max()}; netx clips "
+                               f"them to 0 .. {MAX_DELAY}", node=where, field="delay")
+    return value.astype(np.int64)
+
+
 def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:
     """Give the neuron before this layer (past any flatten) the layer's uniform input delay."""
     for i in range(len(nodes) - 1, -1, -1):
         name, node = nodes[i]
         if isinstance(node, hub.Flatten):
             continue
+        if isinstance(node, hub.Delay):  # a layer's per-neuron delays, then these
+            nodes[i] = (name, node.replace(delay=node.delay + delay))
+            return
         if isinstance(node, hub.IF):  # restored from hub.neuron: the file's neuron is Loihi's
             node = exact_loihi(name, node)
         if not isinstance(node, LoihiCUBA):
@@ -780,6 +813,10 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
+        if isinstance(node, hub.Delay) and not ops and len(layers) > 1 and \
+                node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
+            _write_output_delays(layers[-1], name, node, delayed)
+            continue
         if isinstance(node, hub.Delay) and not ops and len(layers) > 1:
             # a uniform delay right after a neuron is that neuron's axonal delay
             total = (delayed[1] if delayed else 0) + _uniform(name, node)
@@ -821,6 +858,27 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
                                "delay_shift=False to write the network netx runs)",
                                node=delayed[0], field="delay")
     return layers
+
+
+def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
+                         delayed: tuple[str, int] | None) -> None:
+    """Per-neuron delays after a dense layer's neuron as that layer's ``delay`` key, one per
+    output (as slayer's ``export_hdf5`` writes ``delay=True``; :func:`_output_delays`)."""
+    out = int(layer.data.get("outFeatures", 0))
+    values = node.delay.reshape(-1)
+    why = None
+    if layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
+        why = "only after a dense layer's neuron, one delay per neuron"
+    elif "bias" in layer.data:
+        why = "not on a layer with a bias (Lava delays the input, not the biased output)"
+    elif delayed is not None or "delay" in layer.data:
+        why = "not on a layer whose inputs are delayed too (one 'delay' key per layer)"
+    elif values.max() > MAX_DELAY:
+        why = f"0 to {MAX_DELAY} steps"
+    if why:
+        raise UnsupportedError(f"netx holds delays that differ between neurons {why}",
+                               node=name, field="delay")
+    layer.data["delay"] = values.astype(np.float32)
 
 
 def _uniform(name: str, node: hub.Delay) -> int:

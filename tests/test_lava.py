@@ -451,10 +451,18 @@ def refusals_name_block_and_field():
 def slayer_export_for_netx():
     conv = torch.nn.ModuleList([cuba.Conv(P2, 2, 3, 3, padding=1, weight_scale=6),
                                 cuba.Flatten(), cuba.Dense(P2, 60, 6, weight_scale=4)])
+    delayed = torch.nn.ModuleList([cuba.Dense(P1, 10, 8, weight_scale=3, delay=True),
+                                   cuba.Dense(P2, 8, 5, weight_scale=3)])
+    forward(delayed, spikes(4, 1, 10))  # slayer draws the delays on the first forward
+    with torch.no_grad():
+        delayed[0].delay.delay.data = torch.arange(8, dtype=torch.float32) * 0.75
     for name, net, x, shape in [("dense", dense_net(), spikes(20, 2, 10), None),
-                                ("conv", conv, spikes(16, 2, 2, 5, 4, p=0.5), (2, 5, 4))]:
+                                ("conv", conv, spikes(16, 2, 2, 5, 4, p=0.5), (2, 5, 4)),
+                                ("delayed", delayed, spikes(24, 2, 10, p=0.5), None)]:
         # the netx file holds the network without the latency Lava's pipeline adds itself
-        model = hub.convert(hub.load(net, input_shape=shape, delay_shift=False), to="slayer")
+        graph = hub.load(net, input_shape=shape, delay_shift=False)
+        hub.save(graph, to="netx", out=f"{out}/hub-{name}.net")  # the hub's own writer
+        model = hub.convert(graph, to="slayer")
         try:
             hub.save(hub.load(net, input_shape=shape), to="netx", out=f"{out}/refused.net")
             raise AssertionError("a trailing delay_shift has no place in a netx file")
@@ -521,14 +529,19 @@ def test_slayer_format_in_the_lava_environment(slayer_checks, name: str) -> None
     assert results[name]["ok"], results[name]["detail"]
 
 
-@pytest.mark.parametrize("name", ["dense", "conv"])
+@pytest.mark.parametrize("name", ["dense", "conv", "delayed"])
 def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str) -> None:
-    """hub -> slayer -> slayer's export_hdf5 -> Lava's netx: the same spikes as slayer."""
+    """hub -> slayer -> slayer's export_hdf5 -> Lava's netx, and the hub's own netx file of
+    the same graph: the same spikes as slayer (per-neuron axonal delays included)."""
     _, folder = slayer_checks
     x = np.load(folder / f"exported-{name}-x.npy")
     want = np.load(folder / f"exported-{name}-y.npy")
     assert 0 < want.sum() < want.size
     np.testing.assert_array_equal(lava.run_netx(folder / f"exported-{name}.net", x), want)
+    np.testing.assert_array_equal(lava.run_netx(folder / f"hub-{name}.net", x), want)
+    graph = hub.load(folder / f"exported-{name}.net",
+                     input_shape=(2, 5, 4) if name == "conv" else None)
+    np.testing.assert_array_equal(hub.simulate(graph, x).numpy(), want)
 
 
 def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(

@@ -462,9 +462,18 @@ def test_a_delay_node_after_a_neuron_is_its_axonal_delay(tmp_path):
     with pytest.raises(hub.UnsupportedError, match="delay_shift=False") as e:
         hub.save(trailing, to="netx", out=tmp_path / "t.net")
     assert (e.value.node, e.value.field) == ("d2", "delay")
+    # per-neuron delays: the layer's own per-output delays, as slayer writes delay=True
     uneven = hub.Graph.chain(*nodes[:3], ("d1", hub.Delay(delay=np.arange(8))), *nodes[4:])
-    with pytest.raises(hub.UnsupportedError, match="differs between neurons") as e:
-        hub.save(uneven, to="netx", out=tmp_path / "u.net")
+    path = hub.save(uneven, to="netx", out=tmp_path / "u.net")
+    with h5py.File(path) as f:
+        assert f["layer/1/delay"][()].tolist() == list(range(8))
+    back = hub.load(path)
+    assert different(uneven, back) is None
+    assert torch.equal(hub.simulate(back, x), hub.simulate(uneven, x))
+    biased = hub.Graph.chain(*nodes[:2], ("n1", nodes[2][1].replace(bias=1)),
+                             ("d1", hub.Delay(delay=np.arange(8))), *nodes[4:])
+    with pytest.raises(hub.UnsupportedError, match="with a bias") as e:
+        hub.save(biased, to="netx", out=tmp_path / "b.net")
     assert (e.value.node, e.value.field) == ("d1", "delay")
 
 
