@@ -284,6 +284,10 @@ def run_netx(path: str | os.PathLike, x: Any, *,
 DEFAULT_SCALE = 1 << 6
 #: slayer's ``quantize_8bit`` keeps even weight mantissas in [-256, 254].
 WEIGHT_RANGE = (-256, 254)
+#: The bias exponent of slayer's CUBA neuron's bias (its norm's mean, in threshold units).
+BIAS_EXP = 6
+#: The ``max_delay`` of the axonal delays of slayer's CUBA blocks (``block.cuba``).
+AXON_MAX_DELAY = 62
 
 
 def _slayer_here() -> bool:
@@ -322,11 +326,15 @@ class SlayerFormat(hub.Format):
     as slayer's examples build them; the blocks run in order. The mapping (``docs/lava.md``)
     goes through the canonical Loihi neuron, :class:`hub.LoihiCUBA`: a ``Dense``/``Conv`` block
     is a ``Linear``/``Conv2d`` of its integer weight mantissas followed by a ``LoihiCUBA`` with
-    ``i_decay``/``v_decay`` the 12-bit decays and ``threshold`` the threshold mantissa, the same
-    numbers slayer's ``export_hdf5`` writes for netx. slayer's per-block one-step
-    ``delay_shift`` (the hardware's synaptic latency) is transport, not model: it is not in
-    the graph, and :meth:`run` switches it off while it runs, so outputs line up with
-    ``hub.simulate`` and with :func:`run_netx`.
+    ``i_decay``/``v_decay`` the 12-bit decays, ``threshold`` the threshold mantissa and
+    ``bias`` its norm's (``MeanOnlyBatchNorm``) bias, the same numbers slayer's
+    ``export_hdf5`` writes for netx; a ``Pool`` block is a depthwise ``Conv2d``, a
+    ``Recurrent`` block adds a recurrent ``Linear`` on its neuron, and an ``Input`` block with
+    a neuron is a ``Scale`` (and ``Bias``) before it. A block's timing is part of the model:
+    its one-step ``delay_shift`` (on by default) and its learnable axonal delays
+    (``delay=True``, one per channel, truncated to whole steps as slayer's forward does) are a
+    ``Delay`` node after the neuron, and a ``Delay`` there is written back as ``delay_shift``
+    and axonal delays. :meth:`run` is slayer's own forward, as its users call it.
     """
 
     name = "slayer"
@@ -334,9 +342,9 @@ class SlayerFormat(hub.Format):
     description = "lava-dl slayer CUBA block networks (torch modules; Loihi fixed point)"
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
-    load_options = ("input_shape",)
+    load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA"})
+                                   "LoihiCUBA", "Delay", "Scale", "Bias"})
 
     def unavailable(self) -> str | None:
         if _slayer_here():
@@ -351,37 +359,47 @@ class SlayerFormat(hub.Format):
 
     # -- import -----------------------------------------------------------------------------
 
-    def load(self, obj: Any, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
+    def load(self, obj: Any, input_shape: tuple[int, ...] | None = None,
+             delay_shift: bool = True) -> hub.Graph:
+        """The network's canonical graph. ``delay_shift=False`` reads the blocks as if their
+        ``delay_shift`` were off: the network slayer's ``export_hdf5`` writes for netx, where
+        Lava's pipeline supplies that latency (``docs/lava.md``)."""
         blocks = _blocks(obj)
         if blocks is None:
             raise FormatError(f"a {type(obj).__name__} is not a slayer network: expected a "
                               "ModuleList of lava.lib.dl.slayer.block.cuba blocks, or a module "
                               "whose `blocks` is one")
-        nodes: list[tuple[str, hub.Node]] = []
-        first_shape: tuple[int, ...] | None = None
-        for index, block in enumerate(blocks):
-            where = f"blocks.{index}"
-            try:
-                mapped, shape = _import_block(block)
-            except hub.HubError as e:
-                raise e.at(node=where) from None
-            if first_shape is None and shape is not None:
-                first_shape = shape
-            nodes += [(f"{where}.{part}", node) for part, node in mapped]
         if input_shape is None:  # a network exported by snn-hub knows its input shape
             input_shape = getattr(obj, "input_shape", None)
-        if input_shape is not None:
-            first_shape = tuple(int(n) for n in input_shape)
+        first_shape = (tuple(int(n) for n in input_shape) if input_shape is not None
+                       else _first_input_shape(blocks))
         if first_shape is None or any(n is None for n in first_shape):
             raise FormatError("the input shape is unknown: the first block is a convolution "
                               "that has not seen an input yet; pass input_shape=(C, H, W)",
                               field="input_shape")
-        return hub.Graph.chain(("input", hub.Input(shape=first_shape)), *nodes)
+        chain: list[tuple[str, hub.Node]] = [("input", hub.Input(shape=first_shape))]
+        loops: list[tuple[str, hub.Node, str]] = []  # a recurrent synapse and its neuron
+        for index, block in enumerate(blocks):
+            where = f"blocks.{index}"
+            try:
+                shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
+                mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
+            except hub.HubError as e:
+                raise e.at(node=where) from None
+            chain += [(f"{where}.{part}", node) for part, node in mapped]
+            loops += [(f"{where}.{part}", node, f"{where}.{target}")
+                      for part, node, target in recurrent]
+        graph = hub.Graph.chain(*chain)
+        for name, node, target in loops:  # the recurrent edge carries the one-step delay
+            graph.add(name, node)
+            graph.connect(target, name)
+            graph.connect(name, target)
+        return graph
 
     # -- export -----------------------------------------------------------------------------
 
     def export(self, graph: hub.Graph) -> Any:
-        chain = _chain(graph)
+        chain, rec = _chain(graph)
         blocks = []
         shape = chain[0][1].shape
         plan = graph.flat().plan().output_shapes
@@ -401,6 +419,14 @@ class SlayerFormat(hub.Format):
                 continue
             if isinstance(node, hub.Output):
                 break
+            if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA)):
+                block, i = _export_input(chain, i, shape)
+                blocks.append(block)
+                continue
+            if isinstance(node, hub.Delay) and i == 1:
+                blocks.append(_export_input_delay(name, node))
+                i += 1
+                continue
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
                     not isinstance(neuron[1], hub.LoihiCUBA):
@@ -408,36 +434,44 @@ class SlayerFormat(hub.Format):
                     f"slayer CUBA blocks are a synapse (Linear or Conv2d) followed by a "
                     f"LoihiCUBA neuron; found {type(node).__name__} followed by "
                     f"{type(neuron[1]).__name__}", node=name)
+            after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+            delay = after if isinstance(after[1], hub.Delay) else None
             blocks.append(_export_block(name, node, neuron[0], neuron[1], shape,
-                                        plan[neuron[0]]))
+                                        plan[neuron[0]], delay, rec.get(neuron[0])))
             shape = plan[neuron[0]]
-            i += 2
+            i += 3 if delay else 2
         return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
 
     # -- runtime ----------------------------------------------------------------------------
 
     def run(self, native: Any, x: Any) -> Any:
-        """slayer's own forward on time-major ``x``, without its per-block one-step delay."""
+        """slayer's own forward on time-major ``x``, in eval mode, as its users run it."""
         blocks = _blocks(native)
         if blocks is None:
             raise FormatError(f"a {type(native).__name__} is not a slayer network")
         x = torch.as_tensor(x, dtype=torch.float32)
         y = hub.to_lava(x).contiguous()
-        saved = [(b, getattr(b, "delay_shift", None), b.training) for b in blocks]
+        saved = [(b, b.training) for b in blocks]
+        # a Recurrent block's neuron keeps its state from one call to the next (slayer sets
+        # persistent_state); each run starts at rest, as a fresh model does, and the state
+        # the model held is put back afterwards
+        states = [(b.neuron, b.neuron.current_state, b.neuron.voltage_state)
+                  for b in blocks if type(b).__name__ == "Recurrent"]
         try:
             with torch.no_grad():
+                for neuron, _, _ in states:
+                    neuron.current_state = torch.zeros(1)
+                    neuron.voltage_state = torch.zeros(1)
                 for block in blocks:
-                    if hasattr(block, "delay_shift"):
-                        block.delay_shift = False
                     block.eval()
                     y = block(y)
                     if isinstance(y, tuple):  # count_log blocks return (spikes, rate)
                         y = y[0]
         finally:
-            for block, shift, training in saved:
-                if shift is not None:
-                    block.delay_shift = shift
+            for block, training in saved:
                 block.train(training)
+            for neuron, current, voltage in states:
+                neuron.current_state, neuron.voltage_state = current, voltage
         return hub.from_lava(y)
 
 
@@ -459,7 +493,8 @@ def _decay(parameter: Any, field: str, p_scale: int) -> np.ndarray:
     return values.reshape(()) if values.size == 1 else values
 
 
-def _import_neuron(neuron: Any, channels_first: bool) -> hub.LoihiCUBA:
+def _import_neuron(neuron: Any, channels_first: bool, recurrent: bool = False
+                   ) -> hub.LoihiCUBA:
     if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.cuba"):
         raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
                                    "slayer's CUBA neuron", field="neuron")
@@ -468,9 +503,11 @@ def _import_neuron(neuron: Any, channels_first: bool) -> hub.LoihiCUBA:
             "graded spikes: slayer's graded spike is v / 4096 of its own scale, truncated "
             "again by the next synapse, which the canonical Loihi neuron's graded output "
             "(v / 64, integer synaptic sums) does not express", field="graded_spike")
-    if neuron.norm is not None:
-        raise hub.UnsupportedError("a neuron norm (slayer's bias path) is not mapped",
-                                   field="norm")
+    bias = _norm_bias(neuron, channels_first)
+    if neuron.persistent_state and not recurrent:
+        raise hub.UnsupportedError("persistent_state carries the neuron's state (and slayer's "
+                                   "delay buffer) from one forward call to the next; the hub's "
+                                   "model starts each run at rest", field="persistent_state")
     # slayer keeps the threshold as int(threshold * scale) / scale, so this is the mantissa
     # its forward compares with (plus 0.01 / 4096: v >= vth + eps is Loihi's v > vth << 6)
     # and exactly what its export writes as vThMant
@@ -487,12 +524,37 @@ def _import_neuron(neuron: Any, channels_first: bool) -> hub.LoihiCUBA:
             "per-channel decays (shared_param=False) in a convolution block: slayer broadcasts "
             "them over the last (width) axis, not over channels", field="shared_param")
     return hub.LoihiCUBA(i_decay=i_decay, v_decay=v_decay, threshold=np.int64(round(mantissa)),
-                         bias=np.int64(0))
+                         bias=bias, bias_exp=BIAS_EXP)
 
 
-def _weights(block: Any) -> np.ndarray:
-    """The block's integer weight mantissas, as slayer's export_hdf5 computes them."""
-    synapse = block.synapse
+def _norm_bias(neuron: Any, channels_first: bool) -> np.ndarray:
+    """The bias of slayer's CUBA neuron: its ``MeanOnlyBatchNorm`` in eval mode.
+
+    The norm subtracts ``quantize_8bit(running_mean)`` from the current before the voltage
+    integrates it, and the voltage takes ``int(current * s_scale)``: so the voltage gains
+    ``-mean_mantissa << 6`` each step, Loihi's ``bias << 6``, with ``bias = -mean_mantissa``
+    (the ``bias`` slayer's ``export_hdf5`` writes: ``norm.bias``). Eval mode is what the
+    runner runs; in training mode the norm would update its running mean.
+    """
+    norm = neuron.norm
+    if norm is None:
+        return np.int64(0)
+    if type(norm).__name__ != "MeanOnlyBatchNorm":
+        raise hub.UnsupportedError(f"a {type(norm).__name__} norm is not mapped (slayer's "
+                                   "MeanOnlyBatchNorm, a bias, is)", field="norm")
+    with torch.no_grad():
+        bias = norm.bias.detach().cpu().numpy().astype(np.float64)
+    if not _integral(bias):
+        raise hub.UnsupportedError("the norm's quantised mean is not an integer mantissa",
+                                   field="norm")
+    bias = bias.astype(np.int64)
+    if bias.size == 1:
+        return bias.reshape(())
+    return bias.reshape(-1, 1, 1) if channels_first else bias
+
+
+def _weights(synapse: Any, block: Any) -> np.ndarray:
+    """A synapse's integer weight mantissas, as slayer's export_hdf5 computes them."""
     if getattr(synapse, "complex", False):
         raise hub.UnsupportedError("complex synapses are not mapped", field="synapse")
     if synapse.weight_norm_enabled:
@@ -510,44 +572,165 @@ def _weights(block: Any) -> np.ndarray:
     return mant.astype(np.float32)
 
 
-def _import_block(block: Any) -> tuple[list[tuple[str, hub.Node]], tuple[int, ...] | None]:
-    """The canonical nodes of one slayer block, and the input shape it reveals (if any)."""
+def _first_input_shape(blocks: list[Any]) -> tuple[int, ...] | None:
+    """The network's input shape, from the first block that says it."""
+    for block in blocks:
+        kind = type(block).__name__
+        if kind in ("Dense", "KWTA"):
+            return (int(block.synapse.in_channels),)
+        if kind == "Recurrent":
+            return (int(block.input_synapse.in_channels),)
+        if kind == "Conv":
+            return _conv_input_shape(block, _weights(block.synapse, block))
+        if kind == "Input" and getattr(block, "input_shape", None) is not None:
+            return tuple(int(n) for n in block.input_shape)
+        if kind != "Input":
+            return None
+    return None
+
+
+Imported = tuple[list[tuple[str, hub.Node]], list[tuple[str, hub.Node, str]]]
+
+
+def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Imported:
+    """The canonical nodes of one slayer block (``shape``: its input's), and its recurrent
+    synapses as ``(part, node, neuron part)``."""
     kind = type(block).__name__
     family = type(block).__module__.rsplit(".", 1)[-1]
     if family != "cuba":
         raise hub.UnsupportedError(f"slayer.block.{family}.{kind}: only CUBA blocks map to "
                                    "the canonical Loihi neuron")
     if kind == "Flatten":
-        return [("flatten", hub.Flatten())], None
+        return [("flatten", hub.Flatten())], []
+    if kind in ("Affine", "KWTA", "Average", "ConvT", "Unpool", "TimeDecimation"):
+        raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped: "
+                                   f"{UNMAPPED[kind]}")
+    if kind not in ("Input", "Dense", "Conv", "Pool", "Recurrent"):
+        raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped (Input, Dense, "
+                                   "Conv, Pool, Recurrent and Flatten are)")
+    nodes: list[tuple[str, hub.Node]] = []
+    loops: list[tuple[str, hub.Node, str]] = []
     if kind == "Input":
         if block.neuron is not None:
-            raise hub.UnsupportedError("an Input block with a neuron: netx cannot simulate it "
-                                       "in Lava 0.10, so it is not mapped", node="neuron")
-        return [], None
-    if kind not in ("Dense", "Conv"):
-        raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped (Dense, Conv, "
-                                   "Flatten and Input without a neuron are)")
-    if block.delay is not None:
-        raise hub.UnsupportedError("learnable axonal delays (delay=True) are not mapped",
-                                   field="delay")
-    weight = _weights(block)
-    synapse = block.synapse
-    if kind == "Dense":
-        weight = weight.reshape(weight.shape[:2])
-        node: hub.Node = hub.Linear(weight=weight)
-        shape: tuple[int, ...] | None = (weight.shape[1],)
-    else:
+            nodes = _input_transform(block)
+    elif kind == "Recurrent":
+        if block.bias is not None:
+            raise hub.UnsupportedError("a Recurrent block's bias is not mapped", field="bias")
+        weight = _weights(block.input_synapse, block)
+        nodes = [("synapse", hub.Linear(weight=weight.reshape(weight.shape[:2])))]
+        rec = _weights(block.recurrent_synapse, block)
+        loops = [("recurrent", hub.Linear(weight=rec.reshape(rec.shape[:2])), "neuron")]
+    elif kind == "Dense":
+        weight = _weights(block.synapse, block)
+        nodes = [("synapse", hub.Linear(weight=weight.reshape(weight.shape[:2])))]
+    elif kind == "Conv":
+        weight = _weights(block.synapse, block)
+        synapse = block.synapse
         if synapse.kernel_size[2] != 1 or synapse.stride[2] != 1 or synapse.padding[2] != 0:
             raise hub.UnsupportedError("a convolution over time is not mapped", field="synapse")
-        node = hub.Conv2d(weight=weight[..., 0], stride=synapse.stride[:2],
-                          padding=synapse.padding[:2], dilation=synapse.dilation[:2],
-                          groups=synapse.groups)
-        shape = _conv_input_shape(block, weight)
-    try:
-        neuron = _import_neuron(block.neuron, kind == "Conv")
-    except hub.HubError as e:
-        raise e.at(node="neuron") from None
-    return [("synapse", node), ("neuron", neuron)], shape
+        nodes = [("synapse", hub.Conv2d(weight=weight[..., 0], stride=synapse.stride[:2],
+                                        padding=synapse.padding[:2],
+                                        dilation=synapse.dilation[:2], groups=synapse.groups))]
+    else:
+        nodes = [("synapse", _pool(block, shape))]
+    if block.neuron is not None:
+        try:
+            neuron = _import_neuron(block.neuron, kind in ("Conv", "Pool", "Input"),
+                                    recurrent=kind == "Recurrent")
+        except hub.HubError as e:
+            raise e.at(node="neuron") from None
+        nodes.append(("neuron", neuron))
+    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3)
+    if delay is not None:
+        nodes.append(("delay", delay))
+    return nodes, loops
+
+
+#: Why the cuba blocks that are not mapped are not.
+UNMAPPED = {
+    "Affine": "its output is the neuron's voltage, in slayer's float scale, not spikes",
+    "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
+    "Average": "it averages groups of neurons into non-spiking values that netx cannot run",
+    "ConvT": "transposed convolutions have no canonical node",
+    "Unpool": "unpooling has no canonical node",
+    "TimeDecimation": "it averages bins of time steps, which changes the time axis",
+}
+
+
+def _input_transform(block: Any) -> list[tuple[str, hub.Node]]:
+    """An Input block's ``z = x * weight + bias`` before its neuron, in Loihi's units.
+
+    slayer quantises the input, the weight and the bias with ``quantize_8bit`` (steps of
+    ``2 / w_scale``, clamped to ``[-256, 254] / w_scale``) and its neuron takes ``z`` in units
+    of ``1 / w_scale`` of the synaptic input: so Loihi's input is ``z * w_scale``, an integer
+    for binary (and small integer) inputs. Inputs beyond ``254 / w_scale`` would be clamped by
+    slayer, which the graph does not model: feed spikes or small graded values.
+    """
+    neuron = block.neuron
+    scale = int(neuron.w_scale)
+    nodes: list[tuple[str, hub.Node]] = []
+
+    def mantissa(parameter: Any, field: str) -> float:
+        value = neuron.quantize_8bit(parameter.detach().cpu(), descale=True).reshape(-1)
+        if value.numel() != 1:
+            raise hub.UnsupportedError("one value per block is mapped", field=field)
+        return float(value[0])
+
+    nodes.append(("weight", hub.Scale(
+        scale=mantissa(block.weight, "weight") if block.weight is not None else float(scale))))
+    if block.bias is not None:
+        nodes.append(("bias", hub.Bias(bias=mantissa(block.bias, "bias"))))
+    return nodes
+
+
+def _pool(block: Any, shape: tuple[int, ...]) -> hub.Node:
+    """A Pool block's synapse: a depthwise convolution of the quantised pool weight.
+
+    slayer's ``synapse.Pool`` convolves ``[N, 1, C * H, W, T]`` with a ``[kh, kw, 1]`` kernel
+    (so windows stay within a channel only where they tile ``H``), after padding ``H`` and ``W``
+    with their remainders; what is mapped is the case where that is plain per-channel pooling.
+    """
+    s = block.synapse
+    kernel, stride = tuple(s.kernel_size[:2]), tuple(s.stride[:2])
+    if len(shape) != 3:
+        raise hub.UnsupportedError(f"a Pool block needs a [C, H, W] input, got {list(shape)}")
+    if (stride != kernel or tuple(s.padding[:2]) != (0, 0) or tuple(s.dilation[:2]) != (1, 1)
+            or shape[1] % kernel[0] or shape[2] % kernel[1]):
+        raise hub.UnsupportedError(
+            f"slayer pools over channels merged with rows; it is per-channel pooling only with "
+            f"stride = kernel, no padding or dilation, and a kernel {list(kernel)} that tiles "
+            f"the input {list(shape[1:])}", field="synapse")
+    weight = _weights(s, block)
+    if weight.size and not (weight == weight.reshape(-1)[0]).all():
+        raise hub.UnsupportedError("a pool kernel of different weights", field="weight")
+    channels = int(shape[0])
+    return hub.Conv2d(weight=np.full((channels, 1, *kernel), weight.reshape(-1)[0],
+                                     dtype=np.float32), stride=stride, groups=channels)
+
+
+def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
+    """The block's timing after its neuron: ``delay_shift`` (one step) plus its axonal delays.
+
+    slayer's forward applies ``step_delay`` (a shift by one step) where ``delay_shift is True``,
+    then ``axon.Delay``, which clamps its learnable delays to ``[0, max_delay]`` and shifts
+    each channel by ``int(delay)`` steps (``utils.time.shift``: truncation, the same as the
+    floor that ``export_hdf5`` writes for non-negative delays).
+    """
+    shift = 1 if keep_shift and getattr(block, "delay_shift", False) is True else 0
+    axon = getattr(block, "delay", None)
+    if axon is None:
+        return hub.Delay(delay=shift) if shift else None
+    if not axon.init:
+        raise hub.UnsupportedError("the axonal delays (delay=True) are drawn at random on the "
+                                   "block's first forward: run the network once (or set "
+                                   "block.delay.delay and block.delay.init) first", field="delay")
+    values = axon.delay.detach().cpu().to(torch.float64)
+    low, high = 0.0, np.inf if axon.max_delay is None else float(axon.max_delay)
+    steps = np.trunc(values.clamp(low, high).numpy() / axon.sampling_time).astype(np.int64)
+    steps = steps.reshape(-1) + shift
+    if (steps == steps[0]).all():
+        return hub.Delay(delay=int(steps[0])) if steps[0] else None
+    return hub.Delay(delay=steps.reshape(-1, 1, 1) if conv else steps)
 
 
 def _conv_input_shape(block: Any, weight: np.ndarray) -> tuple[int, ...] | None:
@@ -561,15 +744,26 @@ def _conv_input_shape(block: Any, weight: np.ndarray) -> tuple[int, ...] | None:
                         zip(out[1:], s.padding[:2], s.dilation[:2], weight.shape[2:4])))
 
 
-def _chain(graph: hub.Graph) -> list[tuple[str, hub.Node]]:
-    """The graph's nodes in order, if it is one chain from its input to its output."""
+def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, hub.Linear]]:
+    """The graph's nodes in order, if it is one chain from its input to its output, and the
+    recurrent ``Linear`` of each neuron that has one (a Recurrent block)."""
     flat = graph.flat()
     if len(flat.inputs) != 1 or len(flat.outputs) != 1:
         raise hub.UnsupportedError("slayer networks have one input and one output; the graph "
                                    f"has {len(flat.inputs)} and {len(flat.outputs)}")
     following: dict[str, list[str]] = {}
+    preceding: dict[str, list[str]] = {}
     for a, b in flat.edges:
         following.setdefault(a, []).append(b)
+        preceding.setdefault(b, []).append(a)
+    rec: dict[str, hub.Linear] = {}
+    for name, node in flat.nodes.items():
+        ins, outs = preceding.get(name, []), following.get(name, [])
+        if isinstance(node, hub.Linear) and ins == outs and len(ins) == 1 and \
+                isinstance(flat.nodes[ins[0]], hub.LoihiCUBA):
+            rec[ins[0]] = node
+            following[ins[0]].remove(name)
+            del following[name]
     order = [flat.inputs[0]]
     while following.get(order[-1]):
         nexts = following[order[-1]]
@@ -577,37 +771,130 @@ def _chain(graph: hub.Graph) -> list[tuple[str, hub.Node]]:
             raise hub.UnsupportedError("slayer block networks are a chain of blocks: branches "
                                        "and recurrence are not mapped", node=order[-1])
         order.append(nexts[0])
-    if len(order) != len(flat.nodes):
+    if len(order) != len(flat.nodes) - len(rec):
         raise hub.UnsupportedError("slayer block networks are a chain of blocks; this graph has "
                                    "nodes off the path from input to output")
-    return [(name, flat.nodes[name]) for name in order]
+    return [(name, flat.nodes[name]) for name in order], rec
+
+
+def _export_input_delay(name: str, node: hub.Delay) -> Any:
+    """A ``Delay`` of one step before the first synapse: an ``Input`` block's ``delay_shift``."""
+    if node.delay.size != 1 or int(node.delay.reshape(-1)[0]) != 1:
+        raise hub.UnsupportedError("before the first block slayer delays its input only by an "
+                                   "Input block's one-step delay_shift", node=name, field="delay")
+    return _slayer().block.cuba.Input(None, delay_shift=True)
+
+
+def _export_timing(neuron_name: str, neuron: hub.LoihiCUBA, delay: tuple[str, hub.Delay] | None,
+                   conv: bool, count: int) -> tuple[bool, np.ndarray | None]:
+    """A block's ``delay_shift`` and per-channel axonal delays (or ``None``) from the neuron's
+    ``delay`` and the ``Delay`` node after it: one step of it is ``delay_shift`` where every
+    channel is delayed at least that much."""
+    name = delay[0] if delay else neuron_name
+    steps = np.asarray(delay[1].delay if delay else 0, dtype=np.int64) + int(neuron.delay)
+    if conv:
+        if steps.size > 1 and (steps.ndim != 3 or steps.shape[1:] != (1, 1)):
+            raise hub.UnsupportedError("slayer's axonal delays in a convolution block are one per "
+                                       "channel; this Delay varies over positions", node=name,
+                                       field="delay")
+    elif steps.ndim > 1:
+        raise hub.UnsupportedError("a Dense block's axonal delays are one per neuron", node=name,
+                                   field="delay")
+    flat = np.broadcast_to(steps.reshape(-1), (count,)) if steps.size == 1 else steps.reshape(-1)
+    shift = bool((flat >= 1).all())
+    axonal = flat - 1 if shift else flat
+    if axonal.max() > AXON_MAX_DELAY:
+        raise hub.UnsupportedError(f"slayer's axonal delays are 0 to {AXON_MAX_DELAY} steps "
+                                   "(its Delay clamps them)", node=name, field="delay")
+    return shift, (axonal if axonal.any() else None)
+
+
+def _export_input(chain: list[tuple[str, hub.Node]], i: int, shape: tuple[int, ...]
+                  ) -> tuple[Any, int]:
+    """An Input block with a neuron from ``[Scale] -> [Bias] -> LoihiCUBA -> [Delay]``."""
+    factor, bias = float(DEFAULT_SCALE), None
+    name, node = chain[i]
+    if isinstance(node, hub.Scale):
+        factor, i = _input_mantissa(name, node.scale, "scale"), i + 1
+        name, node = chain[i]
+    if isinstance(node, hub.Bias):
+        bias, i = _input_mantissa(name, node.bias, "bias"), i + 1
+        name, node = chain[i]
+    if not isinstance(node, hub.LoihiCUBA):
+        raise hub.UnsupportedError("slayer's Input block is a scale, a bias and a CUBA neuron; "
+                                   f"found {type(node).__name__}", node=name)
+    if node.i_decay.size > 1 or node.v_decay.size > 1:
+        raise hub.UnsupportedError("per-neuron decays in an Input block are not written",
+                                   node=name, field="i_decay")
+    after = chain[i + 1] if i + 1 < len(chain) else (None, None)
+    delay = after if isinstance(after[1], hub.Delay) else None
+    shift, axonal = _export_timing(name, node, delay, len(shape) == 3, int(shape[0]))
+    if axonal is not None:
+        raise hub.UnsupportedError("slayer's Input block has no axonal delays", node=name,
+                                   field="delay")
+    _check_neuron_fields(name, node)
+    params = {"threshold": float(node.threshold.reshape(())) / DEFAULT_SCALE,
+              "current_decay": 0.0, "voltage_decay": 0.0}
+    block = _slayer().block.cuba.Input(
+        params, weight=None if factor == DEFAULT_SCALE else factor / DEFAULT_SCALE,
+        bias=None if bias is None else bias / DEFAULT_SCALE, delay_shift=shift)
+    _set_decays(block.neuron, node, per_channel=False, count=1)
+    return block, i + (2 if delay else 1)
+
+
+def _input_mantissa(name: str, value: np.ndarray, field: str) -> float:
+    value = np.asarray(value, dtype=np.float64).reshape(-1)
+    low, high = WEIGHT_RANGE
+    if value.size != 1 or value[0] != round(value[0]) or value[0] % 2 or not \
+            low <= value[0] <= high:
+        raise hub.UnsupportedError(f"slayer's Input block takes one {field} per block, an even "
+                                   f"integer mantissa in [{low}, {high}] of 1/{DEFAULT_SCALE}",
+                                   node=name, field=field)
+    return float(value[0])
+
+
+def _check_neuron_fields(neuron_name: str, neuron: hub.LoihiCUBA, bias: bool = False) -> None:
+    for field, value in (("bias", not bias and np.any(neuron.bias != 0)),
+                         ("refractory", neuron.refractory),
+                         ("spike_mode", neuron.spike_mode != "binary")):
+        if value:
+            raise hub.UnsupportedError(f"slayer's CUBA neuron has no {field} of this kind "
+                                       "(no refractory period, binary spikes, a bias only "
+                                       "in Dense and Conv blocks)",
+                                       node=neuron_name, field=field)
+    if neuron.threshold.size != 1:
+        raise hub.UnsupportedError("slayer's CUBA neuron has one threshold per block",
+                                   node=neuron_name, field="threshold")
+
+
+def _set_decays(neuron: Any, node: hub.LoihiCUBA, per_channel: bool, count: int) -> None:
+    with torch.no_grad():
+        for attr, value in (("current_decay", node.i_decay), ("voltage_decay", node.v_decay)):
+            # slayer holds decays scaled by p_scale = 4096: exactly Loihi's 12-bit integers
+            values = np.broadcast_to(value, (count,)) if per_channel else value.reshape(1)
+            getattr(neuron, attr).data = torch.tensor(values.astype(np.float32))
+    if per_channel:  # slayer draws random decays on the first forward unless these are gone
+        for attr in ("current_decay_min", "current_decay_max", "voltage_decay_min",
+                     "voltage_decay_max"):
+            if hasattr(neuron, attr):
+                delattr(neuron, attr)
 
 
 def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.LoihiCUBA,
-                  shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
+                  shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  delay: tuple[str, hub.Delay] | None = None,
+                  recurrent: hub.Linear | None = None) -> Any:
     slayer = _slayer()
     if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's CUBA synapses have no bias", node=name,
                                    field="bias")
-    weight = np.asarray(synapse.weight, dtype=np.float64)
-    low, high = WEIGHT_RANGE
-    if not _integral(weight) or np.any(weight % 2) or weight.min() < low or weight.max() > high:
-        raise hub.UnsupportedError(
-            f"slayer's 8-bit weights are even integer mantissas in [{low}, {high}] (its "
-            f"quantize_8bit keeps steps of 2/{DEFAULT_SCALE}); these are "
-            f"{weight.min()}..{weight.max()}" + ("" if _integral(weight) else ", not integers"),
-            node=name, field="weight")
-    for field, value in (("bias", np.any(neuron.bias != 0)), ("refractory", neuron.refractory),
-                         ("delay", neuron.delay),
-                         ("spike_mode", neuron.spike_mode != "binary")):
-        if value:
-            raise hub.UnsupportedError(f"slayer's CUBA neuron has no {field} of this kind "
-                                       "(no bias, no refractory period, no axonal delay, "
-                                       "binary spikes)", node=neuron_name, field=field)
-    if neuron.threshold.size != 1:
-        raise hub.UnsupportedError("slayer's CUBA neuron has one threshold per block",
-                                   node=neuron_name, field="threshold")
+    weight = _even_mantissas(name, synapse.weight)
+    _check_neuron_fields(neuron_name, neuron, bias=recurrent is None)
     conv = isinstance(synapse, hub.Conv2d)
+    if recurrent is not None and conv:
+        raise hub.UnsupportedError("slayer's Recurrent block is dense: a convolution with a "
+                                   "recurrent synapse is not written", node=neuron_name)
+    shift, axonal = _export_timing(neuron_name, neuron, delay, conv, int(out_shape[0]))
     per_channel = neuron.i_decay.size > 1 or neuron.v_decay.size > 1
     if per_channel and (conv or len(shape) != 1):
         raise hub.UnsupportedError("per-channel decays map to slayer only in Dense blocks",
@@ -616,32 +903,76 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Lo
               "current_decay": 0.0, "voltage_decay": 0.0}
     if per_channel:
         params["shared_param"] = False
+    mean = _norm_mean(neuron_name, neuron, int(out_shape[0]), conv)
+    if mean is not None:
+        params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
+    timing = {"delay": axonal is not None, "delay_shift": shift}
     if conv:
         block = slayer.block.cuba.Conv(
             params, int(weight.shape[1] * synapse.groups), int(weight.shape[0]),
             tuple(int(k) for k in weight.shape[2:]), stride=tuple(synapse.stride),
             padding=tuple(synapse.padding), dilation=tuple(synapse.dilation),
-            groups=synapse.groups)
-        tensor = torch.tensor(weight[..., None] / DEFAULT_SCALE, dtype=torch.float32)
+            groups=synapse.groups, **timing)
+        weights = [(block.synapse, weight[..., None])]
+    elif recurrent is not None:
+        block = slayer.block.cuba.Recurrent(params, int(weight.shape[1]), int(weight.shape[0]),
+                                            **timing)
+        rec = _even_mantissas(neuron_name, recurrent.weight)
+        weights = [(block.input_synapse, weight[..., None, None, None]),
+                   (block.recurrent_synapse, rec[..., None, None, None])]
     else:
-        block = slayer.block.cuba.Dense(params, int(weight.shape[1]), int(weight.shape[0]))
-        tensor = torch.tensor(weight[..., None, None, None] / DEFAULT_SCALE, dtype=torch.float32)
-    count = int(weight.shape[0])
+        block = slayer.block.cuba.Dense(params, int(weight.shape[1]), int(weight.shape[0]),
+                                        **timing)
+        weights = [(block.synapse, weight[..., None, None, None])]
     with torch.no_grad():
-        block.synapse.weight.copy_(tensor)
-        for attr, value in (("current_decay", neuron.i_decay), ("voltage_decay", neuron.v_decay)):
-            # slayer holds decays scaled by p_scale = 4096: exactly Loihi's 12-bit integers
-            values = np.broadcast_to(value, (count,)) if per_channel else value.reshape(1)
-            getattr(block.neuron, attr).data = torch.tensor(values.astype(np.float32))
-    if per_channel:  # slayer draws random decays on the first forward unless these are gone
-        for attr in ("current_decay_min", "current_decay_max", "voltage_decay_min",
-                     "voltage_decay_max"):
-            if hasattr(block.neuron, attr):
-                delattr(block.neuron, attr)
+        for target, value in weights:
+            target.weight.copy_(torch.tensor(value / DEFAULT_SCALE, dtype=torch.float32))
+    _set_decays(block.neuron, neuron, per_channel, int(weight.shape[0]))
+    if mean is not None:
+        block.neuron.norm.num_features = len(mean)
+        block.neuron.norm.running_mean = torch.tensor(mean, dtype=torch.float32)
+    if axonal is not None:  # whole steps: slayer's forward truncates them, its export floors
+        block.delay.delay.data = torch.tensor(axonal.astype(np.float32))
+        block.delay.init = True
     # slayer learns the neuron shape on the first forward; export_hdf5 needs it before that
     block.neuron.shape = torch.Size(out_shape)
     block.neuron.num_neurons = int(np.prod(out_shape))
     return block
+
+
+def _norm_mean(name: str, neuron: hub.LoihiCUBA, count: int, conv: bool) -> np.ndarray | None:
+    """The running mean of the ``MeanOnlyBatchNorm`` that gives the neuron its bias."""
+    if not neuron.bias.any():
+        return None
+    if neuron.bias_exp != BIAS_EXP:
+        raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
+                                   node=name, field="bias_exp")
+    bias = np.asarray(neuron.bias, dtype=np.int64)
+    if conv and bias.size > 1:
+        if bias.ndim != 3 or bias.shape[1:] != (1, 1):
+            raise hub.UnsupportedError("a Conv block's bias is one per channel", node=name,
+                                       field="bias")
+    elif bias.ndim > 1:
+        raise hub.UnsupportedError("a Dense block's bias is one per neuron", node=name,
+                                   field="bias")
+    mantissa = -np.broadcast_to(bias.reshape(-1) if bias.size > 1 else bias, (count,))
+    low, high = WEIGHT_RANGE
+    if np.any(mantissa % 2) or mantissa.min() < low or mantissa.max() > high:
+        raise hub.UnsupportedError(f"slayer's bias is minus an even mantissa in [{low}, {high}] "
+                                   "(its norm's quantize_8bit)", node=name, field="bias")
+    return mantissa.astype(np.float64) / DEFAULT_SCALE
+
+
+def _even_mantissas(name: str, value: np.ndarray) -> np.ndarray:
+    weight = np.asarray(value, dtype=np.float64)
+    low, high = WEIGHT_RANGE
+    if not _integral(weight) or np.any(weight % 2) or weight.min() < low or weight.max() > high:
+        raise hub.UnsupportedError(
+            f"slayer's 8-bit weights are even integer mantissas in [{low}, {high}] (its "
+            f"quantize_8bit keeps steps of 2/{DEFAULT_SCALE}); these are "
+            f"{weight.min()}..{weight.max()}" + ("" if _integral(weight) else ", not integers"),
+            node=name, field="weight")
+    return weight
 
 
 class SlayerNetwork(torch.nn.Module):

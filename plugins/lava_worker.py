@@ -38,12 +38,19 @@ So the network's output at step ``k`` (0-based) is the undelayed network's outpu
 The worker runs ``T + L`` steps and returns steps ``L .. L + T - 1``. A recurrent synapse's own
 one-step delay is part of the network's semantics and stays.
 
+An ``input`` layer with a (CUBA) neuron is netx's ``Input`` block, whose in-port netx leaves
+unconnected (its docstring: the input is handled through the neuron's bias); as lava-dl's own
+tests do, the input is sent to that neuron's ``a_in``, so the neuron integrates the input as
+any CUBA neuron does, in the same step. The layer's ``weight``/``bias`` are a transform netx
+records but does not apply.
+
 Batches: a netx ``Network`` holds one sample. Where every layer is a CUBA ``dense``/``conv``
-layer, the samples run back to back in one simulation of ``N * T + L`` steps with Lava's own
-state reset (``reset_interval=T``, ``LIFReset``): netx resets layer ``j`` (0-based) when
-``time_step % T == (reset_offset + 1 + j) % T``, and with ``reset_offset=1`` that is the step in
-which sample ``n``'s first input reaches layer ``j`` through its ``j + 1`` synapse delays, so each
-sample starts from zero state exactly as a fresh run would. The synapse buffers need no reset:
+layer (or the input neuron), the samples run back to back in one simulation of ``N * T + L``
+steps with Lava's own state reset (``reset_interval=T``, ``LIFReset``): netx resets layer ``j``
+(0-based) when ``time_step % T == (reset_offset + 1 + j) % T``, and with ``reset_offset=1``
+(``0`` where an input neuron is layer 0, which no synapse delays) that is the step in which
+sample ``n``'s first input reaches layer ``j`` through its synapse delays, so each sample
+starts from zero state exactly as a fresh run would. The synapse buffers need no reset:
 the value a layer receives in its reset step already belongs to the new sample. Other networks
 (recurrent, axonal delays, sigma-delta, an input neuron) run one simulation per sample, with the
 same reset: it zeroes each layer in the step its share of the sample begins, so a bias does not
@@ -135,16 +142,14 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
         if layer["type"] not in (*SYNAPSE_LAYERS, "input", "flatten"):
             raise RequestError(f"layer {layer['name']!r} has type "
                                f"{layer['type']!r}, which lava-dl's netx does not build")
-        if layer["type"] == "input" and layer["has_neuron"]:
-            raise RequestError(f"layer {layer['name']!r} is an input layer with a neuron; "
-                               "netx builds it but Lava 0.10 has no process model to simulate "
-                               "it (PyInputModel has no subcompiler), so leave the input "
-                               "neuron out of the file")
+    input_neuron = bool(layers) and layers[0]["type"] == "input" and layers[0]["has_neuron"]
     together = batch > 1 and all(
-        layer["type"] in ("dense", "conv") and layer["neuron"] in ("CUBA", "LOIHI")
+        layer["type"] in ("dense", "conv", "input") and layer["neuron"] in ("CUBA", "LOIHI")
         and not layer["delay"]
         for layer in layers if layer["type"] != "flatten"
         and not (layer["type"] == "input" and not layer["has_neuron"]))
+    # the input neuron is layer 0 and no synapse delays the input on its way there
+    reset_offset = 0 if input_neuron else 1
     feats = tuple(reversed(x.shape[2:]))
     lava_x = _feature_order(x).astype(np.int32)  # [N, *f_rev, T]
 
@@ -152,13 +157,13 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
         options = {"net_config": net_path, "input_message_bits": input_message_bits,
                    "input_shape": feats}
         if reset is not None:
-            options.update(reset_interval=reset, reset_offset=1)
+            options.update(reset_interval=reset, reset_offset=reset_offset)
         try:
             net = netx.hdf5.Network(**options)
         except (KeyError, ValueError, RuntimeError, AssertionError, TypeError) as e:
             raise RequestError(f"netx cannot build this network: "
                                f"{type(e).__name__}: {e}") from None
-        if tuple(net.inp.shape) != feats:
+        if tuple(net.in_layer.neuron.a_in.shape if input_neuron else net.inp.shape) != feats:
             raise RequestError(
                 f"the network takes input of shape {list(reversed(net.inp.shape))} "
                 f"(features, hub order) but got {list(x.shape[2:])}")
@@ -173,7 +178,12 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
             [data, np.zeros((*data.shape[:-1], latency), dtype=np.int32)], axis=-1)
         source = Source(data=padded)
         sink = Sink(shape=net.out.shape, buffer=total)
-        source.s_out.connect(net.inp)
+        if input_neuron:
+            # netx's Input block leaves its in-port unconnected (it expects the input through
+            # the neuron's bias); lava-dl's own tests send the input to the neuron's a_in
+            source.s_out.connect(net.in_layer.neuron.a_in)
+        else:
+            source.s_out.connect(net.inp)
         net.out.connect(sink.a_in)
         try:
             net.run(condition=RunSteps(num_steps=total),

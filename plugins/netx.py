@@ -7,8 +7,11 @@ synapse and a neuron group; read and written here with h5py only (no Lava needed
 =============  ===================================================  ==========================
 layer type     keys (dtypes as slayer writes them)                  canonical nodes
 =============  ===================================================  ==========================
-``input``      ``type`` (S10 [1]), ``shape`` (int64, torch order    ``Input(shape)``
-               ``[C, H, W]`` or ``[N]``)
+``input``      ``type`` (S10 [1]), ``shape`` (int64, torch order    ``Input(shape)``, then its
+               ``[C, H, W]`` or ``[N]``), optional ``neuron/*``,      ``LoihiCUBA`` if it has
+               ``weight``, ``bias`` (netx's input transform)          a neuron group
+(none)         slayer's ``export_hdf5`` writes no input layer       ``Input`` of the first
+                                                                    layer's input size
 ``dense``      ``shape`` ``[out]``, ``inFeatures``, ``outFeatures``,  ``Linear(weight)`` (or
                ``weight`` float32 ``[out, in]`` (integers),          ``Affine``) ->
                ``bias`` (optional), ``neuron/*``                     ``LoihiCUBA``
@@ -89,6 +92,9 @@ ATTR_NEURON = "hub.neuron"
 ATTR_FOLDED = "hub.folded"
 #: The graph's metadata (its ``dt``, ...) as JSON on the file's root, for the round trip.
 ATTR_METADATA = "hub.metadata"
+#: Graph metadata key of an input layer's ``weight``/``bias`` transform, which netx records
+#: (``blocks.process.Input.transform``) but does not apply: the input's encoder applies it.
+INPUT_TRANSFORM = "netx_input_transform"
 #: Largest synaptic delay netx runs (``hdf5.Network.create_dense`` clips to it, ``max_delay=62``).
 MAX_DELAY = 62
 #: Longest ``hub.neuron`` attribute read back: one node's plain data.
@@ -119,16 +125,19 @@ class NetxFormat(hub.Format):
     aliases = ("lava", "lava-netx", "loihi")
     description = "lava-dl netx hdf5 networks for Loihi (.net, .h5), run in Lava's netx"
     suffixes = (".net", ".h5")
+    load_options = ("input_shape",)
     save_options = ("strict", "quantize", "x")
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
                          "LoihiCUBA", "Output"})
-    exports = imports
+    exports = imports | {"Delay"}
 
-    def read(self, path: Path) -> hub.Graph:
+    def read(self, path: Path, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
+        """Read a netx file; ``input_shape`` (torch order) for a file without an input layer
+        whose first layer does not say its input size (a strided convolution)."""
         # checked by hub.hdf5 (nothing outside the file, within the limits) before any read
         with hub.hdf5.open_file(path, nodes="layer") as f:
             try:
-                return _read(f)
+                return _read(f, input_shape)
             except HubError as e:
                 raise e.at(file=path)
 
@@ -142,6 +151,11 @@ class NetxFormat(hub.Format):
                 warnings.warn(QuantizationWarning(_summary(report)), stacklevel=2)
         layers = plan_layers(graph)
         _check_bias_before_delay(graph)
+        transform = graph.metadata.get(INPUT_TRANSFORM)
+        if layers[0].neuron is not None and isinstance(transform, dict):
+            for key in ("weight", "bias"):
+                if isinstance(transform.get(key), (int, float)):
+                    layers[0].data[key] = np.float32(transform[key])
         with h5py.File(path, "w") as f:
             if graph.metadata:
                 f.attrs[ATTR_METADATA] = json.dumps(graph.metadata)
@@ -255,7 +269,33 @@ def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None) -> LoihiCUBA
                           field=e.field) from None
 
 
-def _read(f: h5py.File) -> hub.Graph:
+def _first_input_shape(layer: h5py.Group, kind: str, where: str,
+                       given: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The input shape of a file without an input layer: ``input_shape`` where given, else
+    what the first layer implies (a dense layer's inputs; a stride-1 convolution's size)."""
+    if given is not None:
+        return tuple(int(n) for n in given)
+    if kind in ("dense", "dense_rec"):
+        if "inFeatures" in layer:
+            return (_scalar(layer, "inFeatures", where),)
+        weight = _weights(layer, "weight", where)
+        if weight.ndim == 2:
+            return (int(weight.shape[1]),)
+    if kind == "conv" and _pair(layer, "stride", where, 1) == (1, 1):
+        out = _integers(layer, "shape", where).reshape(-1)
+        weight = _weights(layer, "weight", where)
+        padding, dilation = _pair(layer, "padding", where, 0), _pair(layer, "dilation", where, 1)
+        groups = _scalar(layer, "groups", where) if "groups" in layer else 1
+        if out.size == 3 and weight.ndim >= 4:
+            return (int(weight.shape[1]) * groups,
+                    *(int(o) - 2 * p + d * (k - 1) for o, p, d, k in
+                      zip(out[1:], padding, dilation, weight.shape[2:4])))
+    raise FormatError(f"the file has no input layer and its first layer ({kind!r}) does not "
+                      "say its input size; pass input_shape=(C, H, W) (netx's "
+                      "Network(input_shape=...) in torch order)", node=where)
+
+
+def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
     if "layer" not in f or not isinstance(f["layer"], h5py.Group):
         raise FormatError("not a netx network: no group 'layer'")
     group = f["layer"]
@@ -266,6 +306,7 @@ def _read(f: h5py.File) -> hub.Graph:
     nodes: list[tuple[str, hub.Node]] = []
     recurrent: list[tuple[str, str, hub.Node]] = []
     shape: tuple[int, ...] | None = None
+    input_transform: dict[str, float] = {}
     for key in keys:
         layer = group[key]
         where = f"layer/{key}"
@@ -275,16 +316,23 @@ def _read(f: h5py.File) -> hub.Graph:
         if kind == "input":
             if nodes:
                 raise FormatError("an input layer must come first", node=where)
-            if "neuron" in layer:
-                raise UnsupportedError("an input layer with a neuron group; netx 0.6 "
-                                       "does not connect the network's input to that neuron",
-                                       node=where)
             shape = tuple(int(v) for v in _integers(layer, "shape", where).reshape(-1))
             nodes.append(("input", hub.Input(shape=shape)))
+            if "neuron" in layer:
+                # netx's Input block: the network's input reaches this neuron's a_in
+                # directly; its 'weight' and 'bias' are a transform netx only records
+                # (Input.transform) for whoever encodes the input, so they are metadata here
+                nodes.append(("n0", _neuron(layer, where, None)))
+                transform = {key: float(_dataset(layer, key, where).reshape(-1)[0])
+                             for key in ("weight", "bias") if key in layer}
+                if transform:
+                    input_transform.update(transform)
             continue
         if not nodes:
-            raise FormatError("the first layer must be 'input' (the input shape)", node=where)
-        index = sum(1 for n, _ in nodes if n[:1] == "n" and n[1:].isdigit()) + 1
+            # slayer's export_hdf5 writes no input layer: the shape comes from the first layer
+            shape = _first_input_shape(layer, kind, where, input_shape)
+            nodes.append(("input", hub.Input(shape=shape)))
+        index = sum(1 for n, _ in nodes if n[:1] == "n" and n[1:].isdigit() and n != "n0") + 1
         op = layer.attrs.get(ATTR_OP, "")
         op = op.decode() if isinstance(op, bytes) else str(op)
         if kind == "flatten":
@@ -292,6 +340,12 @@ def _read(f: h5py.File) -> hub.Graph:
             continue
         if kind in ("dense", "dense_rec"):
             weight = _weights(layer, "weight", where)
+            if weight.ndim == 1:  # netx reshapes it to [prod(shape), -1]
+                out_size = int(np.prod(_integers(layer, "shape", where)))
+                if out_size < 1 or weight.size % out_size:
+                    raise FormatError(f"holds {weight.size} values, not a multiple of the "
+                                      f"{out_size} outputs", node=where, field="weight")
+                weight = weight.reshape(out_size, -1)
             if weight.ndim != 2:
                 raise FormatError("should be [out, in], got "
                                   f"{list(weight.shape)}", node=where, field="weight")
@@ -302,7 +356,11 @@ def _read(f: h5py.File) -> hub.Graph:
                                            "forward synapse's delays and no weight exponent, "
                                            "which the hub does not model",
                                            node=where, field="delay")
-                _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
+                per_output = _output_delays(layer, where, weight.shape)
+                if per_output is None:
+                    _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
+            else:
+                per_output = None
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             as_affine = bias is not None and _attr(layer, ATTR_BIAS) == "affine"
             if as_affine:
@@ -314,6 +372,13 @@ def _read(f: h5py.File) -> hub.Graph:
                     *nodes, (f"fc{index}", hub.Linear(weight=weight))]
             neuron = _restore(layer, _neuron(layer, where, bias))
             nodes.append((f"n{index}", neuron))
+            if per_output is not None:
+                if neuron.bias.any():
+                    raise UnsupportedError("per-neuron delays on a layer with a bias: Lava "
+                                           "delays the synaptic input, which is the neuron's "
+                                           "output delayed only while nothing else drives it",
+                                           node=where, field="delay")
+                nodes.append((f"d{index}", hub.Delay(delay=per_output)))
             if kind == "dense_rec":
                 rec = _weights(layer, "weight_rec", where)
                 if rec.shape != (weight.shape[0],) * 2:
@@ -327,6 +392,8 @@ def _read(f: h5py.File) -> hub.Graph:
                                        "create_conv does not read it (hdf5.py), so Lava would "
                                        "run the layer without the delay", node=where, field="delay")
             weight = _weights(layer, "weight", where)
+            if weight.ndim == 5 and weight.shape[4] == 1:  # slayer's Conv3d kernel, as netx
+                weight = weight[..., 0]
             bias = _integers(layer, "bias", where) if "bias" in layer else None
             stride = _pair(layer, "stride", where, 1)
             padding = _pair(layer, "padding", where, 0)
@@ -403,6 +470,8 @@ def _read(f: h5py.File) -> hub.Graph:
         raise FormatError(f"says {list(expected)}, but the layers give {list(got)}",
                           node=f"layer/{keys[-1]}", field="shape")
     graph.metadata.update(_metadata(f))
+    if input_transform:
+        graph.metadata[INPUT_TRANSFORM] = input_transform
     return graph
 
 
@@ -433,12 +502,34 @@ def _uniform_delay(layer: h5py.Group, where: str, weight_shape: tuple[int, ...])
     return delay
 
 
+def _output_delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
+                   ) -> np.ndarray | None:
+    """A dense layer's differing delays per output neuron (slayer's ``delay=True`` export),
+    or ``None`` for any other ``delay`` key.
+
+    netx reads a vector of ``out`` delays first as one delay per output neuron
+    (``create_dense``: "axonal delays to syn"), repeated over that neuron's synapses: every
+    input of neuron ``j`` arrives ``d[j]`` steps late, which (its state starting at zero and
+    nothing else driving it) is neuron ``j``'s output leaving ``d[j]`` steps late: a ``Delay``
+    after the layer's neuron, as slayer's forward applies it."""
+    value = _integers(layer, "delay", where)
+    if value.ndim != 1 or value.size != weight_shape[0] or (value == value[0]).all():
+        return None
+    if value.min() < 0 or value.max() > MAX_DELAY:
+        raise UnsupportedError(f"holds delays from {value.min()} to {value.max()}; netx clips "
+                               f"them to 0 .. {MAX_DELAY}", node=where, field="delay")
+    return value.astype(np.int64)
+
+
 def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:
     """Give the neuron before this layer (past any flatten) the layer's uniform input delay."""
     for i in range(len(nodes) - 1, -1, -1):
         name, node = nodes[i]
         if isinstance(node, hub.Flatten):
             continue
+        if isinstance(node, hub.Delay):  # a layer's per-neuron delays, then these
+            nodes[i] = (name, node.replace(delay=node.delay + delay))
+            return
         if isinstance(node, hub.IF):  # restored from hub.neuron: the file's neuron is Loihi's
             node = exact_loihi(name, node)
         if not isinstance(node, LoihiCUBA):
@@ -722,8 +813,29 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
+        if isinstance(node, hub.Delay) and not ops and len(layers) > 1 and \
+                node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
+            _write_output_delays(layers[-1], name, node, delayed)
+            continue
+        if isinstance(node, hub.Delay) and not ops and len(layers) > 1:
+            # a uniform delay right after a neuron is that neuron's axonal delay
+            total = (delayed[1] if delayed else 0) + _uniform(name, node)
+            if total > MAX_DELAY:
+                raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
+                                       "clips larger ones)", node=name, field="delay")
+            delayed = (name, total) if total else None
+            continue
         original = node if isinstance(node, hub.IF) else None
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
+        if not ops and len(layers) == 1 and layers[0].neuron is None:
+            # netx's input layer with a neuron: the network's input drives it directly
+            if neuron.bias.any():
+                raise UnsupportedError("netx builds the input layer's neuron without a bias",
+                                       node=name, field="bias")
+            layers[0].neuron = neuron
+            delayed = (name, neuron.delay) if neuron.delay else None
+            shape = shapes[name]
+            continue
         if not ops:
             raise UnsupportedError("a netx layer needs a synapse (dense or conv) before its "
                                    "neuron", node=name)
@@ -740,9 +852,42 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
     if delayed is not None:
         raise UnsupportedError("netx delays spikes in the synapses of the layer they reach (a "
                                "dense layer's 'delay' key); the last neuron layer feeds the "
-                               "network's output, which has none: delay the output yourself",
+                               "network's output, which has none: delay the output yourself "
+                               "(a slayer network's delay_shift is such a latency: Lava's "
+                               "pipeline adds it by itself, so load the network with "
+                               "delay_shift=False to write the network netx runs)",
                                node=delayed[0], field="delay")
     return layers
+
+
+def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
+                         delayed: tuple[str, int] | None) -> None:
+    """Per-neuron delays after a dense layer's neuron as that layer's ``delay`` key, one per
+    output (as slayer's ``export_hdf5`` writes ``delay=True``; :func:`_output_delays`)."""
+    out = int(layer.data.get("outFeatures", 0))
+    values = node.delay.reshape(-1)
+    why = None
+    if layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
+        why = "only after a dense layer's neuron, one delay per neuron"
+    elif "bias" in layer.data:
+        why = "not on a layer with a bias (Lava delays the input, not the biased output)"
+    elif delayed is not None or "delay" in layer.data:
+        why = "not on a layer whose inputs are delayed too (one 'delay' key per layer)"
+    elif values.max() > MAX_DELAY:
+        why = f"0 to {MAX_DELAY} steps"
+    if why:
+        raise UnsupportedError(f"netx holds delays that differ between neurons {why}",
+                               node=name, field="delay")
+    layer.data["delay"] = values.astype(np.float32)
+
+
+def _uniform(name: str, node: hub.Delay) -> int:
+    values = node.delay.reshape(-1)
+    if values.size == 0 or not (values == values[0]).all():
+        raise UnsupportedError("netx writes one axonal delay per layer (the next dense layer's "
+                               "'delay' key); this Delay differs between neurons", node=name,
+                               field="delay")
+    return int(values[0])
 
 
 def _check_bias_before_delay(graph: hub.Graph) -> None:
@@ -754,6 +899,8 @@ def _check_bias_before_delay(graph: hub.Graph) -> None:
     change its output. Without a bias upstream nothing spikes before the sample arrives."""
     biased = None
     for name, node in graph.walk():
+        if isinstance(node, hub.Delay) and node.delay.any() and biased:
+            node = LoihiCUBA(i_decay=0, v_decay=0, threshold=0, delay=1)  # as a delayed neuron
         if not isinstance(node, LoihiCUBA):
             continue
         if node.bias.any():

@@ -9,6 +9,7 @@ timing alignment. Where ``.venv-lava`` is missing these tests skip, saying so.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def _lava_python() -> Path:
         return lava.lava_python()
     except lava.LavaUnavailable as e:
         pytest.skip(f"the Lava environment is missing ({e.message})")
+
+
+@pytest.fixture(scope="module")
+def this_checkout(tmp_path_factory) -> Path:
+    """A folder that maps ``hub``, ``hub_plugins`` and ``hub_conformance`` to this checkout, put
+    first on the Lava environment's path: its installed copy of the hub may be another one."""
+    folder = tmp_path_factory.mktemp("checkout")
+    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
+                         ("hub_conformance", "conformance")):
+        (folder / name).symlink_to(ROOT / target, target_is_directory=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +192,7 @@ def test_the_hub_imports_under_python_310(slayer_checks) -> None:
 #: {"check": name, "ok": bool, "detail": text}. argv[1] is a folder for the netx cross-check.
 SLAYER_CHECKS = r"""
 import json, sys, traceback
+sys.path.insert(0, sys.argv[2])
 import numpy as np, torch
 import hub
 from lava.lib.dl import slayer
@@ -226,10 +239,88 @@ def dense_imports_spike_exact():
     busy(want)
     graph = hub.load(net, source="slayer")
     names = [type(n).__name__ for _, n in graph.walk()]
-    assert names == ["Input", "Linear", "LoihiCUBA", "Linear", "LoihiCUBA", "Output"], names
+    assert names == ["Input", "Linear", "LoihiCUBA", "Delay", "Linear", "LoihiCUBA", "Delay",
+                     "Output"], names
     neuron = graph.nodes["blocks.0.neuron"]
     assert (int(neuron.i_decay), int(neuron.v_decay), int(neuron.threshold)) == (1024, 256, 80)
+    assert int(graph.nodes["blocks.0.delay"].delay) == 1  # delay_shift, on by default
     assert torch.equal(hub.simulate(graph, x), want)
+    assert not want[:2].any()  # two blocks, two steps of latency, in the model itself
+
+
+def forward(blocks, x):
+    # slayer's forward as its users call it: [T, N, *] -> [N, *, T] -> blocks -> back
+    y = hub.to_lava(x).contiguous()
+    with torch.no_grad():
+        for b in blocks:
+            b.eval()
+            y = b(y)
+    return hub.from_lava(y)
+
+
+def random_params(rng):
+    # slayer keeps the threshold on a grid of 1/64 and decays on a grid of 1/4096
+    return dict(threshold=int(rng.integers(16, 160)) / 64,
+                current_decay=int(rng.integers(0, 4097)) / 4096,
+                voltage_decay=int(rng.integers(0, 4097)) / 4096)
+
+
+@check
+def random_networks_with_default_delay_shift():
+    # hub.simulate of the imported network is slayer's forward, step for step, no realignment
+    for seed in range(4):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        dense = torch.nn.ModuleList([cuba.Dense(random_params(rng), 12, 10, weight_scale=3),
+                                     cuba.Dense(random_params(rng), 10, 8, weight_scale=3),
+                                     cuba.Dense(random_params(rng), 8, 4, weight_scale=3)])
+        conv = torch.nn.ModuleList([cuba.Conv(random_params(rng), 2, 4, 3, padding=1,
+                                              weight_scale=5),
+                                    cuba.Conv(random_params(rng), 4, 3, 3, stride=2,
+                                              padding=1, weight_scale=5),
+                                    cuba.Flatten(),
+                                    cuba.Dense(random_params(rng), 3 * 3 * 3, 5, weight_scale=4)])
+        for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
+            graph = hub.load(net, input_shape=tuple(x.shape[2:]))
+            want = forward(net, x)
+            assert want.any(), f"seed {seed}: the network should spike"
+            got = hub.simulate(graph, x)
+            assert torch.equal(got, want), (seed, (got != want).nonzero()[:5])
+            back = hub.convert(graph, to="slayer")
+            assert all(b.delay_shift for b in back.blocks if hasattr(b, "delay_shift"))
+            assert torch.equal(forward(back.blocks, x), want), seed
+
+
+@check
+def axonal_delays_are_per_neuron_delays():
+    torch.manual_seed(7)
+    rng = np.random.default_rng(7)
+    net = torch.nn.ModuleList([cuba.Conv(P2, 2, 3, 3, padding=1, weight_scale=6, delay=True),
+                               cuba.Flatten(),
+                               cuba.Dense(P1, 60, 6, weight_scale=4, delay=True),
+                               cuba.Dense(P2, 6, 4, weight_scale=4, delay_shift=False)])
+    x = spikes(24, 2, 2, 5, 4, p=0.5)
+    try:
+        hub.load(net, input_shape=(2, 5, 4))
+        raise AssertionError("delays not drawn yet should be refused")
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("blocks.0", "delay"), str(e)
+    forward(net, x)  # slayer draws the delays on the first forward
+    with torch.no_grad():
+        net[0].delay.delay.data = torch.tensor(rng.uniform(0, 4, 3), dtype=torch.float32)
+        net[2].delay.delay.data = torch.tensor(rng.uniform(0, 5, 6), dtype=torch.float32)
+    graph = hub.load(net, input_shape=(2, 5, 4))
+    steps = graph.nodes["blocks.2.delay"].delay
+    assert steps.shape == (6,) and len(set(steps.tolist())) > 1, steps
+    assert graph.nodes["blocks.0.delay"].delay.shape == (3, 1, 1)
+    assert "blocks.3.delay" not in graph.nodes
+    want = forward(net, x)
+    busy(want)
+    assert torch.equal(hub.simulate(graph, x), want)
+    back = hub.convert(graph, to="slayer")
+    assert [b.delay_shift for b in back.blocks[::2]] == [True, True]
+    assert torch.equal(forward(back.blocks, x), want)
+    assert hub.load(back) == graph
 
 
 @check
@@ -250,6 +341,51 @@ def conv_imports_spike_exact():
 
 
 @check
+def blocks_real_networks_use():
+    # an Input block with a neuron (and its weight and bias), biases (slayer's
+    # MeanOnlyBatchNorm), Pool and Recurrent blocks: imported exactly, exported back
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
+    rng = np.random.default_rng(9)
+    nets = {
+        "input": (torch.nn.ModuleList([cuba.Input(dict(P2), weight=1.5, bias=0.25),
+                                       cuba.Dense(dict(P1), 10, 6, weight_scale=3)]),
+                  (20, 2, 10), ["Scale", "Bias", "LoihiCUBA", "Delay"]),
+        "pool": (torch.nn.ModuleList([cuba.Conv(dict(P2, norm=norm), 2, 3, 3, padding=1,
+                                                weight_scale=5),
+                                      cuba.Pool(dict(P2), 2), cuba.Flatten(),
+                                      cuba.Dense(dict(P1, norm=norm), 18, 5, weight_scale=4)]),
+                 (20, 2, 2, 6, 4), ["Conv2d", "LoihiCUBA", "Delay"]),
+        # slayer's Recurrent writes persistent_state into the dict it is given: a copy
+        "recurrent": (torch.nn.ModuleList([cuba.Recurrent(dict(P1), 8, 6, weight_scale=2),
+                                           cuba.Dense(dict(P2), 6, 4, weight_scale=2)]),
+                      (25, 2, 8), ["Linear", "LoihiCUBA", "Delay"]),
+    }
+    for name, (net, shape, first) in nets.items():
+        for block in net:  # biases: MeanOnlyBatchNorm's running mean, on slayer's 2/64 grid
+            norm_ = getattr(getattr(block, "neuron", None), "norm", None)
+            if norm_ is not None:
+                out = block.neuron.shape[0] if block.neuron.shape else None
+                size = out or (block.synapse.out_channels)
+                norm_.running_mean = torch.tensor(rng.integers(-3, 4, size) * 2 / 64,
+                                                  dtype=torch.float32)
+        x = spikes(*shape, p=0.4)
+        graph = hub.load(net, input_shape=shape[2:])
+        kinds = [type(n).__name__ for _, n in graph.walk()]
+        assert kinds[1:1 + len(first)] == first, (name, kinds)
+        want = forward(net, x)
+        busy(want)
+        assert torch.equal(hub.simulate(graph, x), want), name
+        assert torch.equal(fmt.run(net, x), want), name  # twice: the recurrent state resets
+        assert torch.equal(fmt.run(net, x), want), name
+        back = hub.convert(graph, to="slayer")
+        assert torch.equal(forward(back.blocks, x), want), name
+        assert hub.load(back) == graph, name
+    pool = hub.load(nets["pool"][0], input_shape=(2, 6, 4))
+    assert pool.nodes["blocks.0.neuron"].bias.shape == (3, 1, 1)
+    assert "blocks.0.recurrent" in hub.load(nets["recurrent"][0]).nodes
+
+
+@check
 def export_runs_like_the_graph_and_comes_back():
     net, x = dense_net(), spikes(20, 2, 10)
     graph = hub.load(net)
@@ -257,7 +393,10 @@ def export_runs_like_the_graph_and_comes_back():
     assert isinstance(model, SlayerNetwork)
     assert torch.equal(fmt.run(model, x), hub.simulate(graph, x))
     assert hub.load(model) == graph
-    assert all(b.delay_shift for b in model.blocks)  # slayer's default stays on the model
+    assert all(b.delay_shift for b in model.blocks)  # the graph's Delay nodes
+    plain = hub.load(net, delay_shift=False)  # the network slayer's export_hdf5 writes
+    assert "blocks.0.delay" not in plain.nodes
+    assert not any(b.delay_shift for b in hub.convert(plain, to="slayer").blocks)
 
 
 @check
@@ -276,15 +415,20 @@ def run_leaves_the_model_as_it_was():
     net.train()
     fmt.run(net, x)
     assert all(b.delay_shift and b.training for b in net)
+    assert torch.equal(fmt.run(net, x), forward(net, x))  # the forward as it is
 
 
 @check
 def refusals_name_block_and_field():
     cases = [(torch.nn.ModuleList([cuba.Dense(dict(P1, graded_spike=True), 4, 3)]),
               "blocks.0.neuron", "graded_spike"),
-             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Pool(P1, 2)]), "blocks.1", None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Affine(P1, 3, 2)]), "blocks.1",
+              None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Average(1)]), "blocks.1", None),
              (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Dense(P1, 3, 2, delay=True)]),
-              "blocks.1", "delay")]
+              "blocks.1", "delay"),
+             (torch.nn.ModuleList([cuba.Dense(dict(P1, persistent_state=True), 4, 3)]),
+              "blocks.0.neuron", "persistent_state")]
     for net, node, field in cases:
         try:
             hub.load(net)
@@ -307,12 +451,26 @@ def refusals_name_block_and_field():
 def slayer_export_for_netx():
     conv = torch.nn.ModuleList([cuba.Conv(P2, 2, 3, 3, padding=1, weight_scale=6),
                                 cuba.Flatten(), cuba.Dense(P2, 60, 6, weight_scale=4)])
+    delayed = torch.nn.ModuleList([cuba.Dense(P1, 10, 8, weight_scale=3, delay=True),
+                                   cuba.Dense(P2, 8, 5, weight_scale=3)])
+    forward(delayed, spikes(4, 1, 10))  # slayer draws the delays on the first forward
+    with torch.no_grad():
+        delayed[0].delay.delay.data = torch.arange(8, dtype=torch.float32) * 0.75
     for name, net, x, shape in [("dense", dense_net(), spikes(20, 2, 10), None),
-                                ("conv", conv, spikes(16, 2, 2, 5, 4, p=0.5), (2, 5, 4))]:
-        model = hub.convert(hub.load(net, input_shape=shape), to="slayer")
+                                ("conv", conv, spikes(16, 2, 2, 5, 4, p=0.5), (2, 5, 4)),
+                                ("delayed", delayed, spikes(24, 2, 10, p=0.5), None)]:
+        # the netx file holds the network without the latency Lava's pipeline adds itself
+        graph = hub.load(net, input_shape=shape, delay_shift=False)
+        hub.save(graph, to="netx", out=f"{out}/hub-{name}.net")  # the hub's own writer
+        model = hub.convert(graph, to="slayer")
+        try:
+            hub.save(hub.load(net, input_shape=shape), to="netx", out=f"{out}/refused.net")
+            raise AssertionError("a trailing delay_shift has no place in a netx file")
+        except hub.UnsupportedError as e:
+            assert "delay_shift=False" in str(e), str(e)
         model.export_hdf5(f"{out}/exported-{name}.net")
         np.save(f"{out}/exported-{name}-x.npy", x.numpy())
-        np.save(f"{out}/exported-{name}-y.npy", fmt.run(net, x).numpy())
+        np.save(f"{out}/exported-{name}-y.npy", fmt.run(model, x).numpy())
 
 
 @check
@@ -321,7 +479,8 @@ def python_310():
     assert sys.version_info[:2] == (3, 10), sys.version
     failed = {n: i.reason for n, i in hub.plugins().info.items() if i.status != "loaded"}
     assert not failed, failed
-    for folder in sys.argv[2:]:
+    assert hub.__file__.startswith(sys.argv[3]), (hub.__file__, sys.argv[3])
+    for folder in sys.argv[3:]:
         for f in sorted(pathlib.Path(folder).rglob("*.py")):
             compile(f.read_text(encoding="utf-8"), str(f), "exec")
 
@@ -336,20 +495,23 @@ for name, fn in CHECKS.items():
 """
 
 CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_exact",
+               "random_networks_with_default_delay_shift", "axonal_delays_are_per_neuron_delays",
+               "blocks_real_networks_use",
                "export_runs_like_the_graph_and_comes_back", "per_channel_decays",
                "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
                "slayer_export_for_netx"]
 
 
 @pytest.fixture(scope="module")
-def slayer_checks(tmp_path_factory) -> tuple[dict[str, dict], Path]:
+def slayer_checks(tmp_path_factory, this_checkout) -> tuple[dict[str, dict], Path]:
     """Runs SLAYER_CHECKS once in the Lava environment; returns each check's result."""
     import json
 
     python = _lava_python()
     folder = tmp_path_factory.mktemp("slayer-checks")
-    sources = [str(ROOT / d) for d in ("hub", "plugins", "conformance")]
-    done = subprocess.run([str(python), "-I", "-c", SLAYER_CHECKS, str(folder), *sources],
+    sources = [str(this_checkout / d) for d in ("hub", "hub_plugins", "hub_conformance")]
+    done = subprocess.run([str(python), "-I", "-c", SLAYER_CHECKS, str(folder),
+                           str(this_checkout), *sources],
                           capture_output=True, text=True, timeout=300)
     results = {}
     for line in done.stdout.splitlines():
@@ -367,17 +529,22 @@ def test_slayer_format_in_the_lava_environment(slayer_checks, name: str) -> None
     assert results[name]["ok"], results[name]["detail"]
 
 
-@pytest.mark.parametrize("name", ["dense", "conv"])
+@pytest.mark.parametrize("name", ["dense", "conv", "delayed"])
 def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str) -> None:
-    """hub -> slayer -> slayer's export_hdf5 -> Lava's netx: the same spikes as slayer."""
+    """hub -> slayer -> slayer's export_hdf5 -> Lava's netx, and the hub's own netx file of
+    the same graph: the same spikes as slayer (per-neuron axonal delays included)."""
     _, folder = slayer_checks
     x = np.load(folder / f"exported-{name}-x.npy")
     want = np.load(folder / f"exported-{name}-y.npy")
     assert 0 < want.sum() < want.size
     np.testing.assert_array_equal(lava.run_netx(folder / f"exported-{name}.net", x), want)
+    np.testing.assert_array_equal(lava.run_netx(folder / f"hub-{name}.net", x), want)
+    graph = hub.load(folder / f"exported-{name}.net")  # no input layer: sized by layer 0
+    np.testing.assert_array_equal(hub.simulate(graph, x).numpy(), want)
 
 
-def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(tmp_path) -> None:
+def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(
+        tmp_path, this_checkout) -> None:
     """hub <-> netx file <-> slayer blocks, each run in its own runtime (Lava's fixed-point
     simulator for netx, slayer's quantised forward), bit for bit: the suite run where slayer
     lives, on the Loihi cases slayer can hold."""
@@ -388,7 +555,8 @@ def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(tmp_pa
     result = subprocess.run(
         [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
          "--tier", "fixed", "--cases", "*slayer*", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1200)
+        capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "PYTHONPATH": str(this_checkout)})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
     report = (tmp_path / "report.md").read_text()

@@ -440,6 +440,43 @@ def test_delays_are_written_as_input_delays_and_read_back(tmp_path):
     assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
 
 
+def test_a_delay_node_after_a_neuron_is_its_axonal_delay(tmp_path):
+    """A slayer import's timing (a Delay after each block's neuron) is written as the next
+    dense layer's delays; after the last layer it is a latency netx cannot hold."""
+    rng = np.random.default_rng(12)
+    nodes = [("input", hub.Input(shape=(6,))),
+             ("fc1", hub.Linear(weight=_w(rng, 8, 6, lo=-3, hi=6))),
+             ("n1", LoihiCUBA(i_decay=4096, v_decay=512, threshold=3)),
+             ("d1", hub.Delay(delay=np.full(8, 2))),
+             ("fc2", hub.Linear(weight=_w(rng, 4, 8, lo=-3, hi=6))),
+             ("n2", LoihiCUBA(i_decay=512, v_decay=1024, threshold=5))]
+    g = hub.Graph.chain(*nodes)
+    path = hub.save(g, to="netx", out=tmp_path / "d.net")
+    with h5py.File(path) as f:
+        assert f["layer/2/delay"][()].tolist() == [2.0] * 8
+    back = hub.load(path)
+    assert int(back.nodes["n1"].delay) == 2
+    x = _spikes(rng, 16, 2, 6, p=0.5)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+    trailing = hub.Graph.chain(*nodes, ("d2", hub.Delay(delay=1)))
+    with pytest.raises(hub.UnsupportedError, match="delay_shift=False") as e:
+        hub.save(trailing, to="netx", out=tmp_path / "t.net")
+    assert (e.value.node, e.value.field) == ("d2", "delay")
+    # per-neuron delays: the layer's own per-output delays, as slayer writes delay=True
+    uneven = hub.Graph.chain(*nodes[:3], ("d1", hub.Delay(delay=np.arange(8))), *nodes[4:])
+    path = hub.save(uneven, to="netx", out=tmp_path / "u.net")
+    with h5py.File(path) as f:
+        assert f["layer/1/delay"][()].tolist() == list(range(8))
+    back = hub.load(path)
+    assert different(uneven, back) is None
+    assert torch.equal(hub.simulate(back, x), hub.simulate(uneven, x))
+    biased = hub.Graph.chain(*nodes[:2], ("n1", nodes[2][1].replace(bias=1)),
+                             ("d1", hub.Delay(delay=np.arange(8))), *nodes[4:])
+    with pytest.raises(hub.UnsupportedError, match="with a bias") as e:
+        hub.save(biased, to="netx", out=tmp_path / "b.net")
+    assert (e.value.node, e.value.field) == ("d1", "delay")
+
+
 def test_delays_netx_cannot_hold_are_refused():
     ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
     # the last neuron feeds the output: there is no next layer to hold its delay
@@ -555,3 +592,119 @@ def test_quantize_keeps_an_axonal_delay():
     q, _ = netx.quantize(g)
     assert isinstance(q.nodes["n1"], LoihiCUBA) and q.nodes["n1"].delay == 3
     assert netx.plan_layers(q)[2].data["delay"].tolist() == [3.0, 3.0]
+
+
+# -- lava-dl's own files (tests/data/lava-dl, sources in its README) -------------------------
+
+LAVA_DL = ROOT / "tests" / "data" / "lava-dl"
+
+
+def _lava_dl(name: str, folder: Path) -> Path:
+    import gzip
+    import shutil
+
+    path = folder / f"{name}.net"
+    with gzip.open(LAVA_DL / f"{name}.net.gz") as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return path
+
+
+def _first_layers(path: Path, count: int, out: Path, input_hw: tuple[int, int] | None = None
+                  ) -> Path:
+    """The file's first ``count`` layers, as they are (``input_hw`` shrinks the input image,
+    and the first convolution's output shape with it, for a faster Lava run)."""
+    with h5py.File(path) as f, h5py.File(out, "w") as g:
+        layers = g.create_group("layer")
+        for i in range(count):
+            f.copy(f"layer/{i}", layers, name=str(i))
+        if input_hw is not None:
+            shape = layers["0/shape"][()]
+            del layers["0/shape"]
+            layers["0"].create_dataset("shape", data=np.array([shape[0], *input_hw]))
+            conv = layers["1"]
+            k, s, p = conv["kernelSize"][()], conv["stride"][()], conv["padding"][()]
+            hw = [(n + 2 * pi - ki) // si + 1 for n, ki, si, pi in zip(input_hw, k, s, p)]
+            out_shape = conv["shape"][()]
+            del conv["shape"]
+            conv.create_dataset("shape", data=np.array([out_shape[0], *hw]))
+    return out
+
+
+def test_lava_dl_files_load(tmp_path):
+    """lava-dl's tutorial and test files read as netx builds them: files without an input
+    layer (slayer's export_hdf5 writes none) take the first layer's input size; an input layer
+    with a neuron is that neuron, its transform kept as metadata; 5-D slayer conv kernels and
+    1-D dense weights are reshaped as netx does."""
+    kinds = {
+        "tiny": ["Input", "LoihiCUBA", "Conv2d", "LoihiCUBA", "Conv2d", "LoihiCUBA", "Output"],
+        "oxford": ["Input", "Linear", "LoihiCUBA", "Linear", "LoihiCUBA", "Output"],
+        "netx-mnist": ["Input", *["Linear", "LoihiCUBA"] * 3, "Output"],
+        "bootstrap-mnist": ["Input", "LoihiCUBA", *["Linear", "LoihiCUBA"] * 3, "Output"],
+        "pilotnet-snn": ["Input", "LoihiCUBA", *["Conv2d", "LoihiCUBA"] * 5, "Flatten",
+                         *["Linear", "LoihiCUBA"] * 4, "Output"],
+    }
+    inputs = {"tiny": (3, 16, 16), "oxford": (200,), "netx-mnist": (784,),
+              "bootstrap-mnist": (784,), "pilotnet-snn": (3, 66, 200)}
+    for name, want in kinds.items():
+        g = hub.load(_lava_dl(name, tmp_path))
+        assert [type(n).__name__ for _, n in g.walk()] == want, name
+        assert g.plan().output_shapes["input"] == inputs[name], name
+        x = torch.zeros((2, 1, *inputs[name]))
+        assert hub.simulate(g, x).shape[:2] == (2, 1)
+    tiny = hub.load(tmp_path / "tiny.net")
+    assert tiny.metadata["netx_input_transform"] == {"weight": 36.0, "bias": 34.0}
+    assert tiny.nodes["conv1"].weight.shape == (24, 3, 5, 5)
+    last_fc = [n for _, n in hub.load(tmp_path / "pilotnet-snn.net").walk()][-3]
+    assert last_fc.weight.shape == (1, 10)
+    # the bootstrap network's last layer has no neuron group: netx's default integrator
+    last = hub.load(tmp_path / "bootstrap-mnist.net").nodes["n3"]
+    assert (int(last.i_decay), int(last.v_decay), int(last.threshold)) == (0, 4096, 1 << 17)
+    with pytest.raises(hub.UnsupportedError, match="'SDNN'") as e:
+        hub.load(_lava_dl("pilotnet-sdnn", tmp_path))
+    assert e.value.node == "layer/0/neuron"
+
+
+def test_lava_dl_files_round_trip(tmp_path):
+    for name in ("tiny", "bootstrap-mnist"):
+        g = hub.load(_lava_dl(name, tmp_path))
+        back = hub.load(hub.save(g, to="netx", out=tmp_path / f"{name}-again.net"))
+        assert different(g, back) is None and back.metadata == g.metadata
+        with h5py.File(tmp_path / f"{name}-again.net") as f:
+            assert "neuron" in f["layer/0"] and "weight" in f["layer/0"]
+
+
+def test_a_file_without_input_layer_needs_the_size_of_a_strided_first_conv(tmp_path):
+    path = _lava_dl("tiny", tmp_path)
+    with h5py.File(path, "a") as f:  # as slayer's export_hdf5 would write tiny.net
+        del f["layer/0"]
+        f["layer"].move("1", "0")
+        f["layer"].move("2", "1")
+    with pytest.raises(hub.FormatError, match="input_shape=") as e:
+        hub.load(path)
+    assert e.value.node == "layer/0"
+    g = hub.load(path, input_shape=(3, 16, 16))
+    assert [type(n).__name__ for _, n in g.walk()][:3] == ["Input", "Conv2d", "LoihiCUBA"]
+
+
+@needs_lava
+def test_lava_dl_files_run_in_lava_as_the_hub_reads_them(tmp_path):
+    """Each file (or, where the output layer never spikes or Lava would take minutes, its
+    first layers, unchanged) gives in Lava's netx exactly what hub.simulate gives."""
+    rng = np.random.default_rng(15)
+    fmt = hub.plugins().format("netx")
+    cases = [
+        (_lava_dl("tiny", tmp_path), rng.integers(0, 3, (10, 2, 3, 16, 16))),
+        # the Oxford network is trained on sparse spike trains: all its row sums are negative
+        (_lava_dl("oxford", tmp_path), rng.random((30, 1, 200)) < 0.05),
+        (_lava_dl("netx-mnist", tmp_path), rng.random((12, 2, 784)) < 0.3),
+        # graded input: the input neuron needs 80 << 6 to spike; the last layer never spikes
+        (_first_layers(_lava_dl("bootstrap-mnist", tmp_path), 3, tmp_path / "bm.net"),
+         rng.integers(0, 120, (10, 2, 784))),
+        (_first_layers(_lava_dl("pilotnet-snn", tmp_path), 2, tmp_path / "ps.net",
+                       input_hw=(14, 20)), rng.integers(0, 40, (8, 1, 3, 14, 20))),
+    ]
+    for path, x in cases:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        want = hub.simulate(hub.load(path), x)
+        assert 0 < float(want.mean()) < 1, path.name
+        assert np.array_equal(np.asarray(fmt.run(path, x)), want.numpy()), path.name
