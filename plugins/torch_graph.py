@@ -154,7 +154,7 @@ class GraphRunner:
         """Whether some edge carries the previous step's value."""
         return any(self.recurrent_edges.values())
 
-    def module_of(self, name: str) -> nn.Module | None:
+    def module(self, name: str) -> nn.Module | None:
         return self._modules.get(name)
 
     def given(self, x: Any) -> dict[str, torch.Tensor]:
@@ -196,10 +196,23 @@ class GraphRunner:
         return {self.names.get(o, o): values[o] for o in self.outputs}
 
 
-def read(net: GraphRunner, node_of: Callable[[str, nn.Module, dict], Node]) -> hub.Graph:
+@dataclasses.dataclass
+class Expanded:
+    """Several nodes read from one module (Norse's ``LIFRecurrentCell``): ``nodes`` holds them
+    and their edges, named as they go into the graph; edges into the module go to ``entry``,
+    edges out of it leave ``exit``."""
+
+    nodes: hub.Graph
+    entry: str
+    exit: str
+
+
+def read(net: GraphRunner,
+         node_of: Callable[[str, nn.Module, dict], Node | Expanded]) -> hub.Graph:
     """The canonical graph of an exported runner: its layout, with each module's node as
     ``node_of(name, module, role)`` reads it now (trained parameters included)."""
     graph = hub.Graph(metadata=dict(getattr(net, "metadata", {}) or {}))
+    ends: dict[str, tuple[str, str]] = {}
     for safe_name in net.order:
         name = net.names.get(safe_name, safe_name)
         role = net.roles.get(safe_name, {})
@@ -209,17 +222,25 @@ def read(net: GraphRunner, node_of: Callable[[str, nn.Module, dict], Node]) -> h
                 node: Node = hub.Input(shape=net.shapes[safe_name])
             elif kind == "Output":
                 node = hub.Output()
-            elif kind == "Add" and net.module_of(safe_name) is None:
+            elif kind == "Add" and net.module(safe_name) is None:
                 node = hub.Add()
             else:
-                module = net.module_of(safe_name)
+                module = net.module(safe_name)
                 if module is None:
                     raise FormatError("the net has no module for this node")
                 node = node_of(name, module, role)
         except HubError as e:
             raise e if e.node else e.at(node=name)
-        graph.add(name, node)
+        if isinstance(node, Expanded):
+            for inner, inner_node in node.nodes.nodes.items():
+                graph.add(inner, inner_node)
+            graph.edges += node.nodes.edges
+            ends[name] = (node.entry, node.exit)
+        else:
+            graph.add(name, node)
     for source, target in net.edges:
-        graph.connect(net.names.get(source, source), net.names.get(target, target))
+        source, target = net.names.get(source, source), net.names.get(target, target)
+        graph.connect(ends[source][1] if source in ends else source,
+                      ends[target][0] if target in ends else target)
     graph.validate()
     return graph
