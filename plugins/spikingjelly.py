@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -264,8 +265,11 @@ def _leaves(module: Any, path: str, inner: str | None) -> Iterator[tuple[str, An
     seq_to_ann, multi_step = _containers()
     if isinstance(module, (seq_to_ann, multi_step)):
         yield path, module, "m", None  # the container itself takes [T, N, *]
-        for name, child in module.named_children():
-            for leaf in _leaves(child, _join(path, name), "s"):
+        children = list(module.named_children())
+        for name, child in children:
+            # the only child of a container is named as the container (as export wraps it)
+            inner_path = path if len(children) == 1 and path else _join(path, name)
+            for leaf in _leaves(child, inner_path, "s"):
                 yield (*leaf[:2], None, "s")
         return
     if type(module) is nn.Sequential:
@@ -586,7 +590,9 @@ def _export_graph(graph: hub.Graph, mode: str) -> Any:
     # a StepDelay keeps its line itself, which neither reset_net nor a multi-step call of an
     # nn.Sequential knows: only a net steps and resets it
     if lay.is_chain() and not any(isinstance(m, StepDelay) for m in modules.values()):
-        model = nn.Sequential(*(_in_mode(modules[n], mode) for n in lay.line()[1:-1]))
+        # named as the nodes, so that the graph comes back with its own names
+        model = nn.Sequential(OrderedDict(
+            (n, _in_mode(modules[n], mode)) for n in lay.line()[1:-1]))
     else:
         from hub_plugins.spikingjelly_net import SpikingJellyNet
 
