@@ -130,7 +130,9 @@ class SpikingJellyFormat(hub.Format):
                                             conventions=_conventions(obj)).graph
         else:
             graph = _import_model(obj, input_shape)
-        torch_trace.prove_outputs(graph, lambda x: self.run(torch_trace.copy_model(obj).eval(), x))
+        if len(graph.inputs) == 1:  # the proof runs one probe input
+            torch_trace.prove_outputs(
+                graph, lambda x: self.run(torch_trace.copy_model(obj).eval(), x))
         return graph
 
     def export(self, graph: hub.Graph, step_mode: str | None = None) -> Any:
