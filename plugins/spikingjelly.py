@@ -53,7 +53,10 @@ Export makes the reverse choices and refuses, with :class:`hub.UnsupportedError`
 and field, what SpikingJelly cannot express: per-neuron parameters (its are scalars), a gain
 other than ``1`` or ``1/tau``, a rest potential other than the reset potential, ``reset="none"``,
 reset in the next step, multi-spikes, graded spikes, amplitudes, refractory periods, axonal
-delays, readouts and graphs that are not a chain. A ``">"`` comparison with a reset to
+delays and readouts. A chain exports as an ``nn.Sequential`` of modules named after its nodes;
+any other graph as a :class:`~hub_plugins.spikingjelly_net.SpikingJellyNet` stepping the graph
+(either step mode). Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
+mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
 ``v >= nextafter(t)`` are the same test for every float32 ``v``, which is what SpikingJelly
 computes in (its CPU kernels cast to float32); with a subtractive reset the threshold is also
@@ -63,8 +66,7 @@ Each exported module carries the canonical node it came from (attribute ``hub_no
 model its input shape (``hub_input_shape``) and the graph's metadata (``hub_metadata``, with
 ``dt``): import uses the stored node when the module still computes exactly what that node
 would export to, so hub -> SpikingJelly -> hub gives back identical parameters. ``BatchNorm``
-(eval mode, running statistics) is folded into the convolution or linear layer before it, which
-changes float rounding (float tier at best).
+(eval mode, running statistics) imports as a ``BatchNorm`` node, exactly what torch computes.
 """
 
 from __future__ import annotations

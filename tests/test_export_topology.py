@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hub_conformance import zoo
+from hub_conformance.paths import different
 from torch import nn
 
 import hub
 from hub.neurons import Neuron
-from hub_conformance import zoo
-from hub_conformance.paths import different
 
 pytest.importorskip("snntorch")
 pytest.importorskip("norse")
@@ -222,8 +222,7 @@ def _float_case() -> zoo.Case:
 def test_gradients_flow_through_the_frameworks_surrogate_to_every_weight(target, options):
     case = _float_case()
     model = hub.save(case.graph, to=target, **options)
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight")
-               or n.endswith("weights")]
+    weights = [p for n, p in model.named_parameters() if n.endswith(("weight", "weights"))]
     assert weights
     for p in weights:
         p.requires_grad_(True)
