@@ -20,6 +20,11 @@ Identity, Dropout, Dropout2d (inference)   nothing: the value passes through
 
 ``lead`` is the number of leading axes the tensor a layer is applied to has before a sample's
 own: 1 for ``[N, *]``, 2 for a sequence ``[T, N, *]`` given to a plain layer.
+
+Export (:func:`export_layer`) is the inverse, with small modules of this file where torch has
+no layer: ``Scale``, ``Bias``, ``Reshape``, ``Vote``, ``Product`` (``Mul``), ``Concatenate``
+(``Concat``), ``StepDelay`` (``Delay``, one call per step) and ``Threshold`` (spiking through
+the framework's own spike function, which each plugin passes in).
 """
 
 from __future__ import annotations
