@@ -68,11 +68,14 @@ gains): it adds the input gains ``gain`` and ``current_gain`` that Norse's cells
 ``dt * tau_mem_inv`` is exactly ``1 - beta``; ``dt`` is the graph's (``dt=`` overrides; 1e-3,
 Norse's default, where neither is given: the dynamics depend only on the products). A
 ``Linear`` into an ``LIFCell`` with a recurrent ``Linear`` back into it becomes Norse's
-``LIFRecurrentCell`` (``autapses=True``: the weights as given). A chain
-exports as ``norse.torch.SequentialState`` of cells; a graph with skips or recurrence as
-:class:`NorseGraph`, which steps its modules in the canonical order and sums edges as the
-reference simulator does (recurrent edges deliver the previous step). Both are stepped the
-way Norse users step ``SequentialState``::
+``LIFRecurrentCell`` (``autapses=True``: the weights as given). Layers are the shared
+torch.nn mapping (:mod:`hub_plugins.torch_layers`); a ``Delay`` is its ``StepDelay`` and a
+``Threshold`` spikes through Norse's SuperSpike (``heaviside``, ``z > 0``; ``>=`` as ``>`` on
+the next float below, exactly). A chain exports as ``norse.torch.SequentialState`` of cells;
+any other graph (skips, branches, concatenation, products, recurrence, nested subgraphs) as
+:class:`NorseGraph`, which steps its modules as :mod:`hub_plugins.torch_graph` says (the
+reference simulator's order and sums; recurrent edges deliver the previous step). Both are
+stepped the way Norse users step ``SequentialState``::
 
     state = None
     for x_t in x:                 # x: [T, N, *]
@@ -83,16 +86,17 @@ comparison into Norse's ``>`` with a :class:`NorseApproximationWarning` instead)
 (Norse spikes with ``>`` only), reset ``"none"``, ``reset_timing="next"``, multi and graded
 spikes, ``amplitude != 1``, refractory periods and axonal delays, subtract reset on ``IF``,
 decays whose
-``1 - beta`` has no float32 ``tau_inv`` with ``dt * tau_inv == 1 - beta``, and the node types
-Norse has no layer for (``Integrator``, ``Scale``, ``Delay``, ``Threshold``).
+``1 - beta`` has no float32 ``tau_inv`` with ``dt * tau_inv == 1 - beta``, and ``Integrator``
+(Norse has no cell that does not leak).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import re
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -101,8 +105,9 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
-from hub_plugins.torch_layers import (EXPORTED, Concatenate, Product, export_layer,
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torch_graph import GraphRunner
+from hub_plugins.torch_layers import (EXPORTED, StepDelay, Threshold, export_layer,
                                       import_module)
 from hub.neurons import Neuron
 
@@ -126,7 +131,7 @@ class NorseFormat(hub.Format):
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
     exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI"})
-    imports = exports | (torch_trace.TRACED - {"Delay", "Threshold"})
+    imports = exports | torch_trace.TRACED
 
     def recognizes(self, obj: Any) -> bool:
         if not isinstance(obj, torch.nn.Module):
@@ -230,69 +235,38 @@ class NeuronCell(torch.nn.Module):
         return out, (syn_state, neuron_state)
 
 
-class NorseGraph(torch.nn.Module):
-    """A graph of torch and Norse modules stepped one time step per call, like ``SequentialState``.
+class NorseGraph(GraphRunner, torch.nn.Module):
+    """A graph of any topology over torch and Norse modules, stepped one time step per call like
+    ``SequentialState``: ``y, state = model(x_t, state)``.
 
-    ``y, state = model(x_t, state)``. Nodes are stepped in ``order``; each node's input is the
-    sum of its forward edges' values of this step, then its ``recurrent`` edges' values of the
-    previous step, in the reference simulator's order. ``Input`` nodes take ``x_t`` (a dict by
-    name if several), ``Output`` nodes give ``y`` (a dict by name if several). ``names`` and
-    ``edges`` keep the canonical graph's own order, for import.
+    Each node's module is registered under the node's name (dots become ``__``); the graph is
+    stepped as :mod:`hub_plugins.torch_graph` says (recurrent edges deliver the previous step's
+    value). ``x_t`` is a tensor (a dict by input name if several), ``y`` likewise by output. The
+    state holds every node's last value and each cell's own state; ``state=None`` starts afresh
+    (and empties the delay lines, which keep theirs inside).
     """
 
-    def __init__(self, modules: dict[str, torch.nn.Module], kinds: dict[str, str],
-                 order: list[str], forward_edges: dict[str, list[str]],
-                 recurrent: dict[str, list[str]], input_shapes: dict[str, tuple[int, ...]],
-                 edges: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, modules: dict[str, torch.nn.Module],
+                 lay: torch_graph.Layout) -> None:
         super().__init__()
-        self.names = list(kinds)  # the graph's own node order, for import
-        self.order = list(order)  # the order the nodes are stepped in
-        self.edges = [tuple(e) for e in edges] if edges is not None else [
-            (s, t) for t in order for s in (*forward_edges.get(t, ()), *recurrent.get(t, ()))]
-        self.keys = {name: f"n{i}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}"
-                     for i, name in enumerate(self.names)}
-        self.layers = torch.nn.ModuleDict({self.keys[n]: m for n, m in modules.items()})
-        self.kinds = dict(kinds)  # name -> "input", "output" or "module"
-        self.forward_edges = {k: list(v) for k, v in forward_edges.items()}
-        self.recurrent = {k: list(v) for k, v in recurrent.items()}
-        self.input_shapes = dict(input_shapes)
-
-    def module(self, name: str) -> torch.nn.Module | None:
-        return self.layers[self.keys[name]] if self.keys[name] in self.layers else None
+        self._setup(modules, lay)
 
     def forward(self, x: Any, state: Any = None) -> tuple[Any, Any]:
-        state = {"last": {}, "cells": {}} if state is None else state
-        inputs = [n for n in self.names if self.kinds[n] == "input"]
-        given = x if isinstance(x, dict) else {inputs[0]: x}
-        values: dict[str, torch.Tensor] = {}
+        if state is None:
+            state = {"last": {}, "cells": {}}
+            for module in self.modules():
+                if isinstance(module, StepDelay):
+                    module.reset()
         cells = dict(state["cells"])
-        for name in self.order:
-            if self.kinds[name] == "input":
-                values[name] = given[name]
-                continue
-            if isinstance(self.module(name), (Product, Concatenate)):  # operands, in order
-                values[name] = self.module(name)(*(values[s] for s in self.forward_edges[name]))
-                continue
-            total = None
-            for source in self.forward_edges.get(name, ()):
-                total = values[source] if total is None else total + values[source]
-            for source in self.recurrent.get(name, ()):
-                last = state["last"].get(source)
-                if last is None:  # nothing was sent before the first step
-                    continue
-                total = last if total is None else total + last
-            if total is None:
-                raise RuntimeError(f"node {name!r} received no input in its first step")
-            module = self.module(name)
-            if module is None:
-                values[name] = total
-            elif _stateful(module):
-                values[name], cells[name] = module(total, cells.get(name))
-            else:
-                values[name] = module(total)
-        outputs = {n: values[n] for n in self.names if self.kinds[n] == "output"}
-        y = outputs if len(outputs) > 1 else next(iter(outputs.values()))
-        return y, {"last": values, "cells": cells}
+
+        def call(name: str, module: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
+            if len(args) == 1 and _stateful(module):
+                y, cells[name] = module(args[0], cells.get(name))
+                return y
+            return module(*args)
+
+        values = self.step_graph(self.given(x), state["last"], call)
+        return self.results(values), {"last": values, "cells": cells}
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -507,109 +481,86 @@ def _export_layer(node: hub.Node, name: str, input_shape: tuple[int, ...] | None
     return export_layer(node, input_shape)
 
 
+def _threshold(node: hub.Node) -> torch.nn.Module:
+    """A Threshold node spiking through Norse's SuperSpike (``heaviside``: ``z > 0``)."""
+    from norse.torch.functional.threshold import threshold
+
+    return Threshold(_t(node.threshold), node.comparison,
+                     functools.partial(threshold, method="super", alpha=100.0))
+
+
 def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True) -> Any:
     """The Norse model of ``graph``: ``SequentialState`` for a chain, else :class:`NorseGraph`."""
     from norse.torch import SequentialState
 
     dt = float(dt if dt is not None else graph.metadata.get("dt") or NORSE_DT)
-    flat = graph.flat()
-    plan = flat.plan()
     notes: list[str] = []
-    modules: dict[str, torch.nn.Module] = {}
-    kinds: dict[str, str] = {}
-    for name in flat.nodes:
-        node = flat.nodes[name]
-        if isinstance(node, hub.Input):
-            kinds[name] = "input"
-            continue
-        if isinstance(node, hub.Output):
-            kinds[name] = "output"
-            continue
-        kinds[name] = "module"
-        try:
-            if isinstance(node, Neuron):
-                modules[name] = _export_neuron(node, name, dt, strict, notes)
-            else:
-                modules[name] = _export_layer(node, name, plan.input_shapes[name])
-        except HubError as e:
-            raise e if e.node else e.at(node=name)
+
+    def export(name: str, node: hub.Node, shape: tuple[int, ...] | None
+               ) -> tuple[torch.nn.Module | None, dict]:
+        if isinstance(node, (hub.Input, hub.Output)):
+            return None, {}
+        if isinstance(node, Neuron):
+            return _export_neuron(node, name, dt, strict, notes), {}
+        if isinstance(node, hub.Threshold):
+            return _threshold(node), {}
+        return _export_layer(node, name, shape), {}
+
+    modules, lay = torch_graph.layout(graph, export)
     for note in notes:
         warnings.warn(f"approximated for Norse: {note}", NorseApproximationWarning, stacklevel=3)
-    plan, edges = _fold_recurrent(flat, plan, modules, kinds, dt)
-    inputs = [n for n in plan.order if kinds[n] == "input"]
-    input_shapes = {n: tuple(flat.nodes[n].shape) for n in inputs}
-    chain = _chain(plan, kinds)
-    if chain is not None:
-        model = SequentialState(*(modules[n] for n in chain))
-        model.input_shape = input_shapes[inputs[0]]  # what hub.load needs to read it back
-        model.dt = dt
-        return model
-    model = NorseGraph(modules, kinds, list(plan.order), dict(plan.forward),
-                       dict(plan.recurrent), input_shapes, edges)
+    lay = _fold_recurrent(modules, lay, dt)
+    # a delay keeps its line inside, which a SequentialState would never empty
+    if lay.is_chain() and not any(isinstance(m, StepDelay) for m in modules.values()):
+        model = SequentialState(*(modules[n] for n in lay.line()[1:-1]))
+        model.input_shape = lay.shapes[lay.inputs[0]]  # what hub.load needs to read it back
+    else:
+        model = NorseGraph(modules, lay)
     model.dt = dt
     return model
 
 
-def _fold_recurrent(flat: hub.Graph, plan: Any, modules: dict[str, torch.nn.Module],
-                    kinds: dict[str, str], dt: float) -> tuple[Any, list[tuple[str, str]]]:
+def _fold_recurrent(modules: dict[str, torch.nn.Module], lay: torch_graph.Layout,
+                    dt: float) -> torch_graph.Layout:
     """Fold each ``Linear -> LIFCell`` with a recurrent ``Linear`` from its spikes back into
     it into one ``LIFRecurrentCell`` (Norse's own recurrent layer), under the input layer's
-    name. Returns the plan and edges with the neuron and its recurrent weights folded away."""
+    name. Returns the layout with the neuron and its recurrent weights folded away."""
     from norse.torch import LIFCell, LIFRecurrentCell
 
-    consumers: dict[str, list[str]] = {n: [] for n in plan.order}
-    for target in plan.order:
-        for source in (*plan.forward[target], *plan.recurrent[target]):
+    consumers: dict[str, list[str]] = {n: [] for n in lay.order}
+    for target in lay.order:
+        for source in (*lay.forward.get(target, ()), *lay.recurrent.get(target, ())):
             consumers[source].append(target)
     folded: dict[str, str] = {}  # neuron or recurrent weights -> the input layer's name
-    for n in plan.order:
-        a, r = plan.forward[n], plan.recurrent[n]
+    for n in lay.order:
+        a, r = lay.forward.get(n, []), lay.recurrent.get(n, [])
         if not (isinstance(modules.get(n), LIFCell) and len(a) == 1 and len(r) == 1):
             continue
         a, r = a[0], r[0]
-        if not (isinstance(flat.nodes[a], hub.Linear) and isinstance(flat.nodes[r], hub.Linear)
-                and consumers[a] == [n] and consumers[r] == [n] and plan.forward[r] == (n,)
-                and not plan.recurrent[r] and not plan.recurrent[a] and a not in folded):
+        if not (lay.roles[a]["type"] == "Linear" and lay.roles[r]["type"] == "Linear"
+                and consumers[a] == [n] and consumers[r] == [n] and lay.forward.get(r) == [n]
+                and not lay.recurrent.get(r) and not lay.recurrent.get(a) and a not in folded):
             continue
-        w_in, w_rec = flat.nodes[a].weight, flat.nodes[r].weight
+        w_in, w_rec = modules[a].weight.detach(), modules[r].weight.detach()
         modules[a] = LIFRecurrentCell(
             w_in.shape[1], w_in.shape[0], modules[n].p, dt=dt, autapses=True,
-            input_weights=torch.nn.Parameter(_t(w_in)),
-            recurrent_weights=torch.nn.Parameter(_t(w_rec)))
+            input_weights=torch.nn.Parameter(w_in.clone()),
+            recurrent_weights=torch.nn.Parameter(w_rec.clone()))
+        lay.roles[a] = {"type": "LIFRecurrentCell"}
         folded[n] = folded[r] = a
         del modules[n], modules[r]
     if not folded:
-        return plan, list(flat.edges)
-    for name in folded:
-        kinds.pop(name)
+        return lay
     rename = lambda s: folded.get(s, s)  # noqa: E731  the neuron's spikes leave the cell
-    keep = [n for n in plan.order if n not in folded]
-    forward = {t: tuple(rename(s) for s in plan.forward[t] if folded.get(s) != t) for t in keep}
-    recurrent = {t: tuple(rename(s) for s in plan.recurrent[t]) for t in keep}
-    edges = [(rename(s), t) for s, t in flat.edges
-             if t not in folded and not (folded.get(s) == t)]
-    return SimpleNamespace(order=tuple(keep), forward=forward, recurrent=recurrent), edges
-
-
-def _chain(plan: Any, kinds: dict[str, str]) -> list[str] | None:
-    """The module names of a graph that is one line from its one input to its one output."""
-    inputs = [n for n in plan.order if kinds[n] == "input"]
-    outputs = [n for n in plan.order if kinds[n] == "output"]
-    if len(inputs) != 1 or len(outputs) != 1 or any(plan.recurrent.values()):
-        return None
-    nexts: dict[str, list[str]] = {n: [] for n in plan.order}
-    for target, sources in plan.forward.items():
-        if len(sources) > 1:
-            return None
-        for source in sources:
-            nexts[source].append(target)
-    line, at = [], inputs[0]
-    while at != outputs[0]:
-        if len(nexts[at]) != 1:
-            return None
-        at = nexts[at][0]
-        line.append(at)
-    return line[:-1] if len(line) == len(plan.order) - 1 else None
+    keep = [n for n in lay.order if n not in folded]
+    return dataclasses.replace(
+        lay, order=keep,
+        forward={t: [rename(s) for s in lay.forward[t] if folded.get(s) != t]
+                 for t in keep if t in lay.forward},
+        recurrent={t: [rename(s) for s in lay.recurrent[t]] for t in keep if t in lay.recurrent},
+        edges=[(rename(s), t) for s, t in lay.edges if t not in folded and folded.get(s) != t],
+        roles={k: v for k, v in lay.roles.items() if k not in folded},
+        names={k: v for k, v in lay.names.items() if k not in folded})
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -877,31 +828,17 @@ def import_model(model: Any, dt: float | None = None,
 def _import_graph(model: NorseGraph, dt: float | None) -> hub.Graph:
     from norse.torch import LIFRecurrent, LIFRecurrentCell
 
-    recurrent_cells = (LIFRecurrentCell, LIFRecurrent)
-    ends: dict[str, tuple[str, str]] = {}  # a recurrent cell -> its input and output nodes
+    def node_of(name: str, module: torch.nn.Module, role: dict) -> Any:
+        if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+            piece = hub.Graph()
+            first, last = _recurrent_nodes(module, name, piece)
+            return torch_graph.Expanded(piece, first, last)
+        return _import_cell(module, name) if _is_cell(module) else _import_layer(module, name)
+
+    graph = torch_graph.read(model, node_of)
     stored = getattr(model, "dt", None)
-    graph = hub.Graph(metadata={"dt": dt if dt is not None else stored} if
-                      (dt is not None or stored is not None) else {})
-    for name in model.names:
-        kind = model.kinds[name]
-        try:
-            if kind == "input":
-                node = hub.Input(shape=model.input_shapes[name])
-            elif kind == "output":
-                node = hub.Output()
-            else:
-                module = model.module(name)
-                if isinstance(module, recurrent_cells):
-                    ends[name] = _recurrent_nodes(module, name, graph)
-                    continue
-                node = _import_cell(module, name) if _is_cell(module) else \
-                    _import_layer(module, name)
-        except HubError as e:
-            raise e if e.node else e.at(node=name)
-        graph.add(name, node)
-    for source, target in model.edges:
-        graph.connect(ends[source][1] if source in ends else source,
-                      ends[target][0] if target in ends else target)
+    if dt is not None or stored is not None:
+        graph.metadata["dt"] = dt if dt is not None else stored
     return graph
 
 

@@ -88,11 +88,13 @@ from torch import nn
 
 import hub
 from hub.graph import check_dt
-from hub.errors import FormatError, HubError, UnsupportedError
+from hub.errors import FormatError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
-from hub_plugins.torch_layers import EXPORTED, export_layer, import_conv, import_module
+from hub_plugins.torch_layers import (EXPORTED, StepDelay, export_layer, import_conv,
+                                      import_module)
 from hub.node import Node
 
 
@@ -103,65 +105,23 @@ class SnnTorchApproximationWarning(UserWarning):
 # -- the exported model --------------------------------------------------------------------
 
 
-class StepDelay(nn.Module):
-    """``y[t] = x[t - delay]`` per element, in calls (one call is one time step)."""
-
-    def __init__(self, delay: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("delay", delay)
-        self.reset()
-
-    def reset(self) -> None:
-        self._buffer: torch.Tensor | None = None
-        self._t = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        depth = int(self.delay.max()) + 1 if self.delay.numel() else 1
-        if self._buffer is None:
-            self._buffer = x.new_zeros((depth, *x.shape))
-        buffer = self._buffer.clone()
-        buffer[self._t % depth] = x
-        index = ((self._t - self.delay) % depth).expand(x.shape[1:])
-        y = torch.gather(buffer, 0, index.unsqueeze(0).unsqueeze(1).expand(1, *x.shape))[0]
-        self._buffer, self._t = buffer, self._t + 1
-        return y
-
-
-class SnnTorchNet(nn.Module):
-    """A canonical graph as snnTorch layers: call it once per time step.
+class SnnTorchNet(GraphRunner, nn.Module):
+    """A canonical graph of any topology as snnTorch layers: call it once per time step.
 
     Each node's module is registered on the net under the node's name (dots become ``__``);
     snnTorch neurons have ``init_hidden=True``, so they keep their state between calls. ``net(x)``
     advances one step on ``x`` of shape ``[N, *in]``; ``net.reset()`` forgets all state (the
     neurons' ``reset_mem`` and the net's recurrent and delayed values); ``net.run(x)`` resets and
-    runs a whole ``[T, N, *in]`` sequence. A node's input is the sum of its incoming edges, the
-    recurrent ones carrying the value of the step before (zero at the first step). ``roles``
-    records per node what its module alone does not say (its canonical type where a module
-    serves several, and ``"previous"`` for a neuron whose input the net delays by one step).
+    runs a whole ``[T, N, *in]`` sequence. The graph is stepped as
+    :mod:`hub_plugins.torch_graph` says (recurrent edges carry the value of the step before).
+    ``roles`` records per node what its module alone does not say (its canonical type where a
+    module serves several, and ``"previous"`` for a neuron whose input the net delays by one
+    step).
     """
 
-    def __init__(self, modules: dict[str, nn.Module], order: list[str],
-                 forward_edges: dict[str, list[str]], recurrent_edges: dict[str, list[str]],
-                 inputs: list[str], outputs: list[str], shapes: dict[str, tuple[int, ...]],
-                 roles: dict[str, dict[str, Any]], names: dict[str, str],
-                 edges: list[tuple[str, str]] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, modules: dict[str, nn.Module], lay: torch_graph.Layout) -> None:
         super().__init__()
-        for name, module in modules.items():
-            self.add_module(name, module)
-        self.order = list(order)
-        self.forward_edges = {k: list(v) for k, v in forward_edges.items()}
-        self.recurrent_edges = {k: list(v) for k, v in recurrent_edges.items()}
-        self.inputs, self.outputs = list(inputs), list(outputs)
-        self.shapes = {k: tuple(v) for k, v in shapes.items()}
-        self.roles = {k: dict(v) for k, v in roles.items()}
-        self.names = dict(names)
-        #: the graph's metadata (its ``dt``, which NIR export needs)
-        self.metadata = dict(metadata or {})
-        #: every edge in the graph's order (the order decides which edges are recurrent)
-        self.edges = [tuple(e) for e in edges] if edges is not None else [
-            (s, t) for t in self.order for kind in (self.forward_edges, self.recurrent_edges)
-            for s in kind.get(t, ())]
+        self._setup(modules, lay)
         self.reset()
 
     def reset(self) -> None:
@@ -174,41 +134,23 @@ class SnnTorchNet(nn.Module):
             elif isinstance(module, StepDelay):
                 module.reset()
 
+    def _call(self, name: str, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        role = self.roles.get(name, {})
+        if role.get("operands"):  # its inputs in edge order, not their sum
+            return module(*args)
+        (total,) = args
+        if role.get("previous"):  # the voltage sees the previous step's current
+            held = self._held.get(name)
+            self._held[name] = total
+            total = held if held is not None else torch.zeros_like(total)
+        if role.get("readout"):
+            return module(total)[-1]  # output=True: (..., mem); read the membrane
+        return module(total)
+
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> Any:
-        given = x if isinstance(x, dict) else {self.inputs[0]: x}
-        like = next(iter(given.values()))
-        values: dict[str, torch.Tensor] = {}
-        for name in self.order:
-            if name in self.inputs:
-                values[name] = given[name]
-                continue
-            total = None
-            for source in self.forward_edges.get(name, ()):
-                total = values[source] if total is None else total + values[source]
-            for source in self.recurrent_edges.get(name, ()):
-                last = self._last.get(source)
-                if last is None:
-                    last = like.new_zeros((like.shape[0], *self.shapes[source]))
-                total = last if total is None else total + last
-            role = self.roles.get(name, {})
-            if role.get("previous"):  # the voltage sees the previous step's current
-                held = self._held.get(name)
-                self._held[name] = total
-                total = held if held is not None else torch.zeros_like(total)
-            module = self._modules.get(name)
-            if role.get("operands"):  # its inputs in edge order, not their sum
-                values[name] = module(*(values[s] for s in self.forward_edges[name]))
-                continue
-            if module is None:  # an output or a junction passes its input on
-                values[name] = total
-            elif role.get("readout"):
-                values[name] = module(total)[-1]  # output=True: (..., mem); read the membrane
-            else:
-                values[name] = module(total)
+        values = self.step_graph(self.given(x), self._last, self._call)
         self._last = values
-        if len(self.outputs) == 1:
-            return values[self.outputs[0]]
-        return {self.names[o]: values[o] for o in self.outputs}
+        return self.results(values)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """Reset, then run ``x`` of shape ``[T, N, *in]`` step by step; returns ``[T, N, *out]``."""
@@ -309,31 +251,12 @@ def _power_of_two(value: np.ndarray) -> bool:
 
 def _import_net(net: SnnTorchNet, strict: bool) -> hub.Graph:
     """An exported net: its recorded structure, with the parameters its modules hold now."""
-    graph = hub.Graph(metadata=dict(getattr(net, "metadata", {})))
-    for safe in net.order:
-        name = net.names.get(safe, safe)
-        role = net.roles.get(safe, {})
-        kind = role.get("type")
-        try:
-            if kind == "Input":
-                node: Node = hub.Input(shape=net.shapes[safe])
-            elif kind == "Output":
-                node = hub.Output()
-            elif kind == "Add":
-                node = hub.Add()
-            else:
-                module = net._modules.get(safe)
-                if module is None:
-                    raise FormatError("the net has no module for this node")
-                node = _restore_shapes(_import_module(module, strict, role)[0][1],
-                                       role.get("shapes", {}))
-        except HubError as e:
-            raise e.at(node=name)
-        graph.add(name, node)
-    for source, target in net.edges:
-        graph.connect(net.names.get(source, source), net.names.get(target, target))
-    graph.validate()
-    return graph
+
+    def node_of(name: str, module: nn.Module, role: dict[str, Any]) -> Node:
+        return _restore_shapes(_import_module(module, strict, role)[0][1],
+                               role.get("shapes", {}))
+
+    return torch_graph.read(net, node_of)
 
 
 def _restore_shapes(node: Node, shapes: dict[str, list[int]]) -> Node:
@@ -370,18 +293,15 @@ def _split(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Any]:
 def framework(strict: bool = True) -> torch_trace.Framework:
     """snnTorch as the shared tracer sees it."""
     return torch_trace.Framework("snntorch", _is_neuron, lambda call: _neuron_piece(call, strict),
-                                 _split, {StepDelay: _delay_layer},
-                                 _reset)
+                                 _split, reset=_reset)
 
 
 def _reset(model: nn.Module) -> None:
     for module in model.modules():
-        if hasattr(module, "reset_mem"):
+        if isinstance(module, SnnTorchNet):
+            module.reset()
+        elif hasattr(module, "reset_mem"):
             module.reset_mem()
-
-
-def _delay_layer(module: nn.Module) -> Node:
-    return hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64))
 
 
 def _neuron_piece(call: torch_trace.Call, strict: bool) -> torch_trace.Piece:
@@ -466,8 +386,6 @@ def _import_module(module: nn.Module, strict: bool,
 
     if isinstance(module, snntorch.SpikingNeuron):
         return _import_neuron(module, strict, role)
-    if isinstance(module, StepDelay):
-        return [("", hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64)))]
     node = import_module(module)
     if node is None:
         raise UnsupportedError(f"{type(module).__qualname__} passes its input through; an "
@@ -618,34 +536,9 @@ def _import_lapicque(m: nn.Module, strict: bool, fields: dict[str, Any],
 # -- export ---------------------------------------------------------------------------------
 
 
-def _safe(name: str) -> str:
-    return name.replace(".", "__")
-
-
 def _export(graph: hub.Graph, strict: bool) -> SnnTorchNet:
-    flat = graph.flat()
-    plan = graph.plan()
-    names = {_safe(n): n for n in plan.order}
-    if len(names) != len(plan.order):
-        raise FormatError("node names collide once dots are replaced by '__'; rename the nodes")
-    modules: dict[str, nn.Module] = {}
-    roles: dict[str, dict[str, Any]] = {}
-    for name in plan.order:
-        node, safe = flat.nodes[name], _safe(name)
-        try:
-            module, role = _export_node(node, strict, plan.input_shapes[name])
-        except HubError as e:
-            raise e.at(node=name)
-        if module is not None:
-            modules[safe] = module
-        roles[safe] = role
-    shapes = {_safe(n): plan.output_shapes[n] for n in plan.order}
-    return SnnTorchNet(
-        modules, [_safe(n) for n in plan.order],
-        {_safe(k): [_safe(s) for s in v] for k, v in plan.forward.items() if v},
-        {_safe(k): [_safe(s) for s in v] for k, v in plan.recurrent.items() if v},
-        [_safe(n) for n in flat.inputs], [_safe(n) for n in flat.outputs], shapes, roles, names,
-        [(_safe(a), _safe(b)) for a, b in flat.edges], graph.metadata)
+    return SnnTorchNet(*torch_graph.layout(
+        graph, lambda name, node, shape: _export_node(node, strict, shape)))
 
 
 def _t(value: np.ndarray) -> torch.Tensor:
@@ -667,10 +560,6 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
     role: dict[str, Any] = {"type": kind}
     if node.operands:
         role["operands"] = True
-    if kind in EXPORTED:
-        return export_layer(node, input_shape), role
-    if kind == "Delay":
-        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64))), role
     if kind == "Threshold":
         import snntorch
 
@@ -682,6 +571,8 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
                               reset_mechanism="none", init_hidden=True), role
     if isinstance(node, hub.Neuron):
         return _export_neuron(node, strict)
+    if kind in EXPORTED:
+        return export_layer(node, input_shape), role
     raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")
 
 

@@ -53,7 +53,10 @@ Export makes the reverse choices and refuses, with :class:`hub.UnsupportedError`
 and field, what SpikingJelly cannot express: per-neuron parameters (its are scalars), a gain
 other than ``1`` or ``1/tau``, a rest potential other than the reset potential, ``reset="none"``,
 reset in the next step, multi-spikes, graded spikes, amplitudes, refractory periods, axonal
-delays, readouts and graphs that are not a chain. A ``">"`` comparison with a reset to
+delays and readouts. A chain exports as an ``nn.Sequential`` of modules named after its nodes;
+any other graph as a :class:`~hub_plugins.spikingjelly_net.SpikingJellyNet` stepping the graph
+(either step mode). Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
+mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
 ``v >= nextafter(t)`` are the same test for every float32 ``v``, which is what SpikingJelly
 computes in (its CPU kernels cast to float32); with a subtractive reset the threshold is also
@@ -63,14 +66,14 @@ Each exported module carries the canonical node it came from (attribute ``hub_no
 model its input shape (``hub_input_shape``) and the graph's metadata (``hub_metadata``, with
 ``dt``): import uses the stored node when the module still computes exactly what that node
 would export to, so hub -> SpikingJelly -> hub gives back identical parameters. ``BatchNorm``
-(eval mode, running statistics) is folded into the convolution or linear layer before it, which
-changes float rounding (float tier at best).
+(eval mode, running statistics) imports as a ``BatchNorm`` node, exactly what torch computes.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -78,8 +81,9 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
-from hub_plugins.torch_layers import import_layer
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torch_layers import (EXPORTED, LAYERS, Bias, Scale, StepDelay, Threshold,
+                                      export_layer, import_layer, import_module, is_layer)
 from hub.node import Node
 
 #: Attribute of an exported module holding the canonical node it was made from (plain data).
@@ -103,9 +107,7 @@ class SpikingJellyFormat(hub.Format):
     install_hint = "spikingjelly"
     load_options = ("input_shape",)
     save_options = ("step_mode",)
-    exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
-                                   "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
-                                   "Delay", "IF", "LIF", "CubaLIF"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
@@ -114,7 +116,8 @@ class SpikingJellyFormat(hub.Format):
         import torch.nn as nn
 
         return isinstance(obj, nn.Module) and any(
-            type(m).__module__.startswith("spikingjelly.") for m in obj.modules())
+            type(m).__module__.startswith(("spikingjelly.", __name__ + "_net"))
+            for m in obj.modules())
 
     def load(self, obj: Any, input_shape: Any = None) -> hub.Graph:
         import torch.nn as nn
@@ -122,11 +125,16 @@ class SpikingJellyFormat(hub.Format):
         if not isinstance(obj, nn.Module):
             raise FormatError(f"a SpikingJelly model is a torch.nn.Module, got "
                               f"{type(obj).__name__}")
-        if _traced(obj):
+        if _is_net(obj):
+            graph = _import_net(obj)
+        elif _traced(obj):
             return torch_trace.import_model(obj, framework(), input_shape=input_shape,
                                             conventions=_conventions(obj)).graph
-        graph = _import_model(obj, input_shape)
-        torch_trace.prove_outputs(graph, lambda x: self.run(torch_trace.copy_model(obj).eval(), x))
+        else:
+            graph = _import_model(obj, input_shape)
+        if len(graph.inputs) == 1:  # the proof runs one probe input
+            torch_trace.prove_outputs(
+                graph, lambda x: self.run(torch_trace.copy_model(obj).eval(), x))
         return graph
 
     def export(self, graph: hub.Graph, step_mode: str | None = None) -> Any:
@@ -175,8 +183,15 @@ def _traced(model: Any) -> bool:
     seq_to_ann, multi_step = _containers()
     if type(model) in (nn.Sequential, seq_to_ann, multi_step):
         return any(_traced(child) for child in model.children())
-    return not (isinstance(model, (base.MemoryModule, base.StepModule))
+    return not (isinstance(model, (base.MemoryModule, base.StepModule)) or is_layer(model)
                 or not any(True for _ in model.children()))
+
+
+def _is_net(model: Any) -> bool:
+    """Whether ``model`` is the hub's own export of a graph that is not a chain."""
+    from hub_plugins.spikingjelly_net import SpikingJellyNet
+
+    return isinstance(model, SpikingJellyNet)
 
 
 def _conventions(model: Any) -> tuple[str, ...]:
@@ -200,7 +215,8 @@ def framework() -> Any:
 
     def refused(module: Any) -> str | None:
         if isinstance(module, base.MemoryModule) and not (
-                is_neuron(module) or isinstance(module, (layer.Delay, layer.Dropout))):
+                is_neuron(module) or _is_net(module)
+                or isinstance(module, (layer.Delay, layer.Dropout))):
             return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
                     "which no canonical node expresses yet (synaptic filters and recurrent "
                     "containers come with the neuron families)")
@@ -253,15 +269,18 @@ def _leaves(module: Any, path: str, inner: str | None) -> Iterator[tuple[str, An
     seq_to_ann, multi_step = _containers()
     if isinstance(module, (seq_to_ann, multi_step)):
         yield path, module, "m", None  # the container itself takes [T, N, *]
-        for name, child in module.named_children():
-            for leaf in _leaves(child, _join(path, name), "s"):
+        children = list(module.named_children())
+        for name, child in children:
+            # the only child of a container is named as the container (as export wraps it)
+            inner_path = path if len(children) == 1 and path else _join(path, name)
+            for leaf in _leaves(child, inner_path, "s"):
                 yield (*leaf[:2], None, "s")
         return
     if type(module) is nn.Sequential:
         for name, child in module.named_children():
             yield from _leaves(child, _join(path, name), inner)
         return
-    mode = getattr(module, "step_mode", None) if _is_sj(module) else None
+    mode = getattr(module, "step_mode", None) if _is_sj(module) or _is_net(module) else None
     yield path, module, (mode if inner is None else None), inner
 
 
@@ -283,9 +302,11 @@ def _import_model(model: Any, input_shape: Any) -> hub.Graph:
         # what one call of this module sees: one step [N, *] or the sequence [T, N, *]
         sees = inner or own or mode
         try:
-            _import_module(module, sees, name, nodes)
+            node = _leaf_node(module, sees)
         except HubError as e:
             raise e.at(node=path or type(module).__name__)
+        if node is not None:
+            nodes.append((name, node))
     shape = _input_shape(model, input_shape, nodes)
     meta = getattr(model, GRAPH_META, None)
     return hub.Graph.chain(("input", hub.Input(shape=shape)), *nodes,
@@ -309,30 +330,42 @@ def _input_shape(model: Any, given: Any, nodes: list[tuple[str, Node]]) -> tuple
                    field="input_shape")
 
 
-def _import_module(module: Any, sees: str, name: str, nodes: list[tuple[str, Node]]) -> None:
-    """Append the canonical node(s) of ``module`` to ``nodes`` (or fold it into the last)."""
+def _leaf_node(module: Any, sees: str) -> Node | None:
+    """The canonical node of one leaf module (its stored ``hub_node`` where the module computes
+    exactly what that node exports to), ``None`` for one that does nothing at inference."""
     import torch.nn as nn
 
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        _fold_batchnorm(module, sees, nodes)
-        return
     meta = getattr(module, META, None)
     if isinstance(module, nn.Identity) and isinstance(meta, dict) and meta.get("type") == "Add":
-        nodes.append((name, hub.Add()))  # an exported junction, kept so round trips match
-        return
+        return hub.Add()  # an exported junction, kept so round trips match
     node = _module_node(module, sees)
-    if node is None:
-        return
-    if isinstance(meta, dict):
+    if node is not None and isinstance(meta, dict):
         node = _stored(meta, node, sees)
-    nodes.append((name, node))
+    return node
+
+
+def _import_net(net: Any) -> hub.Graph:
+    """The hub's own export of a graph: its layout, each module read as it is now."""
+
+    def node_of(name: str, module: Any, role: dict) -> Node:
+        node = _leaf_node(module, "s")  # the net applies plain modules per sample
+        if node is None:
+            raise UnsupportedError(f"{type(module).__name__} passes its input through; an "
+                                   "exported net holds no such module", field="type")
+        return node
+
+    graph = torch_graph.read(net, node_of)
+    meta = getattr(net, GRAPH_META, None)
+    if isinstance(meta, dict):
+        graph.metadata.update(meta)
+    return graph
 
 
 def _stored(meta: dict, node: Node, sees: str) -> Node:
     """The stored canonical node if ``module`` is exactly what it exports to, else ``node``."""
     try:
         stored = hub.node_from_dict(meta)
-        again = _export_node(stored, "s" if sees == "s" else "m")
+        again = _export_node(stored, "s" if sees == "s" else "m", None)
         same = again is not None and _module_node(again, sees) == node
     except HubError:
         same = False
@@ -364,14 +397,24 @@ def _module_node(module: Any, sees: str) -> Node | None:
         return None
     if isinstance(module, nn.Linear):
         return import_layer(module)
-    if kind in _CONVS or kind in _POOLS:
-        if not per_sample:
-            raise UnsupportedError(_plain_in_m(module), field="step_mode")
-        return import_layer(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+        raise UnsupportedError(f"{kind.__name__} in training mode normalises with each batch's "
+                               "statistics; call model.eval() to use the running ones",
+                               field="training")
     if isinstance(module, nn.Flatten) and kind in (nn.Flatten, layer.Flatten):
         return import_layer(module, lead=1 if per_sample else 2)
     if kind is layer.Delay:
         return hub.Delay(delay=np.int64(module.delay_steps))
+    if kind is layer.VotingLayer:
+        if not per_sample:
+            raise UnsupportedError(_plain_in_m(module), field="step_mode")
+        return hub.Vote(size=int(module.voting_size))
+    if isinstance(module, (nn.ReLU, Scale, Bias, Threshold)):  # elementwise: any layout
+        return import_module(module)
+    if is_layer(module) and not isinstance(module, nn.Flatten):
+        if not per_sample:
+            raise UnsupportedError(_plain_in_m(module), field="step_mode")
+        return import_module(module)
     raise UnsupportedError(f"{kind.__module__}.{kind.__qualname__} has no canonical "
                            f"counterpart; supported are {_supported()}", field="type")
 
@@ -384,8 +427,9 @@ def _plain_in_m(module: Any) -> str:
 
 
 def _supported() -> str:
-    return ("Linear, Conv1d, Conv2d, AvgPool2d, MaxPool2d, Flatten, BatchNorm1d/2d (folded), "
-            "Dropout (eval), Identity, layer.Delay, and the neurons "
+    return (", ".join(t.__name__ for t in LAYERS) + ", VotingLayer, layer.Delay, the hub's "
+            "own small modules (Scale, Bias, Reshape, Vote, Product, Concatenate, Threshold, "
+            "StepDelay), and the neurons "
             f"{', '.join(sorted(c.__name__ for c in _NEURONS))}")
 
 
@@ -401,49 +445,6 @@ def _array(tensor: Any, field: str) -> np.ndarray:
         bad = int((~np.isfinite(out)).sum())
         raise ParameterError(f"NaN or infinite value in {bad} of {out.size} values", field=field)
     return out
-
-
-def _fold_batchnorm(bn: Any, sees: str, nodes: list[tuple[str, Node]]) -> None:
-    """Fold an eval-mode BatchNorm into the convolution or linear layer right before it."""
-    import torch
-
-    kind = type(bn).__name__
-    if bn.training:
-        raise UnsupportedError(f"{kind} in training mode normalises with each batch's "
-                               "statistics; call model.eval() to use the running ones",
-                               field="training")
-    if bn.running_mean is None or bn.running_var is None:
-        raise UnsupportedError(f"{kind} without running statistics (track_running_stats="
-                               "False) normalises with each batch's; it cannot be folded",
-                               field="track_running_stats")
-    if not _is_sj(bn) and sees == "m":
-        raise UnsupportedError(_plain_in_m(bn), field="step_mode")
-    prev = nodes[-1][1] if nodes else None
-    if not isinstance(prev, (hub.Linear, hub.Affine, hub.Conv1d, hub.Conv2d)):
-        after = f"the {prev.type} node {nodes[-1][0]!r}" if prev is not None else "the input"
-        raise UnsupportedError(f"{kind} follows {after}; it can only be folded into a "
-                               "Conv1d, Conv2d or Linear layer right before it",
-                               field="type")
-    out = prev.weight.shape[0]
-    if bn.num_features != out:
-        raise UnsupportedError(f"{kind} normalises {bn.num_features} channels but the layer "
-                               f"before has {out}", field="num_features")
-    with torch.no_grad():
-        mean = bn.running_mean.double().cpu().numpy()
-        var = bn.running_var.double().cpu().numpy()
-        gamma = (bn.weight.double().cpu().numpy() if bn.weight is not None
-                 else np.ones(out))
-        beta = bn.bias.double().cpu().numpy() if bn.bias is not None else np.zeros(out)
-    scale = gamma / np.sqrt(var + bn.eps)
-    shape = (out,) + (1,) * (prev.weight.ndim - 1)
-    weight = (prev.weight.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
-    bias = np.broadcast_to(getattr(prev, "bias", np.float32(0)), (out,)).astype(np.float64)
-    bias = ((bias - mean) * scale + beta).astype(np.float32)
-    name = nodes[-1][0]
-    if isinstance(prev, (hub.Linear, hub.Affine)):
-        nodes[-1] = (name, hub.Affine(weight=weight, bias=bias))
-    else:
-        nodes[-1] = (name, prev.replace(weight=weight, bias=bias))
 
 
 # -- neurons --------------------------------------------------------------------------------
@@ -576,83 +577,44 @@ class _Lazy(dict):
 _NEURONS: dict[type, Callable[[Any], Node]] = _Lazy(_neuron_table)
 
 
-def _conv_types() -> dict[type, Any]:
-    import torch.nn as nn
-    from spikingjelly.activation_based import layer
-
-    return {nn.Conv1d: None, nn.Conv2d: None, layer.Conv1d: None, layer.Conv2d: None}
-
-
-def _pool_types() -> dict[type, Any]:
-    import torch.nn as nn
-    from spikingjelly.activation_based import layer
-
-    return {nn.AvgPool2d: None, nn.MaxPool2d: None, layer.AvgPool2d: None,
-            layer.MaxPool2d: None}
-
-
-_CONVS = _Lazy(_conv_types)
-_POOLS = _Lazy(_pool_types)
-
-
 # -- export ---------------------------------------------------------------------------------
 
 
 def _export_graph(graph: hub.Graph, mode: str) -> Any:
+    """An ``nn.Sequential`` for a chain, a :class:`SpikingJellyNet` for any other graph."""
     import torch.nn as nn
 
-    flat = graph.flat()
-    plan = flat.plan()
-    chain = _chain(flat, plan)
-    modules = []
-    for name, node in chain:
-        try:
-            module = _export_node(node, mode)
-        except HubError as e:
-            raise e.at(node=name)
+    def export(name: str, node: Node, shape: tuple[int, ...] | None) -> tuple[Any, dict]:
+        module = _export_node(node, mode, shape)
         if module is not None:
             setattr(module, META, node.to_dict())
-            modules.append(module)
-    model = nn.Sequential(*modules)
-    setattr(model, INPUT_SHAPE, tuple(int(s) for s in flat.nodes[flat.inputs[0]].shape))
+        return module, {}
+
+    modules, lay = torch_graph.layout(graph, export)
+    # a StepDelay keeps its line itself, which neither reset_net nor a multi-step call of an
+    # nn.Sequential knows: only a net steps and resets it
+    if lay.is_chain() and not any(isinstance(m, StepDelay) for m in modules.values()):
+        # named as the nodes, so that the graph comes back with its own names
+        model = nn.Sequential(OrderedDict(
+            (n, _in_mode(modules[n], mode)) for n in lay.line()[1:-1]))
+    else:
+        from hub_plugins.spikingjelly_net import SpikingJellyNet
+
+        model = SpikingJellyNet(modules, lay, mode)
+    setattr(model, INPUT_SHAPE, tuple(int(s) for s in lay.shapes[lay.inputs[0]]))
     setattr(model, GRAPH_META, dict(graph.metadata))
     return model
 
 
-def _chain(flat: hub.Graph, plan: Any) -> list[tuple[str, Node]]:
-    """The nodes from the input to the output, refusing anything that is not a chain."""
-    for target, sources in plan.recurrent.items():
-        if sources:
-            raise UnsupportedError(f"a recurrent edge {sources[0]!r} -> {target!r}; an "
-                                   "exported SpikingJelly model is a feed-forward nn.Sequential",
-                                   node=target, field="edges")
-    if len(flat.inputs) != 1 or len(flat.outputs) != 1:
-        raise UnsupportedError(f"{len(flat.inputs)} inputs and {len(flat.outputs)} outputs; "
-                               "an nn.Sequential has one of each", field="edges")
-    successors: dict[str, list[str]] = {n: [] for n in flat.nodes}
-    for target, sources in plan.forward.items():
-        if len(sources) > 1:
-            raise UnsupportedError(f"{len(sources)} edges meet here ({', '.join(sources)}); "
-                                   "an exported SpikingJelly model is a chain (nn.Sequential)",
-                                   node=target, field="edges")
-        for source in sources:
-            successors[source].append(target)
-    out, name = [], flat.inputs[0]
-    while True:
-        out.append((name, flat.nodes[name]))
-        nxt = successors[name]
-        if len(nxt) > 1:
-            raise UnsupportedError(f"its output goes to {len(nxt)} nodes ({', '.join(nxt)}); "
-                                   "an exported SpikingJelly model is a chain (nn.Sequential)",
-                                   node=name, field="edges")
-        if not nxt:
-            break
-        name = nxt[0]
-    if len(out) != len(flat.nodes):
-        unreached = sorted(set(flat.nodes) - {n for n, _ in out})
-        raise UnsupportedError(f"nodes {', '.join(unreached)} are not on the chain from the "
-                               "input to the output", field="edges")
-    return out
+def _in_mode(module: Any, mode: str) -> Any:
+    """A module of a chain as a multi-step ``nn.Sequential`` needs it: a plain torch module
+    wrapped in ``SeqToANNContainer`` (time folded into the batch), an identity as it is."""
+    import torch.nn as nn
+
+    if mode == "s" or _is_sj(module) or isinstance(module, nn.Identity):
+        return module
+    seq_to_ann, _ = _containers()
+    return seq_to_ann(module)
 
 
 def _uniform(node: Node, field: str, what: str = "") -> float:
@@ -814,15 +776,22 @@ def _export_flatten(node: Node, mode: str) -> Any:
 
 
 def _export_delay(node: Node, mode: str) -> Any:
+    """``layer.Delay`` for one delay for all; the shared ``StepDelay`` for delays per element."""
     from spikingjelly.activation_based import layer
 
-    steps = int(_uniform(node, "delay", "layer.Delay"))
-    return layer.Delay(steps, step_mode=mode)
+    delays = np.asarray(node.delay).ravel()
+    if delays.size and (delays == delays[0]).all():
+        return layer.Delay(int(delays[0]), step_mode=mode)
+    return export_layer(node, None)
 
 
-def _unsupported(node: Node, mode: str) -> Any:
-    raise UnsupportedError(f"SpikingJelly has no counterpart of {node.type}; exported types "
-                           f"are {', '.join(sorted(SpikingJellyFormat.exports))}", field="type")
+def _export_threshold(node: Node, mode: str) -> Any:
+    """A Threshold spiking through SpikingJelly's sigmoid surrogate (``heaviside``: ``z >= 0``)."""
+    import torch
+    from spikingjelly.activation_based import surrogate
+
+    return Threshold(torch.from_numpy(np.array(node.threshold, dtype=np.float32)),
+                     node.comparison, surrogate.Sigmoid(), inclusive=True)
 
 
 _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
@@ -840,12 +809,19 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "MaxPool2d": _export_pool,
     "Flatten": _export_flatten,
     "Delay": _export_delay,
+    "Threshold": _export_threshold,
     "IF": _export_if,
     "LIF": _export_lif,
     "CubaLIF": _export_cubalif,
 }
 
 
-def _export_node(node: Node, mode: str) -> Any:
-    """The SpikingJelly module of one canonical node (``None`` for junctions)."""
-    return _EXPORTERS.get(node.type, _unsupported)(node, mode)
+def _export_node(node: Node, mode: str, input_shape: tuple[int, ...] | None) -> Any:
+    """The SpikingJelly module of one canonical node (``None`` for Input and Output):
+    SpikingJelly's own layer or neuron where it has one, else the shared torch.nn mapping."""
+    if node.type in _EXPORTERS:
+        return _EXPORTERS[node.type](node, mode)
+    if node.type in EXPORTED:
+        return export_layer(node, input_shape)
+    raise UnsupportedError(f"SpikingJelly has no counterpart of {node.type}; exported types "
+                           f"are {', '.join(sorted(SpikingJellyFormat.exports))}", field="type")

@@ -20,6 +20,11 @@ Identity, Dropout, Dropout2d (inference)   nothing: the value passes through
 
 ``lead`` is the number of leading axes the tensor a layer is applied to has before a sample's
 own: 1 for ``[N, *]``, 2 for a sequence ``[T, N, *]`` given to a plain layer.
+
+Export (:func:`export_layer`) is the inverse, with small modules of this file where torch has
+no layer: ``Scale``, ``Bias``, ``Reshape``, ``Vote``, ``Product`` (``Mul``), ``Concatenate``
+(``Concat``), ``StepDelay`` (``Delay``, one call per step) and ``Threshold`` (spiking through
+the framework's own spike function, which each plugin passes in).
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.
 
 def is_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer :func:`import_module` maps (torch.nn's, or this file's)."""
-    return isinstance(module, LAYERS + (Scale, Bias, Reshape, Vote, Product, Concatenate))
+    return isinstance(module, LAYERS + (Scale, Bias, Reshape, Vote, Product, Concatenate,
+                                        Threshold, StepDelay))
 
 
 def array(tensor: Any, field: str) -> np.ndarray:
@@ -246,6 +252,70 @@ class Concatenate(nn.Module):
         return torch.cat(xs, dim=self.dim + 1)
 
 
+class Threshold(nn.Module):
+    """The canonical ``Threshold`` (``x > threshold`` or ``x >= threshold``) spiking through a
+    framework's own spike function, so that its surrogate gradient trains it.
+
+    ``heaviside(z)`` is that function: 1 where ``z > 0`` (or ``z >= 0`` when ``inclusive``),
+    with its surrogate gradient; the default is the hub's. It is applied to ``x - at``, where
+    ``at`` is the threshold, or its float32 neighbour when the function's comparison is not the
+    node's: ``x >= t`` is ``x > nextafter(t, -inf)`` and ``x > t`` is
+    ``x >= nextafter(t, +inf)`` for every float32 ``x``, and ``x - at > 0`` is ``x > at``
+    exactly (a difference of two distinct floats never rounds to 0).
+    """
+
+    def __init__(self, threshold: torch.Tensor, comparison: str = ">",
+                 heaviside: Any = None, inclusive: bool = False) -> None:
+        super().__init__()
+        if comparison not in (">", ">="):
+            raise ValueError(f"comparison must be '>' or '>=', got {comparison!r}")
+        self.comparison = comparison
+        self.inclusive = inclusive
+        self.heaviside = heaviside
+        self.register_buffer("threshold", threshold)
+        at = threshold
+        if comparison == ">" and inclusive:
+            at = torch.nextafter(threshold, torch.tensor(np.inf, dtype=threshold.dtype))
+        elif comparison == ">=" and not inclusive:
+            at = torch.nextafter(threshold, torch.tensor(-np.inf, dtype=threshold.dtype))
+        self.register_buffer("at", at)
+
+    def extra_repr(self) -> str:
+        return f"comparison={self.comparison!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.heaviside is None:
+            from hub.surrogate import spike
+
+            return spike(x - self.at, self.inclusive)
+        return self.heaviside(x - self.at)
+
+
+class StepDelay(nn.Module):
+    """``y[t] = x[t - delay]`` per element, in calls (one call is one time step), zeros before
+    the first input, as the canonical ``Delay``; ``reset()`` forgets what it holds."""
+
+    def __init__(self, delay: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("delay", delay)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buffer: torch.Tensor | None = None
+        self._t = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depth = int(self.delay.max()) + 1 if self.delay.numel() else 1
+        if self._buffer is None:
+            self._buffer = x.new_zeros((depth, *x.shape))
+        buffer = self._buffer.clone()
+        buffer[self._t % depth] = x
+        index = ((self._t - self.delay) % depth).expand(x.shape[1:])
+        y = torch.gather(buffer, 0, index.unsqueeze(0).unsqueeze(1).expand(1, *x.shape))[0]
+        self._buffer, self._t = buffer, self._t + 1
+        return y
+
+
 def _t(value: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=np.float32))
 
@@ -253,7 +323,9 @@ def _t(value: np.ndarray) -> torch.Tensor:
 def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module | None:
     """The torch module computing a canonical layer node on ``[N, *sample]`` bit for bit as the
     reference simulator does, None for a junction (Input, Output, Add), or ``UnsupportedError``
-    for a node that is not a layer. The inverse of :func:`import_layer` (and of
+    for a node that is not a layer. ``Delay`` is a :class:`StepDelay` (one call per step) and
+    ``Threshold`` spikes through the hub's surrogate; a plugin passes its framework's own spike
+    function to :class:`Threshold` instead. The inverse of :func:`import_layer` (and of
     :func:`import_module` for the modules of this file)."""
     kind = node.type
     if kind in ("Input", "Output", "Add"):
@@ -314,6 +386,10 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
         return Product()
     if kind == "Concat":
         return Concatenate(node.dim)
+    if kind == "Delay":
+        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64)))
+    if kind == "Threshold":
+        return Threshold(_t(node.threshold), node.comparison)
     raise UnsupportedError(f"{kind} is not a layer with a torch.nn counterpart", field="type")
 
 
@@ -331,6 +407,11 @@ def import_module(module: nn.Module) -> hub.Node | None:
         return hub.Mul()
     if isinstance(module, Concatenate):
         return hub.Concat(dim=module.dim)
+    if isinstance(module, Threshold):
+        return hub.Threshold(threshold=array(module.threshold, "threshold"),
+                             comparison=module.comparison)
+    if isinstance(module, StepDelay):
+        return hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64))
     return import_layer(module)
 
 
@@ -338,4 +419,4 @@ def import_module(module: nn.Module) -> hub.Node | None:
 EXPORTED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
                       "SumPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Flatten",
                       "ReLU", "BatchNorm", "Scale", "Bias", "Reshape", "Vote", "Mul",
-                      "Concat"})
+                      "Concat", "Delay", "Threshold"})

@@ -361,7 +361,6 @@ def test_graphs_with_skips_export_as_a_stepped_graph():
     (hub.IF(reset="subtract"), "reset"),
     (hub.LIF(beta=np.float32(0.1)), "beta"),
     (hub.Integrator(), "type"),
-    (hub.Delay(delay=1), "type"),
 ])
 def test_what_norse_cannot_express_is_refused_naming_node_and_field(node, field):
     with pytest.raises(hub.UnsupportedError) as e:
