@@ -525,6 +525,41 @@ def test_graphs_that_are_not_a_chain_export_as_a_net_stepping_the_graph(mode):
         assert torch.equal(sj_run(model, x), hub.simulate(graph, x))
 
 
+@MODES
+def test_every_layer_of_the_shared_mapping_exports_in_a_chain_and_comes_back_node_for_node(mode):
+    """BatchNorm, ReLU, AdaptiveAvgPool2d, Scale, Bias, Reshape and Vote, which SpikingJelly has
+    no layer.* for, export through the shared torch.nn mapping, run spike for spike in
+    SpikingJelly, and read back as the same graph."""
+    rng = np.random.default_rng(21)
+
+    def w(*shape):
+        return (rng.integers(-4, 5, shape) / 4).astype(np.float32)
+
+    graph = hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 6, 6))),
+        ("conv", hub.Conv2d(weight=w(4, 2, 3, 3), padding=(1, 1))),
+        ("bn", hub.BatchNorm(mean=w(4), var=np.full(4, 0.75, np.float32), weight=w(4),
+                             bias=w(4), eps=0.25)),
+        ("n1", hub.IF(comparison=">=")),
+        ("pool", hub.AdaptiveAvgPool2d(output_size=(2, 2))),
+        ("flat", hub.Flatten()),
+        ("relu", hub.ReLU()),
+        ("scale", hub.Scale(scale=np.float32(2))),
+        ("bias", hub.Bias(bias=w(16))),
+        ("shape", hub.Reshape(shape=(16,))),
+        ("fc", hub.Linear(weight=w(8, 16))),
+        ("n2", hub.IF(comparison=">=")),
+        ("vote", hub.Vote(size=2)),
+        ("output", hub.Output()))
+    x = spikes(rng, 6, 2, 2, 6, 6)
+    model = hub.save(graph, to=FMT, step_mode=mode)
+    assert torch.equal(sj_run(model, x), hub.simulate(graph, x))
+    back = hub.load(model)
+    assert different(graph, back) is None
+    assert [type(node).__name__ for node in back.nodes.values()] == \
+        [type(node).__name__ for node in graph.nodes.values()]
+
+
 # -- import refusals ------------------------------------------------------------------------
 
 
