@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 import hub
 from hub.errors import HubError
 from hub.kernels import cpu
-from hub.simulate import KernelWarning
+from hub.node import _REGISTRY
+from hub.simulate import KernelWarning, _auto
 
 
 def dyadic(*shape: int, scale: int = 8, _rng=np.random.default_rng(1)) -> np.ndarray:
@@ -297,6 +298,90 @@ def test_an_input_passed_straight_out_is_a_copy_as_when_stepping():
     x = torch.tensor(dyadic(4, 2, 3))
     out = hub.simulate(graph, x, backend="fused")
     assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
+@pytest.fixture
+def never_spikes():
+    """A plugin's neuron type: a LIF whose own step never spikes (its voltage still moves)."""
+
+    class NeverSpikes(hub.LIF):
+        def step(self, p, x, state):
+            out, new = super().step(p, x, state)
+            return torch.zeros_like(out), new
+
+    yield NeverSpikes
+    _REGISTRY.pop("NeverSpikes", None)
+
+
+@needs_compiler
+@pytest.mark.parametrize("backend", ["fused", "auto"])
+def test_a_neuron_that_overrides_step_runs_its_own_step(backend, never_spikes):
+    fields = {"beta": 0.75, "threshold": 0.25}
+    x = torch.tensor(dyadic(8, 2, 6) + 0.5)
+    quiet = hub.Graph.chain(hub.Input(shape=(6,)), never_spikes(**fields))
+    builtin = hub.Graph.chain(hub.Input(shape=(6,)), hub.LIF(**fields))
+    assert hub.simulate(builtin, x, backend=backend).sum() > 0  # the built-in one spikes here
+    sim = hub.Simulator(quiet, backend=backend)
+    out = sim(x)
+    assert torch.equal(out, hub.simulate(quiet, x, backend="torch")) and not out.any()
+    assert "overrides Neuron.step" in sim.paths["neverspikes1"]
+    assert "overrides Neuron.step" in cpu.unsupported(quiet.nodes["neverspikes1"], {}, x)
+
+
+@needs_compiler
+def test_auto_runs_each_layer_on_the_fastest_identical_path(monkeypatch, caplog):
+    graph = feedforward()
+    x = torch.tensor(dyadic(12, 3, 2, 8, 8) + 0.25)
+    want = hub.simulate(graph, x, backend="torch")
+    fused = []
+    monkeypatch.setattr(cpu, "run", lambda *a, **k: fused.append(a[0]) or fused_run(*a, **k))
+    with caplog.at_level("DEBUG", logger="hub.simulate"):
+        sim = hub.Simulator(graph)  # "auto" is the default
+        assert sim.backend == "auto"
+        assert torch.equal(sim(x), want)
+    assert len(fused) == 3
+    neurons = [n for n, node in graph.flat().nodes.items() if isinstance(node, hub.Neuron)]
+    assert set(sim.paths) == set(neurons)
+    assert set(sim.paths.values()) == {cpu.PATH}
+    assert all(any(name in r.getMessage() and cpu.PATH in r.getMessage() for r in caplog.records)
+               for name in neurons)
+    # gradients with respect to the input come from the kernels' backward, bit for bit
+    grads = []
+    for backend in ("torch", "auto"):
+        xg = x.clone().requires_grad_()
+        hub.simulate(graph, xg, backend=backend).square().sum().backward()
+        grads.append(xg.grad)
+    assert torch.equal(grads[1], grads[0])
+
+
+@needs_compiler
+def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
+    monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
+    x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
+    graph = feedforward()
+    sim = hub.Simulator(graph, trainable=True)
+    out = sim(x)
+    assert torch.equal(out, hub.Simulator(graph, trainable=True, backend="torch")(x))
+    assert all("require gradients" in path for path in sim.paths.values())
+    out.sum().backward()
+    assert all(q.grad is not None for name, q in sim.named_parameters()
+               if name.endswith(("beta", "threshold")))
+    graph = recurrent()
+    sim = hub.Simulator(graph)
+    y = torch.tensor(dyadic(6, 2, 3))
+    assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert "recurrent" in sim.paths["lif"]
+
+
+def test_auto_without_a_compiler_steps_quietly(monkeypatch, recwarn):
+    monkeypatch.setattr(_auto, "_found", {})
+    monkeypatch.setattr(cpu, "available", lambda: (False, "no C++ compiler found"))
+    graph = feedforward()
+    x = torch.tensor(dyadic(4, 1, 2, 8, 8))
+    sim = hub.Simulator(graph)
+    assert torch.equal(sim(x), hub.simulate(graph, x, backend="torch"))
+    assert not [w for w in recwarn if issubclass(w.category, KernelWarning)]
+    assert all("no C++ compiler" in path for path in sim.paths.values())
 
 
 def test_without_a_compiler_the_fused_backend_warns_and_steps(monkeypatch):

@@ -49,6 +49,8 @@ from ..errors import HubError
 from ..neurons import Neuron
 from ..surrogate import SLOPE
 
+#: How :attr:`hub.Simulator.paths` names a layer this module runs.
+PATH = "the fused C++ kernel"
 SOURCE = Path(__file__).with_name("neurons.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared",
          "-fPIC", "-std=c++20"]
@@ -165,6 +167,10 @@ def refusal(node: Neuron, p: dict, x: torch.Tensor, *, device: str, dtypes: Any,
     """Why ``kernels`` on ``device`` with ``dtypes`` cannot run ``node`` on ``x``, or None."""
     if not isinstance(node, Neuron):
         return f"{type(node).__name__} is not a neuron"
+    overridden = overridden_step(node)
+    if overridden:
+        return (f"{type(node).__name__} overrides Neuron.{overridden}, and {kernels} compute "
+                "only the built-in equation")
     if x.device.type != device:
         return f"the input is on {x.device}, not {device}"
     if x.dtype not in dtypes:
@@ -173,6 +179,23 @@ def refusal(node: Neuron, p: dict, x: torch.Tensor, *, device: str, dtypes: Any,
         return "the input is empty"
     if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
         return f"the neuron's parameters require gradients ({kernels} give input gradients)"
+    return None
+
+
+#: The methods of :class:`hub.Neuron` whose behaviour the kernels reproduce.
+STEP_METHODS = ("step", "_integrate", "initial_state")
+
+
+def overridden_step(node: Neuron) -> str | None:
+    """The first of :data:`STEP_METHODS` that ``node``'s type overrides, or None.
+
+    A plugin's neuron type may keep the built-in fields and compute something else; the
+    kernels run the built-in equation only, so such a type always steps through its own code.
+    """
+    cls = type(node)
+    for name in STEP_METHODS:
+        if getattr(cls, name) is not getattr(Neuron, name):
+            return name
     return None
 
 

@@ -22,6 +22,8 @@ from ..neurons import Neuron
 from ..surrogate import SLOPE
 from .cpu import PARAMS, refusal
 
+#: How :attr:`hub.Simulator.paths` names a layer this module runs.
+PATH = "the fused CuPy kernel"
 DTYPES = {torch.float32: "float", torch.float16: "__half"}
 _RESETS = {"zero": 0, "subtract": 1, "none": 2}
 _MODES = {"binary": 0, "multi": 1, "graded": 2}
