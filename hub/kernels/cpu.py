@@ -299,10 +299,12 @@ def empty_cache() -> None:
         _idle.clear()
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An uninitialised tensor shaped like ``like``: large ones on huge pages, from the cache."""
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
+           shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """An uninitialised tensor shaped like ``like`` (or ``shape``): large ones on huge pages,
+    from the cache."""
     dtype = dtype or like.dtype
-    shape = tuple(like.shape)
+    shape = tuple(like.shape) if shape is None else shape
     nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
     if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
             or _cache_limit() == 0):
@@ -337,10 +339,11 @@ class _Kernel:
         self.conf.threads = max(1, torch.get_num_threads()) if big else 1
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor, s: torch.Tensor,
-                r: torch.Tensor, save: bool) -> tuple[torch.Tensor, ...]:
+                r: torch.Tensor, save: bool, out: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
         steps, total = x.shape[0], x[0].numel()
         self._threads(steps, total)
-        out = _empty(x)
+        out = _empty(x) if out is None else out
         save_v = _empty(x) if save else None
         # flags only for a refractory period: otherwise the spike follows from the saved voltage
         flagged = save and self.conf.refractory > 0
@@ -420,7 +423,15 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         out, v, i, s, r = _Fused.apply(kernel, x, v0, i0, s0, r0)
     else:
         v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
-        out, _, _ = kernel.forward(x, v, i, s, r, save=False)
+        delay = node.delay if node.spiking else 0
+        # with a delay, the steps go straight after the line's old outputs (no copy of them)
+        both = _empty(x, shape=(delay + x.shape[0], *x.shape[1:])) if delay else None
+        if delay:
+            both[:delay].copy_(state["line"])
+        out, _, _ = kernel.forward(x, v, i, s, r, save=False,
+                                   out=both[delay:] if delay else None)
+        if delay:
+            out = both
     new: dict[str, Any] = {}
     if node.current:
         new["i"] = i
@@ -431,6 +442,6 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
             new["r"] = r
         if node.delay:
             # the line holds the last `delay` outputs; the first `delay` steps emit the old line
-            both = torch.cat([state["line"], out])
-            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:]
+            both = torch.cat([state["line"], out]) if tracked else out
+            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:].clone()
     return out, new

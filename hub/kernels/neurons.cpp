@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 
 namespace {
 
@@ -40,13 +42,24 @@ struct Params {
 // runs of 4 KiB (one page) of x and out.
 const int64_t BLOCK = 1024;
 
-// The spike count of spike_mode="multi", with the same operations as Neuron.step.
+// std::floor, in operations GCC vectorises (it leaves std::floor scalar): truncation through an
+// integer where that is exact, and every number at least 1/epsilon in magnitude (also an infinity
+// or NaN) is its own floor. Only the sign of a zero may differ, which multi_count cannot see.
 template <typename R>
-inline R multi_count(R v, R th, R s, int inclusive) {
-    R n = std::floor(v / th);
+inline R floor_exact(R q) {
+    using I = std::conditional_t<sizeof(R) == 4, int32_t, int64_t>;
+    const R t = R(I(q));
+    const R f = t > q ? t - R(1) : t;
+    return std::fabs(q) < R(1) / std::numeric_limits<R>::epsilon() ? f : q;
+}
+
+// The spike count of spike_mode="multi", with the same operations as Neuron.step.
+template <typename R, bool INCLUSIVE>
+inline R multi_count(R v, R th, R s) {
+    R n = floor_exact(v / th);
     n = (n * th > v) ? n - R(1) : n;
     n = ((n + R(1)) * th <= v) ? n + R(1) : n;
-    if (!inclusive) n = (n * th == v) ? n - R(1) : n;
+    if (!INCLUSIVE) n = (n * th == v) ? n - R(1) : n;
     R m = (n < R(1)) ? R(1) : n;  // torch.clamp(n, min=1), NaN stays NaN
     return s + (m * s - s);
 }
@@ -185,6 +198,69 @@ bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int6
     });
 }
 
+// The general case, in phases. One call is one time step of one block of neurons; each phase is
+// one plain loop over the block, and which phases run (the conventions) is decided outside the
+// loops, so that every loop vectorises and the block's temporaries stay in L1. Each neuron still
+// goes through the operations of Neuron.step in their order, with one rounding each: the phases
+// only change which neuron is worked on when. t1 (bool) and w (BLOCK values each) are scratch.
+#define EACH for (int64_t j = 0; j < n; ++j)
+
+template <typename R>
+__attribute__((noinline)) void general_step(
+        const Conf& c, int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vs,
+        R* __restrict is, R* __restrict ss, int32_t* __restrict rs, R* __restrict sv,
+        uint8_t* __restrict sf, const R* __restrict beta, const R* __restrict gain,
+        const R* __restrict vl, const R* __restrict alpha, const R* __restrict cg,
+        const R* __restrict th, const R* __restrict vr, const R* __restrict amp,
+        R* __restrict u, R* __restrict vv, R* __restrict sp, R* __restrict cnt) {
+    const R* in = xt;
+    if (c.current) {  // 1. the current, and which current drives the voltage
+        if (c.order_new) EACH { const R inew = alpha[j] * is[j] + cg[j] * xt[j]; is[j] = inew;
+                                u[j] = inew; }
+        else EACH { const R inew = alpha[j] * is[j] + cg[j] * xt[j]; u[j] = is[j];
+                    is[j] = inew; }
+        in = u;
+    }
+    // 2-3. integration, from v_reset where the previous spike resets to zero in this step
+    const bool pre_zero = c.spiking && c.timing_next && c.reset == 0;
+    if (c.leaky && pre_zero)
+        EACH { const R a = ss[j] > R(0) ? vr[j] : vs[j];
+               vv[j] = (vl[j] + beta[j] * (a - vl[j])) + gain[j] * in[j]; }
+    else if (c.leaky) EACH vv[j] = (vl[j] + beta[j] * (vs[j] - vl[j])) + gain[j] * in[j];
+    else if (pre_zero) EACH vv[j] = (ss[j] > R(0) ? vr[j] : vs[j]) + gain[j] * in[j];
+    else EACH vv[j] = vs[j] + gain[j] * in[j];
+    if (!c.spiking) {
+        EACH { vs[j] = vv[j]; ot[j] = vv[j]; }
+        return;
+    }
+    if (c.timing_next && c.reset == 1) EACH vv[j] = vv[j] - th[j] * ss[j];  // 4.
+    if (c.refractory) EACH vv[j] = rs[j] > 0 ? vs[j] : vv[j];  // 7. held while resting
+    // 5. the spike, and the count of a multi-spike
+    if (c.inclusive) EACH sp[j] = (vv[j] - th[j] >= R(0)) ? R(1) : R(0);
+    else EACH sp[j] = (vv[j] - th[j] > R(0)) ? R(1) : R(0);
+    if (c.refractory) EACH sp[j] = sp[j] * (rs[j] > 0 ? R(0) : R(1));
+    const R* count = sp;
+    if (c.mode == 1) {
+        if (c.inclusive) EACH cnt[j] = multi_count<R, true>(vv[j], th[j], sp[j]);
+        else EACH cnt[j] = multi_count<R, false>(vv[j], th[j], sp[j]);
+        count = cnt;
+    }
+    if (c.mode == 2) EACH ot[j] = (count[j] * vv[j]) * amp[j];
+    else EACH ot[j] = count[j] * amp[j];
+    if (c.timing_next) EACH ss[j] = count[j];
+    else EACH ss[j] = sp[j];
+    if (sv) EACH sv[j] = vv[j];
+    if (sf) EACH sf[j] = uint8_t((sp[j] > R(0)) | ((rs[j] > 0) << 1));
+    // 6. reset in the same step
+    if (!c.timing_next && c.reset == 1) EACH vs[j] = vv[j] - th[j] * count[j];
+    else if (!c.timing_next && c.reset == 0) EACH vs[j] = sp[j] > R(0) ? vr[j] : vv[j];
+    else EACH vs[j] = vv[j];
+    if (c.refractory) {
+        const int32_t rest = c.refractory;
+        EACH rs[j] = sp[j] > R(0) ? rest : std::max(rs[j] - 1, 0);
+    }
+}
+
 // Forward over T steps. x, out: [T, M]; v, i, s, r: [M] state, updated in place; save_v and
 // save_f ([T, M], may be null) keep what the backward pass needs: the voltage that was compared
 // to the threshold, and flags (bit 0 spiked, bit 1 resting), needed with a refractory period only:
@@ -194,121 +270,104 @@ void forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
              R* out, R* v, R* i, R* s, int32_t* r, R* save_v, uint8_t* save_f) {
     if (fast_forward(c, p, T, M, K, x, out, v, i, s, save_v)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        for (int64_t t = 0; t < T; ++t) {
-            const R* xt = x + t * M;
-            R* ot = out + t * M;
-            for (int64_t m = lo, k = k0; m < hi; ++m, ++k) {
-                R u = xt[m];
-                if (c.current) {
-                    const R inew = p.alpha[k] * i[m] + p.current_gain[k] * xt[m];
-                    u = c.order_new ? inew : i[m];
-                    i[m] = inew;
-                }
-                if (!c.spiking) {
-                    const R vn = integrate(c, p, k, v[m], u);
-                    v[m] = vn;
-                    ot[m] = vn;
-                    continue;
-                }
-                const R th = p.threshold[k];
-                const R sprev = s[m];
-                R vv = v[m];
-                if (c.timing_next && c.reset == 0 && sprev > R(0)) vv = p.v_reset[k];
-                vv = integrate(c, p, k, vv, u);
-                if (c.timing_next && c.reset == 1) vv = vv - th * sprev;
-                bool resting = false;
-                if (c.refractory) {
-                    resting = r[m] > 0;
-                    if (resting) vv = v[m];
-                }
-                const R z = vv - th;
-                R sp = (c.inclusive ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
-                if (c.refractory) sp = sp * (resting ? R(0) : R(1));
-                const R count = c.mode == 1 ? multi_count(vv, th, sp, c.inclusive) : sp;
-                const R o = c.mode == 2 ? count * vv : count;
-                ot[m] = o * p.amplitude[k];
-                s[m] = c.timing_next ? count : sp;
-                if (save_v) save_v[t * M + m] = vv;
-                if (save_f) save_f[t * M + m] = uint8_t((sp > R(0)) | (resting << 1));
-                if (!c.timing_next) {
-                    if (c.reset == 1) vv = vv - th * count;
-                    else if (c.reset == 0 && sp > R(0)) vv = p.v_reset[k];
-                }
-                v[m] = vv;
-                if (c.refractory) r[m] = sp > R(0) ? c.refractory : std::max(r[m] - 1, 0);
-            }
-        }
+        alignas(64) R u[BLOCK], vv[BLOCK], sp[BLOCK], cnt[BLOCK];
+        for (int64_t t = 0; t < T; ++t)
+            general_step<R>(c, hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
+                            r + lo, save_v ? save_v + t * M + lo : nullptr,
+                            save_f ? save_f + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
+                            p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
+                            p.v_reset + k0, p.amplitude + k0, u, vv, sp, cnt);
     });
 }
+
+// One step of backward() for one block, in phases as general_step: gv, gi, gs are the state
+// gradients of this block, updated in place; sv, sf this step's saved voltage and flags, svp the
+// previous step's voltage (null at the first step: then s0 tells the previous spike).
+template <typename R>
+__attribute__((noinline)) void general_back_step(
+        const Conf& c, int64_t n, const R* __restrict go, const R* __restrict sv,
+        const uint8_t* __restrict sf, const R* __restrict svp, const R* __restrict s0,
+        R* __restrict gxt, R* __restrict gv, R* __restrict gi, R* __restrict gs,
+        const R* __restrict beta, const R* __restrict gain, const R* __restrict alpha,
+        const R* __restrict cg, const R* __restrict th, const R* __restrict amp, R slope,
+        R* __restrict sp, R* __restrict cnt, R* __restrict g_o, R* __restrict g_count,
+        R* __restrict g_reset, R* __restrict g_int, R* __restrict g_hold) {
+    if (!c.spiking) {
+        EACH g_int[j] = go[j] + gv[j];
+    } else {
+        if (c.refractory) EACH sp[j] = (sf[j] & 1) ? R(1) : R(0);
+        else if (c.inclusive) EACH sp[j] = (sv[j] - th[j] >= R(0)) ? R(1) : R(0);
+        else EACH sp[j] = (sv[j] - th[j] > R(0)) ? R(1) : R(0);
+        const R* count = sp;
+        if (c.mode == 1) {
+            if (c.inclusive) EACH cnt[j] = multi_count<R, true>(sv[j], th[j], sp[j]);
+            else EACH cnt[j] = multi_count<R, false>(sv[j], th[j], sp[j]);
+            count = cnt;
+        }
+        EACH g_o[j] = go[j] * amp[j];
+        if (c.mode == 2) EACH g_count[j] = g_o[j] * sv[j];
+        else EACH g_count[j] = g_o[j];
+        if (!c.timing_next && c.reset == 1) {
+            EACH { g_count[j] = g_count[j] + (-gv[j]) * th[j]; g_reset[j] = gv[j]; }
+        } else if (!c.timing_next && c.reset == 0) {
+            EACH g_reset[j] = sp[j] > R(0) ? R(0) : gv[j];
+        } else {
+            EACH g_reset[j] = gv[j];
+        }
+        EACH g_count[j] = g_count[j] + gs[j];  // the spike state is the count or the spike
+        if (c.refractory) EACH g_count[j] = g_count[j] * ((sf[j] & 2) ? R(0) : R(1));
+        // the surrogate: d spike / d z = 1 / (1 + slope |z|)^2
+        EACH { R den = R(1) + slope * std::fabs(sv[j] - th[j]); den = den * den;
+               g_count[j] = g_count[j] / den; }
+        if (c.mode == 2) EACH g_int[j] = (g_reset[j] + g_o[j] * count[j]) + g_count[j];
+        else EACH g_int[j] = g_reset[j] + g_count[j];
+        if (c.refractory)
+            EACH { const bool resting = sf[j] & 2; g_hold[j] = resting ? g_int[j] : R(0);
+                   g_int[j] = resting ? R(0) : g_int[j]; }
+        if (c.timing_next && c.reset == 1) EACH gs[j] = (-g_int[j]) * th[j];
+        else EACH gs[j] = R(0);
+    }
+    // the gradient into the voltage before this step (g_count is free again: it holds g_u)
+    R* g_u = g_count;
+    EACH g_u[j] = g_int[j] * gain[j];
+    if (c.leaky) EACH gv[j] = g_int[j] * beta[j];
+    else EACH gv[j] = g_int[j];
+    if (c.spiking && c.timing_next && c.reset == 0) {
+        // next timing has no refractory period: the spike follows from the voltage
+        if (!svp) EACH gv[j] = s0[j] > R(0) ? R(0) : gv[j];
+        else if (c.inclusive) EACH gv[j] = (svp[j] - th[j] >= R(0)) ? R(0) : gv[j];
+        else EACH gv[j] = (svp[j] - th[j] > R(0)) ? R(0) : gv[j];
+    }
+    if (c.spiking && c.refractory) EACH gv[j] = gv[j] + g_hold[j];
+    if (c.current) {
+        if (c.order_new) EACH { const R g_new = gi[j] + g_u[j]; gxt[j] = g_new * cg[j];
+                                gi[j] = g_new * alpha[j]; }
+        else EACH { const R g_new = gi[j]; gxt[j] = g_new * cg[j];
+                    gi[j] = g_new * alpha[j] + g_u[j]; }
+    } else {
+        EACH gxt[j] = g_u[j];
+    }
+}
+#undef EACH
 
 // Backward over T steps, in reverse: the gradient of the loss with respect to the input and the
 // initial state, given that with respect to the output (gout) and the final state (gv, gi, gs,
 // updated in place to the gradient with respect to the initial state). s0: the initial spike
-// state, read only for reset_timing="next" with reset="zero". graded_order picks the order in
-// which the three gradients of a graded voltage are summed (the order autograd sums them in).
+// state, read only for reset_timing="next" with reset="zero".
 template <typename R>
 void backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* gout,
               const R* save_v, const uint8_t* save_f, const R* s0, R* gv, R* gi, R* gs, R* gx) {
     if (fast_backward(c, p, T, M, K, gout, save_v, gv, gi, gs, gx)) return;
-    const R slope = R(c.slope);
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        for (int64_t t = T - 1; t >= 0; --t) {
-            const R* go = gout + t * M;
-            R* gxt = gx + t * M;
-            for (int64_t m = lo, k = k0; m < hi; ++m, ++k) {
-                R g_int;  // gradient of the integrated voltage
-                R g_hold = R(0);
-                if (!c.spiking) {
-                    g_int = go[m] + gv[m];
-                } else {
-                    const R th = p.threshold[k];
-                    const R vv = save_v[t * M + m];
-                    const R z = vv - th;
-                    const uint8_t f = c.refractory ? save_f[t * M + m] : 0;
-                    const R sp = (c.refractory ? (f & 1) : spikes(c, z)) ? R(1) : R(0);
-                    const bool resting = f & 2;
-                    const R count = c.mode == 1 ? multi_count(vv, th, sp, c.inclusive) : sp;
-                    const R g_o = go[m] * p.amplitude[k];
-                    R g_count = c.mode == 2 ? g_o * vv : g_o;
-                    R g_reset = gv[m];
-                    if (!c.timing_next) {
-                        if (c.reset == 1) g_count = g_count + (-gv[m]) * th;
-                        else if (c.reset == 0 && sp > R(0)) g_reset = R(0);
-                    }
-                    g_count = g_count + gs[m];  // the spike state is the count or the spike
-                    R g_s = g_count;
-                    if (c.refractory) g_s = g_s * (resting ? R(0) : R(1));
-                    R den = R(1) + slope * std::fabs(z);
-                    den = den * den;
-                    const R g_z = g_s / den;
-                    R g_vv;
-                    if (c.mode == 2) g_vv = (g_reset + g_o * count) + g_z;
-                    else g_vv = g_reset + g_z;
-                    g_int = g_vv;
-                    if (c.refractory) {
-                        g_int = resting ? R(0) : g_vv;
-                        g_hold = resting ? g_vv : R(0);
-                    }
-                    gs[m] = (c.timing_next && c.reset == 1) ? (-g_int) * th : R(0);
-                }
-                const R g_u = g_int * p.gain[k];
-                R g_v = c.leaky ? g_int * p.beta[k] : g_int;
-                if (c.spiking && c.timing_next && c.reset == 0) {
-                    // next timing has no refractory period: the spike follows from the voltage
-                    const bool prev = t > 0 ? spikes(c, save_v[(t - 1) * M + m] - p.threshold[k])
-                                            : s0[m] > R(0);
-                    if (prev) g_v = R(0);
-                }
-                gv[m] = c.refractory ? g_v + g_hold : g_v;
-                if (c.current) {
-                    const R g_new = c.order_new ? gi[m] + g_u : gi[m];
-                    gxt[m] = g_new * p.current_gain[k];
-                    gi[m] = c.order_new ? g_new * p.alpha[k] : g_new * p.alpha[k] + g_u;
-                } else {
-                    gxt[m] = g_u;
-                }
-            }
-        }
+        alignas(64) R w[7][BLOCK];
+        for (int64_t t = T - 1; t >= 0; --t)
+            general_back_step<R>(
+                c, hi - lo, gout + t * M + lo, c.spiking ? save_v + t * M + lo : nullptr,
+                c.refractory ? save_f + t * M + lo : nullptr,
+                c.spiking && t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo,
+                gx + t * M + lo, gv + lo, gi + lo, gs + lo, p.beta + k0, p.gain + k0,
+                p.alpha + k0, p.current_gain + k0, p.threshold + k0, p.amplitude + k0,
+                R(c.slope), w[0], w[1], w[2], w[3], w[4], w[5], w[6]);
     });
 }
 
