@@ -422,7 +422,12 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     if tracked:
         out, v, i, s, r = _Fused.apply(kernel, x, v0, i0, s0, r0)
     else:
-        v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
+        # copy only the state the kernel writes: the current, spike and refractory state of a
+        # neuron without them are zeros it never touches
+        v = v0.clone()
+        i = i0.clone() if node.current else i0
+        s = s0.clone() if node.spiking else s0
+        r = r0.clone() if "r" in state else r0
         delay = node.delay if node.spiking else 0
         # with a delay, the steps go straight after the line's old outputs (no copy of them)
         both = _empty(x, shape=(delay + x.shape[0], *x.shape[1:])) if delay else None
