@@ -84,7 +84,7 @@ def convention_layer(fields: dict, width: int) -> Callable[[torch.Tensor], torch
     cls = hub.CubaLIF if fields.pop("cuba", False) else hub.LIF
     if cls is hub.CubaLIF:
         params["alpha"] = 0.8
-    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(width,)), cls(**params, **fields)))
+    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(width,)), cls(**(params | fields))))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         sim.reset()

@@ -33,12 +33,17 @@ from .errors import HubError, ParameterError, ShapeError
 from .graph import Graph
 from .layout import as_input
 from .limits import how_to_raise, limits
+from .loihi import LoihiCUBA
 from .neurons import Neuron
 from .node import Node
 
 BACKENDS = ("auto", "torch", "fused", "cupy")
 #: The keyword options of :func:`simulate`, those of :class:`Simulator`.
 OPTIONS = ("dtype", "device", "trainable", "backend")
+
+
+#: Node types the kernels may run (each kernel module says which nodes it takes).
+KERNEL_NODES = (Neuron, LoihiCUBA)
 
 
 class KernelWarning(UserWarning):
@@ -168,7 +173,7 @@ class Simulator(torch.nn.Module):
         kernel, no recurrent edge and, for ``"auto"``, some neuron a kernel takes: else stepping
         is as fast and keeps less memory); otherwise why each neuron layer steps."""
         neurons = {name: node for name, node in self.graph.nodes.items()
-                   if isinstance(node, Neuron)}
+                   if isinstance(node, KERNEL_NODES)}
         if self._kernels is None:
             return dict.fromkeys(neurons, "reference")
         if any(self.plan.recurrent.values()):
@@ -198,7 +203,7 @@ class Simulator(torch.nn.Module):
         for name in self.plan.order:
             node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
             total = inputs[name] if name in inputs else self._gather(name, values)
-            if isinstance(node, Neuron):
+            if isinstance(node, KERNEL_NODES):
                 why = self._kernels.unsupported(node, p, total)
                 if why is None:
                     kernels = self._kernels.pick(total) if self._kernels is _auto else self._kernels
@@ -426,7 +431,7 @@ class _Auto:
         return self._kernels(x.device.type)[0]
 
     def unsupported(self, node: Node, p: dict, x: torch.Tensor) -> str | None:
-        if not isinstance(node, Neuron):
+        if not isinstance(node, KERNEL_NODES):
             return f"{type(node).__name__} is not a neuron"
         module, why = self._kernels(x.device.type)
         return why if module is None else module.unsupported(node, p, x)

@@ -211,6 +211,42 @@ def test_outputs_on_huge_pages_hold_the_same_values(huge, monkeypatch):
     assert torch.equal(got, want)
 
 
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fields", [{}, {"refractory": 2}, {"spike_mode": "graded"},
+                                    {"delay": 3, "refractory": 1, "bias_exp": 3}],
+                         ids=["plain", "refractory", "graded", "delay"])
+def test_the_loihi_integer_neuron_matches_its_reference_step(fields, dtype):
+    """Per-neuron decays (0 keeps, 4096 clears), thresholds and biases; inputs large enough
+    to reach the 24-bit wrap of the current and the clamp of the voltage."""
+    from hub.loihi import LoihiCUBA
+
+    rng = np.random.default_rng(11)
+    node = LoihiCUBA(i_decay=rng.integers(0, 4097, SHAPE), v_decay=rng.choice([0, 300, 4096],
+                                                                             SHAPE),
+                     threshold=rng.integers(0, 300, SHAPE), bias=rng.integers(-8, 9, SHAPE),
+                     **fields)
+    p = {k: torch.as_tensor(np.array(v)) for k, v in node.params().items()
+         if isinstance(v, np.ndarray)}
+    for scale in (40, 200_000, 500_000):
+        x = torch.tensor(rng.integers(-scale, scale, (30, 3, *SHAPE)), dtype=dtype)
+        state = node.initial_state((3, *SHAPE), x)
+        want, want_state = reference(node, p, x[:17], state)
+        got, got_state = cpu.run(node, p, x[:17], state)
+        more_want, want_state = reference(node, p, x[17:], want_state)
+        more_got, got_state = cpu.run(node, p, x[17:], got_state)
+        assert torch.equal(torch.cat([got, more_got]), torch.cat([want, more_want])), scale
+        assert want.any() and set(got_state) == set(want_state)
+        for key in want_state:
+            assert torch.equal(got_state[key], want_state[key]), key
+    with pytest.raises(HubError, match="non-integer"):
+        cpu.run(node, p, x + 0.5, node.initial_state((3, *SHAPE), x))
+    graph = hub.Graph.chain(hub.Input(shape=SHAPE), node)
+    sim = hub.Simulator(graph, dtype=dtype)
+    assert torch.equal(sim(x), hub.simulate(graph, x, dtype=dtype, backend="torch"))
+    assert sim.paths["loihicuba1"] == cpu.PATH
+
+
 def test_unsupported_cases_are_named():
     node = hub.LIF(beta=0.5)
     p = tensors(node, torch.float32)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import HubError
+from ..loihi import LoihiCUBA
 from ..neurons import Neuron
 from ..surrogate import SLOPE
 
@@ -131,6 +132,9 @@ def _build() -> ctypes.CDLL:
                                            i64] + [pointer] * 8
     library.hub_neuron_backward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64,
                                             i64, i64] + [pointer] * 8
+    i32 = ctypes.c_int32
+    library.hub_loihi_forward.argtypes = [ctypes.c_int, pointer, i32, i32, i32, i32, i64, i64,
+                                          i64] + [pointer] * 5
     return library
 
 
@@ -159,6 +163,12 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run fused on input ``x`` with parameters ``p``; None if it can."""
+    if isinstance(node, LoihiCUBA):
+        if type(node).step is not LoihiCUBA.step:
+            return f"{type(node).__name__} overrides LoihiCUBA.step"
+        if x.device.type != "cpu" or x.dtype not in DTYPES or x.numel() == 0:
+            return f"the fused Loihi kernel takes non-empty float CPU inputs, not {x.dtype}"
+        return None
     return refusal(node, p, x, device="cpu", dtypes=DTYPES, kernels="the fused kernels")
 
 
@@ -399,6 +409,45 @@ class _Fused(torch.autograd.Function):
         return None, gx, gv, gi, gs, None
 
 
+_LOIHI_PARAMS = ("i_decay", "v_decay", "threshold", "bias")
+
+
+def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
+              state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+    """:func:`run` for :class:`hub.LoihiCUBA`: its integer step over a whole sequence, forward
+    only (its outputs carry no gradient, as the reference's)."""
+    rounded = torch.round(x)
+    if not torch.equal(rounded, x):
+        raise HubError("LoihiCUBA received a non-integer input: Loihi synapses deliver "
+                       "integer sums of integer weights; quantise the weights first "
+                       "(hub_plugins.netx.quantize)", field="input")
+    shape = tuple(x.shape[2:])
+    size = int(np.prod(shape, dtype=np.int64))
+    x = x.detach().contiguous()
+    params = [torch.broadcast_to(p[name].to(torch.int64), shape).reshape(-1).contiguous()
+              for name in _LOIHI_PARAMS]
+    pointers = (ctypes.c_void_p * len(params))(*[t.data_ptr() for t in params])
+    u, v = state["u"].clone().contiguous(), state["v"].clone().contiguous()
+    r = state["r"].clone().contiguous() if node.refractory else None
+    steps, total = x.shape[0], x[0].numel()
+    threads = max(1, torch.get_num_threads()) if steps * total >= PARALLEL_MIN else 1
+    delay = node.delay
+    both = _empty(x, shape=(delay + steps, *x.shape[1:])) if delay else None
+    if delay:
+        both[:delay].copy_(state["line"])
+    out = both[delay:] if delay else _empty(x)
+    library().hub_loihi_forward(
+        DTYPES[x.dtype], pointers, node.bias_exp, node.refractory,
+        int(node.spike_mode == "graded"), threads, steps, total, size, x.data_ptr(),
+        out.data_ptr(), u.data_ptr(), v.data_ptr(), _address(r))
+    new: dict[str, Any] = {"u": u, "v": v}
+    if r is not None:
+        new["r"] = r
+    if delay:
+        out, new["line"] = both[:steps], both[steps:].clone()
+    return out, new
+
+
 def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         kernel: Any = None) -> tuple[torch.Tensor, dict]:
     """Run ``node`` over a whole sequence ``x`` ``[T, N, *shape]`` from ``state``.
@@ -407,6 +456,8 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     ``T`` calls of ``node.step(p, x[t], state)`` give. Check :func:`unsupported` first.
     ``kernel`` runs the steps (the CuPy backend passes its own); by default the C++ one.
     """
+    if isinstance(node, LoihiCUBA):
+        return run_loihi(node, p, x, state)
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()

@@ -377,9 +377,72 @@ Params<R> params(const void* const* q) {
                      (const R*)q[4], (const R*)q[5], (const R*)q[6], (const R*)q[7]};
 }
 
+// Loihi's fixed-point CUBA neuron (hub/loihi.py, LoihiCUBA.step), forward only: its outputs carry
+// no gradient. Integer arithmetic, so any order gives the reference's values; the operations are
+// still those of the reference, one for one. q: i_decay, v_decay, threshold, bias (K values each).
+const int64_t LOIHI_UNITY = 4096, LOIHI_MAX = int64_t(1) << 23;
+
+inline int64_t toward_zero(int64_t p, int bits) {  // sign(p) * (|p| >> bits)
+    const int64_t m = (p < 0 ? -p : p) >> bits;
+    return p < 0 ? -m : m;
+}
+
+template <typename R>
+void loihi_forward(const int64_t* const* q, int32_t bias_exp, int32_t refractory, int32_t graded,
+                   int32_t threads, int64_t T, int64_t M, int64_t K, const R* x, R* out,
+                   int64_t* u, int64_t* v, int64_t* r) {
+    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
+        const int64_t n = hi - lo;
+        const int64_t* __restrict idec = q[0] + k0;
+        const int64_t* __restrict vdec = q[1] + k0;
+        const int64_t* __restrict th = q[2] + k0;
+        const int64_t* __restrict bias = q[3] + k0;
+        int64_t* __restrict ub = u + lo;
+        int64_t* __restrict vb = v + lo;
+        int64_t* __restrict rb = refractory ? r + lo : nullptr;
+        for (int64_t t = 0; t < T; ++t) {
+            const R* __restrict xt = x + t * M + lo;
+            R* __restrict ot = out + t * M + lo;
+            for (int64_t j = 0; j < n; ++j) {
+                const int64_t a = int64_t(xt[j]);
+                int64_t uu = toward_zero(ub[j] * (LOIHI_UNITY - idec[j]), 12) + (a << 6);
+                // the 24-bit wrap as the reference writes it: the second test sees the first
+                const int64_t wrapped = uu > LOIHI_MAX ? uu - 2 * LOIHI_MAX : uu;
+                uu = wrapped <= -LOIHI_MAX ? uu + 2 * LOIHI_MAX : wrapped;
+                int64_t vi = toward_zero(vb[j] * (LOIHI_UNITY - vdec[j]), 12) + uu
+                             + (bias[j] << bias_exp);
+                vi = std::min(std::max(vi, -LOIHI_MAX + 1), LOIHI_MAX - 1);
+                const bool resting = refractory && rb[j] > 0;
+                const int64_t vv = resting ? vb[j] : vi;
+                const bool fired = vv > (th[j] << 6) && !resting;
+                ot[j] = graded ? (fired ? R(vv) : R(0)) / R(64) : (fired ? R(1) : R(0));
+                ub[j] = uu;
+                vb[j] = fired ? 0 : vv;
+                if (refractory) rb[j] = fired ? refractory : std::max(rb[j] - 1, int64_t(0));
+            }
+        }
+    });
+}
+
 }  // namespace
 
 extern "C" {
+
+// dtype of x and out: 0 float32, 1 float64. x must hold integers (checked by the caller).
+int hub_loihi_forward(int dtype, const int64_t* const* q, int32_t bias_exp, int32_t refractory,
+                      int32_t graded, int32_t threads, int64_t T, int64_t M, int64_t K,
+                      const void* x, void* out, int64_t* u, int64_t* v, int64_t* r) {
+    if (dtype == 0)
+        loihi_forward<float>(q, bias_exp, refractory, graded, threads, T, M, K, (const float*)x,
+                             (float*)out, u, v, r);
+    else if (dtype == 1)
+        loihi_forward<double>(q, bias_exp, refractory, graded, threads, T, M, K,
+                              (const double*)x, (double*)out, u, v, r);
+    else
+        return 1;
+    return 0;
+}
+
 
 // dtype: 0 float32, 1 float64. q: the eight parameter pointers in the order of Params.
 int hub_neuron_forward(int dtype, const Conf* c, const void* const* q, int64_t T, int64_t M,
