@@ -86,10 +86,12 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
     }
 }
 
-// The common case, specialised so that the compiler can vectorise it: binary spikes reset in the
-// same step, no refractory period. The same operations as forward() and backward() below. One
-// call is one time step of one block, kept out of line, where GCC vectorises it.
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE>
+// The common case, specialised so that the compiler can vectorise it: binary spikes without a
+// refractory period, reset in the same step or (NEXT, snnTorch's default) in the next. The same
+// operations as forward() and backward() below. One call is one time step of one block, kept out
+// of line, where GCC vectorises it.
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
+          bool NEXT>
 __attribute__((noinline)) void fast_step(
         int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
         R* __restrict ib, R* __restrict sb, R* __restrict save, const R* __restrict beta,
@@ -104,39 +106,52 @@ __attribute__((noinline)) void fast_step(
             u = ORDER_NEW ? inew : ib[j];
             ib[j] = inew;
         }
-        R vv = LEAKY ? (vl[j] + beta[j] * (vb[j] - vl[j])) + gain[j] * u : vb[j] + gain[j] * u;
+        R vv = vb[j];
+        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? vr[j] : vv;
+        vv = LEAKY ? (vl[j] + beta[j] * (vv - vl[j])) + gain[j] * u : vv + gain[j] * u;
+        if (NEXT && RESET == 1) vv = vv - th[j] * sb[j];
         if (save) save[j] = vv;
         const R z = vv - th[j];
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
         ot[j] = sp * amp[j];
         sb[j] = sp;
-        if (RESET == 1) vv = vv - th[j] * sp;
-        else if (RESET == 0) vv = sp > R(0) ? vr[j] : vv;
+        if (!NEXT && RESET == 1) vv = vv - th[j] * sp;
+        else if (!NEXT && RESET == 0) vv = sp > R(0) ? vr[j] : vv;
         vb[j] = vv;
     }
 }
 
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE>
+// prev: the previous step's saved voltage, or null at the first step (then s0 holds the spike).
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
+          bool NEXT>
 __attribute__((noinline)) void fast_back_step(
         int64_t n, const R* __restrict go, const R* __restrict saved, R* __restrict gxt,
         R* __restrict gv, R* __restrict gi, R* __restrict gs, const R* __restrict beta,
         const R* __restrict gain, const R* __restrict alpha, const R* __restrict cg,
-        const R* __restrict th, const R* __restrict amp, const R slope) {
+        const R* __restrict th, const R* __restrict amp, const R slope,
+        const R* __restrict prev, const R* __restrict s0) {
     for (int64_t j = 0; j < n; ++j) {
         const R vv = saved[j];
         const R z = vv - th[j];
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
         R g_count = go[j] * amp[j];
         R g_reset = gv[j];
-        if (RESET == 1) g_count = g_count + (-gv[j]) * th[j];
-        else if (RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
+        if (!NEXT && RESET == 1) g_count = g_count + (-gv[j]) * th[j];
+        else if (!NEXT && RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
         g_count = g_count + gs[j];
         R den = R(1) + slope * std::fabs(z);
         den = den * den;
         const R g_int = g_reset + g_count / den;
-        gs[j] = R(0);
+        gs[j] = (NEXT && RESET == 1) ? (-g_int) * th[j] : R(0);
         const R g_u = g_int * gain[j];
-        gv[j] = LEAKY ? g_int * beta[j] : g_int;
+        R g_v = LEAKY ? g_int * beta[j] : g_int;
+        if (NEXT && RESET == 0) {
+            const bool before = prev ? (INCLUSIVE ? (prev[j] - th[j] >= R(0))
+                                                  : (prev[j] - th[j] > R(0)))
+                                     : s0[j] > R(0);
+            g_v = before ? R(0) : g_v;
+        }
+        gv[j] = g_v;
         if (CURRENT) {
             const R g_new = ORDER_NEW ? gi[j] + g_u : gi[j];
             gxt[j] = g_new * cg[j];
@@ -147,20 +162,22 @@ __attribute__((noinline)) void fast_back_step(
     }
 }
 
-// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE>() for c, if c is the common
-// case of fast_step; returns whether it did.
+// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE, NEXT>() for c, if c is the
+// common case of fast_step; returns whether it did. Without a reset, its timing changes nothing.
 template <typename F>
 bool dispatch(const Conf& c, F&& f) {
-    if (!c.spiking || c.timing_next || c.mode != 0 || c.refractory) return false;
+    if (!c.spiking || c.mode != 0 || c.refractory) return false;
     if (c.current && !c.leaky) return false;
     auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
-        auto cmp = [&]<int RESET>() {
-            if (c.inclusive) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, true>();
-            else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, false>();
+        auto cmp = [&]<int RESET, bool NEXT>() {
+            if (c.inclusive) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, true, NEXT>();
+            else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, false, NEXT>();
         };
-        if (c.reset == 0) cmp.template operator()<0>();
-        else if (c.reset == 1) cmp.template operator()<1>();
-        else cmp.template operator()<2>();
+        if (c.reset == 0 && c.timing_next) cmp.template operator()<0, true>();
+        else if (c.reset == 0) cmp.template operator()<0, false>();
+        else if (c.reset == 1 && c.timing_next) cmp.template operator()<1, true>();
+        else if (c.reset == 1) cmp.template operator()<1, false>();
+        else cmp.template operator()<2, false>();
     };
     if (c.current && c.order_new) reset.template operator()<true, true, true>();
     else if (c.current) reset.template operator()<true, true, false>();
@@ -172,10 +189,11 @@ bool dispatch(const Conf& c, F&& f) {
 template <typename R>
 bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
                   const R* x, R* out, R* v, R* i, R* s, R* save_v) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL>() {
+    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
+                           bool NEXT>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = 0; t < T; ++t)
-                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL>(
+                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
                     hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
                     save_v ? save_v + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
                     p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
@@ -186,14 +204,16 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
 
 template <typename R>
 bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
-                   const R* gout, const R* save_v, R* gv, R* gi, R* gs, R* gx) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL>() {
+                   const R* gout, const R* save_v, const R* s0, R* gv, R* gi, R* gs, R* gx) {
+    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
+                           bool NEXT>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = T - 1; t >= 0; --t)
-                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL>(
+                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
                     hi - lo, gout + t * M + lo, save_v + t * M + lo, gx + t * M + lo, gv + lo,
                     gi + lo, gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0,
-                    p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope));
+                    p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope),
+                    t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo);
         });
     });
 }
@@ -357,7 +377,7 @@ __attribute__((noinline)) void general_back_step(
 template <typename R>
 void backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* gout,
               const R* save_v, const uint8_t* save_f, const R* s0, R* gv, R* gi, R* gs, R* gx) {
-    if (fast_backward(c, p, T, M, K, gout, save_v, gv, gi, gs, gx)) return;
+    if (fast_backward(c, p, T, M, K, gout, save_v, s0, gv, gi, gs, gx)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
         alignas(64) R w[7][BLOCK];
         for (int64_t t = T - 1; t >= 0; --t)
