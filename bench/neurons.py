@@ -1,13 +1,15 @@
-"""Benchmark of neuron layers: the hub's reference and fused paths against snnTorch, Norse and
-SpikingJelly, side by side in one process.
+"""Benchmark of neuron layers: the hub's default path (and its reference) against snnTorch,
+Norse and SpikingJelly, each running its own default neuron, and against those default neurons
+imported with ``hub.load`` and run by the hub, side by side in one process; then the default
+path on one layer per convention.
 
-    .venv/bin/python bench/neurons.py            # quick: two sizes, under two minutes
+    .venv/bin/python bench/neurons.py            # quick: two sizes, a few minutes
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
     .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
 gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
-best of several runs. "vs best peer" is the best peer's time over the fused time. GB/s counts the
+best of several runs. "vs best peer" is the best peer's time over the row's time. GB/s counts the
 bytes a layer must move at least (read the input, write the spikes) and is compared with the
 memory bandwidth of this machine: ``dst.copy_(x)`` into a preallocated ``dst`` of the same bytes,
 best of several, in the same process (a fresh ``x.clone()`` would also pay for new pages some
