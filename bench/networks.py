@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  failed: {failed[name]}", file=sys.stderr)
     print(table(rows))
     if args.out:
-        write_section(args.out, markdown(rows, failed, "python bench/networks.py"))
+        write_section(args.out, markdown(rows, failed, "python bench/networks.py"), START, END)
         print(f"wrote {args.out} (section {START})", file=sys.stderr)
 
 
