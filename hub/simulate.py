@@ -36,6 +36,7 @@ from .limits import how_to_raise, limits
 from .loihi import LoihiCUBA
 from .neurons import Neuron
 from .node import Node
+from .nodes import MaxPool2d
 
 BACKENDS = ("auto", "torch", "fused", "cupy")
 #: The keyword options of :func:`simulate`, those of :class:`Simulator`.
@@ -44,6 +45,13 @@ OPTIONS = ("dtype", "device", "trainable", "backend")
 
 #: Node types the kernels may run (each kernel module says which nodes it takes).
 KERNEL_NODES = (Neuron, LoihiCUBA)
+
+
+#: Stateless node types whose step gives each sample the same bits in any batch (max pooling
+#: only compares), so that node-by-node runs call it once on all time steps; those that round
+#: (convolutions, matrix products, sums) step, as the summation order of a library's kernel may
+#: depend on the batch size.
+WHOLE_SEQUENCE = (MaxPool2d,)
 
 
 class KernelWarning(UserWarning):
@@ -213,6 +221,11 @@ class Simulator(torch.nn.Module):
                 paths[name] = f"reference ({why})"
             if not node.stateful and type(node).step is Node.step:
                 values[name] = total  # a junction passes its input through
+                continue
+            if type(node) in WHOLE_SEQUENCE:
+                # one call on all T x N samples: the same values as T calls on N (see above)
+                out, _ = node.step(p, total.flatten(0, 1), state)
+                values[name] = out.unflatten(0, total.shape[:2])
                 continue
             results = []
             # unbind, not x[t]: the backward of T selects would add T full-size gradients

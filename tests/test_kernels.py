@@ -391,6 +391,34 @@ def test_auto_runs_each_layer_on_the_fastest_identical_path(monkeypatch, caplog)
 
 
 @needs_compiler
+def test_max_pooling_runs_once_over_all_steps_with_the_same_values_and_gradients(monkeypatch):
+    """Spikes pooled: ties everywhere, so the gradient must go where stepping sends it."""
+    graph = hub.Graph.chain(
+        hub.Input(shape=(2, 8, 8)),
+        hub.Conv2d(weight=dyadic(4, 2, 3, 3), padding=(1, 1)),
+        hub.IF(threshold=0.25),
+        hub.MaxPool2d(kernel_size=(2, 2), stride=(2, 2)),
+        hub.Flatten(),
+        hub.Affine(weight=dyadic(5, 64)),
+        hub.LIF(beta=0.75, threshold=0.5))
+    x = torch.tensor(dyadic(9, 3, 2, 8, 8) + 0.25)
+    calls = []
+    step = hub.MaxPool2d.step
+    monkeypatch.setattr(hub.MaxPool2d, "step", lambda *a: calls.append(a[2].shape) or step(*a))
+    g = torch.tensor(dyadic(9, 3, 5))
+    results = []
+    for backend in ("torch", "auto"):
+        xg = x.clone().requires_grad_()
+        out = hub.simulate(graph, xg, backend=backend)
+        out.backward(g)
+        results.append((out.detach(), xg.grad))
+    assert calls[-1] == (9 * 3, 4, 8, 8) and calls[0] == (3, 4, 8, 8)
+    assert results[0][0].any()
+    for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
+@needs_compiler
 def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
     monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
     x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
