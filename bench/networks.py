@@ -18,8 +18,8 @@ The networks, as their frameworks ship or teach them (small sizes, so the run st
 Forward runs without gradients; forward+backward computes the gradient of ``out.sum()`` with
 respect to every weight (the hub: ``trainable=True``, the neurons' own parameters held fixed as
 in the native models, where they are not trained either). "where the hub's time goes" splits
-the hub's forward time by node type: neuron layers through the fused kernels, and every other
-layer, which the hub runs one time step at a time.
+the hub's forward time by node type: neuron layers through the fused kernels, max pooling in
+one call over all steps, and every other layer, which the hub runs one time step at a time.
 """
 
 from __future__ import annotations
@@ -240,8 +240,8 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     out += ["", ("Where the hub's forward time goes (share of its forward time, by node type; "
-                 "neuron layers run in the fused kernels over all steps at once, every other "
-                 "layer one time step at a time):"), ""]
+                 "neuron layers run in the fused kernels and max pooling in one call over all "
+                 "steps at once, every other layer one time step at a time):"), ""]
     out += [f"- {r['network']}: {where(r)}." for r in rows]
     out += [f"- {name}: not measured ({why})." for name, why in failed.items()]
     out += ["", ("Today the hub wins where neuron updates dominate (the kernels run them over all "
