@@ -6,6 +6,7 @@ path on one layer per convention.
     .venv/bin/python bench/neurons.py            # quick: two sizes, a few minutes
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
     .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
+    .venv/bin/python bench/neurons.py --all --out docs/benchmarks.md  # and networks, conversion
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
 gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
@@ -365,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="a T x batch x width sweep")
     parser.add_argument("--out", type=Path, help="write the table as markdown (and a .png plot)")
+    parser.add_argument("--all", action="store_true",
+                        help="then the whole networks (bench/networks.py) and NIR conversion "
+                             "(bench/conversion.py), into the same --out file")
     args = parser.parse_args(argv)
     ok, why = cpu.available()
     if not ok:
@@ -392,6 +396,13 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(markdown(rows, command, conventions, size) + kept_sections(args.out))
         plot(rows, args.out.with_suffix(".png"))
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
+    if args.all:
+        import conversion
+        import networks
+
+        out = ["--out", str(args.out)] if args.out else []
+        networks.main(out)
+        conversion.main(out)
 
 
 if __name__ == "__main__":
