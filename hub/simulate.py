@@ -16,7 +16,8 @@ neuron layer over all time steps in one call, with bit-identical results, when n
 graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
 and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
 :attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
-says it at debug level.
+says it at debug level. The kernels give first derivatives; for second derivatives
+(``create_graph=True``) use ``backend="torch"``.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..errors import HubError
 from ..loihi import LoihiCUBA
@@ -392,6 +393,7 @@ class _Fused(torch.autograd.Function):
         return out, v, i, s, r
 
     @staticmethod
+    @once_differentiable  # a second derivative through the kernel raises instead of being 0
     def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
         save_v, save_f, s0 = ctx.saved_tensors
         like = s0
