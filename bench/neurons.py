@@ -304,15 +304,6 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "a buffer is reused only once no tensor uses it any more, at most 2 idle buffers "
             "per size and `HUB_KERNEL_CACHE_BYTES` (1 GiB) in all (0 turns it off), "
             "`hub.kernels.cpu.empty_cache()` frees them.", ""]
-    if conventions:
-        out += ["## Every convention", "",
-                (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
-                 f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
-                 "LIF\" divides the best peer's LIF forward time at that size by the row's."), "",
-                "| " + " | ".join(CONVENTION_HEADER) + " |",
-                "|" + "---|" * len(CONVENTION_HEADER)]
-        out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
-        out += [""]
     for row in rows:
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue
@@ -324,6 +315,14 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
                    f"{100 * share:.0f}% of copy bandwidth (goal 30%: {verdict(share >= 0.3)}); "
                    f"forward+backward {row['bwd_ratio']:.1f}x the best peer (goal 3x: "
                    f"{verdict(row['bwd_ratio'] >= 3)}).")
+    if conventions:
+        out += ["", "## Every convention", "",
+                (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
+                 f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
+                 "LIF\" divides the best peer's LIF forward time at that size by the row's."), "",
+                "| " + " | ".join(CONVENTION_HEADER) + " |",
+                "|" + "---|" * len(CONVENTION_HEADER)]
+        out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
     return "\n".join(out) + "\n"
 
 
