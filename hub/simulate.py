@@ -109,6 +109,16 @@ class Simulator(torch.nn.Module):
                    for name, key in self._keys.items()}
         self.reset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # kernel modules do not pickle: a copy (deepcopy, torch.save) looks them up again
+        state = self.__dict__.copy()
+        state["_kernels"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._kernels = _kernels(self.backend)
+
     @property
     def values(self) -> dict[str, torch.Tensor]:
         """Every node's output in the last step (by flat node name), to compare layer by
