@@ -176,6 +176,13 @@ class Simulator(torch.nn.Module):
             raise ShapeError(f"the input has no time steps (shape {list(like.shape)}); a "
                              "sequence [T, N, *in] needs T >= 1", node=next(iter(inputs)))
         stepped = self._stepped(like)
+        if stepped is None and self._kernels is _auto:
+            try:
+                self._check_memory(like.shape[1], steps, like, layered=True)
+            except HubError:  # stepping may fit where node by node does not
+                stepped = {name: "reference (running node by node would exceed "
+                                 "max_state_bytes)" for name, node in self.graph.nodes.items()
+                           if isinstance(node, KERNEL_NODES)}
         self._check_memory(like.shape[1], steps, like, layered=stepped is None)
         if stepped is None:
             return self._layers(inputs)
@@ -213,45 +220,62 @@ class Simulator(torch.nn.Module):
                 log.debug("backend %r: %s runs %s", self.backend, name, path)
 
     def _layers(self, inputs: dict[str, torch.Tensor]) -> Tensors:
-        """Run node by node, each over all time steps: neurons through the backend's kernel."""
+        """Run node by node, each over all time steps: neurons through the backend's kernel.
+
+        A node's sequence is let go once every node it feeds has run, and only its last step is
+        kept (a copy), so that memory holds a few sequences at a time, not one per node.
+        """
         like = next(iter(inputs.values()))
         if self._state is None:
             self._start(like.shape[1], like[0])
         values: dict[str, torch.Tensor] = {}
-        paths = {}
+        last: dict[str, torch.Tensor] = {}
+        paths: dict[str, str] = {}
+        pending = dict.fromkeys(self.plan.order, 0)
         for name in self.plan.order:
-            node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
+            for source in self.plan.forward[name]:
+                pending[source] += 1
+        for name in self.plan.order:
             total = inputs[name] if name in inputs else self._gather(name, values)
-            if isinstance(node, KERNEL_NODES):
-                why = self._kernels.unsupported(node, p, total)
-                if why is None:
-                    kernels = self._kernels.pick(total) if self._kernels is _auto else self._kernels
-                    paths[name] = kernels.PATH
-                    values[name], self._state[name] = kernels.run(node, p, total, state)
-                    continue
-                paths[name] = f"reference ({why})"
-            if not node.stateful and type(node).step is Node.step:
-                values[name] = total  # a junction passes its input through
-                continue
-            if type(node) in WHOLE_SEQUENCE:
-                # one call on all T x N samples: the same values as T calls on N (see above)
-                out, _ = node.step(p, total.flatten(0, 1), state)
-                values[name] = out.unflatten(0, total.shape[:2])
-                continue
-            results = []
-            # unbind, not x[t]: the backward of T selects would add T full-size gradients
-            steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
-            for xt in steps:
-                out, state = node.step(p, xt, state)
-                results.append(out)
-            values[name], self._state[name] = torch.stack(results), state
-        self._last = {name: value[-1] for name, value in values.items()}
+            values[name] = self._layer(name, total, paths)
+            last[name] = values[name][-1].clone()
+            for source in self.plan.forward[name]:
+                pending[source] -= 1
+                if not pending[source] and source not in self.graph.outputs:
+                    del values[source]
+        self._last = last
         self._note(paths)
         given = {id(v) for v in inputs.values()}
         # an output that is an input passed through is copied, as stepping would stack a copy
         outputs = {name: values[name].clone() if id(values[name]) in given else values[name]
                    for name in self.graph.outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def _layer(self, name: str, total: Any, paths: dict[str, str]) -> torch.Tensor:
+        """One node over all time steps of its input ``total``; updates its state."""
+        node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
+        if isinstance(node, KERNEL_NODES):
+            why = self._kernels.unsupported(node, p, total)
+            if why is None:
+                kernels = self._kernels.pick(total) if self._kernels is _auto else self._kernels
+                paths[name] = kernels.PATH
+                value, self._state[name] = kernels.run(node, p, total, state)
+                return value
+            paths[name] = f"reference ({why})"
+        if not node.stateful and type(node).step is Node.step:
+            return total  # a junction passes its input through
+        if type(node) in WHOLE_SEQUENCE:
+            # one call on all T x N samples: the same values as T calls on N (see above)
+            out, _ = node.step(p, total.flatten(0, 1), state)
+            return out.unflatten(0, total.shape[:2])
+        results = []
+        # unbind, not x[t]: the backward of T selects would add T full-size gradients
+        steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
+        for xt in steps:
+            out, state = node.step(p, xt, state)
+            results.append(out)
+        self._state[name] = state
+        return torch.stack(results)
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
         names = self.graph.inputs

@@ -419,6 +419,33 @@ def test_max_pooling_runs_once_over_all_steps_with_the_same_values_and_gradients
 
 
 @needs_compiler
+def test_auto_steps_where_running_node_by_node_would_exceed_the_memory_limit():
+    """Node by node keeps whole sequences; stepping keeps one step: under a limit that only
+    stepping fits, "auto" steps (and says so) while a forced kernel is refused."""
+    graph = hub.Graph.chain(hub.Input(shape=(64,)), hub.Affine(weight=dyadic(64, 64)),
+                            hub.LIF(beta=0.5, threshold=0.5), hub.Affine(weight=dyadic(8, 64)),
+                            hub.LIF(beta=0.5, threshold=0.5))
+    x = torch.tensor(dyadic(200, 4, 64))
+    want = hub.simulate(graph, x, backend="torch")
+    try:
+        for exponent in range(10, 30):  # the smallest power of two that stepping fits in
+            hub.limits.configure(max_state_bytes=2 ** exponent)
+            try:
+                hub.simulate(graph, x, backend="torch")
+                break
+            except HubError:
+                continue
+        with pytest.raises(HubError, match="max_state_bytes"):
+            hub.simulate(graph, x, backend="fused")
+        sim = hub.Simulator(graph)
+        assert torch.equal(sim(x), want)
+        assert len(sim.paths) == 2
+        assert all("max_state_bytes" in path for path in sim.paths.values())
+    finally:
+        hub.limits.configure()
+
+
+@needs_compiler
 def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
     monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
     x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
