@@ -1,7 +1,7 @@
 """Benchmark of NIR conversion throughput: snn-hub's hub -> NIR file -> hub against snnTorch's own
 NIR export and import, on the same ~10M-parameter convolutional SNN, side by side in one process.
 
-    .venv/bin/python bench/conversion.py                           # about half a minute
+    .venv/bin/python bench/conversion.py                           # about two minutes
     .venv/bin/python bench/conversion.py --out docs/benchmarks.md  # also write a section, a plot
 
 The network (input 2x64x64): three Conv2d 3x3 layers (64, 128, 256 channels), each followed by a
@@ -30,19 +30,22 @@ files hold the same parameters.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
+import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
+from neurons import best  # bench/ is on the path when a script here runs
 from torch import nn
 
 import hub
-from neurons import best  # bench/ is on the path when a script here runs
 
 BETA = 0.9
 DT = 1e-4
@@ -198,15 +201,21 @@ def markdown(rows: list[dict], info: dict, command: str, plot_name: str) -> str:
            "on a shared machine.", "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    out += ["", WORKAROUNDS, "", SIZE_NOTE, "", f"![conversion times]({plot_name})", END]
+    out += ["", WORKAROUNDS, "", SIZE_NOTE, "",
+            "How snn-hub's save and load grow with the model (the first Linear layer widened to "
+            "about 100M parameters; each size run once, cold, in a fresh process, so the "
+            "first-use costs the table above leaves out are in; peak resident memory):", ""]
+    out += [f"- {line}." for line in info.get("growth", "").splitlines()]
+    out += ["", f"![conversion times]({plot_name})", END]
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` between its markers in ``path``: in place of an earlier one, else at the
-    end (bench/neurons.py keeps the section when it rewrites the file)."""
+def write_section(path: Path, section: str, start: str = START, end: str = END) -> None:
+    """Put ``section`` between its markers ``start`` and ``end`` in ``path``: in place of an
+    earlier one, else at the end (bench/neurons.py keeps the section when it rewrites the
+    file)."""
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
     else:
@@ -234,14 +243,75 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def one_size(hidden: int) -> dict:
+    """hub.save and hub.load of the benchmark network with ``hidden`` units in its first Linear
+    layer, in this process: seconds, file bytes and peak resident memory around each half."""
+    import resource
+
+    global HIDDEN
+    HIDDEN = hidden
+    model = snntorch_model()
+    graph = hub_graph(model)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    peak = (lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.nir"
+        before = peak()
+        start = time.perf_counter()
+        hub.save(graph, to="nir", out=path, force=True)
+        save = time.perf_counter() - start
+        after_save = peak()
+        start = time.perf_counter()
+        hub.load(path)
+        load = time.perf_counter() - start
+        return {"params": params, "save": save, "load": load, "bytes": path.stat().st_size,
+                "base": before, "save_peak": after_save, "load_peak": peak()}
+
+
+def growth(sizes: tuple[int, ...] = (HIDDEN, 5800)) -> list[dict]:
+    """:func:`one_size` for each size, each in a fresh process (peak memory is per process)."""
+    rows = []
+    for hidden in sizes:
+        print(f"snn-hub: save and load with Linear 16384 -> {hidden} ...", file=sys.stderr)
+        done = subprocess.run([sys.executable, __file__, "--one-size", str(hidden)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def growth_text(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        lines.append(f"{r['params'] / 1e6:.1f}M parameters ({r['bytes'] / 1e6:.0f} MB file): "
+                     f"save {r['save']:.2f} s, load {r['load']:.2f} s; peak memory "
+                     f"{r['base'] / 1e6:.0f} MB with the graph built, "
+                     f"{r['save_peak'] / 1e6:.0f} MB after saving, "
+                     f"{r['load_peak'] / 1e6:.0f} MB after loading")
+    if len(rows) == 2:
+        a, b = rows
+        lines.append(f"{b['params'] / a['params']:.1f}x the parameters: "
+                     f"{b['save'] / a['save']:.1f}x the save time, "
+                     f"{b['load'] / a['load']:.1f}x the load time; the peak memory of a save "
+                     f"rises {(b['save_peak'] - b['base']) / 1e6:.0f} MB above that of building "
+                     f"the larger model ({b['bytes'] / 1e6:.0f} MB of parameters in the file)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement")
     parser.add_argument("--out", type=Path,
                         help="write a section into this markdown file, and conversion.png beside it")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_size:
+        print(json.dumps(one_size(args.one_size)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         rows, info = measure(args.repeat, Path(tmp))
+    info["growth"] = growth_text(growth())
+    print(info["growth"])
     print(table(rows))
     print(sizes(info))
     print(WORKAROUNDS.replace("`", ""))

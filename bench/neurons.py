@@ -1,13 +1,16 @@
-"""Benchmark of neuron layers: the hub's reference and fused paths against snnTorch, Norse and
-SpikingJelly, side by side in one process.
+"""Benchmark of neuron layers: the hub's default path (and its reference) against snnTorch,
+Norse and SpikingJelly, each running its own default neuron, and against those default neurons
+imported with ``hub.load`` and run by the hub, side by side in one process; then the default
+path on one layer per convention.
 
-    .venv/bin/python bench/neurons.py            # quick: two sizes, under two minutes
+    .venv/bin/python bench/neurons.py            # quick: two sizes, a few minutes
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
     .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
+    .venv/bin/python bench/neurons.py --all --out docs/benchmarks.md  # and networks, conversion
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
 gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
-best of several runs. "vs best peer" is the best peer's time over the fused time. GB/s counts the
+best of several runs. "vs best peer" is the best peer's time over the row's time. GB/s counts the
 bytes a layer must move at least (read the input, write the spikes) and is compared with the
 memory bandwidth of this machine: ``dst.copy_(x)`` into a preallocated ``dst`` of the same bytes,
 best of several, in the same process (a fresh ``x.clone()`` would also pay for new pages some
@@ -50,6 +53,68 @@ def hub_layer(kind: str, backend: str, width: int) -> Callable[[torch.Tensor], t
     neuron = (hub.LIF(beta=0.9, threshold=1.0, reset="subtract") if kind == "LIF"
               else hub.CubaLIF(alpha=0.8, beta=0.9, threshold=1.0, reset="subtract"))
     sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(width,)), neuron), backend=backend)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        sim.reset()
+        return sim(x)
+    return run
+
+
+#: The hub's default path on one LIF layer (as hub_layer's) with each convention changed, for the
+#: conventions table: the kernel's time should not depend on which conventions a layer carries.
+CONVENTIONS = {
+    "same-step subtract (the LIF rows)": {},
+    "next-step subtract (snnTorch Leaky)": {"reset_timing": "next"},
+    "next-step zero": {"reset": "zero", "reset_timing": "next"},
+    "zero reset": {"reset": "zero"},
+    ">= (SpikingJelly)": {"comparison": ">="},
+    "multi-spike": {"spike_mode": "multi"},
+    "graded spikes": {"spike_mode": "graded"},
+    "refractory 2 steps": {"refractory": 2},
+    "delay 3 steps": {"delay": 3},
+    "per-neuron beta and threshold": {"per_neuron": True},
+    "CubaLIF": {"cuba": True},
+}
+
+
+def convention_layer(fields: dict, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    fields = dict(fields)
+    params: dict = {"beta": 0.9, "threshold": 1.0, "reset": "subtract"}
+    if fields.pop("per_neuron", False):
+        g = torch.Generator().manual_seed(0)
+        params |= {"beta": (0.85 + 0.1 * torch.rand(width, generator=g)).numpy(),
+                   "threshold": (0.9 + 0.2 * torch.rand(width, generator=g)).numpy()}
+    cls = hub.CubaLIF if fields.pop("cuba", False) else hub.LIF
+    if cls is hub.CubaLIF:
+        params["alpha"] = 0.8
+    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(width,)), cls(**(params | fields))))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        sim.reset()
+        return sim(x)
+    return run
+
+
+def converted_layer(kind: str, peer: str, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A peer's default neuron imported with ``hub.load`` and run by the hub's default path."""
+    if peer == "snntorch":
+        import snntorch
+
+        model = snntorch.Leaky(beta=0.9) if kind == "LIF" else snntorch.Synaptic(alpha=0.8,
+                                                                                 beta=0.9)
+    elif peer == "norse":
+        import norse.torch as norse
+
+        if kind != "CUBA":
+            raise ValueError("Norse's default LIFCell is a current-based neuron (CUBA rows)")
+        model = norse.LIFCell()
+    else:
+        from spikingjelly.activation_based import neuron
+
+        if kind != "LIF":
+            raise ValueError("SpikingJelly's default LIFNode is a LIF neuron (LIF rows)")
+        model = neuron.LIFNode(tau=2.0, step_mode="m")
+    sim = hub.Simulator(hub.load(model, input_shape=(width,)))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         sim.reset()
@@ -121,6 +186,38 @@ def installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def measure_conventions(steps: int, batch: int, width: int, repeat: int,
+                        peer_forward: float | None) -> list[dict]:
+    """The hub's default path on one layer per convention; forward against the best peer's LIF
+    forward (``peer_forward``) and against copy bandwidth."""
+    torch.manual_seed(0)
+    x = torch.rand(steps, batch, width) * 0.5
+    dst = torch.empty_like(x)
+    copy = best(lambda: dst.copy_(x), 10)
+    rows = []
+    for name, fields in CONVENTIONS.items():
+        print(f"  convention {name} ...", file=sys.stderr)
+        run = convention_layer(fields, width)
+        with torch.no_grad():
+            forward = best(lambda run=run: run(x), repeat)
+
+        def both(run: Callable = run) -> None:
+            xg = x.clone().requires_grad_()
+            run(xg).sum().backward()
+        rows.append({"convention": name, "forward": forward, "backward": best(both, repeat - 1),
+                     "copy": copy, "vs_peer": peer_forward / forward if peer_forward else None})
+    return rows
+
+
+CONVENTION_HEADER = ("convention", "fwd ms", "fwd vs best peer LIF", "% of copy", "fwd+bwd ms")
+
+
+def convention_cells(row: dict) -> list[str]:
+    return [row["convention"], f"{row['forward'] * 1e3:.1f}",
+            f"{row['vs_peer']:.1f}x" if row["vs_peer"] else "-",
+            f"{100 * row['copy'] / row['forward']:.0f}%", f"{row['backward'] * 1e3:.1f}"]
+
+
 def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[dict]:
     """One row per implementation: forward and forward+backward times."""
     torch.manual_seed(0)
@@ -129,14 +226,23 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
     dst = torch.empty_like(x)
     copy = best(lambda: dst.copy_(x), 10)
     nbytes = 2 * x.numel() * x.element_size()
-    runners = {"hub torch": hub_layer(kind, "torch", width),
-               "hub fused": hub_layer(kind, "fused", width)}
+    runners = {"hub reference": hub_layer(kind, "torch", width),
+               "hub default": hub_layer(kind, "auto", width)}
     for name, make in PEERS.items():
         if installed(name):
             try:
                 runners[name] = make(kind)
             except Exception as error:  # a peer's API change must not stop the others
                 print(f"  {name}: skipped ({type(error).__name__}: {error})", file=sys.stderr)
+    for name in PEERS:
+        if installed(name):
+            try:
+                runners[f"hub: {name} default neuron"] = converted_layer(kind, name, width)
+            except ValueError:
+                pass  # that peer's default neuron belongs to the other layer kind
+            except Exception as error:  # an import the hub refuses is reported, not fatal
+                print(f"  {name} into the hub: skipped ({type(error).__name__}: {error})",
+                      file=sys.stderr)
     rows = []
     for name, run in runners.items():
         with torch.no_grad():
@@ -169,20 +275,25 @@ def cells(row: dict) -> list[str]:
             ratio("bwd_ratio")]
 
 
-def table(rows: list[dict]) -> str:
-    lines = [HEADER] + [tuple(cells(r)) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+def table(rows: list[dict], header: tuple = HEADER, cells: Callable = cells) -> str:
+    lines = [header] + [tuple(cells(r)) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
 
 
-def markdown(rows: list[dict], command: str) -> str:
+def markdown(rows: list[dict], command: str, conventions: list[dict], size: tuple) -> str:
     copy = list(dict.fromkeys(f"{r['copy_gbps']:.2f}" for r in rows))
     out = ["# Neuron layer benchmarks", "",
            f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, float32. "
            "Times are the best of several runs; the machine was shared, so they are noisy. "
            f"Copy bandwidth (`dst.copy_(x)` into a preallocated `dst` of the same bytes, read "
-           f"plus write, per size in table order): {', '.join(copy)} GB/s. Each peer runs with its own default conventions.", "",
+           f"plus write, per size in table order): {', '.join(copy)} GB/s. Each peer runs with "
+           "its own default conventions. \"hub default\" is `hub.Simulator(graph)` as a user "
+           "gets it (`backend=\"auto\"`); \"hub reference\" forces `backend=\"torch\"`; "
+           "\"hub: X default neuron\" is X's default neuron imported with `hub.load` and run "
+           "by the hub's default path. Only ratios within one run mean much: other processes "
+           "shared the machine.", "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     out += ["", "## Against the goals", "",
@@ -194,7 +305,7 @@ def markdown(rows: list[dict], command: str) -> str:
             "per size and `HUB_KERNEL_CACHE_BYTES` (1 GiB) in all (0 turns it off), "
             "`hub.kernels.cpu.empty_cache()` frees them.", ""]
     for row in rows:
-        if row["impl"] != "hub fused" or "fwd_ratio" not in row:
+        if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue
         share = row["gbps"] / row["copy_gbps"]
         verdict = (lambda ok: "met" if ok else "not met")
@@ -204,6 +315,14 @@ def markdown(rows: list[dict], command: str) -> str:
                    f"{100 * share:.0f}% of copy bandwidth (goal 30%: {verdict(share >= 0.3)}); "
                    f"forward+backward {row['bwd_ratio']:.1f}x the best peer (goal 3x: "
                    f"{verdict(row['bwd_ratio'] >= 3)}).")
+    if conventions:
+        out += ["", "## Every convention", "",
+                (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
+                 f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
+                 "LIF\" divides the best peer's LIF forward time at that size by the row's."), "",
+                "| " + " | ".join(CONVENTION_HEADER) + " |",
+                "|" + "---|" * len(CONVENTION_HEADER)]
+        out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
     return "\n".join(out) + "\n"
 
 
@@ -246,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="a T x batch x width sweep")
     parser.add_argument("--out", type=Path, help="write the table as markdown (and a .png plot)")
+    parser.add_argument("--all", action="store_true",
+                        help="then the whole networks (bench/networks.py) and NIR conversion "
+                             "(bench/conversion.py), into the same --out file")
     args = parser.parse_args(argv)
     ok, why = cpu.available()
     if not ok:
@@ -262,12 +384,24 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{kind} T={steps} batch={batch} width={width} ...", file=sys.stderr)
             rows += measure(kind, steps, batch, width, repeat)
     print(table(rows))
+    size = sizes[-1] if (100, 32, 4096) not in sizes else (100, 32, 4096)
+    peers = [r["forward"] for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
+             and (r["T"], r["batch"], r["width"]) == size]
+    conventions = measure_conventions(*size, repeat, min(peers) if peers else None)
+    print(table(conventions, CONVENTION_HEADER, convention_cells))
     if args.out:
         command = "python bench/neurons.py" + (" --full" if args.full else "")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, command) + kept_sections(args.out))
+        args.out.write_text(markdown(rows, command, conventions, size) + kept_sections(args.out))
         plot(rows, args.out.with_suffix(".png"))
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
+    if args.all:
+        import conversion
+        import networks
+
+        out = ["--out", str(args.out)] if args.out else []
+        networks.main(out)
+        conversion.main(out)
 
 
 if __name__ == "__main__":

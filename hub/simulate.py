@@ -6,15 +6,23 @@ before), and each node's ``step`` does the rest. Multi-step calls loop over sing
 two modes agree bit for bit. Spikes carry surrogate gradients, so a :class:`Simulator` trains like
 any ``torch.nn.Module`` (``trainable=True`` makes the float parameters ``nn.Parameter`` s).
 
-``backend`` picks how neuron layers run in multi-step calls: ``"torch"`` (the default) steps
-them as above; ``"fused"`` (compiled CPU kernels) and ``"cupy"`` (CUDA kernels) run a neuron layer
-over all time steps in one call, with bit-identical results. They do so when no edge of the graph
-is recurrent, so that each node's whole input sequence exists before it runs; otherwise, and for
-any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
+``backend`` picks how neuron layers run in multi-step calls. ``"auto"`` (the default) takes, layer
+by layer, the fastest path that gives the reference's bits: the fused C++ kernel for CPU tensors,
+the CuPy kernel for CUDA tensors where CuPy is installed, and the reference step otherwise (a
+neuron whose own parameters need gradients, a dtype the kernels lack, a neuron type that
+overrides the built-in step, no C++ compiler). ``"torch"`` always steps the reference;
+``"fused"`` (compiled CPU kernels) and ``"cupy"`` (CUDA kernels) force one kernel. Kernels run a
+neuron layer over all time steps in one call, with bit-identical results, when no edge of the
+graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
+and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
+:attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
+says it at debug level. The kernels give first derivatives; for second derivatives
+(``create_graph=True``) use ``backend="torch"``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any, Mapping
@@ -26,18 +34,32 @@ from .errors import HubError, ParameterError, ShapeError
 from .graph import Graph
 from .layout import as_input
 from .limits import how_to_raise, limits
+from .loihi import LoihiCUBA
 from .neurons import Neuron
 from .node import Node
+from .nodes import MaxPool2d
 
-BACKENDS = ("torch", "fused", "cupy")
+BACKENDS = ("auto", "torch", "fused", "cupy")
 #: The keyword options of :func:`simulate`, those of :class:`Simulator`.
 OPTIONS = ("dtype", "device", "trainable", "backend")
+
+
+#: Node types the kernels may run (each kernel module says which nodes it takes).
+KERNEL_NODES = (Neuron, LoihiCUBA)
+
+
+#: Stateless node types whose step gives each sample the same bits in any batch (max pooling
+#: only compares), so that node-by-node runs call it once on all time steps; those that round
+#: (convolutions, matrix products, sums) step, as the summation order of a library's kernel may
+#: depend on the batch size.
+WHOLE_SEQUENCE = (MaxPool2d,)
 
 
 class KernelWarning(UserWarning):
     """A fused backend was asked for but cannot run here; the reference steps instead."""
 
 Tensors = torch.Tensor | dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 class Simulator(torch.nn.Module):
@@ -46,12 +68,13 @@ class Simulator(torch.nn.Module):
     ``sim(x)`` runs a whole sequence ``[T, N, *in]`` from the current state and returns
     ``[T, N, *out]``; ``sim.step(x)`` runs one step ``[N, *in]``. Both keep the state between
     calls until :meth:`reset`. With several inputs or outputs, pass and get dicts by node name.
-    ``backend`` is ``"torch"``, ``"fused"`` or ``"cupy"`` (module docstring).
+    ``backend`` is ``"auto"`` (the default), ``"torch"``, ``"fused"`` or ``"cupy"`` (module
+    docstring).
     """
 
     def __init__(self, graph: Graph, *, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None, trainable: bool = False,
-                 backend: str = "torch") -> None:
+                 backend: str = "auto") -> None:
         super().__init__()
         if not isinstance(graph, Graph):
             raise HubError(f"the simulator runs a hub.Graph, got {type(graph).__name__}; "
@@ -61,6 +84,8 @@ class Simulator(torch.nn.Module):
             raise ParameterError(f"expected True or False, got {trainable!r}", field="trainable")
         self.backend = backend
         self._kernels = _kernels(backend)
+        #: The path each neuron layer took in the last multi-step call (module docstring).
+        self.paths: dict[str, str] = {}
         self.graph = graph.flat()
         self.plan = graph.plan()
         self.dtype = dtype
@@ -83,6 +108,16 @@ class Simulator(torch.nn.Module):
                    | dict(self.params[key].named_buffers(recurse=False))
                    for name, key in self._keys.items()}
         self.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # kernel modules do not pickle: a copy (deepcopy, torch.save) looks them up again
+        state = self.__dict__.copy()
+        state["_kernels"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._kernels = _kernels(self.backend)
 
     @property
     def values(self) -> dict[str, torch.Tensor]:
@@ -140,9 +175,18 @@ class Simulator(torch.nn.Module):
         if steps == 0:
             raise ShapeError(f"the input has no time steps (shape {list(like.shape)}); a "
                              "sequence [T, N, *in] needs T >= 1", node=next(iter(inputs)))
-        self._check_memory(like.shape[1], steps, like)
-        if self._kernels is not None and steps and not any(self.plan.recurrent.values()):
+        stepped = self._stepped(like)
+        if stepped is None and self._kernels is _auto:
+            try:
+                self._check_memory(like.shape[1], steps, like, layered=True)
+            except HubError:  # stepping may fit where node by node does not
+                stepped = {name: "reference (running node by node would exceed "
+                                 "max_state_bytes)" for name, node in self.graph.nodes.items()
+                           if isinstance(node, KERNEL_NODES)}
+        self._check_memory(like.shape[1], steps, like, layered=stepped is None)
+        if stepped is None:
             return self._layers(inputs)
+        self._note(stepped)
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
         slices = {k: v.unbind(0) for k, v in inputs.items()}
         results = [self.step({k: v[t] for k, v in slices.items()}) for t in range(steps)]
@@ -150,34 +194,88 @@ class Simulator(torch.nn.Module):
             return {k: torch.stack([r[k] for r in results]) for k in results[0]}
         return torch.stack(results)
 
+    def _stepped(self, like: torch.Tensor) -> dict[str, str] | None:
+        """None if a sequence like ``like`` runs node by node, each over all time steps (with a
+        kernel, no recurrent edge and, for ``"auto"``, some neuron a kernel takes: else stepping
+        is as fast and keeps less memory); otherwise why each neuron layer steps."""
+        neurons = {name: node for name, node in self.graph.nodes.items()
+                   if isinstance(node, KERNEL_NODES)}
+        if self._kernels is None:
+            return dict.fromkeys(neurons, "reference")
+        if any(self.plan.recurrent.values()):
+            return dict.fromkeys(neurons, "reference (a recurrent edge: the graph steps)")
+        if self._kernels is not _auto:
+            return None
+        probe = like[:1, :1]
+        why = {name: _auto.unsupported(node, self._p[name], probe)
+               for name, node in neurons.items()}
+        if any(reason is None for reason in why.values()):
+            return None
+        return {name: f"reference ({reason})" for name, reason in why.items()}
+
+    def _note(self, paths: dict[str, str]) -> None:
+        if paths != self.paths:
+            self.paths = paths
+            for name, path in paths.items():
+                log.debug("backend %r: %s runs %s", self.backend, name, path)
+
     def _layers(self, inputs: dict[str, torch.Tensor]) -> Tensors:
-        """Run node by node, each over all time steps: neurons through the backend's kernel."""
+        """Run node by node, each over all time steps: neurons through the backend's kernel.
+
+        A node's sequence is let go once every node it feeds has run, and only its last step is
+        kept (a copy), so that memory holds a few sequences at a time, not one per node.
+        """
         like = next(iter(inputs.values()))
         if self._state is None:
             self._start(like.shape[1], like[0])
         values: dict[str, torch.Tensor] = {}
+        last: dict[str, torch.Tensor] = {}
+        paths: dict[str, str] = {}
+        pending = dict.fromkeys(self.plan.order, 0)
         for name in self.plan.order:
-            node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
+            for source in self.plan.forward[name]:
+                pending[source] += 1
+        for name in self.plan.order:
             total = inputs[name] if name in inputs else self._gather(name, values)
-            if isinstance(node, Neuron) and self._kernels.unsupported(node, p, total) is None:
-                values[name], self._state[name] = self._kernels.run(node, p, total, state)
-                continue
-            if not node.stateful and type(node).step is Node.step:
-                values[name] = total  # a junction passes its input through
-                continue
-            results = []
-            # unbind, not x[t]: the backward of T selects would add T full-size gradients
-            steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
-            for xt in steps:
-                out, state = node.step(p, xt, state)
-                results.append(out)
-            values[name], self._state[name] = torch.stack(results), state
-        self._last = {name: value[-1] for name, value in values.items()}
+            values[name] = self._layer(name, total, paths)
+            last[name] = values[name][-1].clone()
+            for source in self.plan.forward[name]:
+                pending[source] -= 1
+                if not pending[source] and source not in self.graph.outputs:
+                    del values[source]
+        self._last = last
+        self._note(paths)
         given = {id(v) for v in inputs.values()}
         # an output that is an input passed through is copied, as stepping would stack a copy
         outputs = {name: values[name].clone() if id(values[name]) in given else values[name]
                    for name in self.graph.outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def _layer(self, name: str, total: Any, paths: dict[str, str]) -> torch.Tensor:
+        """One node over all time steps of its input ``total``; updates its state."""
+        node, p, state = self.graph.nodes[name], self._p[name], self._state[name]
+        if isinstance(node, KERNEL_NODES):
+            why = self._kernels.unsupported(node, p, total)
+            if why is None:
+                kernels = self._kernels.pick(total) if self._kernels is _auto else self._kernels
+                paths[name] = kernels.PATH
+                value, self._state[name] = kernels.run(node, p, total, state)
+                return value
+            paths[name] = f"reference ({why})"
+        if not node.stateful and type(node).step is Node.step:
+            return total  # a junction passes its input through
+        if type(node) in WHOLE_SEQUENCE:
+            # one call on all T x N samples: the same values as T calls on N (see above)
+            out, _ = node.step(p, total.flatten(0, 1), state)
+            return out.unflatten(0, total.shape[:2])
+        results = []
+        # unbind, not x[t]: the backward of T selects would add T full-size gradients
+        steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
+        for xt in steps:
+            out, state = node.step(p, xt, state)
+            results.append(out)
+        self._state[name] = state
+        return torch.stack(results)
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
         names = self.graph.inputs
@@ -211,16 +309,17 @@ class Simulator(torch.nn.Module):
             out[name] = value
         return out
 
-    def _check_memory(self, batch: int, steps: int | None, like: torch.Tensor) -> None:
+    def _check_memory(self, batch: int, steps: int | None, like: torch.Tensor, *,
+                      layered: bool = False) -> None:
         """Refuse, before allocating, a run needing more than ``limits().max_state_bytes``.
 
         Per node: its state (neuron state, delay lines: measured by building it on torch's
         ``meta`` device, which allocates nothing), this step's and the last step's output, and
         for a sequence of ``steps`` the outputs kept for every step (of the outputs only when
-        stepping; of every node with a fused backend or when gradients are recorded).
+        stepping; of every node when they run node by node or when gradients are recorded).
         """
         size = like.element_size()
-        every = (self._kernels is not None or torch.is_grad_enabled() and (
+        every = (layered or torch.is_grad_enabled() and (
             like.requires_grad or any(p.requires_grad for p in self.parameters())))
         outputs = set(self.graph.outputs)
         parts: dict[str, tuple[int, dict[str, int]]] = {}
@@ -329,6 +428,8 @@ def _kernels(name: str) -> Any:
                        f"{', '.join(map(repr, BACKENDS))}")
     if name == "torch":
         return None
+    if name == "auto":
+        return _auto
     if name == "cupy":
         from .kernels import cupy
 
@@ -345,6 +446,46 @@ def _kernels(name: str) -> Any:
                       KernelWarning, stacklevel=3)
         return None
     return cpu
+
+
+class _Auto:
+    """``backend="auto"``: per layer, the kernel for the input's device, if it can take it.
+
+    Whether a kernel can run here is found out on first need (the CPU one compiles then) and
+    kept; a kernel that cannot run leaves its layers to the reference, without a warning.
+    """
+
+    PATH = "auto"
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple[Any, str]] = {}
+
+    def _kernels(self, device: str) -> tuple[Any, str]:
+        if device not in self._found:
+            if device == "cpu":
+                from .kernels import cpu as module
+            elif device == "cuda":
+                from .kernels import cupy as module
+            else:
+                self._found[device] = None, f"no kernel for {device} tensors"
+                return self._found[device]
+            ok, why = module.available()
+            self._found[device] = (module, "") if ok else (None, why)
+            if not ok:
+                log.debug("backend 'auto': no kernel for %s tensors: %s", device, why)
+        return self._found[device]
+
+    def pick(self, x: torch.Tensor) -> Any:
+        return self._kernels(x.device.type)[0]
+
+    def unsupported(self, node: Node, p: dict, x: torch.Tensor) -> str | None:
+        if not isinstance(node, KERNEL_NODES):
+            return f"{type(node).__name__} is not a neuron"
+        module, why = self._kernels(x.device.type)
+        return why if module is None else module.unsupported(node, p, x)
+
+
+_auto = _Auto()
 
 
 def simulate(graph: Graph, x: Tensors, **options: Any) -> Tensors:

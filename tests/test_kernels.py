@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 import hub
 from hub.errors import HubError
 from hub.kernels import cpu
-from hub.simulate import KernelWarning
+from hub.node import _REGISTRY
+from hub.simulate import KernelWarning, _auto
 
 
 def dyadic(*shape: int, scale: int = 8, _rng=np.random.default_rng(1)) -> np.ndarray:
@@ -210,6 +211,42 @@ def test_outputs_on_huge_pages_hold_the_same_values(huge, monkeypatch):
     assert torch.equal(got, want)
 
 
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fields", [{}, {"refractory": 2}, {"spike_mode": "graded"},
+                                    {"delay": 3, "refractory": 1, "bias_exp": 3}],
+                         ids=["plain", "refractory", "graded", "delay"])
+def test_the_loihi_integer_neuron_matches_its_reference_step(fields, dtype):
+    """Per-neuron decays (0 keeps, 4096 clears), thresholds and biases; inputs large enough
+    to reach the 24-bit wrap of the current and the clamp of the voltage."""
+    from hub.loihi import LoihiCUBA
+
+    rng = np.random.default_rng(11)
+    node = LoihiCUBA(i_decay=rng.integers(0, 4097, SHAPE), v_decay=rng.choice([0, 300, 4096],
+                                                                             SHAPE),
+                     threshold=rng.integers(0, 300, SHAPE), bias=rng.integers(-8, 9, SHAPE),
+                     **fields)
+    p = {k: torch.as_tensor(np.array(v)) for k, v in node.params().items()
+         if isinstance(v, np.ndarray)}
+    for scale in (40, 200_000, 500_000):
+        x = torch.tensor(rng.integers(-scale, scale, (30, 3, *SHAPE)), dtype=dtype)
+        state = node.initial_state((3, *SHAPE), x)
+        want, want_state = reference(node, p, x[:17], state)
+        got, got_state = cpu.run(node, p, x[:17], state)
+        more_want, want_state = reference(node, p, x[17:], want_state)
+        more_got, got_state = cpu.run(node, p, x[17:], got_state)
+        assert torch.equal(torch.cat([got, more_got]), torch.cat([want, more_want])), scale
+        assert want.any() and set(got_state) == set(want_state)
+        for key in want_state:
+            assert torch.equal(got_state[key], want_state[key]), key
+    with pytest.raises(HubError, match="non-integer"):
+        cpu.run(node, p, x + 0.5, node.initial_state((3, *SHAPE), x))
+    graph = hub.Graph.chain(hub.Input(shape=SHAPE), node)
+    sim = hub.Simulator(graph, dtype=dtype)
+    assert torch.equal(sim(x), hub.simulate(graph, x, dtype=dtype, backend="torch"))
+    assert sim.paths["loihicuba1"] == cpu.PATH
+
+
 def test_unsupported_cases_are_named():
     node = hub.LIF(beta=0.5)
     p = tensors(node, torch.float32)
@@ -297,6 +334,145 @@ def test_an_input_passed_straight_out_is_a_copy_as_when_stepping():
     x = torch.tensor(dyadic(4, 2, 3))
     out = hub.simulate(graph, x, backend="fused")
     assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
+@pytest.fixture
+def never_spikes():
+    """A plugin's neuron type: a LIF whose own step never spikes (its voltage still moves)."""
+
+    class NeverSpikes(hub.LIF):
+        def step(self, p, x, state):
+            out, new = super().step(p, x, state)
+            return torch.zeros_like(out), new
+
+    yield NeverSpikes
+    _REGISTRY.pop("NeverSpikes", None)
+
+
+@needs_compiler
+@pytest.mark.parametrize("backend", ["fused", "auto"])
+def test_a_neuron_that_overrides_step_runs_its_own_step(backend, never_spikes):
+    fields = {"beta": 0.75, "threshold": 0.25}
+    x = torch.tensor(dyadic(8, 2, 6) + 0.5)
+    quiet = hub.Graph.chain(hub.Input(shape=(6,)), never_spikes(**fields))
+    builtin = hub.Graph.chain(hub.Input(shape=(6,)), hub.LIF(**fields))
+    assert hub.simulate(builtin, x, backend=backend).sum() > 0  # the built-in one spikes here
+    sim = hub.Simulator(quiet, backend=backend)
+    out = sim(x)
+    assert torch.equal(out, hub.simulate(quiet, x, backend="torch")) and not out.any()
+    assert "overrides Neuron.step" in sim.paths["neverspikes1"]
+    assert "overrides Neuron.step" in cpu.unsupported(quiet.nodes["neverspikes1"], {}, x)
+
+
+@needs_compiler
+def test_auto_runs_each_layer_on_the_fastest_identical_path(monkeypatch, caplog):
+    graph = feedforward()
+    x = torch.tensor(dyadic(12, 3, 2, 8, 8) + 0.25)
+    want = hub.simulate(graph, x, backend="torch")
+    fused = []
+    monkeypatch.setattr(cpu, "run", lambda *a, **k: fused.append(a[0]) or fused_run(*a, **k))
+    with caplog.at_level("DEBUG", logger="hub.simulate"):
+        sim = hub.Simulator(graph)  # "auto" is the default
+        assert sim.backend == "auto"
+        assert torch.equal(sim(x), want)
+    assert len(fused) == 3
+    neurons = [n for n, node in graph.flat().nodes.items() if isinstance(node, hub.Neuron)]
+    assert set(sim.paths) == set(neurons)
+    assert set(sim.paths.values()) == {cpu.PATH}
+    assert all(any(name in r.getMessage() and cpu.PATH in r.getMessage() for r in caplog.records)
+               for name in neurons)
+    # gradients with respect to the input come from the kernels' backward, bit for bit
+    grads = []
+    for backend in ("torch", "auto"):
+        xg = x.clone().requires_grad_()
+        hub.simulate(graph, xg, backend=backend).square().sum().backward()
+        grads.append(xg.grad)
+    assert torch.equal(grads[1], grads[0])
+
+
+@needs_compiler
+def test_max_pooling_runs_once_over_all_steps_with_the_same_values_and_gradients(monkeypatch):
+    """Spikes pooled: ties everywhere, so the gradient must go where stepping sends it."""
+    graph = hub.Graph.chain(
+        hub.Input(shape=(2, 8, 8)),
+        hub.Conv2d(weight=dyadic(4, 2, 3, 3), padding=(1, 1)),
+        hub.IF(threshold=0.25),
+        hub.MaxPool2d(kernel_size=(2, 2), stride=(2, 2)),
+        hub.Flatten(),
+        hub.Affine(weight=dyadic(5, 64)),
+        hub.LIF(beta=0.75, threshold=0.5))
+    x = torch.tensor(dyadic(9, 3, 2, 8, 8) + 0.25)
+    calls = []
+    step = hub.MaxPool2d.step
+    monkeypatch.setattr(hub.MaxPool2d, "step", lambda *a: calls.append(a[2].shape) or step(*a))
+    g = torch.tensor(dyadic(9, 3, 5))
+    results = []
+    for backend in ("torch", "auto"):
+        xg = x.clone().requires_grad_()
+        out = hub.simulate(graph, xg, backend=backend)
+        out.backward(g)
+        results.append((out.detach(), xg.grad))
+    assert calls[-1] == (9 * 3, 4, 8, 8) and calls[0] == (3, 4, 8, 8)
+    assert results[0][0].any()
+    for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
+@needs_compiler
+def test_auto_steps_where_running_node_by_node_would_exceed_the_memory_limit():
+    """Node by node keeps whole sequences; stepping keeps one step: under a limit that only
+    stepping fits, "auto" steps (and says so) while a forced kernel is refused."""
+    graph = hub.Graph.chain(hub.Input(shape=(64,)), hub.Affine(weight=dyadic(64, 64)),
+                            hub.LIF(beta=0.5, threshold=0.5), hub.Affine(weight=dyadic(8, 64)),
+                            hub.LIF(beta=0.5, threshold=0.5))
+    x = torch.tensor(dyadic(200, 4, 64))
+    want = hub.simulate(graph, x, backend="torch")
+    try:
+        for exponent in range(10, 30):  # the smallest power of two that stepping fits in
+            hub.limits.configure(max_state_bytes=2 ** exponent)
+            try:
+                hub.simulate(graph, x, backend="torch")
+                break
+            except HubError:
+                continue
+        with pytest.raises(HubError, match="max_state_bytes"):
+            hub.simulate(graph, x, backend="fused")
+        sim = hub.Simulator(graph)
+        assert torch.equal(sim(x), want)
+        assert len(sim.paths) == 2
+        assert all("max_state_bytes" in path for path in sim.paths.values())
+    finally:
+        hub.limits.configure()
+
+
+@needs_compiler
+def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
+    monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
+    x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
+    graph = feedforward()
+    sim = hub.Simulator(graph, trainable=True)
+    out = sim(x)
+    assert torch.equal(out, hub.Simulator(graph, trainable=True, backend="torch")(x))
+    assert all("require gradients" in path for path in sim.paths.values())
+    out.sum().backward()
+    assert all(q.grad is not None for name, q in sim.named_parameters()
+               if name.endswith(("beta", "threshold")))
+    graph = recurrent()
+    sim = hub.Simulator(graph)
+    y = torch.tensor(dyadic(6, 2, 3))
+    assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert "recurrent" in sim.paths["lif"]
+
+
+def test_auto_without_a_compiler_steps_quietly(monkeypatch, recwarn):
+    monkeypatch.setattr(_auto, "_found", {})
+    monkeypatch.setattr(cpu, "available", lambda: (False, "no C++ compiler found"))
+    graph = feedforward()
+    x = torch.tensor(dyadic(4, 1, 2, 8, 8))
+    sim = hub.Simulator(graph)
+    assert torch.equal(sim(x), hub.simulate(graph, x, backend="torch"))
+    assert not [w for w in recwarn if issubclass(w.category, KernelWarning)]
+    assert all("no C++ compiler" in path for path in sim.paths.values())
 
 
 def test_without_a_compiler_the_fused_backend_warns_and_steps(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,25 @@ def test_the_simulator_trains_with_surrogate_gradients():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_a_simulator_copies_and_pickles_with_its_state(backend):
+    """deepcopy and torch.save (as EMA or checkpointing code does) keep the backend and state."""
+    import copy
+    import io
+
+    graph = hub.Graph.chain(hub.Input(shape=(3,)), hub.Affine(weight=np.eye(3, dtype=np.float32)),
+                            hub.LIF(beta=0.5, threshold=0.75))
+    x = torch.tensor(np.random.default_rng(0).uniform(0, 1, (8, 2, 3)), dtype=torch.float32)
+    sim = hub.Simulator(graph, backend=backend)
+    sim(x[:4])
+    buffer = io.BytesIO()
+    torch.save(sim, buffer)
+    buffer.seek(0)
+    copies = [copy.deepcopy(sim), torch.load(buffer, weights_only=False)]
+    want = sim(x[4:])
+    for other in copies:
+        assert other.backend == backend
+        assert torch.equal(other(x[4:]), want)
+

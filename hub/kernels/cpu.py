@@ -44,11 +44,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..errors import HubError
+from ..loihi import LoihiCUBA
 from ..neurons import Neuron
 from ..surrogate import SLOPE
 
+#: How :attr:`hub.Simulator.paths` names a layer this module runs.
+PATH = "the fused C++ kernel"
 SOURCE = Path(__file__).with_name("neurons.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared",
          "-fPIC", "-std=c++20"]
@@ -129,6 +133,9 @@ def _build() -> ctypes.CDLL:
                                            i64] + [pointer] * 8
     library.hub_neuron_backward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64,
                                             i64, i64] + [pointer] * 8
+    i32 = ctypes.c_int32
+    library.hub_loihi_forward.argtypes = [ctypes.c_int, pointer, i32, i32, i32, i32, i64, i64,
+                                          i64] + [pointer] * 5
     return library
 
 
@@ -157,6 +164,12 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run fused on input ``x`` with parameters ``p``; None if it can."""
+    if isinstance(node, LoihiCUBA):
+        if type(node).step is not LoihiCUBA.step:
+            return f"{type(node).__name__} overrides LoihiCUBA.step"
+        if x.device.type != "cpu" or x.dtype not in DTYPES or x.numel() == 0:
+            return f"the fused Loihi kernel takes non-empty float CPU inputs, not {x.dtype}"
+        return None
     return refusal(node, p, x, device="cpu", dtypes=DTYPES, kernels="the fused kernels")
 
 
@@ -165,6 +178,10 @@ def refusal(node: Neuron, p: dict, x: torch.Tensor, *, device: str, dtypes: Any,
     """Why ``kernels`` on ``device`` with ``dtypes`` cannot run ``node`` on ``x``, or None."""
     if not isinstance(node, Neuron):
         return f"{type(node).__name__} is not a neuron"
+    overridden = overridden_step(node)
+    if overridden:
+        return (f"{type(node).__name__} overrides Neuron.{overridden}, and {kernels} compute "
+                "only the built-in equation")
     if x.device.type != device:
         return f"the input is on {x.device}, not {device}"
     if x.dtype not in dtypes:
@@ -173,6 +190,23 @@ def refusal(node: Neuron, p: dict, x: torch.Tensor, *, device: str, dtypes: Any,
         return "the input is empty"
     if torch.is_grad_enabled() and any(t.requires_grad for t in p.values()):
         return f"the neuron's parameters require gradients ({kernels} give input gradients)"
+    return None
+
+
+#: The methods of :class:`hub.Neuron` whose behaviour the kernels reproduce.
+STEP_METHODS = ("step", "_integrate", "initial_state")
+
+
+def overridden_step(node: Neuron) -> str | None:
+    """The first of :data:`STEP_METHODS` that ``node``'s type overrides, or None.
+
+    A plugin's neuron type may keep the built-in fields and compute something else; the
+    kernels run the built-in equation only, so such a type always steps through its own code.
+    """
+    cls = type(node)
+    for name in STEP_METHODS:
+        if getattr(cls, name) is not getattr(Neuron, name):
+            return name
     return None
 
 
@@ -276,10 +310,12 @@ def empty_cache() -> None:
         _idle.clear()
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An uninitialised tensor shaped like ``like``: large ones on huge pages, from the cache."""
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
+           shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """An uninitialised tensor shaped like ``like`` (or ``shape``): large ones on huge pages,
+    from the cache."""
     dtype = dtype or like.dtype
-    shape = tuple(like.shape)
+    shape = tuple(like.shape) if shape is None else shape
     nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
     if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
             or _cache_limit() == 0):
@@ -314,10 +350,11 @@ class _Kernel:
         self.conf.threads = max(1, torch.get_num_threads()) if big else 1
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor, s: torch.Tensor,
-                r: torch.Tensor, save: bool) -> tuple[torch.Tensor, ...]:
+                r: torch.Tensor, save: bool, out: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
         steps, total = x.shape[0], x[0].numel()
         self._threads(steps, total)
-        out = _empty(x)
+        out = _empty(x) if out is None else out
         save_v = _empty(x) if save else None
         # flags only for a refractory period: otherwise the spike follows from the saved voltage
         flagged = save and self.conf.refractory > 0
@@ -356,6 +393,7 @@ class _Fused(torch.autograd.Function):
         return out, v, i, s, r
 
     @staticmethod
+    @once_differentiable  # a second derivative through the kernel raises instead of being 0
     def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
         save_v, save_f, s0 = ctx.saved_tensors
         like = s0
@@ -373,6 +411,45 @@ class _Fused(torch.autograd.Function):
         return None, gx, gv, gi, gs, None
 
 
+_LOIHI_PARAMS = ("i_decay", "v_decay", "threshold", "bias")
+
+
+def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
+              state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+    """:func:`run` for :class:`hub.LoihiCUBA`: its integer step over a whole sequence, forward
+    only (its outputs carry no gradient, as the reference's)."""
+    rounded = torch.round(x)
+    if not torch.equal(rounded, x):
+        raise HubError("LoihiCUBA received a non-integer input: Loihi synapses deliver "
+                       "integer sums of integer weights; quantise the weights first "
+                       "(hub_plugins.netx.quantize)", field="input")
+    shape = tuple(x.shape[2:])
+    size = int(np.prod(shape, dtype=np.int64))
+    x = x.detach().contiguous()
+    params = [torch.broadcast_to(p[name].to(torch.int64), shape).reshape(-1).contiguous()
+              for name in _LOIHI_PARAMS]
+    pointers = (ctypes.c_void_p * len(params))(*[t.data_ptr() for t in params])
+    u, v = state["u"].clone().contiguous(), state["v"].clone().contiguous()
+    r = state["r"].clone().contiguous() if node.refractory else None
+    steps, total = x.shape[0], x[0].numel()
+    threads = max(1, torch.get_num_threads()) if steps * total >= PARALLEL_MIN else 1
+    delay = node.delay
+    both = _empty(x, shape=(delay + steps, *x.shape[1:])) if delay else None
+    if delay:
+        both[:delay].copy_(state["line"])
+    out = both[delay:] if delay else _empty(x)
+    library().hub_loihi_forward(
+        DTYPES[x.dtype], pointers, node.bias_exp, node.refractory,
+        int(node.spike_mode == "graded"), threads, steps, total, size, x.data_ptr(),
+        out.data_ptr(), u.data_ptr(), v.data_ptr(), _address(r))
+    new: dict[str, Any] = {"u": u, "v": v}
+    if r is not None:
+        new["r"] = r
+    if delay:
+        out, new["line"] = both[:steps], both[steps:].clone()
+    return out, new
+
+
 def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         kernel: Any = None) -> tuple[torch.Tensor, dict]:
     """Run ``node`` over a whole sequence ``x`` ``[T, N, *shape]`` from ``state``.
@@ -381,6 +458,8 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     ``T`` calls of ``node.step(p, x[t], state)`` give. Check :func:`unsupported` first.
     ``kernel`` runs the steps (the CuPy backend passes its own); by default the C++ one.
     """
+    if isinstance(node, LoihiCUBA):
+        return run_loihi(node, p, x, state)
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()
@@ -396,8 +475,21 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     if tracked:
         out, v, i, s, r = _Fused.apply(kernel, x, v0, i0, s0, r0)
     else:
-        v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
-        out, _, _ = kernel.forward(x, v, i, s, r, save=False)
+        # copy only the state the kernel writes: the current, spike and refractory state of a
+        # neuron without them are zeros it never touches
+        v = v0.clone()
+        i = i0.clone() if node.current else i0
+        s = s0.clone() if node.spiking else s0
+        r = r0.clone() if "r" in state else r0
+        delay = node.delay if node.spiking else 0
+        # with a delay, the steps go straight after the line's old outputs (no copy of them)
+        both = _empty(x, shape=(delay + x.shape[0], *x.shape[1:])) if delay else None
+        if delay:
+            both[:delay].copy_(state["line"])
+        out, _, _ = kernel.forward(x, v, i, s, r, save=False,
+                                   out=both[delay:] if delay else None)
+        if delay:
+            out = both
     new: dict[str, Any] = {}
     if node.current:
         new["i"] = i
@@ -408,6 +500,6 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
             new["r"] = r
         if node.delay:
             # the line holds the last `delay` outputs; the first `delay` steps emit the old line
-            both = torch.cat([state["line"], out])
-            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:]
+            both = torch.cat([state["line"], out]) if tracked else out
+            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:].clone()
     return out, new

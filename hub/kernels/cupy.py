@@ -22,6 +22,8 @@ from ..neurons import Neuron
 from ..surrogate import SLOPE
 from .cpu import PARAMS, refusal
 
+#: How :attr:`hub.Simulator.paths` names a layer this module runs.
+PATH = "the fused CuPy kernel"
 DTYPES = {torch.float32: "float", torch.float16: "__half"}
 _RESETS = {"zero": 0, "subtract": 1, "none": 2}
 _MODES = {"binary": 0, "multi": 1, "graded": 2}
@@ -223,9 +225,10 @@ class _Launch:
         return ((total + 255) // 256,), (256,)
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor, s: torch.Tensor,
-                r: torch.Tensor, save: bool) -> tuple[torch.Tensor, ...]:
+                r: torch.Tensor, save: bool, out: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
         steps, total = x.shape[0], x[0].numel()
-        out = torch.empty_like(x)
+        out = torch.empty_like(x) if out is None else out
         save_v = torch.empty_like(x) if save else None
         flagged = save and self.refractory
         save_f = (torch.empty(x.shape, dtype=torch.uint8, device=x.device) if flagged

@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 
 namespace {
 
@@ -40,13 +42,24 @@ struct Params {
 // runs of 4 KiB (one page) of x and out.
 const int64_t BLOCK = 1024;
 
-// The spike count of spike_mode="multi", with the same operations as Neuron.step.
+// std::floor, in operations GCC vectorises (it leaves std::floor scalar): truncation through an
+// integer where that is exact, and every number at least 1/epsilon in magnitude (also an infinity
+// or NaN) is its own floor. Only the sign of a zero may differ, which multi_count cannot see.
 template <typename R>
-inline R multi_count(R v, R th, R s, int inclusive) {
-    R n = std::floor(v / th);
+inline R floor_exact(R q) {
+    using I = std::conditional_t<sizeof(R) == 4, int32_t, int64_t>;
+    const R t = R(I(q));
+    const R f = t > q ? t - R(1) : t;
+    return std::fabs(q) < R(1) / std::numeric_limits<R>::epsilon() ? f : q;
+}
+
+// The spike count of spike_mode="multi", with the same operations as Neuron.step.
+template <typename R, bool INCLUSIVE>
+inline R multi_count(R v, R th, R s) {
+    R n = floor_exact(v / th);
     n = (n * th > v) ? n - R(1) : n;
     n = ((n + R(1)) * th <= v) ? n + R(1) : n;
-    if (!inclusive) n = (n * th == v) ? n - R(1) : n;
+    if (!INCLUSIVE) n = (n * th == v) ? n - R(1) : n;
     R m = (n < R(1)) ? R(1) : n;  // torch.clamp(n, min=1), NaN stays NaN
     return s + (m * s - s);
 }
@@ -73,10 +86,12 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
     }
 }
 
-// The common case, specialised so that the compiler can vectorise it: binary spikes reset in the
-// same step, no refractory period. The same operations as forward() and backward() below. One
-// call is one time step of one block, kept out of line, where GCC vectorises it.
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE>
+// The common case, specialised so that the compiler can vectorise it: binary spikes without a
+// refractory period, reset in the same step or (NEXT, snnTorch's default) in the next. The same
+// operations as forward() and backward() below. One call is one time step of one block, kept out
+// of line, where GCC vectorises it.
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
+          bool NEXT>
 __attribute__((noinline)) void fast_step(
         int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
         R* __restrict ib, R* __restrict sb, R* __restrict save, const R* __restrict beta,
@@ -91,39 +106,52 @@ __attribute__((noinline)) void fast_step(
             u = ORDER_NEW ? inew : ib[j];
             ib[j] = inew;
         }
-        R vv = LEAKY ? (vl[j] + beta[j] * (vb[j] - vl[j])) + gain[j] * u : vb[j] + gain[j] * u;
+        R vv = vb[j];
+        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? vr[j] : vv;
+        vv = LEAKY ? (vl[j] + beta[j] * (vv - vl[j])) + gain[j] * u : vv + gain[j] * u;
+        if (NEXT && RESET == 1) vv = vv - th[j] * sb[j];
         if (save) save[j] = vv;
         const R z = vv - th[j];
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
         ot[j] = sp * amp[j];
         sb[j] = sp;
-        if (RESET == 1) vv = vv - th[j] * sp;
-        else if (RESET == 0) vv = sp > R(0) ? vr[j] : vv;
+        if (!NEXT && RESET == 1) vv = vv - th[j] * sp;
+        else if (!NEXT && RESET == 0) vv = sp > R(0) ? vr[j] : vv;
         vb[j] = vv;
     }
 }
 
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE>
+// prev: the previous step's saved voltage, or null at the first step (then s0 holds the spike).
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
+          bool NEXT>
 __attribute__((noinline)) void fast_back_step(
         int64_t n, const R* __restrict go, const R* __restrict saved, R* __restrict gxt,
         R* __restrict gv, R* __restrict gi, R* __restrict gs, const R* __restrict beta,
         const R* __restrict gain, const R* __restrict alpha, const R* __restrict cg,
-        const R* __restrict th, const R* __restrict amp, const R slope) {
+        const R* __restrict th, const R* __restrict amp, const R slope,
+        const R* __restrict prev, const R* __restrict s0) {
     for (int64_t j = 0; j < n; ++j) {
         const R vv = saved[j];
         const R z = vv - th[j];
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
         R g_count = go[j] * amp[j];
         R g_reset = gv[j];
-        if (RESET == 1) g_count = g_count + (-gv[j]) * th[j];
-        else if (RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
+        if (!NEXT && RESET == 1) g_count = g_count + (-gv[j]) * th[j];
+        else if (!NEXT && RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
         g_count = g_count + gs[j];
         R den = R(1) + slope * std::fabs(z);
         den = den * den;
         const R g_int = g_reset + g_count / den;
-        gs[j] = R(0);
+        gs[j] = (NEXT && RESET == 1) ? (-g_int) * th[j] : R(0);
         const R g_u = g_int * gain[j];
-        gv[j] = LEAKY ? g_int * beta[j] : g_int;
+        R g_v = LEAKY ? g_int * beta[j] : g_int;
+        if (NEXT && RESET == 0) {
+            const bool before = prev ? (INCLUSIVE ? (prev[j] - th[j] >= R(0))
+                                                  : (prev[j] - th[j] > R(0)))
+                                     : s0[j] > R(0);
+            g_v = before ? R(0) : g_v;
+        }
+        gv[j] = g_v;
         if (CURRENT) {
             const R g_new = ORDER_NEW ? gi[j] + g_u : gi[j];
             gxt[j] = g_new * cg[j];
@@ -134,20 +162,22 @@ __attribute__((noinline)) void fast_back_step(
     }
 }
 
-// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE>() for c, if c is the common
-// case of fast_step; returns whether it did.
+// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE, NEXT>() for c, if c is the
+// common case of fast_step; returns whether it did. Without a reset, its timing changes nothing.
 template <typename F>
 bool dispatch(const Conf& c, F&& f) {
-    if (!c.spiking || c.timing_next || c.mode != 0 || c.refractory) return false;
+    if (!c.spiking || c.mode != 0 || c.refractory) return false;
     if (c.current && !c.leaky) return false;
     auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
-        auto cmp = [&]<int RESET>() {
-            if (c.inclusive) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, true>();
-            else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, false>();
+        auto cmp = [&]<int RESET, bool NEXT>() {
+            if (c.inclusive) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, true, NEXT>();
+            else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, false, NEXT>();
         };
-        if (c.reset == 0) cmp.template operator()<0>();
-        else if (c.reset == 1) cmp.template operator()<1>();
-        else cmp.template operator()<2>();
+        if (c.reset == 0 && c.timing_next) cmp.template operator()<0, true>();
+        else if (c.reset == 0) cmp.template operator()<0, false>();
+        else if (c.reset == 1 && c.timing_next) cmp.template operator()<1, true>();
+        else if (c.reset == 1) cmp.template operator()<1, false>();
+        else cmp.template operator()<2, false>();
     };
     if (c.current && c.order_new) reset.template operator()<true, true, true>();
     else if (c.current) reset.template operator()<true, true, false>();
@@ -159,10 +189,11 @@ bool dispatch(const Conf& c, F&& f) {
 template <typename R>
 bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
                   const R* x, R* out, R* v, R* i, R* s, R* save_v) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL>() {
+    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
+                           bool NEXT>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = 0; t < T; ++t)
-                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL>(
+                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
                     hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
                     save_v ? save_v + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
                     p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
@@ -173,16 +204,81 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
 
 template <typename R>
 bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
-                   const R* gout, const R* save_v, R* gv, R* gi, R* gs, R* gx) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL>() {
+                   const R* gout, const R* save_v, const R* s0, R* gv, R* gi, R* gs, R* gx) {
+    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
+                           bool NEXT>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = T - 1; t >= 0; --t)
-                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL>(
+                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
                     hi - lo, gout + t * M + lo, save_v + t * M + lo, gx + t * M + lo, gv + lo,
                     gi + lo, gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0,
-                    p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope));
+                    p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope),
+                    t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo);
         });
     });
+}
+
+// The general case, in phases. One call is one time step of one block of neurons; each phase is
+// one plain loop over the block, and which phases run (the conventions) is decided outside the
+// loops, so that every loop vectorises and the block's temporaries stay in L1. Each neuron still
+// goes through the operations of Neuron.step in their order, with one rounding each: the phases
+// only change which neuron is worked on when. t1 (bool) and w (BLOCK values each) are scratch.
+#define EACH for (int64_t j = 0; j < n; ++j)
+
+template <typename R>
+__attribute__((noinline)) void general_step(
+        const Conf& c, int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vs,
+        R* __restrict is, R* __restrict ss, int32_t* __restrict rs, R* __restrict sv,
+        uint8_t* __restrict sf, const R* __restrict beta, const R* __restrict gain,
+        const R* __restrict vl, const R* __restrict alpha, const R* __restrict cg,
+        const R* __restrict th, const R* __restrict vr, const R* __restrict amp,
+        R* __restrict u, R* __restrict vv, R* __restrict sp, R* __restrict cnt) {
+    const R* in = xt;
+    if (c.current) {  // 1. the current, and which current drives the voltage
+        if (c.order_new) EACH { const R inew = alpha[j] * is[j] + cg[j] * xt[j]; is[j] = inew;
+                                u[j] = inew; }
+        else EACH { const R inew = alpha[j] * is[j] + cg[j] * xt[j]; u[j] = is[j];
+                    is[j] = inew; }
+        in = u;
+    }
+    // 2-3. integration, from v_reset where the previous spike resets to zero in this step
+    const bool pre_zero = c.spiking && c.timing_next && c.reset == 0;
+    if (c.leaky && pre_zero)
+        EACH { const R a = ss[j] > R(0) ? vr[j] : vs[j];
+               vv[j] = (vl[j] + beta[j] * (a - vl[j])) + gain[j] * in[j]; }
+    else if (c.leaky) EACH vv[j] = (vl[j] + beta[j] * (vs[j] - vl[j])) + gain[j] * in[j];
+    else if (pre_zero) EACH vv[j] = (ss[j] > R(0) ? vr[j] : vs[j]) + gain[j] * in[j];
+    else EACH vv[j] = vs[j] + gain[j] * in[j];
+    if (!c.spiking) {
+        EACH { vs[j] = vv[j]; ot[j] = vv[j]; }
+        return;
+    }
+    if (c.timing_next && c.reset == 1) EACH vv[j] = vv[j] - th[j] * ss[j];  // 4.
+    if (c.refractory) EACH vv[j] = rs[j] > 0 ? vs[j] : vv[j];  // 7. held while resting
+    // 5. the spike, and the count of a multi-spike
+    if (c.inclusive) EACH sp[j] = (vv[j] - th[j] >= R(0)) ? R(1) : R(0);
+    else EACH sp[j] = (vv[j] - th[j] > R(0)) ? R(1) : R(0);
+    if (c.refractory) EACH sp[j] = sp[j] * (rs[j] > 0 ? R(0) : R(1));
+    const R* count = sp;
+    if (c.mode == 1) {
+        if (c.inclusive) EACH cnt[j] = multi_count<R, true>(vv[j], th[j], sp[j]);
+        else EACH cnt[j] = multi_count<R, false>(vv[j], th[j], sp[j]);
+        count = cnt;
+    }
+    if (c.mode == 2) EACH ot[j] = (count[j] * vv[j]) * amp[j];
+    else EACH ot[j] = count[j] * amp[j];
+    if (c.timing_next) EACH ss[j] = count[j];
+    else EACH ss[j] = sp[j];
+    if (sv) EACH sv[j] = vv[j];
+    if (sf) EACH sf[j] = uint8_t((sp[j] > R(0)) | ((rs[j] > 0) << 1));
+    // 6. reset in the same step
+    if (!c.timing_next && c.reset == 1) EACH vs[j] = vv[j] - th[j] * count[j];
+    else if (!c.timing_next && c.reset == 0) EACH vs[j] = sp[j] > R(0) ? vr[j] : vv[j];
+    else EACH vs[j] = vv[j];
+    if (c.refractory) {
+        const int32_t rest = c.refractory;
+        EACH rs[j] = sp[j] > R(0) ? rest : std::max(rs[j] - 1, 0);
+    }
 }
 
 // Forward over T steps. x, out: [T, M]; v, i, s, r: [M] state, updated in place; save_v and
@@ -194,121 +290,104 @@ void forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
              R* out, R* v, R* i, R* s, int32_t* r, R* save_v, uint8_t* save_f) {
     if (fast_forward(c, p, T, M, K, x, out, v, i, s, save_v)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        for (int64_t t = 0; t < T; ++t) {
-            const R* xt = x + t * M;
-            R* ot = out + t * M;
-            for (int64_t m = lo, k = k0; m < hi; ++m, ++k) {
-                R u = xt[m];
-                if (c.current) {
-                    const R inew = p.alpha[k] * i[m] + p.current_gain[k] * xt[m];
-                    u = c.order_new ? inew : i[m];
-                    i[m] = inew;
-                }
-                if (!c.spiking) {
-                    const R vn = integrate(c, p, k, v[m], u);
-                    v[m] = vn;
-                    ot[m] = vn;
-                    continue;
-                }
-                const R th = p.threshold[k];
-                const R sprev = s[m];
-                R vv = v[m];
-                if (c.timing_next && c.reset == 0 && sprev > R(0)) vv = p.v_reset[k];
-                vv = integrate(c, p, k, vv, u);
-                if (c.timing_next && c.reset == 1) vv = vv - th * sprev;
-                bool resting = false;
-                if (c.refractory) {
-                    resting = r[m] > 0;
-                    if (resting) vv = v[m];
-                }
-                const R z = vv - th;
-                R sp = (c.inclusive ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
-                if (c.refractory) sp = sp * (resting ? R(0) : R(1));
-                const R count = c.mode == 1 ? multi_count(vv, th, sp, c.inclusive) : sp;
-                const R o = c.mode == 2 ? count * vv : count;
-                ot[m] = o * p.amplitude[k];
-                s[m] = c.timing_next ? count : sp;
-                if (save_v) save_v[t * M + m] = vv;
-                if (save_f) save_f[t * M + m] = uint8_t((sp > R(0)) | (resting << 1));
-                if (!c.timing_next) {
-                    if (c.reset == 1) vv = vv - th * count;
-                    else if (c.reset == 0 && sp > R(0)) vv = p.v_reset[k];
-                }
-                v[m] = vv;
-                if (c.refractory) r[m] = sp > R(0) ? c.refractory : std::max(r[m] - 1, 0);
-            }
-        }
+        alignas(64) R u[BLOCK], vv[BLOCK], sp[BLOCK], cnt[BLOCK];
+        for (int64_t t = 0; t < T; ++t)
+            general_step<R>(c, hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
+                            r + lo, save_v ? save_v + t * M + lo : nullptr,
+                            save_f ? save_f + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
+                            p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
+                            p.v_reset + k0, p.amplitude + k0, u, vv, sp, cnt);
     });
 }
+
+// One step of backward() for one block, in phases as general_step: gv, gi, gs are the state
+// gradients of this block, updated in place; sv, sf this step's saved voltage and flags, svp the
+// previous step's voltage (null at the first step: then s0 tells the previous spike).
+template <typename R>
+__attribute__((noinline)) void general_back_step(
+        const Conf& c, int64_t n, const R* __restrict go, const R* __restrict sv,
+        const uint8_t* __restrict sf, const R* __restrict svp, const R* __restrict s0,
+        R* __restrict gxt, R* __restrict gv, R* __restrict gi, R* __restrict gs,
+        const R* __restrict beta, const R* __restrict gain, const R* __restrict alpha,
+        const R* __restrict cg, const R* __restrict th, const R* __restrict amp, R slope,
+        R* __restrict sp, R* __restrict cnt, R* __restrict g_o, R* __restrict g_count,
+        R* __restrict g_reset, R* __restrict g_int, R* __restrict g_hold) {
+    if (!c.spiking) {
+        EACH g_int[j] = go[j] + gv[j];
+    } else {
+        if (c.refractory) EACH sp[j] = (sf[j] & 1) ? R(1) : R(0);
+        else if (c.inclusive) EACH sp[j] = (sv[j] - th[j] >= R(0)) ? R(1) : R(0);
+        else EACH sp[j] = (sv[j] - th[j] > R(0)) ? R(1) : R(0);
+        const R* count = sp;
+        if (c.mode == 1) {
+            if (c.inclusive) EACH cnt[j] = multi_count<R, true>(sv[j], th[j], sp[j]);
+            else EACH cnt[j] = multi_count<R, false>(sv[j], th[j], sp[j]);
+            count = cnt;
+        }
+        EACH g_o[j] = go[j] * amp[j];
+        if (c.mode == 2) EACH g_count[j] = g_o[j] * sv[j];
+        else EACH g_count[j] = g_o[j];
+        if (!c.timing_next && c.reset == 1) {
+            EACH { g_count[j] = g_count[j] + (-gv[j]) * th[j]; g_reset[j] = gv[j]; }
+        } else if (!c.timing_next && c.reset == 0) {
+            EACH g_reset[j] = sp[j] > R(0) ? R(0) : gv[j];
+        } else {
+            EACH g_reset[j] = gv[j];
+        }
+        EACH g_count[j] = g_count[j] + gs[j];  // the spike state is the count or the spike
+        if (c.refractory) EACH g_count[j] = g_count[j] * ((sf[j] & 2) ? R(0) : R(1));
+        // the surrogate: d spike / d z = 1 / (1 + slope |z|)^2
+        EACH { R den = R(1) + slope * std::fabs(sv[j] - th[j]); den = den * den;
+               g_count[j] = g_count[j] / den; }
+        if (c.mode == 2) EACH g_int[j] = (g_reset[j] + g_o[j] * count[j]) + g_count[j];
+        else EACH g_int[j] = g_reset[j] + g_count[j];
+        if (c.refractory)
+            EACH { const bool resting = sf[j] & 2; g_hold[j] = resting ? g_int[j] : R(0);
+                   g_int[j] = resting ? R(0) : g_int[j]; }
+        if (c.timing_next && c.reset == 1) EACH gs[j] = (-g_int[j]) * th[j];
+        else EACH gs[j] = R(0);
+    }
+    // the gradient into the voltage before this step (g_count is free again: it holds g_u)
+    R* g_u = g_count;
+    EACH g_u[j] = g_int[j] * gain[j];
+    if (c.leaky) EACH gv[j] = g_int[j] * beta[j];
+    else EACH gv[j] = g_int[j];
+    if (c.spiking && c.timing_next && c.reset == 0) {
+        // next timing has no refractory period: the spike follows from the voltage
+        if (!svp) EACH gv[j] = s0[j] > R(0) ? R(0) : gv[j];
+        else if (c.inclusive) EACH gv[j] = (svp[j] - th[j] >= R(0)) ? R(0) : gv[j];
+        else EACH gv[j] = (svp[j] - th[j] > R(0)) ? R(0) : gv[j];
+    }
+    if (c.spiking && c.refractory) EACH gv[j] = gv[j] + g_hold[j];
+    if (c.current) {
+        if (c.order_new) EACH { const R g_new = gi[j] + g_u[j]; gxt[j] = g_new * cg[j];
+                                gi[j] = g_new * alpha[j]; }
+        else EACH { const R g_new = gi[j]; gxt[j] = g_new * cg[j];
+                    gi[j] = g_new * alpha[j] + g_u[j]; }
+    } else {
+        EACH gxt[j] = g_u[j];
+    }
+}
+#undef EACH
 
 // Backward over T steps, in reverse: the gradient of the loss with respect to the input and the
 // initial state, given that with respect to the output (gout) and the final state (gv, gi, gs,
 // updated in place to the gradient with respect to the initial state). s0: the initial spike
-// state, read only for reset_timing="next" with reset="zero". graded_order picks the order in
-// which the three gradients of a graded voltage are summed (the order autograd sums them in).
+// state, read only for reset_timing="next" with reset="zero".
 template <typename R>
 void backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* gout,
               const R* save_v, const uint8_t* save_f, const R* s0, R* gv, R* gi, R* gs, R* gx) {
-    if (fast_backward(c, p, T, M, K, gout, save_v, gv, gi, gs, gx)) return;
-    const R slope = R(c.slope);
+    if (fast_backward(c, p, T, M, K, gout, save_v, s0, gv, gi, gs, gx)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        for (int64_t t = T - 1; t >= 0; --t) {
-            const R* go = gout + t * M;
-            R* gxt = gx + t * M;
-            for (int64_t m = lo, k = k0; m < hi; ++m, ++k) {
-                R g_int;  // gradient of the integrated voltage
-                R g_hold = R(0);
-                if (!c.spiking) {
-                    g_int = go[m] + gv[m];
-                } else {
-                    const R th = p.threshold[k];
-                    const R vv = save_v[t * M + m];
-                    const R z = vv - th;
-                    const uint8_t f = c.refractory ? save_f[t * M + m] : 0;
-                    const R sp = (c.refractory ? (f & 1) : spikes(c, z)) ? R(1) : R(0);
-                    const bool resting = f & 2;
-                    const R count = c.mode == 1 ? multi_count(vv, th, sp, c.inclusive) : sp;
-                    const R g_o = go[m] * p.amplitude[k];
-                    R g_count = c.mode == 2 ? g_o * vv : g_o;
-                    R g_reset = gv[m];
-                    if (!c.timing_next) {
-                        if (c.reset == 1) g_count = g_count + (-gv[m]) * th;
-                        else if (c.reset == 0 && sp > R(0)) g_reset = R(0);
-                    }
-                    g_count = g_count + gs[m];  // the spike state is the count or the spike
-                    R g_s = g_count;
-                    if (c.refractory) g_s = g_s * (resting ? R(0) : R(1));
-                    R den = R(1) + slope * std::fabs(z);
-                    den = den * den;
-                    const R g_z = g_s / den;
-                    R g_vv;
-                    if (c.mode == 2) g_vv = (g_reset + g_o * count) + g_z;
-                    else g_vv = g_reset + g_z;
-                    g_int = g_vv;
-                    if (c.refractory) {
-                        g_int = resting ? R(0) : g_vv;
-                        g_hold = resting ? g_vv : R(0);
-                    }
-                    gs[m] = (c.timing_next && c.reset == 1) ? (-g_int) * th : R(0);
-                }
-                const R g_u = g_int * p.gain[k];
-                R g_v = c.leaky ? g_int * p.beta[k] : g_int;
-                if (c.spiking && c.timing_next && c.reset == 0) {
-                    // next timing has no refractory period: the spike follows from the voltage
-                    const bool prev = t > 0 ? spikes(c, save_v[(t - 1) * M + m] - p.threshold[k])
-                                            : s0[m] > R(0);
-                    if (prev) g_v = R(0);
-                }
-                gv[m] = c.refractory ? g_v + g_hold : g_v;
-                if (c.current) {
-                    const R g_new = c.order_new ? gi[m] + g_u : gi[m];
-                    gxt[m] = g_new * p.current_gain[k];
-                    gi[m] = c.order_new ? g_new * p.alpha[k] : g_new * p.alpha[k] + g_u;
-                } else {
-                    gxt[m] = g_u;
-                }
-            }
-        }
+        alignas(64) R w[7][BLOCK];
+        for (int64_t t = T - 1; t >= 0; --t)
+            general_back_step<R>(
+                c, hi - lo, gout + t * M + lo, c.spiking ? save_v + t * M + lo : nullptr,
+                c.refractory ? save_f + t * M + lo : nullptr,
+                c.spiking && t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo,
+                gx + t * M + lo, gv + lo, gi + lo, gs + lo, p.beta + k0, p.gain + k0,
+                p.alpha + k0, p.current_gain + k0, p.threshold + k0, p.amplitude + k0,
+                R(c.slope), w[0], w[1], w[2], w[3], w[4], w[5], w[6]);
     });
 }
 
@@ -318,9 +397,72 @@ Params<R> params(const void* const* q) {
                      (const R*)q[4], (const R*)q[5], (const R*)q[6], (const R*)q[7]};
 }
 
+// Loihi's fixed-point CUBA neuron (hub/loihi.py, LoihiCUBA.step), forward only: its outputs carry
+// no gradient. Integer arithmetic, so any order gives the reference's values; the operations are
+// still those of the reference, one for one. q: i_decay, v_decay, threshold, bias (K values each).
+const int64_t LOIHI_UNITY = 4096, LOIHI_MAX = int64_t(1) << 23;
+
+inline int64_t toward_zero(int64_t p, int bits) {  // sign(p) * (|p| >> bits)
+    const int64_t m = (p < 0 ? -p : p) >> bits;
+    return p < 0 ? -m : m;
+}
+
+template <typename R>
+void loihi_forward(const int64_t* const* q, int32_t bias_exp, int32_t refractory, int32_t graded,
+                   int32_t threads, int64_t T, int64_t M, int64_t K, const R* x, R* out,
+                   int64_t* u, int64_t* v, int64_t* r) {
+    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
+        const int64_t n = hi - lo;
+        const int64_t* __restrict idec = q[0] + k0;
+        const int64_t* __restrict vdec = q[1] + k0;
+        const int64_t* __restrict th = q[2] + k0;
+        const int64_t* __restrict bias = q[3] + k0;
+        int64_t* __restrict ub = u + lo;
+        int64_t* __restrict vb = v + lo;
+        int64_t* __restrict rb = refractory ? r + lo : nullptr;
+        for (int64_t t = 0; t < T; ++t) {
+            const R* __restrict xt = x + t * M + lo;
+            R* __restrict ot = out + t * M + lo;
+            for (int64_t j = 0; j < n; ++j) {
+                const int64_t a = int64_t(xt[j]);
+                int64_t uu = toward_zero(ub[j] * (LOIHI_UNITY - idec[j]), 12) + (a << 6);
+                // the 24-bit wrap as the reference writes it: the second test sees the first
+                const int64_t wrapped = uu > LOIHI_MAX ? uu - 2 * LOIHI_MAX : uu;
+                uu = wrapped <= -LOIHI_MAX ? uu + 2 * LOIHI_MAX : wrapped;
+                int64_t vi = toward_zero(vb[j] * (LOIHI_UNITY - vdec[j]), 12) + uu
+                             + (bias[j] << bias_exp);
+                vi = std::min(std::max(vi, -LOIHI_MAX + 1), LOIHI_MAX - 1);
+                const bool resting = refractory && rb[j] > 0;
+                const int64_t vv = resting ? vb[j] : vi;
+                const bool fired = vv > (th[j] << 6) && !resting;
+                ot[j] = graded ? (fired ? R(vv) : R(0)) / R(64) : (fired ? R(1) : R(0));
+                ub[j] = uu;
+                vb[j] = fired ? 0 : vv;
+                if (refractory) rb[j] = fired ? refractory : std::max(rb[j] - 1, int64_t(0));
+            }
+        }
+    });
+}
+
 }  // namespace
 
 extern "C" {
+
+// dtype of x and out: 0 float32, 1 float64. x must hold integers (checked by the caller).
+int hub_loihi_forward(int dtype, const int64_t* const* q, int32_t bias_exp, int32_t refractory,
+                      int32_t graded, int32_t threads, int64_t T, int64_t M, int64_t K,
+                      const void* x, void* out, int64_t* u, int64_t* v, int64_t* r) {
+    if (dtype == 0)
+        loihi_forward<float>(q, bias_exp, refractory, graded, threads, T, M, K, (const float*)x,
+                             (float*)out, u, v, r);
+    else if (dtype == 1)
+        loihi_forward<double>(q, bias_exp, refractory, graded, threads, T, M, K,
+                              (const double*)x, (double*)out, u, v, r);
+    else
+        return 1;
+    return 0;
+}
+
 
 // dtype: 0 float32, 1 float64. q: the eight parameter pointers in the order of Params.
 int hub_neuron_forward(int dtype, const Conf* c, const void* const* q, int64_t T, int64_t M,
