@@ -18,6 +18,7 @@ from rich.text import Text
 from . import __version__
 from .api import convert, detect, load
 from .errors import HubError
+from .graph import Graph
 from .plugin_manager import plugins
 
 EPILOG = """\
@@ -202,10 +203,28 @@ def _inspect(args: argparse.Namespace, out: Console) -> int:
     for row in rows:
         table.add_row(*map(_literal, row.values()))
     out.print(table)
+    for name, path in _paths(graph).items():
+        out.print(_literal(f"{name} runs on {path}"), soft_wrap=True, style="dim")
     if args.draw:
         draw(graph, args.draw, force=args.force)
         out.print(_literal(f"drew {args.draw}"), soft_wrap=True)
     return 0
+
+
+def _paths(graph: Graph) -> dict[str, str]:
+    """Which path ``hub.simulate``'s default backend takes for each neuron layer, found by
+    running two steps of zeros on the CPU in float32 (the paths of a graph with one input)."""
+    if len(graph.inputs) != 1:
+        return {}
+    import torch
+
+    from .simulate import Simulator
+
+    shape = graph.plan().output_shapes[graph.inputs[0]]
+    simulator = Simulator(graph)
+    with torch.no_grad():
+        simulator(torch.zeros(2, 1, *shape))
+    return simulator.paths
 
 
 def _plugins(args: argparse.Namespace, out: Console) -> int:

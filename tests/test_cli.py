@@ -74,6 +74,17 @@ def test_inspect_prints_a_table_and_draws(cli, tmp_path, paper):
     assert code == 2 and "exists" in err
 
 
+def test_inspect_says_which_path_each_neuron_layer_takes(cli, tmp_path):
+    graph = single(EXAMPLES["CubaLIF"][0], (3,))
+    hub.save(graph, out=tmp_path / "g.hub.json")
+    neuron = next(name for name, node in graph.nodes.items() if isinstance(node, hub.Neuron))
+    code, out, err = cli("inspect", str(tmp_path / "g.hub.json"))
+    simulator = hub.Simulator(graph)
+    simulator(__import__("torch").zeros(2, 1, 3))
+    assert code == 0, err
+    assert f"{neuron} runs on {simulator.paths[neuron]}" in out
+
+
 def test_inspect_names_missing_dt(cli, paper):
     code, _, err = cli("inspect", str(paper / "paper_02_cnn_cnn_sinabs.nir"))
     assert code == 2 and "node '1', field 'dt'" in err and "--dt" in err
