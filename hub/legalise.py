@@ -165,7 +165,8 @@ def _refusal(node: Node, r: Rule, name: str | None) -> UnsupportedError:
     else:
         shown = value
     why = f" ({r.why})" if r.why else ""
-    return UnsupportedError(f"{shown!r} is not accepted: the target takes {r.says}{why}, and no "
+    shown = shown if isinstance(shown, str) and shown.endswith("values)") else repr(shown)
+    return UnsupportedError(f"{shown} is not accepted: the target takes {r.says}{why}, and no "
                             "exact or float-equivalent rewrite of the graph gives that",
                             node=name, field=r.field)
 
@@ -181,6 +182,7 @@ class Rewrite:
     name: str
     kind: str  # EXACT or FLOAT
     detail: str
+    touches: tuple[str, ...] = ()  # every node the rewrite changed
 
     def __str__(self) -> str:
         return f"{self.node}: {self.name} ({self.kind}): {self.detail}"
@@ -460,11 +462,33 @@ def legalise(graph: Graph, accepts: Accepts | None, *, target: str = "",
     refused = [(name, node) for name, node in graph.walk() if accepts.violations(node)]
     if not refused:
         return graph, report
-    g = _copy(graph.flat())
-    allowed = {"none": (), EXACT: (EXACT,), FLOAT: (EXACT, FLOAT)}[rewrites]
+    flat = graph.flat()
+    g = _copy(flat)
+    allowed = _ALLOWED[rewrites]
     for name in list(g.nodes):
         _legalise_node(g, name, accepts, allowed, report, strict)
+    # the node each rewritten node was, where a rewrite of that node alone made it (an exporter
+    # may record it, so that importing the export gives the original graph back)
+    touched = {n for r in report for n in r.touches}
+    setattr(g, ORIGINS, {r.node: flat.nodes[r.node] for r in report
+                         if r.node in flat.nodes and touched & set(r.touches) == {r.node}
+                         and all(set(o.touches) == {r.node} for o in report
+                                 if r.node in o.touches)})
     return g, report
+
+
+#: Attribute of a legalised graph: node name -> the node it was before its own rewrites.
+ORIGINS = "legalised_from"
+_ALLOWED = {"none": (), EXACT: (EXACT,), FLOAT: (EXACT, FLOAT)}
+
+
+def legalise_node(node: Node, accepts: Accepts, rewrites: str = FLOAT) -> Node:
+    """``node`` rewritten by the rewrites that need no neighbours, as :func:`legalise` would
+    (an :class:`UnsupportedError` where they do not suffice)."""
+    g = Graph()
+    g.nodes["node"] = node
+    _legalise_node(g, "node", accepts, _ALLOWED[rewrites], Report(), True)
+    return g.nodes["node"]
 
 
 def _legalise_node(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ...],
@@ -491,8 +515,9 @@ def _legalise_node(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ..
             if not fixed or not neighbours_ok:
                 continue
             tried.add(step.name)
+            changed = tuple(n for n in trial.nodes if trial.nodes[n] is not g.nodes.get(n))
             g.nodes.update(trial.nodes)
-            report.rewrites.append(Rewrite(name, step.name, outcome[0], outcome[1]))
+            report.rewrites.append(Rewrite(name, step.name, outcome[0], outcome[1], changed))
             break
         else:
             if strict:
