@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import HubError, UnsupportedError
 from .graph import Graph
-from .node import Node
+from .node import Node, node_types
 
 EXACT = "exact"
 FLOAT = "float-equivalent"
@@ -146,15 +146,24 @@ class Accepts:
         if self.everything:
             lines = ["every node type, every field value"]
         else:
-            lines = []
-            for kind in sorted(self.rules):
-                rules = self.rules[kind]
-                lines.append(f"{kind}: " + ("any values" if not rules else ""))
-                for r in rules:
+            free = sorted(k for k, rules in self.rules.items() if not rules)
+            lines = [f"{', '.join(free)}: any values"] if free else []
+            for kind in sorted(k for k in self.rules if self.rules[k]):
+                lines.append(f"{kind}:")
+                has = _fields(kind)
+                for r in self.rules[kind]:
+                    if has is not None and r.field not in has:
+                        continue  # a rule shared with types that have the field
                     lines.append(f"  {r.field}: {r.says}" + (f"  ({r.why})" if r.why else ""))
         lines.append(f"topology: {TOPOLOGIES[self.topology]}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _fields(kind: str) -> set[str] | None:
+    """The field names of node type ``kind``, or ``None`` if it is not registered."""
+    cls = node_types().get(kind)
+    return None if cls is None else {f.name for f in dataclasses.fields(cls)}
 
 
 def _refusal(node: Node, r: Rule, name: str | None) -> UnsupportedError:

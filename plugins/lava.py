@@ -41,6 +41,7 @@ import torch
 import hub
 import hub.hdf5
 from hub.errors import FormatError, PluginError, RuntimeUnavailable
+from hub.legalise import Accepts
 
 #: Environment variable naming the Python that has lava-dl.
 PYTHON_ENV = "HUB_LAVA_PYTHON"
@@ -337,6 +338,8 @@ class SlayerFormat(hub.Format):
     load_options = ("input_shape",)
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA"})
+    accepts = Accepts({tuple(sorted(exports)): ()}, notes=[
+        "field values are checked by the exporter against slayer's CUBA blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():

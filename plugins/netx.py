@@ -74,6 +74,7 @@ import torch
 import hub
 import hub.hdf5
 from hub.errors import FormatError, HubError, UnsupportedError
+from hub.legalise import Accepts
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 
 #: Layers netx 0.6 refuses with NotImplementedError.
@@ -123,6 +124,11 @@ class NetxFormat(hub.Format):
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
                          "LoihiCUBA", "Output"})
     exports = imports
+    #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
+    #: Loihi's fixed point (strict: refuses anything not exact)
+    accepts = Accepts({tuple(sorted(imports | {"IF", "LIF", "CubaLIF"})): ()}, notes=[
+        "IF, LIF and CubaLIF with quantize=True (quantised to LoihiCUBA at export)",
+        "field values are checked by the exporter against Loihi's fixed point"])
 
     def read(self, path: Path) -> hub.Graph:
         # checked by hub.hdf5 (nothing outside the file, within the limits) before any read

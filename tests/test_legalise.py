@@ -272,3 +272,24 @@ def test_default_neurons_convert_there_and_back_spike_identically(source, target
         kind_ = EXACT if report.exact and report_back.exact else FLOAT
         ok, why = agrees(graph, x, reference, result, kind_)
         assert ok, f"{source}->{target}: {why}\n{report}\n{report_back}"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_hub_plugins_accepts_prints_the_declaration(capsys):
+    from hub.cli import main
+
+    assert main(["plugins", "--accepts", "snntorch"]) == 0
+    text = capsys.readouterr().out
+    assert "snntorch accepts" in text and "comparison: '>'" in text and "topology" in text
+
+
+def test_hub_convert_verbose_prints_the_report(tmp_path, capsys):
+    from hub.cli import main
+
+    src = tmp_path / "net.hub.json"
+    hub.save(dense(hub.LIF(beta=0.5), 0), out=src)
+    assert main(["convert", str(src), "-o", str(tmp_path / "net.nir"), "--dt", "1e-3",
+                 "-v"]) == 0
+    assert "conversion to 'nir': no rewrites needed" in capsys.readouterr().out
