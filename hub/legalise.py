@@ -429,6 +429,33 @@ def _leak_into_bias(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
                    f"to the bias of {source!r}")
 
 
+def _scale_into_weights(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
+    """``y = s * (W x + b)`` is ``(s W) x + s b``: a ``Scale`` after a weighted layer that
+    feeds only it folds into that layer's weights and bias (per output channel), and the node
+    goes away."""
+    if node.type != "Scale":
+        return None
+    source = _only_source(g, name)
+    layer = g.nodes.get(source) if source else None
+    if layer is None or getattr(layer, "type", "") not in _WEIGHTED:
+        return None
+    per = _channels(node.scale, layer)
+    if per is None:
+        return None
+    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
+    weight = _f32(layer.weight.astype(np.float64) * per.astype(np.float64).reshape(shape))
+    changes: dict[str, Any] = {"weight": weight}
+    if layer.type != "Linear":
+        changes["bias"] = _f32(np.broadcast_to(layer.bias, per.shape).astype(np.float64)
+                               * per.astype(np.float64))
+    g.nodes[source] = layer.replace(**changes)
+    del g.nodes[name]
+    g.edges = [(source if a == name else a, b) for a, b in g.edges if b != name]
+    exact = _power_of_two(per)
+    return (EXACT if exact else FLOAT), (f"scale {_show(node.scale)} folded into the weights and "
+                                         f"bias of {source!r}")
+
+
 def _show(value: Any) -> str:
     a = np.asarray(value)
     if a.size == 1:
@@ -446,6 +473,7 @@ STEPS: tuple[_Step, ...] = (
     _Step("current-gain-into-gain", ("current_gain",), _current_gain_into_gain),
     _Step("gain-into-threshold", ("gain",), _gain_into_threshold),
     _Step("leak-into-bias", ("v_leak",), _leak_into_bias),
+    _Step("scale-into-weights", ("type",), _scale_into_weights),
 )
 
 
@@ -475,7 +503,8 @@ def legalise(graph: Graph, accepts: Accepts | None, *, target: str = "",
     g = _copy(flat)
     allowed = _ALLOWED[rewrites]
     for name in list(g.nodes):
-        _legalise_node(g, name, accepts, allowed, report, strict)
+        if name in g.nodes:  # not folded away by a rewrite of a node before it
+            _legalise_node(g, name, accepts, allowed, report, strict)
     # the node each rewritten node was, where a rewrite of that node alone made it (an exporter
     # may record it, so that importing the export gives the original graph back)
     touched = {n for r in report for n in r.touches}
@@ -502,38 +531,65 @@ def legalise_node(node: Node, accepts: Accepts, rewrites: str = FLOAT) -> Node:
 
 def _legalise_node(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ...],
                    report: Report, strict: bool) -> None:
-    tried: set[str] = set()
-    for _ in range(len(STEPS) + 2):
-        node = g.nodes[name]
-        bad = accepts.violations(node)
-        if not bad:
-            return
-        fields = {r.field for r in bad}
-        for step in STEPS:
-            if step.name in tried or not fields & set(step.fixes):
-                continue
-            trial = _copy(g)
-            outcome = _try(step, trial, name)
-            if outcome is None or outcome[0] not in allowed:
-                continue
-            now = {r.field for r in accepts.violations(trial.nodes[name])}
-            fixed = fields & set(step.fixes) - now
-            neighbours_ok = all(not accepts.violations(trial.nodes[n]) or
-                                accepts.violations(g.nodes[n])
-                                for n in trial.nodes if n != name)
-            if not fixed or not neighbours_ok:
-                continue
-            tried.add(step.name)
-            changed = tuple(n for n in trial.nodes if trial.nodes[n] is not g.nodes.get(n))
-            g.nodes.update(trial.nodes)
-            report.rewrites.append(Rewrite(name, step.name, outcome[0], outcome[1], changed))
-            break
-        else:
-            if strict:
-                raise _refusal(node, bad[0], name)
-            return
-    if strict and accepts.violations(g.nodes[name]):
-        raise _refusal(g.nodes[name], accepts.violations(g.nodes[name])[0], name)
+    """Rewrite node ``name`` of ``g`` (in place) until the format accepts it.
+
+    A depth-first search over the rewrites (each used at most once per node) for a sequence
+    after which no rule refuses the node; the first found in the order of :data:`STEPS` wins.
+    Without one: refused (``strict``), or the sequence that leaves the fewest refused fields,
+    if fewer than before, for the exporter to approximate the rest.
+    """
+    before = len(accepts.violations(g.nodes[name]))
+    if not before:
+        return
+    found, best = _search(g, name, accepts, allowed, frozenset())
+    if found is None and not strict and best is not None and best[0] < before:
+        found = best[1:]
+    if found is None:
+        if strict:
+            node = g.nodes[name]
+            raise _refusal(node, accepts.violations(node)[0], name)
+        return
+    done, rewrites = found
+    g.nodes, g.edges = done.nodes, done.edges
+    report.rewrites.extend(rewrites)
+
+
+_Found = tuple[Graph, list[Rewrite]]
+
+
+def _search(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ...],
+            tried: frozenset[str]) -> tuple[_Found | None, tuple[int, Graph, list] | None]:
+    """A rewrite sequence making ``name`` acceptable (``None`` if none), and the best partial
+    one as ``(refused fields, graph, rewrites)``."""
+    node = g.nodes.get(name)
+    bad = accepts.violations(node) if node is not None else []
+    if not bad:
+        return (g, []), (0, g, [])
+    best: tuple[int, Graph, list] | None = (len(bad), g, [])
+    fields = {r.field for r in bad}
+    for step in STEPS:
+        if step.name in tried or not fields & set(step.fixes):
+            continue
+        trial = _copy(g)
+        outcome = _try(step, trial, name)
+        if outcome is None or outcome[0] not in allowed:
+            continue
+        now = ({r.field for r in accepts.violations(trial.nodes[name])}
+               if name in trial.nodes else set())
+        neighbours_ok = all(not accepts.violations(trial.nodes[n]) or
+                            accepts.violations(g.nodes[n])
+                            for n in trial.nodes if n != name and n in g.nodes)
+        if not fields & set(step.fixes) - now or not neighbours_ok:
+            continue
+        changed = tuple(n for n in {**g.nodes, **trial.nodes}
+                        if trial.nodes.get(n) is not g.nodes.get(n))
+        rewrite = Rewrite(name, step.name, outcome[0], outcome[1], changed)
+        found, partial = _search(trial, name, accepts, allowed, tried | {step.name})
+        if found is not None:
+            return (found[0], [rewrite, *found[1]]), None
+        if partial is not None and (best is None or partial[0] < best[0]):
+            best = (partial[0], partial[1], [rewrite, *partial[2]])
+    return None, best
 
 
 def _try(step: _Step, g: Graph, name: str) -> tuple[str, str] | None:

@@ -274,7 +274,8 @@ ACCEPTS = Accepts({
                  "where the threshold is negative, before any spike"),
         rule("reset_timing", "'next' for reset='subtract' (reset_delay=True; the same-step "
              "one subtracts twice after a reset left the membrane above threshold); 'same' "
-             "for CubaLIF's zero reset", _timing_ok,
+             "for CubaLIF's zero reset (Synaptic's delayed one is 'same' with refractory=1)",
+             _timing_ok,
              why="snnTorch's reset_delay=False subtraction and Synaptic's zeroing after "
              "integration differ from these"),
         rule("refractory", "0; 1 for CubaLIF with reset='zero' (Synaptic's delayed zero "

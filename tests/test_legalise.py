@@ -139,6 +139,28 @@ def test_a_rest_potential_moves_into_the_bias(leak, beta, gain, seed):
     assert kind in (None, FLOAT) and (kind is not None or leak == 0)
 
 
+@PROPERTY
+@given(scale=gains, conv=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_scale_folds_into_the_weights_before_it(scale, conv, seed):
+    rng = np.random.default_rng(seed)
+    if conv:
+        layer = hub.Conv2d(weight=rng.normal(0, 0.5, (2, 1, 3, 3)).astype(np.float32),
+                           bias=rng.normal(0, 0.2, 2).astype(np.float32))
+        shape = (1, 5, 5)
+    else:
+        layer = hub.Affine(weight=rng.normal(0, 0.8, (4, 5)).astype(np.float32),
+                           bias=rng.normal(0, 0.2, 4).astype(np.float32))
+        shape = (5,)
+    graph = hub.Graph.chain(("input", hub.Input(shape=shape)), ("fc", layer),
+                            ("s", hub.Scale(scale=scale)), ("n", hub.LIF(beta=0.75)))
+    work = legalise._copy(graph)
+    kind, _ = STEPS["scale-into-weights"].apply(work, "s", work.nodes["s"])
+    assert "s" not in work.nodes and kind == (EXACT if power_of_two(scale) else FLOAT)
+    x = torch.from_numpy(rng.uniform(-0.5, 1.5, (30, 2, *shape)).astype(np.float32))
+    ok, why = agrees(graph, x, hub.simulate(graph, x), hub.simulate(work, x), kind)
+    assert ok, why
+
+
 def test_the_leak_stays_where_the_layer_before_feeds_others_too():
     graph = hub.Graph({"input": hub.Input(shape=(3,)),
                        "fc": hub.Affine(weight=np.eye(3, dtype=np.float32), bias=0.0),

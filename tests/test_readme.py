@@ -30,7 +30,7 @@ def test_the_readme_commands_exist_and_ci_runs_the_test_command():
 
 # -- every python block of the README runs as written -------------------------------------------
 
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
 
 
 def _given(block: str, paper, tmp_path) -> dict:
