@@ -377,6 +377,30 @@ def _gain_into_threshold(g: Graph, name: str, node: Node) -> tuple[str, str] | N
                                          f"1/gain, threshold -> {_show(changes['threshold'])}")
 
 
+def _offset(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
+    """Shifting the voltage by ``c``, ``w = v - c``, subtracts ``c`` from threshold, v_reset,
+    v_leak and v_init: the spike tests compare the same real numbers. ``c`` is the reset
+    potential (else the start), so that a target that resets to 0, starts at 0 or decays to 0
+    gets it; a rest potential left behind moves into the bias (leak-into-bias). Not with a
+    subtractive reset (the amount subtracted would move with the threshold) or graded spikes."""
+    if not node.spiking or node.reset == "subtract" or node.spike_mode == "graded":
+        return None
+    c = node.v_reset if node.reset == "zero" and bool(np.any(node.v_reset != 0)) else node.v_init
+    if not bool(np.any(c != 0)):
+        return None
+    c64 = c.astype(np.float64)
+
+    def moved(value: np.ndarray) -> np.ndarray:
+        return _f32(value.astype(np.float64) - c64)
+
+    changes = {"threshold": moved(node.threshold), "v_reset": moved(node.v_reset),
+               "v_init": moved(node.v_init)}
+    if _leaky(node):
+        changes["v_leak"] = moved(node.v_leak)
+    g.nodes[name] = node.replace(**changes)
+    return FLOAT, f"voltage shifted by {_show(-c)} (threshold, v_reset, v_leak, v_init)"
+
+
 def _only_source(g: Graph, name: str) -> str | None:
     """The one node feeding ``name``, if that node feeds nothing else."""
     sources = [a for a, b in g.edges if b == name]
@@ -473,6 +497,7 @@ STEPS: tuple[_Step, ...] = (
     _Step("current-gain-into-gain", ("current_gain",), _current_gain_into_gain),
     _Step("gain-into-threshold", ("gain",), _gain_into_threshold),
     _Step("leak-into-bias", ("v_leak",), _leak_into_bias),
+    _Step("voltage-offset", ("v_reset", "v_init", "v_leak"), _offset),
     _Step("scale-into-weights", ("type",), _scale_into_weights),
 )
 

@@ -161,6 +161,31 @@ def test_a_scale_folds_into_the_weights_before_it(scale, conv, seed):
     assert ok, why
 
 
+@PROPERTY
+@given(v_reset=st.floats(min_value=-1, max_value=1, width=32),
+       v_init=st.floats(min_value=-1, max_value=1, width=32), beta=floats,
+       reset=st.sampled_from(["zero", "none"]), seed=st.integers(0, 2**16))
+def test_a_voltage_offset_moves_reset_and_start_to_zero(v_reset, v_init, beta, reset, seed):
+    node = hub.LIF(beta=beta, v_reset=v_reset, v_init=v_init, v_leak=v_reset, threshold=1.25,
+                   reset=reset)
+    kind = check_rewrite("voltage-offset", dense(node, seed), seed)
+    assert kind in (None, FLOAT)
+
+
+def test_spikingjellys_reset_potential_reaches_snntorch_as_an_offset():
+    """A neuron resetting to and starting at -0.5, resting at -0.25: snnTorch resets to 0,
+    starts at 0 and decays to 0; the offset and the bias carry the difference."""
+    node = hub.LIF(beta=0.5, gain=0.5, v_reset=-0.5, v_leak=-0.25, v_init=-0.5, threshold=0.25,
+                   comparison=">=")
+    graph = dense(node, 3)
+    model, report = hub.save(graph, to="snntorch", report=True)
+    assert {"voltage-offset", "leak-into-bias"} <= {r.name for r in report}
+    x = inputs(3)
+    ok, why = agrees(graph, x, hub.simulate(graph, x), hub.formats()["snntorch"].run(model, x),
+                     FLOAT)
+    assert ok, why
+
+
 def test_the_leak_stays_where_the_layer_before_feeds_others_too():
     graph = hub.Graph({"input": hub.Input(shape=(3,)),
                        "fc": hub.Affine(weight=np.eye(3, dtype=np.float32), bias=0.0),
