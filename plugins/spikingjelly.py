@@ -780,12 +780,48 @@ def lif_tau(beta: Any, gain: Any) -> tuple[float, bool] | None:
     return None
 
 
+#: A ``tau`` with more significant digits than this is no hand-written ``LIFNode``'s: such a
+#: ``LIF(beta, gain=q)`` exports as a ``ParametricLIFNode`` with ``sigmoid(w) == q``.
+ROUND_DIGITS = 7
+
+
+def plif_w(q: Any) -> float | None:
+    """A float32 ``w`` with ``sigmoid(w) == q`` as SpikingJelly computes it (float32), or
+    ``None``: the ``ParametricLIFNode`` that import reads as ``gain = q``."""
+    import torch
+
+    q = float(np.float32(q))
+    if not 0 < q < 1:
+        return None
+    w = torch.tensor(math.log(q / (1 - q)), dtype=torch.float32)
+    up = down = w
+    for _ in range(64):
+        for candidate in (up, down):
+            if float(torch.sigmoid(candidate)) == q:
+                return float(candidate)
+        up = torch.nextafter(up, torch.tensor(math.inf))
+        down = torch.nextafter(down, torch.tensor(-math.inf))
+    return None
+
+
 def _export_lif(node: Node, mode: str) -> Any:
+    import torch
     from spikingjelly.activation_based import neuron
 
-    tau, decay_input = lif_tau(_uniform(node, "beta"), _uniform(node, "gain"))
-    module = neuron.LIFNode(tau=tau, decay_input=decay_input, **_spiking_kwargs(node),
-                            step_mode=mode)
+    gain = _uniform(node, "gain")
+    tau, decay_input = lif_tau(_uniform(node, "beta"), gain)
+    digits = len(repr(tau).split("e")[0].replace(".", "").strip("0"))  # significant ones
+    w = plif_w(gain) if decay_input and digits > ROUND_DIGITS else None
+    if w is not None and np.float32(1.0 - np.float64(np.float32(gain))) == np.float32(
+            _uniform(node, "beta")):
+        # a trained ParametricLIFNode: its own arithmetic, (x - (v - v_reset)) * sigmoid(w)
+        module = neuron.ParametricLIFNode(decay_input=True, **_spiking_kwargs(node),
+                                          step_mode=mode)
+        with torch.no_grad():
+            module.w.copy_(torch.tensor(w))
+    else:
+        module = neuron.LIFNode(tau=tau, decay_input=decay_input, **_spiking_kwargs(node),
+                                step_mode=mode)
     _set_init(module, node)
     return module
 

@@ -321,6 +321,45 @@ def test_default_neurons_convert_there_and_back_spike_identically(source, target
         assert ok, f"{source}->{target}: {why}\n{report}\n{report_back}"
 
 
+# -- SpikingJelly's LIF in SpikingJelly's own arithmetic ---------------------------------------------
+
+
+def spikingjelly_lif(node: nn.Module) -> nn.Module:
+    torch.manual_seed(2)
+    model = nn.Sequential(layer.Linear(6, 5), node)
+    with torch.no_grad():
+        model[0].weight.mul_(6)
+    functional.set_step_mode(model, "m")
+    return model
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("tau", [2.0, 3.0, 5.0, 10.0, 100.0, 7.3])
+def test_spikingjelly_lif_round_trips_bit_for_bit_whatever_its_tau(tau, decay_input):
+    """1/tau is inexact in float32 for tau = 3, 5, 10, 100: export still finds that tau."""
+    model = spikingjelly_lif(neuron.LIFNode(tau=tau, decay_input=decay_input))
+    back, report = hub.convert(model, to="spikingjelly", input_shape=(6,), report=True)
+    assert back[1].tau == tau and back[1].decay_input == decay_input and len(report) == 0
+    x = torch.rand(60, 2, 6, generator=torch.Generator().manual_seed(3)) * 2
+    run = hub.formats()["spikingjelly"].run
+    spikes = run(model, x)
+    assert 0 < float(spikes.mean()) < 1
+    assert torch.equal(run(back, x), spikes)
+
+
+@pytest.mark.parametrize("w", [0.3, -1.234, 2.5])
+def test_a_trained_parametric_lif_round_trips_as_itself(w):
+    model = spikingjelly_lif(neuron.ParametricLIFNode())
+    with torch.no_grad():
+        model[1].w.fill_(w)
+    back = hub.convert(model, to="spikingjelly", input_shape=(6,))
+    assert isinstance(back[1], neuron.ParametricLIFNode)
+    assert torch.sigmoid(back[1].w) == torch.sigmoid(model[1].w)
+    x = torch.rand(60, 2, 6, generator=torch.Generator().manual_seed(3)) * 2
+    run = hub.formats()["spikingjelly"].run
+    assert torch.equal(run(back, x), run(model, x))
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
