@@ -377,6 +377,49 @@ def _gain_into_threshold(g: Graph, name: str, node: Node) -> tuple[str, str] | N
                                          f"1/gain, threshold -> {_show(changes['threshold'])}")
 
 
+def _gain_into_current_gain(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
+    """The inverse of :func:`_current_gain_into_gain`: scaling the current by ``gain`` moves
+    the gain into the voltage into the input gain of the current (readouts included: the
+    voltage is untouched)."""
+    if not getattr(node, "current", False) or bool(np.all(node.gain == 1)):
+        return None
+    if not bool(np.all(node.gain != 0)):
+        return None
+    cg = _f32(node.current_gain.astype(np.float64) * node.gain.astype(np.float64))
+    g.nodes[name] = node.replace(gain=np.float32(1.0), current_gain=cg)
+    exact = _power_of_two(node.gain)
+    return (EXACT if exact else FLOAT), (f"gain {_show(node.gain)} -> 1, current_gain -> "
+                                         f"{_show(cg)} (the current scaled by gain)")
+
+
+def _input_gain_into_weights(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
+    """``gain * (W x + b)`` is ``(gain W) x + gain b``: the input gain (``current_gain`` of a
+    current-based neuron, else ``gain``) folds into the weights and bias of the layer before,
+    when that layer feeds only this neuron; readouts and graded spikes included."""
+    field = "current_gain" if getattr(node, "current", False) else "gain"
+    value = getattr(node, field, None)
+    if value is None or bool(np.all(value == 1)):
+        return None
+    source = _only_source(g, name)
+    layer = g.nodes.get(source) if source else None
+    if layer is None or getattr(layer, "type", "") not in _WEIGHTED:
+        return None
+    per = _channels(value, layer)
+    if per is None:
+        return None
+    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
+    changes: dict[str, Any] = {
+        "weight": _f32(layer.weight.astype(np.float64) * per.astype(np.float64).reshape(shape))}
+    if layer.type != "Linear":
+        changes["bias"] = _f32(np.broadcast_to(layer.bias, per.shape).astype(np.float64)
+                               * per.astype(np.float64))
+    g.nodes[source] = layer.replace(**changes)
+    g.nodes[name] = node.replace(**{field: np.float32(1.0)})
+    exact = _power_of_two(per)
+    return (EXACT if exact else FLOAT), (f"{field} {_show(value)} -> 1: folded into the weights "
+                                         f"and bias of {source!r}")
+
+
 def _offset(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
     """Shifting the voltage by ``c``, ``w = v - c``, subtracts ``c`` from threshold, v_reset,
     v_leak and v_init: the spike tests compare the same real numbers. ``c`` is the reset
@@ -496,6 +539,8 @@ STEPS: tuple[_Step, ...] = (
     _Step("comparison-next-float", ("comparison",), _comparison),
     _Step("current-gain-into-gain", ("current_gain",), _current_gain_into_gain),
     _Step("gain-into-threshold", ("gain",), _gain_into_threshold),
+    _Step("gain-into-current-gain", ("gain",), _gain_into_current_gain),
+    _Step("input-gain-into-weights", ("gain", "current_gain"), _input_gain_into_weights),
     _Step("leak-into-bias", ("v_leak",), _leak_into_bias),
     _Step("voltage-offset", ("v_reset", "v_init", "v_leak"), _offset),
     _Step("scale-into-weights", ("type",), _scale_into_weights),

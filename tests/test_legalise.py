@@ -186,6 +186,42 @@ def test_spikingjellys_reset_potential_reaches_snntorch_as_an_offset():
     assert ok, why
 
 
+@PROPERTY
+@given(gain=gains, seed=st.integers(0, 2**16), readout=st.booleans())
+def test_a_current_neurons_gain_moves_into_its_current(gain, seed, readout):
+    node = (hub.CubaLI(alpha=0.5, beta=0.75, gain=gain) if readout else
+            hub.CubaLIF(alpha=0.5, beta=0.75, gain=gain, threshold=0.5))
+    kind = check_rewrite("gain-into-current-gain", dense(node, seed), seed)
+    assert kind == (EXACT if power_of_two(gain) else FLOAT)
+
+
+@PROPERTY
+@given(gain=gains, seed=st.integers(0, 2**16),
+       kind_=st.sampled_from(["LI", "LIF", "Integrator", "CubaLI"]))
+def test_an_input_gain_folds_into_the_weights_before_it(gain, seed, kind_):
+    node = {"LI": lambda: hub.LI(beta=0.75, gain=gain),
+            "LIF": lambda: hub.LIF(beta=0.75, gain=gain, threshold=0.5, spike_mode="graded"),
+            "Integrator": lambda: hub.Integrator(gain=gain),
+            "CubaLI": lambda: hub.CubaLI(alpha=0.5, beta=0.75, current_gain=gain)}[kind_]()
+    kind = check_rewrite("input-gain-into-weights", dense(node, seed), seed)
+    assert kind == (EXACT if power_of_two(gain) else FLOAT)
+
+
+def test_norses_li_readout_reaches_snntorch():
+    """Norse's default LICell readout: its gain dt*tau_mem_inv moves into the current and then
+    into the weights before it, since snnTorch's Synaptic readout takes both unscaled."""
+    from norse.torch import LICell
+
+    torch.manual_seed(4)
+    model = SequentialState(nn.Linear(6, 4), LICell())
+    out, report = hub.convert(model, to="snntorch", input_shape=(6,), report=True)
+    assert {"gain-into-current-gain", "input-gain-into-weights"} <= {r.name for r in report}
+    x = torch.rand(30, 2, 6, generator=torch.Generator().manual_seed(5))
+    want = hub.formats()["norse"].run(model, x)
+    got = hub.formats()["snntorch"].run(out, x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_the_leak_stays_where_the_layer_before_feeds_others_too():
     graph = hub.Graph({"input": hub.Input(shape=(3,)),
                        "fc": hub.Affine(weight=np.eye(3, dtype=np.float32), bias=0.0),
