@@ -166,7 +166,14 @@ def _fields(kind: str) -> set[str] | None:
     return None if cls is None else {f.name for f in dataclasses.fields(cls)}
 
 
-def _refusal(node: Node, r: Rule, name: str | None) -> UnsupportedError:
+_TRIED = {(): "rewrites are off (rewrites='none')",
+          (EXACT,): "no exact rewrite of the graph gives that (rewrites='exact')",
+          (EXACT, FLOAT): "no exact or float-equivalent rewrite of the graph gives that",
+          None: "no rewrite made it acceptable"}
+
+
+def _refusal(node: Node, r: Rule, name: str | None,
+             allowed: tuple[str, ...] | None = None) -> UnsupportedError:
     value = getattr(node, r.field, node.type)
     if isinstance(value, np.ndarray):
         shown = value.item() if value.size == 1 else \
@@ -175,8 +182,8 @@ def _refusal(node: Node, r: Rule, name: str | None) -> UnsupportedError:
         shown = value
     why = f" ({r.why})" if r.why else ""
     shown = shown if isinstance(shown, str) and shown.endswith("values)") else repr(shown)
-    return UnsupportedError(f"{shown} is not accepted: the target takes {r.says}{why}, and no "
-                            "exact or float-equivalent rewrite of the graph gives that",
+    return UnsupportedError(f"{shown} is not accepted: the target takes {r.says}{why}, and "
+                            f"{_TRIED.get(allowed, _TRIED[None])}",
                             node=name, field=r.field)
 
 
@@ -617,7 +624,7 @@ def _legalise_node(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ..
     if found is None:
         if strict:
             node = g.nodes[name]
-            raise _refusal(node, accepts.violations(node)[0], name)
+            raise _refusal(node, accepts.violations(node)[0], name, allowed)
         return
     done, rewrites = found
     g.nodes, g.edges = done.nodes, done.edges
