@@ -106,17 +106,19 @@ class Accepts:
     """
 
     def __init__(self, nodes: Mapping[str | tuple[str, ...], Iterable[Rule]] | None = None, *,
-                 topology: str = "any", everything: bool = False, notes: Iterable[str] = ()
-                 ) -> None:
+                 topology: str = "any", everything: bool = False, notes: Iterable[str] = (),
+                 name: str = "") -> None:
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
         self.rules: dict[str, list[Rule]] = {}
         for key, rules in (nodes or {}).items():
-            for name in (key,) if isinstance(key, str) else key:
-                self.rules.setdefault(name, []).extend(rules)
+            for kind in (key,) if isinstance(key, str) else key:
+                self.rules.setdefault(kind, []).extend(rules)
         self.topology = topology
         self.everything = everything
         self.notes = tuple(notes)
+        #: how messages name the format ("NIR has no MaxPool2d node")
+        self.name = name
 
     @classmethod
     def anything(cls, note: str = "") -> Accepts:
@@ -130,8 +132,8 @@ class Accepts:
         if self.everything:
             return []
         if node.type not in self.rules:
-            return [Rule("type", " or ".join(sorted(self.rules)), lambda n: False,
-                         "the format has no counterpart of this node type")]
+            return [Rule("type", ", ".join(sorted(self.rules)), lambda n: False,
+                         f"{self.name or 'the format'} has no {node.type} node")]
         return [r for r in self.rules[node.type] if not r(node)]
 
     def check(self, node: Node, name: str | None = None, skip: Iterable[str] = ()) -> None:
@@ -180,6 +182,9 @@ def _refusal(node: Node, r: Rule, name: str | None,
             f"{np.unique(value)[:4].tolist()} ({value.size} values)"
     else:
         shown = value
+    if r.field == "type" and r.test(node) is False and node.type not in r.says.split(", "):
+        return UnsupportedError(f"{r.why}; supported types are {r.says}", node=name,
+                                field="type")
     why = f" ({r.why})" if r.why else ""
     shown = shown if isinstance(shown, str) and shown.endswith("values)") else repr(shown)
     return UnsupportedError(f"{shown} is not accepted: the target takes {r.says}{why}, and "

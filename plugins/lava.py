@@ -338,7 +338,7 @@ class SlayerFormat(hub.Format):
     load_options = ("input_shape",)
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA"})
-    accepts = Accepts({tuple(sorted(exports)): ()}, notes=[
+    accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
         "field values are checked by the exporter against slayer's CUBA blocks"])
 
     def unavailable(self) -> str | None:

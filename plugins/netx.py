@@ -126,9 +126,10 @@ class NetxFormat(hub.Format):
     exports = imports
     #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
     #: Loihi's fixed point (strict: refuses anything not exact)
-    accepts = Accepts({tuple(sorted(imports | {"IF", "LIF", "CubaLIF"})): ()}, notes=[
-        "IF, LIF and CubaLIF with quantize=True (quantised to LoihiCUBA at export)",
-        "field values are checked by the exporter against Loihi's fixed point"])
+    accepts = Accepts(
+        {tuple(sorted(imports | {"IF", "LIF", "CubaLIF"})): ()}, name="netx",
+        notes=["IF, LIF and CubaLIF with quantize=True (quantised to LoihiCUBA at export)",
+               "field values are checked by the exporter against Loihi's fixed point"])
 
     def read(self, path: Path) -> hub.Graph:
         # checked by hub.hdf5 (nothing outside the file, within the limits) before any read

@@ -746,5 +746,5 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
 # Every canonical type that has a NIR counterpart converts both ways.
 NIRFormat.imports = NIRFormat.exports = frozenset(_EXPORTERS)
 #: Every exported node keeps all its fields: what NIR cannot hold travels in the "hub" metadata.
-NIRFormat.accepts = Accepts({tuple(sorted(_EXPORTERS)): ()}, notes=[
+NIRFormat.accepts = Accepts({tuple(sorted(_EXPORTERS)): ()}, name="NIR", notes=[
     "every field NIR has no place for travels in the node's 'hub' metadata"])

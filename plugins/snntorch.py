@@ -283,7 +283,7 @@ ACCEPTS = Accepts({
         rule("amplitude", "nonzero where the reset is in the same step", _amplitude_ok,
              why="snnTorch's same-step reset divides by graded_spikes_factor"),
     ),
-}, topology="any", notes=["per-neuron beta, alpha and threshold are exported as tensors "
+}, topology="any", name="snnTorch", notes=["per-neuron beta, alpha and threshold are exported as tensors "
                           "(snnTorch broadcasts them)"])
 
 

@@ -153,7 +153,7 @@ ACCEPTS = Accepts({
         equal("v_leak", 0, why="CUBALIFNode decays toward 0"),
         one_of("current_order", "new", why="CUBALIFNode's voltage sees this step's current"),
     ),
-}, topology="chain", notes=["LIF is exported as LIFNode with the roundest tau that import reads "
+}, topology="chain", name="SpikingJelly", notes=["LIF is exported as LIFNode with the roundest tau that import reads "
                             "back as the same beta and gain (SpikingJelly's own arithmetic)"])
 
 
