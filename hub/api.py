@@ -180,8 +180,11 @@ def _target(to: str | None, out: str | os.PathLike | None) -> Format:
 def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, Any],
            rewrites: str = FLOAT) -> tuple[Any, Report]:
     graph.validate()
-    graph, done = legalise(graph, fmt.accepts, target=fmt.name, rewrites=rewrites,
-                           strict=bool(options.get("strict", True)))
+    try:
+        graph, done = legalise(graph, fmt.accepts, target=fmt.name, rewrites=rewrites,
+                               strict=bool(options.get("strict", True)))
+    except HubError as e:
+        raise e.at(file=out) if out is not None else e
     if out is None:
         _capable(fmt, "export", "export to an in-memory model; pass out=<file>")
         return fmt.export(graph, **options), done
