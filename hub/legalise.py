@@ -628,8 +628,13 @@ def _legalise_node(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ..
         found = best[1:]
     if found is None:
         if strict:
+            # name what no rewrite could repair: the first rule the best attempt still breaks
             node = g.nodes[name]
-            raise _refusal(node, accepts.violations(node)[0], name, allowed)
+            closest = best[1].nodes.get(name) if best is not None else None
+            left = accepts.violations(closest) if closest is not None else []
+            first = accepts.violations(node)
+            still = [r for r in first if r.field in {v.field for v in left}] or first
+            raise _refusal(node, still[0], name, allowed)
         return
     done, rewrites = found
     g.nodes, g.edges = done.nodes, done.edges
