@@ -140,8 +140,8 @@ ACCEPTS = Accepts({
     "IF": (one_of("reset", "zero", why="Norse's IAFCell resets to v_reset only"),),
     ("LI", "CubaLI"): (),
 }, topology="any", name="Norse", notes=[
-    "gains, current order and a start voltage other than the cell's own are exported through "
-    "NeuronCell, built from Norse's cells; per-neuron parameters as tensors",
+    ("gains, current order and a start voltage other than the cell's own are exported through "
+     "NeuronCell, built from Norse's cells; per-neuron parameters as tensors"),
     "beta and alpha must be 1 - dt*tau_inv for a float32 tau_inv at the export's dt"])
 
 

@@ -283,8 +283,9 @@ ACCEPTS = Accepts({
         rule("amplitude", "nonzero where the reset is in the same step", _amplitude_ok,
              why="snnTorch's same-step reset divides by graded_spikes_factor"),
     ),
-}, topology="any", name="snnTorch", notes=["per-neuron beta, alpha and threshold are exported as tensors "
-                          "(snnTorch broadcasts them)"])
+}, topology="any", name="snnTorch", notes=[
+    ("per-neuron beta, alpha and threshold are exported as tensors (snnTorch broadcasts "
+     "them)")])
 
 
 # -- the format -----------------------------------------------------------------------------

@@ -153,8 +153,10 @@ ACCEPTS = Accepts({
         equal("v_leak", 0, why="CUBALIFNode decays toward 0"),
         one_of("current_order", "new", why="CUBALIFNode's voltage sees this step's current"),
     ),
-}, topology="chain", name="SpikingJelly", notes=["LIF is exported as LIFNode with the roundest tau that import reads "
-                            "back as the same beta and gain (SpikingJelly's own arithmetic)"])
+}, topology="chain", name="SpikingJelly", notes=[
+    ("LIF is exported as LIFNode with the roundest tau that import reads back as the same beta "
+     "and gain (SpikingJelly's own arithmetic); a gain no round tau gives, as a "
+     "ParametricLIFNode")])
 
 
 class SpikingJellyFormat(hub.Format):

@@ -327,7 +327,7 @@ def test_cubalif_zero_reset_timing_next_is_refused():
         hub.save(graph, to=FMT, rewrites="none")
     assert info.value.field == "reset_timing"
     # a zero reset in the next step is the same-step one, exactly
-    model, report = hub.save(graph, to=FMT, report=True)
+    _, report = hub.save(graph, to=FMT, report=True)
     assert [r.name for r in report] == ["zero-reset-same-step"] and report.exact
 
 
