@@ -123,7 +123,7 @@ def _original(route: Route, index: int, originals: Originals | None) -> tuple | 
 
 
 def execute(route: Route, graph: hub.Graph, x: torch.Tensor,
-            originals: Originals | None = None) -> Any:
+            originals: Originals | None = None, rewrites: str = "float-equivalent") -> Any:
     """Carry ``graph`` along ``route`` and return the runtime's output on ``x``.
 
     ``originals`` maps a format to a model of it that ``graph`` was imported from, and the
@@ -133,11 +133,15 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor,
     Raises :class:`Unsupported` when a converter refuses the model with
     ``hub.UnsupportedError`` (the model is not expressible there), :class:`ParameterMismatch`
     when a round trip changes parameters; anything else a plugin raises is passed on.
+    ``rewrites`` are the rewrites each export may use (``hub.legalise``): ``"exact"`` for the
+    bit-exact tiers. A round trip through an export that rewrote the graph gives back an
+    equivalent graph, not the same one: its spikes are compared, its parameters are not.
     """
     with tempfile.TemporaryDirectory(prefix="hub-conformance-") as tmp:
         folder = Path(tmp)
         values: dict[str, Any] = {"graph": graph}
         registry = hub.plugins()
+        rewritten = False
         for index, step in enumerate(route.steps()):
             fmt = registry.format(step.fmt)
             src = values[step.src]
@@ -146,14 +150,20 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor,
                 if step.op == "native" and original is not None:
                     values[step.dst] = original[0]
                 elif step.op == "native":
-                    values[step.dst] = native(fmt, src, folder / f"step{index}")
+                    values[step.dst], report = native(fmt, src, folder / f"step{index}",
+                                                      rewrites)
+                    rewritten = rewritten or bool(report)
                 elif step.op == "import":
                     values[step.dst] = hub.load(src, source=fmt.name,
                                                 **(original[1] if original else {}))
                 elif step.op == "file":
                     path = folder / f"step{index}{fmt.suffixes[0]}"
-                    hub.save(src, to=fmt.name, out=path)
+                    _, report = hub.save(src, to=fmt.name, out=path, rewrites=rewrites,
+                                         report=True)
+                    rewritten = rewritten or bool(report)
                     values[step.dst] = hub.load(path, source=fmt.name)
+                elif step.op == "same" and rewritten:
+                    pass  # an equivalent graph comes back; the run below compares its spikes
                 elif step.op == "same":
                     problem = different(values[step.src], values[step.dst])
                     if problem:
@@ -167,11 +177,14 @@ def execute(route: Route, graph: hub.Graph, x: torch.Tensor,
         return values["y"]
 
 
-def native(fmt: Format, graph: hub.Graph, stem: Path) -> Any:
-    """The format's own model of ``graph``: an exported object, or a file it writes."""
+def native(fmt: Format, graph: hub.Graph, stem: Path,
+           rewrites: str = "float-equivalent") -> tuple[Any, Any]:
+    """The format's own model of ``graph`` (an exported object, or a file it writes), and the
+    report of the rewrites its export made."""
     if "export" in fmt.capabilities:
-        return hub.save(graph, to=fmt.name)
-    return hub.save(graph, to=fmt.name, out=stem.with_suffix(fmt.suffixes[0]))
+        return hub.save(graph, to=fmt.name, rewrites=rewrites, report=True)
+    return hub.save(graph, to=fmt.name, out=stem.with_suffix(fmt.suffixes[0]),
+                    rewrites=rewrites, report=True)
 
 
 def different(a: hub.Graph, b: hub.Graph) -> str | None:

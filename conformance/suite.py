@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 import hub
+from hub.legalise import FLOAT
 
 from . import zoo
 from .compare import EXACT_TIERS, Comparison, compare, flat
@@ -94,7 +95,8 @@ def run_case(case: zoo.Case, route: Route, reference: torch.Tensor | None = None
         reference = flat(hub.simulate(case.graph, x))
     outcome = Outcome(case, route, "pass")
     try:
-        output = flat(execute(route, case.graph, x, originals=case.originals))
+        output = flat(execute(route, case.graph, x, originals=case.originals,
+                              rewrites="exact" if case.tier in EXACT_TIERS else FLOAT))
     except Unsupported as e:
         outcome.status, outcome.detail = "n/a", str(e)
     except ParameterMismatch as e:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import FormatError, HubError, ParameterError, PluginError
 from .fileio import atomic_path
 from .formats import Format
 from .graph import Graph
+from .legalise import FLOAT, Report, legalise
 from .plugin_manager import plugins
+
+
+class Converted(NamedTuple):
+    """What ``convert``/``save`` return with ``report=True``: the result and the report of
+    the rewrites that made the graph acceptable to the target (``model, report = ...``)."""
+
+    result: Any
+    report: Report
 
 
 def _is_path(src: Any) -> bool:
@@ -124,11 +133,15 @@ def load(src: Any, *, dt: float | None = None, source: str | None = None,
 
 
 def save(graph: Graph, to: str | None = None, out: str | os.PathLike | None = None, *,
-         force: bool = False, **options: Any) -> Any:
+         force: bool = False, report: bool = False, rewrites: str = FLOAT,
+         **options: Any) -> Any:
     """Export ``graph`` to format ``to``: to the file ``out`` if given, else as an object.
 
     With a file, ``to`` may be left out and is taken from the suffix. The write is atomic and
-    refuses to replace an existing file unless ``force``. Returns the path or the object.
+    refuses to replace an existing file unless ``force``. Returns the path or the object, or
+    with ``report=True`` a :class:`Converted` ``(result, report)``. The graph is first rewritten
+    into what the format accepts (:func:`hub.legalise.legalise`; ``rewrites="exact"`` allows
+    bit-identical rewrites only, ``"none"`` none).
     """
     if not isinstance(graph, Graph):
         raise HubError(f"save() takes a hub.Graph, got {type(graph).__name__}; "
@@ -137,7 +150,11 @@ def save(graph: Graph, to: str | None = None, out: str | os.PathLike | None = No
         raise HubError("save() needs to=<format> or out=<file>")
     fmt = _target(to, out)
     _check_options(options, (fmt, fmt.save_options))
-    return _write(fmt, graph, out, force, options)
+    return _finish(_write(fmt, graph, out, force, options, rewrites), report)
+
+
+def _finish(written: tuple[Any, Report], report: bool) -> Any:
+    return Converted(*written) if report else written[0]
 
 
 def _target(to: str | None, out: str | os.PathLike | None) -> Format:
@@ -160,11 +177,17 @@ def _target(to: str | None, out: str | os.PathLike | None) -> Format:
     return fmt
 
 
-def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, Any]) -> Any:
+def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, Any],
+           rewrites: str = FLOAT) -> tuple[Any, Report]:
     graph.validate()
+    try:
+        graph, done = legalise(graph, fmt.accepts, target=fmt.name, rewrites=rewrites,
+                               strict=bool(options.get("strict", True)))
+    except HubError as e:
+        raise e.at(file=out) if out is not None else e
     if out is None:
         _capable(fmt, "export", "export to an in-memory model; pass out=<file>")
-        return fmt.export(graph, **options)
+        return fmt.export(graph, **options), done
     _capable(fmt, "write", "write files; call without out= for an in-memory model")
     with atomic_path(out, force=force) as tmp:
         try:
@@ -174,17 +197,22 @@ def _write(fmt: Format, graph: Graph, out: Any, force: bool, options: dict[str, 
         except Exception as e:  # the disk or a library failed: say where, keep the cause
             raise HubError(f"writing as {fmt.name!r} failed: {type(e).__name__}: {e}",
                            file=out) from e
-    return Path(out)
+    return Path(out), done
 
 
 def convert(src: Any, to: str | None = None, *, out: str | os.PathLike | None = None,
             source: str | None = None, dt: float | None = None, force: bool = False,
-            **options: Any) -> Any:
+            report: bool = False, rewrites: str = FLOAT, **options: Any) -> Any:
     """Convert ``src`` (a path or model, any format) to format ``to``.
 
     Writes ``out`` if given (atomically; ``force`` to overwrite) and returns its path, else
     returns the converted object. ``dt`` and other options go to whichever side accepts them:
     ``hub.convert("net.nir", to="lava", out="net.net", dt=1e-3)``.
+
+    Where the target cannot spell a node as it is, the graph is rewritten into an equivalent
+    one it can (:mod:`hub.legalise`): ``report=True`` returns ``(result, report)``, the report
+    listing each rewrite as exact or float-equivalent; ``rewrites="exact"`` allows only
+    bit-identical rewrites, ``"none"`` none.
     """
     src_fmt = detect(src, source)
     if to is None and out is None:
@@ -195,7 +223,7 @@ def convert(src: Any, to: str | None = None, *, out: str | os.PathLike | None = 
     _check_options(options, (src_fmt, src_fmt.load_options), (dst_fmt, dst_fmt.save_options))
     graph = _read(src_fmt, src, {k: v for k, v in options.items() if k in src_fmt.load_options})
     save_opts = {k: v for k, v in options.items() if k in dst_fmt.save_options}
-    return _write(dst_fmt, graph, out, force, save_opts)
+    return _finish(_write(dst_fmt, graph, out, force, save_opts, rewrites), report)
 
 
 def check(model: Any, targets: list[str] | None = None, x: Any = None, **options: Any) -> Any:

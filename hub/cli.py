@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, help="time step in seconds, for formats that need one "
                    "(a NIR file without snn-hub metadata)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the rewrites that made "
+                   "the graph acceptable to the target, each exact or float-equivalent")
+    p.add_argument("--rewrites", choices=("float-equivalent", "exact", "none"),
+                   default="float-equivalent", help="which rewrites the conversion may use "
+                   "(default: exact and float-equivalent ones)")
 
     p = sub.add_parser("inspect", help="show a model's nodes, shapes and parameters",
                        description="Print a table of SRC's nodes in execution order: type, "
@@ -75,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                    "named plugins; HUB_DISABLE_PLUGINS=a,b skips them.")
     p.add_argument("--support-table", action="store_true", help="print instead which node "
                    "types each format imports and exports, as a markdown table")
+    p.add_argument("--accepts", metavar="FMT", help="print instead what format FMT accepts "
+                   "for export: node types, the values of each field, topology")
 
     p = sub.add_parser("conformance", help="prove conversions spike-identical along every path",
                        description="Convert every model of the zoo along every route between "
@@ -183,8 +190,10 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _convert(args: argparse.Namespace, out: Console) -> int:
     options = {"dt": args.dt} if args.dt is not None else {}
-    path = convert(args.src, to=args.to, out=args.out, source=args.source, force=args.force,
-                   **options)
+    path, report = convert(args.src, to=args.to, out=args.out, source=args.source,
+                           force=args.force, report=True, rewrites=args.rewrites, **options)
+    if args.verbose:
+        out.print(_literal(str(report)), soft_wrap=True)
     out.print(_literal(f"wrote {path} ({detect(path).name})"), soft_wrap=True)
     return 0
 
@@ -234,6 +243,14 @@ def _plugins(args: argparse.Namespace, out: Console) -> int:
         print(support_table(), end="")
         return 0
     registry = plugins()
+    if args.accepts:
+        fmt = registry.format(args.accepts)
+        accepts = fmt.accepts
+        text = accepts.describe() if accepts is not None else (
+            "not declared: the graph is exported as it is, and the exporter refuses what it "
+            "cannot express")
+        out.print(_literal(f"{fmt.name} accepts:\n{text}"), soft_wrap=True)
+        return 0
     table = Table(title="snn-hub plugins")
     for column in ("plugin", "version", "status", "formats", "notes"):
         table.add_column(column, overflow="fold")

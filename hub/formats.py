@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .legalise import Accepts
 
 #: The methods a format may implement (see ``hub.hookspecs.hub_register_formats``):
 #: ``read(path, **options) -> Graph``, ``load(obj, **options) -> Graph``,
@@ -41,6 +44,10 @@ class Format:
     #: ``"exact/dense-lif-ge:hub->myformat"``) -> the reason. The conformance suite reports a
     #: matching failure as an expected failure with that reason, and a matching pass as stale.
     known_gaps: ClassVar[dict[str, str]] = {}
+    #: What ``export``/``write`` accept (:class:`hub.legalise.Accepts`): node types, a rule per
+    #: field, topology. Before export the core rewrites a graph into it by proven rewrites
+    #: (:func:`hub.legalise.legalise`); ``None`` declares nothing and leaves the graph as it is.
+    accepts: ClassVar[Accepts | None] = None
 
     def unavailable(self) -> str | None:
         """Why the format cannot be used here, or ``None`` if it can."""

@@ -58,6 +58,12 @@ def hub_register_formats(register: Callable[..., None]) -> None:
       or a file ``write`` wrote) on a time-major input ``[T, N, *]`` in the format's own runtime,
       for the conformance suite.
 
+    A format that exports declares what it accepts in ``accepts``, a
+    :class:`hub.legalise.Accepts` (node types, a rule per field, topology): before ``write`` or
+    ``export`` the core rewrites the graph into it by proven rewrites and refuses what none
+    reaches, naming node and field; the exporter may call ``accepts.check(node)`` itself.
+    ``hub plugins --accepts NAME`` prints the declaration.
+
     ``options`` are the keyword options a user passed to ``hub.load``/``hub.convert`` (``dt``,
     ``strict``, ...); a format lists the ones it accepts in ``load_options``/``save_options``, and
     the core rejects any other with a message naming both. Names must not clash with another

@@ -12,6 +12,7 @@ from typing import Any
 
 import hub
 from hub.errors import FormatError
+from hub.legalise import Accepts
 
 #: Files larger than this are refused before parsing: no real graph description comes close.
 MAX_BYTES = 1 << 30
@@ -23,6 +24,7 @@ class CanonicalFormat(hub.Format):
     description = "snn-hub's canonical graph (hub.Graph objects, .hub.json files)"
     suffixes = (".hub.json",)
     imports = exports = frozenset(hub.node_types())
+    accepts = Accepts.anything("the hub's own files keep every node type and field")
 
     def recognizes(self, obj: Any) -> bool:
         return isinstance(obj, hub.Graph)

@@ -41,6 +41,7 @@ import torch
 import hub
 import hub.hdf5
 from hub.errors import FormatError, PluginError, RuntimeUnavailable
+from hub.legalise import Accepts
 
 #: Environment variable naming the Python that has lava-dl.
 PYTHON_ENV = "HUB_LAVA_PYTHON"
@@ -345,6 +346,8 @@ class SlayerFormat(hub.Format):
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA", "Delay", "Scale", "Bias"})
+    accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
+        "field values are checked by the exporter against slayer's CUBA blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():

@@ -77,6 +77,7 @@ import torch
 import hub
 import hub.hdf5
 from hub.errors import FormatError, HubError, UnsupportedError
+from hub.legalise import Accepts
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 
 #: Layers netx 0.6 refuses with NotImplementedError.
@@ -130,6 +131,12 @@ class NetxFormat(hub.Format):
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
                          "LoihiCUBA", "Output"})
     exports = imports | {"Delay"}
+    #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
+    #: Loihi's fixed point (strict: refuses anything not exact)
+    accepts = Accepts(
+        {tuple(sorted(exports | {"IF", "LIF", "CubaLIF"})): ()}, name="netx",
+        notes=["IF, LIF and CubaLIF with quantize=True (quantised to LoihiCUBA at export)",
+               "field values are checked by the exporter against Loihi's fixed point"])
 
     def read(self, path: Path, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
         """Read a netx file; ``input_shape`` (torch order) for a file without an input layer

@@ -46,6 +46,7 @@ import hub
 import hub.hdf5
 from hub.errors import FormatError, HubError, ParameterError, ShapeError, UnsupportedError
 from hub.graph import check_dt
+from hub.legalise import Accepts
 from hub.node import Node, Shape
 
 META = "hub"
@@ -750,3 +751,6 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
 
 # Every canonical type that has a NIR counterpart converts both ways.
 NIRFormat.imports = NIRFormat.exports = frozenset(_EXPORTERS)
+#: Every exported node keeps all its fields: what NIR cannot hold travels in the "hub" metadata.
+NIRFormat.accepts = Accepts({tuple(sorted(_EXPORTERS)): ()}, name="NIR", notes=[
+    "every field NIR has no place for travels in the node's 'hub' metadata"])

@@ -109,6 +109,7 @@ from hub_plugins import torch_graph, torch_trace
 from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, Threshold, export_layer,
                                       import_module)
+from hub.legalise import Accepts, equal, one_of
 from hub.neurons import Neuron
 
 #: Norse's default time step (``SNNCell(dt=0.001)``).
@@ -123,6 +124,32 @@ class NorseApproximationWarning(UserWarning):
     """``strict=False`` export changed a convention Norse cannot express; the message says which."""
 
 
+_NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI")
+_SPIKING = ("IF", "LIF", "CubaLIF")
+
+#: What Norse's cells compute (see the module docstring), per node type and field. Decays are
+#: checked at export, against the ``dt`` used: ``beta`` must be ``1 - dt*tau_inv`` for a
+#: float32 ``tau_inv``.
+ACCEPTS = Accepts({
+    tuple(sorted(EXPORTED | {"Add"})): (),
+    _SPIKING: (
+        one_of("comparison", ">", why="Norse spikes when v - v_th > 0"),
+        one_of("reset_timing", "same", why="Norse resets in the spiking step only"),
+        one_of("spike_mode", "binary", why="Norse emits binary spikes"),
+        equal("amplitude", 1, why="Norse spikes are 1"),
+        one_of("refractory", 0, why="Norse's cells have no refractory period (LIFRefracCell "
+               "holds the current too, not the canonical voltage hold)"),
+        one_of("delay", 0, why="Norse's cells have no axonal delay"),
+        one_of("reset", "zero", "subtract", why="Norse's cells always reset"),
+    ),
+    "IF": (one_of("reset", "zero", why="Norse's IAFCell resets to v_reset only"),),
+    ("LI", "CubaLI"): (),
+}, topology="any", name="Norse", notes=[
+    ("gains, current order and a start voltage other than the cell's own are exported through "
+     "NeuronCell, built from Norse's cells; per-neuron parameters as tensors"),
+    "beta and alpha must be 1 - dt*tau_inv for a float32 tau_inv at the export's dt"])
+
+
 class NorseFormat(hub.Format):
     name = "norse"
     description = "Norse 1.1 models (SequentialState, nn.Sequential, LIF/LIFBox/LI/IAF cells)"
@@ -132,6 +159,7 @@ class NorseFormat(hub.Format):
     save_options = ("dt", "strict")
     exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI"})
     imports = exports | torch_trace.TRACED
+    accepts = ACCEPTS
 
     def recognizes(self, obj: Any) -> bool:
         if not isinstance(obj, torch.nn.Module):
@@ -382,31 +410,12 @@ def _t(value: Any) -> torch.Tensor:
     return torch.as_tensor(np.array(value, dtype=np.float32))
 
 
-def _refuse_conventions(node: hub.Node, name: str, strict: bool, notes: list[str]) -> None:
-    """Refuse what no Norse cell computes (or, ``strict=False``, note an approximation)."""
-    def refuse(field: str, why: str) -> None:
-        raise UnsupportedError(why, node=name, field=field)
-
-    if not node.spiking:
-        return
-    if node.comparison != ">":
-        if strict:
-            refuse("comparison", "Norse spikes when v - v_th > 0 (comparison '>') only; "
-                   "pass strict=False to export '>=' as '>'")
+def _check(node: hub.Node, name: str, strict: bool, notes: list[str]) -> None:
+    """Refuse what no Norse cell computes, as ACCEPTS declares it (``strict=False``: note
+    ``>=`` exported as ``>``, an approximation)."""
+    ACCEPTS.check(node, name, skip=() if strict else ("comparison",))
+    if node.spiking and node.comparison != ">":
         notes.append(f"{name}.comparison: '>=' exported as Norse's '>'")
-    if node.reset_timing != "same":
-        refuse("reset_timing", "Norse resets in the spiking step only")
-    if node.spike_mode != "binary":
-        refuse("spike_mode", f"Norse emits binary spikes, not {node.spike_mode!r} ones")
-    if not (node.amplitude == 1).all():
-        refuse("amplitude", "Norse spikes are 1")
-    if node.refractory:
-        refuse("refractory", "Norse's cells have no refractory period (LIFRefracCell holds "
-               "the current too, not the canonical voltage hold)")
-    if node.delay:
-        refuse("delay", "Norse's cells have no axonal delay")
-    if node.reset == "none":
-        refuse("reset", "Norse's cells always reset")
 
 
 def _starts_at(node: hub.Node, start: np.ndarray) -> bool:
@@ -421,7 +430,7 @@ def _export_neuron(node: hub.Node, name: str, dt: float, strict: bool,
     from norse.torch import (IAFCell, IAFParameters, LIBoxCell, LIBoxParameters, LICell,
                              LIFBoxCell, LIFBoxParameters, LIFCell, LIFParameters, LIParameters)
 
-    _refuse_conventions(node, name, strict, notes)
+    _check(node, name, strict, notes)
     kind = node.type
     if kind == "IF":
         if node.reset != "zero":

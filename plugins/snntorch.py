@@ -96,6 +96,7 @@ from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, export_layer, import_conv,
                                       import_module)
 from hub.node import Node
+from hub.legalise import Accepts, at_least, between, equal, one_of, rule
 
 
 class SnnTorchApproximationWarning(UserWarning):
@@ -161,6 +162,74 @@ class SnnTorchNet(GraphRunner, nn.Module):
         return torch.stack(results)
 
 
+# -- what snnTorch accepts --------------------------------------------------------------------
+
+_NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "Integrator")
+_SPIKING = ("IF", "LIF", "CubaLIF")
+#: Rules that ``strict=False`` lets through, converted approximately with a warning.
+APPROXIMATED = ("reset_timing",)
+
+
+def _timing_ok(n: Node) -> bool:
+    if n.reset == "subtract":
+        return n.reset_timing == "next"
+    return not (n.type == "CubaLIF" and n.reset == "zero" and n.reset_timing == "next")
+
+
+def _refractory_ok(n: Node) -> bool:
+    if n.type == "CubaLIF" and n.reset == "zero":
+        return n.refractory <= 1
+    return n.refractory == 0
+
+
+def _amplitude_ok(n: Node) -> bool:
+    same_step = not _reset_delay(n) and n.reset != "none"
+    return not (same_step and bool((n.amplitude == 0).any()))
+
+
+#: What snnTorch's neurons compute (see the module docstring), per node type and field.
+ACCEPTS = Accepts({
+    tuple(sorted(EXPORTED)): (),
+    "Delay": (),
+    "Threshold": (
+        one_of("comparison", ">", why="snnTorch spikes where the membrane exceeds the "
+               "threshold"),
+        at_least("threshold", 0, why="snnTorch's first reset signal H(0 - threshold) fires "
+                 "where the threshold is negative"),
+    ),
+    _NEURONS: (
+        equal("v_init", 0, why="its state starts at 0"),
+        equal("v_leak", 0, why="its membrane decays towards 0"),
+        equal("gain", 1, why="its input enters the membrane unscaled"),
+        equal("current_gain", 1, why="its input enters the current unscaled"),
+        between("alpha", 0, 1, why="snnTorch clamps alpha to [0, 1] in every step"),
+        between("beta", 0, 1, why="snnTorch clamps beta to [0, 1] in every step"),
+    ),
+    _SPIKING: (
+        one_of("comparison", ">", why="snnTorch spikes where the membrane exceeds the "
+               "threshold"),
+        one_of("spike_mode", "binary", why="snnTorch neurons emit one spike per step"),
+        one_of("delay", 0, why="snnTorch neurons have no axonal delay; put a Delay node after "
+               "the neuron"),
+        equal("v_reset", 0, why="it resets to 0"),
+        at_least("threshold", 0, why="snnTorch's first reset signal H(0 - threshold) fires "
+                 "where the threshold is negative, before any spike"),
+        rule("reset_timing", "'next' for reset='subtract' (reset_delay=True; the same-step "
+             "one subtracts twice after a reset left the membrane above threshold); 'same' "
+             "for CubaLIF's zero reset (Synaptic's delayed one is 'same' with refractory=1)",
+             _timing_ok,
+             why="snnTorch's reset_delay=False subtraction and Synaptic's zeroing after "
+             "integration differ from these"),
+        rule("refractory", "0; 1 for CubaLIF with reset='zero' (Synaptic's delayed zero "
+             "reset)", _refractory_ok, why="snnTorch has no refractory period"),
+        rule("amplitude", "nonzero where the reset is in the same step", _amplitude_ok,
+             why="snnTorch's same-step reset divides by graded_spikes_factor"),
+    ),
+}, topology="any", name="snnTorch", notes=[
+    ("per-neuron beta, alpha and threshold are exported as tensors (snnTorch broadcasts "
+     "them)")])
+
+
 # -- the format -----------------------------------------------------------------------------
 
 
@@ -175,6 +244,7 @@ class SnnTorchFormat(hub.Format):
     exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
                                     "CubaLI", "Integrator"})
     imports = exports | torch_trace.TRACED
+    accepts = ACCEPTS
 
     def recognizes(self, obj: Any) -> bool:
         import snntorch
@@ -560,13 +630,12 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
     role: dict[str, Any] = {"type": kind}
     if node.operands:
         role["operands"] = True
+    # what snnTorch cannot spell is refused here, as ACCEPTS declares it; the core's
+    # legalisation has already rewritten what it could (hub.legalise)
+    ACCEPTS.check(node, skip=() if strict else APPROXIMATED)
     if kind == "Threshold":
         import snntorch
 
-        if node.comparison != ">":
-            raise UnsupportedError("snnTorch spikes where the membrane exceeds the threshold "
-                                   "(>); '>=' has no snnTorch counterpart", field="comparison")
-        _check_threshold(node.threshold)
         return snntorch.Leaky(beta=torch.tensor(0.0), threshold=_t(node.threshold),
                               reset_mechanism="none", init_hidden=True), role
     if isinstance(node, hub.Neuron):
@@ -576,39 +645,11 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
     raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")
 
 
-def _check_threshold(threshold: np.ndarray) -> None:
-    if (threshold < 0).any():
-        raise UnsupportedError("snnTorch's first reset signal H(0 - threshold) fires where the "
-                               "threshold is negative, before any spike", field="threshold")
-
-
-def _check_unit(node: Node, field: str, value: float, why: str) -> None:
-    array = getattr(node, field, None)
-    if array is not None and not np.all(array == value):
-        raise UnsupportedError(f"must be {value:g} in snnTorch ({why}); got "
-                               f"{np.unique(array)[:4].tolist()}", field=field)
-
-
-def _check_decay(node: Node, field: str) -> None:
-    array = getattr(node, field)
-    if ((array < 0) | (array > 1)).any():
-        raise UnsupportedError(f"snnTorch clamps {field} to [0, 1] in every step; values "
-                               f"{np.unique(array[(array < 0) | (array > 1)])[:4].tolist()} "
-                               "would change", field=field)
-
-
 def _export_neuron(node: Node, strict: bool) -> tuple[nn.Module, dict[str, Any]]:
     import snntorch
 
     kind = node.type
     role: dict[str, Any] = {"type": kind}
-    _check_unit(node, "v_init", 0.0, "its state starts at 0")
-    _check_unit(node, "v_leak", 0.0, "its membrane decays towards 0")
-    _check_unit(node, "gain", 1.0, "its input enters the membrane unscaled")
-    _check_unit(node, "current_gain", 1.0, "its input enters the current unscaled")
-    for field in ("alpha", "beta"):
-        if hasattr(node, field):
-            _check_decay(node, field)
     if getattr(node, "current_order", "new") == "previous":
         role["previous"] = True  # the net delays the input one step: exact, see the docstring
     if not node.spiking:
@@ -620,50 +661,13 @@ def _export_neuron(node: Node, strict: bool) -> tuple[nn.Module, dict[str, Any]]
         return snntorch.Leaky(beta=beta, reset_mechanism="none", init_hidden=True,
                               output=True), role
 
-    if node.comparison != ">":
-        raise UnsupportedError("snnTorch spikes where the membrane exceeds the threshold (>); "
-                               "'>=' has no snnTorch counterpart", field="comparison")
-    if node.spike_mode != "binary":
-        raise UnsupportedError(f"snnTorch neurons emit one spike per step; spike_mode="
-                               f"{node.spike_mode!r} has no counterpart", field="spike_mode")
-    if node.delay:
-        raise UnsupportedError("snnTorch neurons have no axonal delay; put a Delay node after "
-                               "the neuron", field="delay")
-    _check_unit(node, "v_reset", 0.0, "it resets to 0")
-    _check_threshold(node.threshold)
     cuba = kind == "CubaLIF"
-    reset, timing, refractory = node.reset, node.reset_timing, node.refractory
-    if reset == "none":
-        if refractory:
-            raise UnsupportedError("snnTorch has no refractory period", field="refractory")
-        mechanism, delay = "none", timing == "next"
-    elif reset == "subtract":
-        if refractory:
-            raise UnsupportedError("snnTorch has no refractory period", field="refractory")
-        if timing == "same":
-            _approximate(strict, "snnTorch's same-step subtraction (reset_delay=False) "
-                         "subtracts the threshold again in the step after a reset that left "
-                         "the membrane above threshold; reset_timing='next' (snnTorch's "
-                         "default reset_delay=True) converts exactly", "reset_timing")
-        mechanism, delay = "subtract", timing == "next"
-    elif cuba:  # Synaptic zeroes the integrated membrane
-        if timing == "next":
-            raise UnsupportedError("snnTorch's Synaptic zeroes the membrane after integrating, "
-                                   "so a delayed zero reset is a same-step reset with "
-                                   "refractory=1; reset_timing='next' has no counterpart",
-                                   field="reset_timing")
-        if refractory > 1:
-            raise UnsupportedError("snnTorch's Synaptic holds the membrane at 0 for at most one "
-                                   "step after a spike (reset_delay=True)", field="refractory")
-        mechanism, delay = "zero", refractory == 1
-    else:  # Leaky zeroes the membrane before integrating
-        if refractory:
-            raise UnsupportedError("snnTorch's Leaky has no refractory period",
-                                   field="refractory")
-        mechanism, delay = "zero", timing == "next"
-    if (node.amplitude == 0).any() and not delay and mechanism != "none":
-        raise UnsupportedError("snnTorch's same-step reset divides by graded_spikes_factor; "
-                               "amplitude 0 would make it 0/0", field="amplitude")
+    if node.reset == "subtract" and node.reset_timing == "same":
+        _approximate(strict, "snnTorch's same-step subtraction (reset_delay=False) "
+                     "subtracts the threshold again in the step after a reset that left "
+                     "the membrane above threshold; reset_timing='next' (snnTorch's "
+                     "default reset_delay=True) converts exactly", "reset_timing")
+    mechanism, delay = node.reset, _reset_delay(node)
     common = {"threshold": _t(node.threshold), "reset_mechanism": mechanism,
               "reset_delay": delay, "init_hidden": True}
     if cuba:
@@ -672,3 +676,11 @@ def _export_neuron(node: Node, strict: bool) -> tuple[nn.Module, dict[str, Any]]
         return neuron, role
     beta = _t(node.beta) if kind == "LIF" else torch.tensor(1.0)  # IF: 1 * v is exact
     return snntorch.Leaky(beta=beta, graded_spikes_factor=_t(node.amplitude), **common), role
+
+
+def _reset_delay(node: Node) -> bool:
+    """snnTorch's ``reset_delay`` for a spiking node: Synaptic zeroes the integrated membrane,
+    so its delayed zero reset is the canonical same-step one with ``refractory=1``."""
+    if node.type == "CubaLIF" and node.reset == "zero":
+        return node.refractory == 1
+    return node.reset_timing == "next"

@@ -84,6 +84,8 @@ from hub.layout import as_input
 from hub_plugins import torch_graph, torch_trace
 from hub_plugins.torch_layers import (EXPORTED, LAYERS, Bias, Scale, StepDelay, Threshold,
                                       export_layer, import_layer, import_module, is_layer)
+from hub.legalise import (ORIGINS, Accepts, equal, legalise_node, one_of, rule,
+                          uniform)
 from hub.node import Node
 
 #: Attribute of an exported module holding the canonical node it was made from (plain data).
@@ -99,6 +101,66 @@ class SpikingJellyMetadataWarning(UserWarning):
     """A module's ``hub_node`` disagrees with what the module computes and was ignored."""
 
 
+# -- what SpikingJelly accepts ------------------------------------------------------------------
+
+_SPIKING = ("IF", "LIF", "CubaLIF")
+
+
+def _leak_ok(n: Node) -> bool:
+    rest = n.v_reset if n.reset == "zero" else 0.0
+    return bool(np.all(n.v_leak == rest))
+
+
+def _lif_gain_ok(n: Node) -> bool:
+    flat_b, flat_g = np.ravel(n.beta), np.ravel(n.gain)
+    if not (flat_b.size and flat_g.size and (flat_b == flat_b[0]).all()
+            and (flat_g == flat_g[0]).all()):
+        return True  # refused as per-neuron values by the 'uniform' rules
+    return lif_tau(flat_b[0], flat_g[0]) is not None
+
+
+#: What SpikingJelly's neurons compute (see the module docstring), per node type and field.
+ACCEPTS = Accepts({
+    tuple(sorted(EXPORTED)): (),
+    _SPIKING: (
+        one_of("comparison", ">=", why="SpikingJelly spikes where v - v_threshold >= 0"),
+        one_of("reset_timing", "same", why="SpikingJelly resets in the spiking step"),
+        one_of("spike_mode", "binary", why="SpikingJelly's nodes emit binary spikes"),
+        equal("amplitude", 1, why="SpikingJelly's spikes are 1"),
+        one_of("refractory", 0, why="SpikingJelly's IF/LIF nodes have no refractory period"),
+        one_of("delay", 0, why="SpikingJelly's nodes have no axonal delay (a layer.Delay after "
+               "the neuron would be a different graph)"),
+        one_of("reset", "zero", "subtract", why="SpikingJelly's nodes always reset (v_reset a "
+               "value, or None to subtract)"),
+        uniform("threshold", why="SpikingJelly's neuron parameters are one value for all"),
+        uniform("v_reset", why="SpikingJelly's neuron parameters are one value for all"),
+        uniform("v_init", why="SpikingJelly's neuron parameters are one value for all"),
+    ),
+    "IF": (equal("gain", 1, why="IFNode adds its input unscaled"),),
+    "LIF": (
+        uniform("beta", why="LIFNode has one tau for all neurons"),
+        uniform("gain", why="LIFNode has one tau for all neurons"),
+        rule("beta", "in (0, 1): tau = 1/(1 - beta) > 1", lambda n: bool(
+            np.all((n.beta > 0) & (n.beta < 1))), why="LIFNode decays by 1/tau"),
+        rule("gain", "1 (decay_input=False) or 1/tau (decay_input=True)", _lif_gain_ok,
+             why="LIFNode scales its input by one of these"),
+        rule("v_leak", "v_reset (a hard reset) or 0 (a soft one)", _leak_ok,
+             why="LIFNode decays toward v_reset"),
+    ),
+    "CubaLIF": (
+        uniform("alpha", why="CUBALIFNode has one c_decay"),
+        uniform("beta", why="CUBALIFNode has one v_decay"),
+        equal("gain", 1, why="CUBALIFNode adds its current unscaled"),
+        equal("current_gain", 1, why="CUBALIFNode adds its input unscaled"),
+        equal("v_leak", 0, why="CUBALIFNode decays toward 0"),
+        one_of("current_order", "new", why="CUBALIFNode's voltage sees this step's current"),
+    ),
+}, topology="any", name="SpikingJelly", notes=[
+    ("LIF is exported as LIFNode with the roundest tau that import reads back as the same beta "
+     "and gain (SpikingJelly's own arithmetic); a gain no round tau gives, as a "
+     "ParametricLIFNode")])
+
+
 class SpikingJellyFormat(hub.Format):
     name = "spikingjelly"
     aliases = ("sj",)
@@ -109,6 +171,7 @@ class SpikingJellyFormat(hub.Format):
     save_options = ("step_mode",)
     exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
+    accepts = ACCEPTS
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
 
@@ -365,7 +428,7 @@ def _stored(meta: dict, node: Node, sees: str) -> Node:
     """The stored canonical node if ``module`` is exactly what it exports to, else ``node``."""
     try:
         stored = hub.node_from_dict(meta)
-        again = _export_node(stored, "s" if sees == "s" else "m", None)
+        again = _export_node(legalise_node(stored, ACCEPTS), "s" if sees == "s" else "m", None)
         same = again is not None and _module_node(again, sees) == node
     except HubError:
         same = False
@@ -584,10 +647,13 @@ def _export_graph(graph: hub.Graph, mode: str) -> Any:
     """An ``nn.Sequential`` for a chain, a :class:`SpikingJellyNet` for any other graph."""
     import torch.nn as nn
 
+    origins = getattr(graph, ORIGINS, {})
+
     def export(name: str, node: Node, shape: tuple[int, ...] | None) -> tuple[Any, dict]:
         module = _export_node(node, mode, shape)
         if module is not None:
-            setattr(module, META, node.to_dict())
+            # the node before the core's rewrites, which import gives back (see _stored)
+            setattr(module, META, origins.get(name, node).to_dict())
         return module, {}
 
     modules, lay = torch_graph.layout(graph, export)
@@ -630,38 +696,10 @@ def _uniform(node: Node, field: str, what: str = "") -> float:
     return float(flat[0])
 
 
-def _require(node: Node, field: str, wanted: Any, why: str) -> None:
-    value = getattr(node, field)
-    if isinstance(value, np.ndarray):
-        same = bool((value == wanted).all())
-    else:
-        same = value == wanted
-    if not same:
-        shown = value.ravel()[0] if isinstance(value, np.ndarray) else value
-        raise UnsupportedError(f"{field}={shown!r}: {why}", field=field)
-
-
 def _spiking_kwargs(node: Node) -> dict[str, Any]:
-    """v_threshold and v_reset of a spiking canonical node, refusing what SpikingJelly lacks."""
-    _require(node, "reset_timing", "same", "SpikingJelly resets in the spiking step")
-    _require(node, "spike_mode", "binary", "SpikingJelly's nodes emit binary spikes")
-    _require(node, "amplitude", 1.0, "SpikingJelly's spikes are 1")
-    _require(node, "refractory", 0, "SpikingJelly's IF/LIF nodes have no refractory period")
-    _require(node, "delay", 0, "SpikingJelly's nodes have no axonal delay (a layer.Delay "
-                               "after the neuron would be a different graph)")
-    threshold = _uniform(node, "threshold")
-    if node.reset == "none":
-        raise UnsupportedError("SpikingJelly's nodes always reset (v_reset a value, or None "
-                               "to subtract)", field="reset")
-    if node.comparison == ">":
-        if node.reset == "subtract":
-            raise UnsupportedError("'>' with a subtractive reset: SpikingJelly compares with "
-                                   ">= and subtracts the same threshold it compares with",
-                                   field="comparison")
-        # v > t is v >= (the next float32 above t), for every float32 v
-        threshold = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
+    """v_threshold and v_reset of a spiking canonical node that ACCEPTS allows."""
     v_reset = _uniform(node, "v_reset") if node.reset == "zero" else None
-    return {"v_threshold": threshold, "v_reset": v_reset}
+    return {"v_threshold": _uniform(node, "threshold"), "v_reset": v_reset}
 
 
 def _set_init(module: Any, node: Node) -> None:
@@ -675,35 +713,78 @@ def _set_init(module: Any, node: Node) -> None:
 def _export_if(node: Node, mode: str) -> Any:
     from spikingjelly.activation_based import neuron
 
-    _require(node, "gain", 1.0, "SpikingJelly's IFNode adds its input unscaled")
     module = neuron.IFNode(**_spiking_kwargs(node), step_mode=mode)
     _set_init(module, node)
     return module
 
 
+def lif_tau(beta: Any, gain: Any) -> tuple[float, bool] | None:
+    """The ``(tau, decay_input)`` of the ``LIFNode`` that import reads as ``LIF(beta, gain)``,
+    with the fewest significant digits, or ``None`` where there is none.
+
+    Import computes ``beta = fl(1 - 1/tau)`` and ``gain = fl(1/tau)`` (or 1); many ``tau`` give
+    the same pair, and SpikingJelly's own arithmetic divides by ``tau`` itself, so the roundest
+    one (``3.0``, not ``2.9999999``) is the one a SpikingJelly model was built with: a model
+    comes back bit for bit whatever its ``tau``.
+    """
+    b, g = np.float32(beta), np.float32(gain)
+    decay_input = bool(g != 1)
+    if not 0 < b < 1:
+        return None
+    seeds = [1.0 / (1.0 - float(b))] + ([1.0 / float(g)] if decay_input and g > 0 else [])
+    for digits in range(1, 18):
+        for seed in seeds:
+            tau = float(f"{seed:.{digits}g}")
+            if tau <= 1:
+                continue
+            inv = np.float64(1.0 / tau)
+            if np.float32(1.0 - inv) == b and (np.float32(inv) == g or not decay_input):
+                return tau, decay_input
+    return None
+
+
+#: A ``tau`` with more significant digits than this is no hand-written ``LIFNode``'s: such a
+#: ``LIF(beta, gain=q)`` exports as a ``ParametricLIFNode`` with ``sigmoid(w) == q``.
+ROUND_DIGITS = 7
+
+
+def plif_w(q: Any) -> float | None:
+    """A float32 ``w`` with ``sigmoid(w) == q`` as SpikingJelly computes it (float32), or
+    ``None``: the ``ParametricLIFNode`` that import reads as ``gain = q``."""
+    import torch
+
+    q = float(np.float32(q))
+    if not 0 < q < 1:
+        return None
+    w = torch.tensor(math.log(q / (1 - q)), dtype=torch.float32)
+    up = down = w
+    for _ in range(64):
+        for candidate in (up, down):
+            if float(torch.sigmoid(candidate)) == q:
+                return float(candidate)
+        up = torch.nextafter(up, torch.tensor(math.inf))
+        down = torch.nextafter(down, torch.tensor(-math.inf))
+    return None
+
+
 def _export_lif(node: Node, mode: str) -> Any:
+    import torch
     from spikingjelly.activation_based import neuron
 
-    kwargs = _spiking_kwargs(node)
-    beta = _uniform(node, "beta")
-    if not 0 < beta < 1:
-        raise UnsupportedError(f"beta={beta}: SpikingJelly's LIFNode needs tau = 1/(1-beta) "
-                               "> 1, that is 0 < beta < 1", field="beta")
-    tau = 1.0 / (1.0 - beta)
     gain = _uniform(node, "gain")
-    if gain == 1.0:
-        decay_input = False
-    elif gain == float(np.float32(1.0 / tau)):
-        decay_input = True
+    tau, decay_input = lif_tau(_uniform(node, "beta"), gain)
+    digits = len(repr(tau).split("e")[0].replace(".", "").strip("0"))  # significant ones
+    w = plif_w(gain) if decay_input and digits > ROUND_DIGITS else None
+    if w is not None and np.float32(1.0 - np.float64(np.float32(gain))) == np.float32(
+            _uniform(node, "beta")):
+        # a trained ParametricLIFNode: its own arithmetic, (x - (v - v_reset)) * sigmoid(w)
+        module = neuron.ParametricLIFNode(decay_input=True, **_spiking_kwargs(node),
+                                          step_mode=mode)
+        with torch.no_grad():
+            module.w.copy_(torch.tensor(w))
     else:
-        raise UnsupportedError(f"gain={gain}: SpikingJelly's LIFNode scales its input by 1 "
-                               f"(decay_input=False) or 1/tau = {np.float32(1.0 / tau)} "
-                               "(decay_input=True)", field="gain")
-    leak = kwargs["v_reset"] if kwargs["v_reset"] is not None else 0.0
-    if _uniform(node, "v_leak") != leak:
-        raise UnsupportedError(f"v_leak={_uniform(node, 'v_leak')}: SpikingJelly's LIFNode "
-                               f"decays toward v_reset ({leak})", field="v_leak")
-    module = neuron.LIFNode(tau=tau, decay_input=decay_input, **kwargs, step_mode=mode)
+        module = neuron.LIFNode(tau=tau, decay_input=decay_input, **_spiking_kwargs(node),
+                                step_mode=mode)
     _set_init(module, node)
     return module
 
@@ -712,10 +793,6 @@ def _export_cubalif(node: Node, mode: str) -> Any:
     from spikingjelly.activation_based import neuron
 
     kwargs = _spiking_kwargs(node)
-    _require(node, "gain", 1.0, "CUBALIFNode adds its current unscaled")
-    _require(node, "current_gain", 1.0, "CUBALIFNode adds its input unscaled")
-    _require(node, "v_leak", 0.0, "CUBALIFNode decays toward 0")
-    _require(node, "current_order", "new", "CUBALIFNode's voltage sees this step's current")
     module = neuron.CUBALIFNode(c_decay=_uniform(node, "alpha"),
                                 v_decay=_uniform(node, "beta"), **kwargs)
     module.step_mode = mode
@@ -819,6 +896,7 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
 def _export_node(node: Node, mode: str, input_shape: tuple[int, ...] | None) -> Any:
     """The SpikingJelly module of one canonical node (``None`` for Input and Output):
     SpikingJelly's own layer or neuron where it has one, else the shared torch.nn mapping."""
+    ACCEPTS.check(node)
     if node.type in _EXPORTERS:
         return _EXPORTERS[node.type](node, mode)
     if node.type in EXPORTED:

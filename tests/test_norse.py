@@ -363,8 +363,11 @@ def test_graphs_with_skips_export_as_a_stepped_graph():
     (hub.Integrator(), "type"),
 ])
 def test_what_norse_cannot_express_is_refused_naming_node_and_field(node, field):
+    """Without the core's rewrites (with them, '>=' and reset_timing='next' are rewritten:
+    tests/test_legalise.py)."""
     with pytest.raises(hub.UnsupportedError) as e:
-        hub.convert(chain(("fc", hub.Linear(weight=dyadic(4, 6))), ("n", node)), to="norse")
+        hub.convert(chain(("fc", hub.Linear(weight=dyadic(4, 6))), ("n", node)), to="norse",
+                    rewrites="none")
     assert e.value.node == "n" and e.value.field == field
 
 
@@ -385,8 +388,13 @@ def test_non_strict_export_approximates_ge_and_says_so():
     graph = chain(("fc", hub.Linear(weight=dyadic(4, 6))),
                   ("n", hub.LIF(beta=0.5, comparison=">=")))
     with pytest.warns(NorseApproximationWarning, match=r"n\.comparison"):
-        model = hub.convert(graph, to="norse", strict=False)
+        model = hub.convert(graph, to="norse", strict=False, rewrites="none")
     assert load(model).nodes["1"].comparison == ">"
+    # with the rewrites, '>=' is '>' on the next float below the threshold: exact
+    model, report = hub.convert(graph, to="norse", report=True)
+    assert [r.name for r in report] == ["comparison-next-float"] and report.exact
+    x = spikes(16, 2, 6)
+    assert torch.equal(run(model, x), hub.simulate(graph, x))
 
 
 def test_paper_braille_rnn_runs_spike_identically_in_norse(paper):

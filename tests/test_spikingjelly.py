@@ -74,10 +74,11 @@ def assert_same_spikes(model, x: torch.Tensor, tier: str = "exact") -> hub.Graph
 # -- conformance ----------------------------------------------------------------------------
 
 
-def expressible(graph: hub.Graph) -> str | None:
-    """Why SpikingJelly cannot express ``graph`` (its exporter's refusal), or ``None``."""
+def expressible(graph: hub.Graph, rewrites: str = "float-equivalent") -> str | None:
+    """Why SpikingJelly cannot express ``graph`` (its exporter's refusal) with the rewrites
+    ``rewrites`` allows, or ``None``."""
     try:
-        hub.save(graph, to=FMT)
+        hub.save(graph, to=FMT, rewrites=rewrites)
     except hub.UnsupportedError as e:
         return f"{FMT}: node {e.node!r}: {e.message}"
     return None
@@ -160,7 +161,8 @@ def _sj_cases() -> list:
         new = _sj_conventions(case)
         if new is None:
             continue
-        if expressible(new.graph) is not None:
+        if expressible(new.graph, "exact" if case.tier == "exact" else
+                       "float-equivalent") is not None:
             continue
         for route, modes in ROUTES.items():
             for mode in modes:
@@ -490,11 +492,38 @@ def test_edited_export_uses_the_module_and_warns():
     (hub.Integrator(), "type"),
 ], ids=lambda v: v if isinstance(v, str) else v.type)
 def test_export_refuses_what_spikingjelly_cannot_express(node, field):
+    """Without the core's rewrites (``rewrites="none"``) each of these is refused by name."""
     graph = hub.Graph.chain(("input", hub.Input(shape=(3,))),
                             ("fc", hub.Linear(weight=np.eye(3, dtype=np.float32))), ("x", node))
     with pytest.raises(hub.UnsupportedError) as info:
-        hub.save(graph, to=FMT)
+        hub.save(graph, to=FMT, rewrites="none")
     assert info.value.node == "x" and info.value.field == field
+
+
+@pytest.mark.parametrize("node", [
+    hub.LIF(beta=0.5, gain=0.25, comparison=">="),
+    hub.LIF(beta=0.5, v_leak=0.25, comparison=">="),
+    hub.LIF(beta=0.5, reset="subtract"),
+    hub.LIF(beta=0.5, comparison=">=", reset_timing="next"),
+    hub.IF(gain=2.0, comparison=">="),
+], ids=["gain", "v_leak", "comparison", "reset_timing", "IF-gain"])
+def test_what_a_rewrite_expresses_is_exported_and_reported(node):
+    """The same nodes with the rewrites: exported, listed in the report, and their spikes
+    those of the graph (up to threshold ties where a rewrite is float-equivalent)."""
+    graph = hub.Graph.chain(("input", hub.Input(shape=(3,))),
+                            ("fc", hub.Affine(weight=np.eye(3, dtype=np.float32) * 1.5,
+                                              bias=np.float32(0.0))), ("x", node))
+    model, report = hub.save(graph, to=FMT, report=True)
+    assert len(report) >= 1 and all(r.node in ("x", "fc") for r in report)
+    x = torch.from_numpy(np.random.default_rng(3).uniform(0, 1, (40, 2, 3)).astype(np.float32))
+    got = fmt().run(model, x)
+    want = hub.simulate(graph, x)
+    if report.exact:
+        assert torch.equal(got, want)
+    else:
+        from hub_conformance.compare import compare, flat
+        outcome = compare(graph, x, "float", flat(want), flat(got))
+        assert outcome.agree or outcome.tie, outcome.detail
 
 
 @MODES
