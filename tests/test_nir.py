@@ -114,9 +114,9 @@ EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 #: What NIR has no node for: max pooling, Loihi's fixed-point neuron, and the layers real torch
 #: models bring in (batch norm, offsets, ReLU, adaptive pooling, voting, products, concatenation,
-#: reshapes other than flattening)
+#: reshapes other than flattening), and the neuron families of hub.families
 NOT_IN_NIR = {"MaxPool2d", "LoihiCUBA", "BatchNorm", "Bias", "ReLU", "AdaptiveAvgPool2d", "Vote",
-              "Mul", "Concat", "Reshape"}
+              "Mul", "Concat", "Reshape", "ALIF", "Izhikevich", "QIF", "AlphaLIF", "SynapseFilter"}
 
 
 def test_nir_converts_every_node_type_nir_has():
