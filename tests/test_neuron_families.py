@@ -152,3 +152,115 @@ def test_norse_refuses_what_it_cannot_express_by_class():
         graph = hub.Graph.chain(("input", hub.Input(shape=(3,))),
                                 ("alif", hub.ALIF(beta=0.5, gain=0.5, current_order="new")))
         hub.convert(graph, to="norse")
+
+
+# -- SpikingJelly: Izhikevich and QIF nodes, the synapse filter, recurrent containers ---------
+
+sj = pytest.importorskip("spikingjelly.activation_based")
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+
+def sj_run(model, x: torch.Tensor) -> torch.Tensor:
+    """SpikingJelly's own run, as its users step it (the format's runner)."""
+    return hub.plugins().format("spikingjelly").run(model, x)
+
+
+def sj_linear(out: int, inp: int, bias: bool = False, scale: float = 2.0) -> torch.nn.Module:
+    fc = layer.Linear(inp, out, bias=bias)
+    with torch.no_grad():
+        fc.weight.copy_(torch.as_tensor(dyadic(out, inp) * scale))
+        if bias:
+            fc.bias.copy_(torch.as_tensor(dyadic(out)))
+    return fc
+
+
+SJ = {
+    "IzhikevichNode": lambda: neuron.IzhikevichNode(tau=2.0, a0=0.5, v_c=0.5, v_rest=-0.125,
+                                                     tau_w=4.0, a=0.25, b=0.5),
+    "IzhikevichNode-soft": lambda: neuron.IzhikevichNode(v_reset=None, a=0.5, b=0.25),
+    "QIFNode": lambda: neuron.QIFNode(tau=4.0, v_c=0.5, a0=0.5, v_reset=-0.125),
+}
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("name", sorted(SJ))
+def test_spikingjelly_node_imports_and_matches(name, mode):
+    model = torch.nn.Sequential(sj_linear(4, 3), SJ[name]())
+    functional.set_step_mode(model, mode)
+    x = spikes(12, 2, 3)
+    graph = hub.load(model, source="spikingjelly")
+    assert isinstance(graph.nodes["1"], hub.QIF)
+    agree(graph, x, sj_run(model, x))
+
+
+class FeedBackNet(torch.nn.Module):
+    """SpikingJelly's own recurrent example (``examples/rsnn_sequential_fmnist.py``), small."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Sequential(
+            sj_linear(8, 6, bias=True),
+            layer.LinearRecurrentContainer(
+                neuron.IFNode(surrogate_function=surrogate.ATan(), detach_reset=True),
+                in_features=8, out_features=8, bias=True),
+            sj_linear(4, 8),
+            neuron.IFNode(surrogate_function=surrogate.ATan()))
+        with torch.no_grad():
+            rc = self.fc[1].rc
+            rc.weight.copy_(torch.as_tensor(dyadic(8, 16)))
+            rc.bias.copy_(torch.as_tensor(dyadic(8)))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class StatefulSynapseNet(torch.nn.Module):
+    """The same example's synapse-filter network, small (learnable tau, frozen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Sequential(
+            sj_linear(8, 6), neuron.IFNode(surrogate_function=surrogate.ATan()),
+            layer.SynapseFilter(tau=2.0, learnable=True), sj_linear(4, 8, scale=1.0),
+            neuron.IFNode(surrogate_function=surrogate.ATan()))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def element_wise():
+    return torch.nn.Sequential(sj_linear(5, 3), layer.ElementWiseRecurrentContainer(
+        neuron.LIFNode(tau=2.0), element_wise_function=lambda y, x: y + x))
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("build", [FeedBackNet, StatefulSynapseNet], ids=lambda b: b.__name__)
+def test_spikingjelly_recurrent_example_networks_match(build, mode):
+    model = build()
+    functional.set_step_mode(model, mode)
+    x = spikes(20, 2, 6)
+    graph = hub.load(model, source="spikingjelly", input_shape=(6,))
+    native = sj_run(model, x)
+    agree(graph, x, native)
+    if build is FeedBackNet:
+        assert any(graph.plan().recurrent.values()), "the feedback is a recurrent edge"
+
+
+def test_spikingjelly_element_wise_container_with_addition():
+    model = torch.nn.Sequential(sj_linear(5, 3), layer.ElementWiseRecurrentContainer(
+        neuron.IFNode(), element_wise_function=torch.add))
+    x = spikes(16, 2, 3)
+    graph = hub.load(model, source="spikingjelly")
+    agree(graph, x, sj_run(model, x))
+    with pytest.raises(hub.UnsupportedError, match="element_wise_function"):
+        hub.load(torch.nn.Sequential(sj_linear(5, 3), layer.ElementWiseRecurrentContainer(
+            neuron.IFNode(), element_wise_function=torch.mul)), source="spikingjelly")
+
+
+@pytest.mark.parametrize("build,name", [
+    (lambda: neuron.EIFNode(), "EIFNode"), (lambda: neuron.KLIFNode(), "KLIFNode"),
+    (lambda: neuron.LIAFNode(torch.nn.ReLU(), False), "LIAFNode")])
+def test_spikingjelly_refuses_by_class_and_reason(build, name):
+    model = torch.nn.Sequential(sj_linear(4, 3), build())
+    with pytest.raises(hub.UnsupportedError, match=name):
+        hub.load(model, source="spikingjelly")
