@@ -106,7 +106,7 @@ class SpikingJellyFormat(hub.Format):
     exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
                                    "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
                                    "Delay", "IF", "LIF", "CubaLIF"})
-    imports = exports | torch_trace.TRACED | {"Vote"}
+    imports = exports | torch_trace.TRACED | {"Vote", "QIF", "SynapseFilter"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
 

@@ -40,6 +40,7 @@ addition.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -176,7 +177,7 @@ def container_graph(module: Any, import_leaf: Callable[[Any], Node | None],
         graph.add(*nodes[0])
         graph.connect("input", nodes[0][0])
         first = nodes[0][0]
-    for (a, _), (b, node) in zip(nodes, nodes[1:]):
+    for (a, _), (b, node) in itertools.pairwise(nodes):
         graph.add(b, node)
         graph.connect(a, b)
     last = nodes[-1][0]

@@ -264,3 +264,32 @@ def test_spikingjelly_refuses_by_class_and_reason(build, name):
     model = torch.nn.Sequential(sj_linear(4, 3), build())
     with pytest.raises(hub.UnsupportedError, match=name):
         hub.load(model, source="spikingjelly")
+
+
+# -- snnTorch: Alpha (second-order synapse) ----------------------------------------------------
+
+snntorch = pytest.importorskip("snntorch")
+
+
+def snn_run(model, x: torch.Tensor) -> torch.Tensor:
+    return hub.plugins().format("snntorch").run(model, x)
+
+
+@pytest.mark.parametrize("tier", ["exact", "float"])
+@pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
+def test_snntorch_alpha_imports_matches_and_exports_back(reset, tier):
+    alpha, beta = (0.75, 0.5) if tier == "exact" else (0.8731, 0.6127)
+    model = torch.nn.Sequential(linear(4, 3), snntorch.Alpha(
+        alpha=alpha, beta=beta, threshold=0.5, reset_mechanism=reset, init_hidden=True))
+    x = spikes(30, 2, 3)
+    graph = hub.load(model, source="snntorch", input_shape=(3,))
+    assert any(isinstance(n, hub.AlphaLIF) for n in graph.nodes.values())
+    agree(graph, x, snn_run(model, x), tier)
+    back = hub.convert(graph, to="snntorch")
+    assert torch.equal(snn_run(back, x), hub.simulate(graph, x))
+
+
+def test_snntorch_lstm_neurons_are_refused_by_class():
+    model = torch.nn.Sequential(snntorch.SLSTM(3, 4, init_hidden=True))
+    with pytest.raises(hub.UnsupportedError, match="SLSTM"):
+        hub.load(model, source="snntorch", input_shape=(3,))
