@@ -105,8 +105,8 @@ class SpikingJellyFormat(hub.Format):
     save_options = ("step_mode",)
     exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
                                    "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
-                                   "Delay", "IF", "LIF", "CubaLIF"})
-    imports = exports | torch_trace.TRACED | {"Vote", "QIF", "SynapseFilter"}
+                                   "Delay", "IF", "LIF", "CubaLIF", "QIF", "SynapseFilter"})
+    imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
 
@@ -858,6 +858,9 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "LIF": _export_lif,
     "CubaLIF": _export_cubalif,
 }
+
+
+_EXPORTERS.update(spikingjelly_families.EXPORTERS)
 
 
 def _export_node(node: Node, mode: str) -> Any:

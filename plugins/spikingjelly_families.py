@@ -222,3 +222,68 @@ def piece(call: Any, import_leaf: Callable[[Any], Node | None]) -> Any:
              if not isinstance(node, (hub.Input, hub.Output))}
     edges = [(suffix[a], suffix[b]) for a, b in graph.edges if b != "output"]
     return torch_trace.Piece(nodes, edges, {0: ""})
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def _one(node: Node, field: str) -> float:
+    value = np.asarray(getattr(node, field)).ravel()
+    if value.size == 0 or not (value == value[0]).all():
+        raise UnsupportedError("SpikingJelly's parameters are one value for all neurons",
+                               field=field)
+    return float(value[0])
+
+
+def _export_qif(node: Node, mode: str) -> Any:
+    from spikingjelly.activation_based import neuron
+
+    threshold = _one(node, "threshold")
+    if node.comparison == ">":
+        if node.reset == "subtract":
+            raise UnsupportedError("'>' with a subtractive reset: SpikingJelly compares with >= "
+                                   "and subtracts the threshold it compares with",
+                                   field="comparison")
+        # v > t is v >= (the next float32 above t), for every float32 v
+        threshold = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
+    v_reset = _one(node, "v_reset") if node.reset == "zero" else None
+    if _one(node, "v_init") != (v_reset or 0.0):
+        raise UnsupportedError("SpikingJelly's voltage starts at v_reset (0 for a soft reset)",
+                               field="v_init")
+    tau = _one(node, "tau")
+    if not tau > 1:
+        raise UnsupportedError("SpikingJelly's QIF and Izhikevich nodes need tau > 1",
+                               field="tau")
+    common = {"tau": tau, "v_c": _one(node, "v_c"), "a0": _one(node, "a0"),
+              "v_threshold": threshold, "v_rest": _one(node, "v_rest"), "v_reset": v_reset,
+              "step_mode": mode}
+    adaptive = {"tau_w": _one(node, "tau_w"), "a": _one(node, "coupling"),
+                "b": _one(node, "w_jump"), "w_rest": _one(node, "w_init")}
+    if adaptive["a"] == adaptive["b"] == adaptive["w_rest"] == 0.0:
+        return neuron.QIFNode(**common)
+    return neuron.IzhikevichNode(**common, **adaptive)
+
+
+def _export_synapse_filter(node: Node, mode: str) -> Any:
+    rate = np.float32(_one(node, "rate"))
+    if not 0 < rate < 1:
+        raise UnsupportedError("SpikingJelly's SynapseFilter needs tau > 1, a rate in (0, 1)",
+                               field="rate")
+    tau = 1.0 / float(rate)
+    if np.float32(1.0 / tau) != rate:
+        raise UnsupportedError(f"no tau gives 1/tau == {rate!r} in float32", field="rate")
+    from spikingjelly.activation_based import layer
+
+    return layer.SynapseFilter(tau=tau, step_mode=mode)
+
+
+def _refuse_family(node: Node, mode: str) -> Any:
+    raise UnsupportedError(f"SpikingJelly has no neuron computing {node.type}'s step",
+                           field="type")
+
+
+#: Canonical type -> SpikingJelly module, for the plugin's export table.
+EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
+    "QIF": _export_qif, "SynapseFilter": _export_synapse_filter,
+    "ALIF": _refuse_family, "Izhikevich": _refuse_family, "AlphaLIF": _refuse_family,
+}

@@ -191,6 +191,10 @@ def test_spikingjelly_node_imports_and_matches(name, mode):
     graph = hub.load(model, source="spikingjelly")
     assert isinstance(graph.nodes["1"], hub.QIF)
     agree(graph, x, sj_run(model, x))
+    back = hub.convert(graph, to="spikingjelly", step_mode=mode)
+    assert type(back[1]).__name__ == ("QIFNode" if name == "QIFNode" else "IzhikevichNode")
+    assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
+    assert hub.load(back, source="spikingjelly") == graph
 
 
 class FeedBackNet(torch.nn.Module):
@@ -244,6 +248,9 @@ def test_spikingjelly_recurrent_example_networks_match(build, mode):
     agree(graph, x, native)
     if build is FeedBackNet:
         assert any(graph.plan().recurrent.values()), "the feedback is a recurrent edge"
+    else:
+        back = hub.convert(graph, to="spikingjelly", step_mode=mode)
+        assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
 
 
 def test_spikingjelly_element_wise_container_with_addition():
@@ -293,3 +300,28 @@ def test_snntorch_lstm_neurons_are_refused_by_class():
     model = torch.nn.Sequential(snntorch.SLSTM(3, 4, init_hidden=True))
     with pytest.raises(hub.UnsupportedError, match="SLSTM"):
         hub.load(model, source="snntorch", input_shape=(3,))
+
+
+# -- across frameworks ---------------------------------------------------------------------------
+
+
+def test_izhikevich_between_norse_and_spikingjelly_is_refused_naming_the_type():
+    """Norse's Izhikevich (``Izhikevich``: expanded quadratic, u updated from the voltage before
+    the step) and SpikingJelly's (``QIF``: factored quadratic, w from the voltage after it) are
+    different float updates: neither exports to the other framework."""
+    norse_graph = hub.load(NORSE["IzhikevichCell"](False), source="norse", input_shape=(3,))
+    with pytest.raises(hub.UnsupportedError, match="Izhikevich") as e:
+        hub.convert(norse_graph, to="spikingjelly")
+    assert e.value.field == "type"
+    sj_graph = hub.load(torch.nn.Sequential(sj_linear(4, 3), SJ["IzhikevichNode"]()),
+                        source="spikingjelly")
+    with pytest.raises(hub.UnsupportedError, match="QIF") as e:
+        hub.convert(sj_graph, to="norse")
+    assert e.value.field == "type"
+
+
+def test_adaptive_lif_crosses_from_norse_only_where_the_target_has_it():
+    graph = hub.load(NORSE["LSNNCell"](False), source="norse", input_shape=(3,))
+    for target in ("snntorch", "spikingjelly"):
+        with pytest.raises(hub.UnsupportedError, match="ALIF"):
+            hub.convert(graph, to=target)
