@@ -264,3 +264,88 @@ class SynapseFilter(Family):
     def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
         y = state["y"] - (1.0 - x) * state["y"] * p["rate"] + x
         return y, {"y": y}
+
+
+class AdExLIF(Family):
+    r"""Current-based adaptive exponential LIF in Norse's discretisation (``LIFAdExCell``; with
+    ``coupling = jump = 0`` its ``LIFExCell``).
+
+    State: current ``i`` (0), voltage ``v`` (``v_init``), adaptation ``a`` (0). One step with
+    input ``x``; ``rate``, ``syn_rate``, ``ada_rate`` are ``dt / tau`` of voltage, current and
+    adaptation (Norse: ``fl(dt * tau_inv)``), ``exp`` is torch's float32 exponential:
+
+    1. ``j = i + x``
+    2. ``e = delta_t * exp((v - threshold) / delta_t)``
+    3. ``v_new = v + rate * ((((v_leak - v) + e) + j) - a)``
+    4. ``i_new = j + (-syn_rate) * j``
+    5. ``a_new = a + ada_rate * (coupling * (v - v_leak) - a)``, with ``v`` before step 3
+    6. ``s = v_new - threshold > 0`` (``comparison=">"``) or ``>= 0``; the output is ``s``
+    7. where ``s``: ``v_new = v_reset`` and ``a_new = a_new + jump``
+
+    With ``coupling = jump = 0``, ``a`` stays 0 and step 3 is exactly ``LIFExCell``'s.
+    """
+
+    rate: np.ndarray = array(doc="dt / tau of the voltage")
+    syn_rate: np.ndarray = array(doc="dt / tau of the current")
+    ada_rate: np.ndarray = array(0.0, doc="dt / tau of the adaptation")
+    delta_t: np.ndarray = array(0.5, doc="sharpness of the exponential")
+    v_leak: np.ndarray = array(0.0, doc="rest potential")
+    threshold: np.ndarray = array(1.0, doc="firing threshold, also the exponential's centre")
+    comparison: str = choice(">", (">", ">="), doc="how v is compared to the threshold")
+    v_reset: np.ndarray = array(0.0, doc="voltage after a spike")
+    coupling: np.ndarray = array(0.0, doc="subthreshold coupling of a to v - v_leak")
+    jump: np.ndarray = array(0.0, doc="added to a at a spike")
+    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+    starts: ClassVar[dict[str, str | None]] = {"i": None, "v": "v_init", "a": None}
+
+    def check(self) -> None:
+        if (self.delta_t == 0).any():
+            raise ParameterError("divides the exponent, so it must not be 0", field="delta_t")
+
+    def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        v, i, a = state["v"], state["i"], state["a"]
+        j = i + x
+        e = p["delta_t"] * torch.exp((v - p["threshold"]) / p["delta_t"])
+        v_new = v + p["rate"] * ((p["v_leak"] - v) + e + j - a)
+        i_new = j + (-p["syn_rate"]) * j
+        a_new = a + p["ada_rate"] * (p["coupling"] * (v - p["v_leak"]) - a)
+        s = self._fire(p, v_new, p["threshold"])
+        v_new = torch.where(s > 0, p["v_reset"].expand_as(v_new), v_new)
+        a_new = a_new + p["jump"] * s
+        return s, {"i": i_new, "v": v_new, "a": a_new}
+
+
+class EIF(Family):
+    r"""Exponential integrate-and-fire in SpikingJelly's discretisation (``EIFNode``).
+
+    State: voltage ``v`` (``v_init``). One step with input ``x`` (``/`` a float32 division,
+    ``exp`` torch's float32 exponential):
+
+    1. ``h = v + (((x + v_rest) - v) + delta_t * exp((v - theta_rh) / delta_t)) / tau``
+    2. ``s = h - threshold >= 0`` (``comparison=">="``) or ``> 0``; the output is ``s``
+    3. reset ``"zero"``: ``v = v_reset`` where ``s``, else ``h``; ``"subtract"``:
+       ``v = h - s * threshold``
+    """
+
+    tau: np.ndarray = array(doc="membrane time constant in steps (divides the drive)")
+    delta_t: np.ndarray = array(1.0, doc="sharpness of the exponential")
+    theta_rh: np.ndarray = array(0.8, doc="rheobase: the exponential's centre")
+    v_rest: np.ndarray = array(0.0, doc="rest potential")
+    threshold: np.ndarray = array(1.0, doc="firing threshold")
+    comparison: str = choice(">=", (">", ">="), doc="how h is compared to the threshold")
+    reset: str = choice("zero", ("zero", "subtract"), doc="what a spike does to v")
+    v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
+    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+    starts: ClassVar[dict[str, str | None]] = {"v": "v_init"}
+
+    def check(self) -> None:
+        for name in ("tau", "delta_t"):
+            if (getattr(self, name) == 0).any():
+                raise ParameterError("divides, so it must not be 0", field=name)
+
+    def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        v = state["v"]
+        drive = x + p["v_rest"] - v + p["delta_t"] * torch.exp((v - p["theta_rh"]) / p["delta_t"])
+        h = v + drive / p["tau"]
+        s = self._fire(p, h, p["threshold"])
+        return s, {"v": _reset(self.reset, h, s, p["v_reset"], p["threshold"])}

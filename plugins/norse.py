@@ -81,7 +81,8 @@ way Norse users step ``SequentialState``::
 Refused (``hub.UnsupportedError`` naming node and field; ``strict=False`` turns the
 comparison into Norse's ``>`` with a :class:`NorseApproximationWarning` instead): ``>=``
 (Norse spikes with ``>`` only), reset ``"none"``, ``reset_timing="next"``, multi and graded
-spikes, ``amplitude != 1``, refractory periods and axonal delays, subtract reset on ``IF``,
+spikes, ``amplitude != 1``, refractory periods (but a ``CubaLIF`` that ``LIFCell`` computes
+exports with one as ``LIFRefracCell``) and axonal delays, subtract reset on ``IF``,
 decays whose
 ``1 - beta`` has no float32 ``tau_inv`` with ``dt * tau_inv == 1 - beta``, and the node types
 Norse has no layer for (``Integrator``, ``Scale``, ``Delay``, ``Threshold``).
@@ -126,7 +127,7 @@ class NorseFormat(hub.Format):
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
     exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI", "ALIF",
-                                    "Izhikevich"})
+                                    "Izhikevich", "AdExLIF"})
     imports = exports | (torch_trace.TRACED - {"Delay", "Threshold"})
 
     def recognizes(self, obj: Any) -> bool:
@@ -428,8 +429,8 @@ def _refuse_conventions(node: hub.Node, name: str, strict: bool, notes: list[str
     if not (node.amplitude == 1).all():
         refuse("amplitude", "Norse spikes are 1")
     if node.refractory:
-        refuse("refractory", "Norse's cells have no refractory period (LIFRefracCell holds "
-               "the current too, not the canonical voltage hold)")
+        refuse("refractory", "Norse's refractory cell is LIFRefracCell, an LIFCell (CubaLIF) "
+               "with a refractory period; other neurons have none")
     if node.delay:
         refuse("delay", "Norse's cells have no axonal delay")
     if node.reset == "none":
@@ -529,7 +530,9 @@ def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True)
         kinds[name] = "module"
         try:
             if isinstance(node, Neuron):
-                modules[name] = _export_neuron(node, name, dt, strict, notes)
+                cell = norse_families.export_refractory(node, name, dt, strict, notes)
+                modules[name] = cell if cell is not None else \
+                    _export_neuron(node, name, dt, strict, notes)
             elif isinstance(node, hub.Family):
                 modules[name] = norse_families.export_neuron(node, name, dt, strict, notes)
             else:
@@ -716,7 +719,8 @@ def _import_cell(cell: Any, name: str) -> hub.Node:
                            "are LIFCell, LIF, LIFBoxCell, LICell, LI, LIBoxCell, IAFCell, IAF, "
                            "LIFRecurrentCell, LIFRecurrent, LSNNCell, LSNN, LSNNRecurrentCell, "
                            "LSNNRecurrent, IzhikevichCell, Izhikevich, IzhikevichRecurrentCell, "
-                           "IzhikevichRecurrent", node=name, field="type")
+                           "IzhikevichRecurrent, LIFExCell, LIFEx, LIFAdExCell, LIFAdEx (and "
+                           "their recurrent forms), LIFRefracCell", node=name, field="type")
 
 
 def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:

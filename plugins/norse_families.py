@@ -22,6 +22,11 @@ Norse                      one step, and the canonical node
                            u_jump = d)``, starting from the behaviour's ``v`` and ``u``
 ``IzhikevichRecurrent*``   ``Linear(W_in)`` into the ``Izhikevich`` with a recurrent
                            ``Linear(W_rec)``
+``LIFRefracCell``          ``LIFCell``'s step, then where ``rho > 0``: the voltage kept from
+                           before the step, no spike, ``rho = rho - 1``; a spike sets
+                           ``rho = rho_reset``. The current integrates throughout.
+                           ``CubaLIF`` as for ``LIFCell`` with ``refractory = rho_reset``
+                           (a whole number of steps)
 =========================  =========================================================================
 
 The Python-float products (``tau_inv*dt*a`` of Izhikevich's float parameters) are taken in
@@ -31,9 +36,18 @@ Python number. Norse's ``v + k*((v_leak - v) + i)`` and the canonical
 number: exact on the exact tier, a few ulps apart on random floats (threshold ties only), as
 for ``LIFCell``. The Izhikevich step is Norse's own float expression, so it is exact.
 
-Refused, naming the class and the reason: ``LIFExCell``/``LIFEx`` and ``LIFAdExCell``/``LIFAdEx``
-(and their recurrent and refractory forms; no canonical exponential type yet) and
-``LIFRefracCell`` (its refractory period holds the current too, unlike the canonical one).
+``LIFExCell``, ``LIFEx``,   ``j = i + x``; ``e = delta_T*exp((v - v_th)/delta_T)``;
+``LIFAdExCell``, ``LIFAdEx``  ``v' = v + k*((((v_leak - v) + e) + j) - a)``; ``i' = j + (-ks)*j``;
+                           ``a' = a + ka*(adaptation_current*(v - v_leak) - a)``; ``z = v' - v_th
+                           > 0``; ``v' = v_reset``, ``a' += adaptation_spike`` where ``z``.
+                           ``AdExLIF(rate = k, syn_rate = ks, ada_rate = ka, delta_t, v_leak,
+                           threshold = v_th, v_reset, coupling = adaptation_current,
+                           jump = adaptation_spike)`` (``LIFEx``: no ``a``, so ``coupling = jump =
+                           ada_rate = 0``): Norse's own float operations, exact for any values
+(their recurrent forms)    ``Linear(W_in)`` into the neuron with a recurrent ``Linear(W_rec)``
+
+Refused, naming the class and the reason: ``LIFAdExRefracCell`` (and its recurrent forms) and the
+recurrent refractory cells.
 """
 
 from __future__ import annotations
@@ -48,22 +62,16 @@ from hub.errors import UnsupportedError
 
 #: Norse classes refused whole, with why.
 REFUSED = {
-    "LIFExCell": "the exponential LIF has no canonical type here yet",
-    "LIFEx": "the exponential LIF has no canonical type here yet",
-    "LIFExRecurrentCell": "the exponential LIF has no canonical type here yet",
-    "LIFExRecurrent": "the exponential LIF has no canonical type here yet",
-    "LIFAdExCell": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdEx": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdExRecurrentCell": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdExRecurrent": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdExRefracCell": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdExRefracRecurrentCell": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFAdExRefracRecurrent": "the adaptive exponential LIF has no canonical type here yet",
-    "LIFRefracCell": "its refractory period also freezes the synaptic current and counts down "
-                     "in continuous time (rho -= dt); the canonical refractory period holds "
-                     "the voltage only, in whole steps",
-    "LIFRefracRecurrentCell": "as LIFRefracCell: its refractory period freezes the current too",
-    "LIFRefracRecurrent": "as LIFRefracCell: its refractory period freezes the current too",
+    "LIFAdExRefracCell": "its refractory period comes on top of the adaptive exponential step; "
+                         "no canonical type has both",
+    "LIFAdExRefracRecurrentCell": "its refractory period comes on top of the adaptive "
+                                  "exponential step; no canonical type has both",
+    "LIFAdExRefracRecurrent": "its refractory period comes on top of the adaptive exponential "
+                              "step; no canonical type has both",
+    "LIFRefracRecurrentCell": "its recurrent spikes enter the current before the refractory "
+                              "mask; only the feed-forward LIFRefracCell maps",
+    "LIFRefracRecurrent": "its recurrent spikes enter the current before the refractory mask; "
+                          "only the feed-forward LIFRefracCell maps",
 }
 
 
@@ -76,7 +84,9 @@ def _cls(name: str) -> type:
 def recurrent_cells() -> tuple[type, ...]:
     """The Norse recurrent cells of these families (input and recurrent weights inside)."""
     return tuple(_cls(n) for n in ("LSNNRecurrentCell", "LSNNRecurrent",
-                                   "IzhikevichRecurrentCell", "IzhikevichRecurrent"))
+                                   "IzhikevichRecurrentCell", "IzhikevichRecurrent",
+                                   "LIFExRecurrentCell", "LIFExRecurrent",
+                                   "LIFAdExRecurrentCell", "LIFAdExRecurrent"))
 
 
 def _np(value: Any) -> np.ndarray:
@@ -121,6 +131,29 @@ def import_cell(cell: Any, name: str) -> hub.Node | None:
                         threshold=_np(cell.p.v_th), threshold_decay=one - kb,
                         threshold_step=_np(cell.p.beta), comparison=">", reset="zero",
                         v_reset=_np(cell.p.v_reset))
+    if kind.startswith(("LIFExRecurrent", "LIFAdExRecurrent")) or kind in (
+            "LIFExCell", "LIFEx", "LIFAdExCell", "LIFAdEx"):
+        _method(cell, name)
+        p = cell.p
+        adaptive = kind.startswith("LIFAdEx")
+        v_leak = _np(p.v_leak)
+        return hub.AdExLIF(rate=_rate(cell, "tau_mem_inv"), syn_rate=_rate(cell, "tau_syn_inv"),
+                           ada_rate=_rate(cell, "tau_ada_inv") if adaptive else 0.0,
+                           delta_t=_np(p.delta_T), v_leak=v_leak, threshold=_np(p.v_th),
+                           comparison=">", v_reset=_np(p.v_reset),
+                           coupling=_np(p.adaptation_current) if adaptive else 0.0,
+                           jump=_np(p.adaptation_spike) if adaptive else 0.0,
+                           v_init=_start(v_leak))
+    if kind == "LIFRefracCell":
+        from hub_plugins.norse import _import_cell
+
+        rho = _np(cell.p.rho_reset)
+        if rho.size != 1 or rho.ravel()[0] < 0 or rho.ravel()[0] != np.round(rho.ravel()[0]):
+            raise UnsupportedError(f"rho_reset {rho.ravel()[:4].tolist()}: the refractory "
+                                   "period counts whole steps (rho - 1 per step), so it must be "
+                                   "one non-negative integer", node=name, field="rho_reset")
+        lif = _import_cell(_cls("LIFCell")(cell.p.lif, dt=cell.dt), name)
+        return lif.replace(refractory=int(rho.ravel()[0]))
     if kind in ("IzhikevichCell", "Izhikevich", "IzhikevichRecurrentCell",
                 "IzhikevichRecurrent"):
         _method(cell, name)
@@ -220,6 +253,48 @@ def _izhikevich_behaviour(node: hub.Izhikevich, name: str, dt: float) -> Any:
     return IzhikevichSpikingBehavior(p=p, s=state)
 
 
+def _tau_inv(rate: np.ndarray, dt: float, name: str, field: str) -> torch.Tensor:
+    """A float32 ``tau_inv`` with ``dt * tau_inv == rate`` exactly as torch computes it."""
+    from hub_plugins.norse import _inverse_rate, _t
+
+    return _t(_inverse_rate(rate, dt, name, field))
+
+
+def _export_adex(node: hub.AdExLIF, name: str, dt: float) -> torch.nn.Module:
+    from hub_plugins.norse import _t
+
+    if node.comparison != ">":
+        _refuse(name, "comparison", "Norse spikes when v - v_th > 0 (comparison '>') only")
+    if not (np.broadcast_to(node.v_init, node.v_leak.shape) == node.v_leak).all() or \
+            node.v_init.shape != node.v_leak.shape and node.v_init.size != 1:
+        _refuse(name, "v_init", "Norse's exponential cells start at v = v_leak")
+    common = {"delta_T": _t(node.delta_t), "tau_syn_inv": _tau_inv(node.syn_rate, dt, name,
+                                                                    "syn_rate"),
+              "tau_mem_inv": _tau_inv(node.rate, dt, name, "rate"), "v_leak": _t(node.v_leak),
+              "v_th": _t(node.threshold), "v_reset": _t(node.v_reset)}
+    if _all(node.coupling, 0) and _all(node.jump, 0) and _all(node.ada_rate, 0):
+        return _cls("LIFExCell")(_cls("LIFExParameters")(**common), dt=dt)
+    return _cls("LIFAdExCell")(_cls("LIFAdExParameters")(
+        adaptation_current=_t(node.coupling), adaptation_spike=_t(node.jump),
+        tau_ada_inv=_tau_inv(node.ada_rate, dt, name, "ada_rate"), **common), dt=dt)
+
+
+def export_refractory(node: hub.Node, name: str, dt: float, strict: bool,
+                      notes: list[str]) -> torch.nn.Module | None:
+    """``LIFRefracCell`` for a ``CubaLIF`` with a refractory period that ``LIFCell`` computes
+    otherwise; None for any other node (the ``norse`` plugin's own export takes it)."""
+    if not (isinstance(node, hub.CubaLIF) and node.refractory):
+        return None
+    from hub_plugins.norse import _export_neuron
+
+    cell = _export_neuron(node.replace(refractory=0), name, dt, strict, notes)
+    if not isinstance(cell, _cls("LIFCell")):
+        _refuse(name, "refractory", "Norse's refractory cell is LIFRefracCell, an LIFCell with "
+                "a refractory period; this node needs more than an LIFCell computes")
+    return _cls("LIFRefracCell")(_cls("LIFRefracParameters")(
+        lif=cell.p, rho_reset=torch.as_tensor(float(node.refractory))), dt=dt)
+
+
 def export_neuron(node: hub.Node, name: str, dt: float, strict: bool,
                   notes: list[str]) -> torch.nn.Module | None:
     """The Norse cell of a node of these families; None for other node types."""
@@ -227,6 +302,8 @@ def export_neuron(node: hub.Node, name: str, dt: float, strict: bool,
         return _cls("LSNNCell")(_lsnn_parameters(node, name, dt, strict, notes), dt=dt)
     if isinstance(node, hub.Izhikevich):
         return _cls("IzhikevichCell")(_izhikevich_behaviour(node, name, dt), dt=dt)
+    if isinstance(node, hub.AdExLIF):
+        return _export_adex(node, name, dt)
     if isinstance(node, hub.Family):
         _refuse(name, "type", f"Norse has no cell computing {node.type}'s step")
     return None
@@ -243,7 +320,9 @@ def fold_recurrent(flat: hub.Graph, plan: Any, modules: dict[str, torch.nn.Modul
     from hub_plugins.norse import _t
 
     cells = {_cls("LSNNCell"): _cls("LSNNRecurrentCell"),
-             _cls("IzhikevichCell"): _cls("IzhikevichRecurrentCell")}
+             _cls("IzhikevichCell"): _cls("IzhikevichRecurrentCell"),
+             _cls("LIFExCell"): _cls("LIFExRecurrentCell"),
+             _cls("LIFAdExCell"): _cls("LIFAdExRecurrentCell")}
     consumers: dict[str, list[str]] = {n: [] for n in plan.order}
     for target in plan.order:
         for source in (*plan.forward[target], *plan.recurrent[target]):

@@ -105,7 +105,8 @@ class SpikingJellyFormat(hub.Format):
     save_options = ("step_mode",)
     exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
                                    "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
-                                   "Delay", "IF", "LIF", "CubaLIF", "QIF", "SynapseFilter"})
+                                   "Delay", "IF", "LIF", "CubaLIF", "QIF", "SynapseFilter",
+                                   "EIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"

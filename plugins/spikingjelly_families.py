@@ -14,6 +14,9 @@ SpikingJelly                        one step, and the canonical node
                                     w_jump = b, w_init = w_rest)``: its float operations
 ``QIFNode``                         the same without ``w``: ``QIF`` with ``coupling = w_jump =
                                     0`` (``w`` stays 0, and ``(x + q) - 0`` is ``x + q``)
+``EIFNode``                         ``h = v + (x + v_rest - v + delta_T*exp((v - theta_rh) /
+                                    delta_T)) / tau``: ``EIF(tau, delta_t = delta_T, theta_rh,
+                                    v_rest)``, its float operations
 ``layer.SynapseFilter(tau)``        ``y = y - (1 - x)*y*(1/tau) + x``: ``SynapseFilter(rate =
                                     1/tau)``; ``learnable=True``: ``rate = sigmoid(w)`` (float32),
                                     frozen at its current ``w``
@@ -29,7 +32,7 @@ SpikingJelly                        one step, and the canonical node
 ``rc(cat(x, y))`` is one dot product over both halves; the subgraph sums the two halves'
 products, then adds: exact on the exact tier, a float-equivalent rewrite otherwise.
 
-Refused, naming the class and why: ``EIFNode`` (no canonical exponential type yet), ``KLIFNode``
+Refused, naming the class and why: ``KLIFNode``
 (its learnable ``k`` rescales and rectifies the voltage before firing), ``LIAFNode`` (its output
 is an arbitrary activation of the voltage, not spikes), ``GatedLIFNode`` (learnable gates mix
 several leak and reset modes, over a fixed ``T``), ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (the
@@ -54,7 +57,6 @@ from hub.node import Node
 
 #: SpikingJelly classes (by name) refused whole, with why.
 REFUSED = {
-    "EIFNode": "the exponential integrate-and-fire has no canonical type here yet",
     "KLIFNode": "its learnable k rescales and rectifies the voltage (relu(k * h)) before "
                 "firing, which no canonical neuron computes",
     "LIAFNode": "its output is an activation of the voltage, not spikes: an analog neuron",
@@ -88,11 +90,19 @@ def _import_qif(module: Any) -> Node:
                    v_c=_f32(module.v_c), **extra, **fields)
 
 
+def _import_eif(module: Any) -> Node:
+    from hub_plugins.spikingjelly import _spiking
+
+    return hub.EIF(tau=_f32(module.tau), delta_t=_f32(module.delta_T),
+                   theta_rh=_f32(module.theta_rh), v_rest=_f32(module.v_rest), **_spiking(module))
+
+
 def neuron_table() -> dict[type, Callable[[Any], Node]]:
     """SpikingJelly neuron class -> its canonical node, for the plugin's neuron table."""
     from spikingjelly.activation_based import neuron
 
-    return {neuron.IzhikevichNode: _import_qif, neuron.QIFNode: _import_qif}
+    return {neuron.IzhikevichNode: _import_qif, neuron.QIFNode: _import_qif,
+            neuron.EIFNode: _import_eif}
 
 
 def refusal(module: Any) -> str | None:
@@ -235,9 +245,8 @@ def _one(node: Node, field: str) -> float:
     return float(value[0])
 
 
-def _export_qif(node: Node, mode: str) -> Any:
-    from spikingjelly.activation_based import neuron
-
+def _threshold_reset(node: Node) -> dict[str, Any]:
+    """``v_threshold`` and ``v_reset`` of a SpikingJelly node, refusing what it cannot hold."""
     threshold = _one(node, "threshold")
     if node.comparison == ">":
         if node.reset == "subtract":
@@ -250,18 +259,35 @@ def _export_qif(node: Node, mode: str) -> Any:
     if _one(node, "v_init") != (v_reset or 0.0):
         raise UnsupportedError("SpikingJelly's voltage starts at v_reset (0 for a soft reset)",
                                field="v_init")
+    return {"v_threshold": threshold, "v_reset": v_reset}
+
+
+def _export_qif(node: Node, mode: str) -> Any:
+    from spikingjelly.activation_based import neuron
+
+    kwargs = _threshold_reset(node)
     tau = _one(node, "tau")
     if not tau > 1:
         raise UnsupportedError("SpikingJelly's QIF and Izhikevich nodes need tau > 1",
                                field="tau")
     common = {"tau": tau, "v_c": _one(node, "v_c"), "a0": _one(node, "a0"),
-              "v_threshold": threshold, "v_rest": _one(node, "v_rest"), "v_reset": v_reset,
-              "step_mode": mode}
+              "v_rest": _one(node, "v_rest"), "step_mode": mode, **kwargs}
     adaptive = {"tau_w": _one(node, "tau_w"), "a": _one(node, "coupling"),
                 "b": _one(node, "w_jump"), "w_rest": _one(node, "w_init")}
     if adaptive["a"] == adaptive["b"] == adaptive["w_rest"] == 0.0:
         return neuron.QIFNode(**common)
     return neuron.IzhikevichNode(**common, **adaptive)
+
+
+def _export_eif(node: Node, mode: str) -> Any:
+    from spikingjelly.activation_based import neuron
+
+    kwargs = _threshold_reset(node)
+    tau = _one(node, "tau")
+    if not tau > 1:
+        raise UnsupportedError("SpikingJelly's EIFNode needs tau > 1", field="tau")
+    return neuron.EIFNode(tau=tau, delta_T=_one(node, "delta_t"), theta_rh=_one(node, "theta_rh"),
+                          v_rest=_one(node, "v_rest"), step_mode=mode, **kwargs)
 
 
 def _export_synapse_filter(node: Node, mode: str) -> Any:
@@ -284,6 +310,7 @@ def _refuse_family(node: Node, mode: str) -> Any:
 
 #: Canonical type -> SpikingJelly module, for the plugin's export table.
 EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
-    "QIF": _export_qif, "SynapseFilter": _export_synapse_filter,
+    "QIF": _export_qif, "SynapseFilter": _export_synapse_filter, "EIF": _export_eif,
     "ALIF": _refuse_family, "Izhikevich": _refuse_family, "AlphaLIF": _refuse_family,
+    "AdExLIF": _refuse_family,
 }

@@ -84,6 +84,9 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "AlphaLIF": (hub.AlphaLIF(alpha=0.75, beta=0.5, scale=np.float32(2.7095113), threshold=0.5),
                  (3,)),
     "SynapseFilter": (hub.SynapseFilter(rate=np.array([0.5, 0.25, 0.125])), (3,)),
+    "AdExLIF": (hub.AdExLIF(rate=0.25, syn_rate=0.5, ada_rate=0.125, coupling=0.5, jump=0.25),
+                (3,)),
+    "EIF": (hub.EIF(tau=2.0, reset="subtract", v_init=-0.25), (3,)),
 }
 
 

@@ -79,7 +79,37 @@ NORSE = {
         linear(4, 3, dyadic(4, 3) * 16), norse.Izhikevich(norse.tonic_spiking)),
     "IzhikevichRecurrentCell": lambda r: norse.SequentialState(
         _izhikevich_recurrent(norse.IzhikevichRecurrentCell)),
+    "LIFExCell": lambda r: norse.SequentialState(linear(4, 3), norse.LIFExCell(
+        _ex_parameters(norse.LIFExParameters, r), dt=DT)),
+    "LIFAdExCell": lambda r: norse.SequentialState(linear(4, 3), norse.LIFAdExCell(
+        _ex_parameters(norse.LIFAdExParameters, r, adaptation_current=torch.tensor(0.5),
+                       adaptation_spike=torch.tensor(0.25), tau_ada_inv=torch.tensor(128.0)),
+        dt=DT)),
+    "LIFAdExRecurrentCell": lambda r: norse.SequentialState(_recurrent(
+        norse.LIFAdExRecurrentCell, _ex_parameters(norse.LIFAdExParameters, r))),
+    "LIFRefracCell": lambda r: norse.SequentialState(linear(4, 3), norse.LIFRefracCell(
+        norse.LIFRefracParameters(lif=norse.LIFParameters(
+            tau_syn_inv=torch.tensor(512.0), tau_mem_inv=torch.tensor(256.0),
+            v_th=torch.tensor(0.25) if not r else torch.tensor(0.3137),
+            v_reset=torch.tensor(-0.125)), rho_reset=torch.tensor(2.0)), dt=DT)),
 }
+
+
+def _ex_parameters(cls, random: bool, **more):
+    """Exponential-LIF parameters; their exponential makes every run a float-tier one."""
+    v_th = torch.tensor(0.3137 if random else 0.5)
+    return cls(delta_T=torch.tensor(0.25), tau_syn_inv=torch.tensor(256.0),
+               tau_mem_inv=torch.tensor(512.0), v_th=v_th, v_reset=torch.tensor(-0.125),
+               **more)
+
+
+def _recurrent(cls, p):
+    cell = cls(3, 5, p, dt=DT, autapses=False)
+    with torch.no_grad():
+        cell.input_weights.copy_(torch.as_tensor(dyadic(5, 3) * 2))
+        cell.recurrent_weights.copy_(torch.as_tensor(dyadic(5, 5)))
+        cell.recurrent_weights.fill_diagonal_(0.0)
+    return cell
 
 
 def _izhikevich_recurrent(cls):
@@ -144,10 +174,20 @@ def test_norse_lsnn_memory_task_network():
     assert (want != 0).any()
 
 
+def test_norse_refractory_cell_is_a_cubalif_with_a_refractory_period():
+    graph = hub.load(NORSE["LIFRefracCell"](False), source="norse", input_shape=(3,))
+    neuron = next(n for n in graph.nodes.values() if isinstance(n, hub.CubaLIF))
+    assert neuron.refractory == 2
+
+
 def test_norse_refuses_what_it_cannot_express_by_class():
-    with pytest.raises(hub.UnsupportedError, match="LIFRefracCell"):
-        hub.load(norse.SequentialState(linear(4, 3), norse.LIFRefracCell()), source="norse",
-                 input_shape=(3,))
+    with pytest.raises(hub.UnsupportedError, match="LIFAdExRefracCell"):
+        hub.load(norse.SequentialState(linear(4, 3), norse.LIFAdExRefracCell()),
+                 source="norse", input_shape=(3,))
+    with pytest.raises(hub.UnsupportedError, match="rho_reset"):
+        hub.load(norse.SequentialState(linear(4, 3), norse.LIFRefracCell(
+            norse.LIFRefracParameters(rho_reset=torch.tensor(2.5)))), source="norse",
+            input_shape=(3,))
     with pytest.raises(hub.UnsupportedError, match="current_order"):
         graph = hub.Graph.chain(("input", hub.Input(shape=(3,))),
                                 ("alif", hub.ALIF(beta=0.5, gain=0.5, current_order="new")))
@@ -179,6 +219,8 @@ SJ = {
                                                      tau_w=4.0, a=0.25, b=0.5),
     "IzhikevichNode-soft": lambda: neuron.IzhikevichNode(v_reset=None, a=0.5, b=0.25),
     "QIFNode": lambda: neuron.QIFNode(tau=4.0, v_c=0.5, a0=0.5, v_reset=-0.125),
+    "EIFNode": lambda: neuron.EIFNode(tau=2.0, delta_T=0.5, theta_rh=0.75, v_reset=-0.125),
+    "EIFNode-soft": lambda: neuron.EIFNode(tau=4.0, v_reset=None),
 }
 
 
@@ -189,10 +231,10 @@ def test_spikingjelly_node_imports_and_matches(name, mode):
     functional.set_step_mode(model, mode)
     x = spikes(12, 2, 3)
     graph = hub.load(model, source="spikingjelly")
-    assert isinstance(graph.nodes["1"], hub.QIF)
+    assert isinstance(graph.nodes["1"], hub.EIF if name.startswith("EIF") else hub.QIF)
     agree(graph, x, sj_run(model, x))
     back = hub.convert(graph, to="spikingjelly", step_mode=mode)
-    assert type(back[1]).__name__ == ("QIFNode" if name == "QIFNode" else "IzhikevichNode")
+    assert type(back[1]).__name__ == name.split("-")[0]
     assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
     assert hub.load(back, source="spikingjelly") == graph
 
@@ -265,7 +307,7 @@ def test_spikingjelly_element_wise_container_with_addition():
 
 
 @pytest.mark.parametrize("build,name", [
-    (lambda: neuron.EIFNode(), "EIFNode"), (lambda: neuron.KLIFNode(), "KLIFNode"),
+    (lambda: neuron.KLIFNode(), "KLIFNode"),
     (lambda: neuron.LIAFNode(torch.nn.ReLU(), False), "LIAFNode")])
 def test_spikingjelly_refuses_by_class_and_reason(build, name):
     model = torch.nn.Sequential(sj_linear(4, 3), build())
