@@ -203,11 +203,13 @@ def framework() -> Any:
         return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
 
     def refused(module: Any) -> str | None:
+        why = spikingjelly_families.refusal(module)
+        if why is not None:
+            return why
         if isinstance(module, base.MemoryModule) and not (
                 is_neuron(module) or isinstance(module, (layer.Delay, layer.Dropout))):
             return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
-                    "which no canonical node expresses yet (synaptic filters and recurrent "
-                    "containers come with the neuron families)")
+                    "which no canonical node expresses")
         return None
 
     return torch_trace.Framework(

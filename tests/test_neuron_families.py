@@ -308,9 +308,12 @@ def test_spikingjelly_element_wise_container_with_addition():
 
 @pytest.mark.parametrize("build,name", [
     (lambda: neuron.KLIFNode(), "KLIFNode"),
-    (lambda: neuron.LIAFNode(torch.nn.ReLU(), False), "LIAFNode")])
+    (lambda: neuron.LIAFNode(torch.nn.ReLU(), False), "LIAFNode"),
+    (lambda: neuron.GatedLIFNode(T=8, inplane=4), "GatedLIFNode"),
+    (lambda: neuron.PSN(T=8), "PSN"), (lambda: neuron.SlidingPSN(k=2), "SlidingPSN")])
 def test_spikingjelly_refuses_by_class_and_reason(build, name):
     model = torch.nn.Sequential(sj_linear(4, 3), build())
+    functional.set_step_mode(model, "m")
     with pytest.raises(hub.UnsupportedError, match=name):
         hub.load(model, source="spikingjelly")
 
@@ -367,3 +370,37 @@ def test_adaptive_lif_crosses_from_norse_only_where_the_target_has_it():
     for target in ("snntorch", "spikingjelly"):
         with pytest.raises(hub.UnsupportedError, match="ALIF"):
             hub.convert(graph, to=target)
+
+
+class _InAModel(torch.nn.Module):
+    """A class of its own around a module, so that import traces its forward."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.body = torch.nn.Sequential(*modules)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("build,name", [
+    (lambda: neuron.KLIFNode(), "KLIFNode"),
+    (lambda: neuron.LIAFNode(torch.nn.ReLU(), False), "LIAFNode"),
+])
+def test_spikingjelly_refuses_traced_models_by_class_and_reason(build, name):
+    model = _InAModel(sj_linear(4, 3), build())
+    functional.set_step_mode(model, "m")
+    with pytest.raises(hub.UnsupportedError, match=name):
+        hub.load(model, source="spikingjelly", input_shape=(3,))
+
+
+def test_snntorch_refuses_a_surrogate_whose_forward_is_not_a_step():
+    """A learnable surrogate shape that changes the forward pass has no discrete meaning."""
+
+    def smooth(x):
+        return torch.sigmoid(4 * x)
+
+    model = torch.nn.Sequential(linear(4, 3), snntorch.Alpha(
+        alpha=0.75, beta=0.5, spike_grad=smooth, init_hidden=True))
+    with pytest.raises(hub.UnsupportedError, match="spike_grad"):
+        hub.load(model, source="snntorch", input_shape=(3,))
