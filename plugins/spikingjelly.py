@@ -618,11 +618,14 @@ _POOLS = _Lazy(_pool_types)
 def _export_graph(graph: hub.Graph, mode: str) -> Any:
     import torch.nn as nn
 
-    flat = graph.flat()
+    flat, containers = spikingjelly_families.fold_containers(graph.flat(), mode)
     plan = flat.plan()
     chain = _chain(flat, plan)
     modules = []
     for name, node in chain:
+        if name in containers:  # a recurrent container in the junction's place
+            modules.append(containers[name])
+            continue
         try:
             module = _export_node(node, mode)
         except HubError as e:

@@ -314,3 +314,65 @@ EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "ALIF": _refuse_family, "Izhikevich": _refuse_family, "AlphaLIF": _refuse_family,
     "AdExLIF": _refuse_family,
 }
+
+
+def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, Any]]:
+    """``flat`` with each ``LinearRecurrentContainer`` pattern folded into one junction, and
+    the container module that junction stands for.
+
+    The pattern is what :func:`container_graph` imports: a dense layer ``A`` into an ``Add``
+    ``S`` that a recurrent ``Linear`` ``R`` from neuron ``N`` also feeds, ``S`` into ``N``.
+    The container's ``rc`` is ``[A's weight, R's weight]`` with ``A``'s bias."""
+    from hub_plugins.spikingjelly import _export_node
+    from spikingjelly.activation_based import layer
+
+    plan = flat.plan()
+    consumers: dict[str, list[str]] = {n: [] for n in flat.nodes}
+    for target in plan.order:
+        for source in (*plan.forward[target], *plan.recurrent[target]):
+            consumers[source].append(target)
+    folded: dict[str, tuple[str, str, str, str]] = {}
+    for s in plan.order:
+        node = flat.nodes[s]
+        if not (isinstance(node, hub.Add) and len(plan.forward[s]) == 1
+                and len(plan.recurrent[s]) == 1 and len(consumers[s]) == 1):
+            continue
+        a, r, n = plan.forward[s][0], plan.recurrent[s][0], consumers[s][0]
+        if not (isinstance(flat.nodes[a], (hub.Affine, hub.Linear))
+                and isinstance(flat.nodes[r], hub.Linear) and consumers[a] == [s]
+                and consumers[r] == [s] and plan.forward[r] == (n,)
+                and plan.forward[n] == (s,) and not plan.recurrent[n]):
+            continue
+        folded[a] = (a, s, r, n)
+    if not folded:
+        return flat, {}
+    modules: dict[str, Any] = {}
+    out = hub.Graph(metadata=dict(flat.metadata))
+    gone = {name for group in folded.values() for name in group[1:]}
+    rename = {n: a for a, (_, _, _, n) in folded.items()}
+    for name, node in flat.nodes.items():
+        if name in gone:
+            continue
+        if name in folded:
+            _, _, r, n = folded[name]
+            dense, recurrent = flat.nodes[name], flat.nodes[r]
+            inner = _export_node(flat.nodes[n], "s")
+            n_in, n_out = dense.weight.shape[0], recurrent.weight.shape[1]
+            bias = isinstance(dense, hub.Affine)
+            container = layer.LinearRecurrentContainer(inner, in_features=n_in,
+                                                       out_features=n_out, bias=bias,
+                                                       step_mode=mode)
+            with torch.no_grad():
+                container.rc.weight.copy_(torch.as_tensor(np.concatenate(
+                    [dense.weight, recurrent.weight], axis=1)))
+                if bias:
+                    container.rc.bias.copy_(torch.as_tensor(np.array(np.broadcast_to(
+                        dense.bias, (n_in,)))))
+            modules[name] = container
+            node = hub.Add()  # a junction holds the container's place in the chain
+        out.add(name, node)
+    for source, target in flat.edges:
+        if source in gone and source not in rename or target in gone:
+            continue
+        out.connect(rename.get(source, source), target)
+    return out, modules

@@ -290,9 +290,10 @@ def test_spikingjelly_recurrent_example_networks_match(build, mode):
     agree(graph, x, native)
     if build is FeedBackNet:
         assert any(graph.plan().recurrent.values()), "the feedback is a recurrent edge"
-    else:
-        back = hub.convert(graph, to="spikingjelly", step_mode=mode)
-        assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
+    back = hub.convert(graph, to="spikingjelly", step_mode=mode)
+    assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
+    if build is FeedBackNet:
+        assert isinstance(back[1], layer.LinearRecurrentContainer)
 
 
 def test_spikingjelly_element_wise_container_with_addition():
