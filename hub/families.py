@@ -83,6 +83,12 @@ class ALIF(Family):
     ``threshold`` (Norse: ``1 - dt * tau_adapt_inv``), ``threshold_step`` its increase per
     spike (Norse's ``beta``). ``refractory_scale = 0`` (the default) leaves ``r`` at 0, so the
     comparison is ``v - theta`` exactly; Loihi's ALIF adds ``2 * theta`` per spike.
+
+    Lava-DL slayer's ``alif`` (``lava/lib/dl/slayer/neuron/alif.py``) has these fields: its
+    threshold state decays towards ``threshold`` by ``threshold_decay``, steps by
+    ``threshold_step`` per spike, and its refractory state decays by ``refractory_decay`` and
+    grows by ``2 * theta`` (``refractory_scale = 2``, ``reset = "none"``, ``comparison=">="``);
+    but it computes them in Loihi's fixed point, which a Lava mapping adds as ``LoihiCUBA`` does.
     """
 
     alpha: np.ndarray = array(0.0, doc="current decay per step (0: no current state)")

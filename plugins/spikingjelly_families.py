@@ -31,6 +31,8 @@ SpikingJelly                        one step, and the canonical node
 
 ``rc(cat(x, y))`` is one dot product over both halves; the subgraph sums the two halves'
 products, then adds: exact on the exact tier, a float-equivalent rewrite otherwise.
+Export folds that pattern (a dense layer into an ``Add`` fed recurrently by a ``Linear`` from
+the neuron the ``Add`` drives) back into a ``LinearRecurrentContainer``.
 
 Refused, naming the class and why: ``KLIFNode``
 (its learnable ``k`` rescales and rectifies the voltage before firing), ``LIAFNode`` (its output
