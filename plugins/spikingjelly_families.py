@@ -32,7 +32,8 @@ SpikingJelly                        one step, and the canonical node
 ``rc(cat(x, y))`` is one dot product over both halves; the subgraph sums the two halves'
 products, then adds: exact on the exact tier, a float-equivalent rewrite otherwise.
 Export folds that pattern (a dense layer into an ``Add`` fed recurrently by a ``Linear`` from
-the neuron the ``Add`` drives) back into a ``LinearRecurrentContainer``.
+the neuron the ``Add`` drives) back into a ``LinearRecurrentContainer``, and a neuron fed back
+its own output into an ``ElementWiseRecurrentContainer`` with ``torch.add``.
 
 Refused, naming the class and why: ``KLIFNode``
 (its learnable ``k`` rescales and rectifies the voltage before firing), ``LIAFNode`` (its output
@@ -346,16 +347,24 @@ def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, An
                 and plan.forward[n] == (s,) and not plan.recurrent[n]):
             continue
         folded[a] = (a, s, r, n)
-    if not folded:
+    # a neuron fed back its own output: ElementWiseRecurrentContainer with an addition
+    loops = {n for n in plan.order if plan.recurrent[n] == (n,) and len(plan.forward[n]) == 1
+             and not isinstance(flat.nodes[n], hub.Graph)}
+    if not folded and not loops:
         return flat, {}
     modules: dict[str, Any] = {}
+    for n in loops:
+        modules[n] = layer.ElementWiseRecurrentContainer(
+            _export_node(flat.nodes[n], "s"), element_wise_function=torch.add, step_mode=mode)
     out = hub.Graph(metadata=dict(flat.metadata))
     gone = {name for group in folded.values() for name in group[1:]}
     rename = {n: a for a, (_, _, _, n) in folded.items()}
     for name, node in flat.nodes.items():
         if name in gone:
             continue
-        if name in folded:
+        if name in loops:
+            node = hub.Add()  # a junction holds the container's place in the chain
+        elif name in folded:
             _, _, r, n = folded[name]
             dense, recurrent = flat.nodes[name], flat.nodes[r]
             inner = _export_node(flat.nodes[n], "s")
@@ -375,6 +384,8 @@ def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, An
         out.add(name, node)
     for source, target in flat.edges:
         if source in gone and source not in rename or target in gone:
+            continue
+        if source == target and source in loops:
             continue
         out.connect(rename.get(source, source), target)
     return out, modules

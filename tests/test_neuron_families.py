@@ -302,6 +302,9 @@ def test_spikingjelly_element_wise_container_with_addition():
     x = spikes(16, 2, 3)
     graph = hub.load(model, source="spikingjelly")
     agree(graph, x, sj_run(model, x))
+    back = hub.convert(graph, to="spikingjelly", step_mode="s")
+    assert any(isinstance(m, layer.ElementWiseRecurrentContainer) for m in back)
+    assert torch.equal(sj_run(back, x), hub.simulate(graph, x))
     with pytest.raises(hub.UnsupportedError, match="element_wise_function"):
         hub.load(torch.nn.Sequential(sj_linear(5, 3), layer.ElementWiseRecurrentContainer(
             neuron.IFNode(), element_wise_function=torch.mul)), source="spikingjelly")
