@@ -408,3 +408,21 @@ def test_snntorch_refuses_a_surrogate_whose_forward_is_not_a_step():
         alpha=0.75, beta=0.5, spike_grad=smooth, init_hidden=True))
     with pytest.raises(hub.UnsupportedError, match="spike_grad"):
         hub.load(model, source="snntorch", input_shape=(3,))
+
+
+# -- every backend ---------------------------------------------------------------------------------
+
+
+def test_the_families_step_by_their_reference_under_the_fused_backend():
+    """No fused kernel computes these types: the fused backend steps them by their reference
+    ``step``, with the same output as the torch backend."""
+    import warnings
+
+    from hub_conformance import zoo
+
+    for case in zoo.family_cases("float"):
+        x = torch.as_tensor(case.x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", hub.KernelWarning)  # no compiler here: reference
+            fused = hub.simulate(case.graph, x, backend="fused")
+        assert torch.equal(fused, hub.simulate(case.graph, x)), case.name
