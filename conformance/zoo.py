@@ -768,6 +768,10 @@ FLOAT_FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
 }
 
 
+#: The node types whose cases are in the float tier only (see :data:`FLOAT_FAMILIES`).
+FLOAT_ONLY = frozenset({"QIF", "Izhikevich", "AdExLIF", "EIF"})
+
+
 def family_cases(tier: str) -> Iterator[Case]:
     """The neuron-family cases of the exact or float tier, with seeds of their own."""
     make_params = {"exact": _Dyadic, "float": _Float}[tier]
