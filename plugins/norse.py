@@ -772,7 +772,9 @@ def framework() -> torch_trace.Framework:
             return torch_trace.Piece(
                 {"_linear": hub.Linear(weight=_np(cell.input_weights)), "": inner},
                 [("<in>", "_linear"), ("_linear", "")])
-        if isinstance(cell, norse_families.recurrent_cells()):
+        from norse.torch import LIFRecurrent, LIFRecurrentCell
+
+        if isinstance(cell, (LIFRecurrentCell, LIFRecurrent, *norse_families.recurrent_cells())):
             return norse_families.recurrent_piece(cell, call.path)
         return torch_trace.Piece({"": _import_cell(cell, call.path)})
 

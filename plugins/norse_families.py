@@ -171,11 +171,13 @@ def _start(v: np.ndarray) -> np.ndarray:
 
 
 def recurrent_piece(cell: Any, path: str) -> Any:
-    """A recurrent cell as the tracer's piece: input weights, neuron, recurrent weights."""
+    """A recurrent cell (these families', or ``LIFRecurrentCell``) as the tracer's piece: input
+    weights, neuron, recurrent weights."""
     from hub_plugins import torch_trace
+    from hub_plugins.norse import _import_cell
 
     return torch_trace.Piece(
-        {"_input": hub.Linear(weight=_np(cell.input_weights)), "": import_cell(cell, path),
+        {"_input": hub.Linear(weight=_np(cell.input_weights)), "": _import_cell(cell, path),
          "_recurrent": hub.Linear(weight=_np(cell.recurrent_weights))},
         [("<in>", "_input"), ("_input", ""), ("", "_recurrent"), ("_recurrent", "")])
 
