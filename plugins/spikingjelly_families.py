@@ -319,13 +319,21 @@ EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
+def _square(node: Node) -> bool:
+    """Whether ``node`` is a dense layer that keeps its input's size: a container's ``rc``
+    maps ``[x, y]`` back to ``x``'s size."""
+    return (isinstance(node, (hub.Affine, hub.Linear)) and node.weight.ndim == 2
+            and node.weight.shape[0] == node.weight.shape[1])
+
+
 def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, Any]]:
     """``flat`` with each ``LinearRecurrentContainer`` pattern folded into one junction, and
     the container module that junction stands for.
 
     The pattern is what :func:`container_graph` imports: a dense layer ``A`` into an ``Add``
-    ``S`` that a recurrent ``Linear`` ``R`` from neuron ``N`` also feeds, ``S`` into ``N``.
-    The container's ``rc`` is ``[A's weight, R's weight]`` with ``A``'s bias."""
+    ``S`` that a recurrent ``Linear`` ``R`` from neuron ``N`` also feeds, ``S`` into ``N`` (or
+    ``A`` and ``R`` straight into ``N``). The container's ``rc`` is ``[A's weight, R's
+    weight]`` with ``A``'s bias."""
     from hub_plugins.spikingjelly import _export_node
     from spikingjelly.activation_based import layer
 
@@ -341,12 +349,24 @@ def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, An
                 and len(plan.recurrent[s]) == 1 and len(consumers[s]) == 1):
             continue
         a, r, n = plan.forward[s][0], plan.recurrent[s][0], consumers[s][0]
-        if not (isinstance(flat.nodes[a], (hub.Affine, hub.Linear))
+        if not (_square(flat.nodes[a])
                 and isinstance(flat.nodes[r], hub.Linear) and consumers[a] == [s]
                 and consumers[r] == [s] and plan.forward[r] == (n,)
                 and plan.forward[n] == (s,) and not plan.recurrent[n]):
             continue
         folded[a] = (a, s, r, n)
+    # the same without the junction: the dense layer and the recurrent Linear both into N
+    for n in plan.order:
+        if not (isinstance(flat.nodes[n], (hub.Neuron, hub.Family))
+                and len(plan.forward[n]) == 1 and len(plan.recurrent[n]) == 1):
+            continue
+        a, r = plan.forward[n][0], plan.recurrent[n][0]
+        if not (_square(flat.nodes[a])
+                and isinstance(flat.nodes[r], hub.Linear) and consumers[a] == [n]
+                and consumers[r] == [n] and plan.forward[r] == (n,) and r != n
+                and a not in folded):
+            continue
+        folded[a] = (a, None, r, n)
     # a neuron fed back its own output: ElementWiseRecurrentContainer with an addition
     loops = {n for n in plan.order if plan.recurrent[n] == (n,) and len(plan.forward[n]) == 1
              and not isinstance(flat.nodes[n], hub.Graph)}
@@ -357,7 +377,7 @@ def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, An
         modules[n] = layer.ElementWiseRecurrentContainer(
             _export_node(flat.nodes[n], "s"), element_wise_function=torch.add, step_mode=mode)
     out = hub.Graph(metadata=dict(flat.metadata))
-    gone = {name for group in folded.values() for name in group[1:]}
+    gone = {name for group in folded.values() for name in group[1:] if name is not None}
     rename = {n: a for a, (_, _, _, n) in folded.items()}
     for name, node in flat.nodes.items():
         if name in gone:

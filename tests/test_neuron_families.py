@@ -469,3 +469,18 @@ def test_the_families_step_by_their_reference_under_the_fused_backend():
             warnings.simplefilter("ignore", hub.KernelWarning)  # no compiler here: reference
             fused = hub.simulate(case.graph, x, backend="fused")
         assert torch.equal(fused, hub.simulate(case.graph, x)), case.name
+
+
+def test_a_canonical_recurrent_layer_exports_to_spikingjelly_as_a_container():
+    """A square dense layer into a neuron with a recurrent Linear from it back is
+    ``LinearRecurrentContainer``'s computation: it exports as one, with identical spikes."""
+    graph = hub.Graph(
+        {"input": hub.Input(shape=(6,)), "fc": hub.Linear(weight=dyadic(6, 6) * 2),
+         "n": hub.IF(threshold=0.5, comparison=">="), "rec": hub.Linear(weight=dyadic(6, 6)),
+         "output": hub.Output()},
+        [("input", "fc"), ("fc", "n"), ("n", "rec"), ("rec", "n"), ("n", "output")])
+    model = hub.convert(graph, to="spikingjelly", step_mode="m")
+    assert isinstance(model[0], layer.LinearRecurrentContainer)
+    x = spikes(20, 2, 6)
+    assert torch.equal(sj_run(model, x), hub.simulate(graph, x))
+    assert (hub.simulate(graph, x) != 0).any()
