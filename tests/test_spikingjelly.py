@@ -499,13 +499,15 @@ def test_export_refuses_graphs_that_are_not_a_chain():
     eye = np.eye(3, dtype=np.float32)
     nodes = {"input": hub.Input(shape=(3,)), "fc": hub.Linear(weight=eye),
              "n": hub.IF(comparison=">="), "output": hub.Output()}
+    # feedback into the dense layer, not beside it into the neuron (which is what a
+    # LinearRecurrentContainer computes, and exports as one)
     recurrent = hub.Graph({**nodes, "back": hub.Linear(weight=eye)},
-                          [("input", "fc"), ("fc", "n"), ("n", "back"), ("back", "n"),
+                          [("input", "fc"), ("fc", "n"), ("n", "back"), ("back", "fc"),
                            ("n", "output")])
     skip = hub.Graph({**nodes, "add": hub.Add()},
                      [("input", "fc"), ("fc", "n"), ("n", "add"), ("input", "add"),
                       ("add", "output")])
-    for graph, node in ((recurrent, "n"), (skip, "add")):
+    for graph, node in ((recurrent, "fc"), (skip, "add")):
         with pytest.raises(hub.UnsupportedError, match="Sequential") as info:
             hub.save(graph, to=FMT)
         assert info.value.node == node and info.value.field == "edges"
