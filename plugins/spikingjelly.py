@@ -81,7 +81,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins import spikingjelly_families, torch_graph, torch_trace
 from hub_plugins.torch_layers import (EXPORTED, LAYERS, Bias, Scale, StepDelay, Threshold,
                                       export_layer, import_layer, import_module, is_layer)
 from hub.node import Node
@@ -107,7 +107,7 @@ class SpikingJellyFormat(hub.Format):
     install_hint = "spikingjelly"
     load_options = ("input_shape",)
     save_options = ("step_mode",)
-    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "QIF", "SynapseFilter", "EIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
@@ -205,21 +205,26 @@ def framework() -> Any:
     from spikingjelly.activation_based import base, functional, layer, neuron
 
     def is_neuron(module: Any) -> bool:
-        return isinstance(module, neuron.BaseNode)
+        return isinstance(module, (neuron.BaseNode, *spikingjelly_families.STATEFUL_LAYERS()))
 
     def piece(call: torch_trace.Call) -> torch_trace.Piece:
+        other = spikingjelly_families.piece(call, lambda m: _module_node(m, "s"))
+        if other is not None:
+            return other
         if type(call.module) not in _NEURONS:
             raise UnsupportedError(f"SpikingJelly's {type(call.module).__name__} has no "
                                    f"canonical counterpart; {_supported()}", field="type")
         return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
 
     def refused(module: Any) -> str | None:
+        why = spikingjelly_families.refusal(module)
+        if why is not None:
+            return why
         if isinstance(module, base.MemoryModule) and not (
                 is_neuron(module) or _is_net(module)
                 or isinstance(module, (layer.Delay, layer.Dropout))):
             return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
-                    "which no canonical node expresses yet (synaptic filters and recurrent "
-                    "containers come with the neuron families)")
+                    "which no canonical node expresses")
         return None
 
     return torch_trace.Framework(
@@ -302,7 +307,9 @@ def _import_model(model: Any, input_shape: Any) -> hub.Graph:
         # what one call of this module sees: one step [N, *] or the sequence [T, N, *]
         sees = inner or own or mode
         try:
-            node = _leaf_node(module, sees)
+            node = _container_node(module, spikingjelly_families.shape_after(nodes))
+            if node is None:
+                node = _leaf_node(module, sees)
         except HubError as e:
             raise e.at(node=path or type(module).__name__)
         if node is not None:
@@ -330,6 +337,12 @@ def _input_shape(model: Any, given: Any, nodes: list[tuple[str, Node]]) -> tuple
                    field="input_shape")
 
 
+def _container_node(module: Any, shape: tuple[int, ...] | None) -> hub.Graph | None:
+    """A recurrent container as its subgraph (``shape``: what enters it, which an
+    ``ElementWiseRecurrentContainer`` does not say); ``None`` for any other module."""
+    return spikingjelly_families.container_graph(module, lambda m: _module_node(m, "s"), shape)
+
+
 def _leaf_node(module: Any, sees: str) -> Node | None:
     """The canonical node of one leaf module (its stored ``hub_node`` where the module computes
     exactly what that node exports to), ``None`` for one that does nothing at inference."""
@@ -348,6 +361,8 @@ def _import_net(net: Any) -> hub.Graph:
     """The hub's own export of a graph: its layout, each module read as it is now."""
 
     def node_of(name: str, module: Any, role: dict) -> Node:
+        if "container" in role:
+            return _container_node(module, tuple(role["container"]))
         node = _leaf_node(module, "s")  # the net applies plain modules per sample
         if node is None:
             raise UnsupportedError(f"{type(module).__name__} passes its input through; an "
@@ -405,6 +420,8 @@ def _module_node(module: Any, sees: str) -> Node | None:
         return import_layer(module, lead=1 if per_sample else 2)
     if kind is layer.Delay:
         return hub.Delay(delay=np.int64(module.delay_steps))
+    if kind is layer.SynapseFilter:
+        return spikingjelly_families.synapse_filter(module)
     if kind is layer.VotingLayer:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
@@ -415,6 +432,9 @@ def _module_node(module: Any, sees: str) -> Node | None:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
         return import_module(module)
+    refused = spikingjelly_families.refusal(module)
+    if refused is not None:
+        raise UnsupportedError(refused, field="type")
     raise UnsupportedError(f"{kind.__module__}.{kind.__qualname__} has no canonical "
                            f"counterpart; supported are {_supported()}", field="type")
 
@@ -547,7 +567,8 @@ def _neuron_table() -> dict[type, Callable[[Any], Node]]:
     return {neuron.IFNode: _import_if, neuron.SimpleIFNode: _import_if,
             neuron.HalfThresholdIFNode: _import_if,
             neuron.LIFNode: _import_lif, neuron.SimpleLIFNode: _import_lif,
-            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif}
+            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif,
+            **spikingjelly_families.neuron_table()}
 
 
 class _Lazy(dict):
@@ -584,13 +605,18 @@ def _export_graph(graph: hub.Graph, mode: str) -> Any:
     """An ``nn.Sequential`` for a chain, a :class:`SpikingJellyNet` for any other graph."""
     import torch.nn as nn
 
+    # recurrent containers, each in the place of a junction that stands for it
+    flat, containers = spikingjelly_families.fold_containers(graph.flat(), mode)
+
     def export(name: str, node: Node, shape: tuple[int, ...] | None) -> tuple[Any, dict]:
+        if name in containers:  # read back with the shape its subgraph's input has
+            return containers[name], {"container": list(shape or ())}
         module = _export_node(node, mode, shape)
         if module is not None:
             setattr(module, META, node.to_dict())
         return module, {}
 
-    modules, lay = torch_graph.layout(graph, export)
+    modules, lay = torch_graph.layout(flat, export)
     # a StepDelay keeps its line itself, which neither reset_net nor a multi-step call of an
     # nn.Sequential knows: only a net steps and resets it
     if lay.is_chain() and not any(isinstance(m, StepDelay) for m in modules.values()):
@@ -814,6 +840,9 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "LIF": _export_lif,
     "CubaLIF": _export_cubalif,
 }
+
+
+_EXPORTERS.update(spikingjelly_families.EXPORTERS)
 
 
 def _export_node(node: Node, mode: str, input_shape: tuple[int, ...] | None) -> Any:
