@@ -88,9 +88,10 @@ def export_neuron(node: Node) -> torch.nn.Module | None:
         if ((value < 0) | (value > 1)).any():
             raise UnsupportedError("snnTorch clamps it to [0, 1]", field=field)
     alpha, beta = torch.as_tensor(np.array(node.alpha)), torch.as_tensor(np.array(node.beta))
-    if not np.array_equal(_f32(_scale(alpha, beta)), np.broadcast_to(node.scale, np.broadcast_shapes(
-            node.scale.shape, np.broadcast_shapes(node.alpha.shape, node.beta.shape)))):
+    shape = np.broadcast_shapes(node.scale.shape, node.alpha.shape, node.beta.shape)
+    if not np.array_equal(_f32(_scale(alpha, beta)), np.broadcast_to(node.scale, shape)):
         raise UnsupportedError("snnTorch computes the scale as log(alpha) / (log(beta) - "
                                "log(alpha)) + 1; this node's differs", field="scale")
-    return snntorch.Alpha(alpha=alpha, beta=beta, threshold=torch.as_tensor(np.array(node.threshold)),
+    return snntorch.Alpha(alpha=alpha, beta=beta,
+                          threshold=torch.as_tensor(np.array(node.threshold)),
                           reset_mechanism=node.reset, init_hidden=True)

@@ -180,8 +180,9 @@ def container_graph(module: Any, import_leaf: Callable[[Any], Node | None],
     else:
         function = module.element_wise_function
         if function not in (torch.add, operator.add, operator.iadd):
-            raise UnsupportedError(f"element_wise_function {getattr(function, '__name__', function)!r}"
-                                   " is not an addition; only torch.add and operator.add map "
+            shown = getattr(function, "__name__", function)
+            raise UnsupportedError(f"element_wise_function {shown!r} is not an addition; only "
+                                   "torch.add and operator.add map "
                                    "onto graph edges (a sum)", field="element_wise_function")
         if shape is None:
             raise UnsupportedError("an ElementWiseRecurrentContainer needs the input shape",
