@@ -84,7 +84,8 @@ stepped the way Norse users step ``SequentialState``::
 Refused (``hub.UnsupportedError`` naming node and field; ``strict=False`` turns the
 comparison into Norse's ``>`` with a :class:`NorseApproximationWarning` instead): ``>=``
 (Norse spikes with ``>`` only), reset ``"none"``, ``reset_timing="next"``, multi and graded
-spikes, ``amplitude != 1``, refractory periods and axonal delays, subtract reset on ``IF``,
+spikes, ``amplitude != 1``, refractory periods (but a ``CubaLIF`` that ``LIFCell`` computes
+exports with one as ``LIFRefracCell``) and axonal delays, subtract reset on ``IF``,
 decays whose
 ``1 - beta`` has no float32 ``tau_inv`` with ``dt * tau_inv == 1 - beta``, and ``Integrator``
 (Norse has no cell that does not leak).
@@ -105,7 +106,7 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins import norse_families, torch_graph, torch_trace
 from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, Threshold, export_layer,
                                       import_module)
@@ -137,13 +138,15 @@ ACCEPTS = Accepts({
         one_of("reset_timing", "same", why="Norse resets in the spiking step only"),
         one_of("spike_mode", "binary", why="Norse emits binary spikes"),
         equal("amplitude", 1, why="Norse spikes are 1"),
-        one_of("refractory", 0, why="Norse's cells have no refractory period (LIFRefracCell "
-               "holds the current too, not the canonical voltage hold)"),
         one_of("delay", 0, why="Norse's cells have no axonal delay"),
         one_of("reset", "zero", "subtract", why="Norse's cells always reset"),
     ),
+    ("IF", "LIF"): (one_of("refractory", 0, why="Norse's refractory cell is LIFRefracCell, an "
+                           "LIFCell (CubaLIF) with a refractory period; other cells have none"),),
     "IF": (one_of("reset", "zero", why="Norse's IAFCell resets to v_reset only"),),
     ("LI", "CubaLI"): (),
+    # the families' exporters (norse_families) check their own fields
+    ("ALIF", "Izhikevich", "AdExLIF"): (),
 }, topology="any", name="Norse", notes=[
     ("gains, current order and a start voltage other than the cell's own are exported through "
      "NeuronCell, built from Norse's cells; per-neuron parameters as tensors"),
@@ -157,7 +160,8 @@ class NorseFormat(hub.Format):
     install_hint = "norse"
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
-    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI", "ALIF",
+                                    "Izhikevich", "AdExLIF"})
     imports = exports | torch_trace.TRACED
     accepts = ACCEPTS
 
@@ -510,7 +514,11 @@ def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True)
         if isinstance(node, (hub.Input, hub.Output)):
             return None, {}
         if isinstance(node, Neuron):
-            return _export_neuron(node, name, dt, strict, notes), {}
+            cell = norse_families.export_refractory(node, name, dt, strict, notes)
+            return (cell if cell is not None else
+                    _export_neuron(node, name, dt, strict, notes)), {}
+        if isinstance(node, hub.Family):
+            return norse_families.export_neuron(node, name, dt, strict, notes), {}
         if isinstance(node, hub.Threshold):
             return _threshold(node), {}
         return _export_layer(node, name, shape), {}
@@ -533,8 +541,12 @@ def _fold_recurrent(modules: dict[str, torch.nn.Module], lay: torch_graph.Layout
                     dt: float) -> torch_graph.Layout:
     """Fold each ``Linear -> LIFCell`` with a recurrent ``Linear`` from its spikes back into
     it into one ``LIFRecurrentCell`` (Norse's own recurrent layer), under the input layer's
-    name. Returns the layout with the neuron and its recurrent weights folded away."""
+    name; likewise the families' cells into their recurrent forms (``LSNNCell`` into
+    ``LSNNRecurrentCell``, ...). Returns the layout with the neuron and its recurrent weights
+    folded away."""
     from norse.torch import LIFCell, LIFRecurrentCell
+
+    forms = {LIFCell: LIFRecurrentCell, **norse_families.recurrent_forms()}
 
     consumers: dict[str, list[str]] = {n: [] for n in lay.order}
     for target in lay.order:
@@ -543,7 +555,8 @@ def _fold_recurrent(modules: dict[str, torch.nn.Module], lay: torch_graph.Layout
     folded: dict[str, str] = {}  # neuron or recurrent weights -> the input layer's name
     for n in lay.order:
         a, r = lay.forward.get(n, []), lay.recurrent.get(n, [])
-        if not (isinstance(modules.get(n), LIFCell) and len(a) == 1 and len(r) == 1):
+        form = forms.get(type(modules.get(n)))
+        if not (form is not None and len(a) == 1 and len(r) == 1):
             continue
         a, r = a[0], r[0]
         if not (lay.roles[a]["type"] == "Linear" and lay.roles[r]["type"] == "Linear"
@@ -551,11 +564,11 @@ def _fold_recurrent(modules: dict[str, torch.nn.Module], lay: torch_graph.Layout
                 and not lay.recurrent.get(r) and not lay.recurrent.get(a) and a not in folded):
             continue
         w_in, w_rec = modules[a].weight.detach(), modules[r].weight.detach()
-        modules[a] = LIFRecurrentCell(
-            w_in.shape[1], w_in.shape[0], modules[n].p, dt=dt, autapses=True,
-            input_weights=torch.nn.Parameter(w_in.clone()),
+        modules[a] = form(
+            w_in.shape[1], w_in.shape[0], norse_families.cell_parameters(modules[n]), dt=dt,
+            autapses=True, input_weights=torch.nn.Parameter(w_in.clone()),
             recurrent_weights=torch.nn.Parameter(w_rec.clone()))
-        lay.roles[a] = {"type": "LIFRecurrentCell"}
+        lay.roles[a] = {"type": form.__name__}
         folded[n] = folded[r] = a
         del modules[n], modules[r]
     if not folded:
@@ -665,9 +678,15 @@ def _import_cell(cell: Any, name: str) -> hub.Node:
     if isinstance(cell, (IAFCell, IAF)):
         _method(cell, name)
         return hub.IF(gain=1.0, v_init=_start(cell.p.v_reset), **_spiking_fields(cell))
+    other = norse_families.import_cell(cell, name)
+    if other is not None:
+        return other
     raise UnsupportedError(f"{type(cell).__name__} has no canonical counterpart here; supported "
                            "are LIFCell, LIF, LIFBoxCell, LICell, LI, LIBoxCell, IAFCell, IAF, "
-                           "LIFRecurrentCell, LIFRecurrent", node=name, field="type")
+                           "LIFRecurrentCell, LIFRecurrent, LSNNCell, LSNN, LSNNRecurrentCell, "
+                           "LSNNRecurrent, IzhikevichCell, Izhikevich, IzhikevichRecurrentCell, "
+                           "IzhikevichRecurrent, LIFExCell, LIFEx, LIFAdExCell, LIFAdEx (and "
+                           "their recurrent forms), LIFRefracCell", node=name, field="type")
 
 
 def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
@@ -719,6 +738,10 @@ def framework() -> torch_trace.Framework:
             return torch_trace.Piece(
                 {"_linear": hub.Linear(weight=_np(cell.input_weights)), "": inner},
                 [("<in>", "_linear"), ("_linear", "")])
+        from norse.torch import LIFRecurrent, LIFRecurrentCell
+
+        if isinstance(cell, (LIFRecurrentCell, LIFRecurrent, *norse_families.recurrent_cells())):
+            return norse_families.recurrent_piece(cell, call.path)
         return torch_trace.Piece({"": _import_cell(cell, call.path)})
 
     def is_neuron(module: Any) -> bool:
@@ -775,7 +798,8 @@ def _first_shape(layers: list[tuple[str, torch.nn.Module]]) -> tuple[int, ...] |
     for _, module in layers:
         if isinstance(module, torch.nn.Linear):
             return (module.in_features,)
-        if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+        if isinstance(module, (LIFRecurrentCell, LIFRecurrent,
+                               *norse_families.recurrent_cells())):
             return (int(module.input_size),)
         if not _is_cell(module) and not isinstance(module, torch.nn.Identity):
             return None
@@ -819,7 +843,8 @@ def import_model(model: Any, dt: float | None = None,
             name += "_"
         used.add(name)
         try:
-            if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+            if isinstance(module, (LIFRecurrentCell, LIFRecurrent,
+                                   *norse_families.recurrent_cells())):
                 at = _recurrent_cell(module, name, graph, at)
                 continue
             node = _import_cell(module, name) if _is_cell(module) else _import_layer(module, name)
@@ -837,8 +862,10 @@ def import_model(model: Any, dt: float | None = None,
 def _import_graph(model: NorseGraph, dt: float | None) -> hub.Graph:
     from norse.torch import LIFRecurrent, LIFRecurrentCell
 
+    recurrent_cells = (LIFRecurrentCell, LIFRecurrent, *norse_families.recurrent_cells())
+
     def node_of(name: str, module: torch.nn.Module, role: dict) -> Any:
-        if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+        if isinstance(module, recurrent_cells):
             piece = hub.Graph()
             first, last = _recurrent_nodes(module, name, piece)
             return torch_graph.Expanded(piece, first, last)

@@ -90,7 +90,7 @@ import hub
 from hub.graph import check_dt
 from hub.errors import FormatError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins import snntorch_families, torch_graph, torch_trace
 from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, export_layer, import_conv,
@@ -225,6 +225,8 @@ ACCEPTS = Accepts({
         rule("amplitude", "nonzero where the reset is in the same step", _amplitude_ok,
              why="snnTorch's same-step reset divides by graded_spikes_factor"),
     ),
+    # the families' exporter (snntorch_families) checks its own fields
+    "AlphaLIF": (),
 }, topology="any", name="snnTorch", notes=[
     ("per-neuron beta, alpha and threshold are exported as tensors (snnTorch broadcasts "
      "them)")])
@@ -241,7 +243,7 @@ class SnnTorchFormat(hub.Format):
     install_hint = "snntorch"
     load_options = ("strict", "input_shape", "dt")
     save_options = ("strict",)
-    exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
+    exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI", "AlphaLIF",
                                     "CubaLI", "Integrator"})
     imports = exports | torch_trace.TRACED
     accepts = ACCEPTS
@@ -495,6 +497,9 @@ def _import_neuron(m: nn.Module, strict: bool,
                    role: dict[str, Any]) -> list[tuple[str, Node]]:
     import snntorch
 
+    other = snntorch_families.import_neuron(m)
+    if other is not None:
+        return other
     if not isinstance(m, (snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky,
                           snntorch.RSynaptic, snntorch.Lapicque)):
         raise UnsupportedError(f"snnTorch's {type(m).__name__} has no canonical counterpart; "
@@ -642,6 +647,9 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
         return _export_neuron(node, strict)
     if kind in EXPORTED:
         return export_layer(node, input_shape), role
+    other = snntorch_families.export_neuron(node)
+    if other is not None:
+        return other, role
     raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")
 
 

@@ -55,7 +55,8 @@ other than ``1`` or ``1/tau``, a rest potential other than the reset potential, 
 reset in the next step, multi-spikes, graded spikes, amplitudes, refractory periods, axonal
 delays and readouts. A chain exports as an ``nn.Sequential`` of modules named after its nodes;
 any other graph as a :class:`~hub_plugins.spikingjelly_net.SpikingJellyNet` stepping the graph
-(either step mode). Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
+(either step mode). In both, a recurrent layer or a neuron fed back its own output becomes
+SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly_families`). Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
 mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
 ``v >= nextafter(t)`` are the same test for every float32 ``v``, which is what SpikingJelly
@@ -81,7 +82,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins import spikingjelly_families, torch_graph, torch_trace
 from hub_plugins.torch_layers import (EXPORTED, LAYERS, Bias, Scale, StepDelay, Threshold,
                                       export_layer, import_layer, import_module, is_layer)
 from hub.legalise import (ORIGINS, Accepts, equal, legalise_node, one_of, rule,
@@ -155,6 +156,8 @@ ACCEPTS = Accepts({
         equal("v_leak", 0, why="CUBALIFNode decays toward 0"),
         one_of("current_order", "new", why="CUBALIFNode's voltage sees this step's current"),
     ),
+    # the families' exporters (spikingjelly_families) check their own fields
+    ("QIF", "SynapseFilter", "EIF"): (),
 }, topology="any", name="SpikingJelly", notes=[
     ("LIF is exported as LIFNode with the roundest tau that import reads back as the same beta "
      "and gain (SpikingJelly's own arithmetic); a gain no round tau gives, as a "
@@ -169,7 +172,7 @@ class SpikingJellyFormat(hub.Format):
     install_hint = "spikingjelly"
     load_options = ("input_shape",)
     save_options = ("step_mode",)
-    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "QIF", "SynapseFilter", "EIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
     accepts = ACCEPTS
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
@@ -268,21 +271,26 @@ def framework() -> Any:
     from spikingjelly.activation_based import base, functional, layer, neuron
 
     def is_neuron(module: Any) -> bool:
-        return isinstance(module, neuron.BaseNode)
+        return isinstance(module, (neuron.BaseNode, *spikingjelly_families.STATEFUL_LAYERS()))
 
     def piece(call: torch_trace.Call) -> torch_trace.Piece:
+        other = spikingjelly_families.piece(call, lambda m: _module_node(m, "s"))
+        if other is not None:
+            return other
         if type(call.module) not in _NEURONS:
             raise UnsupportedError(f"SpikingJelly's {type(call.module).__name__} has no "
                                    f"canonical counterpart; {_supported()}", field="type")
         return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
 
     def refused(module: Any) -> str | None:
+        why = spikingjelly_families.refusal(module)
+        if why is not None:
+            return why
         if isinstance(module, base.MemoryModule) and not (
                 is_neuron(module) or _is_net(module)
                 or isinstance(module, (layer.Delay, layer.Dropout))):
             return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
-                    "which no canonical node expresses yet (synaptic filters and recurrent "
-                    "containers come with the neuron families)")
+                    "which no canonical node expresses")
         return None
 
     return torch_trace.Framework(
@@ -365,7 +373,9 @@ def _import_model(model: Any, input_shape: Any) -> hub.Graph:
         # what one call of this module sees: one step [N, *] or the sequence [T, N, *]
         sees = inner or own or mode
         try:
-            node = _leaf_node(module, sees)
+            node = _container_node(module, spikingjelly_families.shape_after(nodes))
+            if node is None:
+                node = _leaf_node(module, sees)
         except HubError as e:
             raise e.at(node=path or type(module).__name__)
         if node is not None:
@@ -393,6 +403,12 @@ def _input_shape(model: Any, given: Any, nodes: list[tuple[str, Node]]) -> tuple
                    field="input_shape")
 
 
+def _container_node(module: Any, shape: tuple[int, ...] | None) -> hub.Graph | None:
+    """A recurrent container as its subgraph (``shape``: what enters it, which an
+    ``ElementWiseRecurrentContainer`` does not say); ``None`` for any other module."""
+    return spikingjelly_families.container_graph(module, lambda m: _module_node(m, "s"), shape)
+
+
 def _leaf_node(module: Any, sees: str) -> Node | None:
     """The canonical node of one leaf module (its stored ``hub_node`` where the module computes
     exactly what that node exports to), ``None`` for one that does nothing at inference."""
@@ -411,6 +427,8 @@ def _import_net(net: Any) -> hub.Graph:
     """The hub's own export of a graph: its layout, each module read as it is now."""
 
     def node_of(name: str, module: Any, role: dict) -> Node:
+        if "container" in role:
+            return _container_node(module, tuple(role["container"]))
         node = _leaf_node(module, "s")  # the net applies plain modules per sample
         if node is None:
             raise UnsupportedError(f"{type(module).__name__} passes its input through; an "
@@ -468,6 +486,8 @@ def _module_node(module: Any, sees: str) -> Node | None:
         return import_layer(module, lead=1 if per_sample else 2)
     if kind is layer.Delay:
         return hub.Delay(delay=np.int64(module.delay_steps))
+    if kind is layer.SynapseFilter:
+        return spikingjelly_families.synapse_filter(module)
     if kind is layer.VotingLayer:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
@@ -478,6 +498,9 @@ def _module_node(module: Any, sees: str) -> Node | None:
         if not per_sample:
             raise UnsupportedError(_plain_in_m(module), field="step_mode")
         return import_module(module)
+    refused = spikingjelly_families.refusal(module)
+    if refused is not None:
+        raise UnsupportedError(refused, field="type")
     raise UnsupportedError(f"{kind.__module__}.{kind.__qualname__} has no canonical "
                            f"counterpart; supported are {_supported()}", field="type")
 
@@ -610,7 +633,8 @@ def _neuron_table() -> dict[type, Callable[[Any], Node]]:
     return {neuron.IFNode: _import_if, neuron.SimpleIFNode: _import_if,
             neuron.HalfThresholdIFNode: _import_if,
             neuron.LIFNode: _import_lif, neuron.SimpleLIFNode: _import_lif,
-            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif}
+            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif,
+            **spikingjelly_families.neuron_table()}
 
 
 class _Lazy(dict):
@@ -648,15 +672,19 @@ def _export_graph(graph: hub.Graph, mode: str) -> Any:
     import torch.nn as nn
 
     origins = getattr(graph, ORIGINS, {})
+    # recurrent containers, each in the place of a junction that stands for it
+    flat, containers = spikingjelly_families.fold_containers(graph.flat(), mode)
 
     def export(name: str, node: Node, shape: tuple[int, ...] | None) -> tuple[Any, dict]:
+        if name in containers:  # read back with the shape its subgraph's input has
+            return containers[name], {"container": list(shape or ())}
         module = _export_node(node, mode, shape)
         if module is not None:
             # the node before the core's rewrites, which import gives back (see _stored)
             setattr(module, META, origins.get(name, node).to_dict())
         return module, {}
 
-    modules, lay = torch_graph.layout(graph, export)
+    modules, lay = torch_graph.layout(flat, export)
     # a StepDelay keeps its line itself, which neither reset_net nor a multi-step call of an
     # nn.Sequential knows: only a net steps and resets it
     if lay.is_chain() and not any(isinstance(m, StepDelay) for m in modules.values()):
@@ -891,6 +919,9 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "LIF": _export_lif,
     "CubaLIF": _export_cubalif,
 }
+
+
+_EXPORTERS.update(spikingjelly_families.EXPORTERS)
 
 
 def _export_node(node: Node, mode: str, input_shape: tuple[int, ...] | None) -> Any:

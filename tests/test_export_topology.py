@@ -90,6 +90,46 @@ def test_a_graph_with_two_outputs_and_a_recurrent_branch(target, options):
     assert hub.load(model) == graph
 
 
+#: Each neuron family with a torch framework that exports it: (zoo case, format, options).
+FAMILY_TARGETS = [("dense-alif", "norse", {}), ("dense-izhikevich", "norse", {}),
+                  ("dense-adex", "norse", {}), ("dense-alpha", "snntorch", {}),
+                  ("dense-qif-adaptive", "spikingjelly", {"step_mode": "s"}),
+                  ("dense-eif", "spikingjelly", {"step_mode": "m"}),
+                  ("synapse-filter", "spikingjelly", {"step_mode": "m"})]
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["skip", "skip-and-recurrent"])
+@pytest.mark.parametrize("name, target, options", FAMILY_TARGETS,
+                         ids=[f"{n}-{t}" for n, t, _ in FAMILY_TARGETS])
+def test_neuron_families_export_in_graphs_that_are_not_chains(name, target, options,
+                                                               recurrent):
+    """A family's zoo case with a skip from the input past the family neuron (and a recurrent
+    Linear from that neuron back into it): a net stepping the graph over the framework's own
+    family neuron (Norse's recurrent cell where the feedback folds into one), spike for spike,
+    read back to the same spikes."""
+    case = next(c for tier in ("exact", "float") for c in zoo.family_cases(tier)
+                if c.name == name)
+    rng = np.random.default_rng(17)
+    nodes, edges = dict(case.graph.nodes), list(case.graph.edges)
+    if isinstance(nodes["n1"], hub.ALIF):  # Norse's LSNN drives its voltage by 1 - beta
+        nodes["n1"] = nodes["n1"].replace(gain=np.float32(1) - nodes["n1"].beta)
+    nodes["skip"] = hub.Linear(weight=(rng.integers(-2, 3, (4, 6)) / 4).astype(np.float32))
+    edges += [("input", "skip"), ("skip", "n2")]
+    if recurrent:
+        nodes["rec"] = hub.Linear(weight=(rng.integers(-2, 3, (8, 8)) / 8).astype(np.float32))
+        edges += [("n1", "rec"), ("rec", "n1")]
+    graph = hub.Graph(nodes, edges)
+    x = torch.as_tensor(case.x)
+    want = hub.simulate(graph, x)
+    model = hub.save(graph, to=target, **options)
+    assert not isinstance(model, nn.Sequential), "not a chain: a net stepping the graph"
+    assert torch.equal(run_native(target, model, x), want)
+    assert want.any()  # the test can fail
+    if recurrent and target == "norse":
+        assert any(type(m).__name__.endswith("RecurrentCell") for m in model.modules())
+    assert torch.equal(hub.simulate(hub.load(model), x), want)
+
+
 def _run_dict(target: str, model, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Run a model with several inputs (a dict per step, or per sequence) in its framework."""
     steps = next(iter(x.values())).shape[0]

@@ -536,8 +536,10 @@ def test_graphs_that_are_not_a_chain_export_as_a_net_stepping_the_graph(mode):
     weights = [rng.integers(-4, 5, (3, 3)).astype(np.float32) / 4 for _ in range(2)]
     nodes = {"input": hub.Input(shape=(3,)), "fc": hub.Linear(weight=weights[0]),
              "n": hub.IF(comparison=">="), "output": hub.Output()}
+    # feedback into the dense layer, not beside it into the neuron (which is what a
+    # LinearRecurrentContainer computes, and exports as one: see below)
     recurrent = hub.Graph({**nodes, "back": hub.Linear(weight=weights[1])},
-                          [("input", "fc"), ("fc", "n"), ("n", "back"), ("back", "n"),
+                          [("input", "fc"), ("fc", "n"), ("n", "back"), ("back", "fc"),
                            ("n", "output")])
     skip = hub.Graph({**nodes, "add": hub.Add()},
                      [("input", "fc"), ("fc", "n"), ("n", "add"), ("input", "add"),
@@ -552,6 +554,18 @@ def test_graphs_that_are_not_a_chain_export_as_a_net_stepping_the_graph(mode):
         functional.set_step_mode(model, other)
         assert {m.step_mode for m in model.modules() if hasattr(m, "step_mode")} == {other}
         assert torch.equal(sj_run(model, x), hub.simulate(graph, x))
+    # feedback beside the dense layer into the neuron: a LinearRecurrentContainer, in a net
+    # when the graph has a skip as well, spike for spike and read back to the same spikes
+    beside = hub.Graph({**nodes, "back": hub.Linear(weight=weights[1]), "add": hub.Add()},
+                       [("input", "fc"), ("fc", "n"), ("n", "back"), ("back", "n"),
+                        ("n", "add"), ("input", "add"), ("add", "output")])
+    for graph in (beside, hub.Graph({**nodes, "back": hub.Linear(weight=weights[1])},
+                                    [("input", "fc"), ("fc", "n"), ("n", "back"),
+                                     ("back", "n"), ("n", "output")])):
+        model = hub.save(graph, to=FMT, step_mode=mode)
+        assert any(isinstance(m, layer.LinearRecurrentContainer) for m in model.modules())
+        assert torch.equal(sj_run(model, x), hub.simulate(graph, x))
+        assert torch.equal(hub.simulate(hub.load(model), x), hub.simulate(graph, x))
 
 
 @MODES
