@@ -27,8 +27,10 @@ cast to float32 once; the state and all arithmetic are float32.
 LIF, LI    ``v = v + k * ((v_leak - v) + r * I)``
 IF, I      ``v = v + (dt * r) * I``
 CubaLIF,   ``I_syn' = I_syn + k_syn * (w_in * I - I_syn)`` and
-CubaLI     ``v = v + k_mem * ((v_leak - v) + r * I_syn)``, where the voltage sees the previous
-           current ``I_syn`` (forward Euler), or the new ``I_syn'`` if the dialect says so
+CubaLI     ``v = v + k_mem * ((v_leak - v) + r * I_syn')``: the voltage sees this step's
+           current ``I_syn'``, as snnTorch, Norse and SpikingJelly compute NIR's CubaLIF, or
+           the previous ``I_syn`` (forward Euler of both equations) with
+           ``current_order="previous"`` or where the dialect says so
 =========  ======================================================================================
 
 ``Delay`` delays by ``delay/dt`` steps (a whole number, else an error); ``Threshold``,
@@ -49,7 +51,8 @@ the runtime honours them:
   ``"graded"``: the voltage), and ``amplitude`` (every output is multiplied by it);
 - ``refractory`` (steps the voltage is held and silent after a spike) and ``delay`` (axonal
   delay of the output, in steps);
-- ``current_order`` (``"new"``: the voltage sees this step's synaptic current);
+- ``current_order`` (``"new"``: the voltage sees this step's synaptic current, or
+  ``"previous"``);
 - ``v_init`` (the voltage before the first step; NIR has no initial state).
 
 Only these conventions are read from the metadata; every continuous parameter comes from NIR's
@@ -64,18 +67,34 @@ import abc
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hub.errors import (FormatError, GraphError, HubError, ParameterError, ShapeError,
-                        UnsupportedError)
+from hub.errors import (
+    FormatError,
+    GraphError,
+    HubError,
+    ParameterError,
+    ShapeError,
+    UnsupportedError,
+)
 from hub.node import MAX_STEPS
 
-from .nir import META, HubMetadataWarning, _check_dt, _import_graph, _plain, read_nir
+from .nir import (
+    CURRENT_ORDER,
+    META,
+    HubMetadataWarning,
+    _check_current_order,
+    _check_dt,
+    _import_graph,
+    _plain,
+    read_nir,
+)
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
@@ -89,17 +108,20 @@ _CHOICES = {
     "reset": (("zero", "subtract", "none"), "zero"),
     "reset_timing": (("same", "next"), "same"),
     "spike_mode": (("binary", "multi", "graded"), "binary"),
-    "current_order": (("new", "previous"), "previous"),
+    "current_order": (("new", "previous"), CURRENT_ORDER),
 }
 
 
-def run(nir_graph: Any, x: Any, *, dt: float | None = None) -> Tensors:
+def run(nir_graph: Any, x: Any, *, dt: float | None = None,
+        current_order: str = CURRENT_ORDER) -> Tensors:
     """Run a NIR graph (a ``nir.NIRGraph`` or a ``.nir`` path) on a time-major input.
 
     ``x`` is ``[T, N, *in]`` (a tensor or an array), or a dict of them by input node name when
     the graph has several inputs. Returns a float32 tensor ``[T, N, *out]``, or a dict by output
     name for several outputs, like :func:`hub.simulate`. ``dt`` (seconds) is needed only for a
-    graph whose metadata does not say which time step it was made for.
+    graph whose metadata does not say which time step it was made for. ``current_order`` is
+    the current a ``CubaLIF``/``CubaLI`` voltage sees where the node's metadata does not say:
+    ``"new"`` (this step's, as snnTorch, Norse and SpikingJelly read NIR) or ``"previous"``.
     """
     path = None
     if isinstance(nir_graph, (str, os.PathLike)):
@@ -109,7 +131,7 @@ def run(nir_graph: Any, x: Any, *, dt: float | None = None) -> Tensors:
             if not path.is_file():
                 raise FormatError("no such file" if not path.exists() else "not a file")
             nir_graph = read_nir(path)
-        return Runtime(nir_graph, dt=dt)(x)
+        return Runtime(nir_graph, dt=dt, current_order=current_order)(x)
     except HubError as e:
         raise e.at(file=path) if path is not None else e
 
@@ -146,8 +168,10 @@ def _nir_nodes(nir_graph: Any, prefix: str = "") -> dict[str, Any]:
 class Runtime:
     """A NIR graph ready to run: the hub's plan, and one NIR operation per node."""
 
-    def __init__(self, nir_graph: Any, *, dt: float | None = None) -> None:
+    def __init__(self, nir_graph: Any, *, dt: float | None = None,
+                 current_order: str = CURRENT_ORDER) -> None:
         self.dt = _graph_dt(nir_graph, dt)
+        current_order = _check_current_order(current_order)
         with warnings.catch_warnings():
             # the plugin warns about metadata it distrusts; the runtime reads its own below
             warnings.simplefilter("ignore", HubMetadataWarning)
@@ -159,7 +183,8 @@ class Runtime:
         self.ops: dict[str, _Op] = {}
         for name in self.plan.order:
             try:
-                self.ops[name] = _make_op(nodes[name], self.dt, self.plan.output_shapes[name])
+                self.ops[name] = _make_op(nodes[name], self.dt, self.plan.output_shapes[name],
+                                          current_order)
             except HubError as e:
                 raise e.at(node=name)
 
@@ -414,9 +439,12 @@ def _ints(value: Any, dims: int, field: str) -> tuple[int, ...]:
         raise ParameterError(f"expected {dims} integers, got {value!r}", field=field) from e
 
 
-def _conventions(node: Any, meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The discrete conventions of a node: NIR's, overridden by the snn-hub dialect."""
+def _conventions(node: Any, meta: dict[str, Any] | None,
+                 current_order: str = CURRENT_ORDER) -> dict[str, Any]:
+    """The discrete conventions of a node: NIR's (and the reading of its current given by
+    ``current_order``), overridden by the snn-hub dialect."""
     out: dict[str, Any] = {k: default for k, (_, default) in _CHOICES.items()}
+    out["current_order"] = current_order
     out.update(amplitude=np.float32(1.0), refractory=0, delay=0, v_init=np.float32(0.0))
     for key, value in (meta or {}).items():
         if key in _CHOICES:
@@ -460,7 +488,8 @@ def _dialect(node: Any) -> dict[str, Any] | None:
     return meta
 
 
-def _make_op(node: Any, dt: float, shape: tuple[int, ...]) -> _Op:
+def _make_op(node: Any, dt: float, shape: tuple[int, ...],
+             current_order: str = CURRENT_ORDER) -> _Op:
     """The operation that computes ``node`` (its NIR type and parameters) at time step ``dt``."""
     kind = type(node).__name__
     meta = _dialect(node)
@@ -490,7 +519,7 @@ def _make_op(node: Any, dt: float, shape: tuple[int, ...]) -> _Op:
                                    field="delay")
         return _Delay(whole.astype(np.int64))
     if kind in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI"):
-        return _neuron(node, kind, dt, shape, _conventions(node, meta))
+        return _neuron(node, kind, dt, shape, _conventions(node, meta, current_order))
     raise UnsupportedError(f"the NIR runtime cannot run a NIR {kind}", field="type")
 
 
