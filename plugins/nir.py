@@ -53,7 +53,7 @@ from hub.errors import FormatError, HubError, ParameterError, ShapeError, Unsupp
 from hub.graph import check_dt
 from hub.node import Node, Shape
 
-from . import nir_source
+from . import nir_layers, nir_source
 
 META = "hub"
 #: How a NIR ``CubaLIF``/``CubaLI`` without snn-hub metadata is read by default: the voltage
@@ -304,6 +304,7 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None,
     metadata = node.metadata if isinstance(node.metadata, dict) else {}
     meta = _plain(metadata).get(META)
     if isinstance(meta, dict):
+        exported_for = _shape_hint(meta.pop(nir_layers.INPUT, None))
         for field in _HELD.get(meta.get("type"), ()):
             if field not in meta and hasattr(node, field):
                 meta[field] = np.asarray(getattr(node, field))
@@ -313,7 +314,7 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None,
             warnings.warn(f"ignoring malformed snn-hub metadata ({e}); using NIR's parameters",
                           HubMetadataWarning, stacklevel=5)
         else:
-            mismatch = _disagreement(stored, node, stored_dt)
+            mismatch = _disagreement(stored, node, stored_dt, exported_for)
             if mismatch is None:
                 return stored
             warnings.warn(f"snn-hub metadata disagrees with the NIR parameter {mismatch!r} (was "
@@ -342,10 +343,22 @@ def _check_finite(node: Any) -> None:
             raise ParameterError(f"{what} in {int(bad.sum())} of {values.size} values", field=key)
 
 
-def _disagreement(stored: Node, nir_node: Any, dt: float | None) -> str | None:
-    """The first NIR parameter that the stored canonical node does not reproduce, if any."""
+def _shape_hint(value: Any) -> tuple[int, ...] | None:
+    """The input shape a node was exported for, as its metadata holds it (if it is one)."""
+    try:
+        shape = tuple(int(s) for s in np.asarray(value, dtype=np.int64).ravel())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return shape if value is not None and all(s > 0 for s in shape) else None
+
+
+def _disagreement(stored: Node, nir_node: Any, dt: float | None,
+                  shape: tuple[int, ...] | None = None) -> str | None:
+    """The first NIR parameter that the stored canonical node, exported for an input of
+    ``shape`` (else the shape the NIR node declares), does not reproduce, if any."""
     declared = (getattr(nir_node, "input_type", None) or {}).get("input")
-    shape = None if declared is None else tuple(int(s) for s in np.asarray(declared).ravel())
+    if shape is None and declared is not None:
+        shape = tuple(int(s) for s in np.asarray(declared).ravel())
     try:
         again = _EXPORTERS[type(stored).__name__](stored, dt, shape)
     except (HubError, KeyError, ValueError, TypeError, AssertionError):
@@ -604,6 +617,10 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
                     nir_node = nir_source.restore(nir_node, node, dt, record,
                                                   lambda n, kept: _reads_as(kept, n, dt))
                 nir_node.metadata = {META: _meta(node)}
+                if node.type in nir_layers.EXPORTERS and shape is not None:
+                    # what NIR does not keep (pooling and grouped convolutions lose it)
+                    nir_node.metadata[META][nir_layers.INPUT] = np.array(
+                        nir_layers.first_shape(shape), dtype=np.int64)
                 nodes[name] = nir_node
         except HubError as e:
             raise e.at(node=name)
@@ -813,6 +830,8 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
     "Integrator": _export_integrator,
 }
 
+
+_EXPORTERS.update(nir_layers.EXPORTERS)
 
 # Every canonical type that has a NIR counterpart converts both ways.
 NIRFormat.imports = NIRFormat.exports = frozenset(_EXPORTERS)

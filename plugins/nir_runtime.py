@@ -95,12 +95,16 @@ from .nir import (
     _plain,
     read_nir,
 )
+from .nir_layers import INPUT, NIR_TYPES
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
 
 #: The snn-hub metadata "type" each NIR node type may carry (Add is exported as a unit Scale).
 _META_TYPES = {"I": {"Integrator"}, "Scale": {"Scale", "Add"}, "Identity": {"Add"}}
+for _layer, _kinds in NIR_TYPES.items():  # the layers of real models (hub_plugins.nir_layers)
+    for _kind in _kinds:
+        _META_TYPES.setdefault(_kind, {_kind}).add(_layer)
 
 #: The discrete conventions of the dialect, their allowed values and NIR's own choice.
 _CHOICES = {
@@ -179,6 +183,7 @@ class Runtime:
         self.plan = graph.plan()
         flat = graph.flat()
         self.inputs, self.outputs = flat.inputs, flat.outputs
+        self.operands = {n for n in self.plan.order if getattr(flat.nodes[n], "operands", False)}
         nodes = _nir_nodes(nir_graph)
         self.ops: dict[str, _Op] = {}
         for name in self.plan.order:
@@ -202,6 +207,8 @@ class Runtime:
             for name in self.plan.order:
                 if name in inputs:
                     total = inputs[name][t]
+                elif name in self.operands:  # separate operands, in edge order
+                    total = tuple(now[s] for s in self.plan.forward[name])
                 else:
                     sources = [now[s] for s in self.plan.forward[name]]
                     sources += [last[s] for s in self.plan.recurrent[name]]
@@ -493,6 +500,8 @@ def _make_op(node: Any, dt: float, shape: tuple[int, ...],
     """The operation that computes ``node`` (its NIR type and parameters) at time step ``dt``."""
     kind = type(node).__name__
     meta = _dialect(node)
+    if kind == "Scale" and meta is not None and meta.get("type") in NIR_TYPES:
+        return _junction_layer(meta)
     if kind in ("Input", "Output", "Identity"):
         return _Stateless(lambda x: x)
     if kind == "Affine":
@@ -521,6 +530,49 @@ def _make_op(node: Any, dt: float, shape: tuple[int, ...],
     if kind in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI"):
         return _neuron(node, kind, dt, shape, _conventions(node, meta, current_order))
     raise UnsupportedError(f"the NIR runtime cannot run a NIR {kind}", field="type")
+
+
+def _junction_layer(meta: dict[str, Any]) -> _Op:
+    """A layer NIR has no node for, exported as a unit ``Scale``: the dialect names it and
+    holds its parameters (there is no NIR field for them); computed here independently."""
+    import hub
+
+    fields = {k: v for k, v in meta.items() if k != INPUT}
+    try:
+        layer = hub.node_from_dict(fields)
+    except HubError as e:
+        raise FormatError(f"snn-hub metadata: {e.message}", field=e.field) from None
+    kind = layer.type
+    if kind == "ReLU":
+        return _Stateless(lambda x: torch.clamp(x, min=0.0))
+    if kind == "Mul":
+        return _Stateless(lambda xs: math.prod(xs[1:], start=xs[0]))
+    if kind == "Concat":
+        return _Stateless(lambda xs: torch.cat(xs, dim=layer.dim + 1))
+    if kind == "Reshape":
+        return _Stateless(lambda x: x.reshape(x.shape[0], *layer.shape))
+    if kind == "Bias":
+        return _Stateless(lambda x, bias: x + bias, bias=_f32(layer.bias))
+    if kind == "BatchNorm":
+        def normalise(x, mean, var, weight, bias):
+            axes = (-1,) + (1,) * (x.dim() - 2)  # per channel: axis 1 of [N, C, ...]
+            return ((x - mean.reshape(axes)) / torch.sqrt(var.reshape(axes) + layer.eps)
+                    * weight.reshape(axes) + bias.reshape(axes))
+        channels = layer.mean.shape[0]
+        return _Stateless(normalise, mean=_f32(layer.mean), var=_f32(layer.var),
+                          weight=np.broadcast_to(_f32(layer.weight), channels).copy(),
+                          bias=np.broadcast_to(_f32(layer.bias), channels).copy())
+    if kind == "AdaptiveAvgPool2d":
+        return _Stateless(lambda x: F.adaptive_avg_pool2d(x, layer.output_size))
+    if kind == "MaxPool2d":
+        return _Stateless(lambda x: F.max_pool2d(x, layer.kernel_size, layer.stride,
+                                                 layer.padding))
+    if kind == "Vote":
+        def vote(x):
+            groups = x.shape[1] // layer.size
+            return x[:, :groups * layer.size].reshape(x.shape[0], groups, layer.size).mean(-1)
+        return _Stateless(vote)
+    raise UnsupportedError(f"the NIR runtime cannot run a {kind} junction", field="type")
 
 
 def _flatten(node: Any) -> _Op:
