@@ -56,9 +56,13 @@ the runtime honours them:
 - ``v_init`` (the voltage before the first step; NIR has no initial state).
 
 Only these conventions are read from the metadata; every continuous parameter comes from NIR's
-own fields, so a file whose NIR parameters were edited runs with the edited values. Metadata
-written for another node type is ignored with a warning. Anything else the runtime cannot do
-raises a :class:`hub.HubError` naming the node and the field.
+own fields, so a file whose NIR parameters were edited runs with the edited values. The one
+exception is a layer NIR has no node for (``ReLU``, ``Mul``, ``Concat``, ``MaxPool2d``, and
+settings of the others that no NIR node computes, :mod:`hub_plugins.nir_layers`): it is written
+as a unit ``Scale`` whose metadata names the layer and holds its parameters, and the runtime
+computes that layer (a ``Mul`` or ``Concat`` takes its inputs as operands in edge order).
+Metadata written for another node type is ignored with a warning. Anything else the runtime
+cannot do raises a :class:`hub.HubError` naming the node and the field.
 """
 
 from __future__ import annotations

@@ -667,3 +667,16 @@ def test_spikingjelly_resnets_go_through_a_nir_file_and_back_exactly(tmp_path, b
     readout = hub.simulate(graph, x)  # the last Linear's output, fed by the spikes
     assert readout.abs().sum() > 0
     assert torch.equal(hub.simulate(again, x), readout)
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_resaving_a_hub_written_file_changes_no_parameter(tmp_path, name):
+    from hub_plugins.nir import read_nir
+
+    node, shape = EXAMPLES[name]
+    hub.save(single(node, shape), to="nir", out=tmp_path / "a.nir", dt=1e-3)
+    hub.save(hub.load(tmp_path / "a.nir"), to="nir", out=tmp_path / "b.nir")
+    before = _nir_parameters(read_nir(tmp_path / "a.nir"))
+    after = _nir_parameters(read_nir(tmp_path / "b.nir"))
+    assert before.keys() == after.keys()
+    assert all(_identical(before[k], after[k]) for k in before)
