@@ -575,7 +575,7 @@ def _keep_source(nir_graph: Any, graph: hub.Graph, in_shapes: dict, prefix: str)
                 again = _EXPORTERS[node.type](node, dt, shape)
         except (HubError, KeyError):
             continue  # no export to keep the values for
-        nir_source.keep(nir_node, node, again, dt, kept, name)
+        nir_source.keep(nir_node, node, again, dt, kept, name, _HELD.get(node.type, ()))
     if kept:
         graph.metadata[nir_source.KEY] = kept
 

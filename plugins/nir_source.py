@@ -39,7 +39,7 @@ def digest(node: Node) -> str:
         h.update(name.encode())
         if isinstance(value, np.ndarray):
             h.update(f"{value.dtype.str}{value.shape}".encode())
-            h.update(np.ascontiguousarray(value).tobytes())
+            h.update(memoryview(np.ascontiguousarray(value)).cast("B"))
         else:
             h.update(repr(value).encode())
     return h.hexdigest()
@@ -50,12 +50,23 @@ def parameters(nir_node: Any) -> dict[str, Any]:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Whether two NIR field values are identical, type, dtype, shape and bits."""
+    """Whether two NIR field values are identical, type, dtype, shape and bits (a tuple, list
+    or number as the array a file holds it as)."""
+    arrays, plain = (np.ndarray, np.generic), (tuple, list, int, float)
+    sequence = isinstance(a, (tuple, list)) or isinstance(b, (tuple, list))
+    mixed = (isinstance(a, arrays) and isinstance(b, plain)
+             or isinstance(b, arrays) and isinstance(a, plain))
+    if sequence or mixed:
+        try:
+            a, b = np.asarray(a), np.asarray(b)
+        except (ValueError, TypeError):
+            return False
     if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
         if type(a) is not type(b):
             return False
-        a, b = np.asarray(a), np.asarray(b)
-        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        return (a.dtype == b.dtype and a.shape == b.shape
+                and bool((a.view(np.uint8) == b.view(np.uint8)).all()))
     return type(a) is type(b) and a == b
 
 
@@ -92,11 +103,15 @@ def _decode(data: Any) -> Any:
 
 
 def keep(nir_node: Any, node: Node, again: Any, dt: float | None, kept: dict[str, Any],
-         name: str) -> None:
+         name: str, copied: tuple[str, ...] = ()) -> None:
     """Record in ``kept`` (a graph's ``metadata[KEY]``) the fields of the file's ``nir_node``
-    that ``again``, the export of the canonical ``node`` it was read as, does not reproduce."""
+    that ``again``, the export of the canonical ``node`` it was read as, does not reproduce.
+    The ``copied`` fields (weights) the node holds as float32 copies of the file's, so a
+    float32 array there comes back as it was without comparing its bytes."""
     fields = {}
     for key, value in parameters(nir_node).items():
+        if key in copied and isinstance(value, np.ndarray) and value.dtype == np.float32:
+            continue
         if key in vars(again) and not same(value, getattr(again, key)):
             encoded = _encode(value)
             if encoded is None:
