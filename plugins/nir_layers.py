@@ -13,7 +13,8 @@ Bias               ``Affine`` with an identity weight on a vector; a 1x1 ``Conv1
 BatchNorm          the same shapes with weight ``s = weight / sqrt(var + eps)`` and bias
                    ``bias - mean * s`` (equal in real arithmetic; rounding may differ)
 AdaptiveAvgPool2d  ``AvgPool2d`` when the windows are fixed (input size a multiple of the output)
-Vote               ``Linear`` averaging each group (exact for a power-of-two group size)
+Vote               ``Linear`` averaging each group (bit for bit on spikes with a power-of-two
+                   group size; up to rounding otherwise)
 Reshape            ``Flatten`` when it merges neighbouring axes
 ReLU, Mul,         a ``Scale`` by 1: NIR has no rectifier, product, concatenation or maximum;
 Concat, MaxPool2d  readers that do not read the metadata refuse it (nirtorch maps no
@@ -39,6 +40,9 @@ from hub.node import Node, Shape
 
 #: The metadata key of the input shape a node was exported for.
 INPUT = "in"
+#: The most channels (or vector entries) an identity or diagonal weight is written for; a
+#: larger one (its square in the file) goes out as a junction.
+MAX_DIAGONAL = 2048
 
 
 def first_shape(shape: Any) -> Shape | None:
@@ -94,7 +98,7 @@ def _per_channel(value: np.ndarray, shape: Shape) -> np.ndarray | None:
 
 def export_bias(node: Node, dt: float | None, shape: Any) -> Any:
     shape = first_shape(shape)
-    if shape is not None and 1 <= len(shape) <= 3:
+    if shape is not None and 1 <= len(shape) <= 3 and shape[0] <= MAX_DIAGONAL:
         if len(shape) == 1:
             return _eye_affine(np.ones(shape[0], np.float32),
                                np.broadcast_to(node.bias, shape).astype(np.float32))
@@ -116,7 +120,7 @@ def batch_norm_affine(node: Node) -> tuple[np.ndarray, np.ndarray]:
 
 def export_batch_norm(node: Node, dt: float | None, shape: Any) -> Any:
     shape = first_shape(shape)
-    if shape is None or not 1 <= len(shape) <= 3:
+    if shape is None or not 1 <= len(shape) <= 3 or shape[0] > MAX_DIAGONAL:
         return junction(node, dt, shape)
     return _channelwise(*batch_norm_affine(node), shape)
 
@@ -136,7 +140,7 @@ def export_vote(node: Node, dt: float | None, shape: Any) -> Any:
     import nir
 
     shape = first_shape(shape)
-    if shape is None or len(shape) != 1:
+    if shape is None or len(shape) != 1 or shape[0] ** 2 // node.size > MAX_DIAGONAL ** 2:
         return junction(node, dt, shape)
     groups = shape[0] // node.size
     weight = np.zeros((groups, shape[0]), np.float32)

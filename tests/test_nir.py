@@ -680,3 +680,10 @@ def test_resaving_a_hub_written_file_changes_no_parameter(tmp_path, name):
     after = _nir_parameters(read_nir(tmp_path / "b.nir"))
     assert before.keys() == after.keys()
     assert all(_identical(before[k], after[k]) for k in before)
+
+
+def test_a_layer_whose_nir_weight_would_be_huge_goes_out_as_a_junction(tmp_path):
+    graph = single(hub.Bias(bias=np.float32(0.5)), (nir_layers.MAX_DIAGONAL + 1,))
+    assert type(hub.convert(graph, to="nir", dt=1e-3).nodes["node"]).__name__ == "Scale"
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=1e-3)
+    assert hub.load(tmp_path / "g.nir") == graph
