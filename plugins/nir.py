@@ -9,7 +9,7 @@ NIR node             canonical node
 LIF(tau, r, ...)     LIF(beta = 1 - dt/tau, gain = dt*r/tau)
 IF(r, ...)           IF(gain = dt*r)
 CubaLIF(tau_syn,     CubaLIF(alpha = 1 - dt/tau_syn, current_gain = dt*w_in/tau_syn,
-  tau_mem, r, w_in)    beta = 1 - dt/tau_mem, gain = dt*r/tau_mem, current_order="previous")
+  tau_mem, r, w_in)    beta = 1 - dt/tau_mem, gain = dt*r/tau_mem, current_order="new")
 LI, CubaLI, I        LI, CubaLI, Integrator, likewise
 Delay(delay)         Delay(steps = delay/dt), which must be a whole number of steps
 Affine, Linear,      the same, with integer padding ('same'/'valid' resolved)
@@ -21,7 +21,11 @@ Identity             Add
 ===================  ==========================================================================
 
 and back: ``tau = dt/(1-beta)``, ``r = gain/(1-beta)``. NIR's own semantics apply to a file with
-nothing else in it: spike when ``v > v_threshold``, reset to ``v_reset`` in the same step.
+nothing else in it: spike when ``v > v_threshold``, reset to ``v_reset`` in the same step. A
+current-based neuron's voltage sees this step's current, as snnTorch, Norse and SpikingJelly
+write and read NIR; ``load(..., current_order="previous")`` reads it as forward Euler of both
+equations instead. Import keeps the file's own values of what export would not give back bit
+for bit (:mod:`hub_plugins.nir_source`), so NIR -> hub -> NIR returns the file's parameters.
 
 Export keeps what NIR cannot hold (``dt``, the comparison, reset kind and timing, spike mode,
 refractory and axonal delays, exact discrete parameters) in each node's metadata under
@@ -37,8 +41,9 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +54,14 @@ from hub.graph import check_dt
 from hub.legalise import Accepts
 from hub.node import Node, Shape
 
+from . import nir_layers, nir_source
+
 META = "hub"
+#: How a NIR ``CubaLIF``/``CubaLI`` without snn-hub metadata is read by default: the voltage
+#: sees this step's synaptic current, as snnTorch, Norse and SpikingJelly compute it (see
+#: docs/nir.md); ``"previous"`` is forward Euler of both equations.
+CURRENT_ORDER = "new"
+CURRENT_ORDERS = ("new", "previous")
 #: Relative tolerance when checking stored metadata against a node's NIR parameters.
 RTOL = 1e-5
 
@@ -64,7 +76,7 @@ class NIRFormat(hub.Format):
     suffixes = (".nir",)
     requires = ("nir",)
     install_hint = "nir"
-    load_options = ("dt",)
+    load_options = ("dt", "current_order")
     save_options = ("dt",)
     # imports and exports: set from the conversion tables at the end of this module
 
@@ -73,13 +85,20 @@ class NIRFormat(hub.Format):
 
         return isinstance(obj, nir.NIRGraph)
 
-    def read(self, path: Path, dt: float | None = None) -> hub.Graph:
-        return self.load(read_nir(path), dt=dt)
+    def read(self, path: Path, dt: float | None = None,
+             current_order: str = CURRENT_ORDER) -> hub.Graph:
+        return self.load(read_nir(path), dt=dt, current_order=current_order)
 
-    def load(self, obj: Any, dt: float | None = None) -> hub.Graph:
+    def load(self, obj: Any, dt: float | None = None,
+             current_order: str = CURRENT_ORDER) -> hub.Graph:
+        """``current_order`` is how a ``CubaLIF``/``CubaLI`` without snn-hub metadata is read:
+        ``"new"`` (the voltage sees this step's synaptic current, as snnTorch, Norse and
+        SpikingJelly read and write NIR) or ``"previous"`` (forward Euler of both equations)."""
         dt = _check_dt(dt) if dt is not None else None
-        graph = _import_graph(obj, dt)
-        _check_declared_shapes(obj, graph)
+        graph = _import_graph(obj, dt, current_order=_check_current_order(current_order))
+        plan = graph.plan()
+        _check_declared_shapes(obj, graph, plan)
+        _keep_source(obj, graph, plan.input_shapes, "")
         return graph
 
     def export(self, graph: hub.Graph, dt: float | None = None) -> Any:
@@ -97,12 +116,13 @@ class NIRFormat(hub.Format):
 
         nir.write(path, self.export(graph, dt=dt), compression=None)
 
-    def run(self, native: Any, x: Any, dt: float | None = None) -> Any:
+    def run(self, native: Any, x: Any, dt: float | None = None,
+            current_order: str = CURRENT_ORDER) -> Any:
         """Run a NIR graph or ``.nir`` file in NIR's own runtime, :mod:`hub_plugins.nir_runtime`
         (an interpreter of NIR's equations, independent of the hub's simulator)."""
         from .nir_runtime import run
 
-        return run(native, x, dt=dt)
+        return run(native, x, dt=dt, current_order=current_order)
 
 
 @hub.hookimpl
@@ -127,7 +147,7 @@ def read_nir(path: Path) -> Any:
             tree = hub.hdf5.read_tree(f["node"])
         except HubError as e:
             raise e.at(file=path)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (whatever h5py raises on a damaged file)
             raise FormatError(f"damaged HDF5 file (truncated or corrupted; export it again); "
                               f"h5py reports: {_describe(e)}", file=path) from None
         version = f["version"][()] if isinstance(f.get("version"), h5py.Dataset) else None
@@ -136,7 +156,7 @@ def read_nir(path: Path) -> Any:
         # [1, 1, 1] fed by a [1]), and nir turns it off only at the top level, so a deep file
         # would be checked once per level; the hub's own shape check is exact and names nodes.
         return _build(tree, top=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (whatever nir raises on content it rejects)
         node, field, reason = _diagnose(tree, "")
         raise FormatError(f"malformed NIR file (written by nir {_version(version)}); nir "
                           f"{nir.version} reports: {reason or _describe(e)}",
@@ -189,6 +209,13 @@ def _check_dt(dt: Any) -> float:
     return check_dt(dt, field="dt")
 
 
+def _check_current_order(value: Any) -> str:
+    if value not in CURRENT_ORDERS:
+        raise ParameterError(f"must be one of {', '.join(map(repr, CURRENT_ORDERS))}, got "
+                             f"{value!r}", field="current_order")
+    return value
+
+
 def _need_dt(dt: float | None, what: str) -> float:
     if dt is None:
         raise HubError(f"{what} needs a time step: pass dt=<seconds> (--dt on the command line)",
@@ -220,12 +247,12 @@ def _diagnose(tree: Any, prefix: str) -> tuple[str | None, str | None, str]:
                 return found
         try:
             nir.str2NIRNode(kind)
-        except Exception:
+        except Exception:  # noqa: BLE001 (nir's way of saying the type is unknown)
             return f"{prefix}{name}", "type", (f"unknown NIR node type {kind!r}"
                                                if kind is not None else "the node has no 'type'")
         try:
             _build(data)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (the first node nir cannot build)
             return f"{prefix}{name}", _field_of(e, data), _describe(e)
     return None, None, ""
 
@@ -238,7 +265,8 @@ def _field_of(e: Exception, data: dict[str, Any]) -> str | None:
     return next((q for q in quoted if q in data or isinstance(e, TypeError)), None)
 
 
-def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = None) -> hub.Graph:
+def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = None, *,
+                  current_order: str = CURRENT_ORDER) -> hub.Graph:
     import nir
 
     meta = _plain(getattr(nir_graph, "metadata", None) or {}).get(META, {})
@@ -253,9 +281,9 @@ def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = No
     for name, node in nir_graph.nodes.items():
         try:
             if isinstance(node, nir.NIRGraph):
-                graph.add(name, _import_graph(node, dt, stored_dt))
+                graph.add(name, _import_graph(node, dt, stored_dt, current_order=current_order))
             else:
-                graph.add(name, _import_node(node, effective, stored_dt))
+                graph.add(name, _import_node(node, effective, stored_dt, current_order))
         except HubError as e:
             raise e.at(node=name)
         except Exception as e:  # values nir accepted but that make no sense as parameters
@@ -266,8 +294,10 @@ def _import_graph(nir_graph: Any, dt: float | None, stored_dt: float | None = No
     return graph
 
 
-def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
-    """The stored canonical node if its metadata is intact, else NIR's semantics with ``dt``."""
+def _import_node(node: Any, dt: float | None, stored_dt: float | None,
+                 current_order: str = CURRENT_ORDER) -> Node:
+    """The stored canonical node if its metadata is intact, else NIR's semantics with ``dt``
+    (a current-based neuron's voltage seeing the current of ``current_order``)."""
     kind = type(node).__name__
     convert = _IMPORTERS.get(kind)
     if convert is None:
@@ -279,6 +309,7 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
     metadata = node.metadata if isinstance(node.metadata, dict) else {}
     meta = _plain(metadata).get(META)
     if isinstance(meta, dict):
+        exported_for = _shape_hint(meta.pop(nir_layers.INPUT, None))
         for field in _HELD.get(meta.get("type"), ()):
             if field not in meta and hasattr(node, field):
                 meta[field] = np.asarray(getattr(node, field))
@@ -288,13 +319,16 @@ def _import_node(node: Any, dt: float | None, stored_dt: float | None) -> Node:
             warnings.warn(f"ignoring malformed snn-hub metadata ({e}); using NIR's parameters",
                           HubMetadataWarning, stacklevel=5)
         else:
-            mismatch = _disagreement(stored, node, stored_dt)
+            mismatch = _disagreement(stored, node, stored_dt, exported_for)
             if mismatch is None:
                 return stored
             warnings.warn(f"snn-hub metadata disagrees with the NIR parameter {mismatch!r} (was "
                           "the file edited?); using NIR's parameters", HubMetadataWarning,
                           stacklevel=5)
-    return convert(node, dt)
+    imported = convert(node, dt)
+    if getattr(imported, "current", False) and current_order != imported.current_order:
+        imported = imported.replace(current_order=current_order)
+    return imported
 
 
 def _check_finite(node: Any) -> None:
@@ -314,10 +348,22 @@ def _check_finite(node: Any) -> None:
             raise ParameterError(f"{what} in {int(bad.sum())} of {values.size} values", field=key)
 
 
-def _disagreement(stored: Node, nir_node: Any, dt: float | None) -> str | None:
-    """The first NIR parameter that the stored canonical node does not reproduce, if any."""
+def _shape_hint(value: Any) -> tuple[int, ...] | None:
+    """The input shape a node was exported for, as its metadata holds it (if it is one)."""
+    try:
+        shape = tuple(int(s) for s in np.asarray(value, dtype=np.int64).ravel())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return shape if value is not None and all(s > 0 for s in shape) else None
+
+
+def _disagreement(stored: Node, nir_node: Any, dt: float | None,
+                  shape: tuple[int, ...] | None = None) -> str | None:
+    """The first NIR parameter that the stored canonical node, exported for an input of
+    ``shape`` (else the shape the NIR node declares), does not reproduce, if any."""
     declared = (getattr(nir_node, "input_type", None) or {}).get("input")
-    shape = None if declared is None else tuple(int(s) for s in np.asarray(declared).ravel())
+    if shape is None and declared is not None:
+        shape = tuple(int(s) for s in np.asarray(declared).ravel())
     try:
         again = _EXPORTERS[type(stored).__name__](stored, dt, shape)
     except (HubError, KeyError, ValueError, TypeError, AssertionError):
@@ -376,7 +422,7 @@ def _cuba(n: Any, dt: float | None, what: str) -> dict[str, Any]:
     alpha, ks = _euler(n.tau_syn, dt, "tau_syn")
     beta, km = _euler(n.tau_mem, dt, "tau_mem")
     return {"alpha": alpha, "current_gain": ks * _f(n.w_in), "beta": beta, "gain": km * _f(n.r),
-            "v_leak": n.v_leak, "current_order": "previous"}
+            "v_leak": n.v_leak}
 
 
 def _import_cubalif(n: Any, dt: float | None) -> Node:
@@ -491,11 +537,11 @@ _IMPORTERS: dict[str, Callable[[Any, float | None], Node]] = {
 }
 
 
-def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
+def _check_declared_shapes(nir_graph: Any, graph: hub.Graph, plan: Any = None) -> None:
     """Compare the shapes NIR Output nodes declare with the ones the hub infers."""
     import nir
 
-    plan = graph.plan()
+    plan = plan if plan is not None else graph.plan()
     for name, node in nir_graph.nodes.items():
         if not isinstance(node, nir.Output) or name not in plan.input_shapes:
             continue
@@ -518,6 +564,41 @@ def _check_declared_shapes(nir_graph: Any, graph: hub.Graph) -> None:
                          f"{list(inferred) if inferred else 'nothing'}", node=name, field="shape")
 
 
+def _keep_source(nir_graph: Any, graph: hub.Graph, in_shapes: dict, prefix: str) -> None:
+    """Keep, in each graph's metadata, the file's own values of the NIR fields that export
+    would not give back bit for bit (:mod:`hub_plugins.nir_source`)."""
+    import nir
+
+    kept: dict[str, Any] = {}
+    dt = graph.metadata.get("dt")
+    for name, nir_node in nir_graph.nodes.items():
+        node = graph.nodes[name]
+        if isinstance(nir_node, nir.NIRGraph):
+            _keep_source(nir_node, node, in_shapes, f"{prefix}{name}.")
+            continue
+        shape = node.shape if isinstance(node, hub.Input) else in_shapes.get(f"{prefix}{name}")
+        try:
+            with np.errstate(over="ignore"):
+                again = _EXPORTERS[node.type](node, dt, shape)
+        except (HubError, KeyError):
+            continue  # no export to keep the values for
+        nir_source.keep(nir_node, node, again, dt, kept, name, _HELD.get(node.type, ()))
+    if kept:
+        graph.metadata[nir_source.KEY] = kept
+
+
+def _reads_as(nir_node: Any, node: Node, dt: float | None) -> bool:
+    """Whether NIR's semantics read ``nir_node`` as ``node``, in every field NIR holds."""
+    try:
+        back = _IMPORTERS[type(nir_node).__name__](nir_node, dt)
+    except (HubError, ValueError, TypeError, KeyError, AttributeError):  # no such node at all
+        return False
+    if type(back) is not type(node):
+        return False
+    return all(nir_source.same(value, getattr(node, key)) for key, value in back.params().items()
+               if isinstance(value, (np.ndarray, tuple)))
+
+
 # -- export ---------------------------------------------------------------------------------
 
 
@@ -538,7 +619,15 @@ def _export_graph(graph: hub.Graph, dt: float | None, in_shapes: dict, out_shape
                     nir_node = _EXPORTERS[node.type](node, dt, shape) \
                         if node.type in _EXPORTERS else _unsupported(node)
                 _check_finite(nir_node)  # a dt of 1e308 would write tau = inf
+                record = (graph.metadata.get(nir_source.KEY) or {}).get(name)
+                if record is not None:  # the values of the NIR file this node came from
+                    nir_node = nir_source.restore(nir_node, node, dt, record,
+                                                  lambda n, kept: _reads_as(kept, n, dt))
                 nir_node.metadata = {META: _meta(node)}
+                if node.type in nir_layers.EXPORTERS and shape is not None:
+                    # what NIR does not keep (pooling and grouped convolutions lose it)
+                    nir_node.metadata[META][nir_layers.INPUT] = np.array(
+                        nir_layers.first_shape(shape), dtype=np.int64)
                 nodes[name] = nir_node
         except HubError as e:
             raise e.at(node=name)
@@ -747,6 +836,9 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
     "CubaLI": _export_cubali,
     "Integrator": _export_integrator,
 }
+
+
+_EXPORTERS.update(nir_layers.EXPORTERS)
 
 
 # -- the neuron families of hub.families: carried by NIR's nearest neuron -------------------------

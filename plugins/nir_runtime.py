@@ -27,8 +27,10 @@ cast to float32 once; the state and all arithmetic are float32.
 LIF, LI    ``v = v + k * ((v_leak - v) + r * I)``
 IF, I      ``v = v + (dt * r) * I``
 CubaLIF,   ``I_syn' = I_syn + k_syn * (w_in * I - I_syn)`` and
-CubaLI     ``v = v + k_mem * ((v_leak - v) + r * I_syn)``, where the voltage sees the previous
-           current ``I_syn`` (forward Euler), or the new ``I_syn'`` if the dialect says so
+CubaLI     ``v = v + k_mem * ((v_leak - v) + r * I_syn')``: the voltage sees this step's
+           current ``I_syn'``, as snnTorch, Norse and SpikingJelly compute NIR's CubaLIF, or
+           the previous ``I_syn`` (forward Euler of both equations) with
+           ``current_order="previous"`` or where the dialect says so
 =========  ======================================================================================
 
 ``Delay`` delays by ``delay/dt`` steps (a whole number, else an error); ``Threshold``,
@@ -49,13 +51,18 @@ the runtime honours them:
   ``"graded"``: the voltage), and ``amplitude`` (every output is multiplied by it);
 - ``refractory`` (steps the voltage is held and silent after a spike) and ``delay`` (axonal
   delay of the output, in steps);
-- ``current_order`` (``"new"``: the voltage sees this step's synaptic current);
+- ``current_order`` (``"new"``: the voltage sees this step's synaptic current, or
+  ``"previous"``);
 - ``v_init`` (the voltage before the first step; NIR has no initial state).
 
 Only these conventions are read from the metadata; every continuous parameter comes from NIR's
-own fields, so a file whose NIR parameters were edited runs with the edited values. Metadata
-written for another node type is ignored with a warning. Anything else the runtime cannot do
-raises a :class:`hub.HubError` naming the node and the field.
+own fields, so a file whose NIR parameters were edited runs with the edited values. The one
+exception is a layer NIR has no node for (``ReLU``, ``Mul``, ``Concat``, ``MaxPool2d``, and
+settings of the others that no NIR node computes, :mod:`hub_plugins.nir_layers`): it is written
+as a unit ``Scale`` whose metadata names the layer and holds its parameters, and the runtime
+computes that layer (a ``Mul`` or ``Concat`` takes its inputs as operands in edge order).
+Metadata written for another node type is ignored with a warning. Anything else the runtime
+cannot do raises a :class:`hub.HubError` naming the node and the field.
 """
 
 from __future__ import annotations
@@ -64,24 +71,45 @@ import abc
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hub.errors import (FormatError, GraphError, HubError, ParameterError, ShapeError,
-                        UnsupportedError)
+from hub.errors import (
+    FormatError,
+    GraphError,
+    HubError,
+    ParameterError,
+    ShapeError,
+    UnsupportedError,
+)
 from hub.node import MAX_STEPS
 
-from .nir import CARRIED, META, HubMetadataWarning, _check_dt, _import_graph, _plain, read_nir
+from .nir import (
+    CARRIED,
+    CURRENT_ORDER,
+    META,
+    HubMetadataWarning,
+    _check_current_order,
+    _check_dt,
+    _import_graph,
+    _plain,
+    read_nir,
+)
+from .nir_layers import INPUT, NIR_TYPES
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
 
 #: The snn-hub metadata "type" each NIR node type may carry (Add is exported as a unit Scale).
 _META_TYPES = {"I": {"Integrator"}, "Scale": {"Scale", "Add"}, "Identity": {"Add"}}
+for _layer, _kinds in NIR_TYPES.items():  # the layers of real models (hub_plugins.nir_layers)
+    for _kind in _kinds:
+        _META_TYPES.setdefault(_kind, {_kind}).add(_layer)
 
 #: The discrete conventions of the dialect, their allowed values and NIR's own choice.
 _CHOICES = {
@@ -89,17 +117,20 @@ _CHOICES = {
     "reset": (("zero", "subtract", "none"), "zero"),
     "reset_timing": (("same", "next"), "same"),
     "spike_mode": (("binary", "multi", "graded"), "binary"),
-    "current_order": (("new", "previous"), "previous"),
+    "current_order": (("new", "previous"), CURRENT_ORDER),
 }
 
 
-def run(nir_graph: Any, x: Any, *, dt: float | None = None) -> Tensors:
+def run(nir_graph: Any, x: Any, *, dt: float | None = None,
+        current_order: str = CURRENT_ORDER) -> Tensors:
     """Run a NIR graph (a ``nir.NIRGraph`` or a ``.nir`` path) on a time-major input.
 
     ``x`` is ``[T, N, *in]`` (a tensor or an array), or a dict of them by input node name when
     the graph has several inputs. Returns a float32 tensor ``[T, N, *out]``, or a dict by output
     name for several outputs, like :func:`hub.simulate`. ``dt`` (seconds) is needed only for a
-    graph whose metadata does not say which time step it was made for.
+    graph whose metadata does not say which time step it was made for. ``current_order`` is
+    the current a ``CubaLIF``/``CubaLI`` voltage sees where the node's metadata does not say:
+    ``"new"`` (this step's, as snnTorch, Norse and SpikingJelly read NIR) or ``"previous"``.
     """
     path = None
     if isinstance(nir_graph, (str, os.PathLike)):
@@ -109,7 +140,7 @@ def run(nir_graph: Any, x: Any, *, dt: float | None = None) -> Tensors:
             if not path.is_file():
                 raise FormatError("no such file" if not path.exists() else "not a file")
             nir_graph = read_nir(path)
-        return Runtime(nir_graph, dt=dt)(x)
+        return Runtime(nir_graph, dt=dt, current_order=current_order)(x)
     except HubError as e:
         raise e.at(file=path) if path is not None else e
 
@@ -146,8 +177,10 @@ def _nir_nodes(nir_graph: Any, prefix: str = "") -> dict[str, Any]:
 class Runtime:
     """A NIR graph ready to run: the hub's plan, and one NIR operation per node."""
 
-    def __init__(self, nir_graph: Any, *, dt: float | None = None) -> None:
+    def __init__(self, nir_graph: Any, *, dt: float | None = None,
+                 current_order: str = CURRENT_ORDER) -> None:
         self.dt = _graph_dt(nir_graph, dt)
+        current_order = _check_current_order(current_order)
         with warnings.catch_warnings():
             # the plugin warns about metadata it distrusts; the runtime reads its own below
             warnings.simplefilter("ignore", HubMetadataWarning)
@@ -155,11 +188,13 @@ class Runtime:
         self.plan = graph.plan()
         flat = graph.flat()
         self.inputs, self.outputs = flat.inputs, flat.outputs
+        self.operands = {n for n in self.plan.order if getattr(flat.nodes[n], "operands", False)}
         nodes = _nir_nodes(nir_graph)
         self.ops: dict[str, _Op] = {}
         for name in self.plan.order:
             try:
-                self.ops[name] = _make_op(nodes[name], self.dt, self.plan.output_shapes[name])
+                self.ops[name] = _make_op(nodes[name], self.dt, self.plan.output_shapes[name],
+                                          current_order)
             except HubError as e:
                 raise e.at(node=name)
 
@@ -177,6 +212,8 @@ class Runtime:
             for name in self.plan.order:
                 if name in inputs:
                     total = inputs[name][t]
+                elif name in self.operands:  # separate operands, in edge order
+                    total = tuple(now[s] for s in self.plan.forward[name])
                 else:
                     sources = [now[s] for s in self.plan.forward[name]]
                     sources += [last[s] for s in self.plan.recurrent[name]]
@@ -414,9 +451,12 @@ def _ints(value: Any, dims: int, field: str) -> tuple[int, ...]:
         raise ParameterError(f"expected {dims} integers, got {value!r}", field=field) from e
 
 
-def _conventions(node: Any, meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The discrete conventions of a node: NIR's, overridden by the snn-hub dialect."""
+def _conventions(node: Any, meta: dict[str, Any] | None,
+                 current_order: str = CURRENT_ORDER) -> dict[str, Any]:
+    """The discrete conventions of a node: NIR's (and the reading of its current given by
+    ``current_order``), overridden by the snn-hub dialect."""
     out: dict[str, Any] = {k: default for k, (_, default) in _CHOICES.items()}
+    out["current_order"] = current_order
     out.update(amplitude=np.float32(1.0), refractory=0, delay=0, v_init=np.float32(0.0))
     for key, value in (meta or {}).items():
         if key in _CHOICES:
@@ -464,10 +504,13 @@ def _dialect(node: Any) -> dict[str, Any] | None:
     return meta
 
 
-def _make_op(node: Any, dt: float, shape: tuple[int, ...]) -> _Op:
+def _make_op(node: Any, dt: float, shape: tuple[int, ...],
+             current_order: str = CURRENT_ORDER) -> _Op:
     """The operation that computes ``node`` (its NIR type and parameters) at time step ``dt``."""
     kind = type(node).__name__
     meta = _dialect(node)
+    if kind == "Scale" and meta is not None and meta.get("type") in NIR_TYPES:
+        return _junction_layer(meta)
     if kind in ("Input", "Output", "Identity"):
         return _Stateless(lambda x: x)
     if kind == "Affine":
@@ -494,8 +537,51 @@ def _make_op(node: Any, dt: float, shape: tuple[int, ...]) -> _Op:
                                    field="delay")
         return _Delay(whole.astype(np.int64))
     if kind in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI"):
-        return _neuron(node, kind, dt, shape, _conventions(node, meta))
+        return _neuron(node, kind, dt, shape, _conventions(node, meta, current_order))
     raise UnsupportedError(f"the NIR runtime cannot run a NIR {kind}", field="type")
+
+
+def _junction_layer(meta: dict[str, Any]) -> _Op:
+    """A layer NIR has no node for, exported as a unit ``Scale``: the dialect names it and
+    holds its parameters (there is no NIR field for them); computed here independently."""
+    import hub
+
+    fields = {k: v for k, v in meta.items() if k != INPUT}
+    try:
+        layer = hub.node_from_dict(fields)
+    except HubError as e:
+        raise FormatError(f"snn-hub metadata: {e.message}", field=e.field) from None
+    kind = layer.type
+    if kind == "ReLU":
+        return _Stateless(lambda x: torch.clamp(x, min=0.0))
+    if kind == "Mul":
+        return _Stateless(lambda xs: math.prod(xs[1:], start=xs[0]))
+    if kind == "Concat":
+        return _Stateless(lambda xs: torch.cat(xs, dim=layer.dim + 1))
+    if kind == "Reshape":
+        return _Stateless(lambda x: x.reshape(x.shape[0], *layer.shape))
+    if kind == "Bias":
+        return _Stateless(lambda x, bias: x + bias, bias=_f32(layer.bias))
+    if kind == "BatchNorm":
+        def normalise(x, mean, var, weight, bias):
+            axes = (-1,) + (1,) * (x.dim() - 2)  # per channel: axis 1 of [N, C, ...]
+            return ((x - mean.reshape(axes)) / torch.sqrt(var.reshape(axes) + layer.eps)
+                    * weight.reshape(axes) + bias.reshape(axes))
+        channels = layer.mean.shape[0]
+        return _Stateless(normalise, mean=_f32(layer.mean), var=_f32(layer.var),
+                          weight=np.broadcast_to(_f32(layer.weight), channels).copy(),
+                          bias=np.broadcast_to(_f32(layer.bias), channels).copy())
+    if kind == "AdaptiveAvgPool2d":
+        return _Stateless(lambda x: F.adaptive_avg_pool2d(x, layer.output_size))
+    if kind == "MaxPool2d":
+        return _Stateless(lambda x: F.max_pool2d(x, layer.kernel_size, layer.stride,
+                                                 layer.padding))
+    if kind == "Vote":
+        def vote(x):
+            groups = x.shape[1] // layer.size
+            return x[:, :groups * layer.size].reshape(x.shape[0], groups, layer.size).mean(-1)
+        return _Stateless(vote)
+    raise UnsupportedError(f"the NIR runtime cannot run a {kind} junction", field="type")
 
 
 def _flatten(node: Any) -> _Op:

@@ -761,16 +761,17 @@ def test_a_file_name_near_the_length_limit_can_be_written(tmp_path):
     assert list(tmp_path.iterdir()) == [out]
 
 
-def max_pool_graph() -> hub.Graph:
-    return hub.Graph.chain(("input", hub.Input(shape=(1, 4, 4))),
-                           ("pool", hub.MaxPool2d(kernel_size=(2, 2), stride=(2, 2))),
+def loihi_graph() -> hub.Graph:
+    """A graph NIR cannot hold: Loihi's fixed-point neuron."""
+    return hub.Graph.chain(("input", hub.Input(shape=(4,))),
+                           ("pool", hub.LoihiCUBA(i_decay=0, v_decay=256, threshold=3)),
                            metadata={"dt": DT})
 
 
 def test_a_failing_export_leaves_no_file_and_no_temporary_file(tmp_path):
     out = tmp_path / "pool.nir"
-    with pytest.raises(hub.UnsupportedError, match="NIR has no MaxPool2d") as e:
-        hub.save(max_pool_graph(), to="nir", out=out)
+    with pytest.raises(hub.UnsupportedError, match="NIR has no LoihiCUBA") as e:
+        hub.save(loihi_graph(), to="nir", out=out)
     expect(e.value, file=out, node="pool", field="type")
     assert list(tmp_path.iterdir()) == []
 
@@ -779,7 +780,7 @@ def test_a_failing_forced_export_leaves_the_old_file_untouched(tmp_path):
     out = tmp_path / "pool.nir"
     out.write_bytes(b"the previous model")
     with pytest.raises(hub.UnsupportedError):
-        hub.convert(max_pool_graph(), out=out, force=True)
+        hub.convert(loihi_graph(), out=out, force=True)
     assert out.read_bytes() == b"the previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["pool.nir"]
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import nir
 import numpy as np
 import pytest
 import torch
+from hub_plugins import nir_layers
+from hub_plugins.nir import HubMetadataWarning
 
 import hub
-from hub_plugins.nir import CARRIED, HubMetadataWarning
+from hub_plugins.nir import CARRIED
 
 from .conftest import EXAMPLES, dyadic, single
 
@@ -112,11 +115,11 @@ def test_the_braille_rnn_keeps_its_recurrence(paper):
 EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 
-#: What NIR has no node for: max pooling, Loihi's fixed-point neuron, and the layers real torch
-#: models bring in (batch norm, offsets, ReLU, adaptive pooling, voting, products, concatenation,
-#: reshapes other than flattening). The neuron families of hub.families ride in metadata.
-NOT_IN_NIR = {"MaxPool2d", "LoihiCUBA", "BatchNorm", "Bias", "ReLU", "AdaptiveAvgPool2d", "Vote",
-              "Mul", "Concat", "Reshape"}
+#: What NIR cannot carry: Loihi's fixed-point neuron. (The layers NIR has no node for go out as
+#: a NIR junction with the node in the metadata: hub_plugins.nir_layers.)
+NOT_IN_NIR = {"LoihiCUBA"}
+#: The layers of real torch models, each exported as the NIR node that computes it, if any.
+LAYERS = sorted(nir_layers.EXPORTERS)
 
 
 def test_nir_converts_every_node_type_nir_has():
@@ -134,9 +137,9 @@ def test_every_node_type_round_trips_through_a_nir_file(tmp_path, name):
     assert again.metadata["dt"] == 1e-3
 
 
-def test_max_pooling_has_no_nir_counterpart(tmp_path):
-    node, shape = EXAMPLES["MaxPool2d"]
-    with pytest.raises(hub.UnsupportedError, match="NIR has no MaxPool2d") as e:
+def test_loihis_fixed_point_neuron_has_no_nir_counterpart(tmp_path):
+    node, shape = EXAMPLES["LoihiCUBA"]
+    with pytest.raises(hub.UnsupportedError, match="NIR has no LoihiCUBA") as e:
         hub.save(single(node, shape), to="nir", out=tmp_path / "g.nir", dt=1e-3)
     assert e.value.node == "node"
     assert not list(tmp_path.iterdir())
@@ -155,15 +158,36 @@ def test_plain_nir_follows_nirs_documented_semantics():
     assert node.v_reset == np.float32(0.25) and node.v_leak == np.float32(0.5)
 
 
-def test_cubalif_imports_as_forward_euler_with_the_previous_current():
+def _cuba_graph() -> nir.NIRGraph:
     cuba = nir.CubaLIF(tau_syn=np.array([0.002]), tau_mem=np.array([0.004]), r=np.array([2.0]),
                        v_leak=np.array([0.0]), v_threshold=np.array([1.0]), w_in=np.array([3.0]))
-    graph = hub.load(nir.NIRGraph.from_list(nir.Input(np.array([1])), cuba,
-                                            nir.Output(np.array([1]))), dt=1e-3)
-    node = graph.nodes["cubalif"]
+    return nir.NIRGraph.from_list(nir.Input(np.array([1])), cuba, nir.Output(np.array([1])))
+
+
+def test_cubalif_reads_the_new_current_by_default_and_forward_euler_on_request():
+    """The voltage sees this step's current, as snnTorch, Norse and SpikingJelly read NIR;
+    ``current_order="previous"`` is forward Euler of both equations."""
+    node = hub.load(_cuba_graph(), dt=1e-3).nodes["cubalif"]
     assert np.isclose(node.alpha, 0.5) and np.isclose(node.current_gain, 1.5)
     assert np.isclose(node.beta, 0.75) and np.isclose(node.gain, 0.5)
-    assert node.current_order == "previous"
+    assert node.current_order == "new"
+    euler = hub.load(_cuba_graph(), dt=1e-3, current_order="previous").nodes["cubalif"]
+    assert euler == node.replace(current_order="previous")
+    x = torch.ones(3, 1, 1)
+    # new: i = 1.5, 2.25, 2.625 and v = 0.75, 1.6875 (spike, reset), 1.3125 (spike);
+    # previous: v = 0, 0.75, 0.5625 + 0.5*2.25 = 1.6875 (spike), a step later
+    assert hub.simulate(hub.load(_cuba_graph(), dt=1e-3), x).ravel().tolist() == [0, 1, 1]
+    assert hub.simulate(hub.load(_cuba_graph(), dt=1e-3, current_order="previous"),
+                        x).ravel().tolist() == [0, 0, 1]
+
+
+def test_the_current_order_option_is_checked_and_metadata_wins():
+    with pytest.raises(hub.ParameterError, match="'new', 'previous'") as e:
+        hub.load(_cuba_graph(), dt=1e-3, current_order="old")
+    assert e.value.field == "current_order"
+    graph = single(hub.CubaLIF(alpha=0.5, beta=0.75, current_order="previous"), (1,))
+    exported = hub.convert(graph, to="nir", dt=1e-3)  # the hub's own file says which
+    assert hub.load(exported, current_order="new") == graph
 
 
 def test_exported_nir_parameters_follow_the_inverse_mapping():
@@ -301,7 +325,7 @@ NIR_HELD = ("weight", "bias", "scale", "threshold", "delay", "beta", "alpha", "g
             "groups", "start_dim", "end_dim", "shape")
 
 
-@pytest.mark.parametrize("name", [n for n in EXPORTABLE if n not in CARRIED])
+@pytest.mark.parametrize("name", sorted(set(EXPORTABLE) - set(LAYERS) - CARRIED))
 def test_what_nir_holds_comes_back_without_the_metadata(name):
     """Export, strip snn-hub's metadata, import: the exporter is the importer's inverse."""
     node, shape = EXAMPLES[name]
@@ -337,3 +361,347 @@ def test_a_neuron_family_rides_in_metadata_on_its_nir_carrier(tmp_path, name):
     # without the metadata, a NIR reader sees the carrier: another neuron
     nir_graph.nodes["node"].metadata = {}
     assert hub.load(nir_graph, dt=2.0 ** -10).nodes["node"].type != name
+
+
+# -- the NIR paper's Braille networks, as the ecosystem's NIR readers run them ----------------
+
+BRAILLE = ["paper_03_rnn_braille_noDelay_bias_zero.nir",
+           "paper_03_rnn_braille_noDelay_noBias_subtract.nir"]
+
+
+def braille_probe() -> torch.Tensor:
+    """300 steps of 16 random spike trains on the 12 Braille channels."""
+    return (torch.rand(300, 16, 12, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+
+
+def _step_with_state(net, x):
+    out, state = [], None
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = net(x[t], state)
+            out.append(y)
+    return torch.stack(out)
+
+
+def snntorch_reader(path, x):
+    """snnTorch's ``import_from_nir``: Synaptic/RSynaptic neurons, ``syn = alpha*syn + x``,
+    ``mem = beta*mem + syn`` (the new current), reset to zero in the same step."""
+    import contextlib
+    import io
+
+    from snntorch.import_nir import import_from_nir
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = import_from_nir(nir.read(path))
+    out = []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y = net(x[t])
+            out.append(y[0] if isinstance(y, tuple) else y)
+    return torch.stack(out)
+
+
+def norse_reader(path, x):
+    """Norse's ``from_nir``: ``syn += dt/tau_syn * (v_leak - syn + w_in*x)``, then the LIF box
+    cell on ``r * syn`` (the new current), ``v > v_th``, reset to 0."""
+    import norse.torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = norse.torch.from_nir(nir.read(path), dt=1e-4)
+        return _step_with_state(net, x)
+
+
+def spikingjelly_reader(path, x):
+    """SpikingJelly's ``nir_exchange.import_from_nir``: CUBALIFNode, ``c = c*c_decay + x``,
+    ``v = v*v_decay + c`` (the new current), ``v >= v_threshold``, hard reset."""
+    from spikingjelly.activation_based.nir_exchange import import_from_nir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = import_from_nir(nir.read(path), dt=1e-4)
+        return _step_with_state(net, x)
+
+
+READERS = {"snntorch": snntorch_reader, "norse": norse_reader,
+           "spikingjelly": spikingjelly_reader}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("name", BRAILLE)
+def test_braille_spikes_as_the_frameworks_own_nir_readers_give_them(paper, name, reader):
+    x = braille_probe()
+    try:
+        theirs = READERS[reader](paper / name, x)
+    except Exception as e:  # noqa: BLE001 (the reader itself cannot load or run the file)
+        pytest.skip(f"{reader}'s NIR reader cannot run {name}: {type(e).__name__}: {e}")
+    ours = hub.simulate(hub.load(paper / name, dt=1e-4), x)
+    assert theirs.sum() > 0
+    assert torch.equal(theirs, ours)
+    euler = hub.simulate(hub.load(paper / name, dt=1e-4, current_order="previous"), x)
+    assert not torch.equal(theirs, euler)  # what the option reads is another network
+
+
+@pytest.mark.parametrize("name", BRAILLE)
+@pytest.mark.parametrize("order", ["new", "previous"])
+def test_nirs_runtime_reads_the_current_as_the_plugin_does(paper, name, order):
+    from hub_plugins.nir_runtime import run
+
+    x = braille_probe()[:100]
+    ours = hub.simulate(hub.load(paper / name, dt=1e-4, current_order=order), x)
+    assert torch.equal(run(paper / name, x, dt=1e-4, current_order=order), ours)
+
+
+# -- a NIR file's own parameters survive NIR -> hub -> NIR ------------------------------------
+
+
+def _nir_parameters(graph, prefix=""):
+    """Every parameter of every node of a NIR graph, by dotted node name and field."""
+    out = {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            out.update(_nir_parameters(node, f"{prefix}{name}."))
+            continue
+        for field, value in vars(node).items():
+            if field not in ("metadata", "input_type", "output_type"):
+                out[f"{prefix}{name}.{field}"] = value
+    return out
+
+
+def _identical(a, b) -> bool:
+    if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
+        a2, b2 = np.asarray(a), np.asarray(b)
+        return (type(a) is type(b) and a2.dtype == b2.dtype and a2.shape == b2.shape
+                and a2.tobytes() == b2.tobytes())
+    return type(a) is type(b) and a == b
+
+
+LOADABLE = sorted(n for n, (_, outcome) in PAPER_FILES.items() if not outcome.startswith("fails"))
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_resaving_a_paper_file_gives_back_every_parameter_bit_for_bit(paper, tmp_path, name):
+    from hub_plugins.nir import read_nir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Rockpool file's declared Output shape
+        graph = hub.load(paper / name, dt=PAPER_FILES[name][0])
+    hub.save(graph, to="nir", out=tmp_path / "again.nir")
+    before = _nir_parameters(read_nir(paper / name))
+    after = _nir_parameters(read_nir(tmp_path / "again.nir"))
+    assert before.keys() <= after.keys()
+    changed = [k for k in before if not _identical(before[k], after[k])]
+    assert not changed
+    assert hub.load(tmp_path / "again.nir") == graph  # and the hub reads the same graph back
+
+
+def test_kept_parameters_survive_a_hub_json_file(paper, tmp_path):
+    from hub_plugins.nir import read_nir
+
+    name = BRAILLE[1]
+    hub.convert(paper / name, out=tmp_path / "b.hub.json", dt=1e-4)
+    hub.convert(tmp_path / "b.hub.json", out=tmp_path / "b.nir")
+    before = _nir_parameters(read_nir(paper / name))
+    after = _nir_parameters(read_nir(tmp_path / "b.nir"))
+    assert all(_identical(before[k], after[k]) for k in before)
+
+
+def _plain_lif_file() -> nir.NIRGraph:
+    """A LIF as SpikingJelly's NIR export writes ``LIFNode(tau=1000.)`` at dt = 1e-3:
+    ``r = 1``, which float32 ``beta`` and ``gain`` give back only as 1.0000129."""
+    lif = nir.LIF(tau=np.array([1.0]), r=np.array([1.0]), v_leak=np.array([0.0]),
+                  v_threshold=np.array([1.0]), v_reset=np.array([0.0]))
+    return nir.NIRGraph.from_list(nir.Input(np.array([1])), lif, nir.Output(np.array([1])))
+
+
+def test_parameters_follow_the_node_once_it_changes():
+    graph = hub.load(_plain_lif_file(), dt=1e-3)
+    assert hub.convert(graph, to="nir").nodes["lif"].r.tolist() == [1.0]
+    rebuilt = hub.convert(graph, to="nir", dt=2e-3).nodes["lif"]  # another dt: recomputed
+    assert not np.array_equal(rebuilt.r, [1.0])
+    lif = graph.nodes["lif"]
+    graph.nodes["lif"] = lif.replace(beta=np.float32(0.5))
+    changed = hub.convert(graph, to="nir").nodes["lif"]
+    assert np.allclose(changed.tau, 2e-3) and not np.array_equal(changed.r, [1.0])
+
+
+def test_kept_parameters_that_no_longer_mean_the_node_are_not_written():
+    graph = hub.load(_plain_lif_file(), dt=1e-3)
+    graph.metadata["nir_source"]["lif"]["fields"]["r"]["array"] = [5.0]  # tampered
+    assert np.isclose(hub.convert(graph, to="nir").nodes["lif"].r, 1.0, rtol=1e-4)
+
+
+def test_spikingjelly_still_reads_a_file_the_hub_resaved(tmp_path):
+    """SpikingJelly's reader wants ``r`` equal to 1 (or ``tau/dt``) within 1e-6: a re-save that
+    rebuilt ``r`` from float32 ``beta`` and ``gain`` (1.0000129) made it refuse the file."""
+    nir_exchange = pytest.importorskip("spikingjelly.activation_based.nir_exchange",
+                                       reason="spikingjelly's NIR exchange needs nirtorch")
+    nir.write(tmp_path / "theirs.nir", _plain_lif_file())
+    nir_exchange.import_from_nir(nir.read(tmp_path / "theirs.nir"), dt=1e-3)
+    graph = hub.load(tmp_path / "theirs.nir", dt=1e-3)
+    hub.save(graph, to="nir", out=tmp_path / "again.nir")
+    again = nir.read(tmp_path / "again.nir")
+    assert again.nodes["lif"].r.tolist() == [1.0]
+    nir_exchange.import_from_nir(again, dt=1e-3)
+    del graph.metadata["nir_source"]  # what the parameters alone give back
+    hub.save(graph, to="nir", out=tmp_path / "rebuilt.nir")
+    with pytest.raises(ValueError, match="r must equal 1 or tau / dt"):
+        nir_exchange.import_from_nir(nir.read(tmp_path / "rebuilt.nir"), dt=1e-3)
+
+
+# -- the layers of real models: a NIR node where NIR has one, the node itself in the metadata ---
+
+#: What a reader without snn-hub's metadata reads each example layer as, and whether it then
+#: computes the same values bit for bit (``True``), up to rounding (``False``) or not at all
+#: (``None``: a junction, a NIR Scale by 1, in place of a layer NIR has no node for).
+WITHOUT_METADATA = {
+    "Bias": ("Affine", True), "BatchNorm": ("Conv1d", False), "Vote": ("Linear", True),
+    "AdaptiveAvgPool2d": ("AvgPool2d", True), "Reshape": ("Scale", None),  # [2, 3] -> [3, 2]
+    "ReLU": ("Scale", None), "Mul": ("Scale", None), "Concat": ("Scale", None),
+    "MaxPool2d": ("Scale", None),
+}
+
+
+def test_every_layer_says_how_it_is_read_without_metadata():
+    assert set(WITHOUT_METADATA) == set(LAYERS)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_layers_round_trip_exactly_and_read_sensibly_without_metadata(tmp_path, name):
+    from hub_plugins.nir_runtime import run
+
+    node, shape = EXAMPLES[name]
+    graph = single(node, shape)
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=1e-3)
+    assert hub.load(tmp_path / "g.nir") == graph
+    x = torch.randn(5, 2, *shape, generator=torch.Generator().manual_seed(2))
+    want = hub.simulate(graph, x)
+    # NIR's runtime computes it from the NIR node (or, for a junction, from the metadata)
+    assert torch.allclose(run(tmp_path / "g.nir", x), want, rtol=1e-6, atol=1e-6)
+    exported = hub.convert(graph, to="nir", dt=1e-3)
+    kind, exact = WITHOUT_METADATA[name]
+    assert type(exported.nodes["node"]).__name__ == kind
+    for nir_node in exported.nodes.values():
+        nir_node.metadata = {}
+    exported.metadata = {}
+    out = graph.plan().output_shapes["node"]
+    if exact is None and out != shape:  # a sum keeps the shape; the Output declares another
+        if math.prod(out) == math.prod(shape):
+            with pytest.warns(UserWarning, match="declares shape"):
+                hub.load(exported, dt=1e-3)
+        else:
+            with pytest.raises(hub.ShapeError, match="declares shape"):
+                hub.load(exported, dt=1e-3)
+        return
+    plain = hub.load(exported, dt=1e-3)
+    assert plain.nodes["node"].type == kind
+    if exact is None:
+        return
+    got = hub.simulate(plain, x)
+    assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("node, shape, kind", [
+    (hub.Bias(bias=np.array([[[0.5]], [[-0.25]]], np.float32)), (2, 3, 3), "Conv2d"),
+    (hub.Bias(bias=np.arange(6, dtype=np.float32).reshape(2, 3)), (2, 3), "Scale"),
+    (hub.BatchNorm(mean=dyadic(3), var=np.ones(3, np.float32)), (3,), "Affine"),
+    (hub.BatchNorm(mean=dyadic(2), var=np.ones(2, np.float32)), (2, 4, 4), "Conv2d"),
+    (hub.AdaptiveAvgPool2d(output_size=(2, 2)), (1, 5, 5), "Scale"),
+    (hub.Reshape(shape=(6,)), (2, 3), "Flatten"),
+])
+def test_each_layer_takes_the_nir_node_its_settings_allow(tmp_path, node, shape, kind):
+    graph = single(node, shape)
+    assert type(hub.convert(graph, to="nir", dt=1e-3).nodes["node"]).__name__ == kind
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=1e-3)
+    assert hub.load(tmp_path / "g.nir") == graph
+
+
+def test_a_junction_is_refused_by_readers_that_do_not_read_the_metadata(tmp_path):
+    """snnTorch's NIR reader (nirtorch) has no mapping for a NIR Scale: a clear error, not a
+    network without its ReLU."""
+    from snntorch.import_nir import import_from_nir
+
+    graph = hub.Graph.chain(("input", hub.Input(shape=(3,))),
+                            ("fc", hub.Affine(weight=dyadic(3, 3), bias=dyadic(3))),
+                            ("relu", hub.ReLU()))
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=1e-3)
+    with pytest.raises(ValueError, match="Unknown node type.*Scale"):
+        import_from_nir(nir.read(tmp_path / "g.nir"))
+
+
+@pytest.mark.parametrize("name", ["sew-iand", "concat-vote"])
+@pytest.mark.parametrize("tier", ["exact", "float"])
+def test_real_model_layer_cases_go_through_a_nir_file_and_back_exactly(tmp_path, name, tier):
+    from hub_conformance import zoo
+
+    (case,) = [c for c in zoo.cases((tier,)) if c.name.startswith(name)][:1]
+    hub.save(case.graph, to="nir", out=tmp_path / "g.nir")
+    again = hub.load(tmp_path / "g.nir")
+    assert again == case.graph
+    x = torch.as_tensor(case.x)
+    assert torch.equal(hub.simulate(again, x), hub.simulate(case.graph, x))
+
+
+@pytest.mark.parametrize("name", ["sew-iand", "concat-vote"])
+def test_conformance_routes_through_nir_pass_for_the_real_model_layer_cases(name):
+    """Every route through NIR (A -> NIR, round trips, NIR files) between the torch formats,
+    run in each target's own runtime: nothing fails; what is not expressible is only that
+    SpikingJelly exports chains."""
+    from hub_conformance import zoo
+    from hub_conformance.paths import routes, usable
+    from hub_conformance.suite import run_case
+
+    formats = usable(["hub", "nir", "snntorch", "norse", "spikingjelly"])
+    through_nir = [r for r in routes(formats) if "nir" in r.formats]
+    (case,) = [c for c in zoo.cases(("exact",)) if c.name == name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frameworks' deprecation notices
+        outcomes = [run_case(case, route) for route in through_nir]
+    assert not [(o.id, o.status, o.detail) for o in outcomes
+                if o.status not in ("pass", "n/a")]
+    missing = {o.detail for o in outcomes if o.status == "n/a"}
+    assert all("an exported SpikingJelly model is a chain" in d for d in missing), missing
+    assert sum(o.status == "pass" for o in outcomes) >= 36
+
+
+@pytest.mark.parametrize("build", ["spiking_resnet18", "sew_resnet18-IAND"])
+def test_spikingjelly_resnets_go_through_a_nir_file_and_back_exactly(tmp_path, build):
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet
+
+    torch.manual_seed(5)
+    if build == "spiking_resnet18":
+        model = spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode)
+    else:
+        model = sew_resnet.sew_resnet18(cnf="IAND", spiking_neuron=neuron.IFNode)
+    functional.set_step_mode(model, "m")
+    graph = hub.load(model, input_shape=(3, 16, 16))  # proved against SpikingJelly's own run
+    hub.save(graph, to="nir", out=tmp_path / "resnet.nir", dt=1e-3)
+    again = hub.load(tmp_path / "resnet.nir")
+    assert again == graph
+    x = torch.rand(3, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    readout = hub.simulate(graph, x)  # the last Linear's output, fed by the spikes
+    assert readout.abs().sum() > 0
+    assert torch.equal(hub.simulate(again, x), readout)
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_resaving_a_hub_written_file_changes_no_parameter(tmp_path, name):
+    from hub_plugins.nir import read_nir
+
+    node, shape = EXAMPLES[name]
+    hub.save(single(node, shape), to="nir", out=tmp_path / "a.nir", dt=1e-3)
+    hub.save(hub.load(tmp_path / "a.nir"), to="nir", out=tmp_path / "b.nir")
+    before = _nir_parameters(read_nir(tmp_path / "a.nir"))
+    after = _nir_parameters(read_nir(tmp_path / "b.nir"))
+    assert before.keys() == after.keys()
+    assert all(_identical(before[k], after[k]) for k in before)
+
+
+def test_a_layer_whose_nir_weight_would_be_huge_goes_out_as_a_junction(tmp_path):
+    graph = single(hub.Bias(bias=np.float32(0.5)), (nir_layers.MAX_DIAGONAL + 1,))
+    assert type(hub.convert(graph, to="nir", dt=1e-3).nodes["node"]).__name__ == "Scale"
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=1e-3)
+    assert hub.load(tmp_path / "g.nir") == graph
