@@ -17,7 +17,9 @@ The neuron cases sweep every convention field (comparison, reset kind and timing
 amplitude, refractory period, axonal delay, rest and reset potentials, current order, per-neuron
 parameters) one at a time from a plain LIF; the topology cases cover dense, convolutional
 (1-d and 2-d), pooled (sum, average, max), recurrent, skip-connected, delayed, scaled, flattened
-and nested graphs.
+and nested graphs. The other neuron families (:mod:`hub.families`) follow with seeds of their
+own: adaptive threshold, alpha synapse and synaptic filter in both tiers, the quadratic and
+exponential ones (QIF, Izhikevich, AdExLIF, EIF) in the float tier only.
 """
 
 from __future__ import annotations
@@ -574,14 +576,16 @@ def _tier(tier: str, make_params: Callable[[int], _Params], neurons: dict[str, M
 
 def exact_cases() -> Iterator[Case]:
     """Dyadic models: bit-identical outputs are required."""
-    return _tier("exact", _Dyadic, NEURONS, READOUTS, NEURONS["lif-subtract"],
-                 portable=PORTABLE)
+    yield from _tier("exact", _Dyadic, NEURONS, READOUTS, NEURONS["lif-subtract"],
+                     portable=PORTABLE)
+    yield from family_cases("exact")
 
 
 def float_cases() -> Iterator[Case]:
     """Random float32 models: divergences must be threshold ties."""
-    return _tier("float", _Float, NEURONS, READOUTS, NEURONS["lif-subtract"],
-                 portable=PORTABLE)
+    yield from _tier("float", _Float, NEURONS, READOUTS, NEURONS["lif-subtract"],
+                     portable=PORTABLE)
+    yield from family_cases("float")
 
 
 def fixed_cases() -> Iterator[Case]:
@@ -684,3 +688,89 @@ LOIHI_DELAYED: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
     "dense3-loihi-delay": (_loihi_dense3_delay, "three Loihi dense layers, the first neuron "
                                                 "layer's output delayed 2 steps"),
 }
+
+
+# -- the other neuron families (hub.families; appended after every other case) ---------------
+
+
+def _alpha_scale(alpha: float, beta: float) -> np.float32:
+    """snnTorch's ``Alpha`` gain, as its float32 logarithms compute it."""
+    a, b = torch.tensor(alpha), torch.tensor(beta)
+    return np.float32((torch.log(a) / (torch.log(b) - torch.log(a)) + 1).item())
+
+
+def _family_dense(neuron: Make, gain: float = 1.0) -> Callable[[_Params], hub.Graph]:
+    """Input(6) -> Linear -> family neuron(8) -> Linear -> LIF(4) (``gain`` scales the first
+    weights, for neurons that rest far below their threshold)."""
+    def build(p: _Params) -> hub.Graph:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(6,))),
+            ("fc1", hub.Linear(weight=p.weight(8, 6) * np.float32(gain))),
+            ("n1", neuron(p, 8)),
+            ("fc2", hub.Linear(weight=p.weight(4, 8))),
+            ("n2", PORTABLE(p, 4)),
+        )
+    return build
+
+
+def _filtered(p: _Params) -> hub.Graph:
+    """Input(6) -> Linear -> LIF(8) -> SynapseFilter -> Linear -> LIF(4)."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))),
+        ("fc1", hub.Linear(weight=p.weight(8, 6))),
+        ("n1", PORTABLE(p, 8)),
+        ("filter", hub.SynapseFilter(rate=0.5)),
+        ("fc2", hub.Linear(weight=p.weight(4, 8) * np.float32(0.5))),
+        ("n2", PORTABLE(p, 4)),
+    )
+
+
+def _alif(**changes: Any) -> Make:
+    def make(p: _Params, n: int) -> hub.Node:
+        return hub.ALIF(**{"alpha": p.decay(n), "beta": p.decay(n), "threshold": p.threshold(),
+                           "threshold_decay": p.decay(n), "threshold_step": 0.5, **changes})
+    return make
+
+
+#: Cases of both tiers: name -> (builder, description).
+FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense-alif": (_family_dense(_alif(current_order="previous")),
+                   "adaptive-threshold LIF (Norse's LSNN conventions)"),
+    "dense-alif-refractory": (_family_dense(_alif(reset="none", refractory_decay=0.5,
+                                                  refractory_scale=2.0)),
+                              ("adaptive-threshold LIF reset by a decaying refractory voltage, "
+                               "as Loihi's ALIF resets")),
+    "dense-alpha": (_family_dense(lambda p, n: hub.AlphaLIF(
+        alpha=0.75, beta=0.5, scale=_alpha_scale(0.75, 0.5), threshold=0.5), gain=2.0),
+        "alpha-synapse neurons (snnTorch's Alpha)"),
+    "synapse-filter": (_filtered, ("a synaptic filter between two LIF layers (SpikingJelly's "
+                                   "SynapseFilter)")),
+}
+
+#: Cases of the float tier only: a quadratic voltage gains bits every step and an exponential
+#: is never dyadic, so no model of them stays exact.
+FLOAT_FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense-qif": (_family_dense(lambda p, n: hub.QIF(tau=2.0, a0=0.5, v_c=0.5, v_reset=-0.125),
+                                gain=2.0), "quadratic IF neurons (SpikingJelly's QIFNode)"),
+    "dense-qif-adaptive": (_family_dense(lambda p, n: hub.QIF(
+        tau=2.0, a0=0.5, v_c=0.5, v_rest=-0.125, tau_w=4.0, coupling=0.25, w_jump=0.5),
+        gain=2.0), "QIF with adaptation (SpikingJelly's IzhikevichNode)"),
+    "dense-izhikevich": (_family_dense(lambda p, n: hub.Izhikevich(
+        rate=0.25, recovery_rate=np.float32(0.25 * 0.02), coupling=0.2, v_reset=-65.0,
+        u_jump=6.0, v_init=-70.0, u_init=-14.0), gain=16.0),
+        "Izhikevich neurons, tonic spiking (Norse's IzhikevichCell)"),
+    "dense-adex": (_family_dense(lambda p, n: hub.AdExLIF(
+        rate=0.5, syn_rate=0.25, ada_rate=0.125, delta_t=0.25, threshold=0.5, v_reset=-0.125,
+        coupling=0.5, jump=0.25)), "adaptive exponential LIF (Norse's LIFAdExCell)"),
+    "dense-eif": (_family_dense(lambda p, n: hub.EIF(tau=2.0, delta_t=0.5, theta_rh=0.75,
+                                                     v_reset=-0.125, v_init=-0.125)),
+                  "exponential IF (SpikingJelly's EIFNode)"),
+}
+
+
+def family_cases(tier: str) -> Iterator[Case]:
+    """The neuron-family cases of the exact or float tier, with seeds of their own."""
+    make_params = {"exact": _Dyadic, "float": _Float}[tier]
+    families = FAMILIES | (FLOAT_FAMILIES if tier == "float" else {})
+    for seed, (name, (build, description)) in enumerate(families.items(), start=800):
+        yield _case(name, tier, make_params, build, seed, True, description)

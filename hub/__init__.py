@@ -25,6 +25,7 @@ from .formats import Format
 from .graph import Graph
 from .hookspecs import hookimpl
 from .layout import from_lava, to_lava
+from .families import EIF, QIF, AdExLIF, ALIF, AlphaLIF, Family, Izhikevich, SynapseFilter
 from .loihi import LoihiCUBA
 from .neurons import IF, LI, LIF, CubaLI, CubaLIF, Integrator, Neuron
 from .node import Node, node_from_dict, node_type, node_types, register_node
@@ -66,5 +67,6 @@ __all__ = [
     "ReLU", "Reshape", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
     "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect", "formats", "from_lava",
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
-    "save", "simulate", "to_lava"
+    "save", "simulate", "to_lava",
+    "ALIF", "AdExLIF", "AlphaLIF", "EIF", "Family", "Izhikevich", "QIF", "SynapseFilter",
 ]

@@ -742,5 +742,50 @@ _EXPORTERS: dict[str, Callable[[Any, float | None, Shape | None], Any]] = {
 }
 
 
+# -- the neuron families of hub.families: carried by NIR's nearest neuron -------------------------
+# NIR has no adaptive, quadratic, exponential, alpha or filter neuron. Each such node goes out as
+# the NIR neuron that holds its linear part (its carrier) with the exact node in metadata["hub"],
+# so hub -> NIR -> hub gives it back bit for bit; a reader without snn-hub sees the carrier only.
+
+
+def _carrier_lif(node: Any, dt: float | None, shape: Shape | None, tau_steps: Any,
+                 v_leak: Any) -> Any:
+    import nir
+
+    dt = _need_dt(dt, f"exporting {node.type} to NIR")
+    tau = _f(tau_steps) * dt
+    return nir.LIF(tau=_full(tau, shape), r=_full(np.float64(1.0), shape),
+                   v_leak=_full(v_leak, shape), v_threshold=_full(node.threshold, shape),
+                   v_reset=_full(getattr(node, "v_reset", np.float32(0)), shape))
+
+
+def _carrier_cuba(node: Any, dt: float | None, shape: Shape | None, syn_rate: Any,
+                  rate: Any, v_leak: Any) -> Any:
+    import nir
+
+    dt = _need_dt(dt, f"exporting {node.type} to NIR")
+    one = _full(np.float64(1.0), shape)
+    return nir.CubaLIF(tau_syn=_full(dt / _f(syn_rate), shape), tau_mem=_full(dt / _f(rate), shape),
+                       r=one, v_leak=_full(v_leak, shape), w_in=one,
+                       v_threshold=_full(node.threshold, shape),
+                       v_reset=_full(getattr(node, "v_reset", np.float32(0)), shape))
+
+
+_EXPORTERS.update({
+    "ALIF": lambda n, dt, s: __import__("nir").CubaLIF(**_export_cuba(n, dt, s),
+                                                       **_export_spiking(n, s)),
+    "AdExLIF": lambda n, dt, s: _carrier_cuba(n, dt, s, n.syn_rate, n.rate, n.v_leak),
+    "AlphaLIF": lambda n, dt, s: _carrier_cuba(n, dt, s, 1 - _f(n.alpha), 1 - _f(n.beta), 0.0),
+    "Izhikevich": lambda n, dt, s: _carrier_lif(n, dt, s, 1 / _f(n.rate), n.v_reset),
+    "QIF": lambda n, dt, s: _carrier_lif(n, dt, s, n.tau, n.v_rest),
+    "EIF": lambda n, dt, s: _carrier_lif(n, dt, s, n.tau, n.v_rest),
+    "SynapseFilter": lambda n, dt, s: __import__("nir").LI(
+        tau=_full(_need_dt(dt, "exporting SynapseFilter to NIR") / _f(n.rate), s),
+        r=_full(1 / _f(n.rate), s), v_leak=_full(np.float64(0.0), s)),
+})
+#: The canonical types NIR carries only through snn-hub's metadata (no NIR node computes them).
+CARRIED = frozenset({"ALIF", "AdExLIF", "AlphaLIF", "Izhikevich", "QIF", "EIF", "SynapseFilter"})
+
+
 # Every canonical type that has a NIR counterpart converts both ways.
 NIRFormat.imports = NIRFormat.exports = frozenset(_EXPORTERS)

@@ -75,7 +75,7 @@ from hub.errors import (FormatError, GraphError, HubError, ParameterError, Shape
                         UnsupportedError)
 from hub.node import MAX_STEPS
 
-from .nir import META, HubMetadataWarning, _check_dt, _import_graph, _plain, read_nir
+from .nir import CARRIED, META, HubMetadataWarning, _check_dt, _import_graph, _plain, read_nir
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
@@ -453,6 +453,10 @@ def _dialect(node: Any) -> dict[str, Any] | None:
     if not isinstance(meta, dict):
         return None
     kind = type(node).__name__
+    if meta.get("type") in CARRIED:
+        raise UnsupportedError(f"this NIR {kind} carries snn-hub's {meta['type']}, which no NIR "
+                               "node computes (NIR's own semantics would be another neuron); "
+                               "snn-hub runs it", field="type")
     if meta.get("type") not in _META_TYPES.get(kind, {kind}):
         warnings.warn(f"ignoring snn-hub metadata of type {meta.get('type')!r} on a NIR {kind}; "
                       "using NIR's semantics", HubMetadataWarning, stacklevel=4)

@@ -81,7 +81,8 @@ way Norse users step ``SequentialState``::
 Refused (``hub.UnsupportedError`` naming node and field; ``strict=False`` turns the
 comparison into Norse's ``>`` with a :class:`NorseApproximationWarning` instead): ``>=``
 (Norse spikes with ``>`` only), reset ``"none"``, ``reset_timing="next"``, multi and graded
-spikes, ``amplitude != 1``, refractory periods and axonal delays, subtract reset on ``IF``,
+spikes, ``amplitude != 1``, refractory periods (but a ``CubaLIF`` that ``LIFCell`` computes
+exports with one as ``LIFRefracCell``) and axonal delays, subtract reset on ``IF``,
 decays whose
 ``1 - beta`` has no float32 ``tau_inv`` with ``dt * tau_inv == 1 - beta``, and the node types
 Norse has no layer for (``Integrator``, ``Scale``, ``Delay``, ``Threshold``).
@@ -101,7 +102,7 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins import norse_families, torch_trace
 from hub_plugins.torch_layers import (EXPORTED, Concatenate, Product, export_layer,
                                       import_module)
 from hub.neurons import Neuron
@@ -125,7 +126,8 @@ class NorseFormat(hub.Format):
     install_hint = "norse"
     load_options = ("dt", "input_shape")
     save_options = ("dt", "strict")
-    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI"})
+    exports = EXPORTED | frozenset({"IF", "LIF", "CubaLIF", "LI", "CubaLI", "ALIF",
+                                    "Izhikevich", "AdExLIF"})
     imports = exports | (torch_trace.TRACED - {"Delay", "Threshold"})
 
     def recognizes(self, obj: Any) -> bool:
@@ -427,8 +429,8 @@ def _refuse_conventions(node: hub.Node, name: str, strict: bool, notes: list[str
     if not (node.amplitude == 1).all():
         refuse("amplitude", "Norse spikes are 1")
     if node.refractory:
-        refuse("refractory", "Norse's cells have no refractory period (LIFRefracCell holds "
-               "the current too, not the canonical voltage hold)")
+        refuse("refractory", "Norse's refractory cell is LIFRefracCell, an LIFCell (CubaLIF) "
+               "with a refractory period; other neurons have none")
     if node.delay:
         refuse("delay", "Norse's cells have no axonal delay")
     if node.reset == "none":
@@ -528,7 +530,11 @@ def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True)
         kinds[name] = "module"
         try:
             if isinstance(node, Neuron):
-                modules[name] = _export_neuron(node, name, dt, strict, notes)
+                cell = norse_families.export_refractory(node, name, dt, strict, notes)
+                modules[name] = cell if cell is not None else \
+                    _export_neuron(node, name, dt, strict, notes)
+            elif isinstance(node, hub.Family):
+                modules[name] = norse_families.export_neuron(node, name, dt, strict, notes)
             else:
                 modules[name] = _export_layer(node, name, plan.input_shapes[name])
         except HubError as e:
@@ -536,6 +542,7 @@ def export_graph(graph: hub.Graph, dt: float | None = None, strict: bool = True)
     for note in notes:
         warnings.warn(f"approximated for Norse: {note}", NorseApproximationWarning, stacklevel=3)
     plan, edges = _fold_recurrent(flat, plan, modules, kinds, dt)
+    plan, edges = norse_families.fold_recurrent(flat, plan, modules, kinds, dt, edges)
     inputs = [n for n in plan.order if kinds[n] == "input"]
     input_shapes = {n: tuple(flat.nodes[n].shape) for n in inputs}
     chain = _chain(plan, kinds)
@@ -705,9 +712,15 @@ def _import_cell(cell: Any, name: str) -> hub.Node:
     if isinstance(cell, (IAFCell, IAF)):
         _method(cell, name)
         return hub.IF(gain=1.0, v_init=_start(cell.p.v_reset), **_spiking_fields(cell))
+    other = norse_families.import_cell(cell, name)
+    if other is not None:
+        return other
     raise UnsupportedError(f"{type(cell).__name__} has no canonical counterpart here; supported "
                            "are LIFCell, LIF, LIFBoxCell, LICell, LI, LIBoxCell, IAFCell, IAF, "
-                           "LIFRecurrentCell, LIFRecurrent", node=name, field="type")
+                           "LIFRecurrentCell, LIFRecurrent, LSNNCell, LSNN, LSNNRecurrentCell, "
+                           "LSNNRecurrent, IzhikevichCell, Izhikevich, IzhikevichRecurrentCell, "
+                           "IzhikevichRecurrent, LIFExCell, LIFEx, LIFAdExCell, LIFAdEx (and "
+                           "their recurrent forms), LIFRefracCell", node=name, field="type")
 
 
 def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
@@ -759,6 +772,8 @@ def framework() -> torch_trace.Framework:
             return torch_trace.Piece(
                 {"_linear": hub.Linear(weight=_np(cell.input_weights)), "": inner},
                 [("<in>", "_linear"), ("_linear", "")])
+        if isinstance(cell, norse_families.recurrent_cells()):
+            return norse_families.recurrent_piece(cell, call.path)
         return torch_trace.Piece({"": _import_cell(cell, call.path)})
 
     def is_neuron(module: Any) -> bool:
@@ -815,7 +830,8 @@ def _first_shape(layers: list[tuple[str, torch.nn.Module]]) -> tuple[int, ...] |
     for _, module in layers:
         if isinstance(module, torch.nn.Linear):
             return (module.in_features,)
-        if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+        if isinstance(module, (LIFRecurrentCell, LIFRecurrent,
+                               *norse_families.recurrent_cells())):
             return (int(module.input_size),)
         if not _is_cell(module) and not isinstance(module, torch.nn.Identity):
             return None
@@ -859,7 +875,8 @@ def import_model(model: Any, dt: float | None = None,
             name += "_"
         used.add(name)
         try:
-            if isinstance(module, (LIFRecurrentCell, LIFRecurrent)):
+            if isinstance(module, (LIFRecurrentCell, LIFRecurrent,
+                                   *norse_families.recurrent_cells())):
                 at = _recurrent_cell(module, name, graph, at)
                 continue
             node = _import_cell(module, name) if _is_cell(module) else _import_layer(module, name)
@@ -877,7 +894,7 @@ def import_model(model: Any, dt: float | None = None,
 def _import_graph(model: NorseGraph, dt: float | None) -> hub.Graph:
     from norse.torch import LIFRecurrent, LIFRecurrentCell
 
-    recurrent_cells = (LIFRecurrentCell, LIFRecurrent)
+    recurrent_cells = (LIFRecurrentCell, LIFRecurrent, *norse_families.recurrent_cells())
     ends: dict[str, tuple[str, str]] = {}  # a recurrent cell -> its input and output nodes
     stored = getattr(model, "dt", None)
     graph = hub.Graph(metadata={"dt": dt if dt is not None else stored} if

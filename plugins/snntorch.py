@@ -90,7 +90,7 @@ import hub
 from hub.graph import check_dt
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins import snntorch_families, torch_trace
 from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
 from hub_plugins.torch_layers import EXPORTED, export_layer, import_conv, import_module
 from hub.node import Node
@@ -230,7 +230,7 @@ class SnnTorchFormat(hub.Format):
     install_hint = "snntorch"
     load_options = ("strict", "input_shape", "dt")
     save_options = ("strict",)
-    exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI",
+    exports = EXPORTED | frozenset({"Delay", "Threshold", "IF", "LIF", "CubaLIF", "LI", "AlphaLIF",
                                     "CubaLI", "Integrator"})
     imports = exports | torch_trace.TRACED
 
@@ -507,6 +507,9 @@ def _import_neuron(m: nn.Module, strict: bool,
                    role: dict[str, Any]) -> list[tuple[str, Node]]:
     import snntorch
 
+    other = snntorch_families.import_neuron(m)
+    if other is not None:
+        return other
     if not isinstance(m, (snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky,
                           snntorch.RSynaptic, snntorch.Lapicque)):
         raise UnsupportedError(f"snnTorch's {type(m).__name__} has no canonical counterpart; "
@@ -682,6 +685,9 @@ def _export_module(node: Node, strict: bool, input_shape: tuple[int, ...] | None
                               reset_mechanism="none", init_hidden=True), role
     if isinstance(node, hub.Neuron):
         return _export_neuron(node, strict)
+    other = snntorch_families.export_neuron(node)
+    if other is not None:
+        return other, role
     raise UnsupportedError(f"snnTorch has no counterpart of {kind}", field="type")
 
 

@@ -78,7 +78,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins import spikingjelly_families, torch_trace
 from hub_plugins.torch_layers import import_layer
 from hub.node import Node
 
@@ -105,7 +105,8 @@ class SpikingJellyFormat(hub.Format):
     save_options = ("step_mode",)
     exports = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d",
                                    "Conv2d", "AvgPool2d", "SumPool2d", "MaxPool2d", "Flatten",
-                                   "Delay", "IF", "LIF", "CubaLIF"})
+                                   "Delay", "IF", "LIF", "CubaLIF", "QIF", "SynapseFilter",
+                                   "EIF"})
     imports = exports | torch_trace.TRACED | {"Vote"}
     #: The step mode ``export`` gives a model when no ``step_mode`` option is passed.
     step_mode = "m"
@@ -190,20 +191,25 @@ def framework() -> Any:
     from spikingjelly.activation_based import base, functional, layer, neuron
 
     def is_neuron(module: Any) -> bool:
-        return isinstance(module, neuron.BaseNode)
+        return isinstance(module, (neuron.BaseNode, *spikingjelly_families.STATEFUL_LAYERS()))
 
     def piece(call: torch_trace.Call) -> torch_trace.Piece:
+        other = spikingjelly_families.piece(call, lambda m: _module_node(m, "s"))
+        if other is not None:
+            return other
         if type(call.module) not in _NEURONS:
             raise UnsupportedError(f"SpikingJelly's {type(call.module).__name__} has no "
                                    f"canonical counterpart; {_supported()}", field="type")
         return torch_trace.Piece({"": _NEURONS[type(call.module)](call.module)})
 
     def refused(module: Any) -> str | None:
+        why = spikingjelly_families.refusal(module)
+        if why is not None:
+            return why
         if isinstance(module, base.MemoryModule) and not (
                 is_neuron(module) or isinstance(module, (layer.Delay, layer.Dropout))):
             return (f"SpikingJelly's {type(module).__name__} keeps state from step to step, "
-                    "which no canonical node expresses yet (synaptic filters and recurrent "
-                    "containers come with the neuron families)")
+                    "which no canonical node expresses")
         return None
 
     return torch_trace.Framework(
@@ -320,6 +326,11 @@ def _import_module(module: Any, sees: str, name: str, nodes: list[tuple[str, Nod
     if isinstance(module, nn.Identity) and isinstance(meta, dict) and meta.get("type") == "Add":
         nodes.append((name, hub.Add()))  # an exported junction, kept so round trips match
         return
+    container = spikingjelly_families.container_graph(
+        module, lambda m: _module_node(m, "s"), spikingjelly_families.shape_after(nodes))
+    if container is not None:
+        nodes.append((name, container))
+        return
     node = _module_node(module, sees)
     if node is None:
         return
@@ -372,6 +383,11 @@ def _module_node(module: Any, sees: str) -> Node | None:
         return import_layer(module, lead=1 if per_sample else 2)
     if kind is layer.Delay:
         return hub.Delay(delay=np.int64(module.delay_steps))
+    if kind is layer.SynapseFilter:
+        return spikingjelly_families.synapse_filter(module)
+    refused = spikingjelly_families.refusal(module)
+    if refused is not None:
+        raise UnsupportedError(refused, field="type")
     raise UnsupportedError(f"{kind.__module__}.{kind.__qualname__} has no canonical "
                            f"counterpart; supported are {_supported()}", field="type")
 
@@ -546,7 +562,8 @@ def _neuron_table() -> dict[type, Callable[[Any], Node]]:
     return {neuron.IFNode: _import_if, neuron.SimpleIFNode: _import_if,
             neuron.HalfThresholdIFNode: _import_if,
             neuron.LIFNode: _import_lif, neuron.SimpleLIFNode: _import_lif,
-            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif}
+            neuron.ParametricLIFNode: _import_plif, neuron.CUBALIFNode: _import_cubalif,
+            **spikingjelly_families.neuron_table()}
 
 
 class _Lazy(dict):
@@ -601,11 +618,14 @@ _POOLS = _Lazy(_pool_types)
 def _export_graph(graph: hub.Graph, mode: str) -> Any:
     import torch.nn as nn
 
-    flat = graph.flat()
+    flat, containers = spikingjelly_families.fold_containers(graph.flat(), mode)
     plan = flat.plan()
     chain = _chain(flat, plan)
     modules = []
     for name, node in chain:
+        if name in containers:  # a recurrent container in the junction's place
+            modules.append(containers[name])
+            continue
         try:
             module = _export_node(node, mode)
         except HubError as e:
@@ -844,6 +864,9 @@ _EXPORTERS: dict[str, Callable[[Any, str], Any]] = {
     "LIF": _export_lif,
     "CubaLIF": _export_cubalif,
 }
+
+
+_EXPORTERS.update(spikingjelly_families.EXPORTERS)
 
 
 def _export_node(node: Node, mode: str) -> Any:

@@ -76,6 +76,17 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "Concat": (hub.Concat(dim=1), (2, 3)),
     "LoihiCUBA": (hub.LoihiCUBA(i_decay=[0, 1024, 4096], v_decay=256, threshold=3, bias=1,
                                 refractory=1), (3,)),
+    "ALIF": (hub.ALIF(alpha=0.5, beta=0.75, gain=0.25, threshold=0.5, threshold_decay=0.875,
+                      threshold_step=0.25, current_order="previous", v_reset=-0.125), (3,)),
+    "Izhikevich": (hub.Izhikevich(rate=0.25, recovery_rate=0.005, coupling=0.2, u_jump=6.0),
+                   (3,)),
+    "QIF": (hub.QIF(tau=2.0, coupling=0.25, w_jump=0.5, tau_w=4.0, reset="subtract"), (3,)),
+    "AlphaLIF": (hub.AlphaLIF(alpha=0.75, beta=0.5, scale=np.float32(2.7095113), threshold=0.5),
+                 (3,)),
+    "SynapseFilter": (hub.SynapseFilter(rate=np.array([0.5, 0.25, 0.125])), (3,)),
+    "AdExLIF": (hub.AdExLIF(rate=0.25, syn_rate=0.5, ada_rate=0.125, coupling=0.5, jump=0.25),
+                (3,)),
+    "EIF": (hub.EIF(tau=2.0, reset="subtract", v_init=-0.25), (3,)),
 }
 
 

@@ -181,11 +181,13 @@ def test_hub_and_nir_pass_every_tier(paper, tmp_path):
     assert {o.route.runtime for o in suite.outcomes if o.status == "pass"} == {"hub", "nir"}
     not_expressible = {o.case.name for o in suite.outcomes if o.status == "n/a"}
     # NIR has no max pooling, no Loihi fixed-point neuron and none of the layers real torch
-    # models bring in (batch norm, products, concatenation, adaptive pooling, voting)
+    # models bring in (batch norm, products, concatenation, adaptive pooling, voting), nor the
+    # neuron families of hub.families
     assert not_expressible == {"conv2d-maxpool", "conv2d-maxpool-portable", "dense-loihi",
                                "dense-loihi-cuba",
                                *zoo.LOIHI_TOPOLOGIES, *zoo.LOIHI_SLAYER,
-                               *zoo.LOIHI_DELAYED, *zoo.REAL_LAYERS}
+                               *zoo.LOIHI_DELAYED, *zoo.REAL_LAYERS, *zoo.FAMILIES,
+                               *zoo.FLOAT_FAMILIES}
     path = report.write(suite, tmp_path)
     text = path.read_text()
     assert "## exact tier" in text and "| **nir** |" in text and "NIR has no MaxPool2d" in text

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hub
-from hub_plugins.nir import HubMetadataWarning
+from hub_plugins.nir import CARRIED, HubMetadataWarning
 
 from .conftest import EXAMPLES, dyadic, single
 
@@ -114,7 +114,7 @@ EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 #: What NIR has no node for: max pooling, Loihi's fixed-point neuron, and the layers real torch
 #: models bring in (batch norm, offsets, ReLU, adaptive pooling, voting, products, concatenation,
-#: reshapes other than flattening)
+#: reshapes other than flattening). The neuron families of hub.families ride in metadata.
 NOT_IN_NIR = {"MaxPool2d", "LoihiCUBA", "BatchNorm", "Bias", "ReLU", "AdaptiveAvgPool2d", "Vote",
               "Mul", "Concat", "Reshape"}
 
@@ -301,7 +301,7 @@ NIR_HELD = ("weight", "bias", "scale", "threshold", "delay", "beta", "alpha", "g
             "groups", "start_dim", "end_dim", "shape")
 
 
-@pytest.mark.parametrize("name", EXPORTABLE)
+@pytest.mark.parametrize("name", [n for n in EXPORTABLE if n not in CARRIED])
 def test_what_nir_holds_comes_back_without_the_metadata(name):
     """Export, strip snn-hub's metadata, import: the exporter is the importer's inverse."""
     node, shape = EXAMPLES[name]
@@ -320,3 +320,20 @@ def test_what_nir_holds_comes_back_without_the_metadata(name):
                 assert np.allclose(np.broadcast_to(want, got.shape), got, rtol=1e-6), field
             else:
                 assert want == got, field
+
+
+@pytest.mark.parametrize("name", sorted(CARRIED))
+def test_a_neuron_family_rides_in_metadata_on_its_nir_carrier(tmp_path, name):
+    """NIR has no node for these: the file holds NIR's nearest neuron, and snn-hub's node in its
+    metadata, which comes back bit for bit; NIR's own runtime refuses to run it as the carrier."""
+    node, shape = EXAMPLES[name]
+    graph = single(node, shape)
+    hub.save(graph, to="nir", out=tmp_path / "g.nir", dt=2.0 ** -10)
+    assert hub.load(tmp_path / "g.nir") == graph
+    nir_graph = nir.read(tmp_path / "g.nir")
+    assert nir_graph.nodes["node"].metadata["hub"]["type"] == name
+    with pytest.raises(hub.UnsupportedError, match=f"carries snn-hub's {name}"):
+        hub.plugins().format("nir").run(tmp_path / "g.nir", torch.zeros(2, 1, *shape))
+    # without the metadata, a NIR reader sees the carrier: another neuron
+    nir_graph.nodes["node"].metadata = {}
+    assert hub.load(nir_graph, dt=2.0 ** -10).nodes["node"].type != name

@@ -256,8 +256,8 @@ def test_unsupported_cells_and_methods_are_refused_by_name():
     with pytest.raises(hub.UnsupportedError, match="method") as e:
         load(norse.SequentialState(linear(3, 2), cell))
     assert e.value.node == "1" and e.value.field == "method"
-    with pytest.raises(hub.UnsupportedError, match="LSNNCell"):
-        load(norse.SequentialState(linear(3, 2), norse.LSNNCell()))
+    with pytest.raises(hub.UnsupportedError, match="LIFAdExRefracCell"):
+        load(norse.SequentialState(linear(3, 2), norse.LIFAdExRefracCell()))
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -318,21 +318,23 @@ def test_norse_vgg_and_mobilenet_lift_torch_layers_over_time(name):
     assert "AdaptiveAvgPool2d" in types if name == "vgg11" else "BatchNorm" in types
 
 
-def test_spikingjelly_recurrent_examples_import_or_name_what_is_missing():
+def test_spikingjelly_recurrent_examples_import_and_match():
+    """The three networks of SpikingJelly's sequential Fashion-MNIST example, as it builds them:
+    the synapse filter and the recurrent container come in as a filter node and recurrent
+    edges, and each graph reproduces the model's own run."""
     from spikingjelly.activation_based import functional
     from spikingjelly.activation_based.examples import rsnn_sequential_fmnist as rs
 
-    plain = rs.PlainNet()
-    functional.set_step_mode(plain, "m")
-    graph = hub.load(plain, input_shape=(28,))  # its forward returns the mean rate
-    assert [n.type for n in graph.nodes.values()].count("IF") == 2
-    for cls, module in ((rs.StatefulSynapseNet, "SynapseFilter"),
-                        (rs.FeedBackNet, "LinearRecurrentContainer")):
+    torch.manual_seed(0)
+    for cls, kinds in ((rs.PlainNet, {"IF": 2}),
+                       (rs.StatefulSynapseNet, {"IF": 2, "SynapseFilter": 1}),
+                       (rs.FeedBackNet, {"IF": 2})):
         model = cls()
         functional.set_step_mode(model, "m")
-        with pytest.raises(hub.UnsupportedError, match=module) as e:
-            hub.load(model, input_shape=(28,))
-        assert e.value.field == "type" and e.value.node.startswith("fc.")
+        graph = same_as_native(model, sj_fw(), (28,))
+        types = [n.type for n in graph.flat().nodes.values()]
+        assert {k: types.count(k) for k in kinds} == kinds, cls.__name__
+    assert any(graph.plan().recurrent.values()), "FeedBackNet's feedback is a recurrent edge"
 
 
 def test_spikingjelly_lif_mnist_example():

@@ -268,9 +268,9 @@ def test_beta_is_clamped_as_snntorch_clamps_it():
     (lambda: snn.Leaky(beta=0.5, spike_grad=lambda v: (v >= 0).float()), "spike_grad"),
     (lambda: snn.Leaky(beta=0.5, reset_delay=False), "reset_delay"),
     (lambda: snn.Synaptic(alpha=0.5, beta=0.5, reset_delay=False), "reset_delay"),
-    (lambda: snn.Alpha(alpha=0.6, beta=0.5), "type"),
+    (lambda: snn.Alpha(alpha=0.6, beta=0.5, inhibition=True), "inhibition"),
 ], ids=["inhibition", "state_quant", "negative-threshold", "spike-ge", "subtract-same",
-        "synaptic-subtract-same", "alpha"])
+        "synaptic-subtract-same", "alpha-inhibition"])
 def test_inexpressible_snntorch_options_are_refused_naming_module_and_field(neuron, field):
     with warnings.catch_warnings():
         # snnTorch warns that inhibition is unstable when the neuron is built
