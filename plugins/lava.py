@@ -11,7 +11,8 @@ from any environment:
   exchanging ``.npy`` files (never pickles) over JSON lines. The output is aligned step for step
   with the network without Lava's synaptic latency: see the worker's docstring and
   ``docs/lava.md``.
-- The ``slayer`` format reads and writes lava-dl slayer CUBA block networks; it is usable where
+- The ``slayer`` format reads and writes lava-dl slayer CUBA and ALIF block networks (and reads
+  lava-dl's bootstrap blocks in their SNN mode); it is usable where
   lava-dl is importable (in ``.venv-lava``) and reports itself unavailable elsewhere.
 
 Which Python runs Lava: ``HUB_LAVA_PYTHON`` if set; else this interpreter when it can import
@@ -304,7 +305,14 @@ def _slayer_here() -> bool:
 
 
 def _is_slayer_block(module: Any) -> bool:
-    return type(module).__module__.startswith("lava.lib.dl.slayer.block")
+    return type(module).__module__.startswith(("lava.lib.dl.slayer.block",
+                                               "lava.lib.dl.bootstrap.block"))
+
+
+def _is_bootstrap(block: Any) -> bool:
+    """A lava-dl bootstrap block (``bootstrap.block.cuba``): a slayer cuba block whose forward
+    takes a ``mode`` (ANN by default); its SNN mode is the slayer block's forward."""
+    return type(block).__module__.startswith("lava.lib.dl.bootstrap.block")
 
 
 def _blocks(obj: Any) -> list[Any] | None:
@@ -325,7 +333,7 @@ def _integral(values: np.ndarray) -> bool:
 
 
 class SlayerFormat(hub.Format):
-    """lava-dl slayer networks of CUBA blocks, in slayer's own quantised arithmetic.
+    """lava-dl slayer networks of CUBA and ALIF blocks, in slayer's own quantised arithmetic.
 
     What a network is: a ``torch.nn.ModuleList`` (or ``Sequential``) of
     ``lava.lib.dl.slayer.block.cuba`` blocks, or any module whose ``blocks`` attribute is one,
@@ -341,11 +349,17 @@ class SlayerFormat(hub.Format):
     (``delay=True``, one per channel, truncated to whole steps as slayer's forward does) are a
     ``Delay`` node after the neuron, and a ``Delay`` there is written back as ``delay_shift``
     and axonal delays. :meth:`run` is slayer's own forward, as its users call it.
+
+    ``block.alif`` blocks are the same synapses followed by a :class:`hub.ALIF` with
+    ``arithmetic="fixed"`` (slayer's integer adaptive-threshold neuron, :func:`_import_alif`);
+    lava-dl's bootstrap blocks (``bootstrap.block.cuba``) are read as the spiking network their
+    ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's.
     """
 
     name = "slayer"
     aliases = ("lava-dl", "slayer-blocks")
-    description = "lava-dl slayer CUBA block networks (torch modules; Loihi fixed point)"
+    description = ("lava-dl slayer CUBA and ALIF block networks (torch modules; Loihi fixed "
+                   "point)")
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
@@ -472,7 +486,11 @@ class SlayerFormat(hub.Format):
                         setattr(neuron, k, torch.tensor([start]))
                 for block in blocks:
                     block.eval()
-                    y = block(y)
+                    if _is_bootstrap(block):  # the spiking network, as bootstrap runs it
+                        from lava.lib.dl.bootstrap.routine import Mode
+                        y = block(y, mode=Mode.SNN)
+                    else:
+                        y = block(y)
                     if isinstance(y, tuple):  # count_log blocks return (spikes, rate)
                         y = y[0]
         finally:
@@ -706,7 +724,8 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
         except hub.HubError as e:
             raise e.at(node="neuron") from None
         nodes.append(("neuron", neuron))
-    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3)
+    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3,
+                         axonal=not _is_bootstrap(block))
     if delay is not None:
         nodes.append(("delay", delay))
     return nodes, loops
@@ -774,7 +793,8 @@ def _pool(block: Any, shape: tuple[int, ...]) -> hub.Node:
                                      dtype=np.float32), stride=stride, groups=channels)
 
 
-def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
+def _block_delay(block: Any, keep_shift: bool, conv: bool, axonal: bool = True
+                 ) -> hub.Delay | None:
     """The block's timing after its neuron: ``delay_shift`` (one step) plus its axonal delays.
 
     slayer's forward applies ``step_delay`` (a shift by one step) where ``delay_shift is True``,
@@ -783,7 +803,8 @@ def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
     floor that ``export_hdf5`` writes for non-negative delays).
     """
     shift = 1 if keep_shift and getattr(block, "delay_shift", False) is True else 0
-    axon = getattr(block, "delay", None)
+    # a bootstrap block's SNN forward applies delay_shift but never its axon.Delay
+    axon = getattr(block, "delay", None) if axonal else None
     if axon is None:
         return hub.Delay(delay=shift) if shift else None
     if not axon.init:
