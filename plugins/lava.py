@@ -449,6 +449,10 @@ class SlayerFormat(hub.Format):
                 i += 1
                 continue
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
+            bias = None  # an alif block's norm: a Bias between its synapse and its ALIF
+            if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
+                    isinstance(chain[i + 2][1], hub.ALIF):
+                bias, neuron, i = neuron, chain[i + 2], i + 1
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
                     not isinstance(neuron[1], NEURONS):
                 raise hub.UnsupportedError(
@@ -458,7 +462,7 @@ class SlayerFormat(hub.Format):
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None
             blocks.append(_export_block(name, node, neuron[0], neuron[1], shape,
-                                        plan[neuron[0]], delay, rec.get(neuron[0])))
+                                        plan[neuron[0]], delay, rec.get(neuron[0]), bias))
             shape = plan[neuron[0]]
             i += 3 if delay else 2
         return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
@@ -564,7 +568,9 @@ def _import_alif(neuron: Any, channels_first: bool, recurrent: bool = False) -> 
     the threshold relaxes to ``th0 = threshold * s_scale`` and steps by ``threshold_step *
     s_scale`` per spike, the refractory state grows by twice the threshold, and it spikes where
     ``v >= threshold + refractory``; the voltage is not reset. Its states pass between stages as
-    float32, so the equality holds while they stay below ``2**24`` (slayer's own range).
+    float32, so the equality holds while they stay below ``2**24`` (slayer's own range). Its
+    ``MeanOnlyBatchNorm`` subtracts ``quantize_8bit(running_mean)`` from the synaptic input
+    (before the current integrates it): a ``Bias`` node of ``-mean`` mantissas before the ALIF.
     """
     if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.alif"):
         raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
@@ -573,9 +579,6 @@ def _import_alif(neuron: Any, channels_first: bool, recurrent: bool = False) -> 
         raise hub.UnsupportedError("graded spikes: slayer's alif emits v / s_scale of its own "
                                    "scale, which the canonical ALIF does not express",
                                    field="graded_spike")
-    if neuron.norm is not None:
-        raise hub.UnsupportedError("a norm in slayer's alif neuron (a bias on its input) is not "
-                                   "mapped", field="norm")
     if neuron.persistent_state and not recurrent:
         raise hub.UnsupportedError("persistent_state carries the neuron's state from one "
                                    "forward call to the next; the hub's model starts each run "
@@ -719,8 +722,15 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
     if block.neuron is not None:
         try:
             read = _import_alif if family == "alif" else _import_neuron
-            neuron = read(block.neuron, kind in ("Conv", "Pool", "Input"),
-                          recurrent=kind == "Recurrent")
+            channels_first = kind in ("Conv", "Pool", "Input")
+            neuron = read(block.neuron, channels_first, recurrent=kind == "Recurrent")
+            if family == "alif" and block.neuron.norm is not None:
+                if kind == "Input":
+                    raise hub.UnsupportedError("a norm in an alif Input block is not mapped",
+                                               field="norm")
+                # alif's norm subtracts the quantised mean from the synaptic input
+                bias = _norm_bias(block.neuron, channels_first)
+                nodes.append(("bias", hub.Bias(bias=bias.astype(np.float32))))
         except hub.HubError as e:
             raise e.at(node="neuron") from None
         nodes.append(("neuron", neuron))
@@ -1016,7 +1026,8 @@ def _neuron_params(name: str, node: hub.Node, bias: bool = False) -> dict[str, A
 def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Node,
                   shape: tuple[int, ...], out_shape: tuple[int, ...],
                   delay: tuple[str, hub.Delay] | None = None,
-                  recurrent: hub.Linear | None = None) -> Any:
+                  recurrent: hub.Linear | None = None,
+                  bias: tuple[str, hub.Bias] | None = None) -> Any:
     slayer = _slayer()
     if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's CUBA synapses have no bias", node=name,
@@ -1038,7 +1049,14 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
                                    node=neuron_name, field="alpha" if alif else "i_decay")
     if per_channel:
         params["shared_param"] = False
-    mean = None if alif else _norm_mean(neuron_name, neuron, int(out_shape[0]), conv)
+    if alif:
+        mean = None if bias is None else _norm_mean(bias[0], bias[1].bias, int(out_shape[0]),
+                                                    conv)
+    else:
+        if neuron.bias.any() and neuron.bias_exp != BIAS_EXP:
+            raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
+                                       node=neuron_name, field="bias_exp")
+        mean = _norm_mean(neuron_name, neuron.bias, int(out_shape[0]), conv)
     if mean is not None:
         params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
     timing = {"delay": axonal is not None, "delay_shift": shift}
@@ -1074,14 +1092,14 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
     return block
 
 
-def _norm_mean(name: str, neuron: hub.LoihiCUBA, count: int, conv: bool) -> np.ndarray | None:
+def _norm_mean(name: str, value: np.ndarray, count: int, conv: bool) -> np.ndarray | None:
     """The running mean of the ``MeanOnlyBatchNorm`` that gives the neuron its bias."""
-    if not neuron.bias.any():
+    if not np.any(value):
         return None
-    if neuron.bias_exp != BIAS_EXP:
-        raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
-                                   node=name, field="bias_exp")
-    bias = np.asarray(neuron.bias, dtype=np.int64)
+    if not _integral(np.asarray(value, dtype=np.float64)):
+        raise hub.UnsupportedError("slayer's bias (a norm's mean) is an integer mantissa",
+                                   node=name, field="bias")
+    bias = np.asarray(value, dtype=np.int64)
     if conv and bias.size > 1:
         if bias.ndim != 3 or bias.shape[1:] != (1, 1):
             raise hub.UnsupportedError("a Conv block's bias is one per channel", node=name,

@@ -573,6 +573,38 @@ def alif_per_channel_decays():
 
 
 @check
+def alif_norm_is_a_bias_before_the_neuron():
+    # alif's MeanOnlyBatchNorm subtracts its quantised mean from the synaptic input
+    alif = slayer.block.alif
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        dense = torch.nn.ModuleList([alif.Dense(alif_params(rng, norm=norm), 12, 10,
+                                                weight_scale=4),
+                                     alif.Dense(alif_params(rng), 10, 6, weight_scale=4)])
+        conv = torch.nn.ModuleList([alif.Conv(alif_params(rng, norm=norm), 2, 4, 3, padding=1,
+                                              weight_scale=5),
+                                    alif.Flatten(),
+                                    alif.Dense(alif_params(rng), 144, 5, weight_scale=3)])
+        for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
+            with torch.no_grad():
+                n = net[0].neuron.norm
+                count = int(net[0].synapse.out_channels)  # one mean per neuron or channel
+                n.running_mean = torch.tensor(rng.integers(-20, 20, count) * 2 / 64,
+                                              dtype=torch.float32)
+            want = forward(net, x)
+            busy(want)
+            graph = hub.load(net, input_shape=tuple(x.shape[2:]))
+            bias = graph.nodes["blocks.0.bias"]
+            assert isinstance(bias, hub.Bias) and bias.bias.any(), bias
+            assert torch.equal(hub.simulate(graph, x), want), seed
+            back = hub.convert(graph, to="slayer")
+            assert torch.equal(forward(back.blocks, x), want), seed
+            assert hub.load(back, input_shape=tuple(x.shape[2:])) == graph, seed
+
+
+@check
 def alif_refusals_name_block_and_field():
     alif = slayer.block.alif
     rng = np.random.default_rng(0)
@@ -584,8 +616,8 @@ def alif_refusals_name_block_and_field():
               "blocks.0.neuron", "graded_spike"),
              (torch.nn.ModuleList([alif.Dense(p(persistent_state=True), 4, 3)]),
               "blocks.0.neuron", "persistent_state"),
-             (torch.nn.ModuleList([alif.Dense(p(norm=slayer.neuron.norm.MeanOnlyBatchNorm),
-                                              4, 3)]), "blocks.0.neuron", "norm"),
+             (torch.nn.ModuleList([alif.Input(p(norm=slayer.neuron.norm.MeanOnlyBatchNorm)),
+                                   alif.Dense(p(), 4, 3)]), "blocks.0.neuron", "norm"),
              (torch.nn.ModuleList([alif.Dense(p(shared_param=False), 4, 3)]),
               "blocks.0.neuron", "shared_param"),
              (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(p(), 3, 2, 1)]),
@@ -702,7 +734,8 @@ CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_ex
                "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
                "slayer_export_for_netx", "alif_blocks_import_and_export_exactly",
                "alif_adaptation_and_refractory_matter", "alif_per_channel_decays",
-               "alif_refusals_name_block_and_field", "bootstrap_blocks_import_like_cuba"]
+               "alif_refusals_name_block_and_field", "alif_norm_is_a_bias_before_the_neuron",
+               "bootstrap_blocks_import_like_cuba"]
 
 
 @pytest.fixture(scope="module")
