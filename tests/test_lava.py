@@ -526,6 +526,9 @@ def alif_blocks_import_and_export_exactly():
             assert isinstance(neuron, hub.ALIF) and neuron.arithmetic == "fixed", neuron
             want = forward(net, x)
             active += int(want.any())
+            # the runner starts a Recurrent block's persistent state (alif's threshold and
+            # refractory states too) at rest, whatever the last forward left there
+            assert torch.equal(fmt.run(net, x), want), (seed, name)
             got = hub.simulate(graph, x)
             assert torch.equal(got, want), (seed, name, (got != want).nonzero()[:5])
             back = hub.convert(graph, to="slayer")
@@ -797,6 +800,25 @@ def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(
     assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
     report = (tmp_path / "report.md").read_text()
     assert "| **slayer** | 8 pass | 8 pass | 6 pass |" in report
+
+
+def test_fixed_alif_takes_loihi_integers_only() -> None:
+    """The ALIF slayer's alif blocks import as (arithmetic="fixed") refuses what Loihi's
+    integers cannot hold, with the field; this runs without the Lava environment."""
+    import torch
+
+    with pytest.raises(hub.ParameterError) as e:
+        hub.ALIF(alpha=0.3, beta=0.5, arithmetic="fixed")
+    assert e.value.field == "alpha"
+    with pytest.raises(hub.ParameterError) as e:
+        hub.ALIF(beta=0.5, threshold=1.5, arithmetic="fixed")
+    assert e.value.field == "threshold"
+    graph = hub.Graph.chain(hub.Input(shape=(2,)), ("fc", hub.Linear(weight=np.eye(2) * 0.5)),
+                            ("alif", hub.ALIF(beta=0.5, threshold=64.0, current_gain=1.0,
+                                              arithmetic="fixed")))
+    with pytest.raises(hub.HubError) as e:
+        hub.simulate(graph, torch.ones(3, 1, 2))
+    assert e.value.field == "input"
 
 
 def test_slayer_is_unavailable_outside_the_lava_environment() -> None:
