@@ -875,11 +875,16 @@ def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, hub.
 
 
 def _export_input_delay(name: str, node: hub.Delay) -> Any:
-    """A ``Delay`` of one step before the first synapse: an ``Input`` block's ``delay_shift``."""
-    if node.delay.size != 1 or int(node.delay.reshape(-1)[0]) != 1:
-        raise hub.UnsupportedError("before the first block slayer delays its input only by an "
-                                   "Input block's one-step delay_shift", node=name, field="delay")
-    return _slayer().block.cuba.Input(None, delay_shift=True)
+    """A ``Delay`` before the first synapse: refused.
+
+    The only slayer block that could hold it, an ``Input`` block without a neuron and with
+    ``delay_shift=True``, does not run in lava-dl 0.6: its ``step_delay`` reads
+    ``neuron.persistent_state`` of the missing neuron (AttributeError).
+    """
+    raise hub.UnsupportedError("slayer cannot delay the network's input: an Input block without "
+                               "a neuron fails in its delay_shift (lava-dl 0.6 step_delay reads "
+                               "the missing neuron); drop the Delay or put it after a neuron",
+                               node=name, field="delay")
 
 
 def _export_timing(neuron_name: str, neuron: hub.Node, delay: tuple[str, hub.Delay] | None,
