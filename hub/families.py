@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .errors import ParameterError
+from .errors import HubError, ParameterError
 from .node import Node, Shape, array, choice
 from .nodes import _per_element
 from .surrogate import spike
@@ -88,7 +88,15 @@ class ALIF(Family):
     threshold state decays towards ``threshold`` by ``threshold_decay``, steps by
     ``threshold_step`` per spike, and its refractory state decays by ``refractory_decay`` and
     grows by ``2 * theta`` (``refractory_scale = 2``, ``reset = "none"``, ``comparison=">="``);
-    but it computes them in Loihi's fixed point, which a Lava mapping adds as ``LoihiCUBA`` does.
+    computed in Loihi's fixed point: ``arithmetic="fixed"``.
+
+    ``arithmetic="fixed"`` is that fixed point (slayer's ``alif`` forward, in units of its
+    state scale): every state is an integer (int64), the decays are multiples of ``1/4096``
+    and each product ``decay * y`` in steps 1 to 4 is ``(y * round(4096 * decay)) >> 12``
+    rounded toward zero; ``current_gain * x`` must be an integer and so must ``gain``,
+    ``current_gain``, ``v_leak``, ``v_init``, ``v_reset``, ``threshold``, ``threshold_step``
+    and ``refractory_scale``. ``"float"`` (the default) computes the steps in the input's
+    float type as written.
     """
 
     alpha: np.ndarray = array(0.0, doc="current decay per step (0: no current state)")
@@ -107,10 +115,38 @@ class ALIF(Family):
     comparison: str = choice(">", (">", ">="), doc="how v - r is compared to theta")
     reset: str = choice("zero", ("zero", "subtract", "none"), doc="what a spike does to v")
     v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
+    arithmetic: str = choice("float", ("float", "fixed"),
+                             doc="float steps, or Loihi's integer steps with 12-bit decays")
     starts: ClassVar[dict[str, str | None]] = {"i": None, "v": "v_init", "theta": "threshold",
                                                "r": None}
+    _DECAYS: ClassVar[tuple[str, ...]] = ("alpha", "beta", "threshold_decay", "refractory_decay")
+    _INTEGERS: ClassVar[tuple[str, ...]] = ("gain", "current_gain", "v_leak", "v_init",
+                                            "v_reset", "threshold", "threshold_step",
+                                            "refractory_scale")
+
+    def check(self) -> None:
+        if self.arithmetic != "fixed":
+            return
+        for name in self._DECAYS:
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.size and (value.min() < 0 or value.max() > 1
+                               or np.any(value * 4096 != np.round(value * 4096))):
+                raise ParameterError("fixed arithmetic takes decays that are multiples of "
+                                     "1/4096 in [0, 1]", field=name)
+        for name in self._INTEGERS:
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.size and np.any(value != np.round(value)):
+                raise ParameterError("fixed arithmetic takes integer values", field=name)
+
+    def initial_state(self, shape: tuple[int, ...], like: torch.Tensor) -> dict[str, Any]:
+        state = super().initial_state(shape, like)
+        if self.arithmetic == "fixed":
+            state = {k: torch.round(v.to(torch.float64)).to(torch.int64) for k, v in state.items()}
+        return state
 
     def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        if self.arithmetic == "fixed":
+            return self._fixed_step(p, x, state)
         i_new = p["alpha"] * state["i"] + p["current_gain"] * x
         u = i_new if self.current_order == "new" else state["i"]
         v = p["v_leak"] + p["beta"] * (state["v"] - p["v_leak"]) + p["gain"] * u
@@ -121,6 +157,36 @@ class ALIF(Family):
         r = r + (p["refractory_scale"] * theta) * s
         theta = theta + p["threshold_step"] * s
         return s, {"i": i_new, "v": v, "theta": theta, "r": r}
+
+    def _fixed_step(self, p: dict, x: torch.Tensor, state: dict[str, Any]
+                    ) -> tuple[torch.Tensor, dict]:
+        q = {k: torch.round(torch.as_tensor(v, device=x.device).to(torch.float64)
+                            * (4096 if k in self._DECAYS else 1)).to(torch.int64)
+             for k, v in p.items() if k in self._DECAYS + self._INTEGERS}
+        drive = p["current_gain"].to(torch.float64) * x.to(torch.float64)
+        if not torch.equal(drive, torch.round(drive)):
+            raise HubError("an ALIF with fixed arithmetic received an input whose "
+                           "current_gain * x is not an integer", field="input")
+        i_new = _decayed(q["alpha"], state["i"]) + drive.to(torch.int64)
+        u = i_new if self.current_order == "new" else state["i"]
+        v = q["v_leak"] + _decayed(q["beta"], state["v"] - q["v_leak"]) + q["gain"] * u
+        theta = q["threshold"] + _decayed(q["threshold_decay"], state["theta"] - q["threshold"])
+        r = _decayed(q["refractory_decay"], state["r"])
+        fired = (v - r >= theta) if self.comparison == ">=" else (v - r > theta)
+        f = fired.to(torch.int64)
+        if self.reset == "zero":
+            v = torch.where(fired, q["v_reset"].expand_as(v), v)
+        elif self.reset == "subtract":
+            v = v - theta * f
+        r = r + q["refractory_scale"] * theta * f
+        theta = theta + q["threshold_step"] * f
+        return fired.to(x.dtype), {"i": i_new, "v": v, "theta": theta, "r": r}
+
+
+def _decayed(decay: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``decay / 4096 * y`` in Loihi's integers: ``y * decay >> 12`` rounded toward zero."""
+    p = y * decay
+    return torch.sign(p) * (torch.abs(p) >> 12)
 
 
 class Izhikevich(Family):

@@ -11,7 +11,8 @@ from any environment:
   exchanging ``.npy`` files (never pickles) over JSON lines. The output is aligned step for step
   with the network without Lava's synaptic latency: see the worker's docstring and
   ``docs/lava.md``.
-- The ``slayer`` format reads and writes lava-dl slayer CUBA block networks; it is usable where
+- The ``slayer`` format reads and writes lava-dl slayer CUBA and ALIF block networks (and reads
+  lava-dl's bootstrap blocks in their SNN mode); it is usable where
   lava-dl is importable (in ``.venv-lava``) and reports itself unavailable elsewhere.
 
 Which Python runs Lava: ``HUB_LAVA_PYTHON`` if set; else this interpreter when it can import
@@ -289,6 +290,12 @@ WEIGHT_RANGE = (-256, 254)
 BIAS_EXP = 6
 #: The ``max_delay`` of the axonal delays of slayer's CUBA blocks (``block.cuba``).
 AXON_MAX_DELAY = 62
+#: Loihi's (and slayer's ``p_scale``) unit decay: decays are integers 0 to 4096.
+DECAY_UNITY = 1 << 12
+#: The canonical neurons of slayer's mapped block families: cuba, alif.
+NEURONS = (hub.LoihiCUBA, hub.ALIF)
+#: A slayer neuron's persistent state buffers (cuba has the first two, alif all four).
+STATES = ("current_state", "voltage_state", "threshold_state", "refractory_state")
 
 
 def _slayer_here() -> bool:
@@ -299,7 +306,14 @@ def _slayer_here() -> bool:
 
 
 def _is_slayer_block(module: Any) -> bool:
-    return type(module).__module__.startswith("lava.lib.dl.slayer.block")
+    return type(module).__module__.startswith(("lava.lib.dl.slayer.block",
+                                               "lava.lib.dl.bootstrap.block"))
+
+
+def _is_bootstrap(block: Any) -> bool:
+    """A lava-dl bootstrap block (``bootstrap.block.cuba``): a slayer cuba block whose forward
+    takes a ``mode`` (ANN by default); its SNN mode is the slayer block's forward."""
+    return type(block).__module__.startswith("lava.lib.dl.bootstrap.block")
 
 
 def _blocks(obj: Any) -> list[Any] | None:
@@ -320,7 +334,7 @@ def _integral(values: np.ndarray) -> bool:
 
 
 class SlayerFormat(hub.Format):
-    """lava-dl slayer networks of CUBA blocks, in slayer's own quantised arithmetic.
+    """lava-dl slayer networks of CUBA and ALIF blocks, in slayer's own quantised arithmetic.
 
     What a network is: a ``torch.nn.ModuleList`` (or ``Sequential``) of
     ``lava.lib.dl.slayer.block.cuba`` blocks, or any module whose ``blocks`` attribute is one,
@@ -336,18 +350,24 @@ class SlayerFormat(hub.Format):
     (``delay=True``, one per channel, truncated to whole steps as slayer's forward does) are a
     ``Delay`` node after the neuron, and a ``Delay`` there is written back as ``delay_shift``
     and axonal delays. :meth:`run` is slayer's own forward, as its users call it.
+
+    ``block.alif`` blocks are the same synapses followed by a :class:`hub.ALIF` with
+    ``arithmetic="fixed"`` (slayer's integer adaptive-threshold neuron, :func:`_import_alif`);
+    lava-dl's bootstrap blocks (``bootstrap.block.cuba``) are read as the spiking network their
+    ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's.
     """
 
     name = "slayer"
     aliases = ("lava-dl", "slayer-blocks")
-    description = "lava-dl slayer CUBA block networks (torch modules; Loihi fixed point)"
+    description = ("lava-dl slayer CUBA and ALIF block networks (torch modules; Loihi fixed "
+                   "point)")
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA", "Delay", "Scale", "Bias"})
+                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
-        "field values are checked by the exporter against slayer's CUBA blocks"])
+        "field values are checked by the exporter against slayer's CUBA and ALIF blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():
@@ -414,7 +434,8 @@ class SlayerFormat(hub.Format):
                     raise hub.UnsupportedError(
                         "slayer's Flatten merges every axis of [C, H, W]; this Flatten keeps "
                         f"some of the axes of {list(shape)}", node=name, field="start_dim")
-                flatten = _slayer().block.cuba.Flatten()
+                alif = any(isinstance(n, hub.ALIF) for _, n in chain)
+                flatten = (_slayer().block.alif if alif else _slayer().block.cuba).Flatten()
                 flatten.shape = [int(np.prod(shape)), 1, 1]  # what its first forward would set
                 blocks.append(flatten)
                 shape = plan[name]
@@ -422,7 +443,7 @@ class SlayerFormat(hub.Format):
                 continue
             if isinstance(node, hub.Output):
                 break
-            if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA)):
+            if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA, hub.ALIF)):
                 block, i = _export_input(chain, i, shape)
                 blocks.append(block)
                 continue
@@ -431,16 +452,20 @@ class SlayerFormat(hub.Format):
                 i += 1
                 continue
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
+            bias = None  # an alif block's norm: a Bias between its synapse and its ALIF
+            if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
+                    isinstance(chain[i + 2][1], hub.ALIF):
+                bias, neuron, i = neuron, chain[i + 2], i + 1
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
-                    not isinstance(neuron[1], hub.LoihiCUBA):
+                    not isinstance(neuron[1], NEURONS):
                 raise hub.UnsupportedError(
-                    f"slayer CUBA blocks are a synapse (Linear or Conv2d) followed by a "
-                    f"LoihiCUBA neuron; found {type(node).__name__} followed by "
-                    f"{type(neuron[1]).__name__}", node=name)
+                    f"slayer blocks are a synapse (Linear or Conv2d) followed by a LoihiCUBA "
+                    f"(cuba) or fixed-point ALIF (alif) neuron; found {type(node).__name__} "
+                    f"followed by {type(neuron[1]).__name__}", node=name)
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None
             blocks.append(_export_block(name, node, neuron[0], neuron[1], shape,
-                                        plan[neuron[0]], delay, rec.get(neuron[0])))
+                                        plan[neuron[0]], delay, rec.get(neuron[0]), bias))
             shape = plan[neuron[0]]
             i += 3 if delay else 2
         return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
@@ -458,23 +483,29 @@ class SlayerFormat(hub.Format):
         # a Recurrent block's neuron keeps its state from one call to the next (slayer sets
         # persistent_state); each run starts at rest, as a fresh model does, and the state
         # the model held is put back afterwards
-        states = [(b.neuron, b.neuron.current_state, b.neuron.voltage_state)
+        states = [(b.neuron, {k: getattr(b.neuron, k) for k in STATES if hasattr(b.neuron, k)})
                   for b in blocks if type(b).__name__ == "Recurrent"]
         try:
             with torch.no_grad():
-                for neuron, _, _ in states:
-                    neuron.current_state = torch.zeros(1)
-                    neuron.voltage_state = torch.zeros(1)
+                for neuron, saved_state in states:
+                    for k in saved_state:  # alif's threshold starts at its base threshold
+                        start = float(neuron.threshold) if k == "threshold_state" else 0.0
+                        setattr(neuron, k, torch.tensor([start]))
                 for block in blocks:
                     block.eval()
-                    y = block(y)
+                    if _is_bootstrap(block):  # the spiking network, as bootstrap runs it
+                        from lava.lib.dl.bootstrap.routine import Mode
+                        y = block(y, mode=Mode.SNN)
+                    else:
+                        y = block(y)
                     if isinstance(y, tuple):  # count_log blocks return (spikes, rate)
                         y = y[0]
         finally:
             for block, training in saved:
                 block.train(training)
-            for neuron, current, voltage in states:
-                neuron.current_state, neuron.voltage_state = current, voltage
+            for neuron, saved_state in states:
+                for k, value in saved_state.items():
+                    setattr(neuron, k, value)
         return hub.from_lava(y)
 
 
@@ -528,6 +559,60 @@ def _import_neuron(neuron: Any, channels_first: bool, recurrent: bool = False
             "them over the last (width) axis, not over channels", field="shared_param")
     return hub.LoihiCUBA(i_decay=i_decay, v_decay=v_decay, threshold=np.int64(round(mantissa)),
                          bias=bias, bias_exp=BIAS_EXP)
+
+
+def _import_alif(neuron: Any, channels_first: bool, recurrent: bool = False) -> hub.ALIF:
+    """slayer's ``alif`` neuron as the canonical ALIF in fixed arithmetic.
+
+    slayer's forward (``neuron/alif.py``, ``dynamics/leaky_integrator.py`` and
+    ``dynamics/adaptive_threshold.py``) keeps every state as an integer at its state scale
+    ``s_scale = 64 * w_scale``: the current takes ``s_scale * z`` (``64`` times the synaptic
+    sum of weight mantissas), each decay is ``(y * (4096 - decay)) >> 12`` rounded toward zero,
+    the threshold relaxes to ``th0 = threshold * s_scale`` and steps by ``threshold_step *
+    s_scale`` per spike, the refractory state grows by twice the threshold, and it spikes where
+    ``v >= threshold + refractory``; the voltage is not reset. Its states pass between stages as
+    float32, so the equality holds while they stay below ``2**24`` (slayer's own range). Its
+    ``MeanOnlyBatchNorm`` subtracts ``quantize_8bit(running_mean)`` from the synaptic input
+    (before the current integrates it): a ``Bias`` node of ``-mean`` mantissas before the ALIF.
+    """
+    if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.alif"):
+        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
+                                   "slayer's ALIF neuron", field="neuron")
+    if neuron.graded_spike:
+        raise hub.UnsupportedError("graded spikes: slayer's alif emits v / s_scale of its own "
+                                   "scale, which the canonical ALIF does not express",
+                                   field="graded_spike")
+    if neuron.persistent_state and not recurrent:
+        raise hub.UnsupportedError("persistent_state carries the neuron's state from one "
+                                   "forward call to the next; the hub's model starts each run "
+                                   "at rest", field="persistent_state")
+    if hasattr(neuron, "current_decay_min"):
+        raise hub.UnsupportedError("per-channel decays (shared_param=False) are drawn at random "
+                                   "on the block's first forward: run the network once first",
+                                   field="shared_param")
+    ratio = int(neuron.s_scale) // int(neuron.w_scale)
+    state_scale = int(neuron.s_scale)
+    fields = {}
+    for field in ("threshold", "threshold_step"):
+        value = float(getattr(neuron, field)) * state_scale  # slayer's int(value * s_scale)
+        if value != round(value) or value < 0:
+            raise hub.UnsupportedError(f"{field} {float(getattr(neuron, field))} is not a "
+                                       f"non-negative mantissa of 1/{int(neuron.w_scale)}",
+                                       field=field)
+        fields[field] = np.float64(value)
+    decays = {}
+    for field, name in (("current_decay", "alpha"), ("voltage_decay", "beta"),
+                        ("threshold_decay", "threshold_decay"),
+                        ("refractory_decay", "refractory_decay")):
+        value = _decay(getattr(neuron, field), field, int(neuron.p_scale))
+        if channels_first and value.ndim:
+            raise hub.UnsupportedError(
+                "per-channel decays (shared_param=False) in a convolution block: slayer "
+                "broadcasts them over the last (width) axis, not over channels", field=field)
+        decays[name] = (DECAY_UNITY - value).astype(np.float64) / DECAY_UNITY
+    return hub.ALIF(**decays, gain=1.0, current_gain=float(ratio), current_order="new",
+                    refractory_scale=2.0, comparison=">=", reset="none", arithmetic="fixed",
+                    **fields)
 
 
 def _norm_bias(neuron: Any, channels_first: bool) -> np.ndarray:
@@ -600,16 +685,17 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
     synapses as ``(part, node, neuron part)``."""
     kind = type(block).__name__
     family = type(block).__module__.rsplit(".", 1)[-1]
-    if family != "cuba":
-        raise hub.UnsupportedError(f"slayer.block.{family}.{kind}: only CUBA blocks map to "
-                                   "the canonical Loihi neuron")
+    if family not in ("cuba", "alif"):
+        raise hub.UnsupportedError(f"slayer.block.{family}.{kind}: only the cuba and alif "
+                                   "blocks are mapped (to hub.LoihiCUBA and a fixed-point "
+                                   "hub.ALIF)")
     if kind == "Flatten":
         return [("flatten", hub.Flatten())], []
     if kind in ("Affine", "KWTA", "Average", "ConvT", "Unpool", "TimeDecimation"):
-        raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped: "
+        raise hub.UnsupportedError(f"slayer.block.{family}.{kind} is not mapped: "
                                    f"{UNMAPPED[kind]}")
     if kind not in ("Input", "Dense", "Conv", "Pool", "Recurrent"):
-        raise hub.UnsupportedError(f"slayer.block.cuba.{kind} is not mapped (Input, Dense, "
+        raise hub.UnsupportedError(f"slayer.block.{family}.{kind} is not mapped (Input, Dense, "
                                    "Conv, Pool, Recurrent and Flatten are)")
     nodes: list[tuple[str, hub.Node]] = []
     loops: list[tuple[str, hub.Node, str]] = []
@@ -638,12 +724,21 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
         nodes = [("synapse", _pool(block, shape))]
     if block.neuron is not None:
         try:
-            neuron = _import_neuron(block.neuron, kind in ("Conv", "Pool", "Input"),
-                                    recurrent=kind == "Recurrent")
+            read = _import_alif if family == "alif" else _import_neuron
+            channels_first = kind in ("Conv", "Pool", "Input")
+            neuron = read(block.neuron, channels_first, recurrent=kind == "Recurrent")
+            if family == "alif" and block.neuron.norm is not None:
+                if kind == "Input":
+                    raise hub.UnsupportedError("a norm in an alif Input block is not mapped",
+                                               field="norm")
+                # alif's norm subtracts the quantised mean from the synaptic input
+                bias = _norm_bias(block.neuron, channels_first)
+                nodes.append(("bias", hub.Bias(bias=bias.astype(np.float32))))
         except hub.HubError as e:
             raise e.at(node="neuron") from None
         nodes.append(("neuron", neuron))
-    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3)
+    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3,
+                         axonal=not _is_bootstrap(block))
     if delay is not None:
         nodes.append(("delay", delay))
     return nodes, loops
@@ -711,7 +806,8 @@ def _pool(block: Any, shape: tuple[int, ...]) -> hub.Node:
                                      dtype=np.float32), stride=stride, groups=channels)
 
 
-def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
+def _block_delay(block: Any, keep_shift: bool, conv: bool, axonal: bool = True
+                 ) -> hub.Delay | None:
     """The block's timing after its neuron: ``delay_shift`` (one step) plus its axonal delays.
 
     slayer's forward applies ``step_delay`` (a shift by one step) where ``delay_shift is True``,
@@ -720,7 +816,8 @@ def _block_delay(block: Any, keep_shift: bool, conv: bool) -> hub.Delay | None:
     floor that ``export_hdf5`` writes for non-negative delays).
     """
     shift = 1 if keep_shift and getattr(block, "delay_shift", False) is True else 0
-    axon = getattr(block, "delay", None)
+    # a bootstrap block's SNN forward applies delay_shift but never its axon.Delay
+    axon = getattr(block, "delay", None) if axonal else None
     if axon is None:
         return hub.Delay(delay=shift) if shift else None
     if not axon.init:
@@ -763,7 +860,7 @@ def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, hub.
     for name, node in flat.nodes.items():
         ins, outs = preceding.get(name, []), following.get(name, [])
         if isinstance(node, hub.Linear) and ins == outs and len(ins) == 1 and \
-                isinstance(flat.nodes[ins[0]], hub.LoihiCUBA):
+                isinstance(flat.nodes[ins[0]], NEURONS):
             rec[ins[0]] = node
             following[ins[0]].remove(name)
             del following[name]
@@ -781,20 +878,26 @@ def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, hub.
 
 
 def _export_input_delay(name: str, node: hub.Delay) -> Any:
-    """A ``Delay`` of one step before the first synapse: an ``Input`` block's ``delay_shift``."""
-    if node.delay.size != 1 or int(node.delay.reshape(-1)[0]) != 1:
-        raise hub.UnsupportedError("before the first block slayer delays its input only by an "
-                                   "Input block's one-step delay_shift", node=name, field="delay")
-    return _slayer().block.cuba.Input(None, delay_shift=True)
+    """A ``Delay`` before the first synapse: refused.
+
+    The only slayer block that could hold it, an ``Input`` block without a neuron and with
+    ``delay_shift=True``, does not run in lava-dl 0.6: its ``step_delay`` reads
+    ``neuron.persistent_state`` of the missing neuron (AttributeError).
+    """
+    raise hub.UnsupportedError("slayer cannot delay the network's input: an Input block without "
+                               "a neuron fails in its delay_shift (lava-dl 0.6 step_delay reads "
+                               "the missing neuron); drop the Delay or put it after a neuron",
+                               node=name, field="delay")
 
 
-def _export_timing(neuron_name: str, neuron: hub.LoihiCUBA, delay: tuple[str, hub.Delay] | None,
+def _export_timing(neuron_name: str, neuron: hub.Node, delay: tuple[str, hub.Delay] | None,
                    conv: bool, count: int) -> tuple[bool, np.ndarray | None]:
     """A block's ``delay_shift`` and per-channel axonal delays (or ``None``) from the neuron's
     ``delay`` and the ``Delay`` node after it: one step of it is ``delay_shift`` where every
     channel is delayed at least that much."""
     name = delay[0] if delay else neuron_name
-    steps = np.asarray(delay[1].delay if delay else 0, dtype=np.int64) + int(neuron.delay)
+    steps = np.asarray(delay[1].delay if delay else 0, dtype=np.int64) + \
+        int(getattr(neuron, "delay", 0))
     if conv:
         if steps.size > 1 and (steps.ndim != 3 or steps.shape[1:] != (1, 1)):
             raise hub.UnsupportedError("slayer's axonal delays in a convolution block are one per "
@@ -823,22 +926,24 @@ def _export_input(chain: list[tuple[str, hub.Node]], i: int, shape: tuple[int, .
     if isinstance(node, hub.Bias):
         bias, i = _input_mantissa(name, node.bias, "bias"), i + 1
         name, node = chain[i]
-    if not isinstance(node, hub.LoihiCUBA):
-        raise hub.UnsupportedError("slayer's Input block is a scale, a bias and a CUBA neuron; "
-                                   f"found {type(node).__name__}", node=name)
-    if node.i_decay.size > 1 or node.v_decay.size > 1:
+    if not isinstance(node, NEURONS):
+        raise hub.UnsupportedError("slayer's Input block is a scale, a bias and a CUBA or ALIF "
+                                   f"neuron; found {type(node).__name__}", node=name)
+    alif = isinstance(node, hub.ALIF)
+    decays = (node.alpha, node.beta, node.threshold_decay, node.refractory_decay) if alif \
+        else (node.i_decay, node.v_decay)
+    if any(d.size > 1 for d in decays):
         raise hub.UnsupportedError("per-neuron decays in an Input block are not written",
-                                   node=name, field="i_decay")
+                                   node=name, field="alpha" if alif else "i_decay")
     after = chain[i + 1] if i + 1 < len(chain) else (None, None)
     delay = after if isinstance(after[1], hub.Delay) else None
     shift, axonal = _export_timing(name, node, delay, len(shape) == 3, int(shape[0]))
     if axonal is not None:
         raise hub.UnsupportedError("slayer's Input block has no axonal delays", node=name,
                                    field="delay")
-    _check_neuron_fields(name, node)
-    params = {"threshold": float(node.threshold.reshape(())) / DEFAULT_SCALE,
-              "current_decay": 0.0, "voltage_decay": 0.0}
-    block = _slayer().block.cuba.Input(
+    params = _neuron_params(name, node)
+    family = _slayer().block.alif if alif else _slayer().block.cuba
+    block = family.Input(
         params, weight=None if factor == DEFAULT_SCALE else factor / DEFAULT_SCALE,
         bias=None if bias is None else bias / DEFAULT_SCALE, delay_shift=shift)
     _set_decays(block.neuron, node, per_channel=False, count=1)
@@ -870,62 +975,114 @@ def _check_neuron_fields(neuron_name: str, neuron: hub.LoihiCUBA, bias: bool = F
                                    node=neuron_name, field="threshold")
 
 
-def _set_decays(neuron: Any, node: hub.LoihiCUBA, per_channel: bool, count: int) -> None:
+def _set_decays(neuron: Any, node: hub.Node, per_channel: bool, count: int) -> None:
+    if isinstance(node, hub.ALIF):
+        pairs = [(attr, DECAY_UNITY - np.round(np.asarray(value, np.float64) * DECAY_UNITY))
+                 for attr, value in (("current_decay", node.alpha), ("voltage_decay", node.beta),
+                                     ("threshold_decay", node.threshold_decay),
+                                     ("refractory_decay", node.refractory_decay))]
+    else:
+        pairs = [("current_decay", node.i_decay), ("voltage_decay", node.v_decay)]
     with torch.no_grad():
-        for attr, value in (("current_decay", node.i_decay), ("voltage_decay", node.v_decay)):
+        for attr, value in pairs:
             # slayer holds decays scaled by p_scale = 4096: exactly Loihi's 12-bit integers
             values = np.broadcast_to(value, (count,)) if per_channel else value.reshape(1)
             getattr(neuron, attr).data = torch.tensor(values.astype(np.float32))
     if per_channel:  # slayer draws random decays on the first forward unless these are gone
-        for attr in ("current_decay_min", "current_decay_max", "voltage_decay_min",
-                     "voltage_decay_max"):
-            if hasattr(neuron, attr):
-                delattr(neuron, attr)
+        for attr, _ in pairs:
+            for end in ("_min", "_max"):
+                if hasattr(neuron, attr + end):
+                    delattr(neuron, attr + end)
 
 
-def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.LoihiCUBA,
+def _neuron_params(name: str, node: hub.Node, bias: bool = False) -> dict[str, Any]:
+    """The slayer neuron parameters of ``node`` (decays set afterwards by ``_set_decays``)."""
+    if not isinstance(node, hub.ALIF):
+        _check_neuron_fields(name, node, bias=bias)
+        return {"threshold": float(node.threshold.reshape(())) / DEFAULT_SCALE,
+                "current_decay": 0.0, "voltage_decay": 0.0}
+    state_scale = DEFAULT_SCALE * DEFAULT_SCALE
+    checks = [("arithmetic", node.arithmetic == "fixed", "it computes in Loihi's fixed point"),
+              ("comparison", node.comparison == ">=", "it spikes where v >= theta + r"),
+              ("reset", node.reset == "none", "its voltage is not reset (r does that)"),
+              ("current_order", node.current_order == "new",
+               "its voltage integrates this step's current"),
+              ("gain", bool(np.all(node.gain == 1)), "its voltage adds the current unscaled"),
+              ("current_gain", bool(np.all(node.current_gain == DEFAULT_SCALE)),
+               f"its current takes {DEFAULT_SCALE} times the synaptic sum (scale 1 << 6)"),
+              ("v_leak", not np.any(node.v_leak), "its voltage decays towards 0"),
+              ("v_init", not np.any(node.v_init), "its voltage starts at 0"),
+              ("refractory_scale", bool(np.all(node.refractory_scale == 2)),
+               "its refractory state grows by twice the threshold")]
+    for field, value in (("threshold", node.threshold), ("threshold_step", node.threshold_step)):
+        flat = np.asarray(value, np.float64).reshape(-1)
+        checks.append((field, flat.size == 1 or bool((flat == flat[0]).all()),
+                       "it has one per block"))
+        checks.append((field, bool(np.all(flat % DEFAULT_SCALE == 0) and np.all(flat >= 0)),
+                       (f"it is a non-negative multiple of {DEFAULT_SCALE} (a mantissa of "
+                        f"1/{DEFAULT_SCALE} at the state scale {state_scale})")))
+    for field, ok, why in checks:
+        if not ok:
+            raise hub.UnsupportedError(f"slayer's alif neuron cannot hold this ALIF's {field}: "
+                                       f"{why}", node=name, field=field)
+    return {"threshold": float(node.threshold.reshape(-1)[0]) / state_scale,
+            "threshold_step": float(node.threshold_step.reshape(-1)[0]) / state_scale,
+            "current_decay": 0.0, "voltage_decay": 0.0, "threshold_decay": 0.0,
+            "refractory_decay": 0.0}
+
+
+def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Node,
                   shape: tuple[int, ...], out_shape: tuple[int, ...],
                   delay: tuple[str, hub.Delay] | None = None,
-                  recurrent: hub.Linear | None = None) -> Any:
+                  recurrent: hub.Linear | None = None,
+                  bias: tuple[str, hub.Bias] | None = None) -> Any:
     slayer = _slayer()
     if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's CUBA synapses have no bias", node=name,
                                    field="bias")
     weight = _even_mantissas(name, synapse.weight)
-    _check_neuron_fields(neuron_name, neuron, bias=recurrent is None)
+    params = _neuron_params(neuron_name, neuron, bias=recurrent is None)
+    alif = isinstance(neuron, hub.ALIF)
+    family = slayer.block.alif if alif else slayer.block.cuba
     conv = isinstance(synapse, hub.Conv2d)
     if recurrent is not None and conv:
         raise hub.UnsupportedError("slayer's Recurrent block is dense: a convolution with a "
                                    "recurrent synapse is not written", node=neuron_name)
     shift, axonal = _export_timing(neuron_name, neuron, delay, conv, int(out_shape[0]))
-    per_channel = neuron.i_decay.size > 1 or neuron.v_decay.size > 1
+    decays = (neuron.alpha, neuron.beta, neuron.threshold_decay, neuron.refractory_decay) \
+        if alif else (neuron.i_decay, neuron.v_decay)
+    per_channel = any(d.size > 1 for d in decays)
     if per_channel and (conv or len(shape) != 1):
         raise hub.UnsupportedError("per-channel decays map to slayer only in Dense blocks",
-                                   node=neuron_name, field="i_decay")
-    params = {"threshold": float(neuron.threshold.reshape(())) / DEFAULT_SCALE,
-              "current_decay": 0.0, "voltage_decay": 0.0}
+                                   node=neuron_name, field="alpha" if alif else "i_decay")
     if per_channel:
         params["shared_param"] = False
-    mean = _norm_mean(neuron_name, neuron, int(out_shape[0]), conv)
+    if alif:
+        mean = None if bias is None else _norm_mean(bias[0], bias[1].bias, int(out_shape[0]),
+                                                    conv)
+    else:
+        if neuron.bias.any() and neuron.bias_exp != BIAS_EXP:
+            raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
+                                       node=neuron_name, field="bias_exp")
+        mean = _norm_mean(neuron_name, neuron.bias, int(out_shape[0]), conv)
     if mean is not None:
         params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
     timing = {"delay": axonal is not None, "delay_shift": shift}
     if conv:
-        block = slayer.block.cuba.Conv(
+        block = family.Conv(
             params, int(weight.shape[1] * synapse.groups), int(weight.shape[0]),
             tuple(int(k) for k in weight.shape[2:]), stride=tuple(synapse.stride),
             padding=tuple(synapse.padding), dilation=tuple(synapse.dilation),
             groups=synapse.groups, **timing)
         weights = [(block.synapse, weight[..., None])]
     elif recurrent is not None:
-        block = slayer.block.cuba.Recurrent(params, int(weight.shape[1]), int(weight.shape[0]),
-                                            **timing)
+        block = family.Recurrent(params, int(weight.shape[1]), int(weight.shape[0]),
+                                 **timing)
         rec = _even_mantissas(neuron_name, recurrent.weight)
         weights = [(block.input_synapse, weight[..., None, None, None]),
                    (block.recurrent_synapse, rec[..., None, None, None])]
     else:
-        block = slayer.block.cuba.Dense(params, int(weight.shape[1]), int(weight.shape[0]),
-                                        **timing)
+        block = family.Dense(params, int(weight.shape[1]), int(weight.shape[0]), **timing)
         weights = [(block.synapse, weight[..., None, None, None])]
     with torch.no_grad():
         for target, value in weights:
@@ -943,14 +1100,14 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Lo
     return block
 
 
-def _norm_mean(name: str, neuron: hub.LoihiCUBA, count: int, conv: bool) -> np.ndarray | None:
+def _norm_mean(name: str, value: np.ndarray, count: int, conv: bool) -> np.ndarray | None:
     """The running mean of the ``MeanOnlyBatchNorm`` that gives the neuron its bias."""
-    if not neuron.bias.any():
+    if not np.any(value):
         return None
-    if neuron.bias_exp != BIAS_EXP:
-        raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
-                                   node=name, field="bias_exp")
-    bias = np.asarray(neuron.bias, dtype=np.int64)
+    if not _integral(np.asarray(value, dtype=np.float64)):
+        raise hub.UnsupportedError("slayer's bias (a norm's mean) is an integer mantissa",
+                                   node=name, field="bias")
+    bias = np.asarray(value, dtype=np.int64)
     if conv and bias.size > 1:
         if bias.ndim != 3 or bias.shape[1:] != (1, 1):
             raise hub.UnsupportedError("a Conv block's bias is one per channel", node=name,

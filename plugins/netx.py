@@ -746,6 +746,11 @@ def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
 
 
 def _check_neuron(name: str, node: hub.Node) -> LoihiCUBA:
+    if isinstance(node, hub.ALIF):
+        raise UnsupportedError("netx 0.6 builds no adaptive-threshold neuron: its hdf5 reader "
+                               "knows CUBA, sigma-delta and RF neurons only (a layer of type "
+                               "'ALIF', as slayer's alif blocks export, gets no neuron), so an "
+                               "ALIF cannot be written for Lava", node=name, field="type")
     if not isinstance(node, LoihiCUBA):
         if isinstance(node, hub.Neuron):
             raise UnsupportedError(f"netx runs Loihi's fixed-point CUBA neurons; {node.type} has "

@@ -191,7 +191,7 @@ def test_the_hub_imports_under_python_310(slayer_checks) -> None:
 #: Checks run in the Lava environment, where slayer is importable; each prints one JSON line
 #: {"check": name, "ok": bool, "detail": text}. argv[1] is a folder for the netx cross-check.
 SLAYER_CHECKS = r"""
-import json, sys, traceback
+import dataclasses, json, sys, traceback
 sys.path.insert(0, sys.argv[2])
 import numpy as np, torch
 import hub
@@ -473,6 +473,242 @@ def slayer_export_for_netx():
         np.save(f"{out}/exported-{name}-y.npy", fmt.run(model, x).numpy())
 
 
+ALIF_KINDS = ["Input", "Linear", "ALIF", "Delay", "Scale", "Conv2d", "Flatten", "Output"]
+# (a Pool block is a depthwise Conv2d, a Recurrent block's feedback a Linear)
+
+
+def alif_params(rng, **extra):
+    # slayer's alif: thresholds on a grid of 1/64, its four decays on a grid of 1/4096
+    return dict(threshold=int(rng.integers(16, 160)) / 64,
+                threshold_step=int(rng.integers(0, 80)) / 64,
+                current_decay=int(rng.integers(0, 4097)) / 4096,
+                voltage_decay=int(rng.integers(0, 4097)) / 4096,
+                threshold_decay=int(rng.integers(0, 4097)) / 4096,
+                refractory_decay=int(rng.integers(0, 4097)) / 4096, **extra)
+
+
+def alif_networks(seed):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    alif = slayer.block.alif
+    dense = torch.nn.ModuleList([alif.Dense(alif_params(rng), 12, 10, weight_scale=4),
+                                 alif.Dense(alif_params(rng), 10, 6, weight_scale=4)])
+    conv = torch.nn.ModuleList([alif.Conv(alif_params(rng), 2, 4, 3, padding=1, weight_scale=5),
+                                alif.Conv(alif_params(rng), 4, 3, 3, stride=2, padding=1,
+                                          weight_scale=5),
+                                alif.Flatten(),
+                                alif.Dense(alif_params(rng), 27, 5, weight_scale=4)])
+    recurrent = torch.nn.ModuleList([alif.Input(alif_params(rng), weight=2.0),
+                                     alif.Recurrent(alif_params(rng), 12, 9, weight_scale=3),
+                                     alif.Dense(alif_params(rng), 9, 4, weight_scale=4)])
+    pool = torch.nn.ModuleList([alif.Conv(alif_params(rng), 2, 4, 3, padding=1, weight_scale=5),
+                                alif.Pool(alif_params(rng), 2, weight_scale=4),
+                                alif.Flatten(),
+                                alif.Dense(alif_params(rng), 36, 5, weight_scale=4)])
+    return [("dense", dense, spikes(40, 2, 12, p=0.4)),
+            ("conv", conv, spikes(20, 2, 2, 6, 6, p=0.5)),
+            ("recurrent", recurrent, spikes(40, 2, 12, p=0.4)),
+            ("pool", pool, spikes(20, 2, 2, 6, 6, p=0.5))]
+
+
+@check
+def alif_blocks_import_and_export_exactly():
+    # slayer's alif blocks (Dense, Conv, Flatten, Input, Recurrent) as the fixed-point ALIF:
+    # hub.simulate is slayer's forward step for step, and the export gives it back
+    active = 0
+    for seed in range(5):
+        for name, net, x in alif_networks(seed):
+            shape = tuple(x.shape[2:])
+            graph = hub.load(net, input_shape=shape)
+            kinds = {type(n).__name__ for _, n in graph.walk()}
+            assert kinds <= set(ALIF_KINDS), (name, kinds)
+            neuron = graph.nodes["blocks.0.neuron"]
+            assert isinstance(neuron, hub.ALIF) and neuron.arithmetic == "fixed", neuron
+            want = forward(net, x)
+            active += int(want.any())
+            # the runner starts a Recurrent block's persistent state (alif's threshold and
+            # refractory states too) at rest, whatever the last forward left there
+            assert torch.equal(fmt.run(net, x), want), (seed, name)
+            got = hub.simulate(graph, x)
+            assert torch.equal(got, want), (seed, name, (got != want).nonzero()[:5])
+            back = hub.convert(graph, to="slayer")
+            assert all(type(b).__module__.endswith("block.alif") for b in back.blocks)
+            assert torch.equal(forward(back.blocks, x), want), (seed, name)
+            assert hub.load(back, input_shape=shape) == graph, (seed, name)
+    assert active >= 16, f"the test networks should spike: {active} of 20 did"
+
+
+@check
+def alif_adaptation_and_refractory_matter():
+    # the check above can fail: the ALIF without its threshold step or refractory voltage
+    # gives other spikes than slayer on the same network
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    net = torch.nn.ModuleList([slayer.block.alif.Dense(alif_params(rng), 12, 10,
+                                                       weight_scale=4)])
+    with torch.no_grad():
+        net[0].neuron.threshold_step = 0.5
+    x = spikes(40, 2, 12, p=0.4)
+    want = forward(net, x)
+    busy(want)
+    graph = hub.load(net)
+    assert torch.equal(hub.simulate(graph, x), want)
+    for field, value in (("refractory_scale", 0.0), ("threshold_step", 0.0)):
+        changed = hub.load(net)
+        changed.nodes["blocks.0.neuron"] = dataclasses.replace(graph.nodes["blocks.0.neuron"],
+                                                               **{field: value})
+        assert not torch.equal(hub.simulate(changed, x), want), field
+
+
+@check
+def alif_per_channel_decays():
+    rng = np.random.default_rng(11)
+    torch.manual_seed(11)
+    net = torch.nn.ModuleList([slayer.block.alif.Dense(alif_params(rng, shared_param=False),
+                                                       10, 8, weight_scale=4)])
+    x = spikes(30, 2, 10, p=0.4)
+    want = fmt.run(net, x)  # slayer draws the per-channel decays on the first forward
+    busy(want)
+    graph = hub.load(net)
+    assert graph.nodes["blocks.0.neuron"].threshold_decay.shape == (8,)
+    assert torch.equal(hub.simulate(graph, x), want)
+    assert torch.equal(fmt.run(hub.convert(graph, to="slayer"), x), want)
+
+
+@check
+def alif_norm_is_a_bias_before_the_neuron():
+    # alif's MeanOnlyBatchNorm subtracts its quantised mean from the synaptic input
+    alif = slayer.block.alif
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        dense = torch.nn.ModuleList([alif.Dense(alif_params(rng, norm=norm), 12, 10,
+                                                weight_scale=4),
+                                     alif.Dense(alif_params(rng), 10, 6, weight_scale=4)])
+        conv = torch.nn.ModuleList([alif.Conv(alif_params(rng, norm=norm), 2, 4, 3, padding=1,
+                                              weight_scale=5),
+                                    alif.Flatten(),
+                                    alif.Dense(alif_params(rng), 144, 5, weight_scale=3)])
+        for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
+            with torch.no_grad():
+                n = net[0].neuron.norm
+                count = int(net[0].synapse.out_channels)  # one mean per neuron or channel
+                n.running_mean = torch.tensor(rng.integers(-20, 20, count) * 2 / 64,
+                                              dtype=torch.float32)
+            want = forward(net, x)
+            busy(want)
+            graph = hub.load(net, input_shape=tuple(x.shape[2:]))
+            bias = graph.nodes["blocks.0.bias"]
+            assert isinstance(bias, hub.Bias) and bias.bias.any(), bias
+            assert torch.equal(hub.simulate(graph, x), want), seed
+            back = hub.convert(graph, to="slayer")
+            assert torch.equal(forward(back.blocks, x), want), seed
+            assert hub.load(back, input_shape=tuple(x.shape[2:])) == graph, seed
+
+
+@check
+def alif_refusals_name_block_and_field():
+    alif = slayer.block.alif
+    rng = np.random.default_rng(0)
+
+    def p(**extra):
+        return alif_params(rng, **extra)
+
+    cases = [(torch.nn.ModuleList([alif.Dense(p(graded_spike=True), 4, 3)]),
+              "blocks.0.neuron", "graded_spike"),
+             (torch.nn.ModuleList([alif.Dense(p(persistent_state=True), 4, 3)]),
+              "blocks.0.neuron", "persistent_state"),
+             (torch.nn.ModuleList([alif.Input(p(norm=slayer.neuron.norm.MeanOnlyBatchNorm)),
+                                   alif.Dense(p(), 4, 3)]), "blocks.0.neuron", "norm"),
+             (torch.nn.ModuleList([alif.Dense(p(shared_param=False), 4, 3)]),
+              "blocks.0.neuron", "shared_param"),
+             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(p(), 3, 2, 1)]),
+              "blocks.1", None),
+             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(1)]), "blocks.1", None)]
+    for net, node, field in cases:
+        try:
+            hub.load(net)
+        except hub.UnsupportedError as e:
+            assert (e.node, e.field) == (node, field), (str(e), node, field)
+        else:
+            raise AssertionError(f"{node}.{field} should be refused")
+    # netx 0.6 builds no ALIF: the netx writer says so
+    graph = hub.load(torch.nn.ModuleList([alif.Dense(p(), 10, 8), alif.Dense(p(), 8, 5)]),
+                     delay_shift=False)
+    try:
+        hub.save(graph, to="netx", out=f"{out}/alif.net")
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("blocks.0.neuron", "type") and "ALIF" in e.message, str(e)
+    else:
+        raise AssertionError("netx cannot build an ALIF")
+    # an ALIF slayer's alif neuron does not compute is refused at export, naming the field
+    norse_like = hub.Graph.chain(
+        hub.Input(shape=(2,)), ("fc", hub.Linear(weight=np.array([[2.0, 4.0]]))),
+        ("alif", hub.ALIF(alpha=0.5, beta=0.75, current_gain=64.0, threshold=640.0,
+                          threshold_step=64.0, refractory_scale=2.0, comparison=">",
+                          reset="none", arithmetic="fixed")))
+    try:
+        hub.convert(norse_like, to="slayer")
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("alif", "comparison"), str(e)
+    else:
+        raise AssertionError("an ALIF comparing with '>' is not slayer's alif")
+
+
+@check
+def bootstrap_blocks_import_like_cuba():
+    # lava-dl's ANN-SNN bootstrap blocks are slayer cuba blocks whose forward takes a mode:
+    # their SNN mode (delay_shift off by default) imports, runs and exports like slayer's
+    from lava.lib.dl import bootstrap
+    from lava.lib.dl.bootstrap.routine import Mode
+
+    boot = bootstrap.block.cuba
+
+    def snn(blocks, x):
+        y = hub.to_lava(x).contiguous()
+        with torch.no_grad():
+            for b in blocks:
+                b.eval()
+                y = b(y, mode=Mode.SNN)
+        return hub.from_lava(y)
+
+    active = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        dense = torch.nn.ModuleList([boot.Input(random_params(rng), weight=2.0),
+                                     boot.Dense(random_params(rng), 12, 10, weight_scale=3),
+                                     boot.Dense(random_params(rng), 10, 6, weight_scale=3)])
+        conv = torch.nn.ModuleList([boot.Conv(random_params(rng), 2, 4, 3, padding=1,
+                                              weight_scale=5),
+                                    boot.Conv(random_params(rng), 4, 3, 3, stride=2, padding=1,
+                                              weight_scale=5, delay_shift=False, delay=True),
+                                    boot.Flatten(),
+                                    boot.Dense(random_params(rng), 27, 5, weight_scale=4)])
+        for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
+            assert fmt.recognizes(net)
+            want = snn(net, x)
+            active += int(want.any())
+            assert torch.equal(fmt.run(net, x), want), seed  # the runner runs the SNN mode
+            graph = hub.load(net, input_shape=tuple(x.shape[2:]))
+            # bootstrap's delay_shift=False default is overridden by slayer's initialiser,
+            # which runs after it: the blocks' own attribute decides
+            delays = [n for n in graph.nodes if n.endswith(".delay")]
+            assert delays == [f"blocks.{i}.delay" for i, b in enumerate(net)
+                              if getattr(b, "delay_shift", False)], delays
+            got = hub.simulate(graph, x)
+            assert torch.equal(got, want), (seed, (got != want).nonzero()[:5])
+            assert torch.equal(fmt.run(hub.convert(graph, to="slayer"), x), want), seed
+    assert active >= 6, f"the test networks should spike: {active} of 8 did"
+    try:
+        hub.load(torch.nn.ModuleList([boot.Dense(dict(P1), 4, 3), boot.Affine(dict(P1), 3, 2)]))
+    except hub.UnsupportedError as e:
+        assert e.node == "blocks.1" and "Affine" in e.message, str(e)
+    else:
+        raise AssertionError("a bootstrap Affine block should be refused")
+
+
 @check
 def python_310():
     import pathlib
@@ -499,7 +735,10 @@ CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_ex
                "blocks_real_networks_use",
                "export_runs_like_the_graph_and_comes_back", "per_channel_decays",
                "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
-               "slayer_export_for_netx"]
+               "slayer_export_for_netx", "alif_blocks_import_and_export_exactly",
+               "alif_adaptation_and_refractory_matter", "alif_per_channel_decays",
+               "alif_refusals_name_block_and_field", "alif_norm_is_a_bias_before_the_neuron",
+               "bootstrap_blocks_import_like_cuba"]
 
 
 @pytest.fixture(scope="module")
@@ -561,6 +800,25 @@ def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(
     assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
     report = (tmp_path / "report.md").read_text()
     assert "| **slayer** | 8 pass | 8 pass | 6 pass |" in report
+
+
+def test_fixed_alif_takes_loihi_integers_only() -> None:
+    """The ALIF slayer's alif blocks import as (arithmetic="fixed") refuses what Loihi's
+    integers cannot hold, with the field; this runs without the Lava environment."""
+    import torch
+
+    with pytest.raises(hub.ParameterError) as e:
+        hub.ALIF(alpha=0.3, beta=0.5, arithmetic="fixed")
+    assert e.value.field == "alpha"
+    with pytest.raises(hub.ParameterError) as e:
+        hub.ALIF(beta=0.5, threshold=1.5, arithmetic="fixed")
+    assert e.value.field == "threshold"
+    graph = hub.Graph.chain(hub.Input(shape=(2,)), ("fc", hub.Linear(weight=np.eye(2) * 0.5)),
+                            ("alif", hub.ALIF(beta=0.5, threshold=64.0, current_gain=1.0,
+                                              arithmetic="fixed")))
+    with pytest.raises(hub.HubError) as e:
+        hub.simulate(graph, torch.ones(3, 1, 2))
+    assert e.value.field == "input"
 
 
 def test_slayer_is_unavailable_outside_the_lava_environment() -> None:
