@@ -254,7 +254,10 @@ def one_size(hidden: int) -> dict:
     graph = hub_graph(model)
     params = sum(p.numel() for p in model.parameters())
     del model
-    peak = (lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+
+    def peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.nir"
         before = peak()
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement")
     parser.add_argument("--out", type=Path,
-                        help="write a section into this markdown file, and conversion.png beside it")
+                        help="write a section into this markdown file, "
+                             "and conversion.png beside it")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one_size:

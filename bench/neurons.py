@@ -268,7 +268,9 @@ HEADER = ("layer", "T", "batch", "width", "impl", "fwd ms", "fwd vs best peer", 
 
 
 def cells(row: dict) -> list[str]:
-    ratio = (lambda key: f"{row[key]:.1f}x" if key in row else "-")
+    def ratio(key: str) -> str:
+        return f"{row[key]:.1f}x" if key in row else "-"
+
     return [row["layer"], str(row["T"]), str(row["batch"]), str(row["width"]), row["impl"],
             f"{row['forward'] * 1e3:.1f}", ratio("fwd_ratio"), f"{row['gbps']:.2f}",
             f"{100 * row['gbps'] / row['copy_gbps']:.0f}%", f"{row['backward'] * 1e3:.1f}",
@@ -308,7 +310,10 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue
         share = row["gbps"] / row["copy_gbps"]
-        verdict = (lambda ok: "met" if ok else "not met")
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "not met"
+
         out.append(f"- {row['layer']} T={row['T']} batch={row['batch']} width={row['width']}: "
                    f"forward {row['fwd_ratio']:.1f}x the best peer (goal 5x: "
                    f"{verdict(row['fwd_ratio'] >= 5)}); {row['gbps']:.1f} GB/s, "

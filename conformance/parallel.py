@@ -75,7 +75,8 @@ def _on_processes(cases: list[zoo.Case], all_routes: list[Route], jobs: int):
     threads = max(1, torch.get_num_threads() // jobs)
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_threads,
                                                 initargs=(threads,)) as pool:
-        futures = {pool.submit(work, case, all_routes, warnings.filters[:]): i for i, case in enumerate(cases)}
+        futures = {pool.submit(work, case, all_routes, warnings.filters[:]): i
+                   for i, case in enumerate(cases)}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future.result()
 

@@ -119,8 +119,8 @@ def against(folder: Path, formats: list[str] | None = None, **options) -> tuple[
             old = np.load(folder / before["output"], allow_pickle=False)
             new = as_numpy(outcome.output)
             if old.shape != new.shape:
-                changes.append(Change(outcome.id, "changed",
-                                      f"output shape {list(old.shape)} then, {list(new.shape)} now"))
+                changes.append(Change(outcome.id, "changed", f"output shape {list(old.shape)} "
+                                                             f"then, {list(new.shape)} now"))
             elif not np.array_equal(old, new, equal_nan=True):
                 where = tuple(int(i) for i in np.argwhere(
                     ~((old == new) | (np.isnan(old) & np.isnan(new))))[0])

@@ -16,8 +16,8 @@ reason. ``known_gaps`` maps fnmatch patterns, matched against the test's id
 (``"exact/dense-lif-graded:hub->myformat"``) or its case (``"exact/dense-lif-graded"``), to the
 reason; those tests are expected failures (strict: one that starts passing fails, so the
 declaration cannot go stale). Where the format's framework is not installed, its tests are
-skipped with the reason; a format name that no plugin registers is an error. A format may also declare ``known_gaps`` on its ``Format`` class,
-which the command-line suite honours too.
+skipped with the reason; a format name that no plugin registers is an error. A format may
+also declare ``known_gaps`` on its ``Format`` class, which the command-line suite honours too.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def parameters(cls: type[FormatTests]) -> list[Any]:
     fmt = hub.plugins().format(cls.format, usable=False)  # an unknown name is an error
     reason = fmt.unavailable()
     if reason:  # its framework is not installed here: say so, once
-        return [pytest.param(None, id="unavailable",
-                             marks=pytest.mark.skip(reason=f"{fmt.name!r} is unavailable: {reason}"))]
+        skip = pytest.mark.skip(reason=f"{fmt.name!r} is unavailable: {reason}")
+        return [pytest.param(None, id="unavailable", marks=skip)]
     names = [cls.format] + [p for p in (cls.peers or ()) if p != cls.format]
     formats = usable(None if cls.peers is None else names)
     formats.setdefault(cls.format, hub.plugins().format(cls.format))

@@ -642,7 +642,8 @@ def paper_cases(directory: Path | None = None) -> Iterator[Case | tuple[str, str
                    originals={"nir": (path, {"dt": PAPER_DT})})
 
 
-def cases(tiers: tuple[str, ...] = TIERS, paper: Path | None = None) -> list[Case | tuple[str, str]]:
+def cases(tiers: tuple[str, ...] = TIERS,
+          paper: Path | None = None) -> list[Case | tuple[str, str]]:
     """Every case of the given tiers (paper files that fail to load as ``(name, reason)``)."""
     makers = {"exact": exact_cases, "float": float_cases, "fixed": fixed_cases,
               "paper": lambda: paper_cases(paper)}

@@ -55,17 +55,19 @@ from .nodes import (
 )
 from .plugin_manager import PluginWarning, plugins
 from .simulate import KernelWarning, Simulator, simulate
-from . import limits, qat
+from . import limits as limits, qat as qat
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptiveAvgPool2d", "Add", "Affine", "AvgPool2d", "BatchNorm", "Bias", "Concat", "Conv1d", "Conv2d", "CubaLI", "CubaLIF", "Delay",
+    "AdaptiveAvgPool2d", "Add", "Affine", "AvgPool2d", "BatchNorm", "Bias", "Concat", "Conv1d",
+    "Conv2d", "CubaLI", "CubaLIF", "Delay",
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
     "Mul", "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
-    "ReLU", "Reshape", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d", "Threshold",
-    "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect", "formats", "from_lava",
+    "ReLU", "Reshape", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d",
+    "Threshold", "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect",
+    "formats", "from_lava",
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
     "save", "simulate", "to_lava",
     "ALIF", "AdExLIF", "AlphaLIF", "EIF", "Family", "Izhikevich", "QIF", "SynapseFilter",

@@ -63,7 +63,8 @@ class Graph:
         """
         named = []
         for index, item in enumerate(nodes):
-            name, node = item if isinstance(item, tuple) else (f"{_kind(item).lower()}{index}", item)
+            name, node = (item if isinstance(item, tuple)
+                          else (f"{_kind(item).lower()}{index}", item))
             named.append((name, node))
         if not named or not isinstance(named[0][1], Input):
             raise GraphError("Graph.chain needs an Input node first, to know the input shape")

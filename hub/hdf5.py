@@ -34,7 +34,8 @@ MAX_RATIO = 1100
 SMALL = 1 << 16
 
 
-def open_file(path: str | os.PathLike, *, nodes: str) -> contextlib.AbstractContextManager[h5py.File]:
+def open_file(path: str | os.PathLike, *,
+              nodes: str) -> contextlib.AbstractContextManager[h5py.File]:
     """Open ``path`` read-only after :func:`check` accepted it; ``nodes`` is the name of the
     groups whose members are graph nodes (NIR's ``nodes``, netx's ``layer``)."""
     return _open(path, nodes)
@@ -100,7 +101,8 @@ def check(f: h5py.File, *, nodes: str) -> None:
             link = group.get(name, getlink=True)
             if not isinstance(link, h5py.HardLink):
                 kind = type(link).__name__
-                target = (f" to {link.filename!r}:{link.path!r}" if isinstance(link, h5py.ExternalLink)
+                target = (f" to {link.filename!r}:{link.path!r}"
+                          if isinstance(link, h5py.ExternalLink)
                           else f" to {link.path!r}" if isinstance(link, h5py.SoftLink) else "")
                 raise FormatError(f"{kind}{target}: links are refused (a model file must hold "
                                   "its data itself)", node=where, field=name)

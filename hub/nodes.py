@@ -438,7 +438,8 @@ class Mul(_Operands):
 
     def combine(self, shapes: tuple[Shape, ...]) -> Shape:
         if len(set(shapes)) > 1:
-            raise ShapeError("inputs of different shapes: " + ", ".join(map(str, map(list, shapes))))
+            raise ShapeError("inputs of different shapes: "
+                             + ", ".join(map(str, map(list, shapes))))
         return shapes[0]
 
     def step(self, p: dict, x: Any, state: Any) -> tuple[torch.Tensor, Any]:

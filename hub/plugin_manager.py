@@ -67,8 +67,9 @@ class Plugins:
         for ep in eps:
             version = _version(ep)
             if (allow is not None and ep.name not in allow) or ep.name in block:
+                by = ALLOW_ENV if ep.name not in block else BLOCK_ENV
                 self.info[ep.name] = PluginInfo(ep.name, ep.value, version, "disabled",
-                                                f"disabled by {ALLOW_ENV if ep.name not in block else BLOCK_ENV}")
+                                                f"disabled by {by}")
                 continue
             try:
                 plugin = ep.load()

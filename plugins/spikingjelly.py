@@ -56,7 +56,8 @@ reset in the next step, multi-spikes, graded spikes, amplitudes, refractory peri
 delays and readouts. A chain exports as an ``nn.Sequential`` of modules named after its nodes;
 any other graph as a :class:`~hub_plugins.spikingjelly_net.SpikingJellyNet` stepping the graph
 (either step mode). In both, a recurrent layer or a neuron fed back its own output becomes
-SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly_families`). Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
+SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly_families`).
+Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
 mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
 ``v >= nextafter(t)`` are the same test for every float32 ``v``, which is what SpikingJelly

@@ -30,8 +30,8 @@ def test_help_is_complete(capsys, command):
     words = {(): ["convert", "inspect", "plugins", "examples:"],
              ("convert",): ["--to", "--out", "--from", "--dt", "--force", "atomically"],
              ("inspect",): ["--draw", "--dt", "--from", "execution order"],
-             ("plugins",): ["HUB_PLUGINS", "HUB_DISABLE_PLUGINS", "--support-table"]}[tuple(command)]
-    for word in words:
+             ("plugins",): ["HUB_PLUGINS", "HUB_DISABLE_PLUGINS", "--support-table"]}
+    for word in words[tuple(command)]:
         assert word in text
 
 

@@ -536,7 +536,8 @@ def test_an_absurd_input_shape_in_a_nir_file_is_refused_quickly(tmp_path):
 
 def test_an_absurd_delay_in_a_nir_file_is_refused_quickly(tmp_path):
     path = write_nir(tmp_path, nir_graph(lif=nir.Delay(delay=np.full(2, 10**9 * DT))))
-    with pytest.raises(hub.ParameterError, match="a delay of 1000000000 steps is more than 1000000") as e:
+    with pytest.raises(hub.ParameterError,
+                       match="a delay of 1000000000 steps is more than 1000000") as e:
         hub.load(path, dt=DT)
     expect(e.value, file=path, node="lif", field="delay")
 

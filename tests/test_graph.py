@@ -39,7 +39,8 @@ def test_chain_names_nodes_and_adds_an_output():
 
 
 def test_a_shape_mismatch_names_the_node():
-    graph = hub.Graph.chain(("x", hub.Input(shape=(3,))), ("fc", hub.Linear(weight=np.ones((2, 4)))))
+    graph = hub.Graph.chain(("x", hub.Input(shape=(3,))),
+                            ("fc", hub.Linear(weight=np.ones((2, 4)))))
     with pytest.raises(hub.ShapeError, match=r"input shape \[3\] does not match") as e:
         graph.validate()
     assert e.value.node == "fc"

@@ -495,8 +495,8 @@ def test_misuse_errors_keep_their_builtin_bases():
 def test_valid_inputs_of_every_real_kind_still_run():
     graph = small()
     expected = hub.simulate(graph, torch.ones(2, 1, 3))
-    for x in (np.ones((2, 1, 3)), [[[1, 1, 1]], [[1, 1, 1]]], torch.ones(2, 1, 3, dtype=torch.int64),
-              torch.ones(2, 1, 3, dtype=torch.bool)):
+    for x in (np.ones((2, 1, 3)), [[[1, 1, 1]], [[1, 1, 1]]],
+              torch.ones(2, 1, 3, dtype=torch.int64), torch.ones(2, 1, 3, dtype=torch.bool)):
         assert torch.equal(hub.simulate(graph, x), expected)
     assert math.isclose(float(hub.simulate(graph, torch.ones(2, 1, 3), dtype=torch.float64)
                               .sum()), float(expected.sum()))

@@ -317,7 +317,7 @@ def test_every_torch_format_declares_what_it_accepts():
         assert "LIF" in text and "comparison" in text and "topology" in text
 
 
-# -- the frameworks' default neurons, there and back ------------------------------------------------
+# -- the frameworks' default neurons, there and back ----------------------------------------------
 
 SHAPES = {"dense": (16,), "conv": (1, 8, 8)}
 
@@ -390,7 +390,7 @@ def test_default_neurons_convert_there_and_back_spike_identically(source, target
         assert ok, f"{source}->{target}: {why}\n{report}\n{report_back}"
 
 
-# -- SpikingJelly's LIF in SpikingJelly's own arithmetic ---------------------------------------------
+# -- SpikingJelly's LIF in SpikingJelly's own arithmetic -------------------------------------------
 
 
 def spikingjelly_lif(node: nn.Module) -> nn.Module:

@@ -9,6 +9,7 @@ import torch
 from hub_conformance.compare import compare, flat
 
 import hub
+from hub_plugins.norse import run as norse_run  # importable without Norse (imports it lazily)
 
 from .conftest import dyadic
 
@@ -40,7 +41,6 @@ def linear(out: int, inp: int, weight: np.ndarray | None = None) -> torch.nn.Lin
 # -- Norse: LSNN (adaptive threshold) and Izhikevich -----------------------------------------
 
 norse = pytest.importorskip("norse.torch")
-from hub_plugins.norse import run as norse_run
 
 
 def lsnn_parameters(random: bool = False):
@@ -48,7 +48,10 @@ def lsnn_parameters(random: bool = False):
 
     if random:
         rng = np.random.default_rng(3)
-        t = lambda lo, hi: torch.tensor(rng.uniform(lo, hi), dtype=torch.float32)
+
+        def t(lo: float, hi: float) -> torch.Tensor:
+            return torch.tensor(rng.uniform(lo, hi), dtype=torch.float32)
+
         return LSNNParameters(tau_syn_inv=t(150, 300), tau_mem_inv=t(300, 600),
                               tau_adapt_inv=t(50, 200), v_th=t(0.3, 0.6),
                               v_leak=t(-0.1, 0.1), v_reset=t(-0.2, 0.0), beta=t(0.1, 0.4))
@@ -240,7 +243,8 @@ def test_norse_refuses_what_it_cannot_express_by_class():
 # -- SpikingJelly: Izhikevich and QIF nodes, the synapse filter, recurrent containers ---------
 
 sj = pytest.importorskip("spikingjelly.activation_based")
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+# SpikingJelly is optional: its modules can only be imported once the importorskip found it
+from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
 
 def sj_run(model, x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,8 @@ def test_the_papers_lif_graph_spikes_where_forward_euler_does(paper):
 # Every file of the NIR paper, with the dt it was made for and what must happen to it.
 PAPER_FILES = {
     "paper_01_lif_lif_norse.nir": (1e-4, "loads"),
-    "paper_01_lif_lif_rockpool.nir": (1e-4, r"warns: declares shape \[1, 1, 1\] but receives \[1\]"),
+    "paper_01_lif_lif_rockpool.nir": (1e-4,
+                                      r"warns: declares shape \[1, 1, 1\] but receives \[1\]"),
     "paper_01_lif_debug_spike_representation_two_lif_neurons.nir": (1e-4, "loads"),
     "paper_02_cnn_cnn_sinabs.nir": (1.0, "loads"),
     "paper_03_rnn_braille_noDelay_bias_zero.nir": (1e-4, "loads"),
@@ -149,7 +150,8 @@ def test_plain_nir_follows_nirs_documented_semantics():
     """A NIR graph with no snn-hub metadata: forward Euler, v > threshold, reset to v_reset."""
     lif = nir.LIF(tau=np.array([0.004]), r=np.array([2.0]), v_leak=np.array([0.5]),
                   v_threshold=np.array([1.0]), v_reset=np.array([0.25]))
-    graph = hub.load(nir.NIRGraph.from_list(nir.Input(np.array([1])), lif, nir.Output(np.array([1]))),
+    graph = hub.load(nir.NIRGraph.from_list(nir.Input(np.array([1])), lif,
+                                            nir.Output(np.array([1]))),
                      dt=1e-3)
     node = graph.nodes["lif"]
     assert np.isclose(node.beta, 1 - 1e-3 / 0.004)
@@ -299,7 +301,8 @@ def test_beta_of_one_has_no_nir_time_constant():
 def test_converting_does_not_touch_the_source_object():
     graph = single(EXAMPLES["CubaLIF"][0], (3,))
     exported = hub.convert(graph, to="nir", dt=1e-3)
-    before = {k: v.copy() for k, v in vars(exported.nodes["node"]).items() if isinstance(v, np.ndarray)}
+    before = {k: v.copy() for k, v in vars(exported.nodes["node"]).items()
+              if isinstance(v, np.ndarray)}
     hub.convert(exported, to="hub")
     after = vars(exported.nodes["node"])
     assert all(np.array_equal(before[k], after[k]) for k in before)

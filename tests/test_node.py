@@ -89,7 +89,8 @@ def test_the_registry_refuses_to_overwrite_a_type_silently():
 
 
 def test_unknown_type_names_what_exists():
-    with pytest.raises(hub.UnknownNodeError, match="known types: ALIF, AdExLIF, AdaptiveAvgPool2d, Add, Affine") as e:
+    with pytest.raises(hub.UnknownNodeError,
+                       match="known types: ALIF, AdExLIF, AdaptiveAvgPool2d, Add, Affine") as e:
         hub.node_from_dict({"type": "Lif"})
     assert e.value.field == "type"
 

@@ -61,7 +61,8 @@ def test_a_broken_plugin_is_reported_and_the_rest_keep_working(installed, tmp_pa
     registry, messages = installed
     broken = registry.info["broken"]
     assert broken.status == "failed"
-    assert "ModuleNotFoundError" in broken.reason and "a_framework_that_does_not_exist" in broken.reason
+    assert ("ModuleNotFoundError" in broken.reason
+            and "a_framework_that_does_not_exist" in broken.reason)
     assert any("'broken'" in m and "failed to load" in m for m in messages)
     misbehaving = registry.info["misbehaving"]
     assert misbehaving.status == "failed"

@@ -1,4 +1,5 @@
-"""Property: any valid graph survives hub -> NIR file -> hub with identical parameters and spikes."""
+"""Property: any valid graph survives hub -> NIR file -> hub with identical parameters and
+spikes."""
 
 from __future__ import annotations
 
