@@ -147,6 +147,8 @@ ACCEPTS = Accepts({
     ("LI", "CubaLI"): (),
     # the families' exporters (norse_families) check their own fields
     ("ALIF", "Izhikevich", "AdExLIF"): (),
+    "ALIF": (one_of("arithmetic", "float", why="Norse's LSNNCell computes in float, not in "
+                    "Loihi's integers"),),
 }, topology="any", name="Norse", notes=[
     ("gains, current order and a start voltage other than the cell's own are exported through "
      "NeuronCell, built from Norse's cells; per-neuron parameters as tensors"),

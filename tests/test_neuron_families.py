@@ -160,6 +160,16 @@ def test_norse_lsnn_imports_as_the_adaptive_family():
     assert neuron.threshold_decay == np.float32(1 - 128 * DT)
 
 
+def test_norse_refuses_an_alif_in_loihis_integers_naming_the_field():
+    """slayer's alif imports as ALIF(arithmetic="fixed"): Norse's LSNNCell computes in float."""
+    graph = hub.Graph.chain(hub.Input(shape=(2,)), ("fc", hub.Linear(weight=np.eye(2) * 64)),
+                            ("alif", hub.ALIF(beta=0.5, threshold=64.0, current_gain=1.0,
+                                              arithmetic="fixed")))
+    with pytest.raises(hub.UnsupportedError) as info:
+        hub.convert(graph, to="norse")
+    assert (info.value.node, info.value.field) == ("alif", "arithmetic")
+
+
 class LSNNLIFNet(torch.nn.Module):
     """The layer of Norse's memory task (``norse/task/memory.py``, model ``"lsnnlif"``), as it
     writes it: half the neurons recurrent LIF, half recurrent LSNN, their spikes concatenated."""
