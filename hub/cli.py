@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="source format, when SRC's suffix does not tell")
     p.add_argument("--dt", type=float, help="time step in seconds, for formats that need one "
                    "(a NIR file without snn-hub metadata)")
+    p.add_argument("--current-order", choices=("new", "previous"), help="how a NIR CubaLIF "
+                   "without snn-hub metadata is read: 'new' (default: the voltage sees this "
+                   "step's current, as snnTorch, Norse and SpikingJelly read it) or 'previous' "
+                   "(forward Euler)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("-v", "--verbose", action="store_true", help="print the rewrites that made "
                    "the graph acceptable to the target, each exact or float-equivalent")
@@ -69,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help="the model file to read")
     p.add_argument("--from", dest="source", metavar="FMT", help="source format")
     p.add_argument("--dt", type=float, help="time step in seconds, for formats that need one")
+    p.add_argument("--current-order", choices=("new", "previous"), help="how a NIR CubaLIF "
+                   "without snn-hub metadata is read: 'new' (default: the voltage sees this "
+                   "step's current, as snnTorch, Norse and SpikingJelly read it) or 'previous' "
+                   "(forward Euler)")
     p.add_argument("--draw", metavar="PNG", help="also save a picture of the graph here "
                    "(.png, .svg or .pdf)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the picture")
@@ -189,7 +197,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _convert(args: argparse.Namespace, out: Console) -> int:
-    options = {"dt": args.dt} if args.dt is not None else {}
+    options = _read_options(args)
     path, report = convert(args.src, to=args.to, out=args.out, source=args.source,
                            force=args.force, report=True, rewrites=args.rewrites, **options)
     if args.verbose:
@@ -198,12 +206,18 @@ def _convert(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _read_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options for reading SRC that were given (a format refuses one it does not take)."""
+    given = {"dt": args.dt, "current_order": args.current_order}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _inspect(args: argparse.Namespace, out: Console) -> int:
     from .show import check_picture, describe, draw
 
     if args.draw:
         check_picture(args.draw)  # before the work, not after it
-    graph = load(args.src, dt=args.dt, source=args.source)
+    graph = load(args.src, source=args.source, **_read_options(args))
     rows = describe(graph)
     table = Table(title=_literal(f"{args.src} ({detect(args.src, args.source).name}, "
                                  f"dt={graph.metadata.get('dt', 'not set')})"))

@@ -85,6 +85,20 @@ def test_inspect_says_which_path_each_neuron_layer_takes(cli, tmp_path):
     assert f"{neuron} runs on {simulator.paths[neuron]}" in out
 
 
+def test_convert_reads_a_nir_cubalif_with_the_current_order_asked_for(cli, paper, tmp_path):
+    braille = paper / "paper_03_rnn_braille_noDelay_bias_zero.nir"
+    for order in ("new", "previous"):
+        code, _, err = cli("convert", str(braille), "--dt", "1e-4", "--current-order", order,
+                           "-o", str(tmp_path / f"{order}.hub.json"))
+        assert code == 0, err
+        assert hub.load(tmp_path / f"{order}.hub.json") == \
+            hub.load(braille, dt=1e-4, current_order=order)
+    assert hub.load(tmp_path / "new.hub.json") != hub.load(tmp_path / "previous.hub.json")
+    code, _, err = cli("convert", str(tmp_path / "new.hub.json"), "--current-order", "new",
+                       "-o", str(tmp_path / "again.nir"))
+    assert code == 2 and "current_order" in err  # the hub's own files take no such option
+
+
 def test_inspect_names_missing_dt(cli, paper):
     code, _, err = cli("inspect", str(paper / "paper_02_cnn_cnn_sinabs.nir"))
     assert code == 2 and "node '1', field 'dt'" in err and "--dt" in err
