@@ -5,8 +5,9 @@ own, so each states its update as the ordered list of float32 operations it comp
 product and sum as written, left to right; ``fl`` is float32 rounding, ``s`` is 1 where the
 neuron spiked this step, else 0). Each is its own exact convention: a framework's model maps
 onto it only where the framework computes the same operations in the same order, and a
-conversion between two types is refused rather than guessed. These types run on the reference
-step under every backend (the fused kernels implement :class:`hub.Neuron`'s step only).
+conversion between two types is refused rather than guessed. Each type's built-in step also has
+a fused CPU kernel (:mod:`hub.kernels.families`), bit-identical to it, named by
+:attr:`Family.kernel`.
 
 Every array parameter is per neuron or a scalar broadcast to all; the state starts as each type
 says.
@@ -33,6 +34,14 @@ class Family(Node):
     spiking: ClassVar[bool] = True
     #: state name -> the field holding its start value (None: zero)
     starts: ClassVar[dict[str, str | None]] = {}
+    #: The fused kernel (in ``hub/kernels/families.cpp``) that computes this type's own
+    #: ``step`` over a whole sequence; None: the reference step only. A subclass that overrides
+    #: ``step`` runs its own step: the kernel computes the built-in equation only.
+    kernel: ClassVar[str | None] = None
+
+    def kernel_refusal(self) -> str | None:
+        """Why this node's settings keep it off its type's fused kernel, or None if they don't."""
+        return None
 
     def output_shape(self, input_shape: Shape | None) -> Shape:
         names = [n for n, v in self.params().items() if isinstance(v, np.ndarray)]
@@ -117,12 +126,18 @@ class ALIF(Family):
     v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
     arithmetic: str = choice("float", ("float", "fixed"),
                              doc="float steps, or Loihi's integer steps with 12-bit decays")
+    kernel: ClassVar[str | None] = "alif"
     starts: ClassVar[dict[str, str | None]] = {"i": None, "v": "v_init", "theta": "threshold",
                                                "r": None}
     _DECAYS: ClassVar[tuple[str, ...]] = ("alpha", "beta", "threshold_decay", "refractory_decay")
     _INTEGERS: ClassVar[tuple[str, ...]] = ("gain", "current_gain", "v_leak", "v_init",
                                             "v_reset", "threshold", "threshold_step",
                                             "refractory_scale")
+
+    def kernel_refusal(self) -> str | None:
+        if self.arithmetic == "fixed":
+            return "arithmetic='fixed' (Loihi's integers) steps on the reference"
+        return None
 
     def check(self) -> None:
         if self.arithmetic != "fixed":
@@ -215,6 +230,7 @@ class Izhikevich(Family):
     u_jump: np.ndarray = array(doc="Izhikevich's d: added to u at a spike")
     v_init: np.ndarray = array(-70.0, doc="voltage before the first step")
     u_init: np.ndarray = array(-14.0, doc="recovery before the first step")
+    kernel: ClassVar[str | None] = "izhikevich"
     starts: ClassVar[dict[str, str | None]] = {"v": "v_init", "u": "u_init"}
 
     def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -259,6 +275,7 @@ class QIF(Family):
     v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
     v_init: np.ndarray = array(0.0, doc="voltage before the first step")
     w_init: np.ndarray = array(0.0, doc="adaptation before the first step")
+    kernel: ClassVar[str | None] = "qif"
     starts: ClassVar[dict[str, str | None]] = {"v": "v_init", "w": "w_init"}
 
     def check(self) -> None:
@@ -302,6 +319,7 @@ class AlphaLIF(Family):
     comparison: str = choice(">", (">", ">="), doc="how v is compared to the threshold")
     reset: str = choice("zero", ("zero", "subtract", "none"),
                         doc="what the previous step's spike does to the state")
+    kernel: ClassVar[str | None] = "alpha"
     starts: ClassVar[dict[str, str | None]] = {"e": None, "h": None, "v": None}
 
     def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -331,6 +349,7 @@ class SynapseFilter(Family):
 
     spiking: ClassVar[bool] = False
     rate: np.ndarray = array(doc="1 / tau: the fraction of y lost per step without input")
+    kernel: ClassVar[str | None] = "filter"
     starts: ClassVar[dict[str, str | None]] = {"y": None}
 
     def step(self, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -368,6 +387,7 @@ class AdExLIF(Family):
     coupling: np.ndarray = array(0.0, doc="subthreshold coupling of a to v - v_leak")
     jump: np.ndarray = array(0.0, doc="added to a at a spike")
     v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+    kernel: ClassVar[str | None] = "adex"
     starts: ClassVar[dict[str, str | None]] = {"i": None, "v": "v_init", "a": None}
 
     def check(self) -> None:
@@ -408,6 +428,7 @@ class EIF(Family):
     reset: str = choice("zero", ("zero", "subtract"), doc="what a spike does to v")
     v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
     v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+    kernel: ClassVar[str | None] = "eif"
     starts: ClassVar[dict[str, str | None]] = {"v": "v_init"}
 
     def check(self) -> None:

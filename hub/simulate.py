@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .errors import HubError, ParameterError, ShapeError
+from .families import Family
 from .graph import Graph
 from .layout import as_input
 from .limits import how_to_raise, limits
@@ -45,7 +46,7 @@ OPTIONS = ("dtype", "device", "trainable", "backend")
 
 
 #: Node types the kernels may run (each kernel module says which nodes it takes).
-KERNEL_NODES = (Neuron, LoihiCUBA)
+KERNEL_NODES = (Neuron, LoihiCUBA, Family)
 
 
 #: Stateless node types whose step gives each sample the same bits in any batch (max pooling

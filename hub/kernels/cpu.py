@@ -47,6 +47,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..errors import HubError
+from ..families import Family
 from ..loihi import LoihiCUBA
 from ..neurons import Neuron
 from ..surrogate import SLOPE
@@ -100,34 +101,40 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build() -> ctypes.CDLL:
+def compiled(source_path: Path, stem: str) -> ctypes.CDLL:
+    """``source_path`` compiled with :data:`FLAGS` (cached by content, compiler and CPU) and
+    loaded; raises :class:`KernelUnavailable` if it cannot be."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler:
         raise KernelUnavailable("no C++ compiler found (set CXX, or install g++); "
                                 "use backend='torch'")
-    source = SOURCE.read_bytes()
+    source = source_path.read_bytes()
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
                                      _cpu_signature().encode()])).hexdigest()[:16]
-    target = _cache_dir() / f"hub_neurons_{key}.so"
+    target = _cache_dir() / f"{stem}_{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         # build beside the target, then rename: another process may be building the same file
         fd, temp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", temp],
+            done = subprocess.run([compiler, *FLAGS, str(source_path), "-o", temp],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode:
-                raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: "
+                raise KernelUnavailable(f"compiling {source_path.name} with {compiler} failed: "
                                         f"{done.stderr.strip()[-2000:]}; use backend='torch'")
             os.replace(temp, target)
         except (OSError, subprocess.SubprocessError) as error:
-            raise KernelUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {error}; "
-                                    "use backend='torch'") from None
+            raise KernelUnavailable(f"compiling {source_path.name} with {compiler} failed: "
+                                    f"{error}; use backend='torch'") from None
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
-    library = ctypes.CDLL(str(target))
+    return ctypes.CDLL(str(target))
+
+
+def _build() -> ctypes.CDLL:
+    library = compiled(SOURCE, "hub_neurons")
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     library.hub_neuron_forward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64, i64,
                                            i64] + [pointer] * 8
@@ -164,6 +171,10 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run fused on input ``x`` with parameters ``p``; None if it can."""
+    if isinstance(node, Family):
+        from . import families
+
+        return families.unsupported(node, p, x)
     if isinstance(node, LoihiCUBA):
         if type(node).step is not LoihiCUBA.step:
             return f"{type(node).__name__} overrides LoihiCUBA.step"
@@ -460,6 +471,10 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     """
     if isinstance(node, LoihiCUBA):
         return run_loihi(node, p, x, state)
+    if isinstance(node, Family):
+        from . import families
+
+        return families.run(node, p, x, state)
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()
