@@ -1,0 +1,214 @@
+"""The fused CPU kernels of the neuron families: bit-identical to each family's reference step.
+
+Every family, with its convention fields varied and random per-neuron (or scalar) parameters,
+runs through :class:`hub.Simulator` on the reference (``backend="torch"``) and on the default
+path; outputs, final states and the gradients of a loss on both with respect to the input must be
+equal with ``torch.equal``, in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+import torch
+
+import hub
+from hub.kernels import cpu
+from hub.kernels import families as family_kernels
+from hub.node import _REGISTRY
+
+ok, reason = cpu.available()
+pytestmark = pytest.mark.skipif(not ok, reason=f"fused CPU kernels unavailable: {reason}")
+
+WIDTH = 37  # not a multiple of any vector width: the kernels' tails are exercised
+DTYPES = [torch.float32, torch.float64]
+
+
+def make(kind: str, rng: np.random.Generator, per_neuron: bool = True, **fields) -> hub.Family:
+    """A ``kind`` node whose parameters are random floats in ranges that make it fire."""
+    def u(low: float, high: float) -> np.ndarray:
+        return np.asarray(rng.uniform(low, high, size=WIDTH if per_neuron else ()))
+
+    if kind == "ALIF":
+        return hub.ALIF(alpha=u(0.5, 0.9), beta=u(0.6, 0.95), gain=u(0.5, 1.5),
+                        current_gain=u(0.5, 1.5), v_leak=u(-0.1, 0.1), v_init=u(-0.2, 0.2),
+                        threshold=u(0.3, 0.8), threshold_decay=u(0.8, 0.99),
+                        threshold_step=u(0.05, 0.3), refractory_decay=u(0, 0.5),
+                        refractory_scale=u(0, 2), v_reset=u(-0.2, 0), **fields)
+    if kind == "Izhikevich":
+        return hub.Izhikevich(rate=u(0.1, 0.5), recovery_rate=u(0.005, 0.03),
+                              coupling=u(0.1, 0.3), u_jump=u(2, 8), v_init=u(-70, -60),
+                              u_init=u(-15, -12), **fields)
+    if kind == "QIF":
+        return hub.QIF(tau=u(2, 5), a0=u(0.5, 1.5), v_c=u(0.5, 0.9), tau_w=u(2, 10),
+                       coupling=u(0, 0.5), w_jump=u(0, 0.3), threshold=u(0.8, 1.2),
+                       v_reset=u(-0.2, 0.1), v_init=u(-0.1, 0.1), w_init=u(0, 0.1), **fields)
+    if kind == "AlphaLIF":
+        alpha = u(0.6, 0.9)
+        return hub.AlphaLIF(alpha=alpha, beta=alpha - u(0.1, 0.3), scale=u(1, 3),
+                            threshold=u(0.3, 0.8), **fields)
+    if kind == "SynapseFilter":
+        return hub.SynapseFilter(rate=u(0.1, 0.5), **fields)
+    if kind == "EIF":
+        return hub.EIF(tau=u(2, 5), delta_t=u(0.5, 1.5), theta_rh=u(0.5, 0.9),
+                       v_rest=u(-0.1, 0.1), threshold=u(0.9, 1.3), v_reset=u(-0.2, 0),
+                       v_init=u(-0.1, 0.1), **fields)
+    assert kind == "AdExLIF"
+    return hub.AdExLIF(rate=u(0.05, 0.3), syn_rate=u(0.1, 0.4), ada_rate=u(0.01, 0.1),
+                       delta_t=u(0.3, 0.8), v_leak=u(-0.1, 0.1), threshold=u(0.8, 1.2),
+                       v_reset=u(-0.2, 0), coupling=u(0, 0.5), jump=u(0, 0.3),
+                       v_init=u(-0.1, 0.1), **fields)
+
+
+def drive(kind: str, rng: np.random.Generator, steps: int, batch: int,
+          dtype: torch.dtype) -> torch.Tensor:
+    """An input that makes ``kind`` fire some of the time (or, for the filter, spike-like)."""
+    if kind == "SynapseFilter":
+        x = (rng.random((steps, batch, WIDTH)) < 0.3) + rng.normal(size=(steps, batch, WIDTH)) * 0.1
+    elif kind == "Izhikevich":
+        x = rng.normal(size=(steps, batch, WIDTH)) * 10 + 5
+    else:
+        x = rng.normal(size=(steps, batch, WIDTH)) + 0.4
+    return torch.tensor(x, dtype=dtype)
+
+
+CASES = [
+    ("ALIF", {}), ("ALIF", {"reset": "subtract", "comparison": ">="}),
+    ("ALIF", {"reset": "none", "current_order": "previous"}),
+    ("Izhikevich", {}), ("Izhikevich", {"comparison": ">="}),
+    ("QIF", {}), ("QIF", {"reset": "subtract", "comparison": ">"}),
+    ("AlphaLIF", {}), ("AlphaLIF", {"reset": "subtract"}),
+    ("AlphaLIF", {"reset": "none", "comparison": ">="}),
+    ("SynapseFilter", {}),
+    ("EIF", {}), ("EIF", {"reset": "subtract", "comparison": ">"}),
+    ("AdExLIF", {}), ("AdExLIF", {"comparison": ">="}),
+]
+
+
+def run(graph: hub.Graph, x: torch.Tensor, backend: str, weights: dict[str, torch.Tensor]
+        ) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
+    """Two calls (the state carries over), then the gradient of a loss on the outputs and on
+    the final state; returns outputs, final state, input gradient and the paths taken."""
+    sim = hub.Simulator(graph, dtype=x.dtype, backend=backend)
+    xg = x.clone().requires_grad_()
+    out = torch.cat([sim(xg[:9]), sim(xg[9:])])
+    name = next(n for n, node in graph.nodes.items() if isinstance(node, hub.Family))
+    state = sim._state[name]
+    loss = (out * weights["out"]).sum() + sum((v * weights[k]).sum() for k, v in state.items())
+    loss.backward()
+    return out.detach(), {k: v.detach() for k, v in state.items()}, xg.grad, sim.paths
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("per_neuron", [True, False], ids=["per-neuron", "scalar"])
+@pytest.mark.parametrize("kind, fields", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_neuron, dtype):
+    rng = np.random.default_rng(abs(hash((kind, str(fields), per_neuron))) % 2**32)
+    node = make(kind, rng, per_neuron, **fields)
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), node)
+    x = drive(kind, rng, 21, 4, dtype)
+    names = list(node.starts) + ["out"]
+    shape = {k: (21, 4, WIDTH) if k == "out" else (4, WIDTH) for k in names}
+    weights = {k: torch.tensor(rng.normal(size=shape[k]), dtype=dtype) for k in names}
+    want_out, want_state, want_grad, _ = run(graph, x, "torch", weights)
+    out, state, grad, paths = run(graph, x, "auto", weights)
+    assert set(paths.values()) == {cpu.PATH}
+    assert torch.equal(out, want_out)
+    for key in want_state:
+        assert torch.equal(state[key], want_state[key]), key
+    assert torch.equal(grad, want_grad)
+    if kind != "SynapseFilter":
+        active = float((want_out != 0).double().mean())
+        assert 0 < active < 1, f"the test input must make it fire (active {active})"
+
+
+@pytest.mark.parametrize("kind", sorted({k for k, _ in CASES}))
+def test_auto_runs_every_family_on_its_fused_kernel_between_other_layers(kind):
+    """Inside a network (behind a dense layer), the default path runs the family fused, with
+    the same outputs and the same input gradients as the reference."""
+    rng = np.random.default_rng(5)
+    node = make(kind, rng)
+    weight = np.eye(WIDTH) + rng.normal(size=(WIDTH, WIDTH)) / WIDTH
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), hub.Linear(weight=weight), node)
+    x = drive(kind, rng, 15, 3, torch.float32)
+    results = []
+    for backend in ("torch", "auto"):
+        sim = hub.Simulator(graph, backend=backend)
+        xg = x.clone().requires_grad_()
+        out = sim(xg)
+        out.square().sum().backward()
+        results.append((out.detach(), xg.grad, sim.paths))
+    assert torch.equal(results[1][0], results[0][0])
+    assert torch.equal(results[1][1], results[0][1])
+    family = next(n for n, v in graph.nodes.items() if isinstance(v, hub.Family))
+    assert results[1][2][family] == cpu.PATH
+
+
+@pytest.fixture
+def quiet_eif():
+    """A plugin's family type: an EIF whose own step never spikes."""
+
+    class QuietEIF(hub.EIF):
+        def step(self, p, x, state):
+            out, new = super().step(p, x, state)
+            return torch.zeros_like(out), new
+
+    yield QuietEIF
+    _REGISTRY.pop("QuietEIF", None)
+
+
+def test_a_family_that_overrides_step_runs_its_own_step(quiet_eif):
+    fields = {"tau": 2.0, "threshold": 0.5}
+    x = torch.tensor(np.random.default_rng(2).normal(size=(10, 2, 6)) + 1.0, dtype=torch.float32)
+    builtin = hub.Graph.chain(hub.Input(shape=(6,)), hub.EIF(**fields))
+    assert hub.simulate(builtin, x).sum() > 0  # the built-in one fires here
+    quiet = hub.Graph.chain(hub.Input(shape=(6,)), quiet_eif(**fields))
+    sim = hub.Simulator(quiet)
+    out = sim(x)
+    assert not out.any()
+    assert "overrides EIF.step" in next(iter(sim.paths.values()))
+
+
+def test_parameters_that_require_gradients_stay_on_the_reference():
+    rng = np.random.default_rng(4)
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make("QIF", rng))
+    x = drive("QIF", rng, 8, 2, torch.float32)
+    sim = hub.Simulator(graph, trainable=True)
+    out = sim(x)
+    assert "parameters require gradients" in next(iter(sim.paths.values()))
+    assert torch.equal(out, hub.simulate(graph, x, backend="torch"))
+
+
+def test_an_alif_in_fixed_arithmetic_steps_on_the_reference_and_says_so():
+    node = hub.ALIF(beta=0.5, threshold=4.0, arithmetic="fixed")
+    graph = hub.Graph.chain(hub.Input(shape=(3,)), node)
+    x = torch.tensor(np.random.default_rng(0).integers(0, 4, size=(6, 2, 3)), dtype=torch.float32)
+    sim = hub.Simulator(graph)
+    out = sim(x)
+    assert "arithmetic='fixed'" in next(iter(sim.paths.values()))
+    assert torch.equal(out, hub.simulate(graph, x, backend="torch"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_kernels_exponential_is_torch_exp_bit_for_bit(dtype):
+    """The function the kernels call for EIF and AdExLIF gives torch.exp's bits on values the
+    probe did not see: any length (vector tails), huge, tiny, infinite and NaN arguments."""
+    found, why = family_kernels.exp_function(dtype)
+    assert found is not None, why
+    rng = np.random.default_rng(99)
+    limit = 720.0 if dtype == torch.float64 else 90.0
+    values = np.concatenate([rng.normal(size=50_001) * s for s in (1.0, 10.0, limit / 3)]
+                            + [rng.uniform(-limit, limit, size=20_000),
+                               [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-300, -1e-45]])
+    x = torch.tensor(values, dtype=dtype)
+    want = torch.exp(x)
+    for length in (x.numel(), 1, 3, 15, 17, 33, 1023):
+        part = x[-length:].contiguous()
+        got = torch.empty_like(part)
+        family_kernels.library().hub_family_exp(family_kernels.DTYPES.index(dtype),
+                                                ctypes.byref(found), part.data_ptr(),
+                                                got.data_ptr(), part.numel())
+        assert torch.equal(got.nan_to_num(), want[-length:].nan_to_num()), length
+        assert torch.equal(got.isnan(), want[-length:].isnan())
