@@ -1,7 +1,8 @@
 """Benchmark of neuron layers: the hub's default path (and its reference) against snnTorch,
 Norse and SpikingJelly, each running its own default neuron, and against those default neurons
 imported with ``hub.load`` and run by the hub, side by side in one process; then the default
-path on one layer per convention.
+path on one layer per convention, and each neuron family against a peer's own neuron
+(``bench/family_cases.py``).
 
     .venv/bin/python bench/neurons.py            # quick: two sizes, a few minutes
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
@@ -32,6 +33,7 @@ from typing import Callable
 
 import torch
 
+import family_cases
 import hub
 from hub.kernels import cpu
 
@@ -394,10 +396,13 @@ def main(argv: list[str] | None = None) -> None:
              and (r["T"], r["batch"], r["width"]) == size]
     conventions = measure_conventions(*size, repeat, min(peers) if peers else None)
     print(table(conventions, CONVENTION_HEADER, convention_cells))
+    families = family_cases.measure(*size, repeat, best)
+    print(table(families, family_cases.HEADER, family_cases.cells))
     if args.out:
         command = "python bench/neurons.py" + (" --full" if args.full else "")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, command, conventions, size) + kept_sections(args.out))
+        args.out.write_text(markdown(rows, command, conventions, size)
+                            + family_cases.markdown(families, size) + kept_sections(args.out))
         plot(rows, args.out.with_suffix(".png"))
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
     if args.all:

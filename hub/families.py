@@ -22,6 +22,7 @@ import torch
 
 from .errors import HubError, ParameterError
 from .node import Node, Shape, array, choice
+from .neurons import SpikingFields, Threshold
 from .nodes import _per_element
 from .surrogate import spike
 
@@ -71,7 +72,7 @@ def _reset(kind: str, v: torch.Tensor, s: torch.Tensor, v_reset: torch.Tensor,
     return v
 
 
-class ALIF(Family):
+class ALIF(Family, SpikingFields):
     r"""Adaptive-threshold current-based LIF (Norse's LSNN, Bellec et al.; Loihi's ALIF).
 
     State: current ``i`` (starts 0), voltage ``v`` (``v_init``), threshold ``theta``
@@ -113,17 +114,12 @@ class ALIF(Family):
     gain: np.ndarray = array(1.0, doc="gain of the current into the voltage")
     current_gain: np.ndarray = array(1.0, doc="gain of the input into the current")
     v_leak: np.ndarray = array(0.0, doc="rest potential")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
     current_order: str = choice("new", ("new", "previous"),
                                 doc="the voltage sees this step's current or the previous one")
-    threshold: np.ndarray = array(1.0, doc="base threshold the adaptive one decays towards")
     threshold_decay: np.ndarray = array(1.0, doc="per-step decay of theta - threshold")
     threshold_step: np.ndarray = array(0.0, doc="increase of theta per spike")
     refractory_decay: np.ndarray = array(0.0, doc="per-step decay of the refractory voltage")
     refractory_scale: np.ndarray = array(0.0, doc="r grows by this times theta per spike")
-    comparison: str = choice(">", (">", ">="), doc="how v - r is compared to theta")
-    reset: str = choice("zero", ("zero", "subtract", "none"), doc="what a spike does to v")
-    v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
     arithmetic: str = choice("float", ("float", "fixed"),
                              doc="float steps, or Loihi's integer steps with 12-bit decays")
     kernel: ClassVar[str | None] = "alif"
@@ -204,7 +200,7 @@ def _decayed(decay: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sign(p) * (torch.abs(p) >> 12)
 
 
-class Izhikevich(Family):
+class Izhikevich(Family, Threshold):
     r"""Izhikevich's two-variable neuron in its 2003 form (Norse's ``IzhikevichCell``).
 
     State: voltage ``v`` (``v_init``) and recovery ``u`` (``u_init``). One step with input
@@ -225,7 +221,6 @@ class Izhikevich(Family):
     recovery_rate: np.ndarray = array(doc="dt / tau times Izhikevich's a")
     coupling: np.ndarray = array(doc="Izhikevich's b: how u follows v")
     threshold: np.ndarray = array(30.0, doc="spike when v exceeds this")
-    comparison: str = choice(">", (">", ">="), doc="how v is compared to the threshold")
     v_reset: np.ndarray = array(-65.0, doc="Izhikevich's c: the voltage after a spike")
     u_jump: np.ndarray = array(doc="Izhikevich's d: added to u at a spike")
     v_init: np.ndarray = array(-70.0, doc="voltage before the first step")
@@ -244,7 +239,7 @@ class Izhikevich(Family):
         return s, {"v": v_new, "u": u_new}
 
 
-class QIF(Family):
+class QIF(Family, SpikingFields):
     r"""Quadratic integrate-and-fire with an optional adaptation current (SpikingJelly's
     ``QIFNode``, and its ``IzhikevichNode``: a QIF with adaptation).
 
@@ -269,11 +264,8 @@ class QIF(Family):
     tau_w: np.ndarray = array(1.0, doc="adaptation time constant in steps (divides)")
     coupling: np.ndarray = array(0.0, doc="subthreshold coupling of w to h - v_rest")
     w_jump: np.ndarray = array(0.0, doc="added to w at a spike")
-    threshold: np.ndarray = array(1.0, doc="firing threshold")
     comparison: str = choice(">=", (">", ">="), doc="how h is compared to the threshold")
     reset: str = choice("zero", ("zero", "subtract"), doc="what a spike does to v")
-    v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
     w_init: np.ndarray = array(0.0, doc="adaptation before the first step")
     kernel: ClassVar[str | None] = "qif"
     starts: ClassVar[dict[str, str | None]] = {"v": "v_init", "w": "w_init"}
@@ -292,7 +284,7 @@ class QIF(Family):
         return s, {"v": v, "w": w}
 
 
-class AlphaLIF(Family):
+class AlphaLIF(Family, Threshold):
     r"""A neuron driven by a second-order (alpha-shaped) synapse: snnTorch's ``Alpha``.
 
     State: excitatory current ``e``, inhibitory current ``h`` and voltage ``v`` (all 0), and
@@ -315,8 +307,6 @@ class AlphaLIF(Family):
     alpha: np.ndarray = array(doc="decay of the excitatory current per step")
     beta: np.ndarray = array(doc="decay of the inhibitory current per step")
     scale: np.ndarray = array(doc="gain of e + h into the voltage")
-    threshold: np.ndarray = array(1.0, doc="firing threshold")
-    comparison: str = choice(">", (">", ">="), doc="how v is compared to the threshold")
     reset: str = choice("zero", ("zero", "subtract", "none"),
                         doc="what the previous step's spike does to the state")
     kernel: ClassVar[str | None] = "alpha"
@@ -357,7 +347,7 @@ class SynapseFilter(Family):
         return y, {"y": y}
 
 
-class AdExLIF(Family):
+class AdExLIF(Family, Threshold):
     r"""Current-based adaptive exponential LIF in Norse's discretisation (``LIFAdExCell``; with
     ``coupling = jump = 0`` its ``LIFExCell``).
 
@@ -381,8 +371,6 @@ class AdExLIF(Family):
     ada_rate: np.ndarray = array(0.0, doc="dt / tau of the adaptation")
     delta_t: np.ndarray = array(0.5, doc="sharpness of the exponential")
     v_leak: np.ndarray = array(0.0, doc="rest potential")
-    threshold: np.ndarray = array(1.0, doc="firing threshold, also the exponential's centre")
-    comparison: str = choice(">", (">", ">="), doc="how v is compared to the threshold")
     v_reset: np.ndarray = array(0.0, doc="voltage after a spike")
     coupling: np.ndarray = array(0.0, doc="subthreshold coupling of a to v - v_leak")
     jump: np.ndarray = array(0.0, doc="added to a at a spike")
@@ -407,7 +395,7 @@ class AdExLIF(Family):
         return s, {"i": i_new, "v": v_new, "a": a_new}
 
 
-class EIF(Family):
+class EIF(Family, SpikingFields):
     r"""Exponential integrate-and-fire in SpikingJelly's discretisation (``EIFNode``).
 
     State: voltage ``v`` (``v_init``). One step with input ``x`` (``/`` a float32 division,
@@ -423,11 +411,8 @@ class EIF(Family):
     delta_t: np.ndarray = array(1.0, doc="sharpness of the exponential")
     theta_rh: np.ndarray = array(0.8, doc="rheobase: the exponential's centre")
     v_rest: np.ndarray = array(0.0, doc="rest potential")
-    threshold: np.ndarray = array(1.0, doc="firing threshold")
     comparison: str = choice(">=", (">", ">="), doc="how h is compared to the threshold")
     reset: str = choice("zero", ("zero", "subtract"), doc="what a spike does to v")
-    v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
-    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
     kernel: ClassVar[str | None] = "eif"
     starts: ClassVar[dict[str, str | None]] = {"v": "v_init"}
 

@@ -155,14 +155,32 @@ class Neuron(Node):
         return v + p["gain"] * u
 
 
-class _SpikingFields(Neuron):
-    """The fields every spiking neuron declares, in one place."""
+class Threshold(Node):
+    """The fields of every spiking type: its firing threshold and how it is compared.
+
+    A mixin outside the :class:`Neuron` hierarchy: the neuron family here and the other
+    families (:mod:`hub.families`) both take their spiking fields from it and
+    :class:`SpikingFields`.
+    """
 
     abstract: ClassVar[bool] = True
     threshold: np.ndarray = array(1.0, doc="firing threshold")
     comparison: str = choice(">", (">", ">="), doc="how the voltage is compared to threshold")
+
+
+class SpikingFields(Threshold):
+    """:class:`Threshold`, what a spike does to the voltage, and where the voltage starts."""
+
+    abstract: ClassVar[bool] = True
     reset: str = choice("zero", ("zero", "subtract", "none"), doc="what a spike does to v")
     v_reset: np.ndarray = array(0.0, doc="voltage after a reset='zero' spike")
+    v_init: np.ndarray = array(0.0, doc="voltage before the first step")
+
+
+class _SpikingFields(Neuron, SpikingFields):
+    """The fields every spiking neuron declares, in one place."""
+
+    abstract: ClassVar[bool] = True
     reset_timing: str = choice("same", ("same", "next"),
                                doc="reset in the spiking step, or in the next one undecayed")
     spike_mode: str = choice("binary", ("binary", "multi", "graded"))

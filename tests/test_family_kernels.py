@@ -9,6 +9,7 @@ equal with ``torch.equal``, in float32 and float64.
 from __future__ import annotations
 
 import ctypes
+import zlib
 
 import numpy as np
 import pytest
@@ -87,6 +88,13 @@ CASES = [
 ]
 
 
+def same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal bit for bit as numbers, NaN where NaN (an EIF that subtracts its threshold may run
+    away to infinity, and then both paths give NaN)."""
+    return bool(torch.equal(got.isnan(), want.isnan())
+                and torch.equal(got.nan_to_num(), want.nan_to_num()))
+
+
 def run(graph: hub.Graph, x: torch.Tensor, backend: str, weights: dict[str, torch.Tensor]
         ) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
     """Two calls (the state carries over), then the gradient of a loss on the outputs and on
@@ -105,7 +113,7 @@ def run(graph: hub.Graph, x: torch.Tensor, backend: str, weights: dict[str, torc
 @pytest.mark.parametrize("per_neuron", [True, False], ids=["per-neuron", "scalar"])
 @pytest.mark.parametrize("kind, fields", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
 def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_neuron, dtype):
-    rng = np.random.default_rng(abs(hash((kind, str(fields), per_neuron))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{kind}{fields}{per_neuron}".encode()))
     node = make(kind, rng, per_neuron, **fields)
     graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), node)
     x = drive(kind, rng, 21, 4, dtype)
@@ -115,10 +123,10 @@ def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_ne
     want_out, want_state, want_grad, _ = run(graph, x, "torch", weights)
     out, state, grad, paths = run(graph, x, "auto", weights)
     assert set(paths.values()) == {cpu.PATH}
-    assert torch.equal(out, want_out)
+    assert same(out, want_out)
     for key in want_state:
-        assert torch.equal(state[key], want_state[key]), key
-    assert torch.equal(grad, want_grad)
+        assert same(state[key], want_state[key]), key
+    assert same(grad, want_grad)
     if kind != "SynapseFilter":
         active = float((want_out != 0).double().mean())
         assert 0 < active < 1, f"the test input must make it fire (active {active})"

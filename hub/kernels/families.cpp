@@ -92,8 +92,16 @@ struct Conf {
     int32_t inclusive, reset, order_new;
 };
 
-template <typename R>
-inline R fire(const Conf& c, R z) { return (c.inclusive ? z >= R(0) : z > R(0)) ? R(1) : R(0); }
+// The conventions as compile-time constants, so that every loop below vectorises.
+template <bool INCLUSIVE, int RESET, bool ORDER_NEW>
+struct Fixed {
+    static constexpr bool inclusive = INCLUSIVE;
+    static constexpr int reset = RESET;
+    static constexpr bool order_new = ORDER_NEW;
+};
+
+template <typename C, typename R>
+inline R fire(C, R z) { return (C::inclusive ? z >= R(0) : z > R(0)) ? R(1) : R(0); }
 
 // The surrogate's derivative applied to g: g / (1 + slope |z|)^2, as hub/surrogate.py computes.
 template <typename R>
@@ -107,7 +115,6 @@ inline R surrogate(R g, R z, R slope) {
 // step's input and output, all offset to the block; w scratch of 4 * BLOCK values.
 template <typename R>
 struct Step {
-    const Conf& c;
     int64_t n;
     const R* const* p;
     R* const* s;
@@ -121,7 +128,6 @@ struct Step {
 // gradient and input gradient, and the state gradients g (after the step in, before it out).
 template <typename R>
 struct Back {
-    const Conf& c;
     int64_t n;
     const R* const* p;
     const R* const* sv;
@@ -135,14 +141,16 @@ struct Back {
     bool first;  // t == 0
 };
 
-#define EACH for (int64_t j = 0; j < n; ++j)
+// omp simd: GCC 12 gives up on some of these loops by itself ("no vectype"); every neuron's
+// operations stay as written (no reduction, so nothing is reassociated; no contraction, by flag).
+#define EACH _Pragma("omp simd") for (int64_t j = 0; j < n; ++j)
 
 // -- ALIF: p alpha beta gain current_gain v_leak threshold threshold_decay threshold_step
 //          refractory_decay refractory_scale v_reset; s i v theta r -------------------------------
 
-template <typename R>
+template <typename R, typename C>
 void alif_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict al = a.p[0], *__restrict be = a.p[1], *__restrict ga = a.p[2],
             *__restrict cg = a.p[3], *__restrict vl = a.p[4], *__restrict th = a.p[5],
@@ -166,9 +174,9 @@ void alif_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void alif_backward(const Back<R>& b) {
-    const Conf& c = b.c;
+    constexpr C c{};
     const int64_t n = b.n;
     const R *__restrict al = b.p[0], *__restrict be = b.p[1], *__restrict ga = b.p[2],
             *__restrict cg = b.p[3], *__restrict vl = b.p[4], *__restrict th = b.p[5],
@@ -216,9 +224,9 @@ void alif_backward(const Back<R>& b) {
 
 // -- Izhikevich: p rate sq mn bias recovery_rate coupling threshold v_reset u_jump; s v u --------
 
-template <typename R>
+template <typename R, typename C>
 void izhikevich_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict rate = a.p[0], *__restrict sq = a.p[1], *__restrict mn = a.p[2],
             *__restrict bias = a.p[3], *__restrict rr = a.p[4], *__restrict cp = a.p[5],
@@ -236,7 +244,7 @@ void izhikevich_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void izhikevich_backward(const Back<R>& b) {
     const int64_t n = b.n;
     const R *__restrict rate = b.p[0], *__restrict sq = b.p[1], *__restrict mn = b.p[2],
@@ -249,7 +257,7 @@ void izhikevich_backward(const Back<R>& b) {
         const R drive = ((((sq[j] * (vo * vo)) + mn[j] * vo) + bias[j]) - uo) + b.x[j];
         const R vn = vo + rate[j] * drive;
         const R z = vn - th[j];
-        const R sp = fire(b.c, z);
+        const R sp = fire(C{}, z);
         const bool on = sp > R(0);
         const R g_un = (on ? R(0) : gu[j]) + (on ? gu[j] : R(0));
         const R g_vn = (on ? R(0) : gv[j]) + surrogate(b.go[j], z, b.slope);
@@ -263,9 +271,9 @@ void izhikevich_backward(const Back<R>& b) {
 
 // -- QIF: p tau a0 v_rest v_c tau_w coupling w_jump threshold v_reset; s v w -------------------
 
-template <typename R>
+template <typename R, typename C>
 void qif_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict tau = a.p[0], *__restrict a0 = a.p[1], *__restrict vrest = a.p[2],
             *__restrict vc = a.p[3], *__restrict tw = a.p[4], *__restrict cp = a.p[5],
@@ -281,9 +289,9 @@ void qif_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void qif_backward(const Back<R>& b) {
-    const Conf& c = b.c;
+    constexpr C c{};
     const int64_t n = b.n;
     const R *__restrict tau = b.p[0], *__restrict a0 = b.p[1], *__restrict vrest = b.p[2],
             *__restrict vc = b.p[3], *__restrict tw = b.p[4], *__restrict cp = b.p[5],
@@ -312,9 +320,9 @@ void qif_backward(const Back<R>& b) {
 
 // -- AlphaLIF: p alpha beta scale threshold; s e h v ------------------------------------------
 
-template <typename R>
+template <typename R, typename C>
 void alpha_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict al = a.p[0], *__restrict be = a.p[1], *__restrict sc = a.p[2],
             *__restrict th = a.p[3];
@@ -339,9 +347,9 @@ void alpha_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void alpha_backward(const Back<R>& b) {
-    const Conf& c = b.c;
+    constexpr C c{};
     const int64_t n = b.n;
     const R *__restrict al = b.p[0], *__restrict be = b.p[1], *__restrict sc = b.p[2],
             *__restrict th = b.p[3];
@@ -385,7 +393,7 @@ void alpha_backward(const Back<R>& b) {
 // -- SynapseFilter: p rate; s y. The output is the state itself, so its gradient gathers the
 // output's part and the next step's two parts in that order: the carry holds the second. -------
 
-template <typename R>
+template <typename R, typename C>
 void filter_forward(const Step<R>& a) {
     const int64_t n = a.n;
     const R* __restrict rate = a.p[0];
@@ -398,7 +406,7 @@ void filter_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void filter_backward(const Back<R>& b) {
     const int64_t n = b.n;
     const R* __restrict rate = b.p[0];
@@ -418,9 +426,9 @@ void filter_backward(const Back<R>& b) {
 
 // -- EIF: p tau delta_t theta_rh v_rest threshold v_reset; s v ---------------------------------
 
-template <typename R>
+template <typename R, typename C>
 void eif_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict tau = a.p[0], *__restrict dt = a.p[1], *__restrict trh = a.p[2],
             *__restrict vrest = a.p[3], *__restrict th = a.p[4], *__restrict vr = a.p[5];
@@ -437,9 +445,9 @@ void eif_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void eif_backward(const Back<R>& b) {
-    const Conf& c = b.c;
+    constexpr C c{};
     const int64_t n = b.n;
     const R *__restrict tau = b.p[0], *__restrict dt = b.p[1], *__restrict trh = b.p[2],
             *__restrict vrest = b.p[3], *__restrict th = b.p[4];
@@ -468,9 +476,9 @@ void eif_backward(const Back<R>& b) {
 // -- AdExLIF: p rate syn_rate ada_rate delta_t v_leak threshold v_reset coupling jump;
 //             s i v a ----------------------------------------------------------------------------
 
-template <typename R>
+template <typename R, typename C>
 void adex_forward(const Step<R>& a) {
-    const Conf& c = a.c;
+    constexpr C c{};
     const int64_t n = a.n;
     const R *__restrict rate = a.p[0], *__restrict sr = a.p[1], *__restrict ar = a.p[2],
             *__restrict dt = a.p[3], *__restrict vl = a.p[4], *__restrict th = a.p[5],
@@ -493,9 +501,9 @@ void adex_forward(const Step<R>& a) {
     }
 }
 
-template <typename R>
+template <typename R, typename C>
 void adex_backward(const Back<R>& b) {
-    const Conf& c = b.c;
+    constexpr C c{};
     const int64_t n = b.n;
     const R *__restrict rate = b.p[0], *__restrict sr = b.p[1], *__restrict ar = b.p[2],
             *__restrict dt = b.p[3], *__restrict vl = b.p[4], *__restrict th = b.p[5],
@@ -533,7 +541,7 @@ const int MAX_STATE = 4, MAX_PARAMS = 12;
 // Forward over T steps. x, out: [T, M]; state: ns pointers to [M], updated in place; saved
 // (null, or ns pointers to [T, M]): the state before each step, for the backward pass.
 template <typename R, typename F>
-void forward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
+void forward(F step, const Exp& e, int threads, int ns, int np,
              const void* const* q, int64_t T, int64_t M, int64_t K, const R* x, R* out,
              R* const* state, R* const* saved) {
     blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
@@ -546,7 +554,7 @@ void forward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
         for (int64_t t = 0; t < T; ++t) {
             if (saved)
                 for (int k = 0; k < ns; ++k) std::memcpy(saved[k] + t * M + lo, s[k], n * sizeof(R));
-            step(Step<R>{c, n, p, s, x + t * M + lo, out + t * M + lo, w, e});
+            step(Step<R>{n, p, s, x + t * M + lo, out + t * M + lo, w, e});
         }
     });
 }
@@ -554,7 +562,7 @@ void forward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
 // Backward over T steps, in reverse. gout, gx: [T, M]; saved: the forward's; g: ns pointers to
 // [M], the gradients with respect to the final state in, to the initial state out.
 template <typename R, typename F>
-void backward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
+void backward(F step, const Exp& e, int threads, int ns, int np,
               const void* const* q, int64_t T, int64_t M, int64_t K, const R* x, const R* gout,
               R* const* saved, R* const* g, R* gx, R slope) {
     blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
@@ -567,8 +575,8 @@ void backward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
         alignas(64) R w[4 * BLOCK] = {};
         for (int64_t t = T - 1; t >= 0; --t) {
             for (int k = 0; k < ns; ++k) sv[k] = saved[k] + t * M + lo;
-            step(Back<R>{c, n, p, sv, x + t * M + lo, gout + t * M + lo, gx + t * M + lo, gs, w,
-                         e, slope, t == 0});
+            step(Back<R>{n, p, sv, x + t * M + lo, gout + t * M + lo, gx + t * M + lo, gs, w, e,
+                         slope, t == 0});
         }
     });
 }
@@ -577,17 +585,46 @@ void backward(F step, const Conf& c, const Exp& e, int threads, int ns, int np,
 const int STATES[] = {4, 2, 2, 3, 1, 1, 3};
 const int PARAMS[] = {11, 9, 9, 4, 1, 6, 9};
 
+// Calls f.operator()<C>() with the Fixed type of c; RESETS, ORDERS: whether the family reads
+// the reset and the current order (else one instance serves all).
+template <bool RESETS, bool ORDERS, typename F>
+void with_conf(const Conf& c, F&& f) {
+    auto inclusive = [&]<bool I>() {
+        auto reset = [&]<int S>() {
+            if constexpr (ORDERS) {
+                if (!c.order_new) { f.template operator()<Fixed<I, S, false>>(); return; }
+            }
+            f.template operator()<Fixed<I, S, true>>();
+        };
+        if constexpr (RESETS) {
+            if (c.reset == 1) { reset.template operator()<1>(); return; }
+            if (c.reset == 2) { reset.template operator()<2>(); return; }
+        }
+        reset.template operator()<0>();
+    };
+    if (c.inclusive) inclusive.template operator()<true>();
+    else inclusive.template operator()<false>();
+}
+
+// Calls f(forward, backward) with family's step functions for c.
 template <typename R, typename F>
-bool with_family(int family, F&& f) {
+bool with_family(int family, const Conf& c, F&& f) {
+#define HUB_FAMILY(N, NAME, RESETS, ORDERS)                                              \
+    case N:                                                                             \
+        with_conf<RESETS, ORDERS>(c, [&]<typename C>() {                                \
+            f(NAME##_forward<R, C>, NAME##_backward<R, C>);                             \
+        });                                                                             \
+        return true;
     switch (family) {
-        case 0: f(alif_forward<R>, alif_backward<R>); return true;
-        case 1: f(izhikevich_forward<R>, izhikevich_backward<R>); return true;
-        case 2: f(qif_forward<R>, qif_backward<R>); return true;
-        case 3: f(alpha_forward<R>, alpha_backward<R>); return true;
-        case 4: f(filter_forward<R>, filter_backward<R>); return true;
-        case 5: f(eif_forward<R>, eif_backward<R>); return true;
-        case 6: f(adex_forward<R>, adex_backward<R>); return true;
+        HUB_FAMILY(0, alif, true, true)
+        HUB_FAMILY(1, izhikevich, false, false)
+        HUB_FAMILY(2, qif, true, false)
+        HUB_FAMILY(3, alpha, true, false)
+        HUB_FAMILY(4, filter, false, false)
+        HUB_FAMILY(5, eif, true, false)
+        HUB_FAMILY(6, adex, false, false)
     }
+#undef HUB_FAMILY
     return false;
 }
 
@@ -596,9 +633,9 @@ int run_forward(int family, const int32_t* conf, const Exp* e, int threads, cons
                 int64_t T, int64_t M, int64_t K, const void* x, void* out, void* const* state,
                 void* const* saved) {
     const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, [&](auto fwd, auto) {
-        forward<R>(fwd, c, *e, threads, STATES[family], PARAMS[family], q, T, M, K,
-                   (const R*)x, (R*)out, (R* const*)state, (R* const*)saved);
+    const bool ok = with_family<R>(family, c, [&](auto fwd, auto) {
+        forward<R>(fwd, *e, threads, STATES[family], PARAMS[family], q, T, M, K, (const R*)x,
+                   (R*)out, (R* const*)state, (R* const*)saved);
     });
     return ok ? 0 : 2;
 }
@@ -608,10 +645,9 @@ int run_backward(int family, const int32_t* conf, const Exp* e, int threads,
                  const void* const* q, int64_t T, int64_t M, int64_t K, const void* x,
                  const void* gout, void* const* saved, void* const* g, void* gx, double slope) {
     const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, [&](auto, auto bwd) {
-        backward<R>(bwd, c, *e, threads, STATES[family], PARAMS[family], q, T, M, K,
-                    (const R*)x, (const R*)gout, (R* const*)saved, (R* const*)g, (R*)gx,
-                    R(slope));
+    const bool ok = with_family<R>(family, c, [&](auto, auto bwd) {
+        backward<R>(bwd, *e, threads, STATES[family], PARAMS[family], q, T, M, K, (const R*)x,
+                    (const R*)gout, (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
     });
     return ok ? 0 : 2;
 }
