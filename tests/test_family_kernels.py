@@ -220,3 +220,129 @@ def test_the_kernels_exponential_is_torch_exp_bit_for_bit(dtype):
                                                 got.data_ptr(), part.numel())
         assert torch.equal(got.nan_to_num(), want[-length:].nan_to_num()), length
         assert torch.equal(got.isnan(), want[-length:].isnan())
+
+
+# The CUDA source has no GPU to run on here, so it is compiled as plain C++ (CUDA's keywords
+# stubbed, one "thread" per neuron in a loop, the exponential torch's own function) and checked
+# bit for bit, forward and backward, against the reference step.
+
+_STUB = r"""
+#include <cmath>
+#include <cstdint>
+using std::exp;
+using std::fabs;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct Dim { long long x; };
+static Dim blockIdx, blockDim = {1}, threadIdx = {0};
+static void* hub_exp_fn;
+static long long hub_exp_mode;
+template <typename T> T hub_exp(T a) {
+    T out;
+    ((void (*)(int, const T*, T*, long long))hub_exp_fn)(1, &a, &out, hub_exp_mode);
+    return out;
+}
+#define HUB_EXP(a) hub_exp<R>(a)
+"""
+_DRIVER = r"""
+extern "C" void set_exp(void* fn, long long mode) { hub_exp_fn = fn; hub_exp_mode = mode; }
+extern "C" void run_forward(long long M, const R* const* p, long long T, long long K,
+        const R* x, R* out, R* const* state, R* const* saved) {
+    for (long long m = 0; m < M; ++m) { blockIdx.x = m; forward(p, T, M, K, x, out, state, saved); }
+}
+extern "C" void run_backward(long long M, const R* const* p, long long T, long long K,
+        const R* x, const R* gout, R* const* saved, R* const* g, R* gx) {
+    for (long long m = 0; m < M; ++m) {
+        blockIdx.x = m;
+        backward(p, T, M, K, x, gout, saved, g, gx);
+    }
+}
+"""
+
+
+def _addresses(tensors):
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+class _EmulatedCuda:
+    """The CuPy family kernels' source compiled for the CPU, with the CPU kernel's interface."""
+
+    def __init__(self, node: hub.Family, p: dict, dtype: torch.dtype, directory) -> None:
+        import hashlib
+        import shutil
+        import subprocess
+
+        from hub.kernels import cupy_families
+
+        source = _STUB + cupy_families.source(node, dtype) + _DRIVER
+        name = directory / hashlib.sha1(source.encode()).hexdigest()[:12]
+        if not name.with_suffix(".so").exists():
+            name.with_suffix(".cpp").write_text(source)
+            subprocess.run([shutil.which("g++") or "c++", "-O1", "-ffp-contract=off", "-shared",
+                            "-fPIC", "-std=c++14", str(name.with_suffix(".cpp")), "-o",
+                            str(name.with_suffix(".so"))], check=True)
+        self.lib = ctypes.CDLL(str(name.with_suffix(".so")))
+        found, _ = family_kernels.exp_function(dtype)
+        if family_kernels.SPECS[type(node).kernel].exp:
+            if found is None or found.kind != 1:
+                pytest.skip("the emulation calls torch's exp through MKL's vm?Exp only")
+            self.lib.set_exp(ctypes.c_void_p(found.fn), ctypes.c_longlong(found.mode))
+        spec = family_kernels.SPECS[type(node).kernel]
+        self.keep = [torch.broadcast_to(p[n].to(dtype), (WIDTH,)).contiguous()
+                     for n in spec.params]
+        self.params = _addresses(self.keep)
+
+    def forward(self, x, state, save):
+        out = torch.empty_like(x)
+        saved = [torch.empty_like(x) for _ in state] if save else None
+        self.lib.run_forward(ctypes.c_longlong(x[0].numel()), self.params,
+                             ctypes.c_longlong(x.shape[0]), ctypes.c_longlong(WIDTH),
+                             ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                             _addresses(state), _addresses(saved) if saved else None)
+        return out, saved
+
+    def backward(self, x, gout, saved, grads):
+        gx = torch.empty_like(gout)
+        self.lib.run_backward(ctypes.c_longlong(x[0].numel()), self.params,
+                              ctypes.c_longlong(x.shape[0]), ctypes.c_longlong(WIDTH),
+                              ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(gout.data_ptr()),
+                              _addresses(saved), _addresses(grads), ctypes.c_void_p(gx.data_ptr()))
+        return gx
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind, fields", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_cupy_family_source_emulated_on_the_cpu_matches_the_reference(kind, fields, dtype,
+                                                                        tmp_path_factory):
+    directory = tmp_path_factory.getbasetemp() / "emulated-cuda-families"
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(f"cuda{kind}{fields}".encode()))
+    node = make(kind, rng, **fields)
+    p = {k: torch.tensor(v, dtype=dtype) for k, v in node.params().items()
+         if isinstance(v, np.ndarray)}
+    x = drive(kind, rng, 17, 3, dtype)
+    names = list(node.starts)
+    weights = {k: torch.tensor(rng.normal(size=(3, WIDTH)), dtype=dtype) for k in names}
+    gout = torch.tensor(rng.normal(size=x.shape), dtype=dtype)
+    results = []
+    for emulated in (False, True):
+        xg = x.clone().requires_grad_()
+        state = node.initial_state((3, WIDTH), x)
+        if emulated:
+            kernel = _EmulatedCuda(node, p, dtype, directory)
+            out, state = family_kernels.run(node, p, xg, state, kernel=kernel)
+        else:
+            outs = []
+            for xt in xg.unbind(0):
+                o, state = node.step(p, xt, state)
+                outs.append(o)
+            out = torch.stack(outs)
+        loss = (out * gout).sum() + sum((state[k] * weights[k]).sum() for k in names)
+        loss.backward()
+        results.append((out.detach(), {k: v.detach() for k, v in state.items()}, xg.grad))
+    (want_out, want_state, want_grad), (got_out, got_state, got_grad) = results
+    assert same(got_out, want_out)
+    for key in names:
+        assert same(got_state[key], want_state[key]), key
+    assert same(got_grad, want_grad)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..families import Family
 from ..neurons import Neuron
 from ..surrogate import SLOPE
 from .cpu import PARAMS, refusal
@@ -180,6 +181,10 @@ def available() -> tuple[bool, str]:
 
 def unsupported(node: Neuron, p: dict, x: torch.Tensor) -> str | None:
     """Why ``node`` cannot run in the CuPy kernels on ``x``; None if it can."""
+    if isinstance(node, Family):
+        from . import cupy_families
+
+        return cupy_families.unsupported(node, p, x)
     return refusal(node, p, x, device="cuda", dtypes=DTYPES, kernels="the CuPy kernels")
 
 
@@ -265,6 +270,10 @@ def _ptr(t: torch.Tensor | None) -> np.uint64:
 
 def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
     """Run ``node`` over ``x`` ``[T, N, *shape]`` on the GPU; as :func:`hub.kernels.cpu.run`."""
+    if isinstance(node, Family):
+        from . import cupy_families
+
+        return cupy_families.run(node, p, x, state)
     from .cpu import run as run_with
 
     return run_with(node, p, x, state, kernel=_Launch(node, p, tuple(x.shape[2:]), x))

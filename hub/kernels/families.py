@@ -294,12 +294,14 @@ class _Fused(torch.autograd.Function):
         return (None, gx, *grads)
 
 
-def run(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+def run(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any], *,
+        kernel: Any = None) -> tuple[torch.Tensor, dict]:
     """Run ``node`` over a whole sequence ``x`` ``[T, N, *shape]`` from ``state``: exactly what
-    ``T`` calls of ``node.step`` give. Check :func:`unsupported` first."""
-    kernel = _Kernel(node, p, tuple(x.shape[2:]), x.dtype)
+    ``T`` calls of ``node.step`` give. Check :func:`unsupported` first. ``kernel`` runs the
+    steps (the CuPy backend passes its own); by default the C++ one."""
+    kernel = kernel or _Kernel(node, p, tuple(x.shape[2:]), x.dtype)
     x = x.contiguous()
-    names = kernel.spec.state
+    names = SPECS[type(node).kernel].state
     start = [state[n].to(x.dtype).contiguous() for n in names]
     if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in start)):
         out, *new = _Fused.apply(kernel, x, *start)
