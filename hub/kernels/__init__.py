@@ -6,6 +6,10 @@ same order, so their results are bit-identical to it; the reference stays the se
 :class:`hub.Simulator` picks the kernels with its ``backend`` option. The CPU kernels are tested
 against the reference on every convention; the CUDA source is tested the same way compiled for
 the CPU, and on a GPU only where one is present.
+
+The neuron families of :mod:`hub.families` have kernels of their own, in the same two forms:
+``families`` (C++, ``families.cpp``) and ``cupy_families``; ``cpu`` and ``cupy`` hand a family
+node to them, and :attr:`hub.Family.kernel` names the kernel a family type's step has.
 """
 
 from __future__ import annotations
