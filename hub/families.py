@@ -130,11 +130,6 @@ class ALIF(Family, SpikingFields):
                                             "v_reset", "threshold", "threshold_step",
                                             "refractory_scale")
 
-    def kernel_refusal(self) -> str | None:
-        if self.arithmetic == "fixed":
-            return "arithmetic='fixed' (Loihi's integers) steps on the reference"
-        return None
-
     def check(self) -> None:
         if self.arithmetic != "fixed":
             return

@@ -189,14 +189,36 @@ def test_parameters_that_require_gradients_stay_on_the_reference():
     assert torch.equal(out, hub.simulate(graph, x, backend="torch"))
 
 
-def test_an_alif_in_fixed_arithmetic_steps_on_the_reference_and_says_so():
-    node = hub.ALIF(beta=0.5, threshold=4.0, arithmetic="fixed")
-    graph = hub.Graph.chain(hub.Input(shape=(3,)), node)
-    x = torch.tensor(np.random.default_rng(0).integers(0, 4, size=(6, 2, 3)), dtype=torch.float32)
+@pytest.mark.parametrize("fields", [{}, {"reset": "subtract", "comparison": ">="},
+                                    {"reset": "none", "current_order": "previous"}])
+def test_an_alif_in_fixed_arithmetic_runs_fused_with_the_reference_integers(fields):
+    """Loihi's integer ALIF (slayer's alif): the fused kernel gives the reference's spikes and
+    integer state, and refuses a non-integer drive as the reference does."""
+    rng = np.random.default_rng(zlib.crc32(str(fields).encode()))
+
+    def decay(size: int = WIDTH) -> np.ndarray:
+        return rng.integers(0, 4097, size=size) / 4096
+
+    def integer(low: int, high: int) -> np.ndarray:
+        return rng.integers(low, high, size=WIDTH).astype(np.float64)
+
+    node = hub.ALIF(alpha=decay(), beta=decay(), threshold_decay=decay(),
+                    refractory_decay=decay(), gain=integer(1, 3), current_gain=integer(1, 64),
+                    v_leak=integer(-5, 5), v_init=integer(-20, 20), v_reset=integer(-10, 1),
+                    threshold=integer(200, 900), threshold_step=integer(0, 300),
+                    refractory_scale=integer(0, 3), arithmetic="fixed", **fields)
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), node)
+    x = torch.tensor(rng.integers(-3, 12, size=(40, 3, WIDTH)), dtype=torch.float32)
+    want = hub.Simulator(graph, backend="torch")
     sim = hub.Simulator(graph)
     out = sim(x)
-    assert "arithmetic='fixed'" in next(iter(sim.paths.values()))
-    assert torch.equal(out, hub.simulate(graph, x, backend="torch"))
+    assert next(iter(sim.paths.values())) == cpu.PATH
+    assert torch.equal(out, want(x))
+    for key, value in want._state["alif1"].items():
+        assert torch.equal(sim._state["alif1"][key], value), key
+    assert 0 < float(out.mean()) < 1
+    with pytest.raises(hub.HubError, match="not an integer"):
+        hub.simulate(graph, x + 0.5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

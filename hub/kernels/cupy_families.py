@@ -333,6 +333,8 @@ def unsupported(node: Family, p: dict, x: torch.Tensor) -> str | None:
     refusal = node.kernel_refusal()
     if refusal:
         return refusal
+    if getattr(node, "arithmetic", "float") == "fixed":
+        return "arithmetic='fixed' has no CuPy kernel (the CPU's fused kernel has)"
     if x.device.type != "cuda":
         return f"the input is on {x.device}, not cuda"
     if x.dtype not in DTYPES:

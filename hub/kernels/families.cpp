@@ -652,6 +652,50 @@ int run_backward(int family, const int32_t* conf, const Exp* e, int threads,
     return ok ? 0 : 2;
 }
 
+// -- ALIF in Loihi's integers (ALIF.arithmetic == "fixed"), forward only: its outputs carry no
+// gradient. Every product and sum wraps as torch's int64 does; decay(d, y) is
+// sign(y * d) * (|y * d| >> 12). q: alpha beta threshold_decay refractory_decay (times 4096), then
+// gain current_gain v_leak v_reset threshold threshold_step refractory_scale, K values each (int64);
+// drive: current_gain * x in float64 (integers, checked by the caller). ---------------------------
+
+inline int64_t wadd(int64_t a, int64_t b) { return int64_t(uint64_t(a) + uint64_t(b)); }
+inline int64_t wsub(int64_t a, int64_t b) { return int64_t(uint64_t(a) - uint64_t(b)); }
+inline int64_t wmul(int64_t a, int64_t b) { return int64_t(uint64_t(a) * uint64_t(b)); }
+inline int64_t decay(int64_t d, int64_t y) {
+    const int64_t p = wmul(y, d);
+    const int64_t m = (p < 0 ? wsub(0, p) : p) >> 12;
+    return p < 0 ? wsub(0, m) : (p > 0 ? m : 0);
+}
+
+template <typename R>
+void alif_fixed(const Conf& c, int threads, const int64_t* const* q, int64_t T, int64_t M,
+                int64_t K, const double* drive, R* out, int64_t* i, int64_t* v, int64_t* theta,
+                int64_t* r) {
+    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t m = lo; m < hi; ++m) {
+                const int64_t k = k0 + (m - lo);
+                const int64_t al = q[0][k], be = q[1][k], td = q[2][k], rd = q[3][k],
+                              ga = q[4][k], vl = q[6][k], vr = q[7][k], th = q[8][k],
+                              ts = q[9][k], rs = q[10][k];
+                const int64_t inew = wadd(decay(al, i[m]), int64_t(drive[t * M + m]));
+                const int64_t u = c.order_new ? inew : i[m];
+                int64_t vv = wadd(wadd(vl, decay(be, wsub(v[m], vl))), wmul(ga, u));
+                int64_t t2 = wadd(th, decay(td, wsub(theta[m], th)));
+                int64_t r1 = decay(rd, r[m]);
+                const int64_t lhs = wsub(vv, r1);
+                const bool fired = c.inclusive ? lhs >= t2 : lhs > t2;
+                const int64_t f = fired;
+                if (c.reset == 0) vv = fired ? vr : vv;
+                else if (c.reset == 1) vv = wsub(vv, wmul(t2, f));
+                r1 = wadd(r1, wmul(wmul(rs, t2), f));
+                t2 = wadd(t2, wmul(ts, f));
+                out[t * M + m] = fired ? R(1) : R(0);
+                i[m] = inew; v[m] = vv; theta[m] = t2; r[m] = r1;
+            }
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -678,6 +722,21 @@ int hub_family_backward(int family, int dtype, const int32_t* conf, const Exp* e
     if (dtype == 1) return run_backward<double>(family, conf, e, threads, q, T, M, K, x, gout,
                                                 saved, g, gx, slope);
     return 1;
+}
+
+// dtype of out: 0 float32, 1 float64. conf, q, drive: as alif_fixed above.
+int hub_alif_fixed_forward(int dtype, const int32_t* conf, int threads, const int64_t* const* q,
+                           int64_t T, int64_t M, int64_t K, const void* drive, void* out,
+                           int64_t* i, int64_t* v, int64_t* theta, int64_t* r) {
+    const Conf c{conf[0], conf[1], conf[2]};
+    if (dtype == 0)
+        alif_fixed<float>(c, threads, q, T, M, K, (const double*)drive, (float*)out, i, v, theta, r);
+    else if (dtype == 1)
+        alif_fixed<double>(c, threads, q, T, M, K, (const double*)drive, (double*)out, i, v,
+                           theta, r);
+    else
+        return 1;
+    return 0;
 }
 
 // torch.exp's function applied to n values, for checking that it is the one torch calls.

@@ -97,6 +97,8 @@ def library() -> ctypes.CDLL:
                                                     i64, i64, i64, pointer, pointer, pointer,
                                                     pointer, pointer, ctypes.c_double]
                 lib.hub_family_exp.argtypes = [i32, pointer, pointer, pointer, i64]
+                lib.hub_alif_fixed_forward.argtypes = [i32, pointer, i32, pointer, i64, i64, i64,
+                                                       pointer, pointer] + [pointer] * 4
                 _library = lib
             except (cpu.KernelUnavailable, OSError, AttributeError) as error:
                 _failure = str(error)
@@ -294,11 +296,46 @@ class _Fused(torch.autograd.Function):
         return (None, gx, *grads)
 
 
+_FIXED_PARAMS = ("alpha", "beta", "threshold_decay", "refractory_decay", "gain", "current_gain",
+                 "v_leak", "v_reset", "threshold", "threshold_step", "refractory_scale")
+
+
+def run_fixed(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any]
+              ) -> tuple[torch.Tensor, dict]:
+    """:func:`run` for an ALIF in Loihi's integers (``arithmetic="fixed"``): forward only, as
+    its reference step, whose outputs carry no gradient."""
+    shape = tuple(x.shape[2:])
+    decays = node._DECAYS
+    q = [torch.broadcast_to(torch.round(p[n].detach().to(torch.float64)
+                                        * (4096 if n in decays else 1)).to(torch.int64),
+                            shape).reshape(-1).contiguous() for n in _FIXED_PARAMS]
+    drive = (p["current_gain"].detach().to(torch.float64) * x.detach().to(torch.float64))
+    if not torch.equal(drive, torch.round(drive)):
+        raise HubError("an ALIF with fixed arithmetic received an input whose "
+                       "current_gain * x is not an integer", field="input")
+    drive = drive.contiguous()
+    new = {n: state[n].clone().contiguous() for n in ("i", "v", "theta", "r")}
+    out = cpu._empty(x)
+    conf = (ctypes.c_int32 * 3)(int(node.comparison == ">="), _RESETS[node.reset],
+                                int(node.current_order == "new"))
+    threads = max(1, torch.get_num_threads()) if x.numel() >= cpu.PARALLEL_MIN else 1
+    status = library().hub_alif_fixed_forward(
+        DTYPES.index(x.dtype), conf, threads,
+        (ctypes.c_void_p * len(q))(*[t.data_ptr() for t in q]), x.shape[0], x[0].numel(),
+        int(np.prod(shape, dtype=np.int64)), drive.data_ptr(), out.data_ptr(),
+        *[new[n].data_ptr() for n in ("i", "v", "theta", "r")])
+    if status:
+        raise HubError(f"the fused ALIF kernel refused dtype {x.dtype}")
+    return out, new
+
+
 def run(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         kernel: Any = None) -> tuple[torch.Tensor, dict]:
     """Run ``node`` over a whole sequence ``x`` ``[T, N, *shape]`` from ``state``: exactly what
     ``T`` calls of ``node.step`` give. Check :func:`unsupported` first. ``kernel`` runs the
     steps (the CuPy backend passes its own); by default the C++ one."""
+    if getattr(node, "arithmetic", "float") == "fixed":
+        return run_fixed(node, p, x, state)
     kernel = kernel or _Kernel(node, p, tuple(x.shape[2:]), x.dtype)
     x = x.contiguous()
     names = SPECS[type(node).kernel].state
