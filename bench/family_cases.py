@@ -156,7 +156,10 @@ def markdown(rows: list[dict], size: tuple[int, int, int]) -> str:
            "own neuron layer (run as its users run it), and the same "
            "layer imported with `hub.load` and run by the hub's default path (the family's "
            "fused kernel, bit-identical to the reference) and by the reference "
-           "(`backend=\"torch\"`). Cases from `bench/family_cases.py`.", "",
+           "(`backend=\"torch\"`). Cases from `bench/family_cases.py`. Forward+backward "
+           "gains less than forward: the fused path saves every state of every step for the "
+           "backward pass, and the input copy and output gradient of each run are fresh memory.",
+           "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(out) + "\n"

@@ -6,7 +6,8 @@ reference in float32 and float64. Its backward pass gives the gradients with res
 input and the initial state that autograd computes through the reference step (surrogate
 included), bit for bit: each local derivative as autograd writes it, and the parts of a
 gradient summed in the order autograd's engine delivers them. Families whose own parameters
-require a gradient stay on the reference, as :class:`hub.Neuron` s do.
+require a gradient stay on the reference, as :class:`hub.Neuron` s do. An ALIF in Loihi's
+integers (``arithmetic="fixed"``) runs on an integer kernel, forward only, like its reference.
 
 A family type names its kernel with :attr:`hub.Family.kernel`; a subclass that overrides
 ``step`` (or ``initial_state`` or ``_fire``) runs its own step.
