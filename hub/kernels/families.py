@@ -248,7 +248,9 @@ class _Kernel:
                 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         steps, total = x.shape[0], x[0].numel()
         out = cpu._empty(x)
-        saved = [cpu._empty(x) for _ in state] if save else None
+        # one buffer for all saved states: one size of its own in the buffer cache
+        saved = (list(cpu._empty(x, shape=(len(state), *x.shape)).unbind(0)) if save
+                 else None)
         pointers = (ctypes.c_void_p * len(state))(*[t.data_ptr() for t in state])
         kept = ((ctypes.c_void_p * len(state))(*[t.data_ptr() for t in saved]) if saved
                 else None)
