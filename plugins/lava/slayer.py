@@ -12,6 +12,7 @@ import torch
 import hub
 from hub.errors import FormatError
 from hub.legalise import Accepts
+from hub_plugins.lava import slayer_sigma_delta
 from hub_plugins.lava.slayer_common import (
     NEURONS, STATES, _blocks, _is_bootstrap, _slayer, _slayer_here)
 from hub_plugins.lava.slayer_export import (
@@ -51,9 +52,11 @@ class SlayerFormat(hub.Format):
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias"})
+                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias",
+                                   "SigmaDelta", "Delta", "Sigma", "Quantize"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
-        "field values are checked by the exporter against slayer's CUBA and ALIF blocks"])
+        "field values are checked by the exporter against slayer's CUBA, ALIF and sigma-delta "
+        "blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():
@@ -112,6 +115,9 @@ class SlayerFormat(hub.Format):
         blocks = []
         shape = chain[0][1].shape
         plan = graph.flat().plan().output_shapes
+        if slayer_sigma_delta.is_sigma_delta(chain):
+            blocks = slayer_sigma_delta.export_chain(chain, plan)
+            return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
         i = 1
         while i < len(chain):
             name, node = chain[i]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 import hub
+from hub_plugins.lava import slayer_sigma_delta
 from hub_plugins.lava.slayer_common import BIAS_EXP, DECAY_UNITY, _integral, _is_bootstrap
 
 
@@ -160,7 +161,7 @@ def _first_input_shape(blocks: list[Any]) -> tuple[int, ...] | None:
     """The network's input shape, from the first block that says it."""
     for block in blocks:
         kind = type(block).__name__
-        if kind in ("Dense", "KWTA"):
+        if kind in ("Dense", "KWTA", "Output"):
             return (int(block.synapse.in_channels),)
         if kind == "Recurrent":
             return (int(block.input_synapse.in_channels),)
@@ -181,10 +182,12 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
     synapses as ``(part, node, neuron part)``."""
     kind = type(block).__name__
     family = type(block).__module__.rsplit(".", 1)[-1]
+    if family == "sigma_delta":
+        return slayer_sigma_delta.import_block(block, keep_shift, shape)
     if family not in ("cuba", "alif"):
-        raise hub.UnsupportedError(f"slayer.block.{family}.{kind}: only the cuba and alif "
-                                   "blocks are mapped (to hub.LoihiCUBA and a fixed-point "
-                                   "hub.ALIF)")
+        raise hub.UnsupportedError(f"slayer.block.{family}.{kind}: only the cuba, alif and "
+                                   "sigma_delta blocks are mapped (to hub.LoihiCUBA, a "
+                                   "fixed-point hub.ALIF and hub.SigmaDelta)")
     if kind == "Flatten":
         return [("flatten", hub.Flatten())], []
     if kind in ("Affine", "KWTA", "Average", "ConvT", "Unpool", "TimeDecimation"):
