@@ -11,6 +11,7 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.loihi import LoihiCUBA
+from hub_plugins.netx import sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_METADATA, ATTR_NEURON, ATTR_OP, DEFAULT_NEURON, INPUT_TRANSFORM,
     MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_REFUSES, NEURON_TYPES)
@@ -83,7 +84,8 @@ def _pair(group: h5py.Group, key: str, where: str, default: int) -> tuple[int, i
     return (int(value[0]), int(value[1]))
 
 
-def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None) -> LoihiCUBA:
+def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None,
+            input_layer: bool = False) -> hub.Node:
     if "neuron" not in layer:
         params = dict(DEFAULT_NEURON)
     else:
@@ -92,6 +94,13 @@ def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None) -> LoihiCUBA
             raise FormatError("should be a group", node=where, field="neuron")
         where = f"{where}/neuron"
         kind = _string(group, "type", where)
+        if kind == sigma_delta.SDNN:
+            if "delay" in layer:
+                raise UnsupportedError("on a sigma-delta layer: not read (the hub holds no "
+                                       "delays of graded sigma-delta spikes from netx files)",
+                                       node=where.rsplit("/", 1)[0], field="delay")
+            return sigma_delta.read_neuron(group, where, bias, input_layer=input_layer,
+                                           scalar=_scalar, string=_string)
         if kind not in NEURON_TYPES:
             raise UnsupportedError(f"neuron type {kind!r} has no canonical counterpart "
                                    f"here; supported: {', '.join(NEURON_TYPES)}", node=where)
@@ -166,7 +175,7 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
                 # netx's Input block: the network's input reaches this neuron's a_in
                 # directly; its 'weight' and 'bias' are a transform netx only records
                 # (Input.transform) for whoever encodes the input, so they are metadata here
-                nodes.append(("n0", _neuron(layer, where, None)))
+                nodes.append(("n0", _neuron(layer, where, None, input_layer=True)))
                 transform = {key: float(_dataset(layer, key, where).reshape(-1)[0])
                              for key in ("weight", "bias") if key in layer}
                 if transform:

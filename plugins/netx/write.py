@@ -13,6 +13,7 @@ import torch
 import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
+from hub_plugins.netx import sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY, NETX_BIAS_EXP)
 
@@ -33,7 +34,9 @@ def _write_layer(group: h5py.Group, layer: Layer) -> None:
         group.create_dataset(key, data=value)
     for key, value in layer.attrs.items():
         group.attrs[key] = value
-    if layer.neuron is not None:
+    if isinstance(layer.neuron, sigma_delta.NODES):
+        sigma_delta.write_neuron(group, layer.neuron)
+    elif layer.neuron is not None:
         n = layer.neuron
         group.create_dataset("neuron/type", data="CUBA")
         group.create_dataset("neuron/iDecay", data=np.int64(n.i_decay.reshape(-1)[0]))
@@ -137,6 +140,8 @@ def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
 
 
 def _check_neuron(name: str, node: hub.Node) -> LoihiCUBA:
+    if isinstance(node, sigma_delta.NODES):
+        return sigma_delta.check_neuron(name, node)
     if isinstance(node, hub.ALIF):
         raise UnsupportedError("netx 0.6 builds no adaptive-threshold neuron: its hdf5 reader "
                                "knows CUBA, sigma-delta and RF neurons only (a layer of type "
@@ -232,11 +237,15 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
         if not ops and len(layers) == 1 and layers[0].neuron is None:
             # netx's input layer with a neuron: the network's input drives it directly
-            if neuron.bias.any():
+            if np.any(getattr(neuron, "bias", 0)):
                 raise UnsupportedError("netx builds the input layer's neuron without a bias",
                                        node=name, field="bias")
+            if isinstance(neuron, (hub.SigmaDelta, hub.Sigma)):
+                raise UnsupportedError("netx builds an input layer's sigma-delta neuron as a "
+                                       "Delta encoder (no sigma, no activation)", node=name,
+                                       field="type")
             layers[0].neuron = neuron
-            delayed = (name, neuron.delay) if neuron.delay else None
+            delayed = (name, neuron.delay) if getattr(neuron, "delay", 0) else None
             shape = shapes[name]
             continue
         if not ops:
@@ -247,7 +256,7 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
             layers[-1].attrs[ATTR_NEURON] = json.dumps(original.to_dict())
         if delayed is not None:
             _write_delay(layers[-1], *delayed)
-        delayed = (name, neuron.delay) if neuron.delay else None
+        delayed = (name, neuron.delay) if getattr(neuron, "delay", 0) else None
         ops, shape = [], shapes[name]
     if ops:
         raise UnsupportedError("a netx network ends in a neuron layer; these nodes follow the "
@@ -334,6 +343,10 @@ def _bias_into_neuron(op_name: str, bias: np.ndarray, name: str, neuron: LoihiCU
     """An Affine's bias reaches the neuron as ``bias << 6`` only if the current forgets itself."""
     if not bias.any():
         return
+    if not isinstance(neuron, LoihiCUBA):
+        raise UnsupportedError(f"a synapse bias feeds a {neuron.type}'s sum every step; netx "
+                               "adds a layer's bias to its neuron: give the neuron the bias",
+                               node=op_name, field="bias")
     if (neuron.i_decay != DECAY_UNITY).any():
         raise UnsupportedError("a synapse bias adds to Loihi's current, which decays; netx adds "
                                "a layer's bias to the voltage, which is the same only with "
@@ -345,7 +358,7 @@ def _bias_into_neuron(op_name: str, bias: np.ndarray, name: str, neuron: LoihiCU
 
 
 def _neuron_bias(neuron: LoihiCUBA, shape: tuple[int, ...]) -> np.ndarray | None:
-    if not neuron.bias.any():
+    if not np.any(getattr(neuron, "bias", 0)):
         return None
     full = np.broadcast_to(neuron.bias, shape)
     if len(shape) == 3:  # netx broadcasts a conv layer's bias per channel
@@ -381,7 +394,7 @@ def _layer(ops: list[tuple[str, hub.Node]], name: str, neuron: LoihiCUBA,
         why = netx_weights_exact(np.hstack([weight, rec[1].weight]) if rec else weight)
         if why:
             raise UnsupportedError(why, node=op_name, field="weight")
-        if isinstance(op, hub.Affine) and neuron.bias.any():
+        if isinstance(op, hub.Affine) and np.any(getattr(neuron, "bias", 0)):
             raise UnsupportedError("both the synapse (Affine) and the neuron hold a bias; netx "
                                    "has one: use a Linear synapse", node=op_name, field="bias")
         if isinstance(op, hub.Affine) and op.bias.any():
