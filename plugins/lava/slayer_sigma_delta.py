@@ -211,6 +211,9 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
     from hub_plugins.lava.slayer_export import _export_timing
 
     sd = _slayer().block.sigma_delta
+    for name, node in chain:
+        if isinstance(node, (hub.SigmaDelta, hub.Delta, hub.Sigma)):
+            _float(name, node)
     blocks: list[Any] = []
     shape = tuple(chain[0][1].shape)
     i = 1
