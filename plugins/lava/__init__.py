@@ -11,8 +11,8 @@ from any environment:
   exchanging ``.npy`` files (never pickles) over JSON lines. The output is aligned step for step
   with the network without Lava's synaptic latency: see the worker's docstring and
   ``docs/lava.md``.
-- The ``slayer`` format reads and writes lava-dl slayer CUBA and ALIF block networks (and reads
-  lava-dl's bootstrap blocks in their SNN mode); it is usable where
+- The ``slayer`` format reads and writes lava-dl slayer CUBA, ALIF and sigma-delta block
+  networks (and reads lava-dl's bootstrap blocks in their SNN mode); it is usable where
   lava-dl is importable (in ``.venv-lava``) and reports itself unavailable elsewhere.
 
 Which Python runs Lava: ``HUB_LAVA_PYTHON`` if set; else this interpreter when it can import

@@ -21,7 +21,7 @@ from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
 
 
 class SlayerFormat(hub.Format):
-    """lava-dl slayer networks of CUBA and ALIF blocks, in slayer's own quantised arithmetic.
+    """lava-dl slayer networks of CUBA, ALIF and sigma-delta blocks, in slayer's arithmetic.
 
     What a network is: a ``torch.nn.ModuleList`` (or ``Sequential``) of
     ``lava.lib.dl.slayer.block.cuba`` blocks, or any module whose ``blocks`` attribute is one,
@@ -42,12 +42,16 @@ class SlayerFormat(hub.Format):
     ``arithmetic="fixed"`` (slayer's integer adaptive-threshold neuron, :func:`_import_alif`);
     lava-dl's bootstrap blocks (``bootstrap.block.cuba``) are read as the spiking network their
     ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's.
+
+    ``block.sigma_delta`` blocks become :class:`hub.SigmaDelta`, :class:`hub.Delta` and
+    :class:`hub.Sigma` in slayer's float32 (``arithmetic="float"``), both ways
+    (:mod:`hub_plugins.lava.slayer_sigma_delta`).
     """
 
     name = "slayer"
     aliases = ("lava-dl", "slayer-blocks")
-    description = ("lava-dl slayer CUBA and ALIF block networks (torch modules; Loihi fixed "
-                   "point)")
+    description = ("lava-dl slayer CUBA, ALIF and sigma-delta block networks (torch modules; "
+                   "Loihi fixed point, sigma-delta in float32)")
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")

@@ -56,6 +56,9 @@ the value a layer receives in its reset step already belongs to the new sample. 
 same reset: it zeroes each layer in the step its share of the sample begins, so a bias does not
 integrate during the ``j + 1`` steps before the input reaches layer ``j``. (An axonal delay does
 not move that step: the hub's neuron starts at its step 0 whatever its input's delay.)
+netx builds no reset for sigma-delta layers, so there each ``SigmaDelta``'s bias is held at 0
+until the step the sample reaches its layer (:func:`_stage_sigma_delta_biases`), to the same
+effect.
 """
 
 from __future__ import annotations
