@@ -76,9 +76,9 @@ class _Delta(Family):
 
     def check(self) -> None:
         if self.threshold.size and (self.threshold < 0).any():
-            raise ParameterError("the delta threshold is not negative", field="threshold")
+            raise ParameterError("the delta threshold must not be negative", field="threshold")
         if self.resolution < 0:
-            raise ParameterError("the output resolution is 0 (none) or positive",
+            raise ParameterError("the output resolution must be 0 (none) or positive",
                                  field="resolution")
         if self.arithmetic == "fixed":
             for name in self._MANTISSAS:
@@ -140,7 +140,8 @@ class SigmaDelta(_Delta):
     ``Sigma``, ``bias`` (``set_bias``), activation, ``Delta`` and its ``quantize(...,
     step=1/s_scale, mode=FLOOR)``), except step 1: slayer's sigma is ``torch.cumsum``, which on
     the CPU accumulates in float64 and rounds each step's sum to float32; ``sigma`` is held the
-    same way (float64, read as float32).
+    same way (float64, read as float32), on every device (torch's CUDA cumsum accumulates in
+    float32, so slayer on a GPU can differ where the sums round).
 
     ``arithmetic="fixed"`` is Lava's ``PySigmaDeltaModelFixed`` (``lava/proc/sdn/models.py``)
     with the exponents netx gives it: ``x`` is the integer synaptic sum, ``bias`` and
@@ -245,9 +246,9 @@ class Quantize(Node):
 
     def check(self) -> None:
         if not self.grid > 0:
-            raise ParameterError("the grid spacing is positive", field="grid")
+            raise ParameterError("the grid spacing must be positive", field="grid")
         if self.low > self.high:
-            raise ParameterError("low is at most high", field="low")
+            raise ParameterError("low must be at most high", field="low")
 
     def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         grid = torch.tensor(self.grid, dtype=x.dtype, device=x.device)

@@ -173,6 +173,28 @@ def test_netx_refuses_what_lava_would_not_run_as_written(tmp_path) -> None:
         assert (e.value.node, e.value.field) == ("n1", field), str(e.value)
 
 
+def test_a_malformed_sdnn_group_names_file_node_and_field(tmp_path) -> None:
+    path = tmp_path / "bad.net"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layer/0/type", (1,), "S10", [b"input"])
+        f.create_dataset("layer/0/shape", data=np.array([3]))
+        f.create_dataset("layer/0/neuron/type", data="SDNN")
+        f.create_dataset("layer/0/neuron/vThMant", data=-3)
+        f.create_dataset("layer/1/type", (1,), "S10", [b"dense"])
+        f.create_dataset("layer/1/shape", data=np.array([2]))
+        f.create_dataset("layer/1/weight", data=np.ones((2, 3), np.float32))
+        f.create_dataset("layer/1/neuron/type", data="SDNN")
+        f.create_dataset("layer/1/neuron/vThMant", data=np.float32([np.nan]))
+    with pytest.raises(hub.FormatError, match="must not be negative") as e:
+        hub.load(path)
+    assert (e.value.file, e.value.node, e.value.field) == (str(path), "layer/0/neuron", "vThMant")
+    with h5py.File(path, "a") as f:
+        f["layer/0/neuron/vThMant"][()] = 3
+    with pytest.raises(hub.FormatError, match="NaN") as e:
+        hub.load(path)
+    assert (e.value.node, e.value.field) == ("layer/1/neuron", "vThMant")
+
+
 @needs_lava
 @pytest.mark.parametrize("conv", [False, True])
 def test_hub_written_sdnn_runs_bit_exact_in_lava(tmp_path, rng, conv) -> None:

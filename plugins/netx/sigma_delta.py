@@ -15,6 +15,8 @@ spikes, as for CUBA layers (``write.netx_weights_exact``).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import h5py
 import numpy as np
 
@@ -30,7 +32,8 @@ NODES = (hub.SigmaDelta, hub.Delta, hub.Sigma)
 
 
 def read_neuron(group: h5py.Group, where: str, bias: np.ndarray | None, *, input_layer: bool,
-                scalar, string) -> hub.Node:
+                scalar: Callable[[h5py.Group, str, str], int],
+                string: Callable[[h5py.Group, str, str], str]) -> hub.Node:
     """The node of an ``SDNN`` neuron group (``scalar``/``string``: the reader's checked
     dataset readers)."""
     if "activation" in group:
@@ -40,19 +43,21 @@ def read_neuron(group: h5py.Group, where: str, bias: np.ndarray | None, *, input
                                    "its default ReLU activation whatever this key says",
                                    node=where, field="activation")
     fixed = {"arithmetic": "fixed"}
-    if input_layer:
-        return hub.Delta(threshold=scalar(group, "vThMant", where), **fixed)
-    if "sigma_output" in group:
+    if "sigma_output" in group and not input_layer:
         if bias is not None and np.any(bias):
             raise UnsupportedError("netx's Sigma process takes no bias", node=where,
                                    field="bias")
         return hub.Sigma(**fixed)
+    threshold = scalar(group, "vThMant", where)
     try:
-        return hub.SigmaDelta(threshold=scalar(group, "vThMant", where),
+        if input_layer:
+            return hub.Delta(threshold=threshold, **fixed)
+        return hub.SigmaDelta(threshold=threshold,
                               bias=np.zeros((), np.float32) if bias is None else
                               bias.astype(np.float32), **fixed)
     except hub.HubError as e:
-        raise FormatError(e.message, node=where, field=e.field) from None
+        raise FormatError(e.message, node=where,
+                          field="vThMant" if e.field == "threshold" else e.field) from None
 
 
 def check_neuron(name: str, node: hub.Node) -> hub.Node:
