@@ -324,20 +324,25 @@ def the_blocks_map_as_documented():
 def slayers_netx_file_is_slayer_at_lavas_scale():
     # slayer's own export_hdf5 of the dense network; the hub reads it in Lava's integers, and
     # Lava's run of the file, hub.simulate of it and slayer's forward (times 2**18 at the sigma
-    # readout) agree; the bias set with set_bias is not exported by slayer, so none is set
+    # readout) agree; a bias set with set_bias is not exported by slayer, a norm's is (netx's
+    # layer bias, the mantissa of minus the norm's quantised mean)
     torch.manual_seed(11)
     rng = np.random.default_rng(11)
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
     net = torch.nn.ModuleList([sd.Input(params(rng)),
-                               sd.Dense(params(rng), 12, 10, weight_scale=3),
+                               sd.Dense(params(rng, norm=norm), 12, 10, weight_scale=3),
                                sd.Dense(params(rng), 10, 8, weight_scale=3),
                                sd.Output(params(rng), 8, 4)])
     x = graded(24, 2, 12, rng=rng)
+    forward(net, x)
+    net[1].neuron.norm.running_mean = torch.tensor(rng.normal(0, 0.3, 10), dtype=torch.float32)
     want = forward(net, x)
     with h5py.File(f"{out}/slayer-sd.net", "w") as f:
         layers = f.create_group("layer")
         for i, b in enumerate(net):
             b.export_hdf5(layers.create_group(str(i)))
     graph = hub.load(f"{out}/slayer-sd.net", source="netx")
+    assert graph.nodes["n1"].bias.any()
     got = hub.simulate(graph, x * 64)
     assert torch.equal(got, want * 2**18)
     lava = run_netx(f"{out}/slayer-sd.net", (x * 64).numpy())
