@@ -579,6 +579,7 @@ def exact_cases() -> Iterator[Case]:
     yield from _tier("exact", _Dyadic, NEURONS, READOUTS, NEURONS["lif-subtract"],
                      portable=PORTABLE)
     yield from family_cases("exact")
+    yield from sigma_delta_cases("exact")
 
 
 def float_cases() -> Iterator[Case]:
@@ -605,6 +606,7 @@ def fixed_cases() -> Iterator[Case]:
                     f"{description}; even weights, as slayer holds them")
     for seed, (name, (build, description)) in enumerate(LOIHI_DELAYED.items(), start=700):
         yield _case(name, "fixed", _Integer, build, seed, True, description)
+    yield from sigma_delta_cases("fixed")
 
 
 def paper_dir() -> Path | None:
@@ -779,3 +781,112 @@ def family_cases(tier: str) -> Iterator[Case]:
     families = FAMILIES | (FLOAT_FAMILIES if tier == "float" else {})
     for seed, (name, (build, description)) in enumerate(families.items(), start=800):
         yield _case(name, tier, make_params, build, seed, True, description)
+
+
+# -- sigma-delta networks (hub.sigma_delta; appended after every other case) ------------------
+# The exact tier holds slayer's float32 sigma-delta blocks with dyadic values on slayer's grids
+# (weights even mantissas of 1/64, thresholds and biases mantissas of 1/64, graded outputs
+# floored to 1/4096), which slayer's own forward computes exactly; the fixed tier holds the
+# same layers in Lava's integers, as netx files hold them.
+
+
+def _sd_weight(p: _Params, *shape: int) -> np.ndarray:
+    """Even mantissas of 1/64, slayer's 8-bit weight grid."""
+    return (p.rng.integers(-40, 41, size=shape) * 2 / 64).astype(np.float32)
+
+
+def _sd_input() -> list[tuple[str, hub.Node]]:
+    """A sigma-delta Input block: slayer's quantize_8bit of the input, then a delta encoder."""
+    return [("quantize", hub.Quantize(grid=2 / 64, low=-256 / 64, high=254 / 64)),
+            ("n0", hub.Delta(threshold=2 / 64))]
+
+
+def _sd_dense(p: _Params) -> hub.Graph:
+    """Input -> Delta -> Linear -> SigmaDelta (a bias) -> Linear -> SigmaDelta (delayed one
+    step, slayer's delay_shift) -> Linear -> Sigma readout."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))), *_sd_input(),
+        ("fc1", hub.Linear(weight=_sd_weight(p, 8, 6))),
+        ("n1", hub.SigmaDelta(threshold=3 / 64, bias=p.rng.integers(-8, 9, 8) / 64)),
+        ("fc2", hub.Linear(weight=_sd_weight(p, 6, 8))),
+        ("n2", hub.SigmaDelta(threshold=2 / 64)), ("d2", hub.Delay(delay=1)),
+        ("fc3", hub.Linear(weight=_sd_weight(p, 4, 6))),
+        ("n3", hub.Sigma()),
+    )
+
+
+def _sd_conv(p: _Params) -> hub.Graph:
+    """Input -> Delta -> Conv2d -> SigmaDelta (a bias per channel, no activation) -> Flatten ->
+    Linear -> SigmaDelta."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 5, 5))), *_sd_input(),
+        ("conv", hub.Conv2d(weight=_sd_weight(p, 3, 2, 3, 3), padding=(1, 1))),
+        ("n1", hub.SigmaDelta(threshold=4 / 64, bias=p.rng.integers(-4, 5, (3, 1, 1)) * 2 / 64,
+                              activation="identity")),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=_sd_weight(p, 4, 75))),
+        ("n2", hub.SigmaDelta(threshold=2 / 64)),
+    )
+
+
+def _sd_fixed(p: _Params, conv: bool) -> hub.Graph:
+    """The sigma-delta topologies as netx files hold them: Lava's integers, netx's ReLU."""
+    fixed = {"arithmetic": "fixed"}
+    if conv:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(2, 5, 5))), ("n0", hub.Delta(threshold=1, **fixed)),
+            ("conv", hub.Conv2d(weight=p.rng.integers(-40, 41, (3, 2, 3, 3)) * 2,
+                                padding=(1, 1))),
+            ("n1", hub.SigmaDelta(threshold=2, bias=p.rng.integers(-4, 5, (3, 1, 1)), **fixed)),
+            ("flat", hub.Flatten()),
+            ("fc", hub.Linear(weight=p.rng.integers(-40, 41, (4, 75)) * 2)),
+            ("n2", hub.SigmaDelta(threshold=2, **fixed)),
+        )
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))), ("n0", hub.Delta(threshold=1, **fixed)),
+        ("fc1", hub.Linear(weight=p.rng.integers(-40, 41, (8, 6)) * 2)),
+        ("n1", hub.SigmaDelta(threshold=3, bias=p.rng.integers(-8, 9, 8), **fixed)),
+        ("fc2", hub.Linear(weight=p.rng.integers(-40, 41, (6, 8)) * 2)),
+        ("n2", hub.SigmaDelta(threshold=2, **fixed)),
+        ("fc3", hub.Linear(weight=p.rng.integers(-40, 41, (4, 6)) * 2)),
+        ("n3", hub.Sigma(**fixed)),
+    )
+
+
+class _Graded(_Dyadic):
+    """Graded inputs on slayer's input grid (multiples of 1/32 in [0, 2])."""
+
+    def spikes(self, *shape: int, p: float = 0.5) -> np.ndarray:
+        return (self.rng.integers(0, 65, size=shape) / 32).astype(np.float32)
+
+
+class _GradedInteger(_Integer):
+    """Integer graded inputs, as Lava's fixed-point input layer takes them (0 to 128)."""
+
+    def spikes(self, *shape: int, p: float = 0.5) -> np.ndarray:
+        return self.rng.integers(0, 129, size=shape).astype(np.float32)
+
+
+#: Sigma-delta cases: name -> (tier, params, builder, spiking output, description).
+SIGMA_DELTA: dict[str, tuple[str, Callable[[int], _Params], Callable[[_Params], hub.Graph],
+                             bool, str]] = {
+    "dense-sigma-delta": ("exact", _Graded, _sd_dense, False,
+                          "slayer's sigma-delta Input, Dense (a bias, delay_shift) and Output "
+                          "blocks, float32"),
+    "conv-sigma-delta": ("exact", _Graded, _sd_conv, True,
+                         "slayer's sigma-delta Input, Conv (no activation, a bias per channel), "
+                         "Flatten and Dense blocks, float32"),
+    "dense-sigma-delta-loihi": ("fixed", _GradedInteger, lambda p: _sd_fixed(p, False), False,
+                                "netx's SDNN dense layers and sigma readout, Lava's integers"),
+    "conv-sigma-delta-loihi": ("fixed", _GradedInteger, lambda p: _sd_fixed(p, True), True,
+                               "netx's SDNN input, conv (a bias per channel) and dense layers, "
+                               "Lava's integers"),
+}
+
+
+def sigma_delta_cases(tier: str) -> Iterator[Case]:
+    """The sigma-delta cases of one tier, with seeds of their own."""
+    for seed, (name, (where, make_params, build, spiking, description)) in enumerate(
+            SIGMA_DELTA.items(), start=900):
+        if where == tier:
+            yield _case(name, tier, make_params, build, seed, spiking, description)

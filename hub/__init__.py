@@ -54,6 +54,7 @@ from .nodes import (
     Vote,
 )
 from .plugin_manager import PluginWarning, plugins
+from .sigma_delta import Delta, Quantize, Sigma, SigmaDelta
 from .simulate import KernelWarning, Simulator, simulate
 from . import limits as limits, qat as qat
 
@@ -71,4 +72,5 @@ __all__ = [
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",
     "save", "simulate", "to_lava",
     "ALIF", "AdExLIF", "AlphaLIF", "EIF", "Family", "Izhikevich", "QIF", "SynapseFilter",
+    "Delta", "Quantize", "Sigma", "SigmaDelta",
 ]

@@ -87,6 +87,10 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "AdExLIF": (hub.AdExLIF(rate=0.25, syn_rate=0.5, ada_rate=0.125, coupling=0.5, jump=0.25),
                 (3,)),
     "EIF": (hub.EIF(tau=2.0, reset="subtract", v_init=-0.25), (3,)),
+    "SigmaDelta": (hub.SigmaDelta(threshold=0.25, bias=dyadic(3), activation="identity"), (3,)),
+    "Delta": (hub.Delta(threshold=[0.25, 0.5, 0.75], cum_error="on", resolution=1 / 64), (3,)),
+    "Sigma": (hub.Sigma(), (3,)),
+    "Quantize": (hub.Quantize(grid=0.25, low=-1.0, high=1.5), (3,)),
 }
 
 

@@ -183,10 +183,11 @@ def test_hub_and_nir_pass_every_tier(paper, tmp_path):
     assert {o.route.runtime for o in suite.outcomes if o.status == "pass"} == {"hub", "nir"}
     not_expressible = {o.case.name for o in suite.outcomes if o.status == "n/a"}
     # NIR has no Loihi fixed-point neuron (layers NIR has no node for travel in its metadata),
-    # and its runtime does not run the neuron families of hub.families that ride in metadata
+    # and its runtime does not run the neuron families of hub.families that ride in metadata;
+    # nor has it a sigma-delta neuron (graded changes, slayer's float or Lava's integers)
     assert not_expressible == {"dense-loihi", "dense-loihi-cuba",
                                *zoo.LOIHI_TOPOLOGIES, *zoo.LOIHI_SLAYER, *zoo.LOIHI_DELAYED,
-                               *zoo.FAMILIES, *zoo.FLOAT_FAMILIES}
+                               *zoo.FAMILIES, *zoo.FLOAT_FAMILIES, *zoo.SIGMA_DELTA}
     path = report.write(suite, tmp_path)
     text = path.read_text()
     assert "## exact tier" in text and "| **nir** |" in text and "NIR has no LoihiCUBA" in text

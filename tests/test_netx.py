@@ -270,8 +270,12 @@ def test_reads_a_minimal_file_with_netx_semantics(tmp_path):
     ([{"type": "input", "shape": np.array([4])}, {"type": "average", "shape": np.array([2])}],
      hub.UnsupportedError, "'average' is not supported"),
     ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
-      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/type": "SDNN"}],
-     hub.UnsupportedError, "'SDNN'"),
+      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/type": "SDNN",
+      "neuron/activation": "sigmoid"}],
+     hub.UnsupportedError, "'sigmoid', but netx builds Lava's SigmaDelta"),
+    ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
+      "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/type": "SPIKY"}],
+     hub.UnsupportedError, "'SPIKY' has no canonical counterpart"),
     ([{"type": "input", "shape": np.array([3])}, {"type": "dense", "shape": np.array([2]),
       "weight": np.ones((2, 3), np.float32), **NEURON, "neuron/refDelay": 3}],
      hub.UnsupportedError, "refDelay"),
@@ -659,9 +663,11 @@ def test_lava_dl_files_load(tmp_path):
     # the bootstrap network's last layer has no neuron group: netx's default integrator
     last = hub.load(tmp_path / "bootstrap-mnist.net").nodes["n3"]
     assert (int(last.i_decay), int(last.v_decay), int(last.threshold)) == (0, 4096, 1 << 17)
-    with pytest.raises(hub.UnsupportedError, match="'SDNN'") as e:
-        hub.load(_lava_dl("pilotnet-sdnn", tmp_path))
-    assert e.value.node == "layer/0/neuron"
+    sdnn = hub.load(_lava_dl("pilotnet-sdnn", tmp_path))  # sigma-delta, in Lava's integers
+    assert [type(n).__name__ for _, n in sdnn.walk()] == [
+        "Input", "Delta", *["Conv2d", "SigmaDelta"] * 5, "Flatten",
+        *["Linear", "SigmaDelta"] * 3, "Linear", "Sigma", "Output"]
+    assert {n.arithmetic for _, n in sdnn.walk() if hasattr(n, "arithmetic")} == {"fixed"}
 
 
 def test_lava_dl_files_round_trip(tmp_path):

@@ -56,6 +56,9 @@ the value a layer receives in its reset step already belongs to the new sample. 
 same reset: it zeroes each layer in the step its share of the sample begins, so a bias does not
 integrate during the ``j + 1`` steps before the input reaches layer ``j``. (An axonal delay does
 not move that step: the hub's neuron starts at its step 0 whatever its input's delay.)
+netx builds no reset for sigma-delta layers, so there each ``SigmaDelta``'s bias is held at 0
+until the step the sample reaches its layer (:func:`_stage_sigma_delta_biases`), to the same
+effect.
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ import sys
 import time
 import traceback
 
-# This file sits next to the hub's ``lava.py`` plugin, which would shadow the ``lava`` package
-# if this directory were on the path (it is when run as a script without ``python -I``).
+# This file sits among the hub's ``lava`` plugin modules, which must not shadow installed
+# packages if this directory were on the path (it is when run as a script without ``python -I``).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
@@ -173,6 +176,7 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
 
     def simulate(data: np.ndarray, reset: int | None) -> tuple[np.ndarray, int]:
         net, latency = network(reset)
+        staged = _stage_sigma_delta_biases(net)
         total = data.shape[-1] + latency
         padded = np.concatenate(
             [data, np.zeros((*data.shape[:-1], latency), dtype=np.int32)], axis=-1)
@@ -186,8 +190,13 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
             source.s_out.connect(net.inp)
         net.out.connect(sink.a_in)
         try:
-            net.run(condition=RunSteps(num_steps=total),
-                    run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            config, done = Loihi2SimCfg(select_tag="fixed_pt"), 0
+            for arrival, var, value in staged:  # each bias from the step the sample arrives
+                if arrival - 1 > done:
+                    net.run(condition=RunSteps(num_steps=arrival - 1 - done), run_cfg=config)
+                    done = arrival - 1
+                var.set(value)
+            net.run(condition=RunSteps(num_steps=total - done), run_cfg=config)
             out = np.asarray(sink.data.get())
         finally:
             net.stop()
@@ -210,6 +219,31 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
     y = _back(np.stack(chunks)).astype(np.float32)
     return {"y": y, "latency": latency, "runs": runs, "steps": simulated,
             "seconds": time.perf_counter() - start}
+
+
+def _stage_sigma_delta_biases(net) -> list:
+    """Zero each sigma-delta layer's bias until the step its share of the sample arrives.
+
+    netx builds no reset for sigma-delta layers (it ignores ``reset_interval`` for them), so
+    the per-layer reset that keeps a CUBA layer's bias from acting before the sample arrives
+    is not available. A ``SigmaDelta`` with a bias and zero input sends ``relu(bias)`` in its
+    first step, and that transient would reach the output. Its state stays zero while its bias
+    and input are zero, so starting the bias in the step the sample reaches the layer (one
+    step later per synapse layer before it, as ``reset_offset`` counts) runs each layer exactly
+    as the network without Lava's latency. Returns ``(step, var, value)`` sorted by step.
+    """
+    staged, arrival = [], 1
+    for layer in net.layers:
+        if hasattr(layer, "synapse") or hasattr(layer, "real_synapse"):
+            arrival += 1
+        neuron = getattr(layer, "neuron", None)
+        if type(neuron).__name__ != "SigmaDelta":
+            continue
+        value = np.array(neuron.bias.init)
+        if np.any(value) and arrival > 1:
+            neuron.bias.init = np.zeros_like(value)
+            staged.append((arrival, neuron.bias, value))
+    return sorted(staged, key=lambda item: item[0])
 
 
 def versions() -> dict:
