@@ -87,6 +87,10 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "AdExLIF": (hub.AdExLIF(rate=0.25, syn_rate=0.5, ada_rate=0.125, coupling=0.5, jump=0.25),
                 (3,)),
     "EIF": (hub.EIF(tau=2.0, reset="subtract", v_init=-0.25), (3,)),
+    "Resonator": (hub.Resonator(sin_decay=np.array([0.5, 0.25, -0.125]), cos_decay=0.75,
+                                threshold=0.25, spike_rule="imag", reset="imag",
+                                imag_reset=0.125, threshold_step=0.25, threshold_decay=0.5,
+                                refractory_decay=0.5, refractory_scale=2.0), (6,)),
 }
 
 
