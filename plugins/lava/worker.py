@@ -66,8 +66,8 @@ import sys
 import time
 import traceback
 
-# This file sits next to the hub's ``lava.py`` plugin, which would shadow the ``lava`` package
-# if this directory were on the path (it is when run as a script without ``python -I``).
+# This file sits among the hub's ``lava`` plugin modules, which must not shadow installed
+# packages if this directory were on the path (it is when run as a script without ``python -I``).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 

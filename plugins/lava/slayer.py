@@ -1,0 +1,229 @@
+"""The ``slayer`` format: lava-dl slayer block networks, read and written as torch modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+import hub
+from hub.errors import FormatError
+from hub.legalise import Accepts
+from hub_plugins.lava.slayer_common import (
+    NEURONS, STATES, _blocks, _is_bootstrap, _slayer, _slayer_here)
+from hub_plugins.lava.slayer_export import (
+    _chain, _export_block, _export_input, _export_input_delay)
+from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
+
+
+class SlayerFormat(hub.Format):
+    """lava-dl slayer networks of CUBA and ALIF blocks, in slayer's own quantised arithmetic.
+
+    What a network is: a ``torch.nn.ModuleList`` (or ``Sequential``) of
+    ``lava.lib.dl.slayer.block.cuba`` blocks, or any module whose ``blocks`` attribute is one,
+    as slayer's examples build them; the blocks run in order. The mapping (``docs/lava.md``)
+    goes through the canonical Loihi neuron, :class:`hub.LoihiCUBA`: a ``Dense``/``Conv`` block
+    is a ``Linear``/``Conv2d`` of its integer weight mantissas followed by a ``LoihiCUBA`` with
+    ``i_decay``/``v_decay`` the 12-bit decays, ``threshold`` the threshold mantissa and
+    ``bias`` its norm's (``MeanOnlyBatchNorm``) bias, the same numbers slayer's
+    ``export_hdf5`` writes for netx; a ``Pool`` block is a depthwise ``Conv2d``, a
+    ``Recurrent`` block adds a recurrent ``Linear`` on its neuron, and an ``Input`` block with
+    a neuron is a ``Scale`` (and ``Bias``) before it. A block's timing is part of the model:
+    its one-step ``delay_shift`` (on by default) and its learnable axonal delays
+    (``delay=True``, one per channel, truncated to whole steps as slayer's forward does) are a
+    ``Delay`` node after the neuron, and a ``Delay`` there is written back as ``delay_shift``
+    and axonal delays. :meth:`run` is slayer's own forward, as its users call it.
+
+    ``block.alif`` blocks are the same synapses followed by a :class:`hub.ALIF` with
+    ``arithmetic="fixed"`` (slayer's integer adaptive-threshold neuron, :func:`_import_alif`);
+    lava-dl's bootstrap blocks (``bootstrap.block.cuba``) are read as the spiking network their
+    ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's.
+    """
+
+    name = "slayer"
+    aliases = ("lava-dl", "slayer-blocks")
+    description = ("lava-dl slayer CUBA and ALIF block networks (torch modules; Loihi fixed "
+                   "point)")
+    requires = ("lava.lib.dl.slayer",)
+    install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
+    load_options = ("input_shape", "delay_shift")
+    imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
+                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias"})
+    accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
+        "field values are checked by the exporter against slayer's CUBA and ALIF blocks"])
+
+    def unavailable(self) -> str | None:
+        if _slayer_here():
+            return None
+        version = ".".join(map(str, sys.version_info[:2]))
+        return (f"lava-dl's slayer is not importable in this Python {version}: it lives in the "
+                "Lava environment (Python 3.10), so run the hub from .venv-lava/bin/python "
+                "(scripts/setup-lava creates it)")
+
+    def recognizes(self, obj: Any) -> bool:
+        return "lava.lib.dl.slayer" in sys.modules and _blocks(obj) is not None
+
+    # -- import -----------------------------------------------------------------------------
+
+    def load(self, obj: Any, input_shape: tuple[int, ...] | None = None,
+             delay_shift: bool = True) -> hub.Graph:
+        """The network's canonical graph. ``delay_shift=False`` reads the blocks as if their
+        ``delay_shift`` were off: the network slayer's ``export_hdf5`` writes for netx, where
+        Lava's pipeline supplies that latency (``docs/lava.md``)."""
+        blocks = _blocks(obj)
+        if blocks is None:
+            raise FormatError(f"a {type(obj).__name__} is not a slayer network: expected a "
+                              "ModuleList of lava.lib.dl.slayer.block.cuba blocks, or a module "
+                              "whose `blocks` is one")
+        if input_shape is None:  # a network exported by snn-hub knows its input shape
+            input_shape = getattr(obj, "input_shape", None)
+        first_shape = (tuple(int(n) for n in input_shape) if input_shape is not None
+                       else _first_input_shape(blocks))
+        if first_shape is None or any(n is None for n in first_shape):
+            raise FormatError("the input shape is unknown: the first block is a convolution "
+                              "that has not seen an input yet; pass input_shape=(C, H, W)",
+                              field="input_shape")
+        chain: list[tuple[str, hub.Node]] = [("input", hub.Input(shape=first_shape))]
+        loops: list[tuple[str, hub.Node, str]] = []  # a recurrent synapse and its neuron
+        for index, block in enumerate(blocks):
+            where = f"blocks.{index}"
+            try:
+                shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
+                mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
+            except hub.HubError as e:
+                raise e.at(node=where) from None
+            chain += [(f"{where}.{part}", node) for part, node in mapped]
+            loops += [(f"{where}.{part}", node, f"{where}.{target}")
+                      for part, node, target in recurrent]
+        graph = hub.Graph.chain(*chain)
+        for name, node, target in loops:  # the recurrent edge carries the one-step delay
+            graph.add(name, node)
+            graph.connect(target, name)
+            graph.connect(name, target)
+        return graph
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self, graph: hub.Graph) -> Any:
+        chain, rec = _chain(graph)
+        blocks = []
+        shape = chain[0][1].shape
+        plan = graph.flat().plan().output_shapes
+        i = 1
+        while i < len(chain):
+            name, node = chain[i]
+            if isinstance(node, hub.Flatten):
+                if len(shape) < 2 or node._span(shape) != (0, len(shape) - 1):
+                    raise hub.UnsupportedError(
+                        "slayer's Flatten merges every axis of [C, H, W]; this Flatten keeps "
+                        f"some of the axes of {list(shape)}", node=name, field="start_dim")
+                alif = any(isinstance(n, hub.ALIF) for _, n in chain)
+                flatten = (_slayer().block.alif if alif else _slayer().block.cuba).Flatten()
+                flatten.shape = [int(np.prod(shape)), 1, 1]  # what its first forward would set
+                blocks.append(flatten)
+                shape = plan[name]
+                i += 1
+                continue
+            if isinstance(node, hub.Output):
+                break
+            if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA, hub.ALIF)):
+                block, i = _export_input(chain, i, shape)
+                blocks.append(block)
+                continue
+            if isinstance(node, hub.Delay) and i == 1:
+                blocks.append(_export_input_delay(name, node))
+                i += 1
+                continue
+            neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
+            bias = None  # an alif block's norm: a Bias between its synapse and its ALIF
+            if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
+                    isinstance(chain[i + 2][1], hub.ALIF):
+                bias, neuron, i = neuron, chain[i + 2], i + 1
+            if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
+                    not isinstance(neuron[1], NEURONS):
+                raise hub.UnsupportedError(
+                    f"slayer blocks are a synapse (Linear or Conv2d) followed by a LoihiCUBA "
+                    f"(cuba) or fixed-point ALIF (alif) neuron; found {type(node).__name__} "
+                    f"followed by {type(neuron[1]).__name__}", node=name)
+            after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+            delay = after if isinstance(after[1], hub.Delay) else None
+            blocks.append(_export_block(name, node, neuron[0], neuron[1], shape,
+                                        plan[neuron[0]], delay, rec.get(neuron[0]), bias))
+            shape = plan[neuron[0]]
+            i += 3 if delay else 2
+        return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
+
+    # -- runtime ----------------------------------------------------------------------------
+
+    def run(self, native: Any, x: Any) -> Any:
+        """slayer's own forward on time-major ``x``, in eval mode, as its users run it."""
+        blocks = _blocks(native)
+        if blocks is None:
+            raise FormatError(f"a {type(native).__name__} is not a slayer network")
+        x = torch.as_tensor(x, dtype=torch.float32)
+        y = hub.to_lava(x).contiguous()
+        saved = [(b, b.training) for b in blocks]
+        # a Recurrent block's neuron keeps its state from one call to the next (slayer sets
+        # persistent_state); each run starts at rest, as a fresh model does, and the state
+        # the model held is put back afterwards
+        states = [(b.neuron, {k: getattr(b.neuron, k) for k in STATES if hasattr(b.neuron, k)})
+                  for b in blocks if type(b).__name__ == "Recurrent"]
+        try:
+            with torch.no_grad():
+                for neuron, saved_state in states:
+                    for k in saved_state:  # alif's threshold starts at its base threshold
+                        start = float(neuron.threshold) if k == "threshold_state" else 0.0
+                        setattr(neuron, k, torch.tensor([start]))
+                for block in blocks:
+                    block.eval()
+                    if _is_bootstrap(block):  # the spiking network, as bootstrap runs it
+                        from lava.lib.dl.bootstrap.routine import Mode
+                        y = block(y, mode=Mode.SNN)
+                    else:
+                        y = block(y)
+                    if isinstance(y, tuple):  # count_log blocks return (spikes, rate)
+                        y = y[0]
+        finally:
+            for block, training in saved:
+                block.train(training)
+            for neuron, saved_state in states:
+                for k, value in saved_state.items():
+                    setattr(neuron, k, value)
+        return hub.from_lava(y)
+
+
+class SlayerNetwork(torch.nn.Module):
+    """A slayer block network as slayer's examples build it: ``blocks`` run in order.
+
+    ``input_shape`` (``[C, H, W]`` or ``[N]``), when known, is written as netx's ``input``
+    layer (a shape, no neuron), which netx needs when the first block is a convolution.
+    """
+
+    def __init__(self, blocks: torch.nn.ModuleList,
+                 input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    def forward(self, spike: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            spike = block(spike)
+        return spike
+
+    def export_hdf5(self, filename: str | os.PathLike) -> None:
+        """Write the network for netx (``lava.lib.dl.netx.hdf5.Network``), as slayer does."""
+        import h5py
+
+        with h5py.File(filename, "w") as handle:
+            layers = handle.create_group("layer")
+            offset = 0
+            if self.input_shape is not None:
+                first = layers.create_group("0")
+                first.create_dataset("type", (1,), "S10", [b"input"])
+                first.create_dataset("shape", data=np.array(self.input_shape))
+                offset = 1
+            for index, block in enumerate(self.blocks):
+                block.export_hdf5(layers.create_group(f"{index + offset}"))
