@@ -17,6 +17,7 @@ from hub_plugins.lava.slayer_common import (
 from hub_plugins.lava.slayer_export import (
     _chain, _export_block, _export_input, _export_input_delay)
 from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
+from hub_plugins.lava import slayer_resonators as resonators
 
 
 class SlayerFormat(hub.Format):
@@ -51,7 +52,8 @@ class SlayerFormat(hub.Format):
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias"})
+                                   "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale",
+                                   "Bias"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
         "field values are checked by the exporter against slayer's CUBA and ALIF blocks"])
 
@@ -81,7 +83,7 @@ class SlayerFormat(hub.Format):
         if input_shape is None:  # a network exported by snn-hub knows its input shape
             input_shape = getattr(obj, "input_shape", None)
         first_shape = (tuple(int(n) for n in input_shape) if input_shape is not None
-                       else _first_input_shape(blocks))
+                       else resonators.first_input_shape(blocks) or _first_input_shape(blocks))
         if first_shape is None or any(n is None for n in first_shape):
             raise FormatError("the input shape is unknown: the first block is a convolution "
                               "that has not seen an input yet; pass input_shape=(C, H, W)",
@@ -92,7 +94,11 @@ class SlayerFormat(hub.Format):
             where = f"blocks.{index}"
             try:
                 shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
-                mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
+                if resonators.family_of(block) is not None:
+                    mapped, recurrent = resonators.import_block(block, delay_shift,
+                                                                tuple(shape)), []
+                else:
+                    mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
             except hub.HubError as e:
                 raise e.at(node=where) from None
             chain += [(f"{where}.{part}", node) for part, node in mapped]
@@ -142,6 +148,15 @@ class SlayerFormat(hub.Format):
             if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
                     isinstance(chain[i + 2][1], hub.ALIF):
                 bias, neuron, i = neuron, chain[i + 2], i + 1
+            after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+            delay = after if isinstance(after[1], hub.Delay) else None
+            if isinstance(neuron[1], hub.Resonator) and \
+                    isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)):
+                blocks.append(resonators.export_block(name, node, neuron[0], neuron[1], shape,
+                                                      plan[neuron[0]], delay))
+                shape = plan[neuron[0]]
+                i += 3 if delay else 2
+                continue
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
                     not isinstance(neuron[1], NEURONS):
                 raise hub.UnsupportedError(
