@@ -103,7 +103,7 @@ class NetxFormat(hub.Format):
     load_options = ("input_shape",)
     save_options = ("strict", "quantize", "x")
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
-                         "LoihiCUBA", "Output"})
+                         "LoihiCUBA", "Resonator", "Output"})
     exports = imports | {"Delay"}
     #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
     #: Loihi's fixed point (strict: refuses anything not exact)
