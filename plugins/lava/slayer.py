@@ -18,6 +18,7 @@ from hub_plugins.lava.slayer_export import (
     _chain, _export_block, _export_input, _export_input_delay)
 from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
 from hub_plugins.lava import slayer_resonators as resonators
+from hub_plugins.lava.slayer_kwta import import_kwta
 
 
 class SlayerFormat(hub.Format):
@@ -94,9 +95,13 @@ class SlayerFormat(hub.Format):
             where = f"blocks.{index}"
             try:
                 shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
+                family = type(block).__module__.rsplit(".", 1)[-1]
                 if resonators.family_of(block) is not None:
                     mapped, recurrent = resonators.import_block(block, delay_shift,
                                                                 tuple(shape)), []
+                elif type(block).__name__ == "KWTA" and family in ("cuba", "alif") and \
+                        not _is_bootstrap(block):
+                    mapped, recurrent = import_kwta(block, family, delay_shift)
                 else:
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
             except hub.HubError as e:
@@ -184,14 +189,19 @@ class SlayerFormat(hub.Format):
         # a Recurrent block's neuron keeps its state from one call to the next (slayer sets
         # persistent_state); each run starts at rest, as a fresh model does, and the state
         # the model held is put back afterwards
+        looping = [b for b in blocks if type(b).__name__ in ("Recurrent", "KWTA")]
         states = [(b.neuron, {k: getattr(b.neuron, k) for k in STATES if hasattr(b.neuron, k)})
-                  for b in blocks if type(b).__name__ == "Recurrent"]
+                  for b in looping]
+        # a KWTA block's delay_shift carries its last step into the next call, too
+        buffers = [(b, getattr(b, "delay_buffer", None)) for b in looping]
         try:
             with torch.no_grad():
                 for neuron, saved_state in states:
                     for k in saved_state:  # alif's threshold starts at its base threshold
                         start = float(neuron.threshold) if k == "threshold_state" else 0.0
                         setattr(neuron, k, torch.tensor([start]))
+                for block, _ in buffers:
+                    block.delay_buffer = None
                 for block in blocks:
                     block.eval()
                     if _is_bootstrap(block):  # the spiking network, as bootstrap runs it
@@ -207,6 +217,8 @@ class SlayerFormat(hub.Format):
             for neuron, saved_state in states:
                 for k, value in saved_state.items():
                     setattr(neuron, k, value)
+            for block, buffer in buffers:
+                block.delay_buffer = buffer
         return hub.from_lava(y)
 
 
