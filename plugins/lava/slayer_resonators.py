@@ -156,8 +156,8 @@ def _rotation(neuron: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonator:
-    """slayer's ``rf``, ``rf_iz`` or ``adrf`` neuron as a :class:`hub.Resonator` in fixed
-    arithmetic."""
+    """slayer's ``rf``, ``rf_iz``, ``adrf`` or ``adrf_iz`` neuron as a :class:`hub.Resonator` in
+    fixed arithmetic (the ``adrf_iz`` one as its dynamics define it: its forward fails)."""
     if type(neuron).__name__ != "Neuron" or \
             not type(neuron).__module__.endswith(f"neuron.{family}"):
         raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
@@ -184,7 +184,8 @@ def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonat
                                    field="scale")
     sin, cos = _rotation(neuron)
     fields: dict[str, Any] = {"sin_decay": sin / DECAY_UNITY, "cos_decay": cos / DECAY_UNITY}
-    for name in ("threshold", "threshold_step") if family == "adrf" else ("threshold",):
+    adaptive = family in ("adrf", "adrf_iz")
+    for name in ("threshold", "threshold_step") if adaptive else ("threshold",):
         value = float(getattr(neuron, name)) * state_scale  # slayer's int(value * s_scale)
         if value != round(value) or value < 0:
             raise hub.UnsupportedError(f"{name} {float(getattr(neuron, name))} is not a "
@@ -193,7 +194,9 @@ def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonat
         fields[name] = np.float64(value)
     if family == "rf_iz":
         fields.update(spike_rule="imag", reset="imag", imag_reset=fields["threshold"] - 1)
-    if family == "adrf":
+    if family == "adrf_iz":  # its dynamics; its blocks are refused in import_block
+        fields["spike_rule"] = "imag"
+    if adaptive:
         for name in ("threshold_decay", "refractory_decay"):
             kept = DECAY_UNITY - _decay(getattr(neuron, name), name, DECAY_UNITY)
             fields[name] = kept / DECAY_UNITY
