@@ -175,12 +175,26 @@ def test_torch_formats_refuse_the_resonator_naming_node_and_field(target):
     assert e.value.node == "n1" and e.value.field == "type", str(e.value)
 
 
-def test_nir_refuses_the_resonator(tmp_path):
-    # NIR has no resonator, and no neuron whose input is twice its output to carry it
-    graph, _ = rf_net(5)
-    with pytest.raises(hub.UnsupportedError) as e:
-        hub.convert(graph, to="nir")
-    assert e.value.node == "n1" and e.value.field == "type", str(e.value)
+@pytest.mark.parametrize("shape", [(10,), (2, 5, 5)])
+def test_nir_carries_the_resonator_in_its_metadata(tmp_path, shape):
+    # NIR has no resonator: the file holds the projection onto the real half (shapes chain)
+    # and snn-hub's node in its metadata, which comes back bit for bit
+    import nir
+
+    rng = np.random.default_rng(7)
+    synapse = (hub.Linear(weight=rng.integers(-4, 5, (16, 10)).astype(np.float32))
+               if len(shape) == 1 else hub.Conv2d(
+                   weight=rng.integers(-2, 3, (8, 2, 3, 3)).astype(np.float32), padding=(1, 1)))
+    graph = hub.Graph.chain(hub.Input(shape=shape), ("syn", synapse), ("n1", rf(rng)))
+    graph.metadata["dt"] = 2.0 ** -10
+    hub.save(graph, to="nir", out=tmp_path / "rf.nir")
+    back = hub.load(tmp_path / "rf.nir")
+    assert back.nodes["n1"] == graph.nodes["n1"]
+    carrier = nir.read(tmp_path / "rf.nir").nodes["n1"]
+    assert carrier.metadata["hub"]["type"] == "Resonator"
+    assert type(carrier).__name__ == ("Linear" if len(shape) == 1 else "Conv2d")
+    with pytest.raises(hub.UnsupportedError, match="carries snn-hub's Resonator"):
+        hub.plugins().format("nir").run(tmp_path / "rf.nir", torch.zeros(2, 1, *shape))
 
 
 def test_hub_files_keep_it(tmp_path):
