@@ -337,6 +337,41 @@ def blocks_import_and_export_exactly():
 
 
 @check
+def norm_is_a_bias_before_the_resonator():
+    # the real and imaginary MeanOnlyBatchNorm subtract their quantised means from the inputs
+    norm = slayer.neuron.norm.MeanOnlyBatchNorm
+    active = 0
+    for seed in range(2):
+        for family in ("rf", "rf_iz", "adrf"):
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            B = getattr(slayer.block, family)
+            dense = torch.nn.ModuleList([B.Dense(params(rng, family, norm=norm), 12, 10,
+                                                 weight_scale=3),
+                                         B.Dense(params(rng, family), 10, 6, weight_scale=3)])
+            conv = torch.nn.ModuleList([B.Conv(params(rng, family, norm=norm), 2, 4, 3,
+                                               padding=1, weight_scale=4),
+                                        B.Flatten(), B.Dense(params(rng, family), 144, 5,
+                                                             weight_scale=3)])
+            for net, x, count in ((dense, spikes(40, 2, 12), 10),
+                                  (conv, spikes(30, 2, 2, 6, 6), 4)):
+                with torch.no_grad():
+                    for n in (net[0].neuron.real_norm, net[0].neuron.imag_norm):
+                        n.running_mean = torch.tensor(rng.integers(-20, 20, count) * 2 / 64,
+                                                      dtype=torch.float32)
+                want = forward(net, x)
+                active += int(want.any())
+                shape = tuple(x.shape[2:])
+                graph = hub.load(net, input_shape=shape)
+                assert graph.nodes["blocks.0.bias"].bias.any()
+                assert torch.equal(hub.simulate(graph, x), want), (family, seed)
+                back = hub.convert(graph, to="slayer")
+                assert torch.equal(forward(back.blocks, x), want), (family, seed)
+                assert hub.load(back, input_shape=shape) == graph, (family, seed)
+    assert active >= 10, active
+
+
+@check
 def the_resonator_family_matters():
     # the check above can fail: rf read as rf_iz (or without adrf's adaptation) differs
     torch.manual_seed(1)
@@ -442,6 +477,7 @@ for name, fn in CHECKS.items():
 """
 
 CHECK_NAMES = ["neurons_step_for_step", "blocks_import_and_export_exactly",
+               "norm_is_a_bias_before_the_resonator",
                "the_resonator_family_matters", "refusals_name_block_and_field",
                "kwta_blocks_are_their_recurrent_network"]
 

@@ -151,14 +151,14 @@ class SlayerFormat(hub.Format):
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
             bias = None  # an alif block's norm: a Bias between its synapse and its ALIF
             if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
-                    isinstance(chain[i + 2][1], hub.ALIF):
+                    isinstance(chain[i + 2][1], (hub.ALIF, hub.Resonator)):
                 bias, neuron, i = neuron, chain[i + 2], i + 1
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None
             if isinstance(neuron[1], hub.Resonator) and \
                     isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)):
                 blocks.append(resonators.export_block(name, node, neuron[0], neuron[1], shape,
-                                                      plan[neuron[0]], delay))
+                                                      plan[neuron[0]], delay, bias))
                 shape = plan[neuron[0]]
                 i += 3 if delay else 2
                 continue

@@ -116,6 +116,10 @@ def import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]
                                    "an Input block without a neuron are)")
     if kind != "Input":
         try:
+            count = int(nodes[0][1].weight.shape[0]) // 2
+            bias = _norm_bias(block.neuron, conv, count)
+            if bias is not None:
+                nodes.append(("bias", hub.Bias(bias=bias)))
             nodes.append(("neuron", import_neuron(block.neuron, family, conv)))
         except hub.HubError as e:
             raise e.at(node="neuron") from None
@@ -137,6 +141,29 @@ def _complex_pool(block: Any, shape: tuple[int, ...]) -> hub.Conv2d:
         for c in range(channels):
             weight[half * channels + c, c] = part.weight[c, 0]
     return hub.Conv2d(weight=weight, stride=parts[0].stride)
+
+
+def _norm_bias(neuron: Any, conv: bool, count: int) -> np.ndarray | None:
+    """The neuron's ``real_norm`` and ``imag_norm`` (``MeanOnlyBatchNorm``, eval mode) as one
+    ``Bias`` on the ``2C`` synaptic input: each subtracts ``quantize_8bit(running_mean)`` from
+    its half before the state integrates it (``norm.bias`` is minus that, in mantissas)."""
+    if neuron.real_norm is None and neuron.imag_norm is None:
+        return None
+    halves = []
+    for norm in (neuron.real_norm, neuron.imag_norm):
+        if type(norm).__name__ != "MeanOnlyBatchNorm":
+            raise hub.UnsupportedError(f"a {type(norm).__name__} norm is not mapped (slayer's "
+                                       "MeanOnlyBatchNorm, a bias, is)", field="norm")
+        with torch.no_grad():
+            halves.append(norm.bias.detach().cpu().numpy().astype(np.float64).reshape(-1))
+    if halves[0].size != halves[1].size or not np.all(np.concatenate(halves)
+                                                      == np.round(np.concatenate(halves))):
+        raise hub.UnsupportedError("the norms' quantised means are not integer mantissas, one "
+                                   "per channel", field="norm")
+    if any(h.size not in (1, count) for h in halves):
+        raise hub.UnsupportedError("a norm's mean is one per channel", field="norm")
+    bias = np.concatenate([np.broadcast_to(h, (count,)) for h in halves]).astype(np.float32)
+    return bias.reshape(-1, 1, 1) if conv else bias
 
 
 def _rotation(neuron: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +197,6 @@ def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonat
         raise hub.UnsupportedError("persistent_state carries the neuron's state from one "
                                    "forward call to the next; the hub's model starts each run "
                                    "at rest", field="persistent_state")
-    if neuron.real_norm is not None or neuron.imag_norm is not None:
-        raise hub.UnsupportedError("a norm on the real and imaginary inputs is not mapped",
-                                   field="norm")
     if hasattr(neuron, "period_min"):
         raise hub.UnsupportedError("per-channel decays (shared_param=False) are drawn at random "
                                    "on the block's first forward: run the network once first",
@@ -263,10 +287,33 @@ def _family(name: str, node: hub.Resonator) -> str:
     return family
 
 
+def _norm_means(name: str, value: np.ndarray, count: int, conv: bool
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The running means of the real and imaginary norms that give the ``2C`` bias."""
+    if not np.any(value):
+        return None
+    flat = np.asarray(value, np.float64)
+    if conv and flat.ndim == 3 and flat.shape[1:] == (1, 1):
+        flat = flat[:, 0, 0]
+    flat = flat.reshape(-1)
+    if flat.size != 2 * count:
+        raise hub.UnsupportedError("slayer's norms give one bias per channel of the real and "
+                                   "of the imaginary input", node=name, field="bias")
+    low, high = -254, 256  # minus slayer's quantize_8bit range of the mean
+    if not np.all(flat == np.round(flat)) or np.any(flat % 2) or flat.min() < low or \
+            flat.max() > high:
+        raise hub.UnsupportedError(f"slayer's bias is minus an even mantissa in [{-high}, "
+                                   f"{-low}] (its norm's quantize_8bit)", node=name,
+                                   field="bias")
+    means = -flat / DEFAULT_SCALE
+    return means[:count], means[count:]
+
+
 def export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Resonator,
                  shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 delay: tuple[str, hub.Delay] | None = None) -> Any:
-    """The slayer block of ``synapse -> neuron [-> delay]``."""
+                 delay: tuple[str, hub.Delay] | None = None,
+                 bias: tuple[str, hub.Bias] | None = None) -> Any:
+    """The slayer block of ``synapse [-> bias] -> neuron [-> delay]``."""
     family = _family(neuron_name, neuron)
     module = getattr(_slayer().block, family)
     if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
@@ -294,6 +341,9 @@ def export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Res
                       threshold_decay=0.0, refractory_decay=0.0)
     if per_channel:
         params["shared_param"] = False
+    means = None if bias is None else _norm_means(bias[0], bias[1].bias, out, conv)
+    if means is not None:
+        params["norm"] = _slayer().neuron.norm.MeanOnlyBatchNorm
     shift, axonal = _export_timing(neuron_name, neuron, delay, conv, out)
     timing = {"delay": axonal is not None, "delay_shift": shift}
     if conv:
@@ -325,6 +375,10 @@ def export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Res
     if axonal is not None:  # whole steps: slayer's forward truncates them
         block.delay.delay.data = torch.tensor(axonal.astype(np.float32))
         block.delay.init = True
+    if means is not None:
+        for norm, mean in zip((n.real_norm, n.imag_norm), means):
+            norm.num_features = out
+            norm.running_mean = torch.tensor(mean, dtype=torch.float32)
     n.shape = torch.Size(out_shape)  # slayer learns it on the first forward
     n.num_neurons = int(np.prod(out_shape))
     return block

@@ -196,6 +196,9 @@ def check_synapse(ops: list[tuple[str, hub.Node]], name: str, rec: Any,
                                "block, whose single input does not reach the RF's two: an RF "
                                "layer needs a dense synapse before it", node=name)
     kinds = [type(op) for _, op in ops]
+    for op_name, op in ops:
+        if isinstance(op, hub.Bias) or (isinstance(op, hub.Affine) and np.any(op.bias)):
+            raise UnsupportedError("netx gives an RF neuron no bias", node=op_name, field="bias")
     if kinds not in ([hub.Linear], [hub.Flatten, hub.Linear]):
         raise UnsupportedError("netx builds RF neurons in dense layers only (a Linear, after a "
                                "Flatten at most)", node=ops[-1][0], field="type")
