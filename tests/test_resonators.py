@@ -372,6 +372,33 @@ def norm_is_a_bias_before_the_resonator():
 
 
 @check
+def slayer_s_own_netx_file_reads_as_slayer_runs_it():
+    # export_hdf5 of rf and rf_iz Dense blocks (no input layer, integer sinDecay/cosDecay):
+    # the hub reads slayer's numbers, and runs them as slayer's forward does
+    import os, tempfile, h5py
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        net = torch.nn.ModuleList([
+            slayer.block.rf.Dense(params(rng, "rf"), 12, 10, weight_scale=3, delay_shift=False),
+            slayer.block.rf_iz.Dense(params(rng, "rf_iz"), 10, 6, weight_scale=3,
+                                     delay_shift=False)])
+        x = spikes(40, 2, 12)
+        want = forward(net, x)
+        assert want.any()
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "rf.net")
+            with h5py.File(path, "w") as f:
+                layers = f.create_group("layer")
+                for i, block in enumerate(net):
+                    block.export_hdf5(layers.create_group(str(i)))
+            graph = hub.load(path)
+        assert torch.equal(hub.simulate(graph, x), want), seed
+        nodes = [n for _, n in graph.walk()]
+        assert nodes == [n for _, n in hub.load(net, delay_shift=False).walk()], seed
+
+
+@check
 def the_resonator_family_matters():
     # the check above can fail: rf read as rf_iz (or without adrf's adaptation) differs
     torch.manual_seed(1)
@@ -478,6 +505,7 @@ for name, fn in CHECKS.items():
 
 CHECK_NAMES = ["neurons_step_for_step", "blocks_import_and_export_exactly",
                "norm_is_a_bias_before_the_resonator",
+               "slayer_s_own_netx_file_reads_as_slayer_runs_it",
                "the_resonator_family_matters", "refusals_name_block_and_field",
                "kwta_blocks_are_their_recurrent_network"]
 
