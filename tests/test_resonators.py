@@ -555,3 +555,22 @@ def test_conformance_routes_of_the_resonator_cases_in_the_lava_environment(tmp_p
     assert "66 runs of 2 cases along 33 routes" in result.stdout, result.stdout[-2000:]
     assert "43 pass, 23 n/a" in result.stdout, result.stdout[-2000:]
     assert "builds no adaptive RF neuron" in result.stdout
+
+
+def test_rotations_netx_rebuilds_one_lower_reach_lava_exactly(tmp_path):
+    """netx rebuilds sinDecay/cosDecay through a period and a decay in floating point and
+    truncates: for these integer pairs (slayer exports of random rf neurons) it gives Lava one
+    less with the numpy of .venv-lava. Written as half-integers they arrive exactly."""
+    _lava_python()
+    rng = np.random.default_rng(11)
+    x = torch.tensor((rng.random((60, 2, 10)) < 0.5).astype(np.float32))
+    weight = rng.integers(-8, 9, (16, 10)).astype(np.float32) * 4
+    for sin, cos in ((819, 3447), (575, 2104), (766, 4018), (722, 3962)):
+        graph = hub.Graph.chain(hub.Input(shape=(10,)), ("fc", hub.Linear(weight=weight)), (
+            "rf", hub.Resonator(sin_decay=sin / 4096, cos_decay=cos / 4096, gain=64.0,
+                                threshold=640.0, arithmetic="fixed")))
+        path = tmp_path / f"rf{sin}.net"
+        hub.save(graph, to="netx", out=path)
+        want = hub.simulate(graph, x).numpy()
+        assert 0 < want.sum() < want.size
+        np.testing.assert_array_equal(lava.run_netx(path, x), want)
