@@ -42,13 +42,16 @@ class SlayerFormat(hub.Format):
     ``block.alif`` blocks are the same synapses followed by a :class:`hub.ALIF` with
     ``arithmetic="fixed"`` (slayer's integer adaptive-threshold neuron, :func:`_import_alif`);
     lava-dl's bootstrap blocks (``bootstrap.block.cuba``) are read as the spiking network their
-    ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's.
+    ``Mode.SNN`` forward runs, which is the slayer ``cuba`` block's. The resonator families
+    (``rf``, ``rf_iz``, ``adrf``) are complex synapses into a :class:`hub.Resonator`
+    (:mod:`.slayer_resonators`), and a ``KWTA`` block is the recurrent network it computes
+    (:mod:`.slayer_kwta`).
     """
 
     name = "slayer"
     aliases = ("lava-dl", "slayer-blocks")
-    description = ("lava-dl slayer CUBA and ALIF block networks (torch modules; Loihi fixed "
-                   "point)")
+    description = ("lava-dl slayer CUBA, ALIF and resonator block networks (torch modules; "
+                   "Loihi fixed point)")
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
@@ -56,7 +59,8 @@ class SlayerFormat(hub.Format):
                                    "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale",
                                    "Bias"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
-        "field values are checked by the exporter against slayer's CUBA and ALIF blocks"])
+        "field values are checked by the exporter against slayer's CUBA, ALIF and resonator "
+        "(rf, rf_iz, adrf) blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():
