@@ -300,11 +300,12 @@ def nets(seed, family):
     rng = np.random.default_rng(seed)
     B = getattr(slayer.block, family)
     conv = torch.nn.ModuleList([
-        B.Conv(params(rng, family), 2, 4, 3, padding=1, weight_scale=4),
+        B.Conv(params(rng, family), 2, 4, 3, padding=1, weight_scale=4, delay=True),
         B.Pool(params(rng, family), 2, weight_scale=3), B.Flatten(),
         B.Dense(params(rng, family), 36, 5, weight_scale=3, delay=True)])
     forward(conv, spikes(4, 1, 2, 6, 6))  # slayer draws the axonal delays on the first forward
     with torch.no_grad():
+        conv[0].delay.delay.data = torch.tensor(rng.uniform(0, 3, 4), dtype=torch.float32)
         conv[3].delay.delay.data = torch.tensor(rng.uniform(0, 4, 5), dtype=torch.float32)
     return [
         ("dense", torch.nn.ModuleList([
