@@ -607,6 +607,8 @@ def fixed_cases() -> Iterator[Case]:
     for seed, (name, (build, description)) in enumerate(LOIHI_DELAYED.items(), start=700):
         yield _case(name, "fixed", _Integer, build, seed, True, description)
     yield from sigma_delta_cases("fixed")
+    for seed, (name, (build, description)) in enumerate(LOIHI_RESONATORS.items(), start=900):
+        yield _case(name, "fixed", _EvenInteger, build, seed, True, description)
 
 
 def paper_dir() -> Path | None:
@@ -775,10 +777,66 @@ FLOAT_FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
 FLOAT_ONLY = frozenset({"QIF", "Izhikevich", "AdExLIF", "EIF"})
 
 
+def _resonator_dense(p: _Params) -> hub.Graph:
+    """Input(6) -> Linear -> Resonator(4) -> Linear -> LIF(4): the float resonator, a rotation
+    by factors of 1/2 that keep the state dyadic."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))),
+        ("fc1", hub.Linear(weight=p.weight(8, 6) * np.float32(2))),
+        ("n1", hub.Resonator(sin_decay=0.5, cos_decay=0.5, threshold=p.threshold() / 2,
+                             threshold_step=0.5, threshold_decay=0.5, refractory_decay=0.5,
+                             refractory_scale=1.0)),
+        ("fc2", hub.Linear(weight=p.weight(4, 4))),
+        ("n2", PORTABLE(p, 4)),
+    )
+
+
+#: Resonator cases of the exact and float tiers (after the other families, seeds of their own).
+RESONATOR_FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense-resonator": (_resonator_dense, "resonate-and-fire neurons with an adaptive "
+                                          "threshold (hub.Resonator, float)"),
+}
+
+
+def _loihi_resonator(first: dict[str, Any], second: dict[str, Any]
+                     ) -> Callable[[_Params], hub.Graph]:
+    """Input(6) -> Linear -> Resonator(8) -> Linear -> Resonator(4), in Loihi's fixed point
+    as slayer's resonator blocks and Lava's RF processes compute it (gain 64, thresholds
+    multiples of 64, even weights)."""
+    def neuron(p: _Params, fields: dict[str, Any]) -> hub.Resonator:
+        sin, cos = (int(v) for v in p.rng.choice([[1774, 3448], [2800, 2800], [3548, 1845]]))
+        threshold = 64.0 * int(p.rng.integers(3, 12))
+        fields = dict(fields)
+        if fields.get("reset") == "imag":
+            fields["imag_reset"] = threshold - 1
+        return hub.Resonator(sin_decay=sin / 4096, cos_decay=cos / 4096, gain=64.0,
+                             threshold=threshold, arithmetic="fixed", **fields)
+
+    def build(p: _Params) -> hub.Graph:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(6,))),
+            ("fc1", hub.Linear(weight=p.weight(16, 6) * np.float32(2))),
+            ("n1", neuron(p, first)),
+            ("fc2", hub.Linear(weight=p.weight(8, 8) * np.float32(2))),
+            ("n2", neuron(p, second)))
+    return build
+
+
+RF_IZ = {"spike_rule": "imag", "reset": "imag"}
+ADRF = {"threshold_step": 128.0, "threshold_decay": 3840 / 4096, "refractory_decay": 0.875,
+        "refractory_scale": 2.0}
+#: Resonator cases of the fixed tier: slayer's rf, rf_iz and adrf, Lava's RF and RF_IZ.
+LOIHI_RESONATORS: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "dense-rf-loihi": (_loihi_resonator({}, RF_IZ), "RF then RF-Izhikevich neurons (slayer's "
+                                                     "rf, rf_iz; Lava's RF, RF_IZ)"),
+    "dense-adrf-loihi": (_loihi_resonator(ADRF, ADRF), "adaptive RF neurons (slayer's adrf)"),
+}
+
+
 def family_cases(tier: str) -> Iterator[Case]:
     """The neuron-family cases of the exact or float tier, with seeds of their own."""
     make_params = {"exact": _Dyadic, "float": _Float}[tier]
-    families = FAMILIES | (FLOAT_FAMILIES if tier == "float" else {})
+    families = FAMILIES | (FLOAT_FAMILIES if tier == "float" else {}) | RESONATOR_FAMILIES
     for seed, (name, (build, description)) in enumerate(families.items(), start=800):
         yield _case(name, tier, make_params, build, seed, True, description)
 

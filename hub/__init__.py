@@ -27,6 +27,7 @@ from .hookspecs import hookimpl
 from .layout import from_lava, to_lava
 from .families import EIF, QIF, AdExLIF, ALIF, AlphaLIF, Family, Izhikevich, SynapseFilter
 from .loihi import LoihiCUBA
+from .resonators import Resonator
 from .neurons import IF, LI, LIF, CubaLI, CubaLIF, Integrator, Neuron
 from .node import Node, node_from_dict, node_type, node_types, register_node
 from .nodes import (
@@ -66,7 +67,8 @@ __all__ = [
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
     "Mul", "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",
-    "ReLU", "Reshape", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator", "SumPool2d",
+    "ReLU", "Reshape", "Resonator", "RuntimeUnavailable", "Scale", "ShapeError", "Simulator",
+    "SumPool2d",
     "Threshold", "UnknownNodeError", "UnsupportedError", "Vote", "check", "convert", "detect",
     "formats", "from_lava",
     "hookimpl", "load", "node_from_dict", "node_type", "node_types", "plugins", "register_node",

@@ -882,8 +882,27 @@ _EXPORTERS.update({
         tau=_full(_need_dt(dt, "exporting SynapseFilter to NIR") / _f(n.rate), s),
         r=_full(1 / _f(n.rate), s), v_leak=_full(np.float64(0.0), s)),
 })
+
+
+def _carrier_resonator(node: Any, dt: float | None, shape: Shape | None) -> Any:
+    """A Resonator's carrier: NIR has no resonator, nor a neuron whose input (the real and the
+    imaginary halves) is twice its output, so it rides on the projection onto the real half (a
+    ``Linear``, or a 1x1 ``Conv2d`` over ``[2C, H, W]``), which keeps the graph's shapes."""
+    shape = tuple(shape or ())
+    if len(shape) not in (1, 3):
+        raise UnsupportedError(f"NIR carries a Resonator over [2C] or [2C, H, W] inputs only, "
+                               f"not {list(shape)}", field="type")
+    half = shape[0] // 2
+    projection = np.concatenate([np.eye(half), np.zeros((half, half))], 1).astype(np.float32)
+    if len(shape) == 1:
+        return _EXPORTERS["Linear"](hub.Linear(weight=projection), dt, shape)
+    return _EXPORTERS["Conv2d"](hub.Conv2d(weight=projection[..., None, None]), dt, shape)
+
+
+_EXPORTERS["Resonator"] = _carrier_resonator
 #: The canonical types NIR carries only through snn-hub's metadata (no NIR node computes them).
-CARRIED = frozenset({"ALIF", "AdExLIF", "AlphaLIF", "Izhikevich", "QIF", "EIF", "SynapseFilter"})
+CARRIED = frozenset({"ALIF", "AdExLIF", "AlphaLIF", "Izhikevich", "QIF", "EIF", "SynapseFilter",
+                     "Resonator"})
 
 
 # Every canonical type that has a NIR counterpart converts both ways.

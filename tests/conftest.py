@@ -91,6 +91,10 @@ EXAMPLES: dict[str, tuple[hub.Node, tuple[int, ...]]] = {
     "Delta": (hub.Delta(threshold=[0.25, 0.5, 0.75], cum_error="on", resolution=1 / 64), (3,)),
     "Sigma": (hub.Sigma(), (3,)),
     "Quantize": (hub.Quantize(grid=0.25, low=-1.0, high=1.5), (3,)),
+    "Resonator": (hub.Resonator(sin_decay=np.array([0.5, 0.25, -0.125]), cos_decay=0.75,
+                                threshold=0.25, spike_rule="imag", reset="imag",
+                                imag_reset=0.125, threshold_step=0.25, threshold_decay=0.5,
+                                refractory_decay=0.5, refractory_scale=2.0), (6,)),
 }
 
 

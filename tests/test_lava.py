@@ -623,8 +623,9 @@ def alif_refusals_name_block_and_field():
                                    alif.Dense(p(), 4, 3)]), "blocks.0.neuron", "norm"),
              (torch.nn.ModuleList([alif.Dense(p(shared_param=False), 4, 3)]),
               "blocks.0.neuron", "shared_param"),
-             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(p(), 3, 2, 1)]),
-              "blocks.1", None),
+             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(
+                 p(norm=slayer.neuron.norm.MeanOnlyBatchNorm), 3, 2, 1)]),
+              "blocks.1.neuron", "norm"),
              (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(1)]), "blocks.1", None)]
     for net, node, field in cases:
         try:

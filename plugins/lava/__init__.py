@@ -11,8 +11,9 @@ from any environment:
   exchanging ``.npy`` files (never pickles) over JSON lines. The output is aligned step for step
   with the network without Lava's synaptic latency: see the worker's docstring and
   ``docs/lava.md``.
-- The ``slayer`` format reads and writes lava-dl slayer CUBA, ALIF and sigma-delta block
-  networks (and reads lava-dl's bootstrap blocks in their SNN mode); it is usable where
+- The ``slayer`` format reads and writes lava-dl slayer CUBA, ALIF, sigma-delta and resonator
+  (``rf``, ``rf_iz``, ``adrf``) block networks (and reads lava-dl's bootstrap blocks in their SNN
+  mode, and ``KWTA`` blocks); it is usable where
   lava-dl is importable (in ``.venv-lava``) and reports itself unavailable elsewhere.
 
 Which Python runs Lava: ``HUB_LAVA_PYTHON`` if set; else this interpreter when it can import
@@ -21,7 +22,8 @@ is found, :func:`run_netx` raises :class:`LavaUnavailable` saying to run ``scrip
 
 The package: :mod:`.bridge` (the worker process and :func:`run_netx`), ``worker.py`` (what runs
 under Lava's Python, never imported here), :mod:`.slayer` (the format), :mod:`.slayer_import`
-and :mod:`.slayer_export` (blocks to nodes and back) over :mod:`.slayer_common`.
+and :mod:`.slayer_export` (blocks to nodes and back) over :mod:`.slayer_common`, with the
+resonator families in :mod:`.slayer_resonators` and ``KWTA`` in :mod:`.slayer_kwta`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from hub_plugins.lava.slayer_common import (
 from hub_plugins.lava.slayer_export import (
     _chain, _export_block, _export_input, _export_input_delay)
 from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
+from hub_plugins.lava import slayer_resonators as resonators
+from hub_plugins.lava.slayer_kwta import import_kwta
 
 
 class SlayerFormat(hub.Format):
@@ -45,22 +47,24 @@ class SlayerFormat(hub.Format):
 
     ``block.sigma_delta`` blocks become :class:`hub.SigmaDelta`, :class:`hub.Delta` and
     :class:`hub.Sigma` in slayer's float32 (``arithmetic="float"``), both ways
-    (:mod:`hub_plugins.lava.slayer_sigma_delta`).
+    (:mod:`hub_plugins.lava.slayer_sigma_delta`). The resonator families (``rf``, ``rf_iz``,
+    ``adrf``) are complex synapses into a :class:`hub.Resonator` (:mod:`.slayer_resonators`), and
+    a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`).
     """
 
     name = "slayer"
     aliases = ("lava-dl", "slayer-blocks")
-    description = ("lava-dl slayer CUBA, ALIF and sigma-delta block networks (torch modules; "
-                   "Loihi fixed point, sigma-delta in float32)")
+    description = ("lava-dl slayer CUBA, ALIF, sigma-delta and resonator block networks (torch "
+                   "modules; Loihi fixed point, sigma-delta in float32)")
     requires = ("lava.lib.dl.slayer",)
     install_hint = "lava-dl==0.6.0 (in the Lava environment: scripts/setup-lava)"
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
-                                   "LoihiCUBA", "ALIF", "Delay", "Scale", "Bias",
+                                   "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale", "Bias",
                                    "SigmaDelta", "Delta", "Sigma", "Quantize"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
-        "field values are checked by the exporter against slayer's CUBA, ALIF and sigma-delta "
-        "blocks"])
+        "field values are checked by the exporter against slayer's CUBA, ALIF, sigma-delta and "
+        "resonator (rf, rf_iz, adrf) blocks"])
 
     def unavailable(self) -> str | None:
         if _slayer_here():
@@ -88,7 +92,7 @@ class SlayerFormat(hub.Format):
         if input_shape is None:  # a network exported by snn-hub knows its input shape
             input_shape = getattr(obj, "input_shape", None)
         first_shape = (tuple(int(n) for n in input_shape) if input_shape is not None
-                       else _first_input_shape(blocks))
+                       else resonators.first_input_shape(blocks) or _first_input_shape(blocks))
         if first_shape is None or any(n is None for n in first_shape):
             raise FormatError("the input shape is unknown: the first block is a convolution "
                               "that has not seen an input yet; pass input_shape=(C, H, W)",
@@ -99,7 +103,15 @@ class SlayerFormat(hub.Format):
             where = f"blocks.{index}"
             try:
                 shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
-                mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
+                family = type(block).__module__.rsplit(".", 1)[-1]
+                if resonators.family_of(block) is not None:
+                    mapped, recurrent = resonators.import_block(block, delay_shift,
+                                                                tuple(shape)), []
+                elif type(block).__name__ == "KWTA" and family in ("cuba", "alif") and \
+                        not _is_bootstrap(block):
+                    mapped, recurrent = import_kwta(block, family, delay_shift)
+                else:
+                    mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
             except hub.HubError as e:
                 raise e.at(node=where) from None
             chain += [(f"{where}.{part}", node) for part, node in mapped]
@@ -150,8 +162,17 @@ class SlayerFormat(hub.Format):
             neuron = chain[i + 1] if i + 1 < len(chain) else (None, None)
             bias = None  # an alif block's norm: a Bias between its synapse and its ALIF
             if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
-                    isinstance(chain[i + 2][1], hub.ALIF):
+                    isinstance(chain[i + 2][1], (hub.ALIF, hub.Resonator)):
                 bias, neuron, i = neuron, chain[i + 2], i + 1
+            after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+            delay = after if isinstance(after[1], hub.Delay) else None
+            if isinstance(neuron[1], hub.Resonator) and \
+                    isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)):
+                blocks.append(resonators.export_block(name, node, neuron[0], neuron[1], shape,
+                                                      plan[neuron[0]], delay, bias))
+                shape = plan[neuron[0]]
+                i += 3 if delay else 2
+                continue
             if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
                     not isinstance(neuron[1], NEURONS):
                 raise hub.UnsupportedError(
@@ -179,14 +200,19 @@ class SlayerFormat(hub.Format):
         # a Recurrent block's neuron keeps its state from one call to the next (slayer sets
         # persistent_state); each run starts at rest, as a fresh model does, and the state
         # the model held is put back afterwards
+        looping = [b for b in blocks if type(b).__name__ in ("Recurrent", "KWTA")]
         states = [(b.neuron, {k: getattr(b.neuron, k) for k in STATES if hasattr(b.neuron, k)})
-                  for b in blocks if type(b).__name__ == "Recurrent"]
+                  for b in looping]
+        # a KWTA block's delay_shift carries its last step into the next call, too
+        buffers = [(b, getattr(b, "delay_buffer", None)) for b in looping]
         try:
             with torch.no_grad():
                 for neuron, saved_state in states:
                     for k in saved_state:  # alif's threshold starts at its base threshold
                         start = float(neuron.threshold) if k == "threshold_state" else 0.0
                         setattr(neuron, k, torch.tensor([start]))
+                for block, _ in buffers:
+                    block.delay_buffer = None
                 for block in blocks:
                     block.eval()
                     if _is_bootstrap(block):  # the spiking network, as bootstrap runs it
@@ -202,6 +228,8 @@ class SlayerFormat(hub.Format):
             for neuron, saved_state in states:
                 for k, value in saved_state.items():
                     setattr(neuron, k, value)
+            for block, buffer in buffers:
+                block.delay_buffer = buffer
         return hub.from_lava(y)
 
 

@@ -27,6 +27,10 @@ layer type     keys (dtypes as slayer writes them)                  canonical no
 ``flatten``    ``shape``                                            ``Flatten()``
 =============  ===================================================  ==========================
 
+A ``dense`` layer with ``weight/real``, ``weight/imag`` and an ``RF_PHASE`` or ``RF_IZHIKEVICH``
+neuron (netx's ``ComplexDense`` into Lava's ``RF``/``RF_IZ``) is a ``Linear`` of the stacked
+weights into a :class:`hub.Resonator` (:mod:`.resonators`).
+
 The neuron group ``neuron/``: ``type`` (``CUBA`` or ``LOIHI``), ``iDecay``, ``vDecay``,
 ``vThMant``, ``refDelay``, ``gradedSpike`` (scalars) maps onto :class:`hub.LoihiCUBA`
 (``i_decay``, ``v_decay``, ``threshold``); a layer's ``bias`` becomes the neuron's bias mantissa
@@ -63,7 +67,7 @@ identical graph.
 
 The package: :mod:`.schema` (the file's keys and limits), :mod:`.read` (file to graph),
 :mod:`.write` (graph to layers, and what netx runs exactly), :mod:`.quantization` (float neurons
-to Loihi's); this module holds the format.
+to Loihi's), :mod:`.resonators` (RF layers); this module holds the format.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class NetxFormat(hub.Format):
     load_options = ("input_shape",)
     save_options = ("strict", "quantize", "x")
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
-                         "LoihiCUBA", "Output", "SigmaDelta", "Delta", "Sigma"})
+                         "LoihiCUBA", "Resonator", "Output", "SigmaDelta", "Delta", "Sigma"})
     exports = imports | {"Delay"}
     #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
     #: Loihi's fixed point (strict: refuses anything not exact)

@@ -15,6 +15,7 @@ from hub_plugins.netx import sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_METADATA, ATTR_NEURON, ATTR_OP, DEFAULT_NEURON, INPUT_TRANSFORM,
     MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_REFUSES, NEURON_TYPES)
+from hub_plugins.netx import resonators
 from hub_plugins.netx.write import _fold, exact_loihi
 
 
@@ -166,6 +167,9 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
         if not isinstance(layer, h5py.Group):
             raise FormatError("should be a group", node=where)
         kind = _string(layer, "type", where)
+        rf_type = resonators.neuron_type(layer, where)
+        if rf_type is not None and kind == "input":
+            resonators.read_layer(layer, kind, rf_type, where, 0)  # refused, with the reason
         if kind == "input":
             if nodes:
                 raise FormatError("an input layer must come first", node=where)
@@ -190,6 +194,9 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
         op = op.decode() if isinstance(op, bytes) else str(op)
         if kind == "flatten":
             nodes.append((f"flat{index}", hub.Flatten()))
+            continue
+        if rf_type is not None:
+            nodes += resonators.read_layer(layer, kind, rf_type, where, index)
             continue
         if kind in ("dense", "dense_rec"):
             weight = _weights(layer, "weight", where)

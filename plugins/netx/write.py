@@ -13,7 +13,7 @@ import torch
 import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
-from hub_plugins.netx import sigma_delta
+from hub_plugins.netx import resonators, sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY, NETX_BIAS_EXP)
 
@@ -232,6 +232,10 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
                 raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
                                        "clips larger ones)", node=name, field="delay")
             delayed = (name, total) if total else None
+            continue
+        if isinstance(node, hub.Resonator):
+            layers += _resonator_layer(ops, name, node, rec.get(name), delayed, shape, shapes)
+            delayed, ops, shape = None, [], shapes[name]
             continue
         original = node if isinstance(node, hub.IF) else None
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
@@ -465,6 +469,35 @@ def _layer(ops: list[tuple[str, hub.Node]], name: str, neuron: LoihiCUBA,
         return out
     raise UnsupportedError(f"netx has no layer for {' -> '.join(k.__name__ for k in kinds)} "
                            "before a neuron", node=ops[0][0])
+
+
+def _resonator_layer(ops: list[tuple[str, hub.Node]], name: str, neuron: hub.Resonator,
+                     rec: tuple[str, hub.Node] | None, delayed: tuple[str, int] | None,
+                     in_shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]
+                     ) -> list[Layer]:
+    """A dense layer with complex weights into an RF or RF_IZ neuron (netx's ComplexDense)."""
+    resonators.check_synapse(ops, name, rec, delayed)
+    out: list[Layer] = []
+    if len(ops) == 2 and len(in_shape) > 1:
+        flat = ops[0][1]
+        if (flat.start_dim, flat.end_dim) not in ((0, -1), (0, len(in_shape) - 1)):
+            raise UnsupportedError("netx flattens whole samples only", node=ops[0][0],
+                                   field="start_dim")
+        out.append(Layer("flatten", {"shape": np.array([int(np.prod(in_shape)), 1, 1])}))
+    op_name, op = ops[-1]
+    weight = _integral(op_name, "weight", np.asarray(op.weight))
+    count = int(shapes[name][0])
+    parts = {"weight/real": weight[:count], "weight/imag": weight[count:]}
+    for key, part in parts.items():
+        why = netx_weights_exact(part)
+        if why:
+            raise UnsupportedError(f"{key}: {why}", node=op_name, field="weight")
+    data = {"shape": np.array(shapes[name], dtype=np.int64),
+            "inFeatures": np.int64(weight.shape[1]), "outFeatures": np.int64(count),
+            **{k: v.astype(np.float32) for k, v in parts.items()},
+            **resonators.neuron_data(name, neuron)}
+    out.append(Layer("dense", data))
+    return out
 
 
 def _fold(ops: list[tuple[str, hub.Node]], in_shape: tuple[int, ...]) -> np.ndarray:
