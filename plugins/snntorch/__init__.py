@@ -90,7 +90,8 @@ import hub
 from hub.graph import check_dt
 from hub.errors import FormatError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import snntorch_families, torch_graph, torch_trace
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.snntorch import families as snntorch_families
 from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, export_layer, import_conv,
