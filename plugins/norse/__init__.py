@@ -106,7 +106,8 @@ import torch
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import norse_families, torch_graph, torch_trace
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.norse import families as norse_families
 from hub_plugins.torch_graph import GraphRunner
 from hub_plugins.torch_layers import (EXPORTED, StepDelay, Threshold, export_layer,
                                       import_module)
