@@ -54,9 +54,9 @@ and field, what SpikingJelly cannot express: per-neuron parameters (its are scal
 other than ``1`` or ``1/tau``, a rest potential other than the reset potential, ``reset="none"``,
 reset in the next step, multi-spikes, graded spikes, amplitudes, refractory periods, axonal
 delays and readouts. A chain exports as an ``nn.Sequential`` of modules named after its nodes;
-any other graph as a :class:`~hub_plugins.spikingjelly_net.SpikingJellyNet` stepping the graph
+any other graph as a :class:`~hub_plugins.spikingjelly.net.SpikingJellyNet` stepping the graph
 (either step mode). In both, a recurrent layer or a neuron fed back its own output becomes
-SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly_families`).
+SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly.families`).
 Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
 mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
@@ -83,7 +83,8 @@ import numpy as np
 import hub
 from hub.errors import FormatError, HubError, ParameterError, UnsupportedError
 from hub.layout import as_input
-from hub_plugins import spikingjelly_families, torch_graph, torch_trace
+from hub_plugins import torch_graph, torch_trace
+from hub_plugins.spikingjelly import families as spikingjelly_families
 from hub_plugins.torch_layers import (EXPORTED, LAYERS, Bias, Scale, StepDelay, Threshold,
                                       export_layer, import_layer, import_module, is_layer)
 from hub.legalise import (ORIGINS, Accepts, equal, legalise_node, one_of, rule,
@@ -256,7 +257,7 @@ def _traced(model: Any) -> bool:
 
 def _is_net(model: Any) -> bool:
     """Whether ``model`` is the hub's own export of a graph that is not a chain."""
-    from hub_plugins.spikingjelly_net import SpikingJellyNet
+    from hub_plugins.spikingjelly.net import SpikingJellyNet
 
     return isinstance(model, SpikingJellyNet)
 
@@ -693,7 +694,7 @@ def _export_graph(graph: hub.Graph, mode: str) -> Any:
         model = nn.Sequential(OrderedDict(
             (n, _in_mode(modules[n], mode)) for n in lay.line()[1:-1]))
     else:
-        from hub_plugins.spikingjelly_net import SpikingJellyNet
+        from hub_plugins.spikingjelly.net import SpikingJellyNet
 
         model = SpikingJellyNet(modules, lay, mode)
     setattr(model, INPUT_SHAPE, tuple(int(s) for s in lay.shapes[lay.inputs[0]]))

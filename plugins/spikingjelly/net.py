@@ -12,8 +12,8 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-from .torch_graph import GraphRunner, Layout
-from .torch_layers import StepDelay
+from hub_plugins.torch_graph import GraphRunner, Layout
+from hub_plugins.torch_layers import StepDelay
 
 STEP_MODES = ("s", "m")
 
