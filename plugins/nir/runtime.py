@@ -58,7 +58,7 @@ the runtime honours them:
 Only these conventions are read from the metadata; every continuous parameter comes from NIR's
 own fields, so a file whose NIR parameters were edited runs with the edited values. The one
 exception is a layer NIR has no node for (``ReLU``, ``Mul``, ``Concat``, ``MaxPool2d``, and
-settings of the others that no NIR node computes, :mod:`hub_plugins.nir_layers`): it is written
+settings of the others that no NIR node computes, :mod:`hub_plugins.nir.layers`): it is written
 as a unit ``Scale`` whose metadata names the layer and holds its parameters, and the runtime
 computes that layer (a ``Mul`` or ``Concat`` takes its inputs as operands in edge order).
 Metadata written for another node type is ignored with a warning. Anything else the runtime
@@ -89,7 +89,7 @@ from hub.errors import (
 )
 from hub.node import MAX_STEPS
 
-from .nir import (
+from hub_plugins.nir import (
     CARRIED,
     CURRENT_ORDER,
     META,
@@ -100,14 +100,14 @@ from .nir import (
     _plain,
     read_nir,
 )
-from .nir_layers import INPUT, NIR_TYPES
+from hub_plugins.nir.layers import INPUT, NIR_TYPES
 
 DTYPE = torch.float32
 Tensors = torch.Tensor | dict[str, torch.Tensor]
 
 #: The snn-hub metadata "type" each NIR node type may carry (Add is exported as a unit Scale).
 _META_TYPES = {"I": {"Integrator"}, "Scale": {"Scale", "Add"}, "Identity": {"Add"}}
-for _layer, _kinds in NIR_TYPES.items():  # the layers of real models (hub_plugins.nir_layers)
+for _layer, _kinds in NIR_TYPES.items():  # the layers of real models (hub_plugins.nir.layers)
     for _kind in _kinds:
         _META_TYPES.setdefault(_kind, {_kind}).add(_layer)
 

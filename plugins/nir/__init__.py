@@ -25,7 +25,7 @@ nothing else in it: spike when ``v > v_threshold``, reset to ``v_reset`` in the 
 current-based neuron's voltage sees this step's current, as snnTorch, Norse and SpikingJelly
 write and read NIR; ``load(..., current_order="previous")`` reads it as forward Euler of both
 equations instead. Import keeps the file's own values of what export would not give back bit
-for bit (:mod:`hub_plugins.nir_source`), so NIR -> hub -> NIR returns the file's parameters.
+for bit (:mod:`hub_plugins.nir.source`), so NIR -> hub -> NIR returns the file's parameters.
 
 Export keeps what NIR cannot hold (``dt``, the comparison, reset kind and timing, spike mode,
 refractory and axonal delays, exact discrete parameters) in each node's metadata under
@@ -54,7 +54,7 @@ from hub.graph import check_dt
 from hub.legalise import Accepts
 from hub.node import Node, Shape
 
-from . import nir_layers, nir_source
+from . import layers as nir_layers, source as nir_source
 
 META = "hub"
 #: How a NIR ``CubaLIF``/``CubaLI`` without snn-hub metadata is read by default: the voltage
@@ -118,9 +118,9 @@ class NIRFormat(hub.Format):
 
     def run(self, native: Any, x: Any, dt: float | None = None,
             current_order: str = CURRENT_ORDER) -> Any:
-        """Run a NIR graph or ``.nir`` file in NIR's own runtime, :mod:`hub_plugins.nir_runtime`
+        """Run a NIR graph or ``.nir`` file in NIR's own runtime, :mod:`hub_plugins.nir.runtime`
         (an interpreter of NIR's equations, independent of the hub's simulator)."""
-        from .nir_runtime import run
+        from .runtime import run
 
         return run(native, x, dt=dt, current_order=current_order)
 
@@ -566,7 +566,7 @@ def _check_declared_shapes(nir_graph: Any, graph: hub.Graph, plan: Any = None) -
 
 def _keep_source(nir_graph: Any, graph: hub.Graph, in_shapes: dict, prefix: str) -> None:
     """Keep, in each graph's metadata, the file's own values of the NIR fields that export
-    would not give back bit for bit (:mod:`hub_plugins.nir_source`)."""
+    would not give back bit for bit (:mod:`hub_plugins.nir.source`)."""
     import nir
 
     kept: dict[str, Any] = {}
