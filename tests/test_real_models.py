@@ -159,7 +159,7 @@ def test_the_regression_tutorial_imports_what_its_forward_computes():
 
 def test_a_misread_model_is_refused_naming_the_node_and_step(monkeypatch):
     """Break the importer's mapping of a Leaky: the proof at import must catch it."""
-    import hub_plugins.snntorch as plugin
+    import hub_plugins.snntorch.reading as plugin
 
     real = plugin._import_neuron
 
@@ -274,7 +274,7 @@ def test_check_compares_every_target_with_the_original_models_own_run(monkeypatc
     """hub.check on a model the hub reads wrongly fails, because the reference is the model's
     own run, not the hub's reading. (The import proof is switched off to let the misreading
     through, as a reading bug the proof did not catch would.)"""
-    import hub_plugins.snntorch as plugin
+    import hub_plugins.snntorch.reading as plugin
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 6), snn.Leaky(beta=0.5, init_hidden=True),
