@@ -441,7 +441,7 @@ def test_a_container_the_hub_reads_wrongly_is_refused_by_its_own_run(framework, 
     else:
         import norse.torch as norse
 
-        import hub_plugins.norse as plugin
+        import hub_plugins.norse.reading as plugin
 
         model = norse.SequentialState(nn.Linear(6, 8), norse.LIFBoxCell())
         real = plugin._import_cell

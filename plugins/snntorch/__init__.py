@@ -77,6 +77,7 @@ clamps them), negative thresholds (snnTorch's first reset signal would fire), LI
 ``reset="zero"`` with refractory and CubaLIF ``reset="zero"`` with ``reset_timing="next"``."""
 
 from __future__ import annotations
+
 from typing import Any
 
 import torch
