@@ -432,11 +432,12 @@ def test_a_container_the_hub_reads_wrongly_is_refused_by_its_own_run(framework, 
     if framework == "spikingjelly":
         from spikingjelly.activation_based import layer, neuron
 
-        import hub_plugins.spikingjelly as plugin
+        import hub_plugins.spikingjelly.reading as plugin
+        from hub_plugins.spikingjelly.neurons import _neuron_table
 
         model = nn.Sequential(layer.Linear(6, 8), neuron.LIFNode(tau=2.0))
         wrong = {k: (lambda f: lambda m: f(m).replace(threshold=np.float32(0.25)))(f)
-                 for k, f in plugin._neuron_table().items()}
+                 for k, f in _neuron_table().items()}
         monkeypatch.setattr(plugin, "_NEURONS", wrong)
     else:
         import norse.torch as norse
