@@ -89,17 +89,10 @@ from hub.errors import (
 )
 from hub.node import MAX_STEPS
 
-from hub_plugins.nir import (
-    CARRIED,
-    CURRENT_ORDER,
-    META,
-    HubMetadataWarning,
-    _check_current_order,
-    _check_dt,
-    _import_graph,
-    _plain,
-    read_nir,
-)
+from hub_plugins.nir.common import (CARRIED, CURRENT_ORDER, META, HubMetadataWarning,
+                                    _check_current_order, _check_dt, _plain)
+from hub_plugins.nir.files import read_nir
+from hub_plugins.nir.reading import _import_graph
 from hub_plugins.nir.layers import INPUT, NIR_TYPES
 
 DTYPE = torch.float32
