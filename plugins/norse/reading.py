@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,59 +62,9 @@ def _spiking_fields(cell: Any, reset: str = "zero") -> dict[str, Any]:
 
 def _import_cell(cell: Any, name: str) -> hub.Node:
     """The canonical neuron of one Norse cell (or time-looping module)."""
-    from norse.torch import (
-        IAF,
-        LI,
-        LIF,
-        IAFCell,
-        LIBoxCell,
-        LICell,
-        LIFBoxCell,
-        LIFCell,
-        LIFRecurrent,
-        LIFRecurrentCell,
-    )
-
-    if isinstance(cell, NeuronCell):
-        inner = _import_cell(cell.neuron, name)
-        if cell.v_init is not None:
-            inner = inner.replace(v_init=_np(cell.v_init))
-        gain = _np(cell.gain)
-        if cell.synapse is None:
-            return inner.replace(gain=gain)
-        if not isinstance(cell.synapse, LIBoxCell) or (_np(cell.synapse.p.v_leak) != 0).any():
-            raise UnsupportedError("the synapse must be an LIBoxCell with v_leak 0", node=name,
-                                   field="synapse")
-        fields = {k: v for k, v in inner.params().items() if k not in ("gain",)}
-        cls = hub.CubaLIF if isinstance(inner, hub.LIF) else hub.CubaLI
-        if not isinstance(inner, (hub.LIF, hub.LI)):
-            raise UnsupportedError("a synapse drives an LIFBoxCell or LIBoxCell only", node=name,
-                                   field="neuron")
-        return cls(**fields, gain=gain, alpha=_one_minus(_k(cell.synapse)),
-                   current_gain=_np(cell.current_gain), current_order=cell.order)
-    if isinstance(cell, (LIFCell, LIF, LIFRecurrentCell, LIFRecurrent)):
-        _method(cell, name)
-        k, ks = _k(cell), _k(cell, "tau_syn_inv")
-        return hub.CubaLIF(alpha=_one_minus(ks), beta=_one_minus(k), gain=k, current_gain=1.0,
-                           v_leak=_np(cell.p.v_leak), v_init=_start(cell.p.v_leak),
-                           current_order="new", **_spiking_fields(cell))
-    if isinstance(cell, LIFBoxCell):
-        _method(cell, name)
-        k = _k(cell)
-        return hub.LIF(beta=_one_minus(k), gain=k, v_leak=_np(cell.p.v_leak),
-                       v_init=_start(cell.p.v_leak), **_spiking_fields(cell, _reset(cell, name)))
-    if isinstance(cell, (LICell, LI)):
-        k, ks = _k(cell), _k(cell, "tau_syn_inv")
-        return hub.CubaLI(alpha=_one_minus(ks), beta=_one_minus(k), gain=k, current_gain=1.0,
-                          v_leak=_np(cell.p.v_leak), v_init=_start(cell.p.v_leak),
-                          current_order="new")
-    if isinstance(cell, LIBoxCell):
-        k = _k(cell)
-        return hub.LI(beta=_one_minus(k), gain=k, v_leak=_np(cell.p.v_leak),
-                      v_init=_start(cell.p.v_leak))
-    if isinstance(cell, (IAFCell, IAF)):
-        _method(cell, name)
-        return hub.IF(gain=1.0, v_init=_start(cell.p.v_reset), **_spiking_fields(cell))
+    importer = next((_cells()[c] for c in type(cell).__mro__ if c in _cells()), None)
+    if importer is not None:
+        return importer(cell, name)
     other = norse_families.import_cell(cell, name)
     if other is not None:
         return other
@@ -122,6 +74,74 @@ def _import_cell(cell: Any, name: str) -> hub.Node:
                            "LSNNRecurrent, IzhikevichCell, Izhikevich, IzhikevichRecurrentCell, "
                            "IzhikevichRecurrent, LIFExCell, LIFEx, LIFAdExCell, LIFAdEx (and "
                            "their recurrent forms), LIFRefracCell", node=name, field="type")
+
+
+def _import_neuron_cell(cell: NeuronCell, name: str) -> hub.Node:
+    """The hub's own cell: a Norse neuron with its gain, start and optional synapse."""
+    from norse.torch import LIBoxCell
+
+    inner = _import_cell(cell.neuron, name)
+    if cell.v_init is not None:
+        inner = inner.replace(v_init=_np(cell.v_init))
+    gain = _np(cell.gain)
+    if cell.synapse is None:
+        return inner.replace(gain=gain)
+    if not isinstance(cell.synapse, LIBoxCell) or (_np(cell.synapse.p.v_leak) != 0).any():
+        raise UnsupportedError("the synapse must be an LIBoxCell with v_leak 0", node=name,
+                               field="synapse")
+    fields = {k: v for k, v in inner.params().items() if k not in ("gain",)}
+    cls = hub.CubaLIF if isinstance(inner, hub.LIF) else hub.CubaLI
+    if not isinstance(inner, (hub.LIF, hub.LI)):
+        raise UnsupportedError("a synapse drives an LIFBoxCell or LIBoxCell only", node=name,
+                               field="neuron")
+    return cls(**fields, gain=gain, alpha=_one_minus(_k(cell.synapse)),
+               current_gain=_np(cell.current_gain), current_order=cell.order)
+
+
+def _import_lif(cell: Any, name: str) -> hub.Node:
+    _method(cell, name)
+    k, ks = _k(cell), _k(cell, "tau_syn_inv")
+    return hub.CubaLIF(alpha=_one_minus(ks), beta=_one_minus(k), gain=k, current_gain=1.0,
+                       v_leak=_np(cell.p.v_leak), v_init=_start(cell.p.v_leak),
+                       current_order="new", **_spiking_fields(cell))
+
+
+def _import_lifbox(cell: Any, name: str) -> hub.Node:
+    _method(cell, name)
+    k = _k(cell)
+    return hub.LIF(beta=_one_minus(k), gain=k, v_leak=_np(cell.p.v_leak),
+                   v_init=_start(cell.p.v_leak), **_spiking_fields(cell, _reset(cell, name)))
+
+
+def _import_li(cell: Any, name: str) -> hub.Node:
+    k, ks = _k(cell), _k(cell, "tau_syn_inv")
+    return hub.CubaLI(alpha=_one_minus(ks), beta=_one_minus(k), gain=k, current_gain=1.0,
+                      v_leak=_np(cell.p.v_leak), v_init=_start(cell.p.v_leak),
+                      current_order="new")
+
+
+def _import_libox(cell: Any, name: str) -> hub.Node:
+    k = _k(cell)
+    return hub.LI(beta=_one_minus(k), gain=k, v_leak=_np(cell.p.v_leak),
+                  v_init=_start(cell.p.v_leak))
+
+
+def _import_iaf(cell: Any, name: str) -> hub.Node:
+    _method(cell, name)
+    return hub.IF(gain=1.0, v_init=_start(cell.p.v_reset), **_spiking_fields(cell))
+
+
+@functools.cache
+def _cells() -> dict[type, Callable[[Any, str], hub.Node]]:
+    """Norse cell class -> its importer (Norse is imported on first use); the neuron families'
+    cells are :mod:`hub_plugins.norse.families`'."""
+    from norse.torch import (IAF, LI, LIF, IAFCell, LIBoxCell, LICell, LIFBoxCell, LIFCell,
+                             LIFRecurrent, LIFRecurrentCell)
+
+    return {NeuronCell: _import_neuron_cell,
+            **dict.fromkeys((LIFCell, LIF, LIFRecurrentCell, LIFRecurrent), _import_lif),
+            LIFBoxCell: _import_lifbox, **dict.fromkeys((LICell, LI), _import_li),
+            LIBoxCell: _import_libox, **dict.fromkeys((IAFCell, IAF), _import_iaf)}
 
 
 def _import_layer(module: torch.nn.Module, name: str) -> hub.Node:
