@@ -71,7 +71,7 @@ import abc
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -504,34 +504,47 @@ def _make_op(node: Any, dt: float, shape: tuple[int, ...],
     meta = _dialect(node)
     if kind == "Scale" and meta is not None and meta.get("type") in NIR_TYPES:
         return _junction_layer(meta)
-    if kind in ("Input", "Output", "Identity"):
-        return _Stateless(lambda x: x)
-    if kind == "Affine":
-        return _Stateless(_affine, weight=_f32(node.weight), bias=_f32(node.bias))
-    if kind == "Linear":
-        return _Stateless(_linear, weight=_f32(node.weight))
-    if kind == "Scale":
-        return _Stateless(lambda x, scale: x * scale, scale=_f32(node.scale))
-    if kind == "Threshold":
-        ge = _conventions(node, meta)["comparison"] == ">="
-        return _Stateless(lambda x, threshold: (x >= threshold if ge else x > threshold)
-                          .to(DTYPE), threshold=_f32(node.threshold))
-    if kind == "Flatten":
-        return _flatten(node)
-    if kind in ("Conv1d", "Conv2d"):
-        return _conv(node, 1 if kind == "Conv1d" else 2)
-    if kind in ("SumPool2d", "AvgPool2d"):
-        return _pool(node, average=kind == "AvgPool2d")
-    if kind == "Delay":
-        steps = np.asarray(node.delay, dtype=np.float64) / dt
-        whole = np.round(steps)
-        if not np.allclose(steps, whole, rtol=1e-9, atol=1e-6) or (whole < 0).any():
-            raise UnsupportedError(f"delays must be whole non-negative multiples of dt={dt}",
-                                   field="delay")
-        return _Delay(whole.astype(np.int64))
-    if kind in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI"):
-        return _neuron(node, kind, dt, shape, _conventions(node, meta, current_order))
-    raise UnsupportedError(f"the NIR runtime cannot run a NIR {kind}", field="type")
+    make = _OPS.get(kind)
+    if make is None:
+        raise UnsupportedError(f"the NIR runtime cannot run a NIR {kind}", field="type")
+    return make(node, dt, shape, meta, current_order)
+
+
+def _threshold(node: Any, meta: dict[str, Any] | None) -> _Op:
+    ge = _conventions(node, meta)["comparison"] == ">="
+    return _Stateless(lambda x, threshold: (x >= threshold if ge else x > threshold).to(DTYPE),
+                      threshold=_f32(node.threshold))
+
+
+def _delay(node: Any, dt: float) -> _Op:
+    steps = np.asarray(node.delay, dtype=np.float64) / dt
+    whole = np.round(steps)
+    if not np.allclose(steps, whole, rtol=1e-9, atol=1e-6) or (whole < 0).any():
+        raise UnsupportedError(f"delays must be whole non-negative multiples of dt={dt}",
+                               field="delay")
+    return _Delay(whole.astype(np.int64))
+
+
+#: NIR node type -> its operation ``(node, dt, shape, snn-hub metadata, current order)``.
+_OPS: dict[str, Callable[..., _Op]] = {
+    **dict.fromkeys(("Input", "Output", "Identity"),
+                    lambda node, dt, shape, meta, order: _Stateless(lambda x: x)),
+    "Affine": lambda node, dt, shape, meta, order: _Stateless(
+        _affine, weight=_f32(node.weight), bias=_f32(node.bias)),
+    "Linear": lambda node, dt, shape, meta, order: _Stateless(_linear, weight=_f32(node.weight)),
+    "Scale": lambda node, dt, shape, meta, order: _Stateless(
+        lambda x, scale: x * scale, scale=_f32(node.scale)),
+    "Threshold": lambda node, dt, shape, meta, order: _threshold(node, meta),
+    "Flatten": lambda node, dt, shape, meta, order: _flatten(node),
+    "Conv1d": lambda node, dt, shape, meta, order: _conv(node, 1),
+    "Conv2d": lambda node, dt, shape, meta, order: _conv(node, 2),
+    "SumPool2d": lambda node, dt, shape, meta, order: _pool(node, average=False),
+    "AvgPool2d": lambda node, dt, shape, meta, order: _pool(node, average=True),
+    "Delay": lambda node, dt, shape, meta, order: _delay(node, dt),
+    **{kind: (lambda kind: lambda node, dt, shape, meta, order: _neuron(
+        node, kind, dt, shape, _conventions(node, meta, order)))(kind)
+       for kind in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI")},
+}
 
 
 def _junction_layer(meta: dict[str, Any]) -> _Op:
@@ -544,37 +557,45 @@ def _junction_layer(meta: dict[str, Any]) -> _Op:
         layer = hub.node_from_dict(fields)
     except HubError as e:
         raise FormatError(f"snn-hub metadata: {e.message}", field=e.field) from None
-    kind = layer.type
-    if kind == "ReLU":
-        return _Stateless(lambda x: torch.clamp(x, min=0.0))
-    if kind == "Mul":
-        return _Stateless(lambda xs: math.prod(xs[1:], start=xs[0]))
-    if kind == "Concat":
-        return _Stateless(lambda xs: torch.cat(xs, dim=layer.dim + 1))
-    if kind == "Reshape":
-        return _Stateless(lambda x: x.reshape(x.shape[0], *layer.shape))
-    if kind == "Bias":
-        return _Stateless(lambda x, bias: x + bias, bias=_f32(layer.bias))
-    if kind == "BatchNorm":
-        def normalise(x, mean, var, weight, bias):
-            axes = (-1,) + (1,) * (x.dim() - 2)  # per channel: axis 1 of [N, C, ...]
-            return ((x - mean.reshape(axes)) / torch.sqrt(var.reshape(axes) + layer.eps)
-                    * weight.reshape(axes) + bias.reshape(axes))
-        channels = layer.mean.shape[0]
-        return _Stateless(normalise, mean=_f32(layer.mean), var=_f32(layer.var),
-                          weight=np.broadcast_to(_f32(layer.weight), channels).copy(),
-                          bias=np.broadcast_to(_f32(layer.bias), channels).copy())
-    if kind == "AdaptiveAvgPool2d":
-        return _Stateless(lambda x: F.adaptive_avg_pool2d(x, layer.output_size))
-    if kind == "MaxPool2d":
-        return _Stateless(lambda x: F.max_pool2d(x, layer.kernel_size, layer.stride,
-                                                 layer.padding))
-    if kind == "Vote":
-        def vote(x):
-            groups = x.shape[1] // layer.size
-            return x[:, :groups * layer.size].reshape(x.shape[0], groups, layer.size).mean(-1)
-        return _Stateless(vote)
-    raise UnsupportedError(f"the NIR runtime cannot run a {kind} junction", field="type")
+    make = _JUNCTIONS.get(layer.type)
+    if make is None:
+        raise UnsupportedError(f"the NIR runtime cannot run a {layer.type} junction",
+                               field="type")
+    return make(layer)
+
+
+def _batchnorm(layer: Any) -> _Op:
+    def normalise(x, mean, var, weight, bias):
+        axes = (-1,) + (1,) * (x.dim() - 2)  # per channel: axis 1 of [N, C, ...]
+        return ((x - mean.reshape(axes)) / torch.sqrt(var.reshape(axes) + layer.eps)
+                * weight.reshape(axes) + bias.reshape(axes))
+    channels = layer.mean.shape[0]
+    return _Stateless(normalise, mean=_f32(layer.mean), var=_f32(layer.var),
+                      weight=np.broadcast_to(_f32(layer.weight), channels).copy(),
+                      bias=np.broadcast_to(_f32(layer.bias), channels).copy())
+
+
+def _vote(layer: Any) -> _Op:
+    def vote(x):
+        groups = x.shape[1] // layer.size
+        return x[:, :groups * layer.size].reshape(x.shape[0], groups, layer.size).mean(-1)
+    return _Stateless(vote)
+
+
+#: The layers snn-hub writes as a NIR junction with the layer in its metadata -> the operation.
+_JUNCTIONS: dict[str, Callable[[Any], _Op]] = {
+    "ReLU": lambda layer: _Stateless(lambda x: torch.clamp(x, min=0.0)),
+    "Mul": lambda layer: _Stateless(lambda xs: math.prod(xs[1:], start=xs[0])),
+    "Concat": lambda layer: _Stateless(lambda xs: torch.cat(xs, dim=layer.dim + 1)),
+    "Reshape": lambda layer: _Stateless(lambda x: x.reshape(x.shape[0], *layer.shape)),
+    "Bias": lambda layer: _Stateless(lambda x, bias: x + bias, bias=_f32(layer.bias)),
+    "BatchNorm": _batchnorm,
+    "AdaptiveAvgPool2d": lambda layer: _Stateless(
+        lambda x: F.adaptive_avg_pool2d(x, layer.output_size)),
+    "MaxPool2d": lambda layer: _Stateless(
+        lambda x: F.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding)),
+    "Vote": _vote,
+}
 
 
 def _flatten(node: Any) -> _Op:
