@@ -1,5 +1,5 @@
 """Real models in: the frameworks' own model classes and tutorial networks, imported from what
-their forward computes and proved against their own run (hub_plugins.torch_trace).
+their forward computes and proved against their own run (hub_plugins.torchnn.trace).
 
 Each test builds a model nobody here wrote (a class installed with its framework, or a tutorial
 network as its tutorial writes it), imports it, and checks the graph with the model's own run
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hub
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 
 snn = pytest.importorskip("snntorch")
 

@@ -11,7 +11,7 @@ import hub
 from hub.errors import UnsupportedError
 from hub_plugins.ann.calibration import _DST, _Plan
 from hub_plugins.ann.tracing import _Net, _node_name, _Step
-from hub_plugins.torch_layers import import_layer
+from hub_plugins.torchnn.layers import import_layer
 
 #: Node types the converter produces.
 PRODUCES = frozenset({"Input", "Output", "Conv1d", "Conv2d", "Affine", "AvgPool2d", "MaxPool2d",

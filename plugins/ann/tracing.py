@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.errors import FormatError, UnsupportedError
-from hub_plugins.torch_layers import import_conv
+from hub_plugins.torchnn.layers import import_conv
 
 # -- reading the network -----------------------------------------------------------------------
 

@@ -69,11 +69,11 @@ gains): it adds the input gains ``gain`` and ``current_gain`` that Norse's cells
 Norse's default, where neither is given: the dynamics depend only on the products). A
 ``Linear`` into an ``LIFCell`` with a recurrent ``Linear`` back into it becomes Norse's
 ``LIFRecurrentCell`` (``autapses=True``: the weights as given). Layers are the shared
-torch.nn mapping (:mod:`hub_plugins.torch_layers`); a ``Delay`` is its ``StepDelay`` and a
+torch.nn mapping (:mod:`hub_plugins.torchnn.layers`); a ``Delay`` is its ``StepDelay`` and a
 ``Threshold`` spikes through Norse's SuperSpike (``heaviside``, ``z > 0``; ``>=`` as ``>`` on
 the next float below, exactly). A chain exports as ``norse.torch.SequentialState`` of cells;
 any other graph (skips, branches, concatenation, products, recurrence, nested subgraphs) as
-:class:`NorseGraph`, which steps its modules as :mod:`hub_plugins.torch_graph` says (the
+:class:`NorseGraph`, which steps its modules as :mod:`hub_plugins.torchnn.graph` says (the
 reference simulator's order and sums; recurrent edges deliver the previous step). Both are
 stepped the way Norse users step ``SequentialState``::
 
@@ -97,14 +97,14 @@ from typing import Any
 import torch
 
 import hub
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.norse.accepts import ACCEPTS
 from hub_plugins.norse.common import NORSE_DT, NorseApproximationWarning  # noqa: F401  (public)
 from hub_plugins.norse.modules import NeuronCell, NorseGraph  # noqa: F401  (public)
 from hub_plugins.norse.reading import framework, import_model  # noqa: F401  (public)
 from hub_plugins.norse.runtime import run
 from hub_plugins.norse.writing import export_graph
-from hub_plugins.torch_layers import EXPORTED
+from hub_plugins.torchnn.layers import EXPORTED
 
 
 class NorseFormat(hub.Format):

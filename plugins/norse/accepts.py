@@ -4,7 +4,7 @@ norse``); the derivation is the package docstring and ``docs/norse.md``."""
 from __future__ import annotations
 
 from hub.legalise import Accepts, equal, one_of
-from hub_plugins.torch_layers import EXPORTED
+from hub_plugins.torchnn.layers import EXPORTED
 
 _NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI")
 _SPIKING = ("IF", "LIF", "CubaLIF")

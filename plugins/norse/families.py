@@ -173,7 +173,7 @@ def _start(v: np.ndarray) -> np.ndarray:
 def recurrent_piece(cell: Any, path: str) -> Any:
     """A recurrent cell (these families', or ``LIFRecurrentCell``) as the tracer's piece: input
     weights, neuron, recurrent weights."""
-    from hub_plugins import torch_trace
+    from hub_plugins.torchnn import trace as torch_trace
     from hub_plugins.norse.reading import _import_cell
 
     return torch_trace.Piece(

@@ -7,9 +7,9 @@ import inspect
 from typing import Any
 
 import torch
-from hub_plugins import torch_graph
-from hub_plugins.torch_graph import GraphRunner
-from hub_plugins.torch_layers import StepDelay
+from hub_plugins.torchnn import graph as torch_graph
+from hub_plugins.torchnn.graph import GraphRunner
+from hub_plugins.torchnn.layers import StepDelay
 
 # -- modules the export builds from Norse cells ------------------------------------------------
 
@@ -95,7 +95,7 @@ class NorseGraph(GraphRunner, torch.nn.Module):
     ``SequentialState``: ``y, state = model(x_t, state)``.
 
     Each node's module is registered under the node's name (dots become ``__``); the graph is
-    stepped as :mod:`hub_plugins.torch_graph` says (recurrent edges deliver the previous step's
+    stepped as :mod:`hub_plugins.torchnn.graph` says (recurrent edges deliver the previous step's
     value). ``x_t`` is a tensor (a dict by input name if several), ``y`` likewise by output. The
     state holds every node's last value and each cell's own state; ``state=None`` starts afresh
     (and empties the delay lines, which keep theirs inside).

@@ -12,11 +12,12 @@ import torch
 
 import hub
 from hub.errors import FormatError, HubError, UnsupportedError
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torchnn import graph as torch_graph
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.norse import families as norse_families
 from hub_plugins.norse.common import HEAVISIDE_METHODS, _f32, _np
 from hub_plugins.norse.modules import NeuronCell, NorseGraph
-from hub_plugins.torch_layers import import_module
+from hub_plugins.torchnn.layers import import_module
 
 
 def _k(cell: Any, field: str = "tau_mem_inv") -> np.ndarray:

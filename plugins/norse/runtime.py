@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.norse.modules import _stateful
 from hub_plugins.norse.reading import _traced, framework
 

@@ -13,13 +13,13 @@ import torch
 import hub
 from hub.errors import UnsupportedError
 from hub.neurons import Neuron
-from hub_plugins import torch_graph
+from hub_plugins.torchnn import graph as torch_graph
 from hub_plugins.norse import families as norse_families
 from hub_plugins.norse.accepts import ACCEPTS
 from hub_plugins.norse.common import NORSE_DT, NorseApproximationWarning, _f32, _t
 from hub_plugins.norse.modules import NeuronCell, NorseGraph
 from hub_plugins.norse.rates import _decay_rate, _inverse_rate
-from hub_plugins.torch_layers import EXPORTED, StepDelay, Threshold, export_layer
+from hub_plugins.torchnn.layers import EXPORTED, StepDelay, Threshold, export_layer
 
 
 def _check(node: hub.Node, name: str, strict: bool, notes: list[str]) -> None:

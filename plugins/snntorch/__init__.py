@@ -2,7 +2,7 @@
 
 Import takes an :class:`SnnTorchNet` (what export produces, read from its recorded structure)
 or any other module, read from what its ``forward`` computes by the shared tracer
-(:mod:`hub_plugins.torch_trace`): tutorial classes that loop over time with explicit state,
+(:mod:`hub_plugins.torchnn.trace`): tutorial classes that loop over time with explicit state,
 functional pooling and reshapes, ``nn.Sequential`` s of neurons with ``init_hidden=True``; the
 import is proved against the model's own run. Export produces an :class:`SnnTorchNet`: the graph's
 layers as ``torch.nn`` layers and its neurons as snnTorch neurons with ``init_hidden=True``, each
@@ -87,14 +87,14 @@ import hub
 from hub.errors import FormatError
 from hub.graph import check_dt
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.snntorch.accepts import ACCEPTS, APPROXIMATED  # noqa: F401  (re-exported)
 from hub_plugins.snntorch.common import SnnTorchApproximationWarning  # noqa: F401  (re-exported)
 from hub_plugins.snntorch.net import SnnTorchNet
 from hub_plugins.snntorch.reading import _import_net, framework
 from hub_plugins.snntorch.writing import _export
-from hub_plugins.torch_layers import EXPORTED
-from hub_plugins.torch_layers import Scale  # noqa: F401  (re-exported: where it lived before)
+from hub_plugins.torchnn.layers import EXPORTED
+from hub_plugins.torchnn.layers import Scale  # noqa: F401  (re-exported: where it lived before)
 
 
 # -- the format -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hub.legalise import Accepts, at_least, between, equal, one_of, rule
 from hub.node import Node
-from hub_plugins.torch_layers import EXPORTED
+from hub_plugins.torchnn.layers import EXPORTED
 
 # -- what snnTorch accepts --------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from hub_plugins import torch_graph
-from hub_plugins.torch_graph import GraphRunner
-from hub_plugins.torch_layers import StepDelay
+from hub_plugins.torchnn import graph as torch_graph
+from hub_plugins.torchnn.graph import GraphRunner
+from hub_plugins.torchnn.layers import StepDelay
 
 # -- the exported model --------------------------------------------------------------------
 
@@ -21,7 +21,7 @@ class SnnTorchNet(GraphRunner, nn.Module):
     advances one step on ``x`` of shape ``[N, *in]``; ``net.reset()`` forgets all state (the
     neurons' ``reset_mem`` and the net's recurrent and delayed values); ``net.run(x)`` resets and
     runs a whole ``[T, N, *in]`` sequence. The graph is stepped as
-    :mod:`hub_plugins.torch_graph` says (recurrent edges carry the value of the step before).
+    :mod:`hub_plugins.torchnn.graph` says (recurrent edges carry the value of the step before).
     ``roles`` records per node what its module alone does not say (its canonical type where a
     module serves several, and ``"previous"`` for a neuron whose input the net delays by one
     step).

@@ -11,11 +11,12 @@ from torch import nn
 import hub
 from hub.errors import UnsupportedError
 from hub.node import Node
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torchnn import graph as torch_graph
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.snntorch import families as snntorch_families
 from hub_plugins.snntorch.common import _approximate, _array, _power_of_two
 from hub_plugins.snntorch.net import SnnTorchNet
-from hub_plugins.torch_layers import import_conv, import_module
+from hub_plugins.torchnn.layers import import_conv, import_module
 
 # -- import ---------------------------------------------------------------------------------
 

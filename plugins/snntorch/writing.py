@@ -12,12 +12,12 @@ from torch import nn
 import hub
 from hub.errors import UnsupportedError
 from hub.node import Node
-from hub_plugins import torch_graph
+from hub_plugins.torchnn import graph as torch_graph
 from hub_plugins.snntorch import families as snntorch_families
 from hub_plugins.snntorch.accepts import ACCEPTS, APPROXIMATED, _reset_delay
 from hub_plugins.snntorch.common import _approximate, _t
 from hub_plugins.snntorch.net import SnnTorchNet
-from hub_plugins.torch_layers import EXPORTED, export_layer
+from hub_plugins.torchnn.layers import EXPORTED, export_layer
 
 # -- export ---------------------------------------------------------------------------------
 

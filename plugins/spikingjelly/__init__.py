@@ -58,7 +58,7 @@ any other graph as a :class:`~hub_plugins.spikingjelly.net.SpikingJellyNet` step
 (either step mode). In both, a recurrent layer or a neuron fed back its own output becomes
 SpikingJelly's recurrent container in its place (:mod:`hub_plugins.spikingjelly.families`).
 Layers SpikingJelly has no ``layer.*`` for come from the shared torch.nn
-mapping (:mod:`hub_plugins.torch_layers`). A ``">"`` comparison with a reset to
+mapping (:mod:`hub_plugins.torchnn.layers`). A ``">"`` comparison with a reset to
 ``v_reset`` becomes ``>=`` against the next float32 above the threshold: ``v > t`` and
 ``v >= nextafter(t)`` are the same test for every float32 ``v``, which is what SpikingJelly
 computes in (its CPU kernels cast to float32); with a subtractive reset the threshold is also
@@ -76,7 +76,7 @@ from typing import Any
 import hub
 from hub.errors import FormatError, ParameterError
 from hub.layout import as_input
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.spikingjelly.accepts import ACCEPTS
 from hub_plugins.spikingjelly.common import STEP_MODES
 from hub_plugins.spikingjelly.common import SpikingJellyMetadataWarning  # noqa: F401  (public)
@@ -84,7 +84,7 @@ from hub_plugins.spikingjelly.neurons import lif_tau, plif_w  # noqa: F401  (pub
 from hub_plugins.spikingjelly.reading import (_conventions, _import_model, _import_net, _is_net,
                                               _traced, framework, model_step_mode)
 from hub_plugins.spikingjelly.writing import _export_graph
-from hub_plugins.torch_layers import EXPORTED
+from hub_plugins.torchnn.layers import EXPORTED
 
 
 class SpikingJellyFormat(hub.Format):

@@ -8,7 +8,7 @@ import numpy as np
 from hub.legalise import Accepts, equal, one_of, rule, uniform
 from hub.node import Node
 from hub_plugins.spikingjelly.neurons import lif_tau
-from hub_plugins.torch_layers import EXPORTED
+from hub_plugins.torchnn.layers import EXPORTED
 
 # -- what SpikingJelly accepts ------------------------------------------------------------------
 

@@ -215,7 +215,7 @@ def STATEFUL_LAYERS() -> tuple[type, ...]:
 
 def piece(call: Any, import_leaf: Callable[[Any], Node | None]) -> Any:
     """The tracer's piece for a call of one of these modules (or a refusal); None otherwise."""
-    from hub_plugins import torch_trace
+    from hub_plugins.torchnn import trace as torch_trace
     from spikingjelly.activation_based import layer
 
     module = call.module

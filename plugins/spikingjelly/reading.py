@@ -11,7 +11,8 @@ import hub
 from hub.errors import HubError, ParameterError, UnsupportedError
 from hub.legalise import legalise_node
 from hub.node import Node
-from hub_plugins import torch_graph, torch_trace
+from hub_plugins.torchnn import graph as torch_graph
+from hub_plugins.torchnn import trace as torch_trace
 from hub_plugins.spikingjelly import families as spikingjelly_families
 from hub_plugins.spikingjelly.accepts import ACCEPTS
 from hub_plugins.spikingjelly.common import (
@@ -23,7 +24,7 @@ from hub_plugins.spikingjelly.common import (
     _is_sj,
 )
 from hub_plugins.spikingjelly.neurons import _NEURONS
-from hub_plugins.torch_layers import (
+from hub_plugins.torchnn.layers import (
     LAYERS,
     Bias,
     Scale,

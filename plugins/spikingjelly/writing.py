@@ -12,12 +12,12 @@ import hub
 from hub.errors import UnsupportedError
 from hub.legalise import ORIGINS
 from hub.node import Node
-from hub_plugins import torch_graph
+from hub_plugins.torchnn import graph as torch_graph
 from hub_plugins.spikingjelly import families as spikingjelly_families
 from hub_plugins.spikingjelly.accepts import ACCEPTS
 from hub_plugins.spikingjelly.common import GRAPH_META, INPUT_SHAPE, META, _containers, _is_sj
 from hub_plugins.spikingjelly.neurons import ROUND_DIGITS, lif_tau, plif_w
-from hub_plugins.torch_layers import EXPORTED, StepDelay, Threshold, export_layer
+from hub_plugins.torchnn.layers import EXPORTED, StepDelay, Threshold, export_layer
 
 # -- export ---------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import hub
 from hub.errors import FormatError, HubError, UnsupportedError
 from hub.node import Node
 
-from .torch_layers import LAYERS, import_layer, import_module, is_layer
+from .layers import LAYERS, import_layer, import_module, is_layer
 
 #: The layer node types tracing a forward can give, whatever the framework (its neurons aside).
 TRACED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d", "MaxPool2d",
@@ -350,7 +350,7 @@ class Recorder:
     # -- functions --------------------------------------------------------------------------
 
     def on_function(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        from . import torch_ops
+        from . import ops as torch_ops
 
         torch_ops.record(self, func, args, kwargs, out)
 

@@ -18,9 +18,9 @@ in the same float operations:
 
 Skips, branches, concatenation, products, recurrence and nested subgraphs (inlined, their nodes
 named ``sub__name``) all run this way. The modules are the framework's own layers and neurons
-(or the shared small modules of :mod:`hub_plugins.torch_layers`), so the parameters are
+(or the shared small modules of :mod:`hub_plugins.torchnn.layers`), so the parameters are
 registered and gradients flow through the framework's surrogate. Without recurrence the forward
-is also traceable by :mod:`hub_plugins.torch_trace` (each module is a leaf); a recurrent edge
+is also traceable by :mod:`hub_plugins.torchnn.trace` (each module is a leaf); a recurrent edge
 mixes two steps' values, which the tracer refuses, so the plugins read their own exports from
 the layout instead.
 """
