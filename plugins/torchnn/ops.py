@@ -43,7 +43,7 @@ import hub
 from hub.errors import UnsupportedError
 
 from .layers import array, import_conv, import_layer
-from .trace import LIFTED, MERGED, REDUCED, SEQ, STATIC, STEP, Value, _lead
+from .recorder import LIFTED, MERGED, REDUCED, SEQ, STATIC, STEP, Value, _lead
 
 PASS = {"contiguous", "clone", "detach", "float", "to", "type_as", "requires_grad_", "dropout",
         "dropout1d", "dropout2d", "alpha_dropout", "feature_alpha_dropout", "__pos__"}
