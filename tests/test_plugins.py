@@ -175,6 +175,36 @@ def test_every_format_implements_the_base_class_methods_with_their_parameters(na
         assert extra <= declared, (method, extra - declared)
 
 
+#: Python as if Norse, snnTorch and SpikingJelly were not installed: importing them fails and
+#: ``importlib.util.find_spec`` (which ``Format.unavailable`` asks) does not find them.
+_WITHOUT_FRAMEWORKS = """
+import importlib.abc, importlib.util, sys
+GONE = ("norse", "snntorch", "spikingjelly")
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in GONE:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Missing())
+found = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in GONE else found(name, *a)
+import hub
+registry = hub.plugins()
+for name in ("snntorch", "norse", "spikingjelly", "ann", "nir"):
+    print(name, registry.info[name].status, bool(registry.formats[name].unavailable()))
+"""
+
+
+def test_the_framework_plugins_load_without_their_frameworks():
+    """A plugin package imports its framework lazily: without it the plugin loads and its
+    format says it is unavailable (not a failed plugin)."""
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_FRAMEWORKS], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:5] == [
+        "snntorch loaded True", "norse loaded True", "spikingjelly loaded True",
+        "ann loaded False", "nir loaded False"], result.stdout + result.stderr
+
+
 def test_every_hook_is_documented():
     for spec in (hub_register_formats, hub_register_nodes):
         assert spec.__doc__ and "register(" in spec.__doc__
