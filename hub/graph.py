@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, NamedTuple, Union
 
 import numpy as np
 
-from .errors import GraphError, HubError, ParameterError, ShapeError
+from .errors import GraphError, HubError, ParameterError, ShapeError, UnsupportedError
 from .limits import how_to_raise, limits
 from .node import MAX_ELEMENTS, Node, Shape, node_from_dict
 from .nodes import Add, Delay, Input, Output
@@ -35,6 +35,16 @@ class Plan:
     recurrent: dict[str, tuple[str, ...]]  # node -> sources delivering the previous step
     input_shapes: dict[str, Shape | None]
     output_shapes: dict[str, Shape]
+
+
+class Chain(NamedTuple):
+    """A graph read as one line of nodes (:meth:`Graph.as_chain`)."""
+
+    #: ``(name, node)`` of the flat graph from its input to its output, both included
+    nodes: list[tuple[str, Node]]
+    #: neuron name -> ``(name, node)`` of the one node that feeds the neuron back into itself
+    #: (a recurrent weight), for the node types ``as_chain(loops=...)`` allows
+    loops: dict[str, tuple[str, Node]]
 
 
 class Graph:
@@ -101,6 +111,33 @@ class Graph:
     @property
     def outputs(self) -> list[str]:
         return [n for n, node in self.nodes.items() if isinstance(node, Output)]
+
+    def as_chain(self, *, loops: type | tuple[type, ...] = (), what: str = "this format"
+                 ) -> Chain:
+        """This graph, flattened, as one line from its one input to its one output.
+
+        For exporters whose target is a sequence of layers. A node of a type in ``loops``
+        whose only input and only output are the same neuron is that neuron's recurrent weight
+        (a ``Recurrent`` block): it is taken out of the line into :attr:`Chain.loops`. Anything
+        else off the line (a branch, a merge, a cycle, a second input or output, a node no path
+        reaches) raises :class:`~hub.errors.UnsupportedError` naming the node, with ``what``
+        (the format) in the message.
+        """
+        g = self.flat()
+        loopable = {n for n, node in g.nodes.items() if loops and isinstance(node, loops)}
+        owners = {n for n, node in g.nodes.items() if node.stateful}
+        line, looped = chain_order(g.nodes, g.edges, g.inputs, g.outputs, loopable=loopable,
+                                   owners=owners, what=what)
+        return Chain([(name, g.nodes[name]) for name in line],
+                     {owner: (name, g.nodes[name]) for owner, name in looped.items()})
+
+    def is_chain(self) -> bool:
+        """Whether :meth:`as_chain` (without loops) reads this graph as one line."""
+        try:
+            self.as_chain()
+        except UnsupportedError:
+            return False
+        return True
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
         """Every node, subgraphs included, with its dotted path (depth first, in order)."""
@@ -316,6 +353,67 @@ class Graph:
                         raise error.at(node=path or None)
                     graph.connect(*edge)
         return root
+
+
+def chain_order(names: Iterable[str], edges: Iterable[tuple[str, str]], inputs: list[str],
+                outputs: list[str], *, loopable: Iterable[str] = (), owners: Iterable[str] = (),
+                what: str = "this format") -> tuple[list[str], dict[str, str]]:
+    """The node names of a graph's structure from its one input to its one output, and each
+    owner's loop (see :meth:`Graph.as_chain`, which this is on names and edges alone).
+
+    ``loopable`` names nodes that may be an ``owners`` node's recurrent weight: a node whose
+    only input and only output are that owner. Raises :class:`UnsupportedError` naming the node
+    where the structure is not one line.
+    """
+    names = list(names)
+    where = f"{what} needs a chain of layers from one input to one output"
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UnsupportedError(f"{where}; this graph has {len(inputs)} inputs "
+                               f"({_names(inputs)}) and {len(outputs)} outputs "
+                               f"({_names(outputs)})")
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    pred: dict[str, list[str]] = {n: [] for n in names}
+    for a, b in edges:
+        for end in (a, b):
+            if end not in succ:
+                raise GraphError(f"edge ({a!r}, {b!r}) names {end!r}, but there is no such "
+                                 f"node; nodes are {_names(names)}", node=end)
+        succ[a].append(b)
+        pred[b].append(a)
+    loopable, owners = set(loopable), set(owners)
+    looped: dict[str, str] = {}  # owner -> its loop
+    for name in names:
+        owner = pred[name][0] if len(pred[name]) == 1 else None
+        if (name in loopable and owner in owners and owner != name and pred[name] == succ[name]
+                and owner not in looped):
+            looped[owner] = name
+    skip = set(looped.values())
+    line, seen = [inputs[0]], {inputs[0]}
+    while line[-1] != outputs[0]:
+        at = line[-1]
+        nexts = [t for t in succ[at] if t not in skip]
+        if len(nexts) != 1:
+            says = ("feeds nothing, so the output is never reached" if not nexts else
+                    f"feeds {len(nexts)} nodes ({_names(nexts)}): a branch")
+            raise UnsupportedError(f"{where}; this node {says}", node=at)
+        nxt = nexts[0]
+        if nxt in seen:
+            raise UnsupportedError(f"{where}; this node feeds {nxt!r} back, a recurrence that "
+                                   "is not a layer's own recurrent weight", node=at)
+        ins = [s for s in pred[nxt] if s not in skip]  # a skipped one is nxt's own loop
+        if len(ins) > 1:
+            raise UnsupportedError(f"{where}; this node has {len(ins)} inputs ({_names(ins)}): "
+                                   "a merge", node=nxt)
+        line.append(nxt)
+        seen.add(nxt)
+    if succ[line[-1]]:
+        raise UnsupportedError(f"{where}; the output feeds {_names(succ[line[-1]])}",
+                               node=line[-1])
+    off = [n for n in names if n not in seen and n not in skip]
+    if off:
+        raise UnsupportedError(f"{where}; this node is off the line from {inputs[0]!r} to "
+                               f"{outputs[0]!r}", node=off[0])
+    return line, {owner: looped[owner] for owner in line if owner in looped}
 
 
 def _graph_shell(cls: type[Graph], data: Any, path: str) -> Graph:

@@ -49,7 +49,9 @@ def hub_register_formats(register: Callable[..., None]) -> None:
 
     Call ``register(fmt)`` once per format, with an instance of a :class:`hub.Format` subclass.
     A format has a unique ``name`` (``"nir"``), optional ``aliases``, the file ``suffixes`` and
-    object types it recognises, and implements any of:
+    object types it recognises, and overrides any of the methods :class:`hub.Format` declares
+    with their signatures and documents (one not overridden raises a ``PluginError`` saying what
+    the format can do):
 
     - ``read(path, **options) -> Graph`` and ``load(obj, **options) -> Graph``: import a file or
       an in-memory model into the canonical graph;

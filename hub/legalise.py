@@ -535,6 +535,62 @@ def _scale_into_weights(g: Graph, name: str, node: Node) -> tuple[str, str] | No
                                          f"bias of {source!r}")
 
 
+def _only_target(g: Graph, name: str) -> str | None:
+    """The one node ``name`` feeds, if ``name`` is all that feeds it."""
+    targets = [b for a, b in g.edges if a == name]
+    if len(targets) != 1:
+        return None
+    target = targets[0]
+    if [a for a, b in g.edges if b == target] != [name]:
+        return None
+    return target
+
+
+def _input_factors(value: np.ndarray, layer: Node) -> np.ndarray | None:
+    """``value`` (a scalar, or per input of ``layer``) as the factor of each of the layer's
+    weights that multiplies that input: per column of a dense layer, per input channel of a
+    convolution (its groups included), shaped ``[out or 1, in/groups, 1...]``."""
+    weight = layer.weight
+    value = _f32(value)
+    if value.size == 1:
+        return value.reshape((1,) * weight.ndim)
+    if layer.type in ("Affine", "Linear"):
+        return value.reshape(1, -1) if value.shape == (weight.shape[1],) else None
+    groups = layer.groups
+    channels = weight.shape[1] * groups
+    if value.ndim != weight.ndim - 1 or value.shape[0] != channels:
+        return None
+    per = value.reshape(channels, -1)
+    if not bool((per == per[:, :1]).all()):  # a convolution slides one weight over positions
+        return None
+    per = per[:, 0].reshape(groups, weight.shape[1])  # [group, channel in the group]
+    group_of_out = np.arange(weight.shape[0]) // (weight.shape[0] // groups)
+    return per[group_of_out].reshape(weight.shape[:2] + (1,) * (weight.ndim - 2))
+
+
+def _scale_into_next_weights(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
+    """``W (s x) + b`` is ``(W diag(s)) x + b``: a ``Scale`` that feeds only a weighted layer,
+    and is all that feeds it, folds into that layer's weights (per input feature or input
+    channel; the bias stays), and the node goes away. Exact where ``s`` is a power of two
+    (``w * (s * x)`` and ``(w * s) * x`` then round alike), float-equivalent otherwise."""
+    if node.type != "Scale":
+        return None
+    target = _only_target(g, name)
+    layer = g.nodes.get(target) if target else None
+    if layer is None or getattr(layer, "type", "") not in _WEIGHTED:
+        return None
+    factors = _input_factors(node.scale, layer)
+    if factors is None:
+        return None
+    weight = _f32(layer.weight.astype(np.float64) * factors.astype(np.float64))
+    g.nodes[target] = layer.replace(weight=weight)
+    del g.nodes[name]
+    g.edges = [(a, target if b == name else b) for a, b in g.edges if a != name]
+    exact = _power_of_two(node.scale)
+    return (EXACT if exact else FLOAT), (f"scale {_show(node.scale)} folded into the weights of "
+                                         f"{target!r} after it")
+
+
 def _show(value: Any) -> str:
     a = np.asarray(value)
     if a.size == 1:
@@ -556,6 +612,7 @@ STEPS: tuple[_Step, ...] = (
     _Step("leak-into-bias", ("v_leak",), _leak_into_bias),
     _Step("voltage-offset", ("v_reset", "v_init", "v_leak"), _offset),
     _Step("scale-into-weights", ("type",), _scale_into_weights),
+    _Step("scale-into-next-weights", ("type",), _scale_into_next_weights),
 )
 
 

@@ -139,7 +139,7 @@ def test_a_spiking_readout_is_normalised_by_the_output_statistics():
 
 
 def test_beyond_the_sample_limit_a_uniform_sample_gives_the_percentile(monkeypatch):
-    import hub_plugins.ann as plugin
+    import hub_plugins.ann.calibration as plugin
 
     monkeypatch.setattr(plugin, "MAX_SAMPLES", 256)  # the 2000 positive values get thinned
     exact = float(np.percentile(POSITIVE, 80))

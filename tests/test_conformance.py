@@ -41,7 +41,8 @@ def test_fixed_tier_cases_are_integer_throughout():
         assert torch.equal(y, y.round()), case.id
         for name, node in case.graph.walk():
             for field, value in node.params().items():
-                if getattr(node, "arithmetic", None) == "fixed" and field in getattr(node, "_DECAYS", ()):
+                decays = getattr(node, "_DECAYS", ())
+                if getattr(node, "arithmetic", None) == "fixed" and field in decays:
                     value = value * 4096  # Loihi's 12-bit decays, integers over 4096
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                     assert np.array_equal(value, np.round(value)), f"{case.id} {name}.{field}"

@@ -2,7 +2,7 @@
 
 Skips, branches, concatenation, products, recurrence, delays, thresholds and nested subgraphs
 export as native modules stepping the graph over the framework's own neurons
-(hub_plugins.torch_graph). Each test runs the export in its framework and compares it with
+(hub_plugins.torchnn.graph). Each test runs the export in its framework and compares it with
 ``hub.simulate`` spike for spike, reads it back with the plugin's own importer, and trains it.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,55 @@ def test_subgraph_ports_can_be_named():
     graph.edges = [("in", "fc"), ("fc", "block.nope"), ("block", "out")]
     with pytest.raises(hub.GraphError, match="subgraph 'block' has no node 'nope'"):
         graph.validate()
+
+
+def test_as_chain_reads_a_line_from_input_to_output_through_subgraphs():
+    graph = subgraph_model()
+    chain = graph.as_chain(loops=hub.Linear)
+    assert [n for n, _ in chain.nodes] == ["in", "fc", "block.x", "block.lif", "block.y", "out"]
+    assert [n for n, _ in chain.loops.values()] == ["block.w"]
+    assert list(chain.loops) == ["block.lif"]
+    assert chain.nodes[1][1] is graph.nodes["fc"]
+    assert hub.Graph.chain(hub.Input(shape=(2,)), hub.LIF(beta=0.5)).is_chain()
+
+
+def _branch_and_merge() -> hub.Graph:
+    return hub.Graph(
+        {"in": hub.Input(shape=(2,)), "a": hub.Scale(scale=0.5), "b": hub.Scale(scale=2.0),
+         "sum": hub.Add(), "out": hub.Output()},
+        [("in", "a"), ("in", "b"), ("a", "sum"), ("b", "sum"), ("sum", "out")])
+
+
+@pytest.mark.parametrize("case, node, message", [
+    ("branch", "in", r"this node feeds 2 nodes \(a, b\): a branch"),
+    ("merge", "sum", r"this node has 2 inputs \(a, b\): a merge"),
+    ("recurrence", "lif", r"feeds 'rec' back|has 2 inputs"),
+    ("two inputs", None, r"this graph has 2 inputs \(in, in2\) and 1 outputs"),
+    ("off the line", "stray", "off the line from 'in' to 'out'"),
+    ("dead end", "a", "feeds nothing"),
+])
+def test_as_chain_names_the_node_where_a_graph_is_not_a_chain(case, node, message):
+    if case in ("branch", "merge"):
+        graph = _branch_and_merge()
+        if case == "merge":  # b fed from nowhere: no branch, only the merge
+            graph.edges.remove(("in", "b"))
+    elif case == "recurrence":  # a recurrent weight is a loop only where loops are allowed
+        graph = recurrent(hub.Linear(weight=np.eye(2)))
+        assert [n for n, _ in graph.as_chain(loops=(hub.Linear,)).nodes] == ["in", "lif", "out"]
+    elif case == "two inputs":
+        graph = hub.Graph.chain(("in", hub.Input(shape=(2,))), ("out", hub.Output()))
+        graph.add("in2", hub.Input(shape=(2,))).connect("in2", "out")
+    elif case == "off the line":
+        graph = hub.Graph.chain(("in", hub.Input(shape=(2,))), ("out", hub.Output()))
+        graph.add("stray", hub.Scale(scale=0.5))
+    else:
+        graph = hub.Graph({"in": hub.Input(shape=(2,)), "a": hub.Scale(scale=0.5),
+                           "out": hub.Output()}, [("in", "a")])
+    with pytest.raises(hub.UnsupportedError, match="mine needs a chain of layers") as e:
+        graph.as_chain(what="mine")
+    assert e.value.node == node
+    assert re.search(message, str(e.value))
+    assert not graph.is_chain()
 
 
 def test_graphs_round_trip_through_plain_data_with_subgraphs():

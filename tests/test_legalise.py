@@ -9,6 +9,7 @@ conformance suite's own test, :func:`hub_conformance.compare.compare`, decides).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,6 +169,72 @@ def test_a_scale_folds_into_the_weights_before_it(scale, conv, seed):
     x = torch.from_numpy(rng.uniform(-0.5, 1.5, (30, 2, *shape)).astype(np.float32))
     ok, why = agrees(graph, x, hub.simulate(graph, x), hub.simulate(work, x), kind)
     assert ok, why
+
+
+@PROPERTY
+@given(scale=gains, per_input=st.booleans(), kind_=st.sampled_from(["affine", "linear", "conv",
+                                                                     "grouped"]),
+       seed=st.integers(0, 2**16))
+def test_a_scale_folds_into_the_weights_after_it(scale, per_input, kind_, seed):
+    """Input -> Scale -> layer -> LIF: the Scale goes into the layer's weights (per input
+    feature or channel), and the bias stays."""
+    rng = np.random.default_rng(seed)
+    if kind_ in ("conv", "grouped"):
+        groups = 2 if kind_ == "grouped" else 1
+        layer: hub.Node = hub.Conv2d(
+            weight=rng.normal(0, 0.5, (4, 4 // groups, 3, 3)).astype(np.float32),
+            bias=rng.normal(0, 0.2, 4).astype(np.float32), groups=groups, padding=(1, 1))
+        shape = (4, 5, 5)
+    else:
+        weight = rng.normal(0, 0.8, (4, 5)).astype(np.float32)
+        layer = (hub.Linear(weight=weight) if kind_ == "linear" else
+                 hub.Affine(weight=weight, bias=rng.normal(0, 0.2, 4).astype(np.float32)))
+        shape = (5,)
+    value: Any = np.float32(scale)
+    if per_input:  # one factor per input feature or channel, uniform over positions
+        per = (rng.choice([0.25, 0.5, 2.0], shape[0]) if power_of_two(scale) else
+               rng.uniform(0.1, 3.0, shape[0])).astype(np.float32)
+        value = per.reshape((-1,) + (1,) * (len(shape) - 1)) * np.ones(shape, np.float32)
+    graph = hub.Graph.chain(("input", hub.Input(shape=shape)), ("s", hub.Scale(scale=value)),
+                            ("fc", layer), ("n", hub.LIF(beta=0.75)))
+    work = legalise._copy(graph)
+    assert STEPS["scale-into-weights"].apply(work, "s", work.nodes["s"]) is None  # no layer before
+    kind, detail = STEPS["scale-into-next-weights"].apply(work, "s", work.nodes["s"])
+    assert "s" not in work.nodes and ("input", "fc") in work.edges and "'fc' after it" in detail
+    exact = power_of_two(scale) and (not per_input or all(map(power_of_two, value.ravel())))
+    assert kind == (EXACT if exact else FLOAT)
+    assert np.array_equal(getattr(work.nodes["fc"], "bias", 0), getattr(layer, "bias", 0))
+    work.validate()
+    x = torch.from_numpy(rng.uniform(-0.5, 1.5, (30, 2, *shape)).astype(np.float32))
+    ok, why = agrees(graph, x, hub.simulate(graph, x), hub.simulate(work, x), kind)
+    assert ok, why
+
+
+def test_a_scale_after_a_branch_or_before_a_sum_stays():
+    """Folding into the layer after is for a Scale that is all the layer sees."""
+    rng = np.random.default_rng(0)
+    fc = hub.Affine(weight=rng.normal(0, 0.8, (4, 5)).astype(np.float32))
+    graph = hub.Graph({"input": hub.Input(shape=(5,)), "s": hub.Scale(scale=0.5), "fc": fc,
+                       "n": hub.LIF(beta=0.75), "out": hub.Output()},
+                      [("input", "s"), ("s", "fc"), ("input", "fc"), ("fc", "n"), ("n", "out")])
+    assert STEPS["scale-into-next-weights"].apply(legalise._copy(graph), "s",
+                                                  graph.nodes["s"]) is None
+    graph.edges = [("input", "s"), ("s", "fc"), ("s", "out"), ("fc", "n"), ("n", "out")]
+    assert STEPS["scale-into-next-weights"].apply(legalise._copy(graph), "s",
+                                                  graph.nodes["s"]) is None
+
+
+def test_legalise_folds_a_scale_into_the_layer_after_where_there_is_none_before():
+    accepts = Accepts({("Input", "Output", "Affine", "LIF"): ()}, name="dense-only")
+    rng = np.random.default_rng(1)
+    graph = hub.Graph.chain(
+        ("input", hub.Input(shape=(5,))), ("s", hub.Scale(scale=0.25)),
+        ("fc", hub.Affine(weight=rng.normal(0, 0.8, (4, 5)).astype(np.float32))),
+        ("n", hub.LIF(beta=0.75)))
+    done, report = legalise.legalise(graph, accepts)
+    assert [r.name for r in report] == ["scale-into-next-weights"] and report.exact
+    x = inputs(1)
+    assert torch.equal(hub.simulate(graph, x), hub.simulate(done, x))
 
 
 @PROPERTY

@@ -9,7 +9,7 @@ import nir
 import numpy as np
 import pytest
 import torch
-from hub_plugins import nir_layers
+from hub_plugins.nir import layers as nir_layers
 from hub_plugins.nir import HubMetadataWarning
 
 import hub
@@ -117,7 +117,7 @@ EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 
 #: What NIR cannot carry: Loihi's fixed-point neuron. (The layers NIR has no node for go out as
-#: a NIR junction with the node in the metadata: hub_plugins.nir_layers.)
+#: a NIR junction with the node in the metadata: hub_plugins.nir.layers.)
 NOT_IN_NIR = {"LoihiCUBA", "SigmaDelta", "Delta", "Sigma", "Quantize"}
 #: The layers of real torch models, each exported as the NIR node that computes it, if any.
 LAYERS = sorted(nir_layers.EXPORTERS)
@@ -449,7 +449,7 @@ def test_braille_spikes_as_the_frameworks_own_nir_readers_give_them(paper, name,
 @pytest.mark.parametrize("name", BRAILLE)
 @pytest.mark.parametrize("order", ["new", "previous"])
 def test_nirs_runtime_reads_the_current_as_the_plugin_does(paper, name, order):
-    from hub_plugins.nir_runtime import run
+    from hub_plugins.nir.runtime import run
 
     x = braille_probe()[:100]
     ours = hub.simulate(hub.load(paper / name, dt=1e-4, current_order=order), x)
@@ -572,7 +572,7 @@ def test_every_layer_says_how_it_is_read_without_metadata():
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_layers_round_trip_exactly_and_read_sensibly_without_metadata(tmp_path, name):
-    from hub_plugins.nir_runtime import run
+    from hub_plugins.nir.runtime import run
 
     node, shape = EXAMPLES[name]
     graph = single(node, shape)

@@ -17,7 +17,7 @@ import torch
 
 import hub
 from hub_plugins.nir import CARRIED, HubMetadataWarning
-from hub_plugins.nir_runtime import run
+from hub_plugins.nir.runtime import run
 
 from .conftest import EXAMPLES, dyadic, single
 from .test_graph import subgraph_model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import os
 import subprocess
 import sys
@@ -134,6 +136,73 @@ def test_a_format_whose_framework_is_missing_is_unavailable_with_a_hint():
         install_hint = "needy-framework"
 
     assert "pip install needy-framework" in Needy().unavailable()
+
+
+def test_the_format_methods_are_declared_on_the_base_class_with_a_clear_error():
+    class ReadOnly(hub.Format):
+        name = "readonly"
+
+        def read(self, path):
+            return hub.Graph.chain(hub.Input(shape=(1,)))
+
+    fmt = ReadOnly()
+    assert fmt.capabilities == ("read",)
+    for method, args in [("load", (object(),)), ("write", (None, "x")), ("export", (None,)),
+                         ("run", (None, None))]:
+        assert getattr(hub.Format, method).__doc__, method
+        with pytest.raises(hub.PluginError, match=rf"'readonly' cannot .*does not implement "
+                                                  rf"{method}\(\); it can: read"):
+            getattr(fmt, method)(*args)
+
+
+@pytest.mark.parametrize("name", sorted(hub.plugins().formats))
+def test_every_format_implements_the_base_class_methods_with_their_parameters(name):
+    """Each override takes the base method's positional parameters, and its other parameters
+    are the options the format declares."""
+    fmt = hub.plugins().formats[name]
+    assert fmt.capabilities, name
+    for method in fmt.capabilities:
+        base = inspect.signature(getattr(hub.Format, method))
+        mine = inspect.signature(getattr(type(fmt), method))
+        positional = [p for p in base.parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+        assert list(mine.parameters)[:len(positional)] == [p.name for p in positional], method
+        extra = set(mine.parameters) - set(base.parameters)
+        if method == "run":  # the suite runs a native model with no options
+            assert all(mine.parameters[p].default is not inspect.Parameter.empty
+                       for p in extra), method
+            continue
+        declared = set(fmt.load_options if method in ("read", "load") else fmt.save_options)
+        assert extra <= declared, (method, extra - declared)
+
+
+#: Python as if Norse, snnTorch and SpikingJelly were not installed: importing them fails and
+#: ``importlib.util.find_spec`` (which ``Format.unavailable`` asks) does not find them.
+_WITHOUT_FRAMEWORKS = """
+import importlib.abc, importlib.util, sys
+GONE = ("norse", "snntorch", "spikingjelly")
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in GONE:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Missing())
+found = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in GONE else found(name, *a)
+import hub
+registry = hub.plugins()
+for name in ("snntorch", "norse", "spikingjelly", "ann", "nir"):
+    print(name, registry.info[name].status, bool(registry.formats[name].unavailable()))
+"""
+
+
+def test_the_framework_plugins_load_without_their_frameworks():
+    """A plugin package imports its framework lazily: without it the plugin loads and its
+    format says it is unavailable (not a failed plugin)."""
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_FRAMEWORKS], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:5] == [
+        "snntorch loaded True", "norse loaded True", "spikingjelly loaded True",
+        "ann loaded False", "nir loaded False"], result.stdout + result.stderr
 
 
 def test_every_hook_is_documented():

@@ -1,5 +1,5 @@
 """Real models in: the frameworks' own model classes and tutorial networks, imported from what
-their forward computes and proved against their own run (hub_plugins.torch_trace).
+their forward computes and proved against their own run (hub_plugins.torchnn.trace).
 
 Each test builds a model nobody here wrote (a class installed with its framework, or a tutorial
 network as its tutorial writes it), imports it, and checks the graph with the model's own run
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hub
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 
 snn = pytest.importorskip("snntorch")
 
@@ -159,7 +159,7 @@ def test_the_regression_tutorial_imports_what_its_forward_computes():
 
 def test_a_misread_model_is_refused_naming_the_node_and_step(monkeypatch):
     """Break the importer's mapping of a Leaky: the proof at import must catch it."""
-    import hub_plugins.snntorch as plugin
+    import hub_plugins.snntorch.reading as plugin
 
     real = plugin._import_neuron
 
@@ -274,7 +274,7 @@ def test_check_compares_every_target_with_the_original_models_own_run(monkeypatc
     """hub.check on a model the hub reads wrongly fails, because the reference is the model's
     own run, not the hub's reading. (The import proof is switched off to let the misreading
     through, as a reading bug the proof did not catch would.)"""
-    import hub_plugins.snntorch as plugin
+    import hub_plugins.snntorch.reading as plugin
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 6), snn.Leaky(beta=0.5, init_hidden=True),
@@ -432,16 +432,17 @@ def test_a_container_the_hub_reads_wrongly_is_refused_by_its_own_run(framework, 
     if framework == "spikingjelly":
         from spikingjelly.activation_based import layer, neuron
 
-        import hub_plugins.spikingjelly as plugin
+        import hub_plugins.spikingjelly.reading as plugin
+        from hub_plugins.spikingjelly.neurons import _neuron_table
 
         model = nn.Sequential(layer.Linear(6, 8), neuron.LIFNode(tau=2.0))
         wrong = {k: (lambda f: lambda m: f(m).replace(threshold=np.float32(0.25)))(f)
-                 for k, f in plugin._neuron_table().items()}
+                 for k, f in _neuron_table().items()}
         monkeypatch.setattr(plugin, "_NEURONS", wrong)
     else:
         import norse.torch as norse
 
-        import hub_plugins.norse as plugin
+        import hub_plugins.norse.reading as plugin
 
         model = norse.SequentialState(nn.Linear(6, 8), norse.LIFBoxCell())
         real = plugin._import_cell

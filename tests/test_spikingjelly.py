@@ -530,7 +530,7 @@ def test_what_a_rewrite_expresses_is_exported_and_reported(node):
 def test_graphs_that_are_not_a_chain_export_as_a_net_stepping_the_graph(mode):
     """Recurrence and a skip connection: a SpikingJellyNet, run by SpikingJelly in the step mode
     it was exported in (and switched to the other), spike for spike, and read back as given."""
-    from hub_plugins.spikingjelly_net import SpikingJellyNet
+    from hub_plugins.spikingjelly.net import SpikingJellyNet
 
     rng = np.random.default_rng(3)
     weights = [rng.integers(-4, 5, (3, 3)).astype(np.float32) / 4 for _ in range(2)]

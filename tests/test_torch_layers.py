@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import hub
-from hub_plugins.torch_layers import EXPORTED, export_layer, import_module, import_pool, pair
+from hub_plugins.torchnn.layers import EXPORTED, export_layer, import_module, import_pool, pair
 
 from .conftest import EXAMPLES, dyadic, single
 

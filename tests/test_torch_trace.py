@@ -1,4 +1,4 @@
-"""The tracer that reads a live torch model's forward (hub_plugins.torch_trace, torch_ops):
+"""The tracer that reads a live torch model's forward (hub_plugins.torchnn.trace, torch_ops):
 each construct a forward may use, imported and proved against the model's own run."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hub
-from hub_plugins import torch_trace
+from hub_plugins.torchnn import trace as torch_trace
 
 snn = pytest.importorskip("snntorch")
 

@@ -59,7 +59,7 @@ def import_neuron(m: torch.nn.Module) -> list[tuple[str, Node]] | None:
         raise UnsupportedError(f"snnTorch's {kind} is refused: {REFUSED[kind]}", field="type")
     if not isinstance(m, snntorch.Alpha):
         return None
-    from hub_plugins.snntorch import _check_neuron
+    from hub_plugins.snntorch.reading import _check_neuron
 
     _check_neuron(m)
     if not np.all(_f32(torch.as_tensor(m.graded_spikes_factor)) == 1):

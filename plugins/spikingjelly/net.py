@@ -12,8 +12,8 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-from .torch_graph import GraphRunner, Layout
-from .torch_layers import StepDelay
+from hub_plugins.torchnn.graph import GraphRunner, Layout
+from hub_plugins.torchnn.layers import StepDelay
 
 STEP_MODES = ("s", "m")
 
@@ -25,7 +25,7 @@ class SpikingJellyNet(GraphRunner, base.MemoryModule):
     (and its neurons), ``functional.set_step_mode`` or ``net.step_mode = ...`` switches it and
     every module in it between single-step (``"s"``: ``net(x_t)`` on ``[N, *]``, one step per
     call) and multi-step (``"m"``: ``net(x_seq)`` on ``[T, N, *]``). The graph is stepped as
-    :mod:`hub_plugins.torch_graph` says. In multi-step mode SpikingJelly's modules get the whole
+    :mod:`hub_plugins.torchnn.graph` says. In multi-step mode SpikingJelly's modules get the whole
     sequence, plain torch modules get it with time folded into the batch (as
     ``SeqToANNContainer`` does), and a graph with recurrent edges is stepped one time step at a
     time, since a recurrent edge needs the step before.

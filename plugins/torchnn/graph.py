@@ -18,9 +18,9 @@ in the same float operations:
 
 Skips, branches, concatenation, products, recurrence and nested subgraphs (inlined, their nodes
 named ``sub__name``) all run this way. The modules are the framework's own layers and neurons
-(or the shared small modules of :mod:`hub_plugins.torch_layers`), so the parameters are
+(or the shared small modules of :mod:`hub_plugins.torchnn.layers`), so the parameters are
 registered and gradients flow through the framework's surrogate. Without recurrence the forward
-is also traceable by :mod:`hub_plugins.torch_trace` (each module is a leaf); a recurrent edge
+is also traceable by :mod:`hub_plugins.torchnn.trace` (each module is a leaf); a recurrent edge
 mixes two steps' values, which the tracer refuses, so the plugins read their own exports from
 the layout instead.
 """
@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 import hub
-from hub.errors import FormatError, HubError
+from hub.errors import FormatError, HubError, UnsupportedError
+from hub.graph import chain_order
 from hub.node import Node
 
 #: How a plugin makes a node's module: ``(name, node, input shape) -> (module or None, role)``.
@@ -71,30 +72,18 @@ class Layout:
 
     def is_chain(self) -> bool:
         """Whether the graph is one line from its one input to its one output."""
-        if len(self.inputs) != 1 or len(self.outputs) != 1 or any(self.recurrent.values()):
+        try:
+            self.line()
+        except UnsupportedError:
             return False
-        nexts: dict[str, list[str]] = {n: [] for n in self.order}
-        for target in self.order:
-            sources = self.forward.get(target, [])
-            if len(sources) > 1:
-                return False
-            for source in sources:
-                nexts[source].append(target)
-        at, seen = self.inputs[0], 1
-        while at != self.outputs[0]:
-            if len(nexts[at]) != 1:
-                return False
-            at, seen = nexts[at][0], seen + 1
-        return seen == len(self.order)
+        return True
 
     def line(self) -> list[str]:
-        """The nodes of a chain (:meth:`is_chain`), from the input to the output."""
-        nexts = {s: t for t in self.order for s in self.forward.get(t, [])}
-        out, at = [self.inputs[0]], self.inputs[0]
-        while at != self.outputs[0]:
-            at = nexts[at]
-            out.append(at)
-        return out
+        """The nodes of a chain, from the input to the output (``hub.graph.chain_order``);
+        an :class:`~hub.errors.UnsupportedError` naming the node where it is not one."""
+        edges = [(s, t) for t in self.order
+                 for s in (*self.forward.get(t, ()), *self.recurrent.get(t, ()))]
+        return chain_order(self.order, edges, self.inputs, self.outputs)[0]
 
 
 def layout(graph: hub.Graph, export: Export) -> tuple[dict[str, nn.Module], Layout]:

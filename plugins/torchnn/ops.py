@@ -1,6 +1,6 @@
 """The torch functions, tensor methods and operators a forward may apply, as canonical nodes.
 
-:mod:`hub_plugins.torch_trace` hands every torch call it records at the model's own level (not
+:mod:`hub_plugins.torchnn.trace` hands every torch call it records at the model's own level (not
 inside a leaf layer or neuron) to :func:`record`. A call on constants only (factories, shape
 queries, parameters) is not part of the graph. A call on recorded values maps by its name:
 
@@ -42,8 +42,8 @@ from torch import nn
 import hub
 from hub.errors import UnsupportedError
 
-from .torch_layers import array, import_conv, import_layer
-from .torch_trace import LIFTED, MERGED, REDUCED, SEQ, STATIC, STEP, Value, _lead
+from .layers import array, import_conv, import_layer
+from .recorder import LIFTED, MERGED, REDUCED, SEQ, STATIC, STEP, Value, _lead
 
 PASS = {"contiguous", "clone", "detach", "float", "to", "type_as", "requires_grad_", "dropout",
         "dropout1d", "dropout2d", "alpha_dropout", "feature_alpha_dropout", "__pos__"}
@@ -100,7 +100,7 @@ def record(rec: Any, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
     if not handled:
         raise UnsupportedError(f"torch function {name!r} has no canonical counterpart (in the "
                                f"forward of {rec.where()!r}); the hub maps the operations listed "
-                               "in hub_plugins.torch_ops", node=rec.where())
+                               "in hub_plugins.torchnn.ops", node=rec.where())
 
 
 def _const(value: Any, sample: tuple[int, ...], what: str) -> np.ndarray:

@@ -107,7 +107,7 @@ def _rate(cell: Any, field: str) -> np.ndarray:
 
 
 def _method(cell: Any, name: str) -> None:
-    from hub_plugins.norse import _method as check
+    from hub_plugins.norse.reading import _method as check
 
     check(cell, name)
 
@@ -145,7 +145,7 @@ def import_cell(cell: Any, name: str) -> hub.Node | None:
                            jump=_np(p.adaptation_spike) if adaptive else 0.0,
                            v_init=_start(v_leak))
     if kind == "LIFRefracCell":
-        from hub_plugins.norse import _import_cell
+        from hub_plugins.norse.reading import _import_cell
 
         rho = _np(cell.p.rho_reset)
         if rho.size != 1 or rho.ravel()[0] < 0 or rho.ravel()[0] != np.round(rho.ravel()[0]):
@@ -173,8 +173,8 @@ def _start(v: np.ndarray) -> np.ndarray:
 def recurrent_piece(cell: Any, path: str) -> Any:
     """A recurrent cell (these families', or ``LIFRecurrentCell``) as the tracer's piece: input
     weights, neuron, recurrent weights."""
-    from hub_plugins import torch_trace
-    from hub_plugins.norse import _import_cell
+    from hub_plugins.torchnn import trace as torch_trace
+    from hub_plugins.norse.reading import _import_cell
 
     return torch_trace.Piece(
         {"_input": hub.Linear(weight=_np(cell.input_weights)), "": _import_cell(cell, path),
@@ -195,7 +195,8 @@ def _all(value: np.ndarray, want: Any) -> bool:
 
 def _lsnn_parameters(node: hub.ALIF, name: str, dt: float, strict: bool,
                      notes: list[str]) -> Any:
-    from hub_plugins.norse import _decay_rate, _inverse_rate, _t
+    from hub_plugins.norse.common import _t
+    from hub_plugins.norse.rates import _decay_rate, _inverse_rate
 
     LSNNParameters = _cls("LSNNParameters")
     if node.current_order != "previous":
@@ -257,13 +258,14 @@ def _izhikevich_behaviour(node: hub.Izhikevich, name: str, dt: float) -> Any:
 
 def _tau_inv(rate: np.ndarray, dt: float, name: str, field: str) -> torch.Tensor:
     """A float32 ``tau_inv`` with ``dt * tau_inv == rate`` exactly as torch computes it."""
-    from hub_plugins.norse import _inverse_rate, _t
+    from hub_plugins.norse.common import _t
+    from hub_plugins.norse.rates import _inverse_rate
 
     return _t(_inverse_rate(rate, dt, name, field))
 
 
 def _export_adex(node: hub.AdExLIF, name: str, dt: float) -> torch.nn.Module:
-    from hub_plugins.norse import _t
+    from hub_plugins.norse.common import _t
 
     if node.comparison != ">":
         _refuse(name, "comparison", "Norse spikes when v - v_th > 0 (comparison '>') only")
@@ -287,7 +289,7 @@ def export_refractory(node: hub.Node, name: str, dt: float, strict: bool,
     otherwise; None for any other node (the ``norse`` plugin's own export takes it)."""
     if not (isinstance(node, hub.CubaLIF) and node.refractory):
         return None
-    from hub_plugins.norse import _export_neuron
+    from hub_plugins.norse.writing import _export_neuron
 
     cell = _export_neuron(node.replace(refractory=0), name, dt, strict, notes)
     if not isinstance(cell, _cls("LIFCell")):

@@ -81,7 +81,7 @@ def _f32(value: Any) -> np.float32:
 
 
 def _import_qif(module: Any) -> Node:
-    from hub_plugins.spikingjelly import _spiking
+    from hub_plugins.spikingjelly.neurons import _spiking
 
     fields = _spiking(module)
     adaptive = hasattr(module, "tau_w")
@@ -94,7 +94,7 @@ def _import_qif(module: Any) -> Node:
 
 
 def _import_eif(module: Any) -> Node:
-    from hub_plugins.spikingjelly import _spiking
+    from hub_plugins.spikingjelly.neurons import _spiking
 
     return hub.EIF(tau=_f32(module.tau), delta_t=_f32(module.delta_T),
                    theta_rh=_f32(module.theta_rh), v_rest=_f32(module.v_rest), **_spiking(module))
@@ -215,7 +215,7 @@ def STATEFUL_LAYERS() -> tuple[type, ...]:
 
 def piece(call: Any, import_leaf: Callable[[Any], Node | None]) -> Any:
     """The tracer's piece for a call of one of these modules (or a refusal); None otherwise."""
-    from hub_plugins import torch_trace
+    from hub_plugins.torchnn import trace as torch_trace
     from spikingjelly.activation_based import layer
 
     module = call.module
@@ -335,7 +335,7 @@ def fold_containers(flat: hub.Graph, mode: str) -> tuple[hub.Graph, dict[str, An
     ``S`` that a recurrent ``Linear`` ``R`` from neuron ``N`` also feeds, ``S`` into ``N`` (or
     ``A`` and ``R`` straight into ``N``). The container's ``rc`` is ``[A's weight, R's
     weight]`` with ``A``'s bias."""
-    from hub_plugins.spikingjelly import _export_node
+    from hub_plugins.spikingjelly.writing import _export_node
     from spikingjelly.activation_based import layer
 
     plan = flat.plan()

@@ -29,6 +29,7 @@ the framework's own spike function, which each plugin passes in).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,16 +78,9 @@ def import_pool(module: Any) -> hub.Node:
     return hub.AvgPool2d(**sizes)
 
 
-#: The layers :func:`import_layer` maps; anything else is not a layer to this module.
-LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
-                            nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
-                            nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
-
-
 def is_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer :func:`import_module` maps (torch.nn's, or this file's)."""
-    return isinstance(module, LAYERS + (Scale, Bias, Reshape, Vote, Product, Concatenate,
-                                        Threshold, StepDelay))
+    return isinstance(module, LAYERS + tuple(_OWN))
 
 
 def array(tensor: Any, field: str) -> np.ndarray:
@@ -104,34 +98,58 @@ def import_layer(module: nn.Module, *, lead: int = 1, per_step: bool = False) ->
 
     ``lead`` counts the axes before a sample's own in the tensor it is applied to; a
     ``per_step`` layer (SpikingJelly's multi-step ``layer.*``) means its per-step self whatever
-    it is given.
+    it is given. A subclass maps as the torch.nn layer it extends (:data:`_IMPORTERS`).
     """
-    if isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
-        return None
-    if isinstance(module, nn.ReLU):
-        return hub.ReLU()
-    if isinstance(module, nn.Linear):
-        weight = array(module.weight, "weight")
-        if module.bias is None:
-            return hub.Linear(weight=weight)
-        return hub.Affine(weight=weight, bias=array(module.bias, "bias"))
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return import_conv(module)
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return import_batchnorm(module)
-    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        return import_pool(module)
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        size = pair(module.output_size) if None not in _tuple(module.output_size) else None
-        if size is None:
-            raise UnsupportedError("an output size of None keeps the input's size, which the "
-                                   "canonical AdaptiveAvgPool2d does not", field="output_size")
-        return hub.AdaptiveAvgPool2d(output_size=size)
-    if isinstance(module, nn.Flatten):
-        return import_flatten(module.start_dim, module.end_dim, 1 if per_step else lead)
-    raise UnsupportedError(f"{type(module).__module__}.{type(module).__qualname__} has no "
-                           "canonical counterpart; the torch.nn layers the hub maps are "
-                           + ", ".join(t.__name__ for t in LAYERS), field="type")
+    importer = _lookup(_IMPORTERS, module)
+    if importer is None:
+        raise UnsupportedError(f"{type(module).__module__}.{type(module).__qualname__} has no "
+                               "canonical counterpart; the torch.nn layers the hub maps are "
+                               + ", ".join(t.__name__ for t in LAYERS), field="type")
+    return importer(module, 1 if per_step else lead)
+
+
+def _lookup(table: dict[type, Any], module: Any) -> Any:
+    """The entry of ``table`` for ``module``'s class or the nearest class it derives from."""
+    for cls in type(module).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def _import_linear(module: nn.Linear, lead: int) -> hub.Node:
+    weight = array(module.weight, "weight")
+    if module.bias is None:
+        return hub.Linear(weight=weight)
+    return hub.Affine(weight=weight, bias=array(module.bias, "bias"))
+
+
+def _import_adaptive(module: nn.AdaptiveAvgPool2d, lead: int) -> hub.Node:
+    size = pair(module.output_size) if None not in _tuple(module.output_size) else None
+    if size is None:
+        raise UnsupportedError("an output size of None keeps the input's size, which the "
+                               "canonical AdaptiveAvgPool2d does not", field="output_size")
+    return hub.AdaptiveAvgPool2d(output_size=size)
+
+
+def _passes(module: nn.Module, lead: int) -> None:
+    return None
+
+
+#: torch.nn layer class -> its importer ``(module, lead) -> node`` (None: passes through).
+_IMPORTERS: dict[type, Callable[[Any, int], hub.Node | None]] = {
+    **dict.fromkeys((nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d), _passes),
+    nn.ReLU: lambda module, lead: hub.ReLU(),
+    nn.Linear: _import_linear,
+    **dict.fromkeys((nn.Conv1d, nn.Conv2d), lambda module, lead: import_conv(module)),
+    **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d),
+                    lambda module, lead: import_batchnorm(module)),
+    **dict.fromkeys((nn.AvgPool2d, nn.MaxPool2d), lambda module, lead: import_pool(module)),
+    nn.AdaptiveAvgPool2d: _import_adaptive,
+    nn.Flatten: lambda module, lead: import_flatten(module.start_dim, module.end_dim, lead),
+}
+
+#: The layers :func:`import_layer` maps; anything else is not a layer to this module.
+LAYERS: tuple[type, ...] = tuple(_IMPORTERS)
 
 
 def _tuple(value: Any) -> tuple:
@@ -327,96 +345,103 @@ def export_layer(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Modu
     ``Threshold`` spikes through the hub's surrogate; a plugin passes its framework's own spike
     function to :class:`Threshold` instead. The inverse of :func:`import_layer` (and of
     :func:`import_module` for the modules of this file)."""
-    kind = node.type
-    if kind in ("Input", "Output", "Add"):
-        return None
-    if kind in ("Affine", "Linear"):
-        out_features, in_features = node.weight.shape
-        layer = nn.Linear(in_features, out_features, bias=kind == "Affine")
-        with torch.no_grad():
-            layer.weight.copy_(_t(node.weight))
-            if kind == "Affine":
-                layer.bias.copy_(_t(np.broadcast_to(node.bias, (out_features,))))
-        return layer
-    if kind in ("Conv1d", "Conv2d"):
-        cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
-        w = node.weight
-        # the default scalar zero bias is no bias, so that it reads back as the default
-        bias = not (node.bias.ndim == 0 and node.bias == 0)
-        layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=node.stride,
-                    padding=node.padding, dilation=node.dilation, groups=node.groups, bias=bias)
-        with torch.no_grad():
-            layer.weight.copy_(_t(w))
-            if bias:
-                layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
-        return layer
-    if kind in ("SumPool2d", "AvgPool2d"):
-        return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
-                            divisor_override=1 if kind == "SumPool2d" else None)
-    if kind == "MaxPool2d":
-        return nn.MaxPool2d(node.kernel_size, node.stride, node.padding)
-    if kind == "AdaptiveAvgPool2d":
-        return nn.AdaptiveAvgPool2d(node.output_size)
-    if kind == "Flatten":
-        start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
-        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
-        return nn.Flatten(start, end)
-    if kind == "ReLU":
-        return nn.ReLU()
-    if kind == "BatchNorm":
-        channels = node.mean.shape[0]
-        cls = nn.BatchNorm2d if input_shape is not None and len(input_shape) == 3 \
-            else nn.BatchNorm1d
-        layer = cls(channels, eps=node.eps)
-        with torch.no_grad():
-            layer.running_mean.copy_(_t(node.mean))
-            layer.running_var.copy_(_t(node.var))
-            layer.weight.copy_(_t(np.broadcast_to(node.weight, (channels,))))
-            layer.bias.copy_(_t(np.broadcast_to(node.bias, (channels,))))
-        return layer.eval()
-    if kind == "Scale":
-        return Scale(_t(node.scale))
-    if kind == "Reshape":
-        return Reshape(node.shape)
-    if kind == "Bias":
-        return Bias(_t(node.bias))
-    if kind == "Vote":
-        return Vote(node.size)
-    if kind == "Mul":
-        return Product()
-    if kind == "Concat":
-        return Concatenate(node.dim)
-    if kind == "Delay":
-        return StepDelay(torch.from_numpy(np.array(node.delay, dtype=np.int64)))
-    if kind == "Threshold":
-        return Threshold(_t(node.threshold), node.comparison)
-    raise UnsupportedError(f"{kind} is not a layer with a torch.nn counterpart", field="type")
+    exporter = _EXPORTERS.get(node.type)
+    if exporter is None:
+        raise UnsupportedError(f"{node.type} is not a layer with a torch.nn counterpart",
+                               field="type")
+    return exporter(node, input_shape)
+
+
+def _export_dense(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module:
+    out_features, in_features = node.weight.shape
+    affine = node.type == "Affine"
+    layer = nn.Linear(in_features, out_features, bias=affine)
+    with torch.no_grad():
+        layer.weight.copy_(_t(node.weight))
+        if affine:
+            layer.bias.copy_(_t(np.broadcast_to(node.bias, (out_features,))))
+    return layer
+
+
+def _export_conv(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module:
+    cls = nn.Conv1d if node.type == "Conv1d" else nn.Conv2d
+    w = node.weight
+    # the default scalar zero bias is no bias, so that it reads back as the default
+    bias = not (node.bias.ndim == 0 and node.bias == 0)
+    layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=node.stride,
+                padding=node.padding, dilation=node.dilation, groups=node.groups, bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(_t(w))
+        if bias:
+            layer.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],))))
+    return layer
+
+
+def _export_avgpool(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module:
+    return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True,
+                        divisor_override=1 if node.type == "SumPool2d" else None)
+
+
+def _export_flatten(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module:
+    start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
+    end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
+    return nn.Flatten(start, end)
+
+
+def _export_batchnorm(node: hub.Node, input_shape: tuple[int, ...] | None) -> nn.Module:
+    channels = node.mean.shape[0]
+    cls = nn.BatchNorm2d if input_shape is not None and len(input_shape) == 3 else nn.BatchNorm1d
+    layer = cls(channels, eps=node.eps)
+    with torch.no_grad():
+        layer.running_mean.copy_(_t(node.mean))
+        layer.running_var.copy_(_t(node.var))
+        layer.weight.copy_(_t(np.broadcast_to(node.weight, (channels,))))
+        layer.bias.copy_(_t(np.broadcast_to(node.bias, (channels,))))
+    return layer.eval()
+
+
+#: Node type -> its exporter ``(node, input shape) -> module`` (None: a junction).
+_EXPORTERS: dict[str, Callable[[Any, Any], nn.Module | None]] = {
+    **dict.fromkeys(("Input", "Output", "Add"), lambda node, shape: None),
+    **dict.fromkeys(("Affine", "Linear"), _export_dense),
+    **dict.fromkeys(("Conv1d", "Conv2d"), _export_conv),
+    **dict.fromkeys(("SumPool2d", "AvgPool2d"), _export_avgpool),
+    "MaxPool2d": lambda node, shape: nn.MaxPool2d(node.kernel_size, node.stride, node.padding),
+    "AdaptiveAvgPool2d": lambda node, shape: nn.AdaptiveAvgPool2d(node.output_size),
+    "Flatten": _export_flatten,
+    "ReLU": lambda node, shape: nn.ReLU(),
+    "BatchNorm": _export_batchnorm,
+    "Scale": lambda node, shape: Scale(_t(node.scale)),
+    "Reshape": lambda node, shape: Reshape(node.shape),
+    "Bias": lambda node, shape: Bias(_t(node.bias)),
+    "Vote": lambda node, shape: Vote(node.size),
+    "Mul": lambda node, shape: Product(),
+    "Concat": lambda node, shape: Concatenate(node.dim),
+    "Delay": lambda node, shape: StepDelay(torch.from_numpy(np.array(node.delay,
+                                                                     dtype=np.int64))),
+    "Threshold": lambda node, shape: Threshold(_t(node.threshold), node.comparison),
+}
 
 
 def import_module(module: nn.Module) -> hub.Node | None:
     """The node of a module :func:`export_layer` makes (this file's own modules included)."""
-    if isinstance(module, Scale):
-        return hub.Scale(scale=array(module.scale, "scale"))
-    if isinstance(module, Reshape):
-        return hub.Reshape(shape=module.shape)
-    if isinstance(module, Bias):
-        return hub.Bias(bias=array(module.bias, "bias"))
-    if isinstance(module, Vote):
-        return hub.Vote(size=module.size)
-    if isinstance(module, Product):
-        return hub.Mul()
-    if isinstance(module, Concatenate):
-        return hub.Concat(dim=module.dim)
-    if isinstance(module, Threshold):
-        return hub.Threshold(threshold=array(module.threshold, "threshold"),
-                             comparison=module.comparison)
-    if isinstance(module, StepDelay):
-        return hub.Delay(delay=module.delay.cpu().numpy().astype(np.int64))
-    return import_layer(module)
+    own = _lookup(_OWN, module)
+    return own(module) if own is not None else import_layer(module)
+
+
+#: This file's modules -> the node each computes.
+_OWN: dict[type, Callable[[Any], hub.Node]] = {
+    Scale: lambda m: hub.Scale(scale=array(m.scale, "scale")),
+    Reshape: lambda m: hub.Reshape(shape=m.shape),
+    Bias: lambda m: hub.Bias(bias=array(m.bias, "bias")),
+    Vote: lambda m: hub.Vote(size=m.size),
+    Product: lambda m: hub.Mul(),
+    Concatenate: lambda m: hub.Concat(dim=m.dim),
+    Threshold: lambda m: hub.Threshold(threshold=array(m.threshold, "threshold"),
+                                       comparison=m.comparison),
+    StepDelay: lambda m: hub.Delay(delay=m.delay.cpu().numpy().astype(np.int64)),
+}
 
 
 #: The node types :func:`export_layer` gives a module for (junctions included).
-EXPORTED = frozenset({"Input", "Output", "Add", "Affine", "Linear", "Conv1d", "Conv2d",
-                      "SumPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Flatten",
-                      "ReLU", "BatchNorm", "Scale", "Bias", "Reshape", "Vote", "Mul",
-                      "Concat", "Delay", "Threshold"})
+EXPORTED = frozenset(_EXPORTERS)
