@@ -15,6 +15,9 @@ overrides the built-in step, no C++ compiler). ``"torch"`` always steps the refe
 neuron layer over all time steps in one call, with bit-identical results, when no edge of the
 graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
 and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
+Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
+on all ``T x N`` samples where that is verified to give stepping's bits, values and gradients
+(:mod:`hub.over_time`), and steps otherwise.
 :attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
 says it at debug level. The kernels give first derivatives; for second derivatives
 (``create_graph=True``) use ``backend="torch"``.
@@ -30,6 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from . import over_time
 from .errors import HubError, ParameterError, ShapeError
 from .graph import Graph
 from .layout import as_input
@@ -37,7 +41,6 @@ from .limits import how_to_raise, limits
 from .loihi import LoihiCUBA
 from .neurons import Neuron
 from .node import Node
-from .nodes import MaxPool2d
 
 BACKENDS = ("auto", "torch", "fused", "cupy")
 #: The keyword options of :func:`simulate`, those of :class:`Simulator`.
@@ -46,13 +49,6 @@ OPTIONS = ("dtype", "device", "trainable", "backend")
 
 #: Node types the kernels may run (each kernel module says which nodes it takes).
 KERNEL_NODES = (Neuron, LoihiCUBA)
-
-
-#: Stateless node types whose step gives each sample the same bits in any batch (max pooling
-#: only compares), so that node-by-node runs call it once on all time steps; those that round
-#: (convolutions, matrix products, sums) step, as the summation order of a library's kernel may
-#: depend on the batch size.
-WHOLE_SEQUENCE = (MaxPool2d,)
 
 
 class KernelWarning(UserWarning):
@@ -264,18 +260,10 @@ class Simulator(torch.nn.Module):
             paths[name] = f"reference ({why})"
         if not node.stateful and type(node).step is Node.step:
             return total  # a junction passes its input through
-        if type(node) in WHOLE_SEQUENCE:
-            # one call on all T x N samples: the same values as T calls on N (see above)
-            out, _ = node.step(p, total.flatten(0, 1), state)
-            return out.unflatten(0, total.shape[:2])
-        results = []
-        # unbind, not x[t]: the backward of T selects would add T full-size gradients
-        steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
-        for xt in steps:
-            out, state = node.step(p, xt, state)
-            results.append(out)
-        self._state[name] = state
-        return torch.stack(results)
+        if over_time.verified(node, p, total, state):
+            return over_time.run(node, p, total, state)
+        out, self._state[name] = over_time.step(node, p, total, state)
+        return out
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
         names = self.graph.inputs
