@@ -189,3 +189,32 @@ def test_each_kind_of_call_is_verified_once(monkeypatch):
     assert torch.equal(hub.simulate(graph, x), first) and len(compared) == 1
     hub.simulate(graph, x[:, :2])  # another batch size is another kind of call
     assert len(compared) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("fields", [
+    {"kernel_size": (2, 2), "stride": (2, 2)},
+    {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+    {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)},
+], ids=["2x2", "3x3-padded", "3x2-overlapping"])
+def test_the_max_pooling_kernel_picks_torch_s_maximum_and_index(fields, dtype):
+    """Ties (spikes), signed zeros, infinities and NaNs: the same value, and the gradient sent
+    where torch's own max pooling sends it."""
+    node = hub.MaxPool2d(**fields)
+    x = torch.tensor(rng.integers(0, 2, size=(6, 3, 9, 8)), dtype=dtype)
+    x[0, 0] = -0.0
+    x[0, 1, ::2] = 0.0
+    x[1, 0] = -float("inf")
+    x[1, 1, 2:4, 1:5] = float("nan")
+    x[2] = torch.tensor(normal(3, 9, 8))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = torch.nn.functional.max_pool2d(xa, node.kernel_size, node.stride, node.padding)
+    got = cpu.max_pool2d(node, xb)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(
+        torch.nan_to_num(got),
+        torch.nan_to_num(want))
+    assert torch.equal(torch.signbit(got), torch.signbit(want))
+    g = torch.tensor(normal(*want.shape), dtype=dtype)
+    want.backward(g)
+    got.backward(g)
+    assert torch.equal(xb.grad, xa.grad)

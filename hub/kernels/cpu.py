@@ -136,6 +136,7 @@ def _build() -> ctypes.CDLL:
     i32 = ctypes.c_int32
     library.hub_loihi_forward.argtypes = [ctypes.c_int, pointer, i32, i32, i32, i32, i64, i64,
                                           i64] + [pointer] * 5
+    library.hub_max_pool2d.argtypes = [ctypes.c_int, i32] + [i64] * 5 + [i32] * 6 + [pointer] * 3
     return library
 
 
@@ -503,3 +504,41 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
             both = torch.cat([state["line"], out]) if tracked else out
             out, new["line"] = both[:x.shape[0]], both[x.shape[0]:].clone()
     return out, new
+
+
+def max_pool2d(node: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """:class:`hub.MaxPool2d` on ``x`` ``[N, C, H, W]`` as ``F.max_pool2d`` computes it on the
+    CPU (the same values, and through the same indices the same gradients), in one pass; None
+    where this kernel does not apply (then the caller uses torch's)."""
+    if (x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 4 or not x.numel()
+            or not available()[0]):
+        return None
+    return _MaxPool.apply(x, node)
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, node: Any) -> torch.Tensor:
+        x = x.contiguous()
+        (kh, kw), (sh, sw), (ph, pw) = node.kernel_size, node.stride, node.padding
+        n, c, h, w = x.shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        out = x.new_empty((n, c, oh, ow))
+        index = (torch.empty((n, c, oh, ow), dtype=torch.int64)
+                 if ctx.needs_input_grad[0] else None)
+        threads = max(1, torch.get_num_threads()) if x.numel() >= PARALLEL_MIN else 1
+        library().hub_max_pool2d(DTYPES[x.dtype], threads, n * c, h, w, oh, ow, kh, kw, sh, sw,
+                                 ph, pw, x.data_ptr(), out.data_ptr(), _address(index))
+        if index is not None:
+            ctx.save_for_backward(x, index)
+            ctx.node = node
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, index = ctx.saved_tensors
+        node = ctx.node
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            g, x, list(node.kernel_size), list(node.stride), list(node.padding), [1, 1], False,
+            index), None

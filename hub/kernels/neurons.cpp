@@ -444,6 +444,86 @@ void loihi_forward(const int64_t* const* q, int32_t bias_exp, int32_t refractory
     });
 }
 
+
+// The common 2x2 window with stride 2 and no padding, in the same scan order, without branches
+// so that the compiler vectorises it.
+template <typename R>
+void pool_2x2(const R* in, int64_t W, int64_t OH, int64_t OW, R* o, int64_t* ix) {
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        const R* r0 = in + 2 * oh * W;
+        const R* r1 = r0 + W;
+        R* row = o + oh * OW;
+        if (!ix) {
+            for (int64_t ow = 0; ow < OW; ++ow) {
+                R m = r0[2 * ow];  // beats the initial -inf unless it is -inf: the same value
+                const R b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+                m = ((b > m) | (b != b)) ? b : m;
+                m = ((c > m) | (c != c)) ? c : m;
+                m = ((d > m) | (d != d)) ? d : m;
+                row[ow] = m;
+            }
+            continue;
+        }
+        int64_t* irow = ix + oh * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t at = 2 * oh * W + 2 * ow;
+            R m = -std::numeric_limits<R>::infinity();
+            int64_t best = at;
+            const R v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+            const int64_t k[4] = {at, at + 1, at + W, at + W + 1};
+            for (int j = 0; j < 4; ++j) {
+                const bool take = (v[j] > m) | (v[j] != v[j]);
+                m = take ? v[j] : m;
+                best = take ? k[j] : best;
+            }
+            row[ow] = m;
+            irow[ow] = best;
+        }
+    }
+}
+
+// Max pooling of planes [P, H, W] (P = samples x channels), as torch's CPU max_pool2d computes it
+// on contiguous NCHW input: windows scanned row by row, the first maximum wins ties, a NaN wins
+// over any number (the last NaN), and the index is the flat position in the input plane (the
+// indices torch's backward takes). No rounding: the same bits in any batch.
+template <typename R>
+void max_pool(int threads, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, int32_t kh,
+              int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw, const R* x, R* out,
+              int64_t* index) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t plane = 0; plane < P; ++plane) {
+        const R* in = x + plane * H * W;
+        R* o = out + plane * OH * OW;
+        int64_t* ix = index ? index + plane * OH * OW : nullptr;
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
+            pool_2x2(in, W, OH, OW, o, ix);
+            continue;
+        }
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            int64_t h0 = oh * sh - ph;
+            const int64_t h1 = std::min(h0 + kh, H);
+            h0 = std::max<int64_t>(h0, 0);
+            for (int64_t ow = 0; ow < OW; ++ow) {
+                int64_t w0 = ow * sw - pw;
+                const int64_t w1 = std::min(w0 + kw, W);
+                w0 = std::max<int64_t>(w0, 0);
+                int64_t best = h0 * W + w0;
+                R most = -std::numeric_limits<R>::infinity();
+                for (int64_t h = h0; h < h1; ++h)
+                    for (int64_t w = w0; w < w1; ++w) {
+                        // without branches: spikes make the comparison a coin toss
+                        const R v = in[h * W + w];
+                        const bool take = (v > most) | (v != v);
+                        most = take ? v : most;
+                        best = take ? h * W + w : best;
+                    }
+                o[oh * OW + ow] = most;
+                if (ix) ix[oh * OW + ow] = best;
+            }
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -490,6 +570,21 @@ int hub_neuron_backward(int dtype, const Conf* c, const void* const* q, int64_t 
         backward<double>(*c, params<double>(q), T, M, K, (const double*)gout,
                          (const double*)save_v, save_f, (const double*)s0, (double*)gv,
                          (double*)gi, (double*)gs, (double*)gx);
+    else
+        return 1;
+    return 0;
+}
+
+// dtype: 0 float32, 1 float64; index may be null (no gradient needed).
+int hub_max_pool2d(int dtype, int32_t threads, int64_t P, int64_t H, int64_t W, int64_t OH,
+                   int64_t OW, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
+                   int32_t pw, const void* x, void* out, int64_t* index) {
+    if (dtype == 0)
+        max_pool<float>(threads, P, H, W, OH, OW, kh, kw, sh, sw, ph, pw, (const float*)x,
+                        (float*)out, index);
+    else if (dtype == 1)
+        max_pool<double>(threads, P, H, W, OH, OW, kh, kw, sh, sw, ph, pw, (const double*)x,
+                         (double*)out, index);
     else
         return 1;
     return 0;
