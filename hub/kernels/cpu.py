@@ -74,7 +74,7 @@ class KernelUnavailable(HubError):
 class _Conf(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int32) for name in (
         "spiking", "leaky", "current", "inclusive", "reset", "timing_next", "mode", "refractory",
-        "order_new", "threads")] + [("slope", ctypes.c_double)]
+        "order_new", "threads", "uniform")] + [("slope", ctypes.c_double)]
 
 
 _lock = threading.Lock()
@@ -345,6 +345,11 @@ class _Kernel:
         self.params = [torch.broadcast_to(p[name].detach().to(dtype), shape).reshape(-1)
                        .contiguous() if name in p else dummy for name in PARAMS]
         self.pointers = (ctypes.c_void_p * len(PARAMS))(*[t.data_ptr() for t in self.params])
+        # one value for all neurons (bit for bit, so a -0.0 among 0.0s counts as another value):
+        # the kernel then keeps it in a register instead of loading it per neuron and step
+        bits = torch.int32 if dtype == torch.float32 else torch.int64
+        self.conf.uniform = all(bool((t.view(bits) == t.view(bits)[0]).all())
+                                for t in self.params)
 
     def _threads(self, steps: int, total: int) -> None:
         big = steps * total >= PARALLEL_MIN
