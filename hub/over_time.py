@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -39,7 +40,25 @@ def _max_pool(node: Node, x: torch.Tensor) -> torch.Tensor | None:
 #: They are held to the same verification as the step itself.
 _FAST: dict[type, Callable[[Node, torch.Tensor], torch.Tensor | None]] = {MaxPool2d: _max_pool}
 
+class PerNode:
+    """Values kept for each live node, found by identity (nodes compare equal by value, and
+    comparing their arrays on every look-up would cost more than what is kept)."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def get(self, node: Node) -> Any:
+        entry = self._data.get(id(node))
+        return entry[1] if entry is not None and entry[0]() is node else None
+
+    def set(self, node: Node, value: Any) -> None:
+        key, data = id(node), self._data
+        data[key] = (weakref.ref(node, lambda _: data.pop(key, None)), value)
+
+
 _verdicts: dict[tuple, bool] = {}
+#: Each node's type and fields as :func:`_fields` describes them.
+_described = PerNode()
 _lock = threading.Lock()
 
 
@@ -87,8 +106,11 @@ def verified(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> 
     if keys and node.operands:
         return False
     like = inputs[0]
-    key = (type(node), _fields(node),
-           tuple((k, tuple(v.shape), v.dtype) for k, v in p.items()),
+    fields = _described.get(node)
+    if fields is None:
+        fields = (type(node), _fields(node))
+        _described.set(node, fields)
+    key = (fields, tuple((k, tuple(v.shape), v.dtype) for k, v in p.items()),
            tuple(tuple(v.shape) for v in inputs), like.dtype, like.device.type,
            torch.get_num_threads(), keys)
     if key not in _verdicts:

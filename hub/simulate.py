@@ -227,6 +227,7 @@ class Simulator(torch.nn.Module):
         values: dict[str, torch.Tensor] = {}
         last: dict[str, torch.Tensor] = {}
         paths: dict[str, str] = {}
+        outputs = set(self.graph.outputs)
         pending = dict.fromkeys(self.plan.order, 0)
         for name in self.plan.order:
             for source in self.plan.forward[name]:
@@ -237,7 +238,7 @@ class Simulator(torch.nn.Module):
             last[name] = values[name][-1].clone()
             for source in self.plan.forward[name]:
                 pending[source] -= 1
-                if not pending[source] and source not in self.graph.outputs:
+                if not pending[source] and source not in outputs:
                     del values[source]
         self._last = last
         self._note(paths)

@@ -218,3 +218,23 @@ def test_the_max_pooling_kernel_picks_torch_s_maximum_and_index(fields, dtype):
     want.backward(g)
     got.backward(g)
     assert torch.equal(xb.grad, xa.grad)
+
+
+def test_a_neuron_kernel_is_rebuilt_when_its_parameters_change_in_place():
+    """The kernel keeps its parameters between calls; a change made in place (an optimiser's
+    step, or a write through ``.data`` that no version counter sees) is seen at the next call."""
+    def layer(threshold: float) -> hub.Graph:
+        return hub.Graph.chain(hub.Input(shape=(6,)), hub.LIF(beta=0.5, threshold=threshold))
+    graph = layer(0.25)
+    x = torch.tensor(normal(8, 3, 6))
+    sim = hub.Simulator(graph)
+    first = sim(x)
+    sim.reset()
+    assert torch.equal(sim(x), first)
+    threshold = sim.params[sim._keys["lif1"]].threshold
+    for value, through_data in ((0.75, True), (0.125, False)):
+        with torch.no_grad():
+            (threshold.data if through_data else threshold).fill_(value)
+        sim.reset()
+        want = hub.simulate(layer(value), x, backend="torch")
+        assert not torch.equal(want, first) and torch.equal(sim(x), want)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -49,6 +50,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import HubError
 from ..loihi import LoihiCUBA
 from ..neurons import Neuron
+from ..over_time import PerNode
 from ..surrogate import SLOPE
 
 #: How :attr:`hub.Simulator.paths` names a layer this module runs.
@@ -317,7 +319,7 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
     from the cache."""
     dtype = dtype or like.dtype
     shape = tuple(like.shape) if shape is None else shape
-    nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
             or _cache_limit() == 0):
         t = torch.empty(shape, dtype=dtype, device=like.device)
@@ -330,6 +332,36 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
         raw = torch.empty(nbytes, dtype=torch.uint8)
         _advise(raw)
     return torch.from_numpy(np.asarray(_Holder(nbytes, raw, shape, dtype)))
+
+
+#: Each node's last kernel, with what it was built from (dropped with the node).
+_built = PerNode()
+
+
+def _kernel(node: Neuron, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -> _Kernel:
+    """The kernel for ``node``: built again only when the shape, the dtype or a parameter's
+    bits changed since the last call (compared with a copy: a parameter may be modified in
+    place, through ``.data`` too, where no version counter sees it)."""
+    found = _built.get(node)
+    if found is not None and found[0] == (shape, dtype, tuple(p)) and all(
+            _same_bits(a, b) for a, b in zip(found[2], p.values())):
+        return found[1]
+    kernel = _Kernel(node, p, shape, dtype)
+    _built.set(node, ((shape, dtype, tuple(p)), kernel,
+                      tuple(t.detach().clone() for t in p.values())))
+    return kernel
+
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        return False
+    if a.is_floating_point():
+        bits = _BITS[a.element_size()]
+        a, b = a.detach().contiguous().view(bits), b.detach().contiguous().view(bits)
+    return torch.equal(a, b)
 
 
 class _Kernel:
@@ -475,7 +507,7 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     s0 = state["s"].contiguous() if node.spiking else zeros
     r0 = (state["r"].contiguous() if "r" in state
           else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
-    kernel = kernel or _Kernel(node, p, shape, dtype)
+    kernel = kernel or _kernel(node, p, shape, dtype)
     tracked = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, v0, i0, s0))
     if tracked:
