@@ -18,8 +18,8 @@ The networks, as their frameworks ship or teach them (small sizes, so the run st
 Forward runs without gradients; forward+backward computes the gradient of ``out.sum()`` with
 respect to every weight (the hub: ``trainable=True``, the neurons' own parameters held fixed as
 in the native models, where they are not trained either). "where the hub's time goes" splits
-the hub's forward time by node type: neuron layers through the fused kernels, max pooling in
-one call over all steps, and every other layer, which the hub runs one time step at a time.
+the hub's forward time by node type: neuron layers through the fused kernels, other layers over
+all time steps at once (or stepped, where that would not give the same bits).
 """
 
 from __future__ import annotations
@@ -243,23 +243,30 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, float32. Each "
             "network is imported with `hub.load` and run by `hub.Simulator(graph)` (the default "
             "path), against the same model run by its own framework on the CPU. Best of several "
-            "runs; the machine was shared with other processes, so only ratios within this run "
-            "mean much. Forward+backward: the gradient of `out.sum()` with respect to every "
-            "weight."), "",
+            "runs, the two sides timed in turns; in brackets the ratio of the medians, which "
+            "shows how noisy the shared machine was. Forward+backward: the gradient of "
+            "`out.sum()` with respect to every weight."), "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    out += ["", ("Where the hub's forward time goes (share of its forward time, by node type; "
-                 "neuron layers run in the fused kernels and max pooling in one call over all "
-                 "steps at once, every other layer one time step at a time):"), ""]
+    out += ["", ("Where the hub's forward time goes (share of its forward time, by node type: "
+                 "neuron layers in the fused kernels; other layers once over all time steps, "
+                 "or \"(stepped)\" one step at a time where that was not verified to give the "
+                 "same bits; junction sums, copies and Python as \"other\"):"), ""]
     out += [f"- {r['network']}: {where(r)}." for r in rows]
     out += [f"- {name}: not measured ({why})." for name, why in failed.items()]
-    out += ["", ("Today the hub wins where neuron updates dominate (the kernels run them over all "
-                 "steps at once) and loses where convolutions dominate: it runs each "
-                 "convolution once per time step on a batch of N, as stepping does, while "
-                 "SpikingJelly's multi-step mode runs it once on a batch of T x N. Running "
-                 "stateless layers over all steps at once, and fusing a neuron update into the "
-                 "output pass of the layer before it, are the next steps; both need a proof "
-                 "that the layer's result does not depend on the batch size it is given."), END]
+    out += ["", ("Each stateless layer (convolution, matrix product, pooling, batch norm, ...) "
+                 "runs once on all T x N samples of a sequence, as SpikingJelly's multi-step "
+                 "mode does, where a one-time check on random values shows that this gives "
+                 "stepping's bits for that layer, shapes, dtype and thread count: values, input "
+                 "gradients and parameter gradients (`hub/over_time.py`); max pooling runs in a "
+                 "compiled pass. The convolutions are then the very library calls SpikingJelly "
+                 "makes, so a network whose time is mostly convolution (sew_resnet18 here) "
+                 "gains only what the neurons and the rest cost natively; a faster convolution "
+                 "algorithm (channels-last, prepacked weights) would change the bits against "
+                 "stepping. Forward+backward: parameter gradients are summed per step, last step "
+                 "first, as stepping sums them, so every layer pays T weight-gradient calls where "
+                 "SpikingJelly pays one; with large weights and small activations (sew_resnet18 "
+                 "at 32x32, batch 4) that is most of its backward time."), END]
     return "\n".join(out) + "\n"
 
 
