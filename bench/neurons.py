@@ -305,7 +305,13 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "so that it does not pay for fresh pages from the operating system on every call: "
             "a buffer is reused only once no tensor uses it any more, at most 2 idle buffers "
             "per size and `HUB_KERNEL_CACHE_BYTES` (1 GiB) in all (0 turns it off), "
-            "`hub.kernels.cpu.empty_cache()` frees them.", ""]
+            "`hub.kernels.cpu.empty_cache()` frees them. Where the kernel's time goes: per "
+            "neuron and step it reads the input and writes the output (memory), and does the "
+            "update in registers; a parameter with one value for all neurons (the usual case, "
+            "as in these rows) is held in a register rather than read per neuron and step, "
+            "which is what brought CUBA, with twice the parameters of LIF, to LIF's speed; "
+            "multi-spikes take the same vectorised loop forward (their backward, and "
+            "refractory periods, take the general one, a phase per operation).", ""]
     for row in rows:
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue
