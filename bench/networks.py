@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from conversion import write_section  # bench/ is on the path when a script here runs
+from neurons import turns
 from torch import nn
 
 import hub
@@ -163,20 +164,6 @@ def split(graph: hub.Graph, x: torch.Tensor, repeat: int) -> dict[str, float]:
     fastest["other (sums at junctions, copies, Python)"] = fastest["total"] - sum(
         v for k, v in fastest.items() if k != "total")
     return fastest
-
-
-def turns(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Seconds of each of ``repeat`` runs of each function, taken in turns (after one warm-up
-    each) so that a change in the machine's load falls on all of them alike."""
-    for fn in runs.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def measure(name: str, build: Callable, repeat: int) -> dict:

@@ -49,6 +49,20 @@ def best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def turns(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Seconds of each of ``repeat`` runs of each function, taken in turns (after one warm-up
+    each) so that a change in the machine's load falls on all of them alike."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def hub_layer(kind: str, backend: str, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
     neuron = (hub.LIF(beta=0.9, threshold=1.0, reset="subtract") if kind == "LIF"
               else hub.CubaLIF(alpha=0.8, beta=0.9, threshold=1.0, reset="subtract"))
@@ -193,20 +207,23 @@ def measure_conventions(steps: int, batch: int, width: int, repeat: int,
     torch.manual_seed(0)
     x = torch.rand(steps, batch, width) * 0.5
     dst = torch.empty_like(x)
-    copy = best(lambda: dst.copy_(x), 10)
-    rows = []
-    for name, fields in CONVENTIONS.items():
-        print(f"  convention {name} ...", file=sys.stderr)
-        run = convention_layer(fields, width)
-        with torch.no_grad():
-            forward = best(lambda run=run: run(x), repeat)
+    layers = {name: convention_layer(fields, width) for name, fields in CONVENTIONS.items()}
+    print(f"  {len(layers)} conventions, in turns ...", file=sys.stderr)
+    with torch.no_grad():
+        forward = turns({"copy": lambda: dst.copy_(x)}
+                        | {name: (lambda run=run: run(x)) for name, run in layers.items()},
+                        repeat)
 
-        def both(run: Callable = run) -> None:
-            xg = x.clone().requires_grad_()
-            run(xg).sum().backward()
-        rows.append({"convention": name, "forward": forward, "backward": best(both, repeat - 1),
-                     "copy": copy, "vs_peer": peer_forward / forward if peer_forward else None})
-    return rows
+    def both(run: Callable) -> None:
+        xg = x.clone().requires_grad_()
+        run(xg).sum().backward()
+    backward = turns({name: (lambda run=run: both(run)) for name, run in layers.items()},
+                     max(1, repeat - 1))
+    copy = min(forward["copy"])
+    return [{"convention": name, "forward": min(forward[name]),
+             "backward": min(backward[name]), "copy": copy,
+             "vs_peer": peer_forward / min(forward[name]) if peer_forward else None}
+            for name in layers]
 
 
 CONVENTION_HEADER = ("convention", "fwd ms", "fwd vs best peer LIF", "% of copy", "fwd+bwd ms")
@@ -224,7 +241,6 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
     x = torch.rand(steps, batch, width) * 0.5
     # into an allocated destination: the bandwidth itself, not the cost of fresh pages
     dst = torch.empty_like(x)
-    copy = best(lambda: dst.copy_(x), 10)
     nbytes = 2 * x.numel() * x.element_size()
     runners = {"hub reference": hub_layer(kind, "torch", width),
                "hub default": hub_layer(kind, "auto", width)}
@@ -243,18 +259,25 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
             except Exception as error:  # an import the hub refuses is reported, not fatal
                 print(f"  {name} into the hub: skipped ({type(error).__name__}: {error})",
                       file=sys.stderr)
-    rows = []
-    for name, run in runners.items():
-        with torch.no_grad():
-            forward = best(lambda: run(x), repeat)
+    # every implementation in turns, and the copy among them: a load that comes and goes on
+    # the shared machine falls on all alike
+    with torch.no_grad():
+        forward = turns({"copy": lambda: dst.copy_(x)}
+                        | {name: (lambda run=run: run(x)) for name, run in runners.items()},
+                        repeat)
 
-        def both() -> None:
-            xg = x.clone().requires_grad_()
-            run(xg).sum().backward()
-        backward = best(both, max(1, repeat - 1))
+    def both(run: Callable) -> None:
+        xg = x.clone().requires_grad_()
+        run(xg).sum().backward()
+    backward = turns({name: (lambda run=run: both(run)) for name, run in runners.items()},
+                     max(1, repeat - 1))
+    copy = min(forward["copy"])
+    rows = []
+    for name in runners:
+        fastest = min(forward[name])
         rows.append({"layer": kind, "T": steps, "batch": batch, "width": width, "impl": name,
-                     "forward": forward, "backward": backward, "copy": copy,
-                     "gbps": nbytes / forward / 1e9, "copy_gbps": nbytes / copy / 1e9})
+                     "forward": fastest, "backward": min(backward[name]), "copy": copy,
+                     "gbps": nbytes / fastest / 1e9, "copy_gbps": nbytes / copy / 1e9})
     peers = [r for r in rows if not r["impl"].startswith("hub")]
     for row in rows:
         if peers:
@@ -288,7 +311,9 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
     out = ["# Neuron layer benchmarks", "",
            f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, float32. "
-           "Times are the best of several runs; the machine was shared, so they are noisy. "
+           "Times are the best of several runs, all implementations of a size (and the copy) "
+           "timed in turns so that the shared machine's changing load falls on all alike; "
+           "still noisy. "
            f"Copy bandwidth (`dst.copy_(x)` into a preallocated `dst` of the same bytes, read "
            f"plus write, per size in table order): {', '.join(copy)} GB/s. Each peer runs with "
            "its own default conventions. \"hub default\" is `hub.Simulator(graph)` as a user "
