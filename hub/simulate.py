@@ -2,9 +2,10 @@
 
 It is the semantics every exporter is checked against, so it is plain: each time step walks the
 nodes in order, a node's input is the sum of its incoming edges (recurrent ones from the step
-before), and each node's ``step`` does the rest. Multi-step calls loop over single steps, so the
-two modes agree bit for bit. Spikes carry surrogate gradients, so a :class:`Simulator` trains like
-any ``torch.nn.Module`` (``trainable=True`` makes the float parameters ``nn.Parameter`` s).
+before), and each node's ``step`` does the rest. Multi-step calls loop over single steps (or,
+below, take faster paths proven to give the same bits), so the two modes agree bit for bit.
+Spikes carry surrogate gradients, so a :class:`Simulator` trains like any ``torch.nn.Module``
+(``trainable=True`` makes the float parameters ``nn.Parameter`` s).
 
 ``backend`` picks how neuron layers run in multi-step calls. ``"auto"`` (the default) takes, layer
 by layer, the fastest path that gives the reference's bits: the fused C++ kernel for CPU tensors,
