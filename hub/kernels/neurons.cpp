@@ -104,6 +104,8 @@ __attribute__((noinline)) void fast_step(
         const R* __restrict cg, const R* __restrict th, const R* __restrict vr,
         const R* __restrict amp) {
     for (int64_t j = 0; j < n; ++j) {
+        // read before any select: a load inside one is not if-converted, so not vectorised
+        const R reset_to = PK(vr);
         const R xj = xt[j];
         R u = xj;
         if (CURRENT) {
@@ -112,7 +114,7 @@ __attribute__((noinline)) void fast_step(
             ib[j] = inew;
         }
         R vv = vb[j];
-        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? PK(vr) : vv;
+        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? reset_to : vv;
         vv = LEAKY ? (PK(vl) + PK(beta) * (vv - PK(vl))) + PK(gain) * u : vv + PK(gain) * u;
         if (NEXT && RESET == 1) vv = vv - PK(th) * sb[j];
         if (save) save[j] = vv;
@@ -123,7 +125,7 @@ __attribute__((noinline)) void fast_step(
         ot[j] = count * PK(amp);
         sb[j] = NEXT ? count : sp;
         if (!NEXT && RESET == 1) vv = vv - PK(th) * count;
-        else if (!NEXT && RESET == 0) vv = sp > R(0) ? PK(vr) : vv;
+        else if (!NEXT && RESET == 0) vv = sp > R(0) ? reset_to : vv;
         vb[j] = vv;
     }
 }
@@ -153,8 +155,9 @@ __attribute__((noinline)) void fast_back_step(
         const R g_u = g_int * PK(gain);
         R g_v = LEAKY ? g_int * PK(beta) : g_int;
         if (NEXT && RESET == 0) {
-            const bool before = prev ? (INCLUSIVE ? (prev[j] - PK(th) >= R(0))
-                                                  : (prev[j] - PK(th) > R(0)))
+            const R thj = PK(th);
+            const bool before = prev ? (INCLUSIVE ? (prev[j] - thj >= R(0))
+                                                  : (prev[j] - thj > R(0)))
                                      : s0[j] > R(0);
             g_v = before ? R(0) : g_v;
         }
