@@ -201,17 +201,21 @@ def installed(name: str) -> bool:
 
 
 def measure_conventions(steps: int, batch: int, width: int, repeat: int,
-                        peer_forward: float | None) -> list[dict]:
-    """The hub's default path on one layer per convention; forward against the best peer's LIF
-    forward (``peer_forward``) and against copy bandwidth."""
+                        peer: str | None) -> list[dict]:
+    """The hub's default path on one layer per convention; forward against the LIF forward of
+    ``peer`` (the fastest peer of the layer rows, timed again in the same turns) and against
+    copy bandwidth."""
     torch.manual_seed(0)
     x = torch.rand(steps, batch, width) * 0.5
     dst = torch.empty_like(x)
     layers = {name: convention_layer(fields, width) for name, fields in CONVENTIONS.items()}
     print(f"  {len(layers)} conventions, in turns ...", file=sys.stderr)
+    extra = {"copy": lambda: dst.copy_(x)}
+    if peer:
+        peer_run = PEERS[peer]("LIF")
+        extra[peer] = lambda: peer_run(x)
     with torch.no_grad():
-        forward = turns({"copy": lambda: dst.copy_(x)}
-                        | {name: (lambda run=run: run(x)) for name, run in layers.items()},
+        forward = turns(extra | {name: (lambda run=run: run(x)) for name, run in layers.items()},
                         repeat)
 
     def both(run: Callable) -> None:
@@ -220,6 +224,7 @@ def measure_conventions(steps: int, batch: int, width: int, repeat: int,
     backward = turns({name: (lambda run=run: both(run)) for name, run in layers.items()},
                      max(1, repeat - 1))
     copy = min(forward["copy"])
+    peer_forward = min(forward[peer]) if peer else None
     return [{"convention": name, "forward": min(forward[name]),
              "backward": min(backward[name]), "copy": copy,
              "vs_peer": peer_forward / min(forward[name]) if peer_forward else None}
@@ -355,7 +360,8 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
         out += ["", "## Every convention", "",
                 (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
                  f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
-                 "LIF\" divides the best peer's LIF forward time at that size by the row's."), "",
+                 "LIF\" divides the LIF forward time of the fastest peer of the table above, "
+                 "timed again in the same turns as these rows, by the row's."), "",
                 "| " + " | ".join(CONVENTION_HEADER) + " |",
                 "|" + "---|" * len(CONVENTION_HEADER)]
         out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
@@ -421,9 +427,10 @@ def main(argv: list[str] | None = None) -> None:
             rows += measure(kind, steps, batch, width, repeat)
     print(table(rows))
     size = sizes[-1] if (100, 32, 4096) not in sizes else (100, 32, 4096)
-    peers = [r["forward"] for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
+    peers = [r for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
              and (r["T"], r["batch"], r["width"]) == size]
-    conventions = measure_conventions(*size, repeat, min(peers) if peers else None)
+    fastest = min(peers, key=lambda r: r["forward"])["impl"] if peers else None
+    conventions = measure_conventions(*size, repeat, fastest)
     print(table(conventions, CONVENTION_HEADER, convention_cells))
     if args.out:
         command = "python bench/neurons.py" + (" --full" if args.full else "")
