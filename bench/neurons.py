@@ -339,7 +339,7 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "neuron and step it reads the input and writes the output (memory), and does the "
             "update in registers; a parameter with one value for all neurons (the usual case, "
             "as in these rows) is held in a register rather than read per neuron and step, "
-            "which is what brought CUBA, with twice the parameters of LIF, to LIF's speed; "
+            "which is what brought CUBA, with twice the parameters of LIF, close to LIF's speed; "
             "multi-spikes take the same vectorised loop forward (their backward, and "
             "refractory periods, take the general one, a phase per operation).", ""]
     for row in rows:
