@@ -51,6 +51,20 @@ def best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def turns(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Seconds of each of ``repeat`` runs of each function, taken in turns (after one warm-up
+    each) so that a change in the machine's load falls on all of them alike."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def hub_layer(kind: str, backend: str, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
     neuron = (hub.LIF(beta=0.9, threshold=1.0, reset="subtract") if kind == "LIF"
               else hub.CubaLIF(alpha=0.8, beta=0.9, threshold=1.0, reset="subtract"))
@@ -189,26 +203,34 @@ def installed(name: str) -> bool:
 
 
 def measure_conventions(steps: int, batch: int, width: int, repeat: int,
-                        peer_forward: float | None) -> list[dict]:
-    """The hub's default path on one layer per convention; forward against the best peer's LIF
-    forward (``peer_forward``) and against copy bandwidth."""
+                        peer: str | None) -> list[dict]:
+    """The hub's default path on one layer per convention; forward against the LIF forward of
+    ``peer`` (the fastest peer of the layer rows, timed again in the same turns) and against
+    copy bandwidth."""
     torch.manual_seed(0)
     x = torch.rand(steps, batch, width) * 0.5
     dst = torch.empty_like(x)
-    copy = best(lambda: dst.copy_(x), 10)
-    rows = []
-    for name, fields in CONVENTIONS.items():
-        print(f"  convention {name} ...", file=sys.stderr)
-        run = convention_layer(fields, width)
-        with torch.no_grad():
-            forward = best(lambda run=run: run(x), repeat)
+    layers = {name: convention_layer(fields, width) for name, fields in CONVENTIONS.items()}
+    print(f"  {len(layers)} conventions, in turns ...", file=sys.stderr)
+    extra = {"copy": lambda: dst.copy_(x)}
+    if peer:
+        peer_run = PEERS[peer]("LIF")
+        extra[peer] = lambda: peer_run(x)
+    with torch.no_grad():
+        forward = turns(extra | {name: (lambda run=run: run(x)) for name, run in layers.items()},
+                        repeat)
 
-        def both(run: Callable = run) -> None:
-            xg = x.clone().requires_grad_()
-            run(xg).sum().backward()
-        rows.append({"convention": name, "forward": forward, "backward": best(both, repeat - 1),
-                     "copy": copy, "vs_peer": peer_forward / forward if peer_forward else None})
-    return rows
+    def both(run: Callable) -> None:
+        xg = x.clone().requires_grad_()
+        run(xg).sum().backward()
+    backward = turns({name: (lambda run=run: both(run)) for name, run in layers.items()},
+                     max(1, repeat - 1))
+    copy = min(forward["copy"])
+    peer_forward = min(forward[peer]) if peer else None
+    return [{"convention": name, "forward": min(forward[name]),
+             "backward": min(backward[name]), "copy": copy,
+             "vs_peer": peer_forward / min(forward[name]) if peer_forward else None}
+            for name in layers]
 
 
 CONVENTION_HEADER = ("convention", "fwd ms", "fwd vs best peer LIF", "% of copy", "fwd+bwd ms")
@@ -226,7 +248,6 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
     x = torch.rand(steps, batch, width) * 0.5
     # into an allocated destination: the bandwidth itself, not the cost of fresh pages
     dst = torch.empty_like(x)
-    copy = best(lambda: dst.copy_(x), 10)
     nbytes = 2 * x.numel() * x.element_size()
     runners = {"hub reference": hub_layer(kind, "torch", width),
                "hub default": hub_layer(kind, "auto", width)}
@@ -245,18 +266,25 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
             except Exception as error:  # an import the hub refuses is reported, not fatal
                 print(f"  {name} into the hub: skipped ({type(error).__name__}: {error})",
                       file=sys.stderr)
-    rows = []
-    for name, run in runners.items():
-        with torch.no_grad():
-            forward = best(lambda: run(x), repeat)
+    # every implementation in turns, and the copy among them: a load that comes and goes on
+    # the shared machine falls on all alike
+    with torch.no_grad():
+        forward = turns({"copy": lambda: dst.copy_(x)}
+                        | {name: (lambda run=run: run(x)) for name, run in runners.items()},
+                        repeat)
 
-        def both() -> None:
-            xg = x.clone().requires_grad_()
-            run(xg).sum().backward()
-        backward = best(both, max(1, repeat - 1))
+    def both(run: Callable) -> None:
+        xg = x.clone().requires_grad_()
+        run(xg).sum().backward()
+    backward = turns({name: (lambda run=run: both(run)) for name, run in runners.items()},
+                     max(1, repeat - 1))
+    copy = min(forward["copy"])
+    rows = []
+    for name in runners:
+        fastest = min(forward[name])
         rows.append({"layer": kind, "T": steps, "batch": batch, "width": width, "impl": name,
-                     "forward": forward, "backward": backward, "copy": copy,
-                     "gbps": nbytes / forward / 1e9, "copy_gbps": nbytes / copy / 1e9})
+                     "forward": fastest, "backward": min(backward[name]), "copy": copy,
+                     "gbps": nbytes / fastest / 1e9, "copy_gbps": nbytes / copy / 1e9})
     peers = [r for r in rows if not r["impl"].startswith("hub")]
     for row in rows:
         if peers:
@@ -290,7 +318,9 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
     out = ["# Neuron layer benchmarks", "",
            f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, float32. "
-           "Times are the best of several runs; the machine was shared, so they are noisy. "
+           "Times are the best of several runs, all implementations of a size (and the copy) "
+           "timed in turns so that the shared machine's changing load falls on all alike; "
+           "still noisy. "
            f"Copy bandwidth (`dst.copy_(x)` into a preallocated `dst` of the same bytes, read "
            f"plus write, per size in table order): {', '.join(copy)} GB/s. Each peer runs with "
            "its own default conventions. \"hub default\" is `hub.Simulator(graph)` as a user "
@@ -307,7 +337,13 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "so that it does not pay for fresh pages from the operating system on every call: "
             "a buffer is reused only once no tensor uses it any more, at most 2 idle buffers "
             "per size and `HUB_KERNEL_CACHE_BYTES` (1 GiB) in all (0 turns it off), "
-            "`hub.kernels.cpu.empty_cache()` frees them.", ""]
+            "`hub.kernels.cpu.empty_cache()` frees them. Where the kernel's time goes: per "
+            "neuron and step it reads the input and writes the output (memory), and does the "
+            "update in registers; a parameter with one value for all neurons (the usual case, "
+            "as in these rows) is held in a register rather than read per neuron and step, "
+            "which is what brought CUBA, with twice the parameters of LIF, close to LIF's speed; "
+            "multi-spikes take the same vectorised loop forward (their backward, and "
+            "refractory periods, take the general one, a phase per operation).", ""]
     for row in rows:
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue
@@ -326,7 +362,8 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
         out += ["", "## Every convention", "",
                 (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
                  f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
-                 "LIF\" divides the best peer's LIF forward time at that size by the row's."), "",
+                 "LIF\" divides the LIF forward time of the fastest peer of the table above, "
+                 "timed again in the same turns as these rows, by the row's."), "",
                 "| " + " | ".join(CONVENTION_HEADER) + " |",
                 "|" + "---|" * len(CONVENTION_HEADER)]
         out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
@@ -392,9 +429,10 @@ def main(argv: list[str] | None = None) -> None:
             rows += measure(kind, steps, batch, width, repeat)
     print(table(rows))
     size = sizes[-1] if (100, 32, 4096) not in sizes else (100, 32, 4096)
-    peers = [r["forward"] for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
+    peers = [r for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
              and (r["T"], r["batch"], r["width"]) == size]
-    conventions = measure_conventions(*size, repeat, min(peers) if peers else None)
+    fastest = min(peers, key=lambda r: r["forward"])["impl"] if peers else None
+    conventions = measure_conventions(*size, repeat, fastest)
     print(table(conventions, CONVENTION_HEADER, convention_cells))
     families = family_cases.measure(*size, repeat, best)
     print(table(families, family_cases.HEADER, family_cases.cells))

@@ -2,9 +2,10 @@
 
 It is the semantics every exporter is checked against, so it is plain: each time step walks the
 nodes in order, a node's input is the sum of its incoming edges (recurrent ones from the step
-before), and each node's ``step`` does the rest. Multi-step calls loop over single steps, so the
-two modes agree bit for bit. Spikes carry surrogate gradients, so a :class:`Simulator` trains like
-any ``torch.nn.Module`` (``trainable=True`` makes the float parameters ``nn.Parameter`` s).
+before), and each node's ``step`` does the rest. Multi-step calls loop over single steps (or,
+below, take faster paths proven to give the same bits), so the two modes agree bit for bit.
+Spikes carry surrogate gradients, so a :class:`Simulator` trains like any ``torch.nn.Module``
+(``trainable=True`` makes the float parameters ``nn.Parameter`` s).
 
 ``backend`` picks how neuron layers run in multi-step calls. ``"auto"`` (the default) takes, layer
 by layer, the fastest path that gives the reference's bits: the fused C++ kernel for CPU tensors,
@@ -15,6 +16,9 @@ overrides the built-in step, no C++ compiler). ``"torch"`` always steps the refe
 neuron layer over all time steps in one call, with bit-identical results, when no edge of the
 graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
 and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
+Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
+on all ``T x N`` samples where that is verified to give stepping's bits, values and gradients
+(:mod:`hub.over_time`), and steps otherwise.
 :attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
 says it at debug level. The kernels give first derivatives; for second derivatives
 (``create_graph=True``) use ``backend="torch"``.
@@ -30,6 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from . import over_time
 from .errors import HubError, ParameterError, ShapeError
 from .families import Family
 from .graph import Graph
@@ -38,7 +43,6 @@ from .limits import how_to_raise, limits
 from .loihi import LoihiCUBA
 from .neurons import Neuron
 from .node import Node
-from .nodes import MaxPool2d
 
 BACKENDS = ("auto", "torch", "fused", "cupy")
 #: The keyword options of :func:`simulate`, those of :class:`Simulator`.
@@ -47,13 +51,6 @@ OPTIONS = ("dtype", "device", "trainable", "backend")
 
 #: Node types the kernels may run (each kernel module says which nodes it takes).
 KERNEL_NODES = (Neuron, LoihiCUBA, Family)
-
-
-#: Stateless node types whose step gives each sample the same bits in any batch (max pooling
-#: only compares), so that node-by-node runs call it once on all time steps; those that round
-#: (convolutions, matrix products, sums) step, as the summation order of a library's kernel may
-#: depend on the batch size.
-WHOLE_SEQUENCE = (MaxPool2d,)
 
 
 class KernelWarning(UserWarning):
@@ -232,6 +229,7 @@ class Simulator(torch.nn.Module):
         values: dict[str, torch.Tensor] = {}
         last: dict[str, torch.Tensor] = {}
         paths: dict[str, str] = {}
+        outputs = set(self.graph.outputs)
         pending = dict.fromkeys(self.plan.order, 0)
         for name in self.plan.order:
             for source in self.plan.forward[name]:
@@ -242,7 +240,7 @@ class Simulator(torch.nn.Module):
             last[name] = values[name][-1].clone()
             for source in self.plan.forward[name]:
                 pending[source] -= 1
-                if not pending[source] and source not in self.graph.outputs:
+                if not pending[source] and source not in outputs:
                     del values[source]
         self._last = last
         self._note(paths)
@@ -265,18 +263,10 @@ class Simulator(torch.nn.Module):
             paths[name] = f"reference ({why})"
         if not node.stateful and type(node).step is Node.step:
             return total  # a junction passes its input through
-        if type(node) in WHOLE_SEQUENCE:
-            # one call on all T x N samples: the same values as T calls on N (see above)
-            out, _ = node.step(p, total.flatten(0, 1), state)
-            return out.unflatten(0, total.shape[:2])
-        results = []
-        # unbind, not x[t]: the backward of T selects would add T full-size gradients
-        steps = zip(*(v.unbind(0) for v in total)) if node.operands else total.unbind(0)
-        for xt in steps:
-            out, state = node.step(p, xt, state)
-            results.append(out)
-        self._state[name] = state
-        return torch.stack(results)
+        if over_time.verified(node, p, total, state):
+            return over_time.run(node, p, total, state)
+        out, self._state[name] = over_time.step(node, p, total, state)
+        return out
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
         names = self.graph.inputs

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -50,6 +51,7 @@ from ..errors import HubError
 from ..families import Family
 from ..loihi import LoihiCUBA
 from ..neurons import Neuron
+from ..over_time import PerNode
 from ..surrogate import SLOPE
 
 #: How :attr:`hub.Simulator.paths` names a layer this module runs.
@@ -75,7 +77,7 @@ class KernelUnavailable(HubError):
 class _Conf(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int32) for name in (
         "spiking", "leaky", "current", "inclusive", "reset", "timing_next", "mode", "refractory",
-        "order_new", "threads")] + [("slope", ctypes.c_double)]
+        "order_new", "threads", "uniform")] + [("slope", ctypes.c_double)]
 
 
 _lock = threading.Lock()
@@ -143,6 +145,7 @@ def _build() -> ctypes.CDLL:
     i32 = ctypes.c_int32
     library.hub_loihi_forward.argtypes = [ctypes.c_int, pointer, i32, i32, i32, i32, i64, i64,
                                           i64] + [pointer] * 5
+    library.hub_max_pool2d.argtypes = [ctypes.c_int, i32] + [i64] * 5 + [i32] * 6 + [pointer] * 3
     return library
 
 
@@ -327,7 +330,7 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
     from the cache."""
     dtype = dtype or like.dtype
     shape = tuple(like.shape) if shape is None else shape
-    nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
             or _cache_limit() == 0):
         t = torch.empty(shape, dtype=dtype, device=like.device)
@@ -340,6 +343,36 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
         raw = torch.empty(nbytes, dtype=torch.uint8)
         _advise(raw)
     return torch.from_numpy(np.asarray(_Holder(nbytes, raw, shape, dtype)))
+
+
+#: Each node's last kernel, with what it was built from (dropped with the node).
+_built = PerNode()
+
+
+def _kernel(node: Neuron, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -> _Kernel:
+    """The kernel for ``node``: built again only when the shape, the dtype or a parameter's
+    bits changed since the last call (compared with a copy: a parameter may be modified in
+    place, through ``.data`` too, where no version counter sees it)."""
+    found = _built.get(node)
+    if found is not None and found[0] == (shape, dtype, tuple(p)) and all(
+            _same_bits(a, b) for a, b in zip(found[2], p.values())):
+        return found[1]
+    kernel = _Kernel(node, p, shape, dtype)
+    _built.set(node, ((shape, dtype, tuple(p)), kernel,
+                      tuple(t.detach().clone() for t in p.values())))
+    return kernel
+
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        return False
+    if a.is_floating_point():
+        bits = _BITS[a.element_size()]
+        a, b = a.detach().contiguous().view(bits), b.detach().contiguous().view(bits)
+    return torch.equal(a, b)
 
 
 class _Kernel:
@@ -355,6 +388,11 @@ class _Kernel:
         self.params = [torch.broadcast_to(p[name].detach().to(dtype), shape).reshape(-1)
                        .contiguous() if name in p else dummy for name in PARAMS]
         self.pointers = (ctypes.c_void_p * len(PARAMS))(*[t.data_ptr() for t in self.params])
+        # one value for all neurons (bit for bit, so a -0.0 among 0.0s counts as another value):
+        # the kernel then keeps it in a register instead of loading it per neuron and step
+        bits = torch.int32 if dtype == torch.float32 else torch.int64
+        self.conf.uniform = all(bool((t.view(bits) == t.view(bits)[0]).all())
+                                for t in self.params)
 
     def _threads(self, steps: int, total: int) -> None:
         big = steps * total >= PARALLEL_MIN
@@ -484,7 +522,7 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     s0 = state["s"].contiguous() if node.spiking else zeros
     r0 = (state["r"].contiguous() if "r" in state
           else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
-    kernel = kernel or _Kernel(node, p, shape, dtype)
+    kernel = kernel or _kernel(node, p, shape, dtype)
     tracked = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, v0, i0, s0))
     if tracked:
@@ -518,3 +556,41 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
             both = torch.cat([state["line"], out]) if tracked else out
             out, new["line"] = both[:x.shape[0]], both[x.shape[0]:].clone()
     return out, new
+
+
+def max_pool2d(node: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """:class:`hub.MaxPool2d` on ``x`` ``[N, C, H, W]`` as ``F.max_pool2d`` computes it on the
+    CPU (the same values, and through the same indices the same gradients), in one pass; None
+    where this kernel does not apply (then the caller uses torch's)."""
+    if (x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 4 or not x.numel()
+            or not available()[0]):
+        return None
+    return _MaxPool.apply(x, node)
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, node: Any) -> torch.Tensor:
+        x = x.contiguous()
+        (kh, kw), (sh, sw), (ph, pw) = node.kernel_size, node.stride, node.padding
+        n, c, h, w = x.shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        out = x.new_empty((n, c, oh, ow))
+        index = (torch.empty((n, c, oh, ow), dtype=torch.int64)
+                 if ctx.needs_input_grad[0] else None)
+        threads = max(1, torch.get_num_threads()) if x.numel() >= PARALLEL_MIN else 1
+        library().hub_max_pool2d(DTYPES[x.dtype], threads, n * c, h, w, oh, ow, kh, kw, sh, sw,
+                                 ph, pw, x.data_ptr(), out.data_ptr(), _address(index))
+        if index is not None:
+            ctx.save_for_backward(x, index)
+            ctx.node = node
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, index = ctx.saved_tensors
+        node = ctx.node
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            g, x, list(node.kernel_size), list(node.stride), list(node.padding), [1, 1], False,
+            index), None

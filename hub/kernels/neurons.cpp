@@ -28,6 +28,7 @@ struct Conf {
     int32_t refractory;      // steps, 0 for none
     int32_t order_new;       // current_order "new"
     int32_t threads;
+    int32_t uniform;         // every parameter has one value for all neurons
     double slope;            // of the fast-sigmoid surrogate
 };
 
@@ -90,8 +91,12 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
 // refractory period, reset in the same step or (NEXT, snnTorch's default) in the next. The same
 // operations as forward() and backward() below. One call is one time step of one block, kept out
 // of line, where GCC vectorises it.
+// A parameter of neuron j: with U (every neuron has the same value) the first, which the compiler
+// keeps in a register instead of loading a value per neuron per step.
+#define PK(a) (U ? (a)[0] : (a)[j])
+
 template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
-          bool NEXT>
+          bool NEXT, bool U, bool MULTI>
 __attribute__((noinline)) void fast_step(
         int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
         R* __restrict ib, R* __restrict sb, R* __restrict save, const R* __restrict beta,
@@ -99,31 +104,35 @@ __attribute__((noinline)) void fast_step(
         const R* __restrict cg, const R* __restrict th, const R* __restrict vr,
         const R* __restrict amp) {
     for (int64_t j = 0; j < n; ++j) {
+        // read before any select: a load inside one is not if-converted, so not vectorised
+        const R reset_to = PK(vr);
         const R xj = xt[j];
         R u = xj;
         if (CURRENT) {
-            const R inew = alpha[j] * ib[j] + cg[j] * xj;
+            const R inew = PK(alpha) * ib[j] + PK(cg) * xj;
             u = ORDER_NEW ? inew : ib[j];
             ib[j] = inew;
         }
         R vv = vb[j];
-        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? vr[j] : vv;
-        vv = LEAKY ? (vl[j] + beta[j] * (vv - vl[j])) + gain[j] * u : vv + gain[j] * u;
-        if (NEXT && RESET == 1) vv = vv - th[j] * sb[j];
+        if (NEXT && RESET == 0) vv = sb[j] > R(0) ? reset_to : vv;
+        vv = LEAKY ? (PK(vl) + PK(beta) * (vv - PK(vl))) + PK(gain) * u : vv + PK(gain) * u;
+        if (NEXT && RESET == 1) vv = vv - PK(th) * sb[j];
         if (save) save[j] = vv;
-        const R z = vv - th[j];
+        const R z = vv - PK(th);
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
-        ot[j] = sp * amp[j];
-        sb[j] = sp;
-        if (!NEXT && RESET == 1) vv = vv - th[j] * sp;
-        else if (!NEXT && RESET == 0) vv = sp > R(0) ? vr[j] : vv;
+        // a multi-spike's count; the spike state is the count when the reset is next step's
+        const R count = MULTI ? multi_count<R, INCLUSIVE>(vv, PK(th), sp) : sp;
+        ot[j] = count * PK(amp);
+        sb[j] = NEXT ? count : sp;
+        if (!NEXT && RESET == 1) vv = vv - PK(th) * count;
+        else if (!NEXT && RESET == 0) vv = sp > R(0) ? reset_to : vv;
         vb[j] = vv;
     }
 }
 
 // prev: the previous step's saved voltage, or null at the first step (then s0 holds the spike).
 template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
-          bool NEXT>
+          bool NEXT, bool U>
 __attribute__((noinline)) void fast_back_step(
         int64_t n, const R* __restrict go, const R* __restrict saved, R* __restrict gxt,
         R* __restrict gv, R* __restrict gi, R* __restrict gs, const R* __restrict beta,
@@ -132,51 +141,64 @@ __attribute__((noinline)) void fast_back_step(
         const R* __restrict prev, const R* __restrict s0) {
     for (int64_t j = 0; j < n; ++j) {
         const R vv = saved[j];
-        const R z = vv - th[j];
+        const R z = vv - PK(th);
         const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
-        R g_count = go[j] * amp[j];
+        R g_count = go[j] * PK(amp);
         R g_reset = gv[j];
-        if (!NEXT && RESET == 1) g_count = g_count + (-gv[j]) * th[j];
+        if (!NEXT && RESET == 1) g_count = g_count + (-gv[j]) * PK(th);
         else if (!NEXT && RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
         g_count = g_count + gs[j];
         R den = R(1) + slope * std::fabs(z);
         den = den * den;
         const R g_int = g_reset + g_count / den;
-        gs[j] = (NEXT && RESET == 1) ? (-g_int) * th[j] : R(0);
-        const R g_u = g_int * gain[j];
-        R g_v = LEAKY ? g_int * beta[j] : g_int;
+        gs[j] = (NEXT && RESET == 1) ? (-g_int) * PK(th) : R(0);
+        const R g_u = g_int * PK(gain);
+        R g_v = LEAKY ? g_int * PK(beta) : g_int;
         if (NEXT && RESET == 0) {
-            const bool before = prev ? (INCLUSIVE ? (prev[j] - th[j] >= R(0))
-                                                  : (prev[j] - th[j] > R(0)))
+            const R thj = PK(th);
+            const bool before = prev ? (INCLUSIVE ? (prev[j] - thj >= R(0))
+                                                  : (prev[j] - thj > R(0)))
                                      : s0[j] > R(0);
             g_v = before ? R(0) : g_v;
         }
         gv[j] = g_v;
         if (CURRENT) {
             const R g_new = ORDER_NEW ? gi[j] + g_u : gi[j];
-            gxt[j] = g_new * cg[j];
-            gi[j] = ORDER_NEW ? g_new * alpha[j] : g_new * alpha[j] + g_u;
+            gxt[j] = g_new * PK(cg);
+            gi[j] = ORDER_NEW ? g_new * PK(alpha) : g_new * PK(alpha) + g_u;
         } else {
             gxt[j] = g_u;
         }
     }
 }
 
-// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE, NEXT>() for c, if c is the
-// common case of fast_step; returns whether it did. Without a reset, its timing changes nothing.
+// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE, NEXT, U, MULTI>() for c, if c
+// is the common case of fast_step (with multi, multi-spikes too); returns whether it did.
 template <typename F>
-bool dispatch(const Conf& c, F&& f) {
-    if (!c.spiking || c.mode != 0 || c.refractory) return false;
+bool dispatch(const Conf& c, F&& f, bool multi) {
+    if (!c.spiking || c.refractory || !(c.mode == 0 || (multi && c.mode == 1))) return false;
     if (c.current && !c.leaky) return false;
     auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
         auto cmp = [&]<int RESET, bool NEXT>() {
-            if (c.inclusive) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, true, NEXT>();
-            else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, false, NEXT>();
+            auto mode = [&]<bool INCL, bool U>() {
+                if (c.mode == 1) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT,
+                                                       U, true>();
+                else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U,
+                                           false>();
+            };
+            auto same = [&]<bool INCL>() {
+                if (c.uniform) mode.template operator()<INCL, true>();
+                else mode.template operator()<INCL, false>();
+            };
+            if (c.inclusive) same.template operator()<true>();
+            else same.template operator()<false>();
         };
         if (c.reset == 0 && c.timing_next) cmp.template operator()<0, true>();
         else if (c.reset == 0) cmp.template operator()<0, false>();
         else if (c.reset == 1 && c.timing_next) cmp.template operator()<1, true>();
         else if (c.reset == 1) cmp.template operator()<1, false>();
+        // without a reset the timing only says which spike state a multi-spike keeps
+        else if (c.mode == 1 && c.timing_next) cmp.template operator()<2, true>();
         else cmp.template operator()<2, false>();
     };
     if (c.current && c.order_new) reset.template operator()<true, true, true>();
@@ -190,32 +212,33 @@ template <typename R>
 bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
                   const R* x, R* out, R* v, R* i, R* s, R* save_v) {
     return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
-                           bool NEXT>() {
+                           bool NEXT, bool U, bool MULTI>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = 0; t < T; ++t)
-                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
+                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U, MULTI>(
                     hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
                     save_v ? save_v + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
                     p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
                     p.v_reset + k0, p.amplitude + k0);
         });
-    });
+    }, true);
 }
 
 template <typename R>
 bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
                    const R* gout, const R* save_v, const R* s0, R* gv, R* gi, R* gs, R* gx) {
     return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
-                           bool NEXT>() {
+                           bool NEXT, bool U, bool MULTI>() {
+        if constexpr (!MULTI)  // the backward of a multi-spike takes the general path
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             for (int64_t t = T - 1; t >= 0; --t)
-                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT>(
+                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U>(
                     hi - lo, gout + t * M + lo, save_v + t * M + lo, gx + t * M + lo, gv + lo,
                     gi + lo, gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0,
                     p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope),
                     t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo);
         });
-    });
+    }, false);
 }
 
 // The general case, in phases. One call is one time step of one block of neurons; each phase is
@@ -444,6 +467,86 @@ void loihi_forward(const int64_t* const* q, int32_t bias_exp, int32_t refractory
     });
 }
 
+
+// The common 2x2 window with stride 2 and no padding, in the same scan order, without branches
+// so that the compiler vectorises it.
+template <typename R>
+void pool_2x2(const R* in, int64_t W, int64_t OH, int64_t OW, R* o, int64_t* ix) {
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        const R* r0 = in + 2 * oh * W;
+        const R* r1 = r0 + W;
+        R* row = o + oh * OW;
+        if (!ix) {
+            for (int64_t ow = 0; ow < OW; ++ow) {
+                R m = r0[2 * ow];  // beats the initial -inf unless it is -inf: the same value
+                const R b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+                m = ((b > m) | (b != b)) ? b : m;
+                m = ((c > m) | (c != c)) ? c : m;
+                m = ((d > m) | (d != d)) ? d : m;
+                row[ow] = m;
+            }
+            continue;
+        }
+        int64_t* irow = ix + oh * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t at = 2 * oh * W + 2 * ow;
+            R m = -std::numeric_limits<R>::infinity();
+            int64_t best = at;
+            const R v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+            const int64_t k[4] = {at, at + 1, at + W, at + W + 1};
+            for (int j = 0; j < 4; ++j) {
+                const bool take = (v[j] > m) | (v[j] != v[j]);
+                m = take ? v[j] : m;
+                best = take ? k[j] : best;
+            }
+            row[ow] = m;
+            irow[ow] = best;
+        }
+    }
+}
+
+// Max pooling of planes [P, H, W] (P = samples x channels), as torch's CPU max_pool2d computes it
+// on contiguous NCHW input: windows scanned row by row, the first maximum wins ties, a NaN wins
+// over any number (the last NaN), and the index is the flat position in the input plane (the
+// indices torch's backward takes). No rounding: the same bits in any batch.
+template <typename R>
+void max_pool(int threads, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, int32_t kh,
+              int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw, const R* x, R* out,
+              int64_t* index) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t plane = 0; plane < P; ++plane) {
+        const R* in = x + plane * H * W;
+        R* o = out + plane * OH * OW;
+        int64_t* ix = index ? index + plane * OH * OW : nullptr;
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
+            pool_2x2(in, W, OH, OW, o, ix);
+            continue;
+        }
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            int64_t h0 = oh * sh - ph;
+            const int64_t h1 = std::min(h0 + kh, H);
+            h0 = std::max<int64_t>(h0, 0);
+            for (int64_t ow = 0; ow < OW; ++ow) {
+                int64_t w0 = ow * sw - pw;
+                const int64_t w1 = std::min(w0 + kw, W);
+                w0 = std::max<int64_t>(w0, 0);
+                int64_t best = h0 * W + w0;
+                R most = -std::numeric_limits<R>::infinity();
+                for (int64_t h = h0; h < h1; ++h)
+                    for (int64_t w = w0; w < w1; ++w) {
+                        // without branches: spikes make the comparison a coin toss
+                        const R v = in[h * W + w];
+                        const bool take = (v > most) | (v != v);
+                        most = take ? v : most;
+                        best = take ? h * W + w : best;
+                    }
+                o[oh * OW + ow] = most;
+                if (ix) ix[oh * OW + ow] = best;
+            }
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -490,6 +593,21 @@ int hub_neuron_backward(int dtype, const Conf* c, const void* const* q, int64_t 
         backward<double>(*c, params<double>(q), T, M, K, (const double*)gout,
                          (const double*)save_v, save_f, (const double*)s0, (double*)gv,
                          (double*)gi, (double*)gs, (double*)gx);
+    else
+        return 1;
+    return 0;
+}
+
+// dtype: 0 float32, 1 float64; index may be null (no gradient needed).
+int hub_max_pool2d(int dtype, int32_t threads, int64_t P, int64_t H, int64_t W, int64_t OH,
+                   int64_t OW, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
+                   int32_t pw, const void* x, void* out, int64_t* index) {
+    if (dtype == 0)
+        max_pool<float>(threads, P, H, W, OH, OW, kh, kw, sh, sw, ph, pw, (const float*)x,
+                        (float*)out, index);
+    else if (dtype == 1)
+        max_pool<double>(threads, P, H, W, OH, OW, kh, kw, sh, sw, ph, pw, (const double*)x,
+                         (double*)out, index);
     else
         return 1;
     return 0;
