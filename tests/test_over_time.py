@@ -238,3 +238,21 @@ def test_a_neuron_kernel_is_rebuilt_when_its_parameters_change_in_place():
         sim.reset()
         want = hub.simulate(layer(value), x, backend="torch")
         assert not torch.equal(want, first) and torch.equal(sim(x), want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("inputs,outputs,batch", [(7, 5, 3), (33, 17, 5), (64, 64, 8)])
+def test_a_sequence_gives_the_bits_of_single_steps_whatever_the_layer_sizes(backend, inputs,
+                                                                            outputs, batch):
+    """A step of a [T, N, F] sequence starts wherever the step before ended; where N x F is not
+    a multiple of 16 floats it is off the 64-byte boundary a tensor of its own starts on, and
+    sgemm rounds differently there. A sequence must still give single steps' bits."""
+    graph = hub.Graph.chain(("in", hub.Input(shape=(inputs,))),
+                            ("fc1", hub.Linear(weight=normal(inputs, inputs))),
+                            ("lif", hub.LIF(beta=0.875, threshold=0.5)),
+                            ("fc2", hub.Linear(weight=normal(outputs, inputs))))
+    x = torch.tensor(normal(20, batch, inputs))
+    got = hub.simulate(graph, x, backend=backend)
+    sim = hub.Simulator(graph, backend="torch")
+    want = torch.stack([sim.step(xt.clone()) for xt in x])
+    assert torch.equal(got, want)
