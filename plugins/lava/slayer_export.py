@@ -16,34 +16,13 @@ from hub_plugins.lava.slayer_common import (
 def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, hub.Linear]]:
     """The graph's nodes in order, if it is one chain from its input to its output, and the
     recurrent ``Linear`` of each neuron that has one (a Recurrent block)."""
-    flat = graph.flat()
-    if len(flat.inputs) != 1 or len(flat.outputs) != 1:
-        raise hub.UnsupportedError("slayer networks have one input and one output; the graph "
-                                   f"has {len(flat.inputs)} and {len(flat.outputs)}")
-    following: dict[str, list[str]] = {}
-    preceding: dict[str, list[str]] = {}
-    for a, b in flat.edges:
-        following.setdefault(a, []).append(b)
-        preceding.setdefault(b, []).append(a)
-    rec: dict[str, hub.Linear] = {}
-    for name, node in flat.nodes.items():
-        ins, outs = preceding.get(name, []), following.get(name, [])
-        if isinstance(node, hub.Linear) and ins == outs and len(ins) == 1 and \
-                isinstance(flat.nodes[ins[0]], NEURONS):
-            rec[ins[0]] = node
-            following[ins[0]].remove(name)
-            del following[name]
-    order = [flat.inputs[0]]
-    while following.get(order[-1]):
-        nexts = following[order[-1]]
-        if len(nexts) != 1 or nexts[0] in order:
-            raise hub.UnsupportedError("slayer block networks are a chain of blocks: branches "
-                                       "and recurrence are not mapped", node=order[-1])
-        order.append(nexts[0])
-    if len(order) != len(flat.nodes) - len(rec):
-        raise hub.UnsupportedError("slayer block networks are a chain of blocks; this graph has "
-                                   "nodes off the path from input to output")
-    return [(name, flat.nodes[name]) for name in order], rec
+    chain = graph.as_chain(loops=hub.Linear, what="slayer block networks")
+    flat = dict(chain.nodes)
+    for owner, (name, _) in chain.loops.items():
+        if not isinstance(flat[owner], NEURONS):
+            raise hub.UnsupportedError(f"a slayer Recurrent block feeds back a slayer neuron, "
+                                       f"not a {flat[owner].type}", node=name)
+    return chain.nodes, {owner: node for owner, (_, node) in chain.loops.items()}
 
 
 def _export_input_delay(name: str, node: hub.Delay) -> Any:

@@ -174,38 +174,14 @@ def _check_neuron(name: str, node: hub.Node) -> LoihiCUBA:
 
 def _chain(graph: hub.Graph) -> tuple[list[tuple[str, hub.Node]], dict[str, tuple[str, hub.Node]]]:
     """The flat graph as a chain from its input, and each neuron's recurrent Linear, if any."""
-    g = graph.flat()
-    if len(g.inputs) != 1 or len(g.outputs) != 1:
-        raise UnsupportedError("a netx network has one input and one output; this graph has "
-                               f"{len(g.inputs)} and {len(g.outputs)}")
-    succ: dict[str, list[str]] = {n: [] for n in g.nodes}
-    pred: dict[str, list[str]] = {n: [] for n in g.nodes}
-    for s, t in g.edges:
-        succ[s].append(t)
-        pred[t].append(s)
-    rec: dict[str, tuple[str, hub.Node]] = {}
-    for name, node in g.nodes.items():
-        if (isinstance(node, hub.Linear) and pred[name] == succ[name] and len(pred[name]) == 1
-                and isinstance(g.nodes[pred[name][0]], LoihiCUBA)):
-            rec[pred[name][0]] = (name, node)
-    skip = {name for name, _ in rec.values()}
-    chain, name = [], g.inputs[0]
-    while True:
-        chain.append((name, g.nodes[name]))
-        nxt = [t for t in succ[name] if t not in skip]
-        if not nxt:
-            break
-        if len(nxt) > 1:
-            raise UnsupportedError("netx networks are chains of layers; this node feeds "
-                                   f"{len(nxt)} others", node=name)
-        name = nxt[0]
-        ins = [s for s in pred[name] if s not in skip]
-        if len(ins) > 1:
-            raise UnsupportedError("netx networks are chains of layers; this node has "
-                                   f"{len(ins)} inputs", node=name)
-    if len(chain) != len(g.nodes) - len(skip):
-        raise UnsupportedError("netx networks are chains of layers; this graph branches")
-    return [(n, node) for n, node in chain if not isinstance(node, (hub.Output, hub.Add))], rec
+    chain = graph.as_chain(loops=hub.Linear, what="netx")
+    flat = dict(chain.nodes)
+    for owner, (name, _) in chain.loops.items():
+        if not isinstance(flat[owner], LoihiCUBA):
+            raise UnsupportedError(f"netx holds a recurrent weight (dense_rec) on a CUBA layer "
+                                   f"only, not on a {flat[owner].type}", node=name)
+    return ([(n, node) for n, node in chain.nodes if not isinstance(node, (hub.Output, hub.Add))],
+            dict(chain.loops))
 
 
 def plan_layers(graph: hub.Graph) -> list[Layer]:
