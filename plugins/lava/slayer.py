@@ -99,6 +99,7 @@ class SlayerFormat(hub.Format):
                               field="input_shape")
         chain: list[tuple[str, hub.Node]] = [("input", hub.Input(shape=first_shape))]
         loops: list[tuple[str, hub.Node, str]] = []  # a recurrent synapse and its neuron
+        graded = False  # whether the blocks so far end in graded (sigma-delta) values
         for index, block in enumerate(blocks):
             where = f"blocks.{index}"
             try:
@@ -114,6 +115,7 @@ class SlayerFormat(hub.Format):
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
             except hub.HubError as e:
                 raise e.at(node=where) from None
+            mapped, graded = _graded_input(mapped, graded)
             chain += [(f"{where}.{part}", node) for part, node in mapped]
             loops += [(f"{where}.{part}", node, f"{where}.{target}")
                       for part, node, target in recurrent]
@@ -131,10 +133,9 @@ class SlayerFormat(hub.Format):
         blocks = []
         shape = chain[0][1].shape
         plan = graph.flat().plan().output_shapes
-        if slayer_sigma_delta.is_sigma_delta(chain):
-            blocks = slayer_sigma_delta.export_chain(chain, plan)
-            return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
         i = 1
+        if slayer_sigma_delta.is_sigma_delta(chain):
+            blocks, i, shape = slayer_sigma_delta.export_chain(chain, plan)
         while i < len(chain):
             name, node = chain[i]
             if isinstance(node, hub.Flatten):
@@ -231,6 +232,24 @@ class SlayerFormat(hub.Format):
             for block, buffer in buffers:
                 block.delay_buffer = buffer
         return hub.from_lava(y)
+
+
+def _graded_input(mapped: list[tuple[str, hub.Node]], graded: bool
+                  ) -> tuple[list[tuple[str, hub.Node]], bool]:
+    """One block's nodes, given whether its input is graded (a sigma-delta block's output),
+    and whether its output is. slayer's resonator dynamics take ``(s_scale * x).to(int64)``
+    of the synaptic input: for spikes an integer already, for graded values (multiples of
+    1/4096) rounded toward zero, which the Resonator then does too."""
+    out = []
+    for part, node in mapped:
+        if graded and isinstance(node, hub.Resonator) and node.arithmetic == "fixed":
+            node = node.replace(input_rounding="toward_zero")
+        out.append((part, node))
+        if isinstance(node, (hub.SigmaDelta, hub.Delta, hub.Sigma)):
+            graded = True
+        elif isinstance(node, (hub.Resonator, hub.ALIF, hub.LoihiCUBA)):
+            graded = False
+    return out, graded
 
 
 class SlayerNetwork(torch.nn.Module):
