@@ -54,7 +54,7 @@ def forward(blocks, x):
 
 class Network(torch.nn.Module):
     # lava-dl's overview network (its README), at small sizes
-    def __init__(self, rng):
+    def __init__(self, rng, winners=3, kwta_threshold=None):
         super().__init__()
         sdnn = dict(threshold=int(rng.integers(2, 8)) / 64, activation=relu)
         rf = dict(threshold=int(rng.integers(12, 30)) / 64, period=float(rng.uniform(5, 12)),
@@ -73,7 +73,10 @@ class Network(torch.nn.Module):
             B.rf_iz.Flatten(),
             B.alif.Dense(alif, 3 * 8 * 8, 12, weight_scale=3, delay=True),
             B.cuba.Recurrent(cuba, 12, 8, weight_scale=3),
-            B.cuba.KWTA(cuba, 8, 6, 3, weight_scale=3),  # N = 2K: no constant input
+            # slayer's KWTA adds threshold * (N - 2K) / N / 64 on its 8-bit weight grid:
+            # 0 for these thresholds (below 1), whatever the winners
+            B.cuba.KWTA(dict(cuba, threshold=kwta_threshold or cuba["threshold"]), 8, 6,
+                        winners, weight_scale=3),
         ])
 
     def forward(self, x):
@@ -82,11 +85,12 @@ class Network(torch.nn.Module):
         return x
 
 
-def network(seed):
+def network(seed, **options):
     # returns the network and a graded input on slayer's input grid (steps of 1/32)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = Network(rng)
+    winners = int(rng.integers(1, 4))
+    net = Network(rng, **{"winners": winners, **options})
     x = torch.as_tensor(rng.integers(0, 128, (16, 2, *SHAPE)) / 32, dtype=torch.float32)
     forward(net.blocks, x)  # slayer draws the axonal delays on the first forward
     with torch.no_grad():
@@ -177,6 +181,56 @@ def overview_netx_parts_run_in_lava():
 
 
 @check
+def overview_kwta_with_a_constant_input():
+    # a larger KWTA threshold gives it a constant input: the import still equals slayer's
+    # forward; no cuba block and no netx layer holds a constant current input, so the export
+    # and the netx writer refuse it, naming the node
+    net, x = network(5, kwta_threshold=3.0, winners=1)
+    want = fmt.run(net, x)
+    assert want.any()
+    graph = hub.load(net, input_shape=SHAPE)
+    assert graph.nodes["blocks.6.bias"].bias.any()
+    assert torch.equal(hub.simulate(graph, x), want)
+    try:
+        hub.convert(graph, to="slayer")
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("blocks.6.bias", "bias") and "KWTA" in e.message, str(e)
+    else:
+        raise AssertionError("a cuba block has no constant current input")
+    tail = hub.load(torch.nn.ModuleList(list(net.blocks)[5:]), delay_shift=False)
+    try:
+        hub.save(tail, to="netx", out=f"{out}/kwta.net")
+    except hub.UnsupportedError as e:
+        assert e.node == "blocks.1.bias", str(e)
+    else:
+        raise AssertionError("netx has no constant current input")
+
+
+@check
+def graded_input_into_cuba_or_alif_is_refused():
+    # slayer's cuba and alif neurons round a graded synaptic input toward zero at their state
+    # scale, which LoihiCUBA and ALIF (integer synaptic sums) do not model: refused at import
+    # (and without the refusal hub.simulate would refuse the non-integer input)
+    rng = np.random.default_rng(3)
+    sdnn = dict(threshold=4 / 64, activation=relu)
+    cuba = dict(threshold=0.5, current_decay=0.25, voltage_decay=0.125)
+    alif = dict(cuba, threshold_step=0.25, threshold_decay=0.125, refractory_decay=0.25)
+    B = slayer.block
+    for family, params in (("cuba", cuba), ("alif", alif)):
+        net = torch.nn.ModuleList([B.sigma_delta.Input(sdnn),
+                                   B.sigma_delta.Dense(sdnn, 12, 10, weight_scale=3),
+                                   getattr(B, family).Dense(params, 10, 6, weight_scale=3)])
+        x = torch.as_tensor(rng.integers(0, 128, (16, 2, 12)) / 32, dtype=torch.float32)
+        assert fmt.run(net, x).shape == (16, 2, 6)  # slayer's forward runs
+        try:
+            hub.load(net)
+        except hub.UnsupportedError as e:
+            assert (e.node, e.field) == ("blocks.2.neuron", "input"), str(e)
+        else:
+            raise AssertionError(f"graded input into {family} should be refused")
+
+
+@check
 def overview_netx_refusals_name_node_and_reason():
     net, x = network(0)
     graph = hub.load(net, input_shape=SHAPE, delay_shift=False)
@@ -234,6 +288,8 @@ for name, fn in CHECKS.items():
 CHECK_NAMES = ["overview_imports_and_simulates_as_slayer",
                "overview_exports_back_to_slayer_blocks",
                "overview_netx_parts_run_in_lava",
+               "overview_kwta_with_a_constant_input",
+               "graded_input_into_cuba_or_alif_is_refused",
                "overview_netx_refusals_name_node_and_reason"]
 
 
