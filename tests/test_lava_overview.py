@@ -16,7 +16,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
@@ -115,6 +119,11 @@ def overview_imports_and_simulates_as_slayer():
         assert kinds == ["Delta", "SigmaDelta", "Resonator", "ALIF", "LoihiCUBA",
                          "LoihiCUBA"], kinds
         assert torch.equal(hub.simulate(graph, x), want), seed
+        assert torch.equal(hub.simulate(graph, x, backend="fused"), want), seed
+        # for the main environment's hub (another torch) to run too
+        hub.save(graph, to="hub", out=f"{out}/overview-{seed}.hub.json")
+        np.save(f"{out}/overview-{seed}-x.npy", x.numpy())
+        np.save(f"{out}/overview-{seed}-y.npy", want.numpy())
         # the graded sigma-delta output reaches the rf_iz synapse: slayer rounds its drive
         # toward zero, and the imported Resonator does so too (an integer drive is refused)
         rf = graph.nodes["blocks.2.neuron"]
@@ -311,10 +320,26 @@ def overview_checks(tmp_path_factory) -> dict[str, dict]:
             result = json.loads(line[len("CHECK "):])
             results[result["check"]] = result
     assert done.returncode == 0 and results, done.stderr[-3000:]
-    return results
+    return {"results": results, "files": files}
 
 
 @pytest.mark.parametrize("name", CHECK_NAMES)
 def test_overview_network_in_the_lava_environment(overview_checks, name):
-    assert name in overview_checks, f"check {name!r} did not run"
-    assert overview_checks[name]["ok"], overview_checks[name]["detail"]
+    results = overview_checks["results"]
+    assert name in results, f"check {name!r} did not run"
+    assert results[name]["ok"], results[name]["detail"]
+
+
+def test_overview_graph_runs_the_same_in_the_main_environment(overview_checks):
+    """The imported graph, saved as a hub file in ``.venv-lava``, simulates here (another
+    Python and torch) to slayer's output too."""
+    files = overview_checks["files"]
+    graphs = sorted(files.glob("overview-*.hub.json"))
+    assert graphs, "the Lava environment wrote no overview graphs"
+    for path in graphs:
+        stem = str(path)[:-len(".hub.json")]
+        graph = hub.load(path)
+        assert graph.nodes["blocks.2.neuron"].input_rounding == "toward_zero"
+        x = torch.as_tensor(np.load(f"{stem}-x.npy"))
+        want = torch.as_tensor(np.load(f"{stem}-y.npy"))
+        assert torch.equal(hub.simulate(graph, x), want), path.name
