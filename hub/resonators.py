@@ -61,9 +61,12 @@ class Resonator(Family):
     ``adaptive_phase_th.py``) and Lava's ``PyRFModelFixed`` / ``PyRF_IZModelFixed`` compute
     it: every state is an integer (int64), the four decays are multiples of ``1/4096`` and
     each product ``decay * y`` in steps 1 to 3 is ``(y * round(4096 * decay)) >> 12`` rounded
-    toward zero (each of the four products of step 3 on its own); ``gain * x`` must be an
-    integer and so must ``gain``, ``threshold``, ``threshold_step``, ``refractory_scale`` and
-    ``imag_reset``. ``"float"`` (the default) computes the steps in the input's float type as
+    toward zero (each of the four products of step 3 on its own); ``gain``, ``threshold``,
+    ``threshold_step``, ``refractory_scale`` and ``imag_reset`` must be integers, and so must
+    ``gain * x`` (``input_rounding="exact"``, the default: Lava's synaptic sums are integers),
+    or it is rounded toward zero (``"toward_zero"``: slayer's ``(s_scale * x).to(int64)``,
+    which matters where graded values, a sigma-delta block's output, reach a resonator
+    block). ``"float"`` (the default) computes the steps in the input's float type as
     written (Lava's ``floating_pt`` models, with ``gain = 1``).
 
     The slayer families (``arithmetic="fixed"``, ``gain = 64``: the synaptic sum of weight
@@ -98,6 +101,9 @@ class Resonator(Family):
     refractory_scale: np.ndarray = array(0.0, doc="r grows by this times theta per spike")
     arithmetic: str = choice("float", ("float", "fixed"),
                              doc="float steps, or Loihi's integer steps with 12-bit decays")
+    input_rounding: str = choice("exact", ("exact", "toward_zero"),
+                                 doc="fixed arithmetic: gain * x must be an integer, or is "
+                                     "rounded toward zero (slayer's graded input)")
     starts: ClassVar[dict[str, str | None]] = {"re": None, "im": None, "theta": "threshold",
                                                "r": None}
     _DECAYS: ClassVar[tuple[str, ...]] = ("sin_decay", "cos_decay", "threshold_decay",
@@ -183,7 +189,9 @@ class Resonator(Family):
                             * (4096 if k in self._DECAYS else 1)).to(torch.int64)
              for k, v in p.items() if k in self._DECAYS + self._INTEGERS}
         drive = p["gain"].to(torch.float64) * x.to(torch.float64)
-        if not torch.equal(drive, torch.round(drive)):
+        if self.input_rounding == "toward_zero":
+            drive = torch.trunc(drive)
+        elif not torch.equal(drive, torch.round(drive)):
             raise HubError("a Resonator with fixed arithmetic received an input whose "
                            "gain * x is not an integer", field="input")
         d_re, d_im = self._split(drive.to(torch.int64))

@@ -78,6 +78,15 @@ def test_fixed_arithmetic_takes_loihi_integers_only():
     assert e.value.field == "input"
 
 
+def test_a_graded_drive_is_rounded_toward_zero_where_asked():
+    # slayer takes (s_scale * x).to(int64) of its synaptic input: 2.5 -> 2, -2.5 -> -2
+    node = hub.Resonator(sin_decay=0.0, cos_decay=1.0, threshold=100.0, gain=1.0,
+                         arithmetic="fixed", input_rounding="toward_zero")
+    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=(2,)), ("rf", node)))
+    sim.step(torch.tensor([[2.5, -2.5]]))
+    assert (int(sim._state["rf"]["re"]), int(sim._state["rf"]["im"])) == (2, -2)
+
+
 def test_fixed_step_rounds_each_product_toward_zero():
     # re = 3, im = -5 after the first step; then cos * re - sin * im with 12-bit factors:
     # (3 * 2048 >> 12) - (-5 * 1024 >> 12 toward zero) = 1 - (-1) = 2, not round(1.5 + 1.25)

@@ -99,6 +99,7 @@ class SlayerFormat(hub.Format):
                               field="input_shape")
         chain: list[tuple[str, hub.Node]] = [("input", hub.Input(shape=first_shape))]
         loops: list[tuple[str, hub.Node, str]] = []  # a recurrent synapse and its neuron
+        graded = False  # whether the blocks so far end in graded (sigma-delta) values
         for index, block in enumerate(blocks):
             where = f"blocks.{index}"
             try:
@@ -112,6 +113,7 @@ class SlayerFormat(hub.Format):
                     mapped, recurrent = import_kwta(block, family, delay_shift)
                 else:
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
+                mapped, graded = _graded_input(mapped, graded)
             except hub.HubError as e:
                 raise e.at(node=where) from None
             chain += [(f"{where}.{part}", node) for part, node in mapped]
@@ -131,10 +133,9 @@ class SlayerFormat(hub.Format):
         blocks = []
         shape = chain[0][1].shape
         plan = graph.flat().plan().output_shapes
-        if slayer_sigma_delta.is_sigma_delta(chain):
-            blocks = slayer_sigma_delta.export_chain(chain, plan)
-            return SlayerNetwork(torch.nn.ModuleList(blocks), input_shape=chain[0][1].shape)
         i = 1
+        if slayer_sigma_delta.is_sigma_delta(chain):
+            blocks, i, shape = slayer_sigma_delta.export_chain(chain, plan)
         while i < len(chain):
             name, node = chain[i]
             if isinstance(node, hub.Flatten):
@@ -164,6 +165,13 @@ class SlayerFormat(hub.Format):
             if isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
                     isinstance(chain[i + 2][1], (hub.ALIF, hub.Resonator)):
                 bias, neuron, i = neuron, chain[i + 2], i + 1
+            elif isinstance(neuron[1], hub.Bias) and i + 2 < len(chain) and \
+                    isinstance(chain[i + 2][1], hub.LoihiCUBA):
+                raise hub.UnsupportedError(
+                    "a constant input before a LoihiCUBA (a cuba KWTA block's, where "
+                    "threshold * (N - 2K) / N is not 0 on slayer's weight grid) has no cuba "
+                    "block: a cuba neuron's bias (its norm) adds to the voltage, not to the "
+                    "current", node=neuron[0], field="bias")
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None
             if isinstance(neuron[1], hub.Resonator) and \
@@ -231,6 +239,32 @@ class SlayerFormat(hub.Format):
             for block, buffer in buffers:
                 block.delay_buffer = buffer
         return hub.from_lava(y)
+
+
+def _graded_input(mapped: list[tuple[str, hub.Node]], graded: bool
+                  ) -> tuple[list[tuple[str, hub.Node]], bool]:
+    """One block's nodes, given whether its input is graded (a sigma-delta block's output),
+    and whether its output is. slayer's resonator dynamics take ``(s_scale * x).to(int64)``
+    of the synaptic input: for spikes an integer already, for graded values (multiples of
+    1/4096) rounded toward zero, which the Resonator then does too. slayer's cuba and alif
+    neurons round their graded input the same way, which LoihiCUBA and ALIF do not model:
+    refused."""
+    out = []
+    for part, node in mapped:
+        if graded and isinstance(node, hub.Resonator) and node.arithmetic == "fixed":
+            node = node.replace(input_rounding="toward_zero")
+        elif graded and isinstance(node, (hub.LoihiCUBA, hub.ALIF)):
+            raise hub.UnsupportedError(
+                f"graded input (a sigma-delta block's output) reaches a {type(node).__name__}: "
+                "slayer rounds the synaptic input at its state scale toward zero, which the "
+                "canonical neuron (integer synaptic sums) does not model; a resonator block "
+                "can follow a sigma-delta block", node=part, field="input")
+        out.append((part, node))
+        if isinstance(node, (hub.SigmaDelta, hub.Delta, hub.Sigma)):
+            graded = True
+        elif isinstance(node, (hub.Resonator, hub.ALIF, hub.LoihiCUBA)):
+            graded = False
+    return out, graded
 
 
 class SlayerNetwork(torch.nn.Module):

@@ -206,8 +206,11 @@ def is_sigma_delta(chain: list[tuple[str, hub.Node]]) -> bool:
 
 
 def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, ...]]
-                 ) -> list[Any]:
-    """The ``block.sigma_delta`` blocks of a chain of float sigma-delta nodes."""
+                 ) -> tuple[list[Any], int, tuple[int, ...]]:
+    """The ``block.sigma_delta`` blocks of a chain's float sigma-delta front, the index of the
+    first node after it and that node's input shape. The front ends at a synapse whose neuron
+    is not a sigma-delta one (a block of another family, which the caller exports: lava-dl's
+    overview network feeds its sigma-delta front into resonator, alif and cuba blocks)."""
     from hub_plugins.lava.slayer_export import _export_timing
 
     sd = _slayer().block.sigma_delta
@@ -237,6 +240,9 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
             shape = plan[chain[i - 1][0]]
             continue
         nxt = chain[i + 1] if i + 1 < len(chain) else (None, None)
+        if blocks and isinstance(node, (hub.Linear, hub.Conv2d)) and not isinstance(
+                nxt[1], NODES):
+            return blocks, i, shape  # another family's block: the caller's
         if not isinstance(node, (hub.Linear, hub.Conv2d)) or not isinstance(
                 nxt[1], (hub.SigmaDelta, hub.Sigma)):
             raise hub.UnsupportedError(
@@ -286,7 +292,7 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
         blocks.append(block)
         shape = out_shape
         i += 3 if delay else 2
-    return blocks
+    return blocks, i, shape
 
 
 def _float(name: str, node: hub.Node) -> None:

@@ -152,6 +152,8 @@ def rf_type(name: str, node: hub.Resonator) -> str:
     threshold = single("threshold")
     checks = [("arithmetic", node.arithmetic == "fixed", "Lava's RF computes in fixed point"),
               ("comparison", node.comparison == ">=", "Lava's RF spikes at vth and above"),
+              ("input_rounding", node.input_rounding == "exact", "Lava's RF takes integer "
+               "synaptic sums (a rounded graded input is slayer's, at another scale)"),
               ("gain", single("gain") == GAIN, f"netx shifts the input by state_exp = "
                f"{STATE_EXP} (gain {GAIN})"),
               ("threshold", threshold >= 0 and threshold % GAIN == 0,
