@@ -151,3 +151,23 @@ def test_fixed_point_neurons_are_never_rewritten():
     with pytest.raises(hub.UnsupportedError) as e:
         legalise.legalise(_chain(OK.replace(refractory=1)), ACCEPTS)
     assert e.value.field == "refractory"
+
+
+def test_quantize_takes_a_next_step_zero_reset_as_the_same_step_one(tmp_path):
+    """snnTorch's Leaky with reset_mechanism='zero' resets in the next step: quantize=True, which
+    resets in the spiking step, gets it through the exact rewrite, and writes the same file."""
+    rng = np.random.default_rng(5)
+    weight = rng.normal(0, 1, (4, 6)).astype(np.float32)
+
+    def graph(timing: str) -> hub.Graph:
+        return hub.Graph.chain(("input", hub.Input(shape=(6,))),
+                               ("fc", hub.Linear(weight=weight)),
+                               ("n", hub.LIF(beta=0.75, threshold=1.0, reset_timing=timing)))
+
+    nxt, report = hub.save(graph("next"), to="netx", out=tmp_path / "next.net", quantize=True,
+                           report=True)
+    same = hub.save(graph("same"), to="netx", out=tmp_path / "same.net", quantize=True)
+    assert [r.name for r in report] == ["zero-reset-same-step"] and report.exact
+    x = _integer_inputs(6, 30, 2, 6)
+    a, b = hub.simulate(hub.load(nxt), x), hub.simulate(hub.load(same), x)
+    assert 0 < float(a.mean()) < 1 and torch.equal(a, b)
