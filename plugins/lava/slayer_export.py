@@ -10,7 +10,7 @@ import torch
 import hub
 from hub_plugins.lava.slayer_accepts import ACCEPTS
 from hub_plugins.lava.slayer_common import (
-    AXON_MAX_DELAY, BIAS_EXP, DECAY_UNITY, DEFAULT_SCALE, NEURONS, WEIGHT_RANGE, _integral,
+    AXON_MAX_DELAY, DECAY_UNITY, DEFAULT_SCALE, NEURONS, WEIGHT_RANGE, _integral,
     _slayer)
 
 
@@ -183,9 +183,6 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
         mean = None if bias is None else _norm_mean(bias[0], bias[1].bias, int(out_shape[0]),
                                                     conv)
     else:
-        if neuron.bias.any() and neuron.bias_exp != BIAS_EXP:
-            raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
-                                       node=neuron_name, field="bias_exp")
         mean = _norm_mean(neuron_name, neuron.bias, int(out_shape[0]), conv)
     if mean is not None:
         params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
