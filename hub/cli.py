@@ -258,7 +258,7 @@ def _plugins(args: argparse.Namespace, out: Console) -> int:
         return 0
     registry = plugins()
     if args.accepts:
-        fmt = registry.format(args.accepts)
+        fmt = registry.format(args.accepts, usable=False)  # a declaration needs no framework
         accepts = fmt.accepts
         text = accepts.describe() if accepts is not None else (
             "not declared: the graph is exported as it is, and the exporter refuses what it "

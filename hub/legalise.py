@@ -282,6 +282,13 @@ def _zero_reset_next_step(g: Graph, name: str, node: Node) -> tuple[str, str] | 
                    "same state)")
 
 
+def _plain(node: Node) -> bool:
+    """Whether ``node`` is a spiking neuron of the IF/LIF family (``spike_mode`` and all): the
+    voltage identities below scale or shift its voltage, threshold and reset, which is not all
+    the state of an adaptive or resonating neuron (its threshold step, imag_reset...)."""
+    return bool(node.spiking) and hasattr(node, "spike_mode")
+
+
 def _leaky(node: Node) -> bool:
     return bool(getattr(node, "leaky", False))
 
@@ -370,7 +377,7 @@ def _current_gain_into_gain(g: Graph, name: str, node: Node) -> tuple[str, str] 
 def _gain_into_threshold(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
     """Scaling the voltage by ``1/gain`` (``gain > 0``) makes the gain 1 and divides threshold,
     v_reset, v_leak and v_init by it: the spike tests compare the same real numbers."""
-    if not node.spiking or node.spike_mode == "graded" or bool(np.all(node.gain == 1)):
+    if not _plain(node) or node.spike_mode == "graded" or bool(np.all(node.gain == 1)):
         return None
     gain = node.gain.astype(np.float64)
     if not bool(np.all(gain > 0)):
@@ -438,7 +445,7 @@ def _offset(g: Graph, name: str, node: Node) -> tuple[str, str] | None:
     potential (else the start), so that a target that resets to 0, starts at 0 or decays to 0
     gets it; a rest potential left behind moves into the bias (leak-into-bias). Not with a
     subtractive reset (the amount subtracted would move with the threshold) or graded spikes."""
-    if not node.spiking or node.reset == "subtract" or node.spike_mode == "graded":
+    if not _plain(node) or node.reset == "subtract" or node.spike_mode == "graded":
         return None
     c = node.v_reset if node.reset == "zero" and bool(np.any(node.v_reset != 0)) else node.v_init
     if not bool(np.any(c != 0)):
@@ -710,6 +717,8 @@ def _search(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ...],
     if not bad:
         return (g, []), (0, g, [])
     best: tuple[int, Graph, list] | None = (len(bad), g, [])
+    if _fixed_point(node):
+        return None, best
     fields = {r.field for r in bad}
     for step in STEPS:
         if step.name in tried or not fields & set(step.fixes):
@@ -734,6 +743,14 @@ def _search(g: Graph, name: str, accepts: Accepts, allowed: tuple[str, ...],
         if partial is not None and (best is None or partial[0] < best[0]):
             best = (partial[0], partial[1], [rewrite, *partial[2]])
     return None, best
+
+
+def _fixed_point(node: Node | None) -> bool:
+    """Whether ``node`` computes in Loihi's integers: the rewrites are identities of float
+    arithmetic (rounding toward zero, shifts and 12-bit decays are not), so none applies."""
+    from .loihi import LoihiCUBA
+
+    return isinstance(node, LoihiCUBA) or getattr(node, "arithmetic", "float") == "fixed"
 
 
 def _try(step: _Step, g: Graph, name: str) -> tuple[str, str] | None:

@@ -11,8 +11,8 @@ import torch
 
 import hub
 from hub.errors import FormatError
-from hub.legalise import Accepts
 from hub_plugins.lava import slayer_sigma_delta
+from hub_plugins.lava.slayer_accepts import ACCEPTS
 from hub_plugins.lava.slayer_common import (
     NEURONS, STATES, _blocks, _is_bootstrap, _slayer, _slayer_here)
 from hub_plugins.lava.slayer_export import (
@@ -62,9 +62,8 @@ class SlayerFormat(hub.Format):
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale", "Bias",
                                    "SigmaDelta", "Delta", "Sigma", "Quantize"})
-    accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
-        "field values are checked by the exporter against slayer's CUBA, ALIF, sigma-delta and "
-        "resonator (rf, rf_iz, adrf) blocks"])
+    #: what slayer's blocks hold, per node type and field (:mod:`.slayer_accepts`)
+    accepts = ACCEPTS
 
     def unavailable(self) -> str | None:
         if _slayer_here():

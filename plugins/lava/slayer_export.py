@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 import hub
+from hub_plugins.lava.slayer_accepts import ACCEPTS
 from hub_plugins.lava.slayer_common import (
-    AXON_MAX_DELAY, BIAS_EXP, DECAY_UNITY, DEFAULT_SCALE, NEURONS, WEIGHT_RANGE, _integral,
+    AXON_MAX_DELAY, DECAY_UNITY, DEFAULT_SCALE, NEURONS, WEIGHT_RANGE, _integral,
     _slayer)
 
 
@@ -110,17 +111,12 @@ def _input_mantissa(name: str, value: np.ndarray, field: str) -> float:
 
 
 def _check_neuron_fields(neuron_name: str, neuron: hub.LoihiCUBA, bias: bool = False) -> None:
-    for field, value in (("bias", not bias and np.any(neuron.bias != 0)),
-                         ("refractory", neuron.refractory),
-                         ("spike_mode", neuron.spike_mode != "binary")):
-        if value:
-            raise hub.UnsupportedError(f"slayer's CUBA neuron has no {field} of this kind "
-                                       "(no refractory period, binary spikes, a bias only "
-                                       "in Dense and Conv blocks)",
-                                       node=neuron_name, field=field)
-    if neuron.threshold.size != 1:
-        raise hub.UnsupportedError("slayer's CUBA neuron has one threshold per block",
-                                   node=neuron_name, field="threshold")
+    """The neuron's fields against :data:`~hub_plugins.lava.slayer_accepts.ACCEPTS` (checked
+    again here for graphs that reach the export directly), and its bias against the block."""
+    ACCEPTS.check(neuron, neuron_name)
+    if not bias and np.any(neuron.bias != 0):
+        raise hub.UnsupportedError("slayer's CUBA neuron has a bias only in Dense and Conv "
+                                   "blocks (its norm's mean)", node=neuron_name, field="bias")
 
 
 def _set_decays(neuron: Any, node: hub.Node, per_channel: bool, count: int) -> None:
@@ -147,32 +143,10 @@ def _neuron_params(name: str, node: hub.Node, bias: bool = False) -> dict[str, A
     """The slayer neuron parameters of ``node`` (decays set afterwards by ``_set_decays``)."""
     if not isinstance(node, hub.ALIF):
         _check_neuron_fields(name, node, bias=bias)
-        return {"threshold": float(node.threshold.reshape(())) / DEFAULT_SCALE,
+        return {"threshold": float(node.threshold.reshape(-1)[0]) / DEFAULT_SCALE,
                 "current_decay": 0.0, "voltage_decay": 0.0}
     state_scale = DEFAULT_SCALE * DEFAULT_SCALE
-    checks = [("arithmetic", node.arithmetic == "fixed", "it computes in Loihi's fixed point"),
-              ("comparison", node.comparison == ">=", "it spikes where v >= theta + r"),
-              ("reset", node.reset == "none", "its voltage is not reset (r does that)"),
-              ("current_order", node.current_order == "new",
-               "its voltage integrates this step's current"),
-              ("gain", bool(np.all(node.gain == 1)), "its voltage adds the current unscaled"),
-              ("current_gain", bool(np.all(node.current_gain == DEFAULT_SCALE)),
-               f"its current takes {DEFAULT_SCALE} times the synaptic sum (scale 1 << 6)"),
-              ("v_leak", not np.any(node.v_leak), "its voltage decays towards 0"),
-              ("v_init", not np.any(node.v_init), "its voltage starts at 0"),
-              ("refractory_scale", bool(np.all(node.refractory_scale == 2)),
-               "its refractory state grows by twice the threshold")]
-    for field, value in (("threshold", node.threshold), ("threshold_step", node.threshold_step)):
-        flat = np.asarray(value, np.float64).reshape(-1)
-        checks.append((field, flat.size == 1 or bool((flat == flat[0]).all()),
-                       "it has one per block"))
-        checks.append((field, bool(np.all(flat % DEFAULT_SCALE == 0) and np.all(flat >= 0)),
-                       (f"it is a non-negative multiple of {DEFAULT_SCALE} (a mantissa of "
-                        f"1/{DEFAULT_SCALE} at the state scale {state_scale})")))
-    for field, ok, why in checks:
-        if not ok:
-            raise hub.UnsupportedError(f"slayer's alif neuron cannot hold this ALIF's {field}: "
-                                       f"{why}", node=name, field=field)
+    ACCEPTS.check(node, name)
     return {"threshold": float(node.threshold.reshape(-1)[0]) / state_scale,
             "threshold_step": float(node.threshold_step.reshape(-1)[0]) / state_scale,
             "current_decay": 0.0, "voltage_decay": 0.0, "threshold_decay": 0.0,
@@ -209,9 +183,6 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
         mean = None if bias is None else _norm_mean(bias[0], bias[1].bias, int(out_shape[0]),
                                                     conv)
     else:
-        if neuron.bias.any() and neuron.bias_exp != BIAS_EXP:
-            raise hub.UnsupportedError(f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}",
-                                       node=neuron_name, field="bias_exp")
         mean = _norm_mean(neuron_name, neuron.bias, int(out_shape[0]), conv)
     if mean is not None:
         params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import hub
+from hub_plugins.lava.slayer_accepts import ACCEPTS, RF_GAIN
 from hub_plugins.lava.slayer_common import DECAY_UNITY, DEFAULT_SCALE, _slayer
 from hub_plugins.lava.slayer_export import _even_mantissas, _export_timing
 from hub_plugins.lava.slayer_import import (
@@ -33,7 +34,7 @@ from hub_plugins.lava.slayer_import import (
 FAMILIES = ("rf", "rf_iz", "adrf", "adrf_iz")
 #: ``gain``: slayer's resonator states are at ``s_scale = 64 * w_scale``, its synaptic input at
 #: ``w_scale``; Lava shifts the input by ``state_exp = 6``.
-GAIN = 1 << 6
+GAIN = RF_GAIN
 #: Blocks of the resonator families that do not run in lava-dl 0.6, and why.
 BROKEN = {
     "Input": ("its neuron takes a (real, imaginary) pair of inputs and the block passes it one "
@@ -236,55 +237,12 @@ def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonat
 
 
 def _family(name: str, node: hub.Resonator) -> str:
-    """The slayer family that computes ``node``, or a refusal naming the field that differs."""
-    def one(field: str) -> float:
-        flat = np.asarray(getattr(node, field), np.float64).reshape(-1)
-        if flat.size and not (flat == flat[0]).all():
-            raise hub.UnsupportedError("slayer's resonator neurons have one per block",
-                                       node=name, field=field)
-        return float(flat[0])
-
-    checks = [("arithmetic", node.arithmetic == "fixed", "it computes in Loihi's fixed point"),
-              ("comparison", node.comparison == ">=", "it spikes where the state reaches "
-               "theta + r"),
-              ("gain", bool(np.all(node.gain == GAIN)),
-               f"its state takes {GAIN} times the synaptic sum (state scale 64 * 64)")]
-    threshold = one("threshold")
-    checks.append(("threshold", threshold >= 0 and threshold % GAIN == 0,
-                   f"it is a non-negative multiple of {GAIN} (a threshold mantissa of 1/64 at "
-                   "the state scale)"))
-    adaptive = bool(np.any(node.threshold_step) or np.any(node.refractory_scale))
-    if node.spike_rule == "imag" and node.reset == "imag" and not adaptive:
-        family = "rf_iz"
-        checks.append(("imag_reset", bool(np.all(node.imag_reset == threshold - 1)),
-                       "its Izhikevich reset sets im to threshold - 1"))
-    elif node.spike_rule == "phase" and node.reset == "none" and not adaptive:
-        family = "rf"
-    elif node.spike_rule == "phase" and node.reset == "none":
-        family = "adrf"
-        step = one("threshold_step")
-        checks += [("refractory_scale", bool(np.all(node.refractory_scale == 2)),
-                    "adrf's refractory state grows by twice the threshold"),
-                   ("threshold_step", step >= 0 and step % GAIN == 0,
-                    f"it is a non-negative multiple of {GAIN}")]
-    else:
-        field = "reset" if node.spike_rule == "imag" and node.reset == "none" else "spike_rule"
-        raise hub.UnsupportedError(
-            "slayer's resonator blocks are rf (phase rule, no reset), rf_iz (imag rule, imag "
-            "reset, no adaptation) and adrf (phase rule, no reset, adaptation); adrf_iz, the "
-            "imag rule with adaptation, does not run in lava-dl 0.6", node=name, field=field)
-    for field, ok, why in checks:
-        if not ok:
-            raise hub.UnsupportedError(f"slayer's {family} neuron cannot hold this Resonator's "
-                                       f"{field}: {why}", node=name, field=field)
-    sin, cos = (np.asarray(v, np.float64) * DECAY_UNITY for v in (node.sin_decay,
-                                                                  node.cos_decay))
-    if sin.min() < 1 or cos.min() < 0 or np.sqrt(sin ** 2 + cos ** 2).max() > DECAY_UNITY - 1:
-        raise hub.UnsupportedError("slayer keeps the rotation in the first quadrant inside the "
-                                   "unit circle (sin_decay >= 1/4096, cos_decay >= 0, and "
-                                   "their norm below 1): its export would clamp these",
-                                   node=name, field="sin_decay")
-    return family
+    """The slayer family that computes ``node``, or a refusal naming the field that differs
+    (the rules are :data:`~hub_plugins.lava.slayer_accepts.ACCEPTS`')."""
+    ACCEPTS.check(node, name)
+    if node.spike_rule == "imag":
+        return "rf_iz"
+    return "adrf" if np.any(node.threshold_step) or np.any(node.refractory_scale) else "rf"
 
 
 def _norm_means(name: str, value: np.ndarray, count: int, conv: bool

@@ -38,13 +38,12 @@ import numpy as np
 import torch
 
 import hub
+from hub_plugins.lava.slayer_accepts import ACCEPTS, STATE_SCALE
 from hub_plugins.lava.slayer_common import DEFAULT_SCALE, WEIGHT_RANGE, _integral, _slayer
 
 Imported = tuple[list[tuple[str, hub.Node]], list[tuple[str, hub.Node, str]]]
 #: The nodes of this family (what marks a graph as a sigma-delta network on export).
 NODES = (hub.SigmaDelta, hub.Delta, hub.Sigma, hub.Quantize)
-#: slayer's state scale of the sigma-delta neuron: ``s_scale = scale << 6``.
-STATE_SCALE = DEFAULT_SCALE << 6
 UNMAPPED = {
     "ConvT": "transposed convolutions have no canonical node",
     "Unpool": "unpooling has no canonical node",
@@ -296,32 +295,16 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
 
 
 def _float(name: str, node: hub.Node) -> None:
-    if node.arithmetic != "float":
-        raise hub.UnsupportedError("slayer's sigma-delta blocks compute in float32; this node is "
-                                   "in Lava's fixed point (a netx graph: write it with netx)",
-                                   node=name, field="arithmetic")
+    ACCEPTS.check(node, name)
 
 
 def _check_delta(name: str, node: hub.Node) -> float:
-    """The slayer threshold parameter for a Delta/SigmaDelta's ``threshold``."""
+    """The slayer threshold parameter for a Delta/SigmaDelta's ``threshold`` (its fields
+    checked against :data:`~hub_plugins.lava.slayer_accepts.ACCEPTS`)."""
     _float(name, node)
-    checks = [("cum_error", node.cum_error == "off", "lava-dl 0.6's forward fails with it"),
-              ("resolution", node.resolution == 1 / STATE_SCALE,
-               f"slayer floors the output to multiples of 1/{STATE_SCALE} (scale 1 << 6)")]
-    th = np.asarray(node.threshold, dtype=np.float64).reshape(-1)
-    one = th.size >= 1 and bool((th == th[0]).all())
-    checks.append(("threshold", one, "slayer's block has one threshold"))
-    for field, ok, why in checks:
-        if not ok:
-            raise hub.UnsupportedError(f"slayer's sigma-delta neuron cannot hold it: {why}",
-                                       node=name, field=field)
-    value = float(th[0])
+    value = float(np.asarray(node.threshold, dtype=np.float64).reshape(-1)[0])
     if value == 1 / STATE_SCALE:
         return 0.0  # slayer's forward clamps a threshold of 0 to 1 / s_scale
-    if value * DEFAULT_SCALE != round(value * DEFAULT_SCALE) or value <= 0:
-        raise hub.UnsupportedError(f"slayer keeps the threshold as a mantissa of 1/{DEFAULT_SCALE} "
-                                   f"(int(threshold * {DEFAULT_SCALE}) / {DEFAULT_SCALE}), or "
-                                   f"1/{STATE_SCALE}; got {value}", node=name, field="threshold")
     return value
 
 

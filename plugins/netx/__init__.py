@@ -83,8 +83,8 @@ import numpy as np
 import hub
 import hub.hdf5
 from hub.errors import HubError
-from hub.legalise import Accepts
 from hub_plugins.netx import quantization
+from hub_plugins.netx.accepts import ACCEPTS
 from hub_plugins.netx.quantization import QuantizationWarning, _summary, quantize
 from hub_plugins.netx.read import _read
 from hub_plugins.netx.schema import (
@@ -109,12 +109,8 @@ class NetxFormat(hub.Format):
     imports = frozenset({"Input", "Linear", "Affine", "Conv2d", "SumPool2d", "Flatten",
                          "LoihiCUBA", "Resonator", "Output", "SigmaDelta", "Delta", "Sigma"})
     exports = imports | {"Delay"}
-    #: quantize=True takes float IF/LIF/CubaLIF too; the exporter checks each value against
-    #: Loihi's fixed point (strict: refuses anything not exact)
-    accepts = Accepts(
-        {tuple(sorted(exports | {"IF", "LIF", "CubaLIF"})): ()}, name="netx",
-        notes=["IF, LIF and CubaLIF with quantize=True (quantised to LoihiCUBA at export)",
-               "field values are checked by the exporter against Loihi's fixed point"])
+    #: what netx writes, per node type and field (:mod:`.accepts`)
+    accepts = ACCEPTS
 
     def read(self, path: Path, input_shape: tuple[int, ...] | None = None) -> hub.Graph:
         """Read a netx file; ``input_shape`` (torch order) for a file without an input layer

@@ -130,47 +130,13 @@ def _neuron(group: h5py.Group, rf_type: str, where: str) -> hub.Resonator:
 
 
 def rf_type(name: str, node: hub.Resonator) -> str:
-    """The netx neuron type of ``node``, or a refusal naming the field netx cannot hold."""
-    def single(field: str) -> float:
-        flat = np.asarray(getattr(node, field), np.float64).reshape(-1)
-        if not (flat == flat[0]).all():
-            raise UnsupportedError("Lava's RF process takes one value per layer", node=name,
-                                   field=field)
-        return float(flat[0])
+    """The netx neuron type of ``node``, or a refusal naming the field netx cannot hold (the
+    rules are :mod:`hub_plugins.netx.accepts`')."""
+    from hub_plugins.netx.accepts import ACCEPTS
 
-    if np.any(node.threshold_step) or np.any(node.refractory_scale):
-        raise UnsupportedError("netx 0.6 builds no adaptive RF neuron (slayer's adrf): its "
-                               "threshold and refractory adaptation cannot be written for Lava",
-                               node=name, field="threshold_step" if np.any(node.threshold_step)
-                               else "refractory_scale")
-    kind = next((k for k, v in TYPES.items()
-                 if (node.spike_rule, node.reset) == (v["spike_rule"], v["reset"])), None)
-    if kind is None:
-        raise UnsupportedError("Lava's RF spikes on the phase without a reset, its RF_IZ on the "
-                               "imaginary part with the Izhikevich reset; this Resonator mixes "
-                               "them", node=name, field="reset")
-    threshold = single("threshold")
-    checks = [("arithmetic", node.arithmetic == "fixed", "Lava's RF computes in fixed point"),
-              ("comparison", node.comparison == ">=", "Lava's RF spikes at vth and above"),
-              ("input_rounding", node.input_rounding == "exact", "Lava's RF takes integer "
-               "synaptic sums (a rounded graded input is slayer's, at another scale)"),
-              ("gain", single("gain") == GAIN, f"netx shifts the input by state_exp = "
-               f"{STATE_EXP} (gain {GAIN})"),
-              ("threshold", threshold >= 0 and threshold % GAIN == 0,
-               f"netx's vth is vThMant << {STATE_EXP}")]
-    if kind == "RF_IZHIKEVICH":
-        checks.append(("imag_reset", single("imag_reset") == threshold - 1,
-                       "Lava's RF_IZ resets im to vth - 1"))
-    for field, ok, why in checks:
-        if not ok:
-            raise UnsupportedError(f"cannot be written for Lava: {why}", node=name, field=field)
-    for field in ("sin_decay", "cos_decay"):
-        value = single(field) * DECAY_UNITY
-        if value < 0 or (field == "sin_decay" and value < 1):
-            raise UnsupportedError("netx rebuilds the rotation from a period and a decay in the "
-                                   "first quadrant (sin_decay >= 1/4096, cos_decay >= 0)",
-                                   node=name, field=field)
-    return kind
+    ACCEPTS.check(node, name)
+    return next(k for k, v in TYPES.items()
+                if (node.spike_rule, node.reset) == (v["spike_rule"], v["reset"]))
 
 
 def neuron_data(name: str, node: hub.Resonator) -> dict[str, Any]:

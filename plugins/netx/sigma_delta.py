@@ -62,25 +62,10 @@ def read_neuron(group: h5py.Group, where: str, bias: np.ndarray | None, *, input
 
 def check_neuron(name: str, node: hub.Node) -> hub.Node:
     """``node`` if netx writes it as an ``SDNN`` neuron that Lava runs exactly, else
-    UnsupportedError naming the field."""
-    checks = [("arithmetic", node.arithmetic == "fixed",
-               "netx runs Lava's fixed-point sigma-delta model; a float (slayer) graph is "
-               "written by slayer's own export_hdf5 (hub.convert(graph, to='slayer'))")]
-    if not isinstance(node, hub.Sigma):
-        th = np.asarray(node.threshold).reshape(-1)
-        checks += [
-            ("cum_error", node.cum_error == "off", "netx builds its processes without it"),
-            ("spike_exp", node.spike_exp == SPIKE_EXP, f"netx uses spike_exp={SPIKE_EXP}"),
-            ("state_exp", node.state_exp == STATE_EXP, f"netx uses state_exp={STATE_EXP}"),
-            ("threshold", th.size >= 1 and bool((th == th[0]).all()),
-             "netx takes one threshold mantissa per layer"),
-        ]
-    if isinstance(node, hub.SigmaDelta):
-        checks.append(("activation", node.activation == "relu",
-                       "netx builds Lava's SigmaDelta with its default ReLU"))
-    for field, ok, why in checks:
-        if not ok:
-            raise UnsupportedError(why, node=name, field=field)
+    UnsupportedError naming the field (the rules are :mod:`hub_plugins.netx.accepts`')."""
+    from hub_plugins.netx.accepts import ACCEPTS
+
+    ACCEPTS.check(node, name)
     return node
 
 

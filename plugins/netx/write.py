@@ -14,8 +14,8 @@ import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 from hub_plugins.netx import resonators, sigma_delta
-from hub_plugins.netx.schema import (
-    ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY, NETX_BIAS_EXP)
+from hub_plugins.netx.accepts import ACCEPTS
+from hub_plugins.netx.schema import ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY
 
 
 @dataclasses.dataclass
@@ -95,37 +95,24 @@ def _integral(node_name: str, field: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _scalar_field(neuron: LoihiCUBA, name: str, field: str) -> None:
-    value = getattr(neuron, field)
-    if value.size > 1 and not (value == value.reshape(-1)[0]).all():
-        raise UnsupportedError("netx's LIF takes one value per layer; this neuron has "
-                               f"{value.size} different ones", node=name, field=field)
-
-
 def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
     """The LoihiCUBA that computes exactly what integrate-and-fire ``node`` computes on integer
     inputs, or UnsupportedError naming the field that prevents it.
 
-    An ``IF`` with gain 1, ``>``, reset to zero at 0 in the same step, binary unit spikes and an
-    integer threshold is Loihi's neuron with ``i_decay = 4096`` (the current is this step's input)
-    and ``v_decay = 0``: ``v_loihi = 64 * v`` while ``|v| < 2**17``, and ``v_loihi > th << 6``
+    An ``IF`` that netx takes (:data:`~hub_plugins.netx.accepts.ACCEPTS`: gain 1, reset to zero
+    at 0 in the same step, binary unit spikes) with ``>``, no delay and an integer threshold is
+    Loihi's neuron with ``i_decay = 4096`` (the current is this step's input) and
+    ``v_decay = 0``: ``v_loihi = 64 * v`` while ``|v| < 2**17``, and ``v_loihi > th << 6``
     exactly when ``v > th``. Loihi's inputs are integers, so the equality holds wherever netx runs.
     """
     if not isinstance(node, hub.IF):
         raise UnsupportedError(f"{node.type} is not integrate-and-fire", node=name, field="type")
+    ACCEPTS.check(node, name)  # what every float neuron netx takes must have
+    # what the exact mapping needs beyond that (quantize=True approximates these instead)
     checks = [
         ("comparison", node.comparison == ">", "Loihi spikes where v > threshold"),
-        ("reset", node.reset == "zero", "Loihi resets the voltage to zero"),
-        ("reset_timing", node.reset_timing == "same", "Loihi resets in the spiking step"),
-        ("v_reset", not node.v_reset.any(), "Loihi resets the voltage to zero"),
-        ("v_init", not node.v_init.any(), "Loihi's voltage starts at zero"),
-        ("spike_mode", node.spike_mode == "binary", "netx's LIF emits binary spikes"),
-        ("amplitude", bool((node.amplitude == 1).all()), "netx's LIF emits unit spikes"),
-        ("refractory", not node.refractory, "netx's LIF has no refractory period"),
         ("delay", not node.delay, "an IF's delay is not written (make it a hub.LoihiCUBA with "
                                   "that delay: netx writes it into the next layer)"),
-        ("gain", bool((node.gain == 1).all()), "Loihi adds the synaptic input unscaled "
-                                                "(fold the gain into the weights)"),
     ]
     for field, ok, why in checks:
         if not ok:
@@ -155,20 +142,9 @@ def _check_neuron(name: str, node: hub.Node) -> LoihiCUBA:
                                    "hub_plugins.netx.quantize)", node=name, field="type")
         raise UnsupportedError(f"netx layers end in a LoihiCUBA neuron; {node.type} cannot "
                                "stand here", node=name, field="type")
-    for field in ("i_decay", "v_decay", "threshold"):
-        _scalar_field(node, name, field)
-    if node.refractory:
-        raise UnsupportedError("netx's LIF has no refractory period", node=name,
-                               field="refractory")
-    if node.delay > MAX_DELAY:
-        raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it clips "
-                               "larger ones)", node=name, field="delay")
-    if node.spike_mode != "binary":
-        raise UnsupportedError("netx's LIF emits binary spikes only", node=name,
-                               field="spike_mode")
-    if node.bias.any() and node.bias_exp != NETX_BIAS_EXP:
-        raise UnsupportedError(f"netx gives every neuron bias_exp={NETX_BIAS_EXP}", node=name,
-                               field="bias_exp")
+    # declared in ACCEPTS (legalisation refuses these first); checked again for graphs that
+    # reach the layout directly and for what quantize made
+    ACCEPTS.check(node, name)
     return node
 
 
