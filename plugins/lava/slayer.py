@@ -20,6 +20,7 @@ from hub_plugins.lava.slayer_export import (
 from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
 from hub_plugins.lava import slayer_resonators as resonators
 from hub_plugins.lava.slayer_kwta import import_kwta
+from hub_plugins.lava import slayer_readout as readout
 
 
 class SlayerFormat(hub.Format):
@@ -49,7 +50,9 @@ class SlayerFormat(hub.Format):
     :class:`hub.Sigma` in slayer's float32 (``arithmetic="float"``), both ways
     (:mod:`hub_plugins.lava.slayer_sigma_delta`). The resonator families (``rf``, ``rf_iz``,
     ``adrf``) are complex synapses into a :class:`hub.Resonator` (:mod:`.slayer_resonators`), and
-    a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`).
+    a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`). The cuba
+    readouts, ``Affine`` (a ``LoihiCUBA`` voltage readout, or the synaptic input) and
+    ``Average`` (a ``Vote``), map both ways (:mod:`.slayer_readout`).
     """
 
     name = "slayer"
@@ -61,7 +64,7 @@ class SlayerFormat(hub.Format):
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale", "Bias",
-                                   "SigmaDelta", "Delta", "Sigma", "Quantize"})
+                                   "SigmaDelta", "Delta", "Sigma", "Quantize", "Vote"})
     accepts = Accepts({tuple(sorted(exports)): ()}, name="slayer", notes=[
         "field values are checked by the exporter against slayer's CUBA, ALIF, sigma-delta and "
         "resonator (rf, rf_iz, adrf) blocks"])
@@ -110,6 +113,9 @@ class SlayerFormat(hub.Format):
                 elif type(block).__name__ == "KWTA" and family in ("cuba", "alif") and \
                         not _is_bootstrap(block):
                     mapped, recurrent = import_kwta(block, family, delay_shift)
+                elif type(block).__name__ in readout.KINDS and family == "cuba" and \
+                        not _is_bootstrap(block):
+                    mapped, recurrent = readout.import_block(block, family, tuple(shape)), []
                 else:
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
             except hub.HubError as e:
@@ -151,6 +157,12 @@ class SlayerFormat(hub.Format):
                 continue
             if isinstance(node, hub.Output):
                 break
+            if readout.is_readout(chain, i):  # an Average or Affine block
+                block, after_block = readout.export_block(chain, i, shape)
+                blocks.append(block)
+                shape = plan[chain[after_block - 1][0]]
+                i = after_block
+                continue
             if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA, hub.ALIF)):
                 block, i = _export_input(chain, i, shape)
                 blocks.append(block)

@@ -245,9 +245,9 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
 
 #: Why the cuba blocks that are not mapped are not.
 UNMAPPED = {
-    "Affine": "its output is the neuron's voltage, in slayer's float scale, not spikes",
+    "Affine": "only the cuba Affine is mapped (slayer_readout)",
     "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
-    "Average": "it averages groups of neurons into non-spiking values that netx cannot run",
+    "Average": "only the cuba Average is mapped (slayer_readout)",
     "ConvT": "transposed convolutions have no canonical node",
     "Unpool": "unpooling has no canonical node",
     "TimeDecimation": "it averages bins of time steps, which changes the time axis",
