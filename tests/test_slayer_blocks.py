@@ -1,4 +1,5 @@
-"""slayer's readout blocks, cuba ``Affine`` and ``Average``, both ways, against slayer's forward.
+"""slayer's cuba readout and upsampling blocks, ``Affine``, ``Average``, ``ConvT`` and ``Unpool``,
+both ways, against slayer's forward.
 
 slayer's forward is run in the Lava environment (a subprocess of ``.venv-lava``, as
 ``tests/test_lava.py`` does) and compared with ``hub.simulate`` of what the hub imports, and with
@@ -14,11 +15,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
+
+
+@pytest.mark.parametrize("to", ["nir", "snntorch", "norse", "spikingjelly", "netx"])
+def test_other_formats_refuse_a_transposed_convolution(tmp_path: Path, to: str) -> None:
+    graph = hub.Graph.chain(("input", hub.Input(shape=(2, 3, 3))),
+                            ("up", hub.ConvTranspose2d(weight=np.ones((2, 1, 2, 2), np.float32),
+                                                       stride=(2, 2), groups=2)),
+                            ("n", hub.LIF(beta=0.5, threshold=1.0)))
+    out = {"nir": {"out": tmp_path / "g.nir"}, "netx": {"out": tmp_path / "g.net"}}.get(to, {})
+    with pytest.raises(hub.UnsupportedError) as e:
+        hub.convert(graph, to=to, **out)
+    assert (e.value.node, e.value.field) == ("up", "type"), str(e.value)
+
+
+def test_transposed_convolution_is_torchs() -> None:
+    """Each input value adds its kernel at stride times its position: a 2x upsampling here."""
+    rng = np.random.default_rng(4)
+    weight = rng.integers(-3, 4, (4, 3, 3, 2)).astype(np.float32)
+    node = hub.ConvTranspose2d(weight=weight, bias=np.float32([1, 0, -1, 2, 0, 1]), stride=(2, 1),
+                               padding=(1, 0), output_padding=(1, 0), dilation=(1, 2), groups=2)
+    x = torch.tensor(rng.integers(0, 2, (3, 2, 4, 5, 4)).astype(np.float32))
+    graph = hub.Graph.chain(("input", hub.Input(shape=(4, 5, 4))), ("up", node))
+    want = torch.stack([torch.nn.functional.conv_transpose2d(
+        xt, torch.tensor(weight), torch.tensor(node.bias), (2, 1), (1, 0), (1, 0), 2, (1, 2))
+        for xt in x])
+    assert graph.plan().output_shapes["up"] == tuple(want.shape[2:]) == (6, 10, 6)
+    assert torch.equal(hub.simulate(graph, x), want)
+    with pytest.raises(hub.ParameterError):
+        hub.ConvTranspose2d(weight=weight, stride=(2, 1), output_padding=(0, 1))
 
 
 def test_other_formats_refuse_a_voltage_readout(tmp_path: Path) -> None:
@@ -148,12 +179,50 @@ def average_imports_and_exports_exactly():
 
 
 @check
+def convt_and_unpool_import_and_export_exactly():
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        norm = slayer.neuron.norm.MeanOnlyBatchNorm if seed == 1 else None
+        nets = [
+            [cuba.Conv(params(rng), 2, 4, 3, padding=1, weight_scale=3),
+             cuba.ConvT(dict(params(rng), norm=norm), 4, 3, 3, stride=2, padding=1,
+                        weight_scale=3)],
+            [cuba.Conv(params(rng), 2, 4, 3, padding=1, weight_scale=3),
+             cuba.ConvT(params(rng), 4, 6, (3, 2), stride=(2, 1), dilation=(1, 2), groups=2,
+                        weight_scale=3, delay=True),
+             cuba.Flatten(), cuba.Dense(params(rng), 6 * 11 * 7, 5, weight_scale=3)],
+            [cuba.Conv(params(rng), 2, 4, 3, padding=1, weight_scale=3),
+             cuba.Unpool(params(rng), 2, weight_scale=2)],
+        ]
+        for k, blocks in enumerate(nets):
+            net = torch.nn.ModuleList(blocks)
+            x = spikes(rng, 30, 2, 2, 5, 5)
+            forward(net, x)  # slayer draws the axonal delays (and the norm's shape) on the first
+            if norm is not None and k == 0:
+                net[1].neuron.norm.running_mean = torch.tensor(rng.normal(0, 0.3, 3),
+                                                               dtype=torch.float32)
+            if k == 1:
+                net[1].delay.delay.data = torch.tensor(rng.uniform(0, 3, 6), dtype=torch.float32)
+            want = forward(net, x)
+            upsampled = forward(net[:2], x)  # the transposed convolution's spikes
+            assert 0 < upsampled.sum() < upsampled.numel(), (seed, k)
+            graph = hub.load(net, input_shape=(2, 5, 5))
+            assert graph.nodes["blocks.1.synapse"].type == "ConvTranspose2d"
+            got = hub.simulate(graph, x)
+            assert torch.equal(got, want), (seed, k, int((got != want).sum()))
+            back = hub.convert(graph, to="slayer")
+            assert type(back.blocks[1]).__name__ == "ConvT"  # Unpool: a grouped ConvT
+            assert torch.equal(forward(back.blocks, x), want), (seed, k)
+            assert hub.load(back) == graph, (seed, k)
+
+
+@check
 def refusals_name_block_and_reason():
     rng = np.random.default_rng(0)
     cases = [
         (cuba.TimeDecimation(2), "time axis", None),
-        (cuba.ConvT(params(rng), 3, 2, 3), "transposed", None),
-        (cuba.Unpool(params(rng), 2), "unpooling", None),
+        (cuba.ConvT(params(rng), 3, 2, 3), "[C, H, W]", None),
         (cuba.Average(5), "equal groups", "num_outputs"),
         (cuba.Affine(dict(params(rng), persistent_state=True), 3, 2), "persistent_state",
          "persistent_state"),
@@ -166,6 +235,15 @@ def refusals_name_block_and_reason():
             assert e.node.startswith("blocks.1") and e.field == field and words in str(e), str(e)
         else:
             raise AssertionError(f"{type(block).__name__} should be refused")
+    # an Unpool whose windows overlap rows of the next channel
+    conv = cuba.Conv(params(rng), 2, 3, 3, padding=1)
+    try:
+        hub.load(torch.nn.ModuleList([conv, cuba.Unpool(params(rng), 3, stride=2)]),
+                 input_shape=(2, 4, 4))
+    except hub.UnsupportedError as e:
+        assert (e.node, e.field) == ("blocks.1", "synapse") and "stride = kernel" in str(e), str(e)
+    else:
+        raise AssertionError("an overlapping Unpool should be refused")
     # a voltage readout that spikes (a threshold below 1 << 17) is no Affine block
     graph = hub.Graph.chain(
         ("input", hub.Input(shape=(3,))),
@@ -190,7 +268,8 @@ for name, fn in CHECKS.items():
 """
 CHECK_NAMES = ["affine_voltage_readout_imports_and_exports_exactly",
                "affine_without_dynamics_is_the_synaptic_input",
-               "average_imports_and_exports_exactly", "refusals_name_block_and_reason"]
+               "average_imports_and_exports_exactly", "convt_and_unpool_import_and_export_exactly",
+               "refusals_name_block_and_reason"]
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +292,6 @@ def slayer_checks(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name", CHECK_NAMES)
-def test_slayer_readout_blocks_in_the_lava_environment(slayer_checks, name: str) -> None:
+def test_slayer_blocks_in_the_lava_environment(slayer_checks, name: str) -> None:
     assert name in slayer_checks, f"check {name!r} did not run"
     assert slayer_checks[name]["ok"], slayer_checks[name]["detail"]
