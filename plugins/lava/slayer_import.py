@@ -248,11 +248,8 @@ UNMAPPED = {
     "Affine": "only the cuba Affine is mapped (slayer_readout)",
     "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
     "Average": "only the cuba Average is mapped (slayer_readout)",
-    "ConvT": "its synapse is a transposed convolution (conv_transpose3d over [C, H, W]), and "
-             "transposed convolutions have no canonical node",
-    "Unpool": "its synapse is unpooling (a transposed convolution of a constant kernel over "
-              "channels merged with rows: per-channel upsampling where stride = kernel), and "
-              "unpooling has no canonical node",
+    "ConvT": "only the cuba ConvT is mapped (slayer_upsample)",
+    "Unpool": "only the cuba Unpool is mapped (slayer_upsample)",
     "TimeDecimation": "it averages bins of time steps, which changes the time axis (the hub's "
                       "graphs give one output step per input step)",
 }
