@@ -243,13 +243,13 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
     return nodes, loops
 
 
-#: Why the cuba blocks that are not mapped are not.
+#: Why the blocks that reach the generic import unmapped (alif, the resonator families) are not.
 UNMAPPED = {
-    "Affine": "only the cuba Affine is mapped (slayer_readout)",
+    "Affine": "only the cuba Affine is mapped (a LoihiCUBA voltage readout)",
     "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
-    "Average": "only the cuba Average is mapped (slayer_readout)",
-    "ConvT": "only the cuba ConvT is mapped (slayer_upsample)",
-    "Unpool": "only the cuba Unpool is mapped (slayer_upsample)",
+    "Average": "only the cuba Average is mapped (a hub.Vote)",
+    "ConvT": "only the cuba ConvT is mapped (a hub.ConvTranspose2d)",
+    "Unpool": "only the cuba Unpool is mapped (a hub.ConvTranspose2d)",
     "TimeDecimation": "it averages bins of time steps, which changes the time axis (the hub's "
                       "graphs give one output step per input step)",
 }
