@@ -120,9 +120,15 @@ def affine_voltage_readout_imports_and_exports_exactly():
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         norm = slayer.neuron.norm.MeanOnlyBatchNorm if seed % 2 else None
-        head = cuba.Affine(dict(params(rng), norm=norm), 8, 4, weight_scale=3)
+        head = cuba.Affine(dict(params(rng), norm=norm, shared_param=seed != 2), 8, 4,
+                           weight_scale=3)
         net = torch.nn.ModuleList([cuba.Dense(params(rng), 10, 12, weight_scale=3),
                                    cuba.Dense(params(rng), 12, 8, weight_scale=3), head])
+        if seed == 2:  # per-neuron decays; an Affine's neuron keeps those it holds
+            head.neuron.current_decay.data = torch.tensor(rng.integers(0, 4097, 4),
+                                                          dtype=torch.float32)
+            head.neuron.voltage_decay.data = torch.tensor(rng.integers(0, 4097, 4),
+                                                          dtype=torch.float32)
         if norm is not None:
             forward(net, spikes(rng, 4, 1, 10))
             head.neuron.norm.running_mean = torch.tensor(rng.normal(0, 0.3, 4),
@@ -137,6 +143,7 @@ def affine_voltage_readout_imports_and_exports_exactly():
         graph = hub.load(net)
         assert graph.nodes["blocks.2.neuron"].spike_mode == "voltage"
         assert bool(graph.nodes["blocks.2.neuron"].bias.any()) == (norm is not None)
+        assert graph.nodes["blocks.2.neuron"].i_decay.shape == ((4,) if seed == 2 else ())
 
 
 @check

@@ -102,7 +102,9 @@ def _readout_neuron(neuron: Any) -> hub.LoihiCUBA:
         raise hub.UnsupportedError("persistent_state carries the neuron's state from one "
                                    "forward call to the next; the hub's model starts each run "
                                    "at rest", field="persistent_state")
-    if getattr(neuron, "current_decay_min", None) is not None:
+    # slayer draws per-neuron decays (shared_param=False) in the first forward of a neuron
+    # without a shape; an Affine block sets its neuron's shape, so it keeps the decays it holds
+    if neuron.shape is None and getattr(neuron, "current_decay_min", None) is not None:
         raise hub.UnsupportedError("per-neuron decays (shared_param=False) are drawn at random "
                                    "on the block's first forward: run the network once first",
                                    field="shared_param")
@@ -142,7 +144,7 @@ def export_block(chain: list[tuple[str, hub.Node]], i: int, shape: tuple[int, ..
                                        f"input; {list(shape)} is not {node.size} times a "
                                        "number of groups", node=name, field="size")
         return cuba.Average(size // node.size), i + 1
-    from hub_plugins.lava.slayer_export import _even_mantissas, _norm_mean
+    from hub_plugins.lava.slayer_export import _even_mantissas, _norm_mean, _set_decays
 
     weight = _even_mantissas(name, node.weight)
     j = i + 1
@@ -162,19 +164,20 @@ def export_block(chain: list[tuple[str, hub.Node]], i: int, shape: tuple[int, ..
         mean = _norm_mean(neuron[0], neuron[1].bias, int(weight.shape[0]), False)
     if mean is not None:  # the bias is a norm's mean, as in a Dense block
         params["norm"] = _slayer().neuron.norm.MeanOnlyBatchNorm
+    per_neuron = neuron is not None and (neuron[1].i_decay.size > 1 or
+                                         neuron[1].v_decay.size > 1)
+    if per_neuron:
+        params["shared_param"] = False
     block = cuba.Affine(params, int(weight.shape[1]), int(weight.shape[0]),
                         dynamics=neuron is not None)
     with torch.no_grad():
         block.synapse.weight.copy_(torch.tensor(weight[..., None, None, None] / DEFAULT_SCALE,
                                                 dtype=torch.float32))
-        if neuron is not None:
-            block.neuron.current_decay.data = torch.tensor(
-                np.asarray(neuron[1].i_decay, np.float32).reshape(1))
-            block.neuron.voltage_decay.data = torch.tensor(
-                np.asarray(neuron[1].v_decay, np.float32).reshape(1))
         if mean is not None:
             block.neuron.norm.num_features = len(mean)
             block.neuron.norm.running_mean = torch.tensor(mean, dtype=torch.float32)
+    if neuron is not None:
+        _set_decays(block.neuron, neuron[1], per_neuron, int(weight.shape[0]))
     return block, j + 1
 
 
@@ -182,8 +185,6 @@ def _check_readout(name: str, node: hub.LoihiCUBA) -> None:
     for field, bad, why in (
             ("threshold", bool(np.any(node.threshold < NEVER)),
              f"it never spikes (a threshold of at least {NEVER})"),
-            ("i_decay", node.i_decay.size > 1, "one current decay per block"),
-            ("v_decay", node.v_decay.size > 1, "one voltage decay per block"),
             ("refractory", bool(node.refractory), "no refractory period"),
             ("delay", bool(node.delay), "no delay"),
             ("bias_exp", bool(np.any(node.bias)) and node.bias_exp != 6, "bias_exp 6")):
