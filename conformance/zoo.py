@@ -521,7 +521,6 @@ LOIHI_TOPOLOGIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
 LOIHI_SLAYER: dict[str, str] = {
     "dense-loihi-slayer": "dense-loihi-cuba-linear",
     "conv2d-strided-loihi-slayer": "conv2d-strided-loihi",
-    "convtranspose-loihi-slayer": "convtranspose-loihi",
 }
 
 
