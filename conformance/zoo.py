@@ -490,6 +490,20 @@ def _loihi_pool_folded(p: _Params) -> hub.Graph:
 
 #: Loihi topologies for the fixed tier: name -> (builder, description). Appended after the
 #: Loihi neuron cases with their own seeds, so that no earlier case changes.
+def _loihi_upsample(p: _Params) -> hub.Graph:
+    """conv -> transposed conv (a learned 2x upsampling, slayer's ConvT) -> flatten -> dense."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 4, 4))),
+        ("conv", hub.Conv2d(weight=p.weight(4, 2, 3, 3), padding=(1, 1))),
+        ("n1", _loihi(1024, 256, 4)),
+        ("up", hub.ConvTranspose2d(weight=p.weight(4, 3, 2, 2), stride=(2, 2))),
+        ("n2", _loihi(2048, 512, 3)),
+        ("flat", hub.Flatten()),
+        ("fc", hub.Linear(weight=p.weight(5, 192))),
+        ("n3", _loihi(4096, 1024, 6)),
+    )
+
+
 LOIHI_TOPOLOGIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
     "dense-loihi-cuba-linear": (_loihi_dense_linear, "loihi-cuba neurons, no synapse bias"),
     "dense3-loihi": (_loihi_dense3, "three Loihi dense layers, per-layer parameters, a bias"),
@@ -499,6 +513,7 @@ LOIHI_TOPOLOGIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
     "conv2d-sumpool-loihi": (_loihi_pool_folded, "Loihi conv, sum pool folded into dense"),
     "sumpool-layer-loihi": (_loihi_pool, "Loihi sum pool with its own neuron layer"),
     "conv-pool-conv-loihi": (_loihi_deep, "Loihi conv -> pool -> conv -> flatten -> dense"),
+    "convtranspose-loihi": (_loihi_upsample, "Loihi conv -> transposed conv -> dense"),
 }
 
 #: Loihi topologies that slayer's blocks hold too (a chain of synapse + neuron blocks, no bias),

@@ -40,6 +40,7 @@ from .nodes import (
     Concat,
     Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Delay,
     Flatten,
     Input,
@@ -63,7 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveAvgPool2d", "Add", "Affine", "AvgPool2d", "BatchNorm", "Bias", "Concat", "Conv1d",
-    "Conv2d", "CubaLI", "CubaLIF", "Delay",
+    "Conv2d", "ConvTranspose2d", "CubaLI", "CubaLIF", "Delay",
     "FileExistsHubError", "Flatten", "Format", "FormatError", "Graph", "GraphError", "HubError",
     "IF", "Input", "Integrator", "KernelWarning", "LI", "LIF", "Linear", "LoihiCUBA", "MaxPool2d",
     "Mul", "Neuron", "Node", "Output", "ParameterError", "PluginError", "PluginWarning",

@@ -24,7 +24,11 @@ missing) are fields here, in the hub's conventions, so that slayer and hardware 
 can be held: ``refractory`` (after a spike, for that many steps ``v`` is held at 0, no spike,
 the current keeps integrating) and ``delay`` (the output leaves ``delay`` steps later).
 ``spike_mode="graded"`` emits ``v / 64`` (the voltage in threshold-mantissa units) instead of 1,
-as slayer's ``graded_spike``; netx's LIF emits binary spikes only, so its writer refuses both.
+as slayer's ``graded_spike``; ``spike_mode="voltage"`` emits ``v / 64`` at every step (the
+integrated voltage, before a spike's reset, whether it spikes or not): a voltage readout, as
+slayer's ``Affine`` block with ``dynamics=True`` returns it (with a threshold of ``1 << 17`` or
+more it never spikes, so never resets). netx's LIF emits binary spikes only, so its writer
+refuses both.
 
 Where the synapse arithmetic lives: Loihi weights are 8-bit mantissas with a per-layer exponent,
 and the synapse delivers ``sum(w_mant << (weight_exp + shift)) >> shift``; for the weights netx
@@ -85,8 +89,9 @@ class LoihiCUBA(Node):
     bias_exp: int = integer(6, maximum=16, doc="bias exponent (netx uses 6)")
     refractory: int = integer(0, maximum=MAX_STEPS, doc="steps v is held at 0 after a spike")
     delay: int = integer(0, maximum=MAX_STEPS, doc="axonal delay of the output, in steps")
-    spike_mode: str = choice("binary", ("binary", "graded"),
-                             doc="emit 1, or v / 64 (graded), where it spikes")
+    spike_mode: str = choice("binary", ("binary", "graded", "voltage"),
+                             doc="emit 1, or v / 64 (graded), where it spikes; or v / 64 at "
+                                 "every step (voltage, a readout)")
 
     def check(self) -> None:
         for name in ("i_decay", "v_decay"):
@@ -139,7 +144,9 @@ class LoihiCUBA(Node):
         fired = v > (p["threshold"] << VTH_SHIFT)
         if self.refractory:
             fired = fired & ~resting
-        if self.spike_mode == "graded":
+        if self.spike_mode == "voltage":
+            out = v.to(x.dtype) / (1 << VTH_SHIFT)
+        elif self.spike_mode == "graded":
             out = torch.where(fired, v, torch.zeros_like(v)).to(x.dtype) / (1 << VTH_SHIFT)
         else:
             out = fired.to(x.dtype)

@@ -168,6 +168,62 @@ class Conv2d(_Conv):
         return y + p["bias"].reshape(-1, 1, 1), state
 
 
+class ConvTranspose2d(Node):
+    """2-d transposed convolution over ``[C, H, W]``, as ``torch.nn.functional.conv_transpose2d``
+    (``weight`` in torch's layout, ``[in, out/groups, kh, kw]``): each input value adds the
+    kernel, scaled by it, to the output at ``stride`` times its position, less ``padding``.
+    A learned upsampling (slayer's ``ConvT`` and ``Unpool`` blocks)."""
+
+    weight: np.ndarray = array(doc="[in, out/groups, kh, kw]")
+    bias: np.ndarray = array(0.0, doc="[out] or a scalar")
+    stride: tuple[int, ...] = ints((1, 1), length=2)
+    padding: tuple[int, ...] = ints((0, 0), length=2)
+    output_padding: tuple[int, ...] = ints((0, 0), length=2,
+                                           doc="extra rows and columns on one side")
+    dilation: tuple[int, ...] = ints((1, 1), length=2)
+    groups: int = integer(1, minimum=1)
+
+    def check(self) -> None:
+        w = self.weight
+        if w.ndim != 4:
+            raise ParameterError(f"expected 4 dimensions [in, out/groups, kh, kw], got "
+                                 f"{list(w.shape)}", field="weight")
+        if self.groups < 1 or w.shape[0] % self.groups:
+            raise ParameterError(f"{w.shape[0]} input channels are not divisible into "
+                                 f"{self.groups} groups", field="groups")
+        out = w.shape[1] * self.groups
+        if self.bias.ndim > 1 or self.bias.size not in (1, out):
+            raise ShapeError(f"shape {list(self.bias.shape)} does not fit {out} channels",
+                             field="bias")
+        for name in ("stride", "dilation"):
+            if 0 in getattr(self, name):
+                raise ParameterError("must be at least 1", field=name)
+        if any(o >= max(s, d) for o, s, d in zip(self.output_padding, self.stride,
+                                                  self.dilation)):
+            raise ParameterError("must be smaller than the stride or the dilation",
+                                 field="output_padding")
+
+    def output_shape(self, input_shape: Shape | None) -> Shape:
+        shape = _required(input_shape, self)
+        if len(shape) != 3 or shape[0] != self.weight.shape[0]:
+            raise ShapeError(f"input shape {list(shape)} does not fit: expected "
+                             f"[{self.weight.shape[0]}, *, *]")
+        out = [self.weight.shape[1] * self.groups]
+        for size, k, s, p, o, d in zip(shape[1:], self.weight.shape[2:], self.stride,
+                                       self.padding, self.output_padding, self.dilation):
+            n = (size - 1) * s - 2 * p + d * (k - 1) + o + 1
+            if n < 1:
+                raise ShapeError(f"padding {p} leaves no output of input size {size}",
+                                 field="padding")
+            out.append(n)
+        return tuple(out)
+
+    def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        y = F.conv_transpose2d(x, p["weight"], None, self.stride, self.padding,
+                               self.output_padding, self.groups, self.dilation)
+        return y + p["bias"].reshape(-1, 1, 1), state
+
+
 class _Pool2d(Node):
     abstract: ClassVar[bool] = True
     kernel_size: tuple[int, ...] = ints(length=2)

@@ -21,7 +21,7 @@ def test_every_node_type_infers_its_output_shape(name):
         "Affine": (4,), "Linear": (4,), "Conv1d": (4, 5), "Conv2d": (4, 6, 4),
         "SumPool2d": (2, 2, 2), "AvgPool2d": (2, 5, 5), "MaxPool2d": (2, 3, 3),
         "Flatten": (2, 12), "AdaptiveAvgPool2d": (2, 2, 3), "Vote": (3,), "Concat": (2, 6),
-        "Reshape": (3, 2), "Resonator": (3,),
+        "Reshape": (3, 2), "Resonator": (3,), "ConvTranspose2d": (4, 6, 7),
     }.get(name, shape)
     last = "input" if name == "Input" else "node"
     assert plan.output_shapes[last] == expected

@@ -422,9 +422,10 @@ def run_leaves_the_model_as_it_was():
 def refusals_name_block_and_field():
     cases = [(torch.nn.ModuleList([cuba.Dense(dict(P1, graded_spike=True), 4, 3)]),
               "blocks.0.neuron", "graded_spike"),
-             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Affine(P1, 3, 2)]), "blocks.1",
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.TimeDecimation(2)]), "blocks.1",
               None),
-             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Average(1)]), "blocks.1", None),
+             (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.ConvT(P1, 3, 2, 3)]), "blocks.1",
+              None),
              (torch.nn.ModuleList([cuba.Dense(P1, 4, 3), cuba.Dense(P1, 3, 2, delay=True)]),
               "blocks.1", "delay"),
              (torch.nn.ModuleList([cuba.Dense(dict(P1, persistent_state=True), 4, 3)]),

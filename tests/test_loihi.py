@@ -80,6 +80,19 @@ def test_graded_spike_is_voltage_in_mantissa_units():
     assert out.ravel().tolist() == [5.0, 0.0]
 
 
+def test_voltage_readout_is_the_voltage_every_step():
+    """spike_mode="voltage" emits v / 64 whether it spikes or not; spiking still resets."""
+    node = LoihiCUBA(i_decay=4096, v_decay=2048, threshold=3, spike_mode="voltage")
+    out, states = _run(node, np.array([[[2]], [[1]], [[3]], [[0]]]))
+    # v = 128, 64 + 64 = 128, 64 + 192 = 256 (> 192: spikes, emitted, then reset), 0
+    assert out.ravel().tolist() == [2.0, 2.0, 4.0, 0.0]
+    assert states[2]["v"].item() == 0
+    never = LoihiCUBA(i_decay=0, v_decay=0, threshold=1 << 17, spike_mode="voltage")
+    out, _ = _run(never, np.array([[[-3]], [[5]], [[1]]]))
+    # u = -192, -192 + 320, 128 + 64; v = -192, -192 + 128, -64 + 192; over 64
+    assert out.ravel().tolist() == [-3.0, -1.0, 2.0]
+
+
 def test_axonal_delay():
     node = LoihiCUBA(i_decay=4096, v_decay=4096, threshold=0, delay=2)
     out, _ = _run(node, np.array([[[1]], [[0]], [[0]], [[1]]]))
@@ -132,6 +145,13 @@ def test_fused_backend_steps_it_with_the_reference():
                         ("n2", hub.IF(threshold=1.0)))
     x = torch.as_tensor(np.random.default_rng(3).integers(0, 2, (20, 2, 4)).astype(np.float32))
     assert torch.equal(hub.simulate(g, x, backend="fused"), hub.simulate(g, x))
+    readout = hub.Graph.chain(("input", hub.Input(shape=(4,))),
+                              ("fc", hub.Linear(weight=np.float32([[1, -2, 3, 1]] * 3))),
+                              ("n", LoihiCUBA(i_decay=700, v_decay=300, threshold=[2, 5, 1 << 17],
+                                              spike_mode="voltage")))
+    want = hub.simulate(readout, x, backend="torch")
+    assert want.abs().sum() > 0 and not torch.equal(want, want.round())
+    assert torch.equal(hub.simulate(readout, x, backend="fused"), want)
 
 
 def _lava_reference(a: np.ndarray, i_decay, v_decay, vth, bias, bias_exp=6) -> np.ndarray:

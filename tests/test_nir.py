@@ -118,7 +118,7 @@ EXPORTABLE = sorted(hub.plugins().format("nir").exports)
 
 #: What NIR cannot carry: Loihi's fixed-point neuron. (The layers NIR has no node for go out as
 #: a NIR junction with the node in the metadata: hub_plugins.nir.layers.)
-NOT_IN_NIR = {"LoihiCUBA", "SigmaDelta", "Delta", "Sigma", "Quantize"}
+NOT_IN_NIR = {"LoihiCUBA", "SigmaDelta", "Delta", "Sigma", "Quantize", "ConvTranspose2d"}
 #: The layers of real torch models, each exported as the NIR node that computes it, if any.
 LAYERS = sorted(nir_layers.EXPORTERS)
 

@@ -463,6 +463,10 @@ class _Fused(torch.autograd.Function):
 _LOIHI_PARAMS = ("i_decay", "v_decay", "threshold", "bias")
 
 
+#: The output modes of the fused Loihi kernel, by ``LoihiCUBA.spike_mode``.
+_LOIHI_MODES = {"binary": 0, "graded": 1, "voltage": 2}
+
+
 def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
               state: dict[str, Any]) -> tuple[torch.Tensor, dict]:
     """:func:`run` for :class:`hub.LoihiCUBA`: its integer step over a whole sequence, forward
@@ -489,7 +493,7 @@ def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
     out = both[delay:] if delay else _empty(x)
     library().hub_loihi_forward(
         DTYPES[x.dtype], pointers, node.bias_exp, node.refractory,
-        int(node.spike_mode == "graded"), threads, steps, total, size, x.data_ptr(),
+        _LOIHI_MODES[node.spike_mode], threads, steps, total, size, x.data_ptr(),
         out.data_ptr(), u.data_ptr(), v.data_ptr(), _address(r))
     new: dict[str, Any] = {"u": u, "v": v}
     if r is not None:

@@ -458,7 +458,9 @@ void loihi_forward(const int64_t* const* q, int32_t bias_exp, int32_t refractory
                 const bool resting = refractory && rb[j] > 0;
                 const int64_t vv = resting ? vb[j] : vi;
                 const bool fired = vv > (th[j] << 6) && !resting;
-                ot[j] = graded ? (fired ? R(vv) : R(0)) / R(64) : (fired ? R(1) : R(0));
+                // graded: 0 binary, 1 graded, 2 the voltage at every step (a readout)
+                ot[j] = graded == 2 ? R(vv) / R(64)
+                        : graded ? (fired ? R(vv) : R(0)) / R(64) : (fired ? R(1) : R(0));
                 ub[j] = uu;
                 vb[j] = fired ? 0 : vv;
                 if (refractory) rb[j] = fired ? refractory : std::max(rb[j] - 1, int64_t(0));

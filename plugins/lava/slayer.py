@@ -20,6 +20,8 @@ from hub_plugins.lava.slayer_export import (
 from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
 from hub_plugins.lava import slayer_resonators as resonators
 from hub_plugins.lava.slayer_kwta import import_kwta
+from hub_plugins.lava import slayer_readout as readout
+from hub_plugins.lava import slayer_upsample as upsample
 
 
 class SlayerFormat(hub.Format):
@@ -49,7 +51,10 @@ class SlayerFormat(hub.Format):
     :class:`hub.Sigma` in slayer's float32 (``arithmetic="float"``), both ways
     (:mod:`hub_plugins.lava.slayer_sigma_delta`). The resonator families (``rf``, ``rf_iz``,
     ``adrf``) are complex synapses into a :class:`hub.Resonator` (:mod:`.slayer_resonators`), and
-    a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`).
+    a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`). The cuba
+    readouts, ``Affine`` (a ``LoihiCUBA`` voltage readout, or the synaptic input) and
+    ``Average`` (a ``Vote``), map both ways (:mod:`.slayer_readout`), and so do ``ConvT``
+    and ``Unpool`` (a :class:`hub.ConvTranspose2d`, :mod:`.slayer_upsample`).
     """
 
     name = "slayer"
@@ -61,7 +66,8 @@ class SlayerFormat(hub.Format):
     load_options = ("input_shape", "delay_shift")
     imports = exports = frozenset({"Input", "Output", "Linear", "Conv2d", "Flatten",
                                    "LoihiCUBA", "ALIF", "Resonator", "Delay", "Scale", "Bias",
-                                   "SigmaDelta", "Delta", "Sigma", "Quantize"})
+                                   "SigmaDelta", "Delta", "Sigma", "Quantize", "Vote",
+                                   "ConvTranspose2d"})
     #: what slayer's blocks hold, per node type and field (:mod:`.slayer_accepts`)
     accepts = ACCEPTS
 
@@ -110,6 +116,13 @@ class SlayerFormat(hub.Format):
                 elif type(block).__name__ == "KWTA" and family in ("cuba", "alif") and \
                         not _is_bootstrap(block):
                     mapped, recurrent = import_kwta(block, family, delay_shift)
+                elif type(block).__name__ in readout.KINDS and family == "cuba" and \
+                        not _is_bootstrap(block):
+                    mapped, recurrent = readout.import_block(block, family, tuple(shape)), []
+                elif type(block).__name__ in upsample.KINDS and family == "cuba" and \
+                        not _is_bootstrap(block):
+                    mapped, recurrent = upsample.import_block(block, delay_shift,
+                                                              tuple(shape)), []
                 else:
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
                 mapped, graded = _graded_input(mapped, graded)
@@ -151,6 +164,21 @@ class SlayerFormat(hub.Format):
                 continue
             if isinstance(node, hub.Output):
                 break
+            if readout.is_readout(chain, i):  # an Average or Affine block
+                block, after_block = readout.export_block(chain, i, shape)
+                blocks.append(block)
+                shape = plan[chain[after_block - 1][0]]
+                i = after_block
+                continue
+            if isinstance(node, hub.ConvTranspose2d):  # a ConvT block
+                neuron = chain[i + 1] if i + 1 < len(chain) else (name, None)
+                after = chain[i + 2] if i + 2 < len(chain) else (None, None)
+                delay = after if isinstance(after[1], hub.Delay) else None
+                blocks.append(upsample.export_block(name, node, neuron[0], neuron[1],
+                                                    plan[neuron[0]], delay))
+                shape = plan[neuron[0]]
+                i += 3 if delay else 2
+                continue
             if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA, hub.ALIF)):
                 block, i = _export_input(chain, i, shape)
                 blocks.append(block)

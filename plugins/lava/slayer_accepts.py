@@ -68,10 +68,12 @@ def _rotation_ok(n: Node) -> bool:
 #: What slayer's blocks hold (see :class:`~hub_plugins.lava.slayer.SlayerFormat`), per node
 #: type and field.
 ACCEPTS = Accepts({
-    ("Input", "Output", "Linear", "Conv2d", "Flatten", "Delay", "Scale", "Bias", "Quantize"): (),
+    ("Input", "Output", "Linear", "Conv2d", "Flatten", "Delay", "Scale", "Bias", "Quantize",
+     "Vote", "ConvTranspose2d"): (),
     "LoihiCUBA": (
         one_of("refractory", 0, why="slayer's CUBA neuron has no refractory period"),
-        one_of("spike_mode", "binary", why="slayer's CUBA neuron emits binary spikes"),
+        one_of("spike_mode", "binary", "voltage", why="slayer's CUBA neuron emits binary spikes "
+               "(an Affine block its voltage)"),
         uniform("threshold", why="slayer's CUBA neuron has one threshold per block"),
         rule("bias_exp", f"{BIAS_EXP} where the bias is nonzero", _bias_exp_ok,
              why=f"slayer's bias (a norm's mean) has bias_exp={BIAS_EXP}"),

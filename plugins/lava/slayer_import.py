@@ -243,14 +243,15 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
     return nodes, loops
 
 
-#: Why the cuba blocks that are not mapped are not.
+#: Why the blocks that reach the generic import unmapped (alif, the resonator families) are not.
 UNMAPPED = {
-    "Affine": "its output is the neuron's voltage, in slayer's float scale, not spikes",
+    "Affine": "only the cuba Affine is mapped (a LoihiCUBA voltage readout)",
     "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
-    "Average": "it averages groups of neurons into non-spiking values that netx cannot run",
-    "ConvT": "transposed convolutions have no canonical node",
-    "Unpool": "unpooling has no canonical node",
-    "TimeDecimation": "it averages bins of time steps, which changes the time axis",
+    "Average": "only the cuba Average is mapped (a hub.Vote)",
+    "ConvT": "only the cuba ConvT is mapped (a hub.ConvTranspose2d)",
+    "Unpool": "only the cuba Unpool is mapped (a hub.ConvTranspose2d)",
+    "TimeDecimation": "it averages bins of time steps, which changes the time axis (the hub's "
+                      "graphs give one output step per input step)",
 }
 
 
