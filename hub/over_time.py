@@ -86,8 +86,8 @@ def run(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> torch
 def step(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> tuple[Any, Any]:
     """``node`` stepped through the time steps of ``total``, as the simulator steps it."""
     # unbind, not x[t]: the backward of T selects would add T full-size gradients
-    steps = (zip(*(map(_standalone, v.unbind(0)) for v in total)) if node.operands
-             else map(_standalone, total.unbind(0)))
+    steps = (zip(*(map(standalone, v.unbind(0)) for v in total)) if node.operands
+             else map(standalone, total.unbind(0)))
     results = []
     for xt in steps:
         out, state = node.step(p, xt, state)
@@ -95,7 +95,7 @@ def step(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> tupl
     return torch.stack(results), state
 
 
-def _standalone(x: torch.Tensor) -> torch.Tensor:
+def standalone(x: torch.Tensor) -> torch.Tensor:
     """One step of a sequence as the tensor of its own that a single step would be given.
 
     A step of a ``[T, N, ...]`` tensor starts wherever the step before ended, and the libraries

@@ -187,7 +187,9 @@ class Simulator(torch.nn.Module):
         self._note(stepped)
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
         slices = {k: v.unbind(0) for k, v in inputs.items()}
-        results = [self.step({k: v[t] for k, v in slices.items()}) for t in range(steps)]
+        # each step on memory of its own, as a single step's input is (over_time.standalone)
+        results = [self.step({k: over_time.standalone(v[t]) for k, v in slices.items()})
+                   for t in range(steps)]
         if isinstance(results[0], dict):
             return {k: torch.stack([r[k] for r in results]) for k in results[0]}
         return torch.stack(results)
