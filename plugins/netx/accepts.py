@@ -89,8 +89,6 @@ ACCEPTS = Accepts({
              "(RF_IZHIKEVICH)", _rf_kind_ok, why="Lava's RF spikes on the phase without a "
              "reset, its RF_IZ on the imaginary part with the Izhikevich reset"),
         one_of("comparison", ">=", why="Lava's RF spikes at vth and above"),
-        one_of("input_rounding", "exact", why="Lava's RF takes integer synaptic sums (a rounded "
-               "graded input is slayer's, at another scale)"),
         *(uniform(f, why=_RF_ONE) for f in ("threshold", "gain", "sin_decay", "cos_decay",
                                             "imag_reset")),
         equal("gain", RF_GAIN, why=f"netx shifts the input by state_exp = {RF_STATE_EXP} "
