@@ -367,7 +367,11 @@ SLOW_WRITE = """
     def slow(self, graph, path):  # a large write, caught in the middle
         path.write_text("{ half a graph")
         print("writing", flush=True)
-        time.sleep(60)
+        # short sleeps, as a write returns to Python between chunks: a process-wide signal may
+        # reach one of torch's threads, and Python runs its handler in the main thread only
+        # when that thread next runs Python code (one long sleep would not wake for it)
+        for _ in range(600):
+            time.sleep(0.1)
 
     canonical.CanonicalFormat.write = slow
     sys.exit(main(sys.argv[1:]))
