@@ -173,11 +173,12 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
-        if isinstance(node, hub.Delay) and not ops and len(layers) > 1 and \
+        after_neuron = not ops and (len(layers) > 1 or layers[0].neuron is not None)
+        if isinstance(node, hub.Delay) and after_neuron and \
                 node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
             _write_output_delays(layers[-1], name, node, delayed)
             continue
-        if isinstance(node, hub.Delay) and not ops and len(layers) > 1:
+        if isinstance(node, hub.Delay) and after_neuron:
             # a uniform delay right after a neuron is that neuron's axonal delay
             total = (delayed[1] if delayed else 0) + _uniform(name, node)
             if total > MAX_DELAY:
@@ -235,7 +236,10 @@ def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
     out = int(layer.data.get("outFeatures", 0))
     values = node.delay.reshape(-1)
     why = None
-    if layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
+    if "weight/real" in layer.data:
+        why = ("only in a plain dense layer's synapses: netx builds an RF layer's ComplexDense "
+               "without reading its 'delay' key")
+    elif layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
         why = "only after a dense layer's neuron, one delay per neuron"
     elif "bias" in layer.data:
         why = "not on a layer with a bias (Lava delays the input, not the biased output)"
