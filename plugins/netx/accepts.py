@@ -101,6 +101,8 @@ ACCEPTS = Accepts({
                  "decay in the first quadrant (sin_decay >= 1/4096, cos_decay >= 0)"),
         at_least("cos_decay", 0, why="netx rebuilds the rotation from a period and a decay in "
                  "the first quadrant (sin_decay >= 1/4096, cos_decay >= 0)"),
+        one_of("input_rounding", "exact", why="Lava's RF takes integer synaptic sums (a rounded "
+               "graded input is slayer's, at another scale)"),
     ),
 }, topology="chain", name="netx", notes=[
     "a chain of layers, each dense layer with its own recurrence at most (dense_rec)",

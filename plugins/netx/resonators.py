@@ -136,10 +136,6 @@ def rf_type(name: str, node: hub.Resonator) -> str:
     from hub_plugins.netx.accepts import ACCEPTS
 
     ACCEPTS.check(node, name)
-    if node.input_rounding != "exact":
-        raise UnsupportedError("cannot be written for Lava: Lava's RF takes integer synaptic sums "
-                               "(a rounded graded input is slayer's, at another scale)", node=name,
-                               field="input_rounding")
     return next(k for k, v in TYPES.items()
                 if (node.spike_rule, node.reset) == (v["spike_rule"], v["reset"]))
 
