@@ -872,3 +872,30 @@ def test_delays_netx_drops_around_sigma_delta_layers_are_refused(tmp_path):
     with pytest.raises(hub.UnsupportedError, match="create_conv") as e:
         hub.save(g, to="netx", out=tmp_path / "w.net")
     assert (e.value.node, e.value.field) == ("d0", "delay")
+
+
+# -- one value per layer: the declaration's uniform rule, where the writer and quantize check --
+
+
+@pytest.mark.parametrize("neuron, field", [
+    (hub.LIF(beta=0.75, threshold=np.float32([1, 2])), "threshold"),
+    (hub.LIF(beta=np.float32([0.5, 0.75]), threshold=1.0), "v_decay"),
+    (hub.CubaLIF(alpha=np.float32([0.5, 0.25]), beta=0.5, threshold=1.0), "i_decay"),
+    (hub.LIF(beta=0.5, threshold=1.0, gain=np.float32([1, 2])), "gain"),
+    (hub.CubaLIF(alpha=0.5, beta=0.5, threshold=1.0, current_gain=np.float32([1, 2])),
+     "current_gain"),
+])
+def test_quantize_takes_one_value_per_layer_naming_node_and_field(neuron, field):
+    with pytest.raises(hub.UnsupportedError, match="holds 2 different values") as e:
+        netx.quantize(_one(neuron))
+    assert (e.value.node, e.value.field) == ("n", field), str(e.value)
+
+
+def test_quantize_checks_the_decays_it_makes_and_the_writer_an_exact_ifs_threshold():
+    """Per-neuron betas that round to one 12-bit decay make one LoihiCUBA decay; an IF written
+    exactly needs one threshold."""
+    beta = np.float32([0.75, np.nextafter(np.float32(0.75), np.float32(1))])
+    q, _ = netx.quantize(_one(hub.LIF(beta=beta, threshold=1.0)))
+    assert int(q.nodes["n"].v_decay) == 1024
+    e = _refused(_one(hub.IF(threshold=np.float32([2, 3]))), "n", "threshold")
+    assert "one mantissa per layer" in str(e) and "(2, 3)" in str(e)

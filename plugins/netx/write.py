@@ -14,7 +14,7 @@ import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 from hub_plugins.netx import resonators, sigma_delta
-from hub_plugins.netx.accepts import ACCEPTS
+from hub_plugins.netx.accepts import ACCEPTS, one_value
 from hub_plugins.netx.schema import ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY
 
 
@@ -118,9 +118,9 @@ def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
         if not ok:
             raise UnsupportedError(f"{why}; this IF differs (write with quantize=True for an "
                                    "approximation)", node=name, field=field)
+    one_value(node, name, "threshold", "Loihi's threshold is one mantissa per layer")
     th = node.threshold.reshape(-1)
-    if th.size == 0 or not (th == th[0]).all() or th[0] != round(float(th[0])) or not (
-            0 <= th[0] < 1 << 17):
+    if th[0] != round(float(th[0])) or not 0 <= th[0] < 1 << 17:
         raise UnsupportedError("Loihi's threshold is one integer mantissa per layer, 0 to "
                                "2**17 - 1", node=name, field="threshold")
     return LoihiCUBA(i_decay=DECAY_UNITY, v_decay=0, threshold=int(th[0]))
@@ -254,12 +254,9 @@ def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
 
 
 def _uniform(name: str, node: hub.Delay) -> int:
-    values = node.delay.reshape(-1)
-    if values.size == 0 or not (values == values[0]).all():
-        raise UnsupportedError("netx writes one axonal delay per layer (the next dense layer's "
-                               "'delay' key); this Delay differs between neurons", node=name,
-                               field="delay")
-    return int(values[0])
+    one_value(node, name, "delay", "netx writes one axonal delay per layer (the next dense "
+              "layer's 'delay' key)")
+    return int(node.delay.reshape(-1)[0])
 
 
 def _check_bias_before_delay(graph: hub.Graph) -> None:
