@@ -525,7 +525,6 @@ def test_a_uniform_delay_key_is_the_previous_neurons_delay(tmp_path, delay):
 @pytest.mark.parametrize("delay, first, text", [
     (np.float32([1, 2, 1, 1]), False, "field 'delay': holds different delays"),
     (np.float32([63, 63, 63, 63]), False, "clips delays"),
-    (np.float32([2, 2, 2]), True, "delays the network's input"),
     (np.float32([1, 1, 1]), False, "field 'delay': should be [4]"),
 ])
 def test_delays_the_hub_cannot_hold_name_file_layer_and_key(tmp_path, delay, first, text):
@@ -899,3 +898,64 @@ def test_quantize_checks_the_decays_it_makes_and_the_writer_an_exact_ifs_thresho
     assert int(q.nodes["n"].v_decay) == 1024
     e = _refused(_one(hub.IF(threshold=np.float32([2, 3]))), "n", "threshold")
     assert "one mantissa per layer" in str(e) and "(2, 3)" in str(e)
+
+
+# -- the network's input delayed: the first dense layer's delays, a Delay after the Input ----
+
+
+def _input_delayed(rng, sigma_delta: bool) -> hub.Graph:
+    if sigma_delta:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(6,))), ("input_delay", hub.Delay(delay=3)),
+            ("fc1", hub.Linear(weight=(rng.integers(-60, 60, (8, 6)) * 2).astype(np.float32))),
+            ("n1", hub.SigmaDelta(threshold=12, bias=rng.integers(-30, 30, 8), **FIXED)),
+            ("fc2", hub.Linear(weight=(rng.integers(-60, 60, (4, 8)) * 2).astype(np.float32))),
+            ("n2", hub.Sigma(**FIXED)))
+    return hub.Graph.chain(("input", hub.Input(shape=(6,))), ("input_delay", hub.Delay(delay=3)),
+                           *list(_delayed_net(rng, d1=2, d2=0, bias=BIAS).nodes.items())[1:-1])
+
+
+@pytest.mark.parametrize("sigma_delta", [False, True])
+def test_a_delayed_input_is_the_first_layers_delay_key(tmp_path, sigma_delta):
+    g = _input_delayed(np.random.default_rng(26), sigma_delta)
+    path = hub.save(g, to="netx", out=tmp_path / "in.net")
+    with h5py.File(path) as f:
+        assert f["layer/1/delay"][()].tolist() == [3.0] * 6
+    assert different(g, hub.load(path)) is None
+    # a file with no input layer (as slayer writes) delays its input the same way
+    with h5py.File(path, "a") as f:
+        del f["layer/0"]
+        for i in range(1, len(f["layer"]) + 1):
+            f["layer"].move(str(i), str(i - 1))
+    back = hub.load(path)
+    assert isinstance(back.nodes["input_delay"], hub.Delay)
+    x = torch.as_tensor(np.random.default_rng(27).integers(0, 3, (12, 2, 6)), dtype=torch.float32)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+
+
+def test_a_delayed_input_netx_cannot_hold_is_refused(tmp_path):
+    ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
+    into_input_neuron = hub.Graph.chain(
+        ("input", hub.Input(shape=(2,))), ("d", hub.Delay(delay=2)), ("n0", ok),
+        ("fc", hub.Linear(weight=np.float32([[1, 2], [3, -1]]))), ("n", ok))
+    assert "input layer has no synapse" in str(_refused(into_input_neuron, "d", "delay"))
+    uneven = hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                             ("d", hub.Delay(delay=np.int64([1, 2]))),
+                             ("fc", hub.Linear(weight=np.float32([[1, 2], [3, -1]]))), ("n", ok))
+    assert "for the network's input" in str(_refused(uneven, "d", "delay"))
+
+
+@needs_lava
+@pytest.mark.parametrize("sigma_delta", [False, True])
+def test_a_delayed_input_runs_bit_exact_in_lava(tmp_path, sigma_delta):
+    """The first layer's DelayDense delays the source's input as the Delay does, biases included
+    (they start with the sample, not with the delayed input)."""
+    rng = np.random.default_rng(28)
+    g = _input_delayed(rng, sigma_delta)
+    path = hub.save(g, to="netx", out=tmp_path / "in.net")
+    x = torch.as_tensor(rng.integers(0, 80, (16, 2, 6)) if sigma_delta else
+                        (rng.random((20, 2, 6)) < 0.5), dtype=torch.float32)
+    want = hub.simulate(g, x)
+    assert want.abs().sum() > 0
+    assert not torch.equal(hub.simulate(_without_delays(g), x), want)
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())

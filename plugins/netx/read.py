@@ -384,7 +384,8 @@ def _output_delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
 def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:
     """Give the neuron before this layer (past any flatten) the layer's uniform input delay:
     a ``LoihiCUBA``'s own ``delay``; after a sigma-delta or resonator neuron, which hold none,
-    a ``Delay`` node (the writer writes either back as this key)."""
+    or after the network's input, a ``Delay`` node (the writer writes either back as this
+    key)."""
     for i in range(len(nodes) - 1, -1, -1):
         name, node = nodes[i]
         if isinstance(node, hub.Flatten):
@@ -394,7 +395,7 @@ def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -
             return
         if isinstance(node, hub.IF):  # restored from hub.neuron: the file's neuron is Loihi's
             node = exact_loihi(name, node)
-        if isinstance(node, (*sigma_delta.NODES, hub.Resonator)):
+        if isinstance(node, (*sigma_delta.NODES, hub.Resonator, hub.Input)):
             if delay:
                 taken = {n for n, _ in nodes}
                 label = f"d{name[1:]}" if name[:1] == "n" else f"{name}_delay"
@@ -403,12 +404,8 @@ def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -
                 nodes.insert(i + 1, (label, hub.Delay(delay=np.int64(delay))))
             return
         if not isinstance(node, LoihiCUBA):
-            if delay == 0:
-                return
-            raise UnsupportedError("delays the network's input spikes; the "
-                                   "hub holds delays on neurons (LoihiCUBA.delay) and the input "
-                                   "has none; remove the key or shift the input in time",
-                                   node=where, field="delay")
+            raise FormatError(f"a {node.type} before a dense layer's delays", node=where,
+                              field="delay")
         nodes[i] = (name, node.replace(delay=delay))
         return
 

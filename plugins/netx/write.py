@@ -173,14 +173,17 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
-        after_neuron = not ops and (len(layers) > 1 or layers[0].neuron is not None)
+        # the network's input (no input neuron) is delayed as a neuron's output is
+        at_input = not ops and len(layers) == 1 and layers[0].neuron is None
+        after_neuron = not ops and not at_input
         if isinstance(node, hub.Delay) and after_neuron and \
                 node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
             _write_output_delays(layers[-1], name, node, delayed)
             continue
-        if isinstance(node, hub.Delay) and after_neuron:
+        if isinstance(node, hub.Delay) and (after_neuron or at_input):
             # a uniform delay right after a neuron is that neuron's axonal delay
-            total = (delayed[1] if delayed else 0) + _uniform(name, node)
+            what = "for the network's input" if at_input else "per layer"
+            total = (delayed[1] if delayed else 0) + _uniform(name, node, what)
             if total > MAX_DELAY:
                 raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
                                        "clips larger ones)", node=name, field="delay")
@@ -194,6 +197,10 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
         if not ops and len(layers) == 1 and layers[0].neuron is None:
             # netx's input layer with a neuron: the network's input drives it directly
+            if delayed is not None:
+                raise UnsupportedError("netx's input layer has no synapse to delay the input "
+                                       "its neuron takes; delay the neuron's output instead",
+                                       node=delayed[0], field="delay")
             if np.any(getattr(neuron, "bias", 0)):
                 raise UnsupportedError("netx builds the input layer's neuron without a bias",
                                        node=name, field="bias")
@@ -253,8 +260,8 @@ def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
     layer.data["delay"] = values.astype(np.float32)
 
 
-def _uniform(name: str, node: hub.Delay) -> int:
-    one_value(node, name, "delay", "netx writes one axonal delay per layer (the next dense "
+def _uniform(name: str, node: hub.Delay, what: str = "per layer") -> int:
+    one_value(node, name, "delay", f"netx writes one axonal delay {what} (the next dense "
               "layer's 'delay' key)")
     return int(node.delay.reshape(-1)[0])
 
