@@ -257,8 +257,15 @@ def overview_netx_refusals_name_node_and_reason():
     # the float sigma-delta front: netx's route is slayer's export_hdf5 (above)
     e = refused("blocks.0.quantize", "blocks.1.neuron", SHAPE)
     assert e.node == "blocks.0.quantize" and "Quantize" in e.message, str(e)
+    # the rf_iz convolution: netx's declaration refuses its rounded graded drive first, and
+    # the writer a conv RF layer
+    e = refused("blocks.2.synapse", "blocks.2.delay", (4, 8, 8))
+    assert (e.node, e.field) == ("blocks.2.neuron", "input_rounding"), str(e)
+    rounding = graph.nodes["blocks.2.neuron"]
+    graph.nodes["blocks.2.neuron"] = rounding.replace(input_rounding="exact")
     e = refused("blocks.2.synapse", "blocks.2.delay", (4, 8, 8))
     assert e.node == "blocks.2.synapse" and "dense layers only" in e.message, str(e)
+    graph.nodes["blocks.2.neuron"] = rounding
     e = refused("blocks.4.synapse", "blocks.4.neuron", (192,))
     assert (e.node, e.field) == ("blocks.4.neuron", "type") and "ALIF" in e.message, str(e)
     # a Resonator that rounds a graded drive is slayer's, not Lava's RF

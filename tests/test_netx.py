@@ -525,7 +525,6 @@ def test_a_uniform_delay_key_is_the_previous_neurons_delay(tmp_path, delay):
 @pytest.mark.parametrize("delay, first, text", [
     (np.float32([1, 2, 1, 1]), False, "field 'delay': holds different delays"),
     (np.float32([63, 63, 63, 63]), False, "clips delays"),
-    (np.float32([2, 2, 2]), True, "delays the network's input"),
     (np.float32([1, 1, 1]), False, "field 'delay': should be [4]"),
 ])
 def test_delays_the_hub_cannot_hold_name_file_layer_and_key(tmp_path, delay, first, text):
@@ -714,3 +713,249 @@ def test_lava_dl_files_run_in_lava_as_the_hub_reads_them(tmp_path):
         want = hub.simulate(hub.load(path), x)
         assert 0 < float(want.mean()) < 1, path.name
         assert np.array_equal(np.asarray(fmt.run(path, x)), want.numpy()), path.name
+
+
+# -- delays around sigma-delta and resonator layers -----------------------------------------
+# netx reads a dense layer's 'delay' key whatever its neuron (create_dense -> DelayDense, which
+# carries graded sigma-delta spikes as well as binary ones), except in an RF layer's
+# ComplexDense; these neurons hold no delay of their own, so a Delay node stands for it.
+
+FIXED = {"arithmetic": "fixed"}
+
+
+def _sd_delayed(rng, per_neuron: bool) -> hub.Graph:
+    """Sigma-delta layers with delays: on the input (Delta) layer's spikes and after a biased
+    layer (``per_neuron=False``), or per neuron of an unbiased layer and then uniform."""
+    w = lambda *s: (rng.integers(-60, 60, s) * 2).astype(np.float32)  # noqa: E731
+    if not per_neuron:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(6,))), ("n0", hub.Delta(threshold=2, **FIXED)),
+            ("d0", hub.Delay(delay=int(rng.integers(1, 5)))),
+            ("fc1", hub.Linear(weight=w(8, 6))),
+            ("n1", hub.SigmaDelta(threshold=12, bias=rng.integers(-30, 30, 8), **FIXED)),
+            ("d1", hub.Delay(delay=int(rng.integers(1, 5)))),
+            ("fc2", hub.Linear(weight=w(4, 8))), ("n2", hub.Sigma(**FIXED)))
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(6,))), ("n0", hub.Delta(threshold=2, **FIXED)),
+        ("fc1", hub.Linear(weight=w(8, 6))), ("n1", hub.SigmaDelta(threshold=12, **FIXED)),
+        ("d1", hub.Delay(delay=rng.integers(0, 5, 8))),
+        ("fc2", hub.Linear(weight=w(5, 8))),
+        ("n2", hub.SigmaDelta(threshold=6, bias=rng.integers(-30, 30, 5), **FIXED)),
+        ("d2", hub.Delay(delay=int(rng.integers(1, 5)))),
+        ("fc3", hub.Linear(weight=w(3, 5))), ("n3", hub.Sigma(**FIXED)))
+
+
+def _without_delays(g: hub.Graph) -> hub.Graph:
+    return hub.Graph.chain(*[(n, node) for n, node in g.nodes.items()
+                             if not isinstance(node, (hub.Delay, hub.Output))])
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_sigma_delta_delays_are_written_and_read_back(tmp_path, per_neuron):
+    g = _sd_delayed(np.random.default_rng(20), per_neuron)
+    path = hub.save(g, to="netx", out=tmp_path / "sd.net")
+    with h5py.File(path) as f:
+        delays = {k: f[f"layer/{k}/delay"][()].tolist() for k in f["layer"]
+                  if "delay" in f[f"layer/{k}"]}
+    if per_neuron:  # per output neuron on layer 1, input delays on layer 3
+        assert delays == {"1": g.nodes["d1"].delay.tolist(),
+                          "3": [float(g.nodes["d2"].delay)] * 5}
+    else:  # input delays on the layers the spikes reach
+        assert delays == {"1": [float(g.nodes["d0"].delay)] * 6,
+                          "2": [float(g.nodes["d1"].delay)] * 8}
+    assert different(g, hub.load(path)) is None
+
+
+@needs_lava
+@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_sigma_delta_delays_run_bit_exact_in_lava(tmp_path, seed, per_neuron):
+    """Graded spikes through Lava's DelayDense: hub.simulate equals Lava's run of the written
+    file, and of the file read back and written again, and the delays matter."""
+    rng = np.random.default_rng(seed)
+    g = _sd_delayed(rng, per_neuron)
+    path = hub.save(g, to="netx", out=tmp_path / "sd.net")
+    x = torch.as_tensor(rng.integers(0, 80, (16, 2, 6)), dtype=torch.float32)
+    want = hub.simulate(g, x)
+    assert want.abs().sum() > 0
+    assert not torch.equal(hub.simulate(_without_delays(g), x), want)
+    fmt = hub.plugins().format("netx")
+    assert np.array_equal(np.asarray(fmt.run(path, x)), want.numpy())
+    again = hub.save(hub.load(path), to="netx", out=tmp_path / "again.net")
+    assert np.array_equal(np.asarray(fmt.run(again, x)), want.numpy())
+
+
+def _rf(rng, iz: bool = False) -> hub.Resonator:
+    while True:
+        sin, cos = int(rng.integers(1, 4096)), int(rng.integers(0, 4096))
+        if 3000 ** 2 < sin * sin + cos * cos < 4000 ** 2:
+            break
+    threshold = int(rng.integers(2, 24)) * 64
+    kind = dict(spike_rule="imag", reset="imag", imag_reset=threshold - 1) if iz else {}
+    return hub.Resonator(sin_decay=sin / 4096, cos_decay=cos / 4096, gain=64.0,
+                         threshold=float(threshold), arithmetic="fixed", **kind)
+
+
+def _rf_delayed(rng, delay, last=None) -> hub.Graph:
+    """An RF layer whose spikes are delayed into the next layer (a CUBA one by default)."""
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(10,))),
+        ("fc1", hub.Linear(weight=rng.integers(-8, 9, (16, 10)).astype(np.float32) * 2)),
+        ("n1", _rf(rng, iz=bool(rng.integers(2)))), ("d1", hub.Delay(delay=delay)),
+        ("fc2", hub.Linear(weight=rng.integers(-8, 9, (8 if last else 4, 8)).astype(
+            np.float32) * 4)),
+        ("n2", last or LoihiCUBA(i_decay=1024, v_decay=512, threshold=3)))
+
+
+@needs_lava
+@pytest.mark.parametrize("seed", [23, 24])
+def test_an_rf_layers_delayed_spikes_run_bit_exact_in_lava(tmp_path, seed):
+    """The spikes of an RF layer delayed into the next (plain) dense layer: its 'delay' key,
+    read back as a Delay after the resonator, and Lava runs it as hub.simulate."""
+    rng = np.random.default_rng(seed)
+    g = _rf_delayed(rng, int(rng.integers(2, 6)))
+    path = hub.save(g, to="netx", out=tmp_path / "rf.net")
+    with h5py.File(path) as f:
+        assert f["layer/2/delay"][()].tolist() == [float(g.nodes["d1"].delay)] * 8
+        assert "delay" not in f["layer/1"]
+    assert different(g, hub.load(path)) is None
+    x = torch.tensor((rng.random((40, 2, 10)) < 0.5).astype(np.float32))
+    want = hub.simulate(g, x)
+    assert 0 < float(want.mean()) < 1
+    assert not torch.equal(hub.simulate(_without_delays(g), x), want)
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())
+
+
+def test_delays_netx_drops_around_rf_layers_are_refused(tmp_path):
+    """netx's ComplexDense reads no 'delay' key: spikes into an RF layer cannot be delayed, nor
+    an RF layer's own neurons one by one; a file with such a key is refused, not run without."""
+    rng = np.random.default_rng(25)
+    into_rf = _rf_delayed(rng, 2, last=_rf(rng))
+    with pytest.raises(hub.UnsupportedError, match="ComplexDense has no synaptic delays") as e:
+        hub.save(into_rf, to="netx", out=tmp_path / "a.net")
+    assert (e.value.node, e.value.field) == ("d1", "delay")
+    per_neuron = _rf_delayed(rng, np.arange(8))
+    with pytest.raises(hub.UnsupportedError, match="RF layer's ComplexDense") as e:
+        hub.save(per_neuron, to="netx", out=tmp_path / "b.net")
+    assert (e.value.node, e.value.field) == ("d1", "delay")
+    path = hub.save(_rf_delayed(rng, 0), to="netx", out=tmp_path / "c.net")
+    with h5py.File(path, "a") as f:
+        f["layer/1"].create_dataset("delay", data=np.float32([1] * 10))
+    with pytest.raises(hub.UnsupportedError, match="ComplexDense has no synaptic delays") as e:
+        hub.load(path)
+    assert (e.value.file, e.value.node, e.value.field) == (str(path), "layer/1", "delay")
+
+
+def test_delays_netx_drops_around_sigma_delta_layers_are_refused(tmp_path):
+    """netx reads no 'delay' key in a conv or input layer, whatever the neuron."""
+    sdnn = {"neuron/type": "SDNN", "neuron/vThMant": 4}
+    conv = _file(tmp_path / "conv.net", [
+        {"type": "input", "shape": np.array([1, 3, 3]), **sdnn},
+        {"type": "conv", "shape": np.array([1, 3, 3]), "weight": np.ones((1, 1, 1, 1), np.float32),
+         "delay": np.float32([1]), **sdnn}])
+    with pytest.raises(hub.UnsupportedError, match="create_conv") as e:
+        hub.load(conv)
+    assert (e.value.node, e.value.field) == ("layer/1", "delay")
+    inp = _file(tmp_path / "input.net", [
+        {"type": "input", "shape": np.array([3]), "delay": np.float32([2, 2, 2]), **sdnn},
+        {"type": "dense", "shape": np.array([2]), "weight": np.ones((2, 3), np.float32),
+         **sdnn}])
+    with pytest.raises(hub.UnsupportedError, match="create_input") as e:
+        hub.load(inp)
+    assert (e.value.node, e.value.field) == ("layer/0", "delay")
+    g = hub.Graph.chain(
+        ("input", hub.Input(shape=(1, 4, 4))), ("n0", hub.Delta(threshold=2, **FIXED)),
+        ("d0", hub.Delay(delay=2)),
+        ("conv", hub.Conv2d(weight=np.full((2, 1, 3, 3), 2, np.float32), padding=(1, 1))),
+        ("n1", hub.SigmaDelta(threshold=3, **FIXED)))
+    with pytest.raises(hub.UnsupportedError, match="create_conv") as e:
+        hub.save(g, to="netx", out=tmp_path / "w.net")
+    assert (e.value.node, e.value.field) == ("d0", "delay")
+
+
+# -- one value per layer: the declaration's uniform rule, where the writer and quantize check --
+
+
+@pytest.mark.parametrize("neuron, field", [
+    (hub.LIF(beta=0.75, threshold=np.float32([1, 2])), "threshold"),
+    (hub.LIF(beta=np.float32([0.5, 0.75]), threshold=1.0), "v_decay"),
+    (hub.CubaLIF(alpha=np.float32([0.5, 0.25]), beta=0.5, threshold=1.0), "i_decay"),
+    (hub.LIF(beta=0.5, threshold=1.0, gain=np.float32([1, 2])), "gain"),
+    (hub.CubaLIF(alpha=0.5, beta=0.5, threshold=1.0, current_gain=np.float32([1, 2])),
+     "current_gain"),
+])
+def test_quantize_takes_one_value_per_layer_naming_node_and_field(neuron, field):
+    with pytest.raises(hub.UnsupportedError, match="holds 2 different values") as e:
+        netx.quantize(_one(neuron))
+    assert (e.value.node, e.value.field) == ("n", field), str(e.value)
+
+
+def test_quantize_checks_the_decays_it_makes_and_the_writer_an_exact_ifs_threshold():
+    """Per-neuron betas that round to one 12-bit decay make one LoihiCUBA decay; an IF written
+    exactly needs one threshold."""
+    beta = np.float32([0.75, np.nextafter(np.float32(0.75), np.float32(1))])
+    q, _ = netx.quantize(_one(hub.LIF(beta=beta, threshold=1.0)))
+    assert int(q.nodes["n"].v_decay) == 1024
+    e = _refused(_one(hub.IF(threshold=np.float32([2, 3]))), "n", "threshold")
+    assert "one mantissa per layer" in str(e) and "(2, 3)" in str(e)
+
+
+# -- the network's input delayed: the first dense layer's delays, a Delay after the Input ----
+
+
+def _input_delayed(rng, sigma_delta: bool) -> hub.Graph:
+    if sigma_delta:
+        return hub.Graph.chain(
+            ("input", hub.Input(shape=(6,))), ("input_delay", hub.Delay(delay=3)),
+            ("fc1", hub.Linear(weight=(rng.integers(-60, 60, (8, 6)) * 2).astype(np.float32))),
+            ("n1", hub.SigmaDelta(threshold=12, bias=rng.integers(-30, 30, 8), **FIXED)),
+            ("fc2", hub.Linear(weight=(rng.integers(-60, 60, (4, 8)) * 2).astype(np.float32))),
+            ("n2", hub.Sigma(**FIXED)))
+    return hub.Graph.chain(("input", hub.Input(shape=(6,))), ("input_delay", hub.Delay(delay=3)),
+                           *list(_delayed_net(rng, d1=2, d2=0, bias=BIAS).nodes.items())[1:-1])
+
+
+@pytest.mark.parametrize("sigma_delta", [False, True])
+def test_a_delayed_input_is_the_first_layers_delay_key(tmp_path, sigma_delta):
+    g = _input_delayed(np.random.default_rng(26), sigma_delta)
+    path = hub.save(g, to="netx", out=tmp_path / "in.net")
+    with h5py.File(path) as f:
+        assert f["layer/1/delay"][()].tolist() == [3.0] * 6
+    assert different(g, hub.load(path)) is None
+    # a file with no input layer (as slayer writes) delays its input the same way
+    with h5py.File(path, "a") as f:
+        del f["layer/0"]
+        for i in range(1, len(f["layer"]) + 1):
+            f["layer"].move(str(i), str(i - 1))
+    back = hub.load(path)
+    assert isinstance(back.nodes["input_delay"], hub.Delay)
+    x = torch.as_tensor(np.random.default_rng(27).integers(0, 3, (12, 2, 6)), dtype=torch.float32)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+
+
+def test_a_delayed_input_netx_cannot_hold_is_refused(tmp_path):
+    ok = LoihiCUBA(i_decay=0, v_decay=0, threshold=1)
+    into_input_neuron = hub.Graph.chain(
+        ("input", hub.Input(shape=(2,))), ("d", hub.Delay(delay=2)), ("n0", ok),
+        ("fc", hub.Linear(weight=np.float32([[1, 2], [3, -1]]))), ("n", ok))
+    assert "input layer has no synapse" in str(_refused(into_input_neuron, "d", "delay"))
+    uneven = hub.Graph.chain(("input", hub.Input(shape=(2,))),
+                             ("d", hub.Delay(delay=np.int64([1, 2]))),
+                             ("fc", hub.Linear(weight=np.float32([[1, 2], [3, -1]]))), ("n", ok))
+    assert "for the network's input" in str(_refused(uneven, "d", "delay"))
+
+
+@needs_lava
+@pytest.mark.parametrize("sigma_delta", [False, True])
+def test_a_delayed_input_runs_bit_exact_in_lava(tmp_path, sigma_delta):
+    """The first layer's DelayDense delays the source's input as the Delay does, biases included
+    (they start with the sample, not with the delayed input)."""
+    rng = np.random.default_rng(28)
+    g = _input_delayed(rng, sigma_delta)
+    path = hub.save(g, to="netx", out=tmp_path / "in.net")
+    x = torch.as_tensor(rng.integers(0, 80, (16, 2, 6)) if sigma_delta else
+                        (rng.random((20, 2, 6)) < 0.5), dtype=torch.float32)
+    want = hub.simulate(g, x)
+    assert want.abs().sum() > 0
+    assert not torch.equal(hub.simulate(_without_delays(g), x), want)
+    assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())

@@ -54,6 +54,7 @@ VIOLATIONS = [
     (RF_IZ.replace(imag_reset=0.0), "imag_reset"),
     (RF.replace(sin_decay=0.0), "sin_decay"),
     (RF.replace(cos_decay=-0.25), "cos_decay"),
+    (RF.replace(input_rounding="toward_zero"), "input_rounding"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hub.errors import UnsupportedError
 from hub.legalise import Accepts, at_least, between, equal, one_of, rule, uniform
 from hub.node import Node
 from hub_plugins.netx import sigma_delta
@@ -21,6 +22,19 @@ _ONE_PER_LAYER = "netx's LIF takes one value per layer"
 _RF_ONE = "Lava's RF process takes one value per layer"
 _ADAPTIVE = ("netx 0.6 builds no adaptive RF neuron (slayer's adrf): its threshold and "
              "refractory adaptation cannot be written for Lava")
+
+
+def one_value(node: Node, name: str, field: str, why: str) -> None:
+    """Refuse ``node`` (named ``name``) unless ``field`` holds one value for all neurons: the
+    declaration's :func:`~hub.legalise.uniform` rule, for what the writer and ``quantize``
+    check on nodes beyond the declaration (a ``Delay``, an exactly written ``IF``, the neuron
+    ``quantize`` makes), with the error naming node and field."""
+    if uniform(field)(node):
+        return
+    values = np.unique(np.asarray(getattr(node, field)))
+    held = "no values" if not values.size else f"{values.size} different values (" + ", ".join(
+        f"{v:g}" for v in values[:4].tolist()) + (", ...)" if values.size > 4 else ")")
+    raise UnsupportedError(f"{why}; this {node.type} holds {held}", node=name, field=field)
 
 
 def _bias_exp_ok(n: Node) -> bool:
@@ -101,6 +115,8 @@ ACCEPTS = Accepts({
                  "decay in the first quadrant (sin_decay >= 1/4096, cos_decay >= 0)"),
         at_least("cos_decay", 0, why="netx rebuilds the rotation from a period and a decay in "
                  "the first quadrant (sin_decay >= 1/4096, cos_decay >= 0)"),
+        one_of("input_rounding", "exact", why="Lava's RF takes integer synaptic sums (a rounded "
+               "graded input is slayer's, at another scale)"),
     ),
 }, topology="chain", name="netx", notes=[
     "a chain of layers, each dense layer with its own recurrence at most (dense_rec)",

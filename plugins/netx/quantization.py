@@ -10,6 +10,7 @@ import torch
 import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
+from hub_plugins.netx.accepts import one_value
 from hub_plugins.netx.write import _chain
 
 
@@ -93,12 +94,11 @@ def _quantize_layer(name: str, node: hub.Node, feeders: list[str], nodes: dict[s
         raise UnsupportedError("Loihi's voltage decays to zero", node=name, field="v_leak")
     if node.comparison == ">=":
         notes.append("'>=' becomes Loihi's '>'")
-    gain = np.asarray(getattr(node, "gain", 1.0), dtype=np.float64)
-    if isinstance(node, hub.CubaLIF):
-        gain = gain * node.current_gain
-    if gain.size > 1:
-        raise UnsupportedError("quantize needs one gain per layer", node=name, field="gain")
-    gain = float(gain)
+    gains = ["gain", *(["current_gain"] if isinstance(node, hub.CubaLIF) else [])]
+    gain = 1.0
+    for field in gains:
+        one_value(node, name, field, "quantize needs one gain per layer")
+        gain *= float(np.asarray(getattr(node, field), dtype=np.float64).reshape(-1)[0])
     largest = max((np.abs(np.asarray(nodes[f].weight, dtype=np.float64)).max() for f in feeders),
                   default=0.0) * abs(gain)
     for f in feeders:
@@ -106,10 +106,8 @@ def _quantize_layer(name: str, node: hub.Node, feeders: list[str], nodes: dict[s
             largest = max(largest, float(np.abs(nodes[f].bias).max()) * abs(gain))
     limit = (1 << (weight_bits - 1)) - 1
     scale = 2.0 ** np.floor(np.log2(limit / largest)) if largest > 0 else 1.0
+    one_value(node, name, "threshold", "netx takes one threshold per layer")
     threshold = np.asarray(node.threshold, dtype=np.float64)
-    if threshold.size > 1 and not (threshold == threshold.reshape(-1)[0]).all():
-        raise UnsupportedError("netx takes one threshold per layer", node=name,
-                               field="threshold")
     mant = int(np.round(float(threshold.reshape(-1)[0]) * scale))
     weight_error = 0.0
     for f in feeders:
@@ -129,9 +127,10 @@ def _quantize_layer(name: str, node: hub.Node, feeders: list[str], nodes: dict[s
     i_decay = np.round((1 - alpha) * DECAY_UNITY)
     decay_error = float(max(np.abs(v_decay - (1 - beta) * DECAY_UNITY).max(),
                             np.abs(i_decay - (1 - alpha) * DECAY_UNITY).max())) / DECAY_UNITY
-    for field, value in (("v_decay", v_decay), ("i_decay", i_decay)):
-        if value.size > 1 and not (value == value.reshape(-1)[0]).all():
-            raise UnsupportedError("netx takes one decay per layer", node=name, field=field)
+    decays = LoihiCUBA(i_decay=i_decay.astype(np.int64), v_decay=v_decay.astype(np.int64),
+                       threshold=mant)  # the rounded decays: one per layer, as netx takes them
+    for field in ("v_decay", "i_decay"):
+        one_value(decays, name, field, "netx takes one decay per layer")
     nodes[name] = LoihiCUBA(i_decay=int(i_decay.reshape(-1)[0]),
                             v_decay=int(v_decay.reshape(-1)[0]), threshold=mant,
                             delay=node.delay)  # the same axonal delay: netx writes it exactly

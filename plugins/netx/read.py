@@ -96,10 +96,6 @@ def _neuron(layer: h5py.Group, where: str, bias: np.ndarray | None,
         where = f"{where}/neuron"
         kind = _string(group, "type", where)
         if kind == sigma_delta.SDNN:
-            if "delay" in layer:
-                raise UnsupportedError("on a sigma-delta layer: not read (the hub holds no "
-                                       "delays of graded sigma-delta spikes from netx files)",
-                                       node=where.rsplit("/", 1)[0], field="delay")
             return sigma_delta.read_neuron(group, where, bias, input_layer=input_layer,
                                            scalar=_scalar, string=_string)
         if kind not in NEURON_TYPES:
@@ -173,6 +169,10 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
         if kind == "input":
             if nodes:
                 raise FormatError("an input layer must come first", node=where)
+            if "delay" in layer:
+                raise UnsupportedError("on an input layer: netx 0.6's create_input does not "
+                                       "read it, so Lava would run the network without the "
+                                       "delay", node=where, field="delay")
             shape = tuple(int(v) for v in _integers(layer, "shape", where).reshape(-1))
             nodes.append(("input", hub.Input(shape=shape)))
             if "neuron" in layer:
@@ -233,7 +233,7 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
             neuron = _restore(layer, _neuron(layer, where, bias))
             nodes.append((f"n{index}", neuron))
             if per_output is not None:
-                if neuron.bias.any():
+                if np.any(getattr(neuron, "bias", 0)):
                     raise UnsupportedError("per-neuron delays on a layer with a bias: Lava "
                                            "delays the synaptic input, which is the neuron's "
                                            "output delayed only while nothing else drives it",
@@ -382,7 +382,10 @@ def _output_delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
 
 
 def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:
-    """Give the neuron before this layer (past any flatten) the layer's uniform input delay."""
+    """Give the neuron before this layer (past any flatten) the layer's uniform input delay:
+    a ``LoihiCUBA``'s own ``delay``; after a sigma-delta or resonator neuron, which hold none,
+    or after the network's input, a ``Delay`` node (the writer writes either back as this
+    key)."""
     for i in range(len(nodes) - 1, -1, -1):
         name, node = nodes[i]
         if isinstance(node, hub.Flatten):
@@ -392,13 +395,17 @@ def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -
             return
         if isinstance(node, hub.IF):  # restored from hub.neuron: the file's neuron is Loihi's
             node = exact_loihi(name, node)
+        if isinstance(node, (*sigma_delta.NODES, hub.Resonator, hub.Input)):
+            if delay:
+                taken = {n for n, _ in nodes}
+                label = f"d{name[1:]}" if name[:1] == "n" else f"{name}_delay"
+                while label in taken:
+                    label += "_"
+                nodes.insert(i + 1, (label, hub.Delay(delay=np.int64(delay))))
+            return
         if not isinstance(node, LoihiCUBA):
-            if delay == 0:
-                return
-            raise UnsupportedError("delays the network's input spikes; the "
-                                   "hub holds delays on neurons (LoihiCUBA.delay) and the input "
-                                   "has none; remove the key or shift the input in time",
-                                   node=where, field="delay")
+            raise FormatError(f"a {node.type} before a dense layer's delays", node=where,
+                              field="delay")
         nodes[i] = (name, node.replace(delay=delay))
         return
 

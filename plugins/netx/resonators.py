@@ -7,7 +7,8 @@ or ``RF_IZ`` process, with ``vth = vThMant << 6`` and ``state_exp = 6`` (the syn
 shifted by 6 bits: ``gain = 64``). It builds nothing else for them: a ``conv`` or ``input`` layer
 with an RF neuron fails in netx (a single synapse meets a neuron with two inputs), a
 ``dense_rec`` layer with complex weights is built as a plain ``ComplexDense`` (the recurrent
-weights dropped), and a complex layer's ``delay`` and ``bias`` are not read. netx knows no
+weights dropped), and a complex layer's ``delay`` and ``bias`` are not read (an RF layer's
+spikes can still be delayed into a plain dense layer: its ``delay`` key). netx knows no
 adaptive RF neuron (slayer's ``ADRF_PHASE``, ``ADRF_IZHIKEVICH``). Those are refused here.
 
 netx does not hand the file's ``sinDecay``/``cosDecay`` to Lava: it turns them into a period and
@@ -135,10 +136,6 @@ def rf_type(name: str, node: hub.Resonator) -> str:
     from hub_plugins.netx.accepts import ACCEPTS
 
     ACCEPTS.check(node, name)
-    if node.input_rounding != "exact":
-        raise UnsupportedError("cannot be written for Lava: Lava's RF takes integer synaptic sums "
-                               "(a rounded graded input is slayer's, at another scale)", node=name,
-                               field="input_rounding")
     return next(k for k, v in TYPES.items()
                 if (node.spike_rule, node.reset) == (v["spike_rule"], v["reset"]))
 

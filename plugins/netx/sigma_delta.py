@@ -10,7 +10,8 @@ each with ``vth = vThMant``, ``spike_exp = 6``, ``state_exp = 6``, in ``arithmet
 netx passes no ``act_mode`` (so Lava's default, ReLU, whatever the file's ``activation`` key
 says) and no ``cum_error`` (off); a file's ``activation`` other than ``relu`` is refused rather
 than run as ReLU. netx's dense synapse delivers the integer sum ``sum(w * s)`` of the graded
-spikes, as for CUBA layers (``write.netx_weights_exact``).
+spikes, as for CUBA layers (``write.netx_weights_exact``), and with a ``delay`` key its
+``DelayDense`` delivers them as late as a CUBA layer's (a ``Delay`` node here, ``docs/loihi.md``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import hub
 from hub.errors import UnsupportedError
 from hub.loihi import DECAY_UNITY, LoihiCUBA
 from hub_plugins.netx import resonators, sigma_delta
-from hub_plugins.netx.accepts import ACCEPTS
+from hub_plugins.netx.accepts import ACCEPTS, one_value
 from hub_plugins.netx.schema import ATTR_BIAS, ATTR_FOLDED, ATTR_NEURON, ATTR_OP, MAX_DELAY
 
 
@@ -118,9 +118,9 @@ def exact_loihi(name: str, node: hub.Node) -> LoihiCUBA:
         if not ok:
             raise UnsupportedError(f"{why}; this IF differs (write with quantize=True for an "
                                    "approximation)", node=name, field=field)
+    one_value(node, name, "threshold", "Loihi's threshold is one mantissa per layer")
     th = node.threshold.reshape(-1)
-    if th.size == 0 or not (th == th[0]).all() or th[0] != round(float(th[0])) or not (
-            0 <= th[0] < 1 << 17):
+    if th[0] != round(float(th[0])) or not 0 <= th[0] < 1 << 17:
         raise UnsupportedError("Loihi's threshold is one integer mantissa per layer, 0 to "
                                "2**17 - 1", node=name, field="threshold")
     return LoihiCUBA(i_decay=DECAY_UNITY, v_decay=0, threshold=int(th[0]))
@@ -173,13 +173,17 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
             continue
-        if isinstance(node, hub.Delay) and not ops and len(layers) > 1 and \
+        # the network's input (no input neuron) is delayed as a neuron's output is
+        at_input = not ops and len(layers) == 1 and layers[0].neuron is None
+        after_neuron = not ops and not at_input
+        if isinstance(node, hub.Delay) and after_neuron and \
                 node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
             _write_output_delays(layers[-1], name, node, delayed)
             continue
-        if isinstance(node, hub.Delay) and not ops and len(layers) > 1:
+        if isinstance(node, hub.Delay) and (after_neuron or at_input):
             # a uniform delay right after a neuron is that neuron's axonal delay
-            total = (delayed[1] if delayed else 0) + _uniform(name, node)
+            what = "for the network's input" if at_input else "per layer"
+            total = (delayed[1] if delayed else 0) + _uniform(name, node, what)
             if total > MAX_DELAY:
                 raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
                                        "clips larger ones)", node=name, field="delay")
@@ -193,6 +197,10 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         neuron = _check_neuron(name, exact_loihi(name, node) if original else node)
         if not ops and len(layers) == 1 and layers[0].neuron is None:
             # netx's input layer with a neuron: the network's input drives it directly
+            if delayed is not None:
+                raise UnsupportedError("netx's input layer has no synapse to delay the input "
+                                       "its neuron takes; delay the neuron's output instead",
+                                       node=delayed[0], field="delay")
             if np.any(getattr(neuron, "bias", 0)):
                 raise UnsupportedError("netx builds the input layer's neuron without a bias",
                                        node=name, field="bias")
@@ -235,7 +243,10 @@ def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
     out = int(layer.data.get("outFeatures", 0))
     values = node.delay.reshape(-1)
     why = None
-    if layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
+    if "weight/real" in layer.data:
+        why = ("only in a plain dense layer's synapses: netx builds an RF layer's ComplexDense "
+               "without reading its 'delay' key")
+    elif layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
         why = "only after a dense layer's neuron, one delay per neuron"
     elif "bias" in layer.data:
         why = "not on a layer with a bias (Lava delays the input, not the biased output)"
@@ -249,13 +260,10 @@ def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
     layer.data["delay"] = values.astype(np.float32)
 
 
-def _uniform(name: str, node: hub.Delay) -> int:
-    values = node.delay.reshape(-1)
-    if values.size == 0 or not (values == values[0]).all():
-        raise UnsupportedError("netx writes one axonal delay per layer (the next dense layer's "
-                               "'delay' key); this Delay differs between neurons", node=name,
-                               field="delay")
-    return int(values[0])
+def _uniform(name: str, node: hub.Delay, what: str = "per layer") -> int:
+    one_value(node, name, "delay", f"netx writes one axonal delay {what} (the next dense "
+              "layer's 'delay' key)")
+    return int(node.delay.reshape(-1)[0])
 
 
 def _check_bias_before_delay(graph: hub.Graph) -> None:
