@@ -9,8 +9,6 @@ saying so; the checks of the canonical nodes themselves run here.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,7 @@ import torch
 
 import hub
 
-ROOT = Path(__file__).resolve().parents[1]
-LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
+from .slayer_harness import assert_passed, checkout_view, names, run_in_lava
 
 
 @pytest.mark.parametrize("to", ["nir", "snntorch", "norse", "spikingjelly", "netx"])
@@ -63,37 +60,14 @@ def test_other_formats_refuse_a_voltage_readout(tmp_path: Path) -> None:
     assert e.value.node == "readout" and e.value.field == "spike_mode", str(e.value)
 
 
+#: Checks run in the Lava environment (:mod:`tests.slayer_harness`); argv[1]: the checkout view.
 SLAYER_CHECKS = r"""
-import json, sys, traceback
-sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 import hub
 from lava.lib.dl import slayer
+from slayer_harness import check, cuba_params as params, forward, run_checks
 
 cuba = slayer.block.cuba
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
-
-
-def forward(blocks, x):
-    # slayer's forward as its users call it: [T, N, *] -> [N, *, T] -> blocks -> back
-    y = hub.to_lava(x).contiguous()
-    with torch.no_grad():
-        for b in blocks:
-            b.eval()
-            y = b(y)
-    return hub.from_lava(y)
-
-
-def params(rng):
-    # slayer keeps the threshold on a grid of 1/64 and decays on a grid of 1/4096
-    return dict(threshold=int(rng.integers(16, 160)) / 64,
-                current_decay=int(rng.integers(0, 4097)) / 4096,
-                voltage_decay=int(rng.integers(0, 4097)) / 4096)
 
 
 def spikes(rng, *shape):
@@ -265,40 +239,15 @@ def refusals_name_block_and_reason():
         raise AssertionError("a spiking voltage readout should be refused")
 
 
-for name, fn in CHECKS.items():
-    try:
-        fn()
-        result = {"check": name, "ok": True, "detail": ""}
-    except Exception:
-        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
-    print("CHECK " + json.dumps(result), flush=True)
+run_checks()
 """
-CHECK_NAMES = ["affine_voltage_readout_imports_and_exports_exactly",
-               "affine_without_dynamics_is_the_synaptic_input",
-               "average_imports_and_exports_exactly", "convt_and_unpool_import_and_export_exactly",
-               "refusals_name_block_and_reason"]
 
 
 @pytest.fixture(scope="module")
 def slayer_checks(tmp_path_factory) -> dict[str, dict]:
-    if not LAVA_PYTHON.exists():
-        pytest.skip(".venv-lava (lava-dl 0.6) is not installed here; scripts/setup-lava creates it")
-    checkout = tmp_path_factory.mktemp("checkout")
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (checkout / name).symlink_to(ROOT / target, target_is_directory=True)
-    done = subprocess.run([str(LAVA_PYTHON), "-I", "-c", SLAYER_CHECKS, str(checkout)],
-                          capture_output=True, text=True, timeout=600)
-    results = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("CHECK "):
-            result = json.loads(line[len("CHECK "):])
-            results[result["check"]] = result
-    assert done.returncode == 0 and results, done.stderr[-3000:]
-    return results
+    return run_in_lava(SLAYER_CHECKS, checkout_view(tmp_path_factory.mktemp("checkout")))
 
 
-@pytest.mark.parametrize("name", CHECK_NAMES)
+@pytest.mark.parametrize("name", names(SLAYER_CHECKS))
 def test_slayer_blocks_in_the_lava_environment(slayer_checks, name: str) -> None:
-    assert name in slayer_checks, f"check {name!r} did not run"
-    assert slayer_checks[name]["ok"], slayer_checks[name]["detail"]
+    assert_passed(slayer_checks, name)
