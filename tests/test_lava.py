@@ -587,7 +587,8 @@ def alif_refusals_name_block_and_field():
              (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(
                  p(norm=slayer.neuron.norm.MeanOnlyBatchNorm), 3, 2, 1)]),
               "blocks.1.neuron", "norm"),
-             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(1)]), "blocks.1", None)]
+             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(2)]), "blocks.1",
+              "num_outputs")]
     for net, node, field in cases:
         try:
             hub.load(net)
