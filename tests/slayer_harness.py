@@ -15,6 +15,7 @@ there, lazily) and by the test modules (the rest).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import traceback
@@ -116,6 +117,19 @@ def run_in_lava(source: str, view: Path, *args: Any, timeout: int = 600) -> dict
             results[result["check"]] = result
     assert done.returncode == 0 and results, done.stderr[-3000:]
     return results
+
+
+def conformance_in_lava(folder: Path, *args: str, timeout: int = 900) -> str:
+    """``hub conformance *args`` run in the Lava environment on this checkout (its report in
+    ``folder / "out"``); its output, once it has exited with 0."""
+    python = lava_python()
+    view = checkout_view(folder / "checkout")
+    result = subprocess.run(
+        [str(python), "-m", "hub.cli", "conformance", *args, "--out", str(folder / "out")],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(view)})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result.stdout
 
 
 def assert_passed(results: dict[str, dict], name: str) -> None:

@@ -9,7 +9,6 @@ timing alignment. Where ``.venv-lava`` is missing these tests skip, saying so.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 import hub
 from hub_plugins import lava
 
-from .slayer_harness import assert_passed, checkout_view, lava_python, names, run_in_lava
+from .slayer_harness import (
+    assert_passed, checkout_view, conformance_in_lava, lava_python, names, run_in_lava)
 
 
 #: Builds the networks in the Lava environment: argv[1] is the folder to write to.
@@ -718,23 +718,14 @@ def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str)
     np.testing.assert_array_equal(hub.simulate(graph, x).numpy(), want)
 
 
-def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(
-        tmp_path, this_checkout) -> None:
+def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(tmp_path) -> None:
     """hub <-> netx file <-> slayer blocks, each run in its own runtime (Lava's fixed-point
     simulator for netx, slayer's quantised forward), bit for bit: the suite run where slayer
     lives, on the Loihi cases slayer can hold."""
-    try:
-        python = lava.lava_python()
-    except lava.LavaUnavailable as e:
-        pytest.skip(str(e))
-    result = subprocess.run(
-        [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
-         "--tier", "fixed", "--cases", "*slayer*", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1200,
-        env={**os.environ, "PYTHONPATH": str(this_checkout)})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
-    report = (tmp_path / "report.md").read_text()
+    out = conformance_in_lava(tmp_path, "--formats", "hub,netx,slayer", "--tier", "fixed",
+                              "--cases", "*slayer*", timeout=1200)
+    assert "66 runs of 2 cases along 33 routes" in out and "66 pass" in out
+    report = (tmp_path / "out" / "report.md").read_text()
     assert "| **slayer** | 8 pass | 8 pass | 6 pass |" in report
 
 

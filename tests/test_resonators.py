@@ -8,8 +8,6 @@ the other formats) runs anywhere.
 
 from __future__ import annotations
 
-import subprocess
-
 import h5py
 import numpy as np
 import pytest
@@ -18,7 +16,8 @@ import torch
 import hub
 from hub_plugins import lava
 
-from .slayer_harness import assert_passed, checkout_view, lava_python, names, run_in_lava
+from .slayer_harness import (
+    assert_passed, checkout_view, conformance_in_lava, lava_python, names, run_in_lava)
 
 
 def rf(rng: np.random.Generator, iz: bool = False, **extra) -> hub.Resonator:
@@ -497,19 +496,11 @@ def test_conformance_routes_of_the_resonator_cases_in_the_lava_environment(tmp_p
     """hub <-> netx file <-> slayer blocks on the fixed-tier resonator cases, each run in its
     own runtime (Lava's RF processes, slayer's forward): every route that can hold the case
     passes; netx 0.6 cannot hold slayer's adrf, which is the only gap."""
-    import os
-
-    python = lava_python()
-    view = checkout_view(tmp_path / "checkout")
-    result = subprocess.run(
-        [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
-         "--tier", "fixed", "--cases", "*rf-loihi*", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": str(view)})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "66 runs of 2 cases along 33 routes" in result.stdout, result.stdout[-2000:]
-    assert "43 pass, 23 n/a" in result.stdout, result.stdout[-2000:]
-    assert "builds no adaptive RF neuron" in result.stdout
+    out = conformance_in_lava(tmp_path, "--formats", "hub,netx,slayer", "--tier", "fixed",
+                              "--cases", "*rf-loihi*")
+    assert "66 runs of 2 cases along 33 routes" in out, out[-2000:]
+    assert "43 pass, 23 n/a" in out, out[-2000:]
+    assert "builds no adaptive RF neuron" in out
 
 
 def test_rotations_netx_rebuilds_one_lower_reach_lava_exactly(tmp_path):

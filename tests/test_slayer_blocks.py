@@ -17,7 +17,8 @@ import torch
 
 import hub
 
-from .slayer_harness import assert_passed, checkout_view, names, run_in_lava
+from .slayer_harness import (
+    assert_passed, checkout_view, conformance_in_lava, names, run_in_lava)
 
 
 @pytest.mark.parametrize("to", ["nir", "snntorch", "norse", "spikingjelly", "netx"])
@@ -400,3 +401,13 @@ def slayer_checks(tmp_path_factory) -> dict[str, dict]:
 def test_slayer_blocks_in_the_lava_environment(slayer_checks, name: str) -> None:
     assert_passed(slayer_checks, name)
 
+
+def test_conformance_routes_of_the_mixed_families_case_in_the_lava_environment(tmp_path):
+    """hub <-> slayer blocks (and files) on the exact-tier case that mixes slayer's families
+    (sigma_delta Input, rf_iz Conv, alif Dense, cuba Affine readout), each run in its own
+    runtime: every hub and slayer route passes; netx cannot hold the float sigma-delta front."""
+    out = conformance_in_lava(tmp_path, "--formats", "hub,netx,slayer", "--tier", "exact",
+                              "--cases", "*mixed-families*")
+    assert "33 runs of 1 cases along 33 routes" in out, out[-2000:]
+    assert "10 pass, 23 n/a" in out, out[-2000:]
+    assert "netx has no Quantize node" in out
