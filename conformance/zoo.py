@@ -595,6 +595,7 @@ def exact_cases() -> Iterator[Case]:
                      portable=PORTABLE)
     yield from family_cases("exact")
     yield from sigma_delta_cases("exact")
+    yield from mixed_family_cases()
 
 
 def float_cases() -> Iterator[Case]:
@@ -955,6 +956,61 @@ SIGMA_DELTA: dict[str, tuple[str, Callable[[int], _Params], Callable[[_Params], 
                                "netx's SDNN input, conv (a bias per channel) and dense layers, "
                                "Lava's integers"),
 }
+
+
+def _mixed_families(p: _Params) -> hub.Graph:
+    """lava-dl's overview network in miniature, one block family per layer, as slayer's import
+    gives it: a sigma-delta ``Input`` (graded values into a delta encoder), an ``rf_iz`` ``Conv``
+    (the real then the imaginary output channels into a Resonator that rounds its graded drive
+    toward zero; ``delay_shift``), a ``Flatten``, an ``alif`` ``Dense`` (``delay_shift``) and a
+    ``cuba`` ``Affine`` voltage readout. Weights are slayer's even mantissas, decays its 12-bit
+    integers, thresholds mantissas times 64."""
+    def mantissas(*shape: int) -> np.ndarray:
+        return (p.rng.integers(-24, 25, size=shape) * 2).astype(np.float32)
+
+    def decay() -> int:
+        return int(p.rng.integers(0, 17)) * 256
+
+    sin, cos = (int(v) for v in p.rng.choice([[1774, 3448], [2800, 2800], [3548, 1845]]))
+    rf_threshold = 64.0 * int(p.rng.integers(8, 24))
+    alif_threshold = 64.0 * int(p.rng.integers(16, 48))
+    return hub.Graph.chain(
+        ("input", hub.Input(shape=(2, 4, 4))), *_sd_input(),
+        ("conv", hub.Conv2d(weight=mantissas(6, 2, 3, 3), padding=(1, 1))),
+        ("n1", hub.Resonator(sin_decay=sin / 4096, cos_decay=cos / 4096, gain=64.0,
+                             threshold=rf_threshold, spike_rule="imag", reset="imag",
+                             imag_reset=rf_threshold - 1, arithmetic="fixed",
+                             input_rounding="toward_zero")),
+        ("d1", hub.Delay(delay=1)),
+        ("flat", hub.Flatten()),
+        ("fc1", hub.Linear(weight=mantissas(8, 48))),
+        ("n2", hub.ALIF(threshold=alif_threshold, alpha=1 - decay() / 4096,
+                        beta=1 - decay() / 4096, gain=1.0, current_gain=64.0,
+                        current_order="new", comparison=">=", reset="none",
+                        threshold_step=64.0 * int(p.rng.integers(0, 32)),
+                        threshold_decay=1 - decay() / 4096,
+                        refractory_decay=1 - decay() / 4096, refractory_scale=2.0,
+                        arithmetic="fixed")),
+        ("d2", hub.Delay(delay=1)),
+        ("fc2", hub.Linear(weight=mantissas(3, 8))),
+        ("n3", hub.LoihiCUBA(i_decay=decay(), v_decay=decay(), threshold=1 << 17,
+                             spike_mode="voltage")),
+        ("scale", hub.Scale(scale=np.float32(1 / 64))),
+    )
+
+
+#: Cases that mix slayer's block families, as lava-dl's overview network does (exact tier,
+#: after the sigma-delta cases, seeds of their own): name -> (builder, description).
+MIXED_FAMILIES: dict[str, tuple[Callable[[_Params], hub.Graph], str]] = {
+    "conv-mixed-families": (_mixed_families, "slayer's sigma_delta Input, rf_iz Conv, alif "
+                                             "Dense and cuba Affine readout in one network"),
+}
+
+
+def mixed_family_cases() -> Iterator[Case]:
+    """The exact-tier cases that mix slayer's block families."""
+    for seed, (name, (build, description)) in enumerate(MIXED_FAMILIES.items(), start=950):
+        yield _case(name, "exact", _Graded, build, seed, False, description)
 
 
 def sigma_delta_cases(tier: str) -> Iterator[Case]:

@@ -192,7 +192,8 @@ def test_hub_and_nir_pass_every_tier(paper, tmp_path):
     assert not_expressible == {"dense-loihi", "dense-loihi-cuba",
                                *zoo.LOIHI_TOPOLOGIES, *zoo.LOIHI_SLAYER, *zoo.LOIHI_DELAYED,
                                *zoo.FAMILIES, *zoo.FLOAT_FAMILIES, *zoo.SIGMA_DELTA,
-                               *zoo.RESONATOR_FAMILIES, *zoo.LOIHI_RESONATORS}
+                               *zoo.RESONATOR_FAMILIES, *zoo.LOIHI_RESONATORS,
+                               *zoo.MIXED_FAMILIES}
     path = report.write(suite, tmp_path)
     text = path.read_text()
     assert "## exact tier" in text and "| **nir** |" in text and "NIR has no LoihiCUBA" in text

@@ -9,7 +9,6 @@ timing alignment. Where ``.venv-lava`` is missing these tests skip, saying so.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,9 @@ import pytest
 import hub
 from hub_plugins import lava
 
-ROOT = Path(__file__).resolve().parents[1]
+from .slayer_harness import (
+    assert_passed, checkout_view, conformance_in_lava, lava_python, names, run_in_lava)
+
 
 #: Builds the networks in the Lava environment: argv[1] is the folder to write to.
 BUILD = r"""
@@ -83,28 +84,16 @@ add_input(f"{out}/dense-input.net", [10])
 """
 
 
-def _lava_python() -> Path:
-    try:
-        return lava.lava_python()
-    except lava.LavaUnavailable as e:
-        pytest.skip(f"the Lava environment is missing ({e.message})")
-
-
 @pytest.fixture(scope="module")
 def this_checkout(tmp_path_factory) -> Path:
-    """A folder that maps ``hub``, ``hub_plugins`` and ``hub_conformance`` to this checkout, put
-    first on the Lava environment's path: its installed copy of the hub may be another one."""
-    folder = tmp_path_factory.mktemp("checkout")
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (folder / name).symlink_to(ROOT / target, target_is_directory=True)
-    return folder
+    """A view of this checkout to put first on the Lava environment's path."""
+    return checkout_view(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory) -> Path:
     """Small slayer networks, their inputs and slayer's outputs, written by lava-dl."""
-    python = _lava_python()
+    python = lava_python()
     folder = tmp_path_factory.mktemp("slayer-nets")
     done = subprocess.run([str(python), "-I", "-c", BUILD, str(folder)], capture_output=True,
                           text=True, timeout=300)
@@ -179,37 +168,25 @@ def test_a_file_netx_cannot_run_is_a_format_error(nets: Path, tmp_path: Path) ->
         lava.run_netx(tmp_path / "missing.net", x)
 
 
-def test_the_hub_imports_under_python_310(slayer_checks) -> None:
-    """The Lava environment is Python 3.10: the hub and every plugin load there, and all of
-    hub/, plugins/ and conformance/ compile (a check run with the slayer checks)."""
-    results, _ = slayer_checks
-    assert results["python_310"]["ok"], results["python_310"]["detail"]
-
-
 # -- the slayer format --------------------------------------------------------------------
 
-#: Checks run in the Lava environment, where slayer is importable; each prints one JSON line
-#: {"check": name, "ok": bool, "detail": text}. argv[1] is a folder for the netx cross-check.
+#: Checks run in the Lava environment (:mod:`tests.slayer_harness`); argv[1]: the checkout
+#: view, argv[2]: a folder for the netx cross-check, argv[3:]: the view's hub, hub_plugins and
+#: hub_conformance.
 SLAYER_CHECKS = r"""
-import dataclasses, json, sys, traceback
-sys.path.insert(0, sys.argv[2])
+import dataclasses, sys
 import numpy as np, torch
 import hub
 from lava.lib.dl import slayer
 from hub_plugins.lava import SlayerNetwork
+from slayer_harness import check, cuba_params, forward, run_checks
 
-out = sys.argv[1]
+out = sys.argv[2]
 cuba = slayer.block.cuba
 fmt = hub.plugins().format("slayer")
 torch.manual_seed(5)
 P1 = dict(threshold=1.25, current_decay=0.25, voltage_decay=0.0625)
 P2 = dict(threshold=0.5, current_decay=0.5, voltage_decay=0.125)
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def spikes(*shape, p=0.35):
@@ -248,38 +225,21 @@ def dense_imports_spike_exact():
     assert not want[:2].any()  # two blocks, two steps of latency, in the model itself
 
 
-def forward(blocks, x):
-    # slayer's forward as its users call it: [T, N, *] -> [N, *, T] -> blocks -> back
-    y = hub.to_lava(x).contiguous()
-    with torch.no_grad():
-        for b in blocks:
-            b.eval()
-            y = b(y)
-    return hub.from_lava(y)
-
-
-def random_params(rng):
-    # slayer keeps the threshold on a grid of 1/64 and decays on a grid of 1/4096
-    return dict(threshold=int(rng.integers(16, 160)) / 64,
-                current_decay=int(rng.integers(0, 4097)) / 4096,
-                voltage_decay=int(rng.integers(0, 4097)) / 4096)
-
-
 @check
 def random_networks_with_default_delay_shift():
     # hub.simulate of the imported network is slayer's forward, step for step, no realignment
     for seed in range(4):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        dense = torch.nn.ModuleList([cuba.Dense(random_params(rng), 12, 10, weight_scale=3),
-                                     cuba.Dense(random_params(rng), 10, 8, weight_scale=3),
-                                     cuba.Dense(random_params(rng), 8, 4, weight_scale=3)])
-        conv = torch.nn.ModuleList([cuba.Conv(random_params(rng), 2, 4, 3, padding=1,
+        dense = torch.nn.ModuleList([cuba.Dense(cuba_params(rng), 12, 10, weight_scale=3),
+                                     cuba.Dense(cuba_params(rng), 10, 8, weight_scale=3),
+                                     cuba.Dense(cuba_params(rng), 8, 4, weight_scale=3)])
+        conv = torch.nn.ModuleList([cuba.Conv(cuba_params(rng), 2, 4, 3, padding=1,
                                               weight_scale=5),
-                                    cuba.Conv(random_params(rng), 4, 3, 3, stride=2,
+                                    cuba.Conv(cuba_params(rng), 4, 3, 3, stride=2,
                                               padding=1, weight_scale=5),
                                     cuba.Flatten(),
-                                    cuba.Dense(random_params(rng), 3 * 3 * 3, 5, weight_scale=4)])
+                                    cuba.Dense(cuba_params(rng), 3 * 3 * 3, 5, weight_scale=4)])
         for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
             graph = hub.load(net, input_shape=tuple(x.shape[2:]))
             want = forward(net, x)
@@ -627,7 +587,8 @@ def alif_refusals_name_block_and_field():
              (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.KWTA(
                  p(norm=slayer.neuron.norm.MeanOnlyBatchNorm), 3, 2, 1)]),
               "blocks.1.neuron", "norm"),
-             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(1)]), "blocks.1", None)]
+             (torch.nn.ModuleList([alif.Dense(p(), 4, 3), alif.Average(2)]), "blocks.1",
+              "num_outputs")]
     for net, node, field in cases:
         try:
             hub.load(net)
@@ -679,15 +640,15 @@ def bootstrap_blocks_import_like_cuba():
     for seed in range(4):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        dense = torch.nn.ModuleList([boot.Input(random_params(rng), weight=2.0),
-                                     boot.Dense(random_params(rng), 12, 10, weight_scale=3),
-                                     boot.Dense(random_params(rng), 10, 6, weight_scale=3)])
-        conv = torch.nn.ModuleList([boot.Conv(random_params(rng), 2, 4, 3, padding=1,
+        dense = torch.nn.ModuleList([boot.Input(cuba_params(rng), weight=2.0),
+                                     boot.Dense(cuba_params(rng), 12, 10, weight_scale=3),
+                                     boot.Dense(cuba_params(rng), 10, 6, weight_scale=3)])
+        conv = torch.nn.ModuleList([boot.Conv(cuba_params(rng), 2, 4, 3, padding=1,
                                               weight_scale=5),
-                                    boot.Conv(random_params(rng), 4, 3, 3, stride=2, padding=1,
+                                    boot.Conv(cuba_params(rng), 4, 3, 3, stride=2, padding=1,
                                               weight_scale=5, delay_shift=False, delay=True),
                                     boot.Flatten(),
-                                    boot.Dense(random_params(rng), 27, 5, weight_scale=4)])
+                                    boot.Dense(cuba_params(rng), 27, 5, weight_scale=4)])
         for net, x in ((dense, spikes(30, 2, 12, p=0.4)), (conv, spikes(20, 2, 2, 6, 6, p=0.5))):
             assert fmt.recognizes(net)
             want = snn(net, x)
@@ -713,6 +674,8 @@ def bootstrap_blocks_import_like_cuba():
 
 @check
 def python_310():
+    # the Lava environment is Python 3.10: the hub and every plugin load there, and all of
+    # hub/, plugins/ and conformance/ compile
     import pathlib
     assert sys.version_info[:2] == (3, 10), sys.version
     failed = {n: i.reason for n, i in hub.plugins().info.items() if i.status != "loaded"}
@@ -723,51 +686,22 @@ def python_310():
             compile(f.read_text(encoding="utf-8"), str(f), "exec")
 
 
-for name, fn in CHECKS.items():
-    try:
-        fn()
-        result = {"check": name, "ok": True, "detail": ""}
-    except Exception:
-        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
-    print("CHECK " + json.dumps(result), flush=True)
-"""
 
-CHECK_NAMES = ["recognised", "dense_imports_spike_exact", "conv_imports_spike_exact",
-               "random_networks_with_default_delay_shift", "axonal_delays_are_per_neuron_delays",
-               "blocks_real_networks_use",
-               "export_runs_like_the_graph_and_comes_back", "per_channel_decays",
-               "run_leaves_the_model_as_it_was", "refusals_name_block_and_field",
-               "slayer_export_for_netx", "alif_blocks_import_and_export_exactly",
-               "alif_adaptation_and_refractory_matter", "alif_per_channel_decays",
-               "alif_refusals_name_block_and_field", "alif_norm_is_a_bias_before_the_neuron",
-               "bootstrap_blocks_import_like_cuba"]
+run_checks()
+"""
 
 
 @pytest.fixture(scope="module")
 def slayer_checks(tmp_path_factory, this_checkout) -> tuple[dict[str, dict], Path]:
     """Runs SLAYER_CHECKS once in the Lava environment; returns each check's result."""
-    import json
-
-    python = _lava_python()
     folder = tmp_path_factory.mktemp("slayer-checks")
-    sources = [str(this_checkout / d) for d in ("hub", "hub_plugins", "hub_conformance")]
-    done = subprocess.run([str(python), "-I", "-c", SLAYER_CHECKS, str(folder),
-                           str(this_checkout), *sources],
-                          capture_output=True, text=True, timeout=300)
-    results = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("CHECK "):
-            result = json.loads(line[len("CHECK "):])
-            results[result["check"]] = result
-    assert done.returncode == 0 and results, done.stderr[-3000:]
-    return results, folder
+    sources = [this_checkout / d for d in ("hub", "hub_plugins", "hub_conformance")]
+    return run_in_lava(SLAYER_CHECKS, this_checkout, folder, *sources, timeout=300), folder
 
 
-@pytest.mark.parametrize("name", CHECK_NAMES)
+@pytest.mark.parametrize("name", names(SLAYER_CHECKS))
 def test_slayer_format_in_the_lava_environment(slayer_checks, name: str) -> None:
-    results, _ = slayer_checks
-    assert name in results, f"check {name!r} did not run"
-    assert results[name]["ok"], results[name]["detail"]
+    assert_passed(slayer_checks[0], name)
 
 
 @pytest.mark.parametrize("name", ["dense", "conv", "delayed"])
@@ -784,23 +718,14 @@ def test_hub_to_slayer_export_runs_in_netx_like_slayer(slayer_checks, name: str)
     np.testing.assert_array_equal(hub.simulate(graph, x).numpy(), want)
 
 
-def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(
-        tmp_path, this_checkout) -> None:
+def test_conformance_rows_of_netx_and_slayer_pass_in_the_lava_environment(tmp_path) -> None:
     """hub <-> netx file <-> slayer blocks, each run in its own runtime (Lava's fixed-point
     simulator for netx, slayer's quantised forward), bit for bit: the suite run where slayer
     lives, on the Loihi cases slayer can hold."""
-    try:
-        python = lava.lava_python()
-    except lava.LavaUnavailable as e:
-        pytest.skip(str(e))
-    result = subprocess.run(
-        [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
-         "--tier", "fixed", "--cases", "*slayer*", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1200,
-        env={**os.environ, "PYTHONPATH": str(this_checkout)})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "66 runs of 2 cases along 33 routes" in result.stdout and "66 pass" in result.stdout
-    report = (tmp_path / "report.md").read_text()
+    out = conformance_in_lava(tmp_path, "--formats", "hub,netx,slayer", "--tier", "fixed",
+                              "--cases", "*slayer*", timeout=1200)
+    assert "66 runs of 2 cases along 33 routes" in out and "66 pass" in out
+    report = (tmp_path / "out" / "report.md").read_text()
     assert "| **slayer** | 8 pass | 8 pass | 6 pass |" in report
 
 

@@ -12,48 +12,29 @@ the node.
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import hub
 
-ROOT = Path(__file__).resolve().parents[1]
-LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
+from .slayer_harness import assert_passed, checkout_view, names, run_in_lava
 
-#: Checks run where slayer is importable; each prints one JSON line. argv[1]: the checkout
+
+#: Checks run in the Lava environment (:mod:`tests.slayer_harness`); argv[1]: the checkout
 #: view, argv[2]: a folder for files.
-CHECKS = r"""
-import json, os, sys, traceback
-sys.path.insert(0, sys.argv[1])
+SLAYER_CHECKS = r"""
+import sys
 import h5py, numpy as np, torch
 import hub
 from lava.lib.dl import slayer
 from hub_plugins.lava import run_netx
+from slayer_harness import check, forward, run_checks
 
 out = sys.argv[2]
 fmt = hub.plugins().format("slayer")
 relu = torch.nn.functional.relu
 SHAPE = (2, 8, 8)
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
-
-
-def forward(blocks, x):
-    y = hub.to_lava(x).contiguous()
-    with torch.no_grad():
-        for b in blocks:
-            b.eval()
-            y = b(y)
-    return hub.from_lava(y)
 
 
 class Network(torch.nn.Module):
@@ -292,49 +273,21 @@ def overview_netx_refusals_name_node_and_reason():
             raise AssertionError("slayer's export_hdf5 of an rf_iz Conv block now runs")
 
 
-for name, fn in CHECKS.items():
-    try:
-        fn()
-        result = {"check": name, "ok": True, "detail": ""}
-    except Exception:
-        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
-    print("CHECK " + json.dumps(result), flush=True)
-"""
 
-CHECK_NAMES = ["overview_imports_and_simulates_as_slayer",
-               "overview_exports_back_to_slayer_blocks",
-               "overview_netx_parts_run_in_lava",
-               "overview_kwta_with_a_constant_input",
-               "graded_input_into_cuba_or_alif_is_refused",
-               "overview_netx_refusals_name_node_and_reason"]
+run_checks()
+"""
 
 
 @pytest.fixture(scope="module")
 def overview_checks(tmp_path_factory) -> dict[str, dict]:
-    if not LAVA_PYTHON.exists():
-        pytest.skip(".venv-lava (lava-dl 0.6) is not installed here; scripts/setup-lava "
-                    "creates it")
-    folder = tmp_path_factory.mktemp("checkout")
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (folder / name).symlink_to(ROOT / target, target_is_directory=True)
     files = tmp_path_factory.mktemp("files")
-    done = subprocess.run([str(LAVA_PYTHON), "-I", "-c", CHECKS, str(folder), str(files)],
-                          capture_output=True, text=True, timeout=600)
-    results = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("CHECK "):
-            result = json.loads(line[len("CHECK "):])
-            results[result["check"]] = result
-    assert done.returncode == 0 and results, done.stderr[-3000:]
+    results = run_in_lava(SLAYER_CHECKS, checkout_view(tmp_path_factory.mktemp("checkout")), files)
     return {"results": results, "files": files}
 
 
-@pytest.mark.parametrize("name", CHECK_NAMES)
+@pytest.mark.parametrize("name", names(SLAYER_CHECKS))
 def test_overview_network_in_the_lava_environment(overview_checks, name):
-    results = overview_checks["results"]
-    assert name in results, f"check {name!r} did not run"
-    assert results[name]["ok"], results[name]["detail"]
+    assert_passed(overview_checks["results"], name)
 
 
 def test_overview_graph_runs_the_same_in_the_main_environment(overview_checks):

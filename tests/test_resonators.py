@@ -8,10 +8,6 @@ the other formats) runs anywhere.
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
@@ -20,7 +16,8 @@ import torch
 import hub
 from hub_plugins import lava
 
-ROOT = Path(__file__).resolve().parents[1]
+from .slayer_harness import (
+    assert_passed, checkout_view, conformance_in_lava, lava_python, names, run_in_lava)
 
 
 def rf(rng: np.random.Generator, iz: bool = False, **extra) -> hub.Resonator:
@@ -217,17 +214,10 @@ def test_hub_files_keep_it(tmp_path):
 # -- Lava's RF processes --------------------------------------------------------------------
 
 
-def _lava_python() -> Path:
-    try:
-        return lava.lava_python()
-    except lava.LavaUnavailable as e:
-        pytest.skip(f"the Lava environment is missing ({e.message})")
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_lava_runs_the_netx_file_as_hub_simulate(tmp_path, seed):
     """hub -> netx file -> Lava's RF and RF_IZ processes (fixed_pt), bit for bit."""
-    _lava_python()
+    lava_python()
     graph, x = rf_net(seed, first_iz=bool(seed % 2))
     path = tmp_path / "rf.net"
     hub.save(graph, to="netx", out=path)
@@ -239,35 +229,19 @@ def test_lava_runs_the_netx_file_as_hub_simulate(tmp_path, seed):
 
 # -- slayer, in the Lava environment -------------------------------------------------------
 
-#: Checks run where slayer is importable; each prints one JSON line. argv[1]: the checkout view.
+#: Checks run in the Lava environment (:mod:`tests.slayer_harness`); argv[1]: the checkout view.
 SLAYER_CHECKS = r"""
-import json, sys, traceback
-sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 import hub
 from lava.lib.dl import slayer
 from lava.lib.dl.slayer.utils import quantize
+from slayer_harness import check, forward, run_checks
 
 fmt = hub.plugins().format("slayer")
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
 
 
 def spikes(*shape, p=0.4):
     return (torch.rand(*shape) < p).float()
-
-
-def forward(blocks, x):
-    y = hub.to_lava(x).contiguous()
-    with torch.no_grad():
-        for b in blocks:
-            b.eval()
-            y = b(y)
-    return hub.from_lava(y)
 
 
 def params(rng, family, **extra):
@@ -504,74 +478,36 @@ def kwta_blocks_are_their_recurrent_network():
     assert active >= 8 and biased >= 4, (active, biased)
 
 
-for name, fn in CHECKS.items():
-    try:
-        fn()
-        result = {"check": name, "ok": True, "detail": ""}
-    except Exception:
-        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
-    print("CHECK " + json.dumps(result), flush=True)
+run_checks()
 """
-
-CHECK_NAMES = ["neurons_step_for_step", "blocks_import_and_export_exactly",
-               "norm_is_a_bias_before_the_resonator",
-               "slayer_s_own_netx_file_reads_as_slayer_runs_it",
-               "the_resonator_family_matters", "refusals_name_block_and_field",
-               "kwta_blocks_are_their_recurrent_network"]
 
 
 @pytest.fixture(scope="module")
 def slayer_checks(tmp_path_factory) -> dict[str, dict]:
-    python = _lava_python()
-    folder = tmp_path_factory.mktemp("checkout")
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (folder / name).symlink_to(ROOT / target, target_is_directory=True)
-    done = subprocess.run([str(python), "-I", "-c", SLAYER_CHECKS, str(folder)],
-                          capture_output=True, text=True, timeout=600)
-    results = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("CHECK "):
-            result = json.loads(line[len("CHECK "):])
-            results[result["check"]] = result
-    assert done.returncode == 0 and results, done.stderr[-3000:]
-    return results
+    return run_in_lava(SLAYER_CHECKS, checkout_view(tmp_path_factory.mktemp("checkout")))
 
 
-@pytest.mark.parametrize("name", CHECK_NAMES)
+@pytest.mark.parametrize("name", names(SLAYER_CHECKS))
 def test_slayer_resonators_in_the_lava_environment(slayer_checks, name):
-    assert name in slayer_checks, f"check {name!r} did not run"
-    assert slayer_checks[name]["ok"], slayer_checks[name]["detail"]
+    assert_passed(slayer_checks, name)
 
 
 def test_conformance_routes_of_the_resonator_cases_in_the_lava_environment(tmp_path):
     """hub <-> netx file <-> slayer blocks on the fixed-tier resonator cases, each run in its
     own runtime (Lava's RF processes, slayer's forward): every route that can hold the case
     passes; netx 0.6 cannot hold slayer's adrf, which is the only gap."""
-    import os
-
-    python = _lava_python()
-    view = tmp_path / "checkout"
-    view.mkdir()
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (view / name).symlink_to(ROOT / target, target_is_directory=True)
-    result = subprocess.run(
-        [str(python), "-m", "hub.cli", "conformance", "--formats", "hub,netx,slayer",
-         "--tier", "fixed", "--cases", "*rf-loihi*", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": str(view)})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "66 runs of 2 cases along 33 routes" in result.stdout, result.stdout[-2000:]
-    assert "43 pass, 23 n/a" in result.stdout, result.stdout[-2000:]
-    assert "builds no adaptive RF neuron" in result.stdout
+    out = conformance_in_lava(tmp_path, "--formats", "hub,netx,slayer", "--tier", "fixed",
+                              "--cases", "*rf-loihi*")
+    assert "66 runs of 2 cases along 33 routes" in out, out[-2000:]
+    assert "43 pass, 23 n/a" in out, out[-2000:]
+    assert "builds no adaptive RF neuron" in out
 
 
 def test_rotations_netx_rebuilds_one_lower_reach_lava_exactly(tmp_path):
     """netx rebuilds sinDecay/cosDecay through a period and a decay in floating point and
     truncates: for these integer pairs (slayer exports of random rf neurons) it gives Lava one
     less with the numpy of .venv-lava. Written as half-integers they arrive exactly."""
-    _lava_python()
+    lava_python()
     rng = np.random.default_rng(11)
     x = torch.tensor((rng.random((60, 2, 10)) < 0.5).astype(np.float32))
     weight = rng.integers(-8, 9, (16, 10)).astype(np.float32) * 4

@@ -9,8 +9,6 @@ fixed-point simulator and compared with ``hub.simulate`` of what the hub reads. 
 
 from __future__ import annotations
 
-import json
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import torch
 
 import hub
 from hub_conformance.paths import different
+
+from .slayer_harness import assert_passed, checkout_view, names, run_in_lava
 
 ROOT = Path(__file__).resolve().parents[1]
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
@@ -231,34 +231,18 @@ def test_pilotnet_sdnn_runs_in_lava_as_the_hub_reads_it(tmp_path, rng) -> None:
 
 # -- slayer, in the Lava environment ---------------------------------------------------------
 
-#: Checks run in the Lava environment; each prints ``CHECK {"check", "ok", "detail"}``.
-#: argv[1] is a folder for files, argv[2] a folder mapping hub, hub_plugins, hub_conformance.
+#: Checks run in the Lava environment (:mod:`tests.slayer_harness`); argv[1]: the checkout
+#: view, argv[2]: a folder for files.
 SLAYER_CHECKS = r"""
-import json, sys, traceback
-sys.path.insert(0, sys.argv[2])
-import h5py, numpy as np, torch
+import h5py, numpy as np, sys, torch
 import hub
 from lava.lib.dl import slayer
 from hub_plugins.lava import run_netx
+from slayer_harness import check, forward, run_checks
 
-out = sys.argv[1]
+out = sys.argv[2]
 sd = slayer.block.sigma_delta
 relu = torch.nn.functional.relu
-CHECKS = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
-
-
-def forward(blocks, x):
-    y = hub.to_lava(x).contiguous()
-    with torch.no_grad():
-        for b in blocks:
-            b.eval()
-            y = b(y)
-    return hub.from_lava(y)
 
 
 def params(rng, **extra):
@@ -365,44 +349,21 @@ def refusals_name_block_and_field():
             assert (e.node, e.field) == ("blocks.0.neuron", field), str(e)
     try:
         hub.load(torch.nn.ModuleList([sd.Dense(params(rng), 3, 4), sd.Unpool(params(rng), 2)]))
-        raise AssertionError("Unpool should be refused")
+        raise AssertionError("an Unpool after a Dense block should be refused")
     except hub.UnsupportedError as e:
-        assert e.node == "blocks.1" and "unpooling" in str(e), str(e)
+        assert e.node == "blocks.1" and "[C, H, W]" in str(e), str(e)
 
 
-for name, fn in CHECKS.items():
-    try:
-        fn()
-        result = {"check": name, "ok": True, "detail": ""}
-    except Exception:
-        result = {"check": name, "ok": False, "detail": traceback.format_exc()[-3000:]}
-    print("CHECK " + json.dumps(result), flush=True)
+run_checks()
 """
-CHECK_NAMES = ["random_networks_import_and_export_exactly", "the_blocks_map_as_documented",
-               "slayers_netx_file_is_slayer_at_lavas_scale", "refusals_name_block_and_field"]
 
 
 @pytest.fixture(scope="module")
 def slayer_checks(tmp_path_factory) -> dict[str, dict]:
-    if not LAVA_PYTHON.exists():
-        pytest.skip(".venv-lava (lava-dl 0.6) is not installed here; scripts/setup-lava creates it")
-    checkout = tmp_path_factory.mktemp("checkout")
-    for name, target in (("hub", "hub"), ("hub_plugins", "plugins"),
-                         ("hub_conformance", "conformance")):
-        (checkout / name).symlink_to(ROOT / target, target_is_directory=True)
-    folder = tmp_path_factory.mktemp("sigma-delta")
-    done = subprocess.run([str(LAVA_PYTHON), "-I", "-c", SLAYER_CHECKS, str(folder),
-                           str(checkout)], capture_output=True, text=True, timeout=600)
-    results = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("CHECK "):
-            result = json.loads(line[len("CHECK "):])
-            results[result["check"]] = result
-    assert done.returncode == 0 and results, done.stderr[-3000:]
-    return results
+    return run_in_lava(SLAYER_CHECKS, checkout_view(tmp_path_factory.mktemp("checkout")),
+                       tmp_path_factory.mktemp("sigma-delta"))
 
 
-@pytest.mark.parametrize("name", CHECK_NAMES)
+@pytest.mark.parametrize("name", names(SLAYER_CHECKS))
 def test_slayer_sigma_delta_in_the_lava_environment(slayer_checks, name: str) -> None:
-    assert name in slayer_checks, f"check {name!r} did not run"
-    assert slayer_checks[name]["ok"], slayer_checks[name]["detail"]
+    assert_passed(slayer_checks, name)

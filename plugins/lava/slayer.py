@@ -21,7 +21,6 @@ from hub_plugins.lava.slayer_import import _first_input_shape, _import_block
 from hub_plugins.lava import slayer_resonators as resonators
 from hub_plugins.lava.slayer_kwta import import_kwta
 from hub_plugins.lava import slayer_readout as readout
-from hub_plugins.lava import slayer_upsample as upsample
 
 
 class SlayerFormat(hub.Format):
@@ -52,9 +51,10 @@ class SlayerFormat(hub.Format):
     (:mod:`hub_plugins.lava.slayer_sigma_delta`). The resonator families (``rf``, ``rf_iz``,
     ``adrf``) are complex synapses into a :class:`hub.Resonator` (:mod:`.slayer_resonators`), and
     a ``KWTA`` block is the recurrent network it computes (:mod:`.slayer_kwta`). The cuba
-    readouts, ``Affine`` (a ``LoihiCUBA`` voltage readout, or the synaptic input) and
-    ``Average`` (a ``Vote``), map both ways (:mod:`.slayer_readout`), and so do ``ConvT``
-    and ``Unpool`` (a :class:`hub.ConvTranspose2d`, :mod:`.slayer_upsample`).
+    ``Affine`` (a ``LoihiCUBA`` voltage readout, or the synaptic input) and every family's
+    ``Average`` (a ``Vote``) map both ways (:mod:`.slayer_readout`), and so do the ``ConvT``
+    and ``Unpool`` blocks of every family whose blocks run in lava-dl 0.6 (a
+    :class:`hub.ConvTranspose2d` into the family's neuron, :mod:`.slayer_upsample`).
     """
 
     name = "slayer"
@@ -110,7 +110,10 @@ class SlayerFormat(hub.Format):
             try:
                 shape = hub.Graph.chain(*chain).plan().output_shapes[chain[-1][0]]
                 family = type(block).__module__.rsplit(".", 1)[-1]
-                if resonators.family_of(block) is not None:
+                if type(block).__name__ == "Average" and not _is_bootstrap(block):
+                    # every family's Average is block.base.AbstractAverage
+                    mapped, recurrent = readout.import_block(block, family, tuple(shape)), []
+                elif resonators.family_of(block) is not None:
                     mapped, recurrent = resonators.import_block(block, delay_shift,
                                                                 tuple(shape)), []
                 elif type(block).__name__ == "KWTA" and family in ("cuba", "alif") and \
@@ -119,10 +122,6 @@ class SlayerFormat(hub.Format):
                 elif type(block).__name__ in readout.KINDS and family == "cuba" and \
                         not _is_bootstrap(block):
                     mapped, recurrent = readout.import_block(block, family, tuple(shape)), []
-                elif type(block).__name__ in upsample.KINDS and family == "cuba" and \
-                        not _is_bootstrap(block):
-                    mapped, recurrent = upsample.import_block(block, delay_shift,
-                                                              tuple(shape)), []
                 else:
                     mapped, recurrent = _import_block(block, delay_shift, tuple(shape))
                 mapped, graded = _graded_input(mapped, graded)
@@ -170,15 +169,6 @@ class SlayerFormat(hub.Format):
                 shape = plan[chain[after_block - 1][0]]
                 i = after_block
                 continue
-            if isinstance(node, hub.ConvTranspose2d):  # a ConvT block
-                neuron = chain[i + 1] if i + 1 < len(chain) else (name, None)
-                after = chain[i + 2] if i + 2 < len(chain) else (None, None)
-                delay = after if isinstance(after[1], hub.Delay) else None
-                blocks.append(upsample.export_block(name, node, neuron[0], neuron[1],
-                                                    plan[neuron[0]], delay))
-                shape = plan[neuron[0]]
-                i += 3 if delay else 2
-                continue
             if i == 1 and isinstance(node, (hub.Scale, hub.LoihiCUBA, hub.ALIF)):
                 block, i = _export_input(chain, i, shape)
                 blocks.append(block)
@@ -202,17 +192,18 @@ class SlayerFormat(hub.Format):
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None
             if isinstance(neuron[1], hub.Resonator) and \
-                    isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)):
+                    isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.ConvTranspose2d)):
                 blocks.append(resonators.export_block(name, node, neuron[0], neuron[1], shape,
                                                       plan[neuron[0]], delay, bias))
                 shape = plan[neuron[0]]
                 i += 3 if delay else 2
                 continue
-            if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d)) or \
-                    not isinstance(neuron[1], NEURONS):
+            if not isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.ConvTranspose2d)) \
+                    or not isinstance(neuron[1], NEURONS):
                 raise hub.UnsupportedError(
-                    f"slayer blocks are a synapse (Linear or Conv2d) followed by a LoihiCUBA "
-                    f"(cuba) or fixed-point ALIF (alif) neuron; found {type(node).__name__} "
+                    f"slayer blocks are a synapse (Linear, Conv2d or ConvTranspose2d) followed "
+                    f"by a LoihiCUBA (cuba) or fixed-point ALIF (alif) neuron; found "
+                    f"{type(node).__name__} "
                     f"followed by {type(neuron[1]).__name__}", node=name)
             after = chain[i + 2] if i + 2 < len(chain) else (None, None)
             delay = after if isinstance(after[1], hub.Delay) else None

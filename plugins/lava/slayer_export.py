@@ -159,14 +159,19 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
                   recurrent: hub.Linear | None = None,
                   bias: tuple[str, hub.Bias] | None = None) -> Any:
     slayer = _slayer()
-    if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
+    if isinstance(synapse, (hub.Affine, hub.Conv2d, hub.ConvTranspose2d)) and \
+            np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's CUBA synapses have no bias", node=name,
                                    field="bias")
+    upsample = isinstance(synapse, hub.ConvTranspose2d)
+    if upsample and any(synapse.output_padding):
+        raise hub.UnsupportedError("slayer's ConvT block has no output_padding", node=name,
+                                   field="output_padding")
     weight = _even_mantissas(name, synapse.weight)
     params = _neuron_params(neuron_name, neuron, bias=recurrent is None)
     alif = isinstance(neuron, hub.ALIF)
     family = slayer.block.alif if alif else slayer.block.cuba
-    conv = isinstance(synapse, hub.Conv2d)
+    conv = isinstance(synapse, (hub.Conv2d, hub.ConvTranspose2d))
     if recurrent is not None and conv:
         raise hub.UnsupportedError("slayer's Recurrent block is dense: a convolution with a "
                                    "recurrent synapse is not written", node=neuron_name)
@@ -187,7 +192,14 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
     if mean is not None:
         params["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
     timing = {"delay": axonal is not None, "delay_shift": shift}
-    if conv:
+    if upsample:  # a ConvT block (an Unpool imports as a grouped one)
+        block = family.ConvT(
+            params, int(weight.shape[0]), int(weight.shape[1] * synapse.groups),
+            tuple(int(k) for k in weight.shape[2:]), stride=tuple(synapse.stride),
+            padding=tuple(synapse.padding), dilation=tuple(synapse.dilation),
+            groups=synapse.groups, **timing)
+        weights = [(block.synapse, weight[..., None])]
+    elif conv:
         block = family.Conv(
             params, int(weight.shape[1] * synapse.groups), int(weight.shape[0]),
             tuple(int(k) for k in weight.shape[2:]), stride=tuple(synapse.stride),
@@ -206,7 +218,7 @@ def _export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.No
     with torch.no_grad():
         for target, value in weights:
             target.weight.copy_(torch.tensor(value / DEFAULT_SCALE, dtype=torch.float32))
-    _set_decays(block.neuron, neuron, per_channel, int(weight.shape[0]))
+    _set_decays(block.neuron, neuron, per_channel, int(out_shape[0]))
     if mean is not None:
         block.neuron.norm.num_features = len(mean)
         block.neuron.norm.running_mean = torch.tensor(mean, dtype=torch.float32)

@@ -190,12 +190,12 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
                                    "fixed-point hub.ALIF and hub.SigmaDelta)")
     if kind == "Flatten":
         return [("flatten", hub.Flatten())], []
-    if kind in ("Affine", "KWTA", "Average", "ConvT", "Unpool", "TimeDecimation"):
+    if kind in UNMAPPED:
         raise hub.UnsupportedError(f"slayer.block.{family}.{kind} is not mapped: "
                                    f"{UNMAPPED[kind]}")
-    if kind not in ("Input", "Dense", "Conv", "Pool", "Recurrent"):
+    if kind not in ("Input", "Dense", "Conv", "Pool", "Recurrent", "ConvT", "Unpool"):
         raise hub.UnsupportedError(f"slayer.block.{family}.{kind} is not mapped (Input, Dense, "
-                                   "Conv, Pool, Recurrent and Flatten are)")
+                                   "Conv, Pool, ConvT, Unpool, Recurrent and Flatten are)")
     nodes: list[tuple[str, hub.Node]] = []
     loops: list[tuple[str, hub.Node, str]] = []
     if kind == "Input":
@@ -219,12 +219,16 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
         nodes = [("synapse", hub.Conv2d(weight=weight[..., 0], stride=synapse.stride[:2],
                                         padding=synapse.padding[:2],
                                         dilation=synapse.dilation[:2], groups=synapse.groups))]
+    elif kind in ("ConvT", "Unpool"):
+        from hub_plugins.lava import slayer_upsample
+
+        nodes = [("synapse", slayer_upsample.synapse(block, shape))]
     else:
         nodes = [("synapse", _pool(block, shape))]
     if block.neuron is not None:
         try:
             read = _import_alif if family == "alif" else _import_neuron
-            channels_first = kind in ("Conv", "Pool", "Input")
+            channels_first = kind in ("Conv", "Pool", "Input", "ConvT", "Unpool")
             neuron = read(block.neuron, channels_first, recurrent=kind == "Recurrent")
             if family == "alif" and block.neuron.norm is not None:
                 if kind == "Input":
@@ -236,20 +240,18 @@ def _import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Impor
         except hub.HubError as e:
             raise e.at(node="neuron") from None
         nodes.append(("neuron", neuron))
-    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3,
+    conv = kind in ("Conv", "Pool", "ConvT", "Unpool") or len(shape) == 3
+    delay = _block_delay(block, keep_shift, conv=conv,
                          axonal=not _is_bootstrap(block))
     if delay is not None:
         nodes.append(("delay", delay))
     return nodes, loops
 
 
-#: Why the blocks that reach the generic import unmapped (alif, the resonator families) are not.
+#: Why the blocks that reach the generic import unmapped are not.
 UNMAPPED = {
     "Affine": "only the cuba Affine is mapped (a LoihiCUBA voltage readout)",
     "KWTA": "its k-winners-take-all lateral inhibition has no canonical node",
-    "Average": "only the cuba Average is mapped (a hub.Vote)",
-    "ConvT": "only the cuba ConvT is mapped (a hub.ConvTranspose2d)",
-    "Unpool": "only the cuba Unpool is mapped (a hub.ConvTranspose2d)",
     "TimeDecimation": "it averages bins of time steps, which changes the time axis (the hub's "
                       "graphs give one output step per input step)",
 }

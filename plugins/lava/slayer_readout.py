@@ -44,7 +44,8 @@ KINDS = ("Affine", "Average")
 
 def import_block(block: Any, family: str, shape: tuple[int, ...]
                  ) -> list[tuple[str, hub.Node]]:
-    """The nodes of a cuba ``Affine`` or ``Average`` block (``shape``: its input's)."""
+    """The nodes of a cuba ``Affine`` or any family's ``Average`` block (``shape``: its
+    input's)."""
     kind = type(block).__name__
     if kind == "Average":
         return _import_average(block, shape)

@@ -112,12 +112,18 @@ def import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]
     elif kind == "Pool":
         nodes.append(("synapse", _complex_pool(block, shape)))
         conv = True
+    elif kind in ("ConvT", "Unpool"):
+        nodes.append(("synapse", _complex_upsample(block, shape)))
+        conv = True
     elif kind != "Input":
-        raise hub.UnsupportedError(f"{where} is not mapped (Dense, Conv, Pool, Flatten and "
-                                   "an Input block without a neuron are)")
+        raise hub.UnsupportedError(f"{where} is not mapped (Dense, Conv, Pool, ConvT, Unpool, "
+                                   "Flatten, Average and an Input block without a neuron are)")
     if kind != "Input":
         try:
-            count = int(nodes[0][1].weight.shape[0]) // 2
+            synapse = nodes[0][1]
+            outputs = synapse.weight.shape[1] * synapse.groups if \
+                isinstance(synapse, hub.ConvTranspose2d) else synapse.weight.shape[0]
+            count = int(outputs) // 2
             bias = _norm_bias(block.neuron, conv, count)
             if bias is not None:
                 nodes.append(("bias", hub.Bias(bias=bias)))
@@ -142,6 +148,29 @@ def _complex_pool(block: Any, shape: tuple[int, ...]) -> hub.Conv2d:
         for c in range(channels):
             weight[half * channels + c, c] = part.weight[c, 0]
     return hub.Conv2d(weight=weight, stride=parts[0].stride)
+
+
+def _complex_upsample(block: Any, shape: tuple[int, ...]) -> hub.ConvTranspose2d:
+    """A resonator ConvT or Unpool block's synapse: the real and the imaginary transposed
+    convolution as one ``ConvTranspose2d`` whose outputs are the real channels, then the
+    imaginary ones (an Unpool: ``C`` to ``2C`` channels, zero off the diagonal)."""
+    from hub_plugins.lava import slayer_upsample
+
+    real, imag = (slayer_upsample.synapse(block, shape, s)
+                  for s in (block.synapse.real, block.synapse.imag))
+    if type(block).__name__ == "Unpool":
+        channels = int(shape[0])
+        kernel = real.weight.shape[2:]
+        weight = np.zeros((channels, 2 * channels, *kernel), dtype=np.float32)
+        for half, part in enumerate((real, imag)):
+            for c in range(channels):
+                weight[c, half * channels + c] = part.weight[c, 0]
+        return hub.ConvTranspose2d(weight=weight, stride=real.stride)
+    if real.groups != 1:
+        raise hub.UnsupportedError("a grouped complex transposed convolution is not mapped: the "
+                                   "real and imaginary outputs of a group would not be the two "
+                                   "halves of the Resonator's input", field="groups")
+    return real.replace(weight=np.concatenate([real.weight, imag.weight], axis=1))
 
 
 def _norm_bias(neuron: Any, conv: bool, count: int) -> np.ndarray | None:
@@ -274,16 +303,22 @@ def export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Res
     """The slayer block of ``synapse [-> bias] -> neuron [-> delay]``."""
     family = _family(neuron_name, neuron)
     module = getattr(_slayer().block, family)
-    if isinstance(synapse, (hub.Affine, hub.Conv2d)) and np.any(synapse.bias != 0):
+    if isinstance(synapse, (hub.Affine, hub.Conv2d, hub.ConvTranspose2d)) and \
+            np.any(synapse.bias != 0):
         raise hub.UnsupportedError("slayer's complex synapses have no bias", node=name,
                                    field="bias")
-    conv = isinstance(synapse, hub.Conv2d)
+    upsample = isinstance(synapse, hub.ConvTranspose2d)
+    conv = isinstance(synapse, (hub.Conv2d, hub.ConvTranspose2d))
     if conv and synapse.groups != 1:
         raise hub.UnsupportedError("a grouped convolution into a Resonator is not written",
                                    node=name, field="groups")
+    if upsample and any(synapse.output_padding):
+        raise hub.UnsupportedError("slayer's ConvT block has no output_padding", node=name,
+                                   field="output_padding")
     weight = _even_mantissas(name, synapse.weight)
     out = int(out_shape[0])
-    real, imag = weight[:out], weight[out:]
+    # a transposed convolution's weight is [in, out, kh, kw]: its outputs on the second axis
+    real, imag = (weight[:, :out], weight[:, out:]) if upsample else (weight[:out], weight[out:])
     decays = [neuron.sin_decay, neuron.cos_decay]
     if family == "adrf":
         decays += [neuron.threshold_decay, neuron.refractory_decay]
@@ -304,7 +339,13 @@ def export_block(name: str, synapse: hub.Node, neuron_name: str, neuron: hub.Res
         params["norm"] = _slayer().neuron.norm.MeanOnlyBatchNorm
     shift, axonal = _export_timing(neuron_name, neuron, delay, conv, out)
     timing = {"delay": axonal is not None, "delay_shift": shift}
-    if conv:
+    if upsample:
+        block = module.ConvT(params, int(weight.shape[0]), out,
+                             tuple(int(k) for k in weight.shape[2:]),
+                             stride=tuple(synapse.stride), padding=tuple(synapse.padding),
+                             dilation=tuple(synapse.dilation), **timing)
+        parts = [(block.synapse.real, real[..., None]), (block.synapse.imag, imag[..., None])]
+    elif conv:
         block = module.Conv(params, int(weight.shape[1]), out, tuple(int(k) for k in
                                                                      weight.shape[2:]),
                             stride=tuple(synapse.stride), padding=tuple(synapse.padding),

@@ -13,6 +13,8 @@ block                      nodes
                            and a ``Delay`` for ``delay_shift`` (off by default in this family)
                            and the axonal delays (``delay=True``)
 ``Pool``                   a depthwise ``Conv2d`` (as ``cuba.Pool``), ``SigmaDelta``, ``Delay``
+``ConvT`` / ``Unpool``      ``ConvTranspose2d`` (an Unpool's depthwise, as ``cuba.Unpool``),
+                           ``SigmaDelta``, ``Delay``
 ``Output``                 ``Linear``, ``Sigma`` (a sigma decoder: its forward is
                            ``neuron.sigma(synapse(x))``)
 ``Flatten``                ``Flatten``
@@ -27,7 +29,7 @@ is what makes the float graph equal slayer's forward whatever order the sums tak
 Refused, naming block and field: an activation other than ReLU (the only one Lava's model and
 netx build besides none), ``cum_error=True`` (lava-dl 0.6's forward raises on it: it subtracts
 a bool tensor), ``persistent_state``, both a bias and a norm, a neuron ``scale`` other than
-``1 << 6`` on export, and ``ConvT``, ``Unpool`` and ``Average`` (no canonical node).
+``1 << 6`` on export. ``Average`` is every family's one block (:mod:`.slayer_readout`).
 """
 
 from __future__ import annotations
@@ -44,11 +46,6 @@ from hub_plugins.lava.slayer_common import DEFAULT_SCALE, WEIGHT_RANGE, _integra
 Imported = tuple[list[tuple[str, hub.Node]], list[tuple[str, hub.Node, str]]]
 #: The nodes of this family (what marks a graph as a sigma-delta network on export).
 NODES = (hub.SigmaDelta, hub.Delta, hub.Sigma, hub.Quantize)
-UNMAPPED = {
-    "ConvT": "transposed convolutions have no canonical node",
-    "Unpool": "unpooling has no canonical node",
-    "Average": "it averages groups of neurons into values that netx cannot run",
-}
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -66,19 +63,18 @@ def import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Import
     kind = type(block).__name__
     if kind == "Flatten":
         return [("flatten", hub.Flatten())], []
-    if kind in UNMAPPED:
-        raise hub.UnsupportedError(f"slayer.block.sigma_delta.{kind} is not mapped: "
-                                   f"{UNMAPPED[kind]}")
-    if kind not in ("Input", "Dense", "Conv", "Pool", "Output"):
+    if kind not in ("Input", "Dense", "Conv", "Pool", "ConvT", "Unpool", "Output"):
         raise hub.UnsupportedError(f"slayer.block.sigma_delta.{kind} is not mapped (Input, Dense, "
-                                   "Conv, Pool, Output and Flatten are)")
+                                   "Conv, Pool, ConvT, Unpool, Output, Flatten and Average are)")
     neuron = block.neuron
     if kind == "Input":
         return (_input(block) if neuron is not None else []), []
     scale = float(neuron.w_scale)
-    if kind == "Pool":
-        pool = _pool(block, shape)
-        synapse: hub.Node = pool.replace(weight=np.asarray(pool.weight) / scale)
+    if kind in ("Pool", "ConvT", "Unpool"):
+        from hub_plugins.lava import slayer_upsample
+
+        mantissas = _pool(block, shape) if kind == "Pool" else slayer_upsample.synapse(block, shape)
+        synapse: hub.Node = mantissas.replace(weight=np.asarray(mantissas.weight) / scale)
     else:
         weight = _weights(block.synapse, block) / np.float32(scale)
         if kind == "Conv":
@@ -96,13 +92,14 @@ def import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Import
         if kind == "Output":
             nodes.append(("neuron", hub.Sigma()))
             return nodes, []
-        conv = kind in ("Conv", "Pool")
+        conv = kind in ("Conv", "Pool", "ConvT", "Unpool")
         nodes.append(("neuron", hub.SigmaDelta(
             threshold=_threshold(neuron, conv), bias=_bias(neuron, conv),
             activation=_activation(neuron), resolution=1.0 / float(neuron.delta.scale))))
     except hub.HubError as e:
         raise e.at(node="neuron") from None
-    delay = _block_delay(block, keep_shift, conv=kind in ("Conv", "Pool") or len(shape) == 3)
+    delay = _block_delay(block, keep_shift, conv=len(shape) == 3 or kind in (
+        "Conv", "Pool", "ConvT", "Unpool"))
     if delay is not None:
         nodes.append(("delay", delay))
     return nodes, []
@@ -239,20 +236,20 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
             shape = plan[chain[i - 1][0]]
             continue
         nxt = chain[i + 1] if i + 1 < len(chain) else (None, None)
-        if blocks and isinstance(node, (hub.Linear, hub.Conv2d)) and not isinstance(
-                nxt[1], NODES):
-            return blocks, i, shape  # another family's block: the caller's
-        if not isinstance(node, (hub.Linear, hub.Conv2d)) or not isinstance(
-                nxt[1], (hub.SigmaDelta, hub.Sigma)):
+        synapses = (hub.Linear, hub.Conv2d, hub.ConvTranspose2d)
+        if blocks and (isinstance(node, hub.Vote) or isinstance(node, synapses) and
+                       not isinstance(nxt[1], NODES)):
+            return blocks, i, shape  # an Average or another family's block: the caller's
+        if not isinstance(node, synapses) or not isinstance(nxt[1], (hub.SigmaDelta, hub.Sigma)):
             raise hub.UnsupportedError(
-                "slayer's sigma-delta blocks are a synapse (Linear or Conv2d) followed by a "
-                f"SigmaDelta or Sigma; found {type(node).__name__} followed by "
+                "slayer's sigma-delta blocks are a synapse (Linear, Conv2d or ConvTranspose2d) "
+                f"followed by a SigmaDelta or Sigma; found {type(node).__name__} followed by "
                 f"{type(nxt[1]).__name__}", node=name)
         neuron_name, neuron = nxt
         out_shape = plan[neuron_name]
         after = chain[i + 2] if i + 2 < len(chain) else (None, None)
         delay = after if isinstance(after[1], hub.Delay) else None
-        conv = isinstance(node, hub.Conv2d)
+        conv = isinstance(node, (hub.Conv2d, hub.ConvTranspose2d))
         weight = _weight(name, node)
         if isinstance(neuron, hub.Sigma):
             if conv or delay:
@@ -268,7 +265,15 @@ def export_chain(chain: list[tuple[str, hub.Node]], plan: dict[str, tuple[int, .
             mean = _norm_mean(neuron.bias, int(out_shape[0]), conv)
             if mean is not None:
                 params["norm"] = _slayer().neuron.norm.MeanOnlyBatchNorm
-            if conv:
+            if isinstance(node, hub.ConvTranspose2d):
+                if any(node.output_padding):
+                    raise hub.UnsupportedError("slayer's ConvT block has no output_padding",
+                                               node=name, field="output_padding")
+                block = sd.ConvT(params, int(weight.shape[0]), int(weight.shape[1] * node.groups),
+                                 tuple(int(k) for k in weight.shape[2:]),
+                                 stride=tuple(node.stride), padding=tuple(node.padding),
+                                 dilation=tuple(node.dilation), groups=node.groups, **timing)
+            elif conv:
                 block = sd.Conv(params, int(weight.shape[1] * node.groups), int(weight.shape[0]),
                                 tuple(int(k) for k in weight.shape[2:]), stride=tuple(node.stride),
                                 padding=tuple(node.padding), dilation=tuple(node.dilation),
@@ -336,7 +341,7 @@ def _norm_mean(bias: np.ndarray, count: int, conv: bool) -> np.ndarray | None:
 def _weight(name: str, node: hub.Node) -> np.ndarray:
     from hub_plugins.lava.slayer_export import _even_mantissas
 
-    if isinstance(node, hub.Conv2d) and np.any(node.bias != 0):
+    if isinstance(node, (hub.Conv2d, hub.ConvTranspose2d)) and np.any(node.bias != 0):
         raise hub.UnsupportedError("slayer's synapses have no bias (give the neuron one)",
                                    node=name, field="bias")
     return _even_mantissas(name, np.asarray(node.weight, dtype=np.float64) * DEFAULT_SCALE)
