@@ -17,8 +17,10 @@ neuron layer over all time steps in one call, with bit-identical results, when n
 graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
 and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
 Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
-on all ``T x N`` samples where that is verified to give stepping's bits, values and gradients
-(:mod:`hub.over_time`), and steps otherwise.
+on all ``T x N`` samples where that is verified to give stepping's bits for values and input
+gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
+order; :mod:`hub.over_time`), and steps otherwise. ``"torch"`` keeps stepping's order for
+parameter gradients too.
 :attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
 says it at debug level. The kernels give first derivatives; for second derivatives
 (``create_graph=True``) use ``backend="torch"``.
