@@ -68,7 +68,7 @@ class PerNode:
 
 
 _verdicts: dict[tuple, bool] = {}
-#: Each node's type and fields as :func:`_fields` describes them.
+#: Each node's type and fields as :func:`_fields` describes them, and its verdicts by call.
 _described = PerNode()
 _lock = threading.Lock()
 
@@ -125,18 +125,22 @@ def verified(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> 
         return False
     keys = trainable(p)
     like = inputs[0]
-    fields = _described.get(node)
-    if fields is None:
-        fields = (type(node), _fields(node))
-        _described.set(node, fields)
-    key = (fields, tuple((k, tuple(v.shape), v.dtype) for k, v in p.items()),
-           tuple(tuple(v.shape) for v in inputs), like.dtype, like.device.type,
-           torch.get_num_threads(), keys)
-    if key not in _verdicts:
-        with _lock:
-            if key not in _verdicts:
-                _verdicts[key] = _compare(node, p, inputs, keys)
-    return _verdicts[key]
+    call = (tuple((k, v.shape, v.dtype) for k, v in p.items()),
+            tuple(v.shape for v in inputs), like.dtype, like.device.type,
+            torch.get_num_threads(), keys)
+    described = _described.get(node)
+    if described is None:
+        described = ((type(node), _fields(node)), {})
+        _described.set(node, described)
+    fields, seen = described  # this node's verdicts by call, found again without its fields
+    if call not in seen:
+        key = (fields, *call)
+        if key not in _verdicts:
+            with _lock:
+                if key not in _verdicts:
+                    _verdicts[key] = _compare(node, p, inputs, keys)
+        seen[call] = _verdicts[key]
+    return seen[call]
 
 
 def _fields(node: Node) -> tuple:
