@@ -93,6 +93,7 @@ class Simulator(torch.nn.Module):
         self.dtype = dtype
         self._state_bytes: dict[tuple, dict[str, tuple[int, str]]] = {}
         self._needs: dict[tuple, tuple[int, dict]] = {}
+        self._schedule: list[tuple[str, tuple[str, ...]]] | None = None
         self._keys = {name: f"n{index}" for index, name in enumerate(self.plan.order)}
         self.params = torch.nn.ModuleDict()
         for name in self.plan.order:
@@ -241,22 +242,15 @@ class Simulator(torch.nn.Module):
         values: dict[str, torch.Tensor] = {}
         last: dict[str, torch.Tensor] = {}
         paths: dict[str, str] = {}
-        outputs = set(self._outputs)
-        pending = dict.fromkeys(self.plan.order, 0)
-        for name in self.plan.order:
-            for source in self.plan.forward[name]:
-                pending[source] += 1
         copied: dict[int, torch.Tensor] = {}  # a junction's last step is its source's
-        for name in self.plan.order:
+        for name, done in self._releases():
             total = inputs[name] if name in inputs else self._gather(name, values)
             values[name] = self._layer(name, total, paths)
             last[name] = copied.get(id(values[name]))
             if last[name] is None:
                 last[name] = copied[id(values[name])] = values[name][-1].clone()
-            for source in self.plan.forward[name]:
-                pending[source] -= 1
-                if not pending[source] and source not in outputs:
-                    del values[source]
+            for source in done:
+                del values[source]
         self._last = last
         self._note(paths)
         given = {id(v) for v in inputs.values()}
@@ -264,6 +258,20 @@ class Simulator(torch.nn.Module):
         outputs = {name: values[name].clone() if id(values[name]) in given else values[name]
                    for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def _releases(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each node in order, with the nodes whose sequences are let go once it has run (those
+        it is the last to read, outputs excepted): the same for every call, so found once."""
+        if self._schedule is None:
+            last_reader = {}
+            for name in self.plan.order:
+                for source in self.plan.forward[name]:
+                    last_reader[source] = name
+            outputs = set(self._outputs)
+            self._schedule = [(name, tuple(dict.fromkeys(
+                s for s in self.plan.forward[name]
+                if last_reader[s] == name and s not in outputs))) for name in self.plan.order]
+        return self._schedule
 
     def _layer(self, name: str, total: Any, paths: dict[str, str]) -> torch.Tensor:
         """One node over all time steps of its input ``total``; updates its state."""
