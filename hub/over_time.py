@@ -21,11 +21,14 @@ library's own blocking over ``T x N`` samples, as SpikingJelly's multi-step mode
 framework compute it). So over all steps a layer's parameter gradients come from the one call's
 own backward, and they may differ from stepping's in the last bits: by at most
 ``4 T eps A`` for each element, where ``eps`` is the dtype's machine epsilon and ``A`` the same
-gradient computed from the absolute values of input, output gradient and parameters (for
-convolutions, matrix products, scales and biases exactly the sum of the magnitudes of the terms
-summed, which bounds what any order of summing them can change). A wrong gradient (another real
-number) fails this; a layer whose reordered sum rounds worse keeps stepping. ``backend="torch"``
-steps every node, so it keeps stepping's order.
+gradient computed from the absolute values of input, output gradient and parameters. For
+convolutions, matrix products, scales and biases ``A`` is exactly the sum of the magnitudes of the
+terms summed, the scale of what reordering their sum can change (each rounding moves it by at most
+``eps/2`` of a partial sum); for other layers (batch norm) it stands in for it. The differences
+measured on the layers of ``bench/networks.py`` stay below ``0.7 T eps A``; 4 is the margin. A
+wrong gradient (another real number) fails this; a layer whose reordered sum rounds worse keeps
+stepping, which is always correct. ``backend="torch"`` steps every node, so it keeps stepping's
+order.
 """
 
 from __future__ import annotations
