@@ -122,6 +122,9 @@ class Simulator(torch.nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._kernels = _kernels(self.backend)
+        # what is worked out once per simulator is worked out again (older copies lack it)
+        self._needs, self._schedule = {}, None
+        self._inputs, self._outputs = self.graph.inputs, self.graph.outputs
 
     @property
     def values(self) -> dict[str, torch.Tensor]:
