@@ -214,7 +214,12 @@ def where(row: dict) -> str:
     total = row["where"]["total"]
     parts = sorted(((k, v) for k, v in row["where"].items() if k != "total"),
                    key=lambda kv: -kv[1])
-    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts if v / total >= 0.01)
+    text = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts if v / total >= 0.01)
+    convolutions = sum(v for k, v in parts if k.startswith("Conv"))
+    if convolutions:  # the same library calls as natively: a bound on the forward's speed-up
+        text += (f"; with everything but its convolutions free, the forward would be "
+                 f"{row['native fwd'] / (row['hub fwd'] * convolutions / total):.1f}x")
+    return text
 
 
 def table(rows: list[dict]) -> str:
@@ -244,16 +249,21 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
     out += ["", ("Each stateless layer (convolution, matrix product, pooling, batch norm, ...) "
                  "runs once on all T x N samples of a sequence, as SpikingJelly's multi-step "
                  "mode does, where a one-time check on random values shows that this gives "
-                 "stepping's bits for that layer, shapes, dtype and thread count: values, input "
-                 "gradients and parameter gradients (`hub/over_time.py`); max pooling runs in a "
-                 "compiled pass. The convolutions are then the very library calls SpikingJelly "
-                 "makes, so a network whose time is mostly convolution (sew_resnet18 here) "
-                 "gains only what the neurons and the rest cost natively; a faster convolution "
-                 "algorithm (channels-last, prepacked weights) would change the bits against "
-                 "stepping. Forward+backward: parameter gradients are summed per step, last step "
-                 "first, as stepping sums them, so every layer pays T weight-gradient calls where "
-                 "SpikingJelly pays one; with large weights and small activations (sew_resnet18 "
-                 "at 32x32, batch 4) that is most of its backward time."), END]
+                 "stepping's bits for that layer, shapes, dtype and thread count: values and "
+                 "input gradients bit for bit, parameter gradients float-equivalent "
+                 "(`hub/over_time.py`); max pooling runs in a compiled pass. The convolutions "
+                 "are then the very library calls SpikingJelly makes, so a network whose time is "
+                 "mostly convolution (sew_resnet18 here) gains only what the neurons and the rest "
+                 "cost natively (the bound after each network above); a faster convolution "
+                 "algorithm would have to give the same bits (channels-last does not; weights "
+                 "prepacked in oneDNN's layout do, but at these sizes the reorders of inputs "
+                 "and outputs cost what they save). Forward+backward: a layer's "
+                 "parameter gradients come from that one call's own backward, one weight-gradient "
+                 "call per layer as in SpikingJelly; they are sums over steps, samples and "
+                 "positions in the library's order rather than stepping's, so they may differ "
+                 "from `backend=\"torch\"`'s in the last bits (within 4 T eps of the summed "
+                 "terms' magnitudes, checked on first use). Spikes and input gradients do not."),
+            END]
     return "\n".join(out) + "\n"
 
 

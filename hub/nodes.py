@@ -58,6 +58,16 @@ class Output(Node):
     """Where data leaves the graph; its shape is that of what feeds it."""
 
 
+def _plus(y: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``y + b`` for a fresh result ``y`` (a product or convolution, which its backward does not
+    keep), added in place where that gives the same tensor: the same values without a second
+    array of ``y``'s size to allocate and fill."""
+    if b.dtype == y.dtype and b.dim() <= y.dim() and all(
+            m in (1, n) for m, n in zip(b.shape[::-1], y.shape[::-1])):
+        return y.add_(b)
+    return y + b
+
+
 class Affine(Node):
     """``y = W x + b`` with ``W`` of shape ``[out, in]``."""
 
@@ -77,7 +87,7 @@ class Affine(Node):
         return (self.weight.shape[0],)
 
     def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        return F.linear(x, p["weight"]) + p["bias"], state
+        return _plus(F.linear(x, p["weight"]), p["bias"]), state
 
 
 class Linear(Node):
@@ -149,7 +159,7 @@ class Conv1d(_Conv):
 
     def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         y = F.conv1d(x, p["weight"], None, self.stride, self.padding, self.dilation, self.groups)
-        return y + p["bias"].reshape(-1, 1), state
+        return _plus(y, p["bias"].reshape(-1, 1)), state
 
 
 class Conv2d(_Conv):
@@ -165,7 +175,7 @@ class Conv2d(_Conv):
 
     def step(self, p: dict, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         y = F.conv2d(x, p["weight"], None, self.stride, self.padding, self.dilation, self.groups)
-        return y + p["bias"].reshape(-1, 1, 1), state
+        return _plus(y, p["bias"].reshape(-1, 1, 1)), state
 
 
 class ConvTranspose2d(Node):

@@ -17,8 +17,10 @@ neuron layer over all time steps in one call, with bit-identical results, when n
 graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
 and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
 Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
-on all ``T x N`` samples where that is verified to give stepping's bits, values and gradients
-(:mod:`hub.over_time`), and steps otherwise.
+on all ``T x N`` samples where that is verified to give stepping's bits for values and input
+gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
+order; :mod:`hub.over_time`), and steps otherwise. ``"torch"`` keeps stepping's order for
+parameter gradients too.
 :attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
 says it at debug level. The kernels give first derivatives; for second derivatives
 (``create_graph=True``) use ``backend="torch"``.
@@ -86,8 +88,12 @@ class Simulator(torch.nn.Module):
         self.paths: dict[str, str] = {}
         self.graph = graph.flat()
         self.plan = graph.plan()
+        # looked up on every call, and fixed with the plan
+        self._inputs, self._outputs = self.graph.inputs, self.graph.outputs
         self.dtype = dtype
         self._state_bytes: dict[tuple, dict[str, tuple[int, str]]] = {}
+        self._needs: dict[tuple, tuple[int, dict]] = {}
+        self._schedule: list[tuple[str, tuple[str, ...]]] | None = None
         self._keys = {name: f"n{index}" for index, name in enumerate(self.plan.order)}
         self.params = torch.nn.ModuleDict()
         for name in self.plan.order:
@@ -116,6 +122,9 @@ class Simulator(torch.nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._kernels = _kernels(self.backend)
+        # what is worked out once per simulator is worked out again (older copies lack it)
+        self._needs, self._schedule = {}, None
+        self._inputs, self._outputs = self.graph.inputs, self.graph.outputs
 
     @property
     def values(self) -> dict[str, torch.Tensor]:
@@ -128,13 +137,16 @@ class Simulator(torch.nn.Module):
         self._state: dict[str, Any] | None = None
         self._last: dict[str, torch.Tensor] = {}
 
-    def _start(self, batch: int, like: torch.Tensor) -> None:
+    def _start(self, batch: int, like: torch.Tensor, *, last: bool = True) -> None:
+        """The first step's state, and (``last``, for recurrent edges) zeros as the values of
+        the step before it."""
         self._state = {}
         for name in self.plan.order:
             shape = (batch, *self.plan.output_shapes[name])
             node = self.graph.nodes[name]
             self._state[name] = node.initial_state(shape, like) if node.stateful else None
-            self._last[name] = like.new_zeros(shape)
+            if last:
+                self._last[name] = like.new_zeros(shape)
 
     def step(self, x: Tensors) -> Tensors:
         """Advance one time step; ``x`` is ``[N, *in]`` (or a dict of them by input name)."""
@@ -150,7 +162,7 @@ class Simulator(torch.nn.Module):
             total = inputs[name] if name in inputs else self._gather(name, values)
             values[name], self._state[name] = node.step(self._p[name], total, self._state[name])
         self._last = values
-        outputs = {name: values[name] for name in self.graph.outputs}
+        outputs = {name: values[name] for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
     def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -207,10 +219,11 @@ class Simulator(torch.nn.Module):
         if self._kernels is not _auto:
             return None
         probe = like[:1, :1]
-        why = {name: _auto.unsupported(node, self._p[name], probe)
-               for name, node in neurons.items()}
-        if any(reason is None for reason in why.values()):
-            return None
+        why = {}
+        for name, node in neurons.items():
+            why[name] = _auto.unsupported(node, self._p[name], probe)
+            if why[name] is None:  # one is enough
+                return None
         return {name: f"reference ({reason})" for name, reason in why.items()}
 
     def _note(self, paths: dict[str, str]) -> None:
@@ -227,30 +240,41 @@ class Simulator(torch.nn.Module):
         """
         like = next(iter(inputs.values()))
         if self._state is None:
-            self._start(like.shape[1], like[0])
+            # no recurrent edge here, and the last values are replaced at the end
+            self._start(like.shape[1], like[0], last=False)
         values: dict[str, torch.Tensor] = {}
         last: dict[str, torch.Tensor] = {}
         paths: dict[str, str] = {}
-        outputs = set(self.graph.outputs)
-        pending = dict.fromkeys(self.plan.order, 0)
-        for name in self.plan.order:
-            for source in self.plan.forward[name]:
-                pending[source] += 1
-        for name in self.plan.order:
+        copied: dict[int, torch.Tensor] = {}  # a junction's last step is its source's
+        for name, done in self._releases():
             total = inputs[name] if name in inputs else self._gather(name, values)
             values[name] = self._layer(name, total, paths)
-            last[name] = values[name][-1].clone()
-            for source in self.plan.forward[name]:
-                pending[source] -= 1
-                if not pending[source] and source not in outputs:
-                    del values[source]
+            last[name] = copied.get(id(values[name]))
+            if last[name] is None:
+                last[name] = copied[id(values[name])] = values[name][-1].clone()
+            for source in done:
+                del values[source]
         self._last = last
         self._note(paths)
         given = {id(v) for v in inputs.values()}
         # an output that is an input passed through is copied, as stepping would stack a copy
         outputs = {name: values[name].clone() if id(values[name]) in given else values[name]
-                   for name in self.graph.outputs}
+                   for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
+
+    def _releases(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each node in order, with the nodes whose sequences are let go once it has run (those
+        it is the last to read, outputs excepted): the same for every call, so found once."""
+        if self._schedule is None:
+            last_reader = {}
+            for name in self.plan.order:
+                for source in self.plan.forward[name]:
+                    last_reader[source] = name
+            outputs = set(self._outputs)
+            self._schedule = [(name, tuple(dict.fromkeys(
+                s for s in self.plan.forward[name]
+                if last_reader[s] == name and s not in outputs))) for name in self.plan.order]
+        return self._schedule
 
     def _layer(self, name: str, total: Any, paths: dict[str, str]) -> torch.Tensor:
         """One node over all time steps of its input ``total``; updates its state."""
@@ -271,7 +295,7 @@ class Simulator(torch.nn.Module):
         return out
 
     def _named(self, x: Tensors, *, time: bool) -> dict[str, torch.Tensor]:
-        names = self.graph.inputs
+        names = self._inputs
         if isinstance(x, Mapping):
             missing, extra = set(names) - set(x), set(x) - set(names)
             if missing or extra:
@@ -311,10 +335,28 @@ class Simulator(torch.nn.Module):
         for a sequence of ``steps`` the outputs kept for every step (of the outputs only when
         stepping; of every node when they run node by node or when gradients are recorded).
         """
-        size = like.element_size()
         every = (layered or torch.is_grad_enabled() and (
             like.requires_grad or any(p.requires_grad for p in self.parameters())))
-        outputs = set(self.graph.outputs)
+        key = (batch, steps, like.dtype, every)
+        if key not in self._needs:  # the same for every call of a kind: worked out once
+            self._needs[key] = self._memory_need(batch, steps, like, every)
+        need, parts = self._needs[key]
+        most = limits().max_state_bytes
+        if need > most:
+            name = max(parts, key=lambda n: parts[n][0])
+            total, reasons = parts[name]
+            why = max(reasons, key=reasons.__getitem__)
+            raise HubError(f"simulating this needs about {_bytes(need)} of state and "
+                           f"activations, more than the limit of {_bytes(most)}; this node "
+                           f"takes the most, {_bytes(total)}, mostly for {why} "
+                           f"(batch {batch}, {like.dtype}); " + how_to_raise("max_state_bytes"),
+                           node=name)
+
+    def _memory_need(self, batch: int, steps: int | None, like: torch.Tensor, every: bool
+                     ) -> tuple[int, dict[str, tuple[int, dict[str, int]]]]:
+        """Bytes :meth:`_check_memory` counts, in all and by the node they are charged to."""
+        size = like.element_size()
+        outputs = set(self._outputs)
         parts: dict[str, tuple[int, dict[str, int]]] = {}
         for name, (state, why) in self._state_sizes(batch, like.dtype).items():
             shape = [batch, *self.plan.output_shapes[name]]
@@ -335,17 +377,7 @@ class Simulator(torch.nn.Module):
             for reason, cost in costs.items():
                 reasons[reason] = reasons.get(reason, 0) + cost
             parts[owner] = total + sum(costs.values()), reasons
-        need = sum(total for total, _ in parts.values())
-        most = limits().max_state_bytes
-        if need > most:
-            name = max(parts, key=lambda n: parts[n][0])
-            total, reasons = parts[name]
-            why = max(reasons, key=reasons.__getitem__)
-            raise HubError(f"simulating this needs about {_bytes(need)} of state and "
-                           f"activations, more than the limit of {_bytes(most)}; this node "
-                           f"takes the most, {_bytes(total)}, mostly for {why} "
-                           f"(batch {batch}, {like.dtype}); " + how_to_raise("max_state_bytes"),
-                           node=name)
+        return sum(total for total, _ in parts.values()), parts
 
     def _state_sizes(self, batch: int, dtype: torch.dtype) -> dict[str, tuple[int, str]]:
         """Bytes of each node's state for ``batch`` samples, and its largest part."""

@@ -282,6 +282,13 @@ def test_the_state_limit_applies_to_single_steps_and_can_be_raised():
     assert e.value.node == "lif"
     configure(max_state_bytes=1 << 20)
     assert sim.step(torch.zeros(1, 64)).shape == (1, 64)
+    # the simulator works out what a kind of call needs once, and reads the limit every call
+    assert sim(torch.zeros(3, 1, 64)).shape == (3, 1, 64)
+    configure(max_state_bytes=10_000)
+    sim.reset()
+    for run in (lambda: sim.step(torch.zeros(1, 64)), lambda: sim(torch.zeros(3, 1, 64))):
+        with pytest.raises(hub.HubError, match="more than the limit of 10.0 kB"):
+            run()
 
 
 # -- 3. the command line: literal text, one error line, exit 2 ------------------------------
