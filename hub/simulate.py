@@ -363,6 +363,9 @@ class Simulator(torch.nn.Module):
             outputs = set(self._outputs)
             self._schedule = []
             for i, names in enumerate(units):
+                if names[0] in cycles:
+                    log.debug("%s step together, one time step at a time: a recurrent edge "
+                              "closes the cycle they lie on", ", ".join(names))
                 read = dict.fromkeys(s for name in names for s in self.plan.forward[name]
                                      if s not in names)
                 self._schedule.append(Unit(

@@ -137,6 +137,13 @@ def test_the_layers_off_the_cycle_run_once_over_all_steps(monkeypatch):
     assert cycles == [(("lif2", "rec"), ("lif2",), 11)]  # rec is read on the cycle alone
 
 
+@needs_compiler
+def test_the_debug_log_says_which_nodes_step_together(caplog):
+    with caplog.at_level("DEBUG", logger="hub.simulate"):
+        hub.Simulator(in_front())(torch.ones(3, 1, 7))
+    assert "a, ab, b, ba step together" in caplog.text
+
+
 def test_without_kernels_a_recurrent_graph_steps_whole():
     sim = hub.Simulator(behind(), backend="torch")
     sim(torch.ones(3, 1, 7))
