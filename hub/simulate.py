@@ -28,7 +28,7 @@ Running node by node, each stateless layer (convolution, matrix product, pooling
 on all ``T x N`` samples where that is verified to give stepping's bits for values and input
 gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
 order; :mod:`hub.over_time`), and steps otherwise. ``"torch"`` keeps stepping's order for
-parameter gradients too.
+parameter gradients too, as the nodes on a cycle do for theirs.
 :attr:`Simulator.paths` says which path each neuron layer took (for one on a cycle, the cycle's
 nodes that step with it), and the ``hub.simulate`` logger says it at debug level. The kernels
 give first derivatives; for second derivatives (``create_graph=True``) use ``backend="torch"``.
