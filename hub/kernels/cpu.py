@@ -9,8 +9,9 @@ pass is the reverse recurrence with the surrogate of :mod:`hub.surrogate`; it gi
 with respect to the input and the state, so layers before and after a neuron train as usual.
 Neurons whose own parameters require a gradient are left to the reference step.
 
-The library is plain C++ called through :mod:`ctypes` (no torch headers), so it builds in a few
-seconds. Set ``HUB_KERNEL_CACHE`` to choose where it is cached and ``CXX`` to choose the compiler.
+The library is plain C++ called through :mod:`ctypes` (no torch headers); its specialisations
+of every convention take about a minute to build, once. Set ``HUB_KERNEL_CACHE`` to choose where
+it is cached and ``CXX`` to choose the compiler.
 
 Large outputs (``HUGE_PAGES_MIN`` bytes and up) are fresh memory from the operating system on
 every call, and mapping it page by page costs about as much as the whole computation. On Linux
