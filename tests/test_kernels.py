@@ -607,8 +607,8 @@ class _EmulatedCuda:
         fn(ctypes.c_longlong(total), *params, ctypes.c_longlong(steps),
            ctypes.c_longlong(self.size), *ptr)
 
-    def forward(self, x, v, i, s, r, save):
-        out = torch.empty_like(x)
+    def forward(self, x, v, i, s, r, save, out=None):
+        out = torch.empty_like(x) if out is None else out
         save_v = torch.empty_like(x) if save else None
         save_f = torch.empty(x.shape, dtype=torch.uint8) if save and self.refractory else None
         self._call(self.lib.run_forward, x[0].numel(), x.shape[0], x, out, v, i, s, r, save_v,
