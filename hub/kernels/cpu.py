@@ -10,7 +10,7 @@ with respect to the input and the state, so layers before and after a neuron tra
 Neurons whose own parameters require a gradient are left to the reference step.
 
 The library is plain C++ called through :mod:`ctypes` (no torch headers); its specialisations
-of every convention take about a minute to build, once. Set ``HUB_KERNEL_CACHE`` to choose where
+of every convention take a minute or two to build, once. Set ``HUB_KERNEL_CACHE`` to choose where
 it is cached and ``CXX`` to choose the compiler.
 
 Large outputs (``HUGE_PAGES_MIN`` bytes and up) are fresh memory from the operating system on

@@ -99,13 +99,12 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
 // keeps in a register instead of loading a value per neuron per step.
 #define PK(a) (U ? (a)[0] : (a)[j])
 
-// rb: the refractory counters, rest the steps of a refractory period. save and (REFR) flags keep
-// what the backward pass needs: the voltage, and bit 0 spiked, bit 1 resting. They are always
-// written (without a backward pass to a scratch block in L1): a test in the loop would leave
-// it scalar, as GCC unswitches only short loops, and a template argument would double the
-// specialisations.
+// rb: the refractory counters, rest the steps of a refractory period. SAVE: keep what the backward
+// pass needs, the voltage in save and (REFR) in flags bit 0 spiked, bit 1 resting. A template
+// argument, not a test in the loop: GCC unswitches only short loops itself, and the stores to a
+// scratch block instead cost a tenth of the time of a step without a backward pass.
 template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U,
-          int MODE, bool REFR>
+          int MODE, bool REFR, bool SAVE>
 __attribute__((noinline)) void fast_step(
         int64_t n, const bool inclusive, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
         R* __restrict ib, R* __restrict sb, int32_t* __restrict rb, int32_t rest,
@@ -131,7 +130,7 @@ __attribute__((noinline)) void fast_step(
         const int32_t rj = REFR ? rb[j] : 0;
         const bool resting = REFR && rj > 0;
         if (REFR) vv = resting ? held : vv;  // held while resting
-        save[j] = vv;
+        if (SAVE) save[j] = vv;
         const R z = vv - PK(th);
         R sp = spikes(z, inclusive) ? R(1) : R(0);
         // times 0 while resting, as the reference; in integers, where GCC if-converts it
@@ -140,7 +139,7 @@ __attribute__((noinline)) void fast_step(
         const R count = MODE == 1 ? multi_count(vv, PK(th), sp, inclusive) : sp;
         ot[j] = MODE == 2 ? (count * vv) * PK(amp) : count * PK(amp);
         sb[j] = NEXT ? count : sp;
-        if (REFR) flags[j] = uint8_t((sp > R(0)) | (resting << 1));
+        if (REFR && SAVE) flags[j] = uint8_t((sp > R(0)) | (resting << 1));
         if (!NEXT && RESET == 1) vv = vv - PK(th) * count;
         else if (!NEXT && RESET == 0) vv = sp > R(0) ? reset_to : vv;
         vb[j] = vv;
@@ -248,17 +247,19 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
                   uint8_t* save_f) {
     return dispatch<false>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
                                   bool U, int MODE, bool REFR>() {
-        blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-            alignas(64) R scratch[BLOCK];
-            alignas(64) uint8_t scratch_f[BLOCK];
-            for (int64_t t = 0; t < T; ++t)
-                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR>(
-                    hi - lo, c.inclusive, x + t * M + lo, out + t * M + lo, v + lo, i + lo,
-                    s + lo, r + lo, c.refractory, save_v ? save_v + t * M + lo : scratch,
-                    save_f ? save_f + t * M + lo : scratch_f, p.beta + k0, p.gain + k0,
-                    p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
-                    p.v_reset + k0, p.amplitude + k0);
-        });
+        auto steps = [&]<bool SAVE>() {
+            blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
+                for (int64_t t = 0; t < T; ++t)
+                    fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR, SAVE>(
+                        hi - lo, c.inclusive, x + t * M + lo, out + t * M + lo, v + lo, i + lo,
+                        s + lo, r + lo, c.refractory, SAVE ? save_v + t * M + lo : nullptr,
+                        SAVE && REFR ? save_f + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
+                        p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
+                        p.v_reset + k0, p.amplitude + k0);
+            });
+        };
+        if (save_v) steps.template operator()<true>();
+        else steps.template operator()<false>();
     });
 }
 
