@@ -1149,3 +1149,41 @@ def test_a_slayer_delay_export_runs_in_lava_as_the_hub_reads_it(tmp_path):
     assert 0 < float(want.mean()) < 1
     assert not torch.equal(hub.simulate(_without_delays(g), x), want)
     assert np.array_equal(np.asarray(hub.plugins().format("netx").run(path, x)), want.numpy())
+
+
+def _dense_comp_file(path):
+    return _file(path, [{"type": "input", "shape": np.array([3])},
+                        {"type": "dense_comp", "shape": np.array([2]),
+                         "weight/real": np.ones((2, 3), np.float32),
+                         "weight/imag": np.ones((2, 3), np.float32),
+                         "neuron/type": "RF_PHASE"}])
+
+
+def test_a_dense_comp_layer_is_refused_as_netx_cannot_build_it(tmp_path):
+    path = _dense_comp_file(tmp_path / "dc.net")
+    with pytest.raises(hub.UnsupportedError, match="create_complex_dense") as e:
+        hub.load(path)
+    assert (e.value.file, e.value.node) == (str(path), "layer/1")
+    assert "type 'dense'" in str(e.value) and "unknown" not in str(e.value)
+
+
+@needs_lava
+def test_netx_itself_cannot_build_a_dense_comp_layer(tmp_path):
+    """The refusal's reason, checked against netx 0.6: building the file fails there, and the
+    Lava bridge refuses the file with the reason instead of running into it."""
+    path = _dense_comp_file(tmp_path / "dc.net")
+    script = textwrap.dedent(f"""
+        from lava.lib.dl.netx import hdf5
+        assert not hasattr(hdf5.Network, 'create_complex_dense')
+        try:
+            hdf5.Network(net_config={str(path)!r})
+        except AttributeError as e:
+            assert 'create_complex_dense' in str(e), e
+        else:
+            raise SystemExit('netx built a dense_comp layer')
+    """)
+    done = subprocess.run([str(LAVA_PYTHON), "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.raises(hub.HubError, match="create_complex_dense"):
+        hub.plugins().format("netx").run(path, torch.zeros(4, 1, 3))

@@ -14,7 +14,8 @@ from hub.loihi import LoihiCUBA
 from hub_plugins.netx import sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_METADATA, ATTR_NEURON, ATTR_OP, DEFAULT_NEURON, INPUT_TRANSFORM,
-    MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_REFUSES, NEURON_TYPES)
+    MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_CANNOT_BUILD, NETX_REFUSES,
+    NEURON_TYPES)
 from hub_plugins.netx import resonators
 from hub_plugins.netx.write import _fold, exact_loihi
 
@@ -163,6 +164,8 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
         if not isinstance(layer, h5py.Group):
             raise FormatError("should be a group", node=where)
         kind = _string(layer, "type", where)
+        if kind in NETX_CANNOT_BUILD:
+            raise UnsupportedError(f"layer type {kind!r}: {NETX_CANNOT_BUILD[kind]}", node=where)
         rf_type = resonators.neuron_type(layer, where)
         if rf_type is not None and kind == "input":
             resonators.read_layer(layer, kind, rf_type, where, 0)  # refused, with the reason
