@@ -1187,3 +1187,23 @@ def test_netx_itself_cannot_build_a_dense_comp_layer(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     with pytest.raises(hub.HubError, match="create_complex_dense"):
         hub.plugins().format("netx").run(path, torch.zeros(4, 1, 3))
+
+
+def test_per_neuron_delays_in_a_row_add_up_in_the_key(tmp_path):
+    """Two per-neuron Delays after a layer's neuron (with its inputs delayed per input too)
+    are one per-output delay each; the key holds the sums, which read back as one Delay."""
+    rng = np.random.default_rng(33)
+    a, b, c = rng.integers(0, 4, 5), rng.integers(0, 4, 4), rng.integers(0, 4, 4)
+    g = hub.Graph.chain(
+        ("input", hub.Input(shape=(5,))), ("d0", hub.Delay(delay=a)),
+        ("fc1", hub.Linear(weight=_w(rng, 4, 5, lo=-3, hi=6))), ("n1", _cuba(rng)),
+        ("d1", hub.Delay(delay=b)), ("d1b", hub.Delay(delay=c)),
+        ("fc2", hub.Linear(weight=_w(rng, 3, 4, lo=-3, hi=6))), ("n2", _cuba(rng)))
+    path = hub.save(g, to="netx", out=tmp_path / "r.net")
+    with h5py.File(path) as f:
+        assert np.array_equal(f["layer/1/delay"][()], a[None, :] + (b + c)[:, None])
+    back = hub.load(path)
+    into, per_output = (node.delay for node in back.nodes.values() if isinstance(node, hub.Delay))
+    assert np.array_equal(into[None, :] + per_output[:, None], a[None, :] + (b + c)[:, None])
+    x = _spikes(rng, 16, 2, 5, p=0.5)
+    assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))

@@ -26,6 +26,9 @@ class Layer:
     data: dict[str, Any]
     neuron: LoihiCUBA | None = None
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: a dense layer's delays per input and per output neuron, which its 'delay' key holds
+    input_delays: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    output_delays: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _write_layer(group: h5py.Group, layer: Layer) -> None:
@@ -250,25 +253,33 @@ def _output_delays_fit(layer: Layer, shape: tuple[int, ...]) -> bool:
 
 
 def _write_output_delays(layer: Layer, name: str, node: hub.Delay) -> None:
-    """Per-neuron delays after a dense layer's neuron as that layer's ``delay`` key, one per
-    output (as slayer's ``export_hdf5`` writes ``delay=True``), or, where the layer's inputs
-    are delayed too, the ``[out, in]`` matrix of their sums (see ``read._delays``)."""
-    out, inputs = int(layer.data["outFeatures"]), int(layer.data["inFeatures"])
-    values = np.broadcast_to(node.delay, (out,)).astype(np.int64)
-    if values.max() > MAX_DELAY:
-        raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it clips "
-                               "larger ones)", node=name, field="delay")
-    if "delay" in layer.data:
-        held = np.asarray(layer.data["delay"], np.int64)
-        matrix = np.broadcast_to(held.reshape(1, -1) if held.ndim == 1 else held, (out, inputs))
-        matrix = matrix + values[:, None]
-        if matrix.max() > MAX_DELAY:
-            raise UnsupportedError(f"with the layer's input delays, netx's synaptic delays are "
-                                   f"0 to {MAX_DELAY} steps (it clips larger ones)", node=name,
-                                   field="delay")
-        layer.data["delay"] = matrix.astype(np.float32)
-        return
-    layer.data["delay"] = values.astype(np.float32)
+    """Per-neuron delays after a dense layer's neuron as that layer's per-output delays (as
+    slayer's ``export_hdf5`` writes ``delay=True``)."""
+    values = np.broadcast_to(node.delay, (int(layer.data["outFeatures"]),)).astype(np.int64)
+    held = layer.output_delays
+    layer.output_delays = values if held is None else held + values
+    _set_delay_key(layer, name)
+
+
+def _set_delay_key(layer: Layer, name: str) -> None:
+    """The ``delay`` key of a dense layer's input and output delays (``read._delays``): a vector
+    of ``out`` delays where its inputs are delayed alike (netx reads such a vector per output
+    first), of ``in`` delays without output delays (the ``[out, in]`` matrix of equal rows where
+    ``in == out``), else the matrix of their sums."""
+    inputs, out = int(layer.data["inFeatures"]), int(layer.data["outFeatures"])
+    into, per_output = layer.input_delays, layer.output_delays
+    if per_output is None:
+        key = (np.repeat(into.reshape(1, -1), out, axis=0)
+               if out == inputs and not (into == into[0]).all() else into)
+    elif into is None or (into == into[0]).all():
+        key = per_output + (0 if into is None else into[0])
+    else:
+        key = into[None, :] + per_output[:, None]
+    if key.size and key.max() > MAX_DELAY:
+        raise UnsupportedError(f"with the layer's other delays, netx's synaptic delays are 0 to "
+                               f"{MAX_DELAY} steps (it clips larger ones)", node=name,
+                               field="delay")
+    layer.data["delay"] = key.astype(np.float32)
 
 
 def _uniform(name: str, node: hub.Delay, what: str = "per layer") -> int:
@@ -310,13 +321,10 @@ def _write_delay(layer: Layer, name: str, delay: int | np.ndarray) -> None:
         raise UnsupportedError(f"this neuron feeds a {layer.kind} layer, and {why}; netx delays "
                                "spikes only in a dense layer's synapses", node=name,
                                field="delay")
-    inputs, out = int(layer.data["inFeatures"]), int(layer.data["outFeatures"])
-    values = np.broadcast_to(np.asarray(delay, np.int64).reshape(-1), (inputs,))
-    if out == inputs and not (values == values[0]).all():
-        # netx reads a vector of 'out' delays as per-output ones: the per-input matrix instead
-        layer.data["delay"] = np.repeat(values.reshape(1, -1), out, axis=0).astype(np.float32)
-    else:
-        layer.data["delay"] = values.astype(np.float32)
+    inputs = int(layer.data["inFeatures"])
+    layer.input_delays = np.broadcast_to(np.asarray(delay, np.int64).reshape(-1),
+                                         (inputs,)).copy()
+    _set_delay_key(layer, name)
 
 
 def _bias_into_neuron(op_name: str, bias: np.ndarray, name: str, neuron: LoihiCUBA) -> None:
