@@ -1207,3 +1207,14 @@ def test_per_neuron_delays_in_a_row_add_up_in_the_key(tmp_path):
     assert np.array_equal(into[None, :] + per_output[:, None], a[None, :] + (b + c)[:, None])
     x = _spikes(rng, 16, 2, 5, p=0.5)
     assert torch.equal(hub.simulate(back, x), hub.simulate(g, x))
+
+
+def test_a_layers_output_delays_and_the_next_layers_input_delays_are_one_delay(tmp_path):
+    path = _per_input_file(tmp_path / "two.net", np.float32([1, 0, 3, 2]))
+    with h5py.File(path, "a") as f:
+        f["layer/1"].create_dataset("delay", data=np.float32([0, 2, 1, 1]))  # [out] of 3 -> 4
+    g = hub.load(path)
+    assert [(n, node.delay.tolist()) for n, node in g.nodes.items()
+            if isinstance(node, hub.Delay)] == [("d1", [1, 2, 4, 3])]
+    with h5py.File(hub.save(g, to="netx", out=tmp_path / "again.net")) as f:
+        assert f["layer/1/delay"][()].tolist() == [1, 2, 4, 3] and "delay" not in f["layer/2"]
