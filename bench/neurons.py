@@ -342,8 +342,10 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "update in registers; a parameter with one value for all neurons (the usual case, "
             "as in these rows) is held in a register rather than read per neuron and step, "
             "which is what brought CUBA, with twice the parameters of LIF, close to LIF's speed; "
-            "multi-spikes take the same vectorised loop forward (their backward, and "
-            "refractory periods, take the general one, a phase per operation).", ""]
+            "every spiking convention (reset, timing, comparison, binary, multi or graded "
+            "spikes, refractory period) has a vectorised loop of its own, forward and "
+            "backward (a multi-spike's count costs a division per neuron and step); only "
+            "readouts take the general loop, a phase per operation.", ""]
     for row in rows:
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
             continue

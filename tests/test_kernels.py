@@ -42,8 +42,10 @@ READOUTS = {"LI": hub.LI, "Integrator": hub.Integrator, "CubaLI": hub.CubaLI}
 DTYPES = [torch.float32, torch.float64]
 
 
-def make(kind: str, rng: np.random.Generator, exact: bool, **fields) -> hub.Neuron:
-    """A neuron of type ``kind`` with per-neuron parameters that make its fields matter.
+def make(kind: str, rng: np.random.Generator, exact: bool, shared: bool = False,
+         **fields) -> hub.Neuron:
+    """A neuron of type ``kind`` with per-neuron parameters that make its fields matter
+    (``shared``: one value of each parameter for all neurons).
 
     ``exact`` picks dyadic values, so voltages land exactly on thresholds and the comparison
     and multi-spike rounding are exercised; otherwise values are random floats, so any change
@@ -53,9 +55,10 @@ def make(kind: str, rng: np.random.Generator, exact: bool, **fields) -> hub.Neur
 
     def values(low: float, high: float, scalar: bool = False):
         if exact:
-            v = rng.integers(int(low * 8), int(high * 8) + 1, size=() if scalar else SHAPE) / 8
+            v = rng.integers(int(low * 8), int(high * 8) + 1,
+                             size=() if scalar or shared else SHAPE) / 8
         else:
-            v = rng.uniform(low, high, size=() if scalar else SHAPE)
+            v = rng.uniform(low, high, size=() if scalar or shared else SHAPE)
         return np.asarray(v, dtype=np.float32)
 
     params = {"v_init": values(-0.5, 0.5), "gain": values(0.5, 1.5)}
@@ -139,6 +142,26 @@ def test_spiking_neurons_match_the_reference_for_every_convention(kind, reset, t
             node = make(kind, rng, exact, comparison=comparison, reset=reset,
                         reset_timing=timing, spike_mode=mode, refractory=refractory,
                         delay=delay, current_order=order or "new")
+            assert_same(node, dtype, rng, exact)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["IF", "LIF", "CubaLIF/new", "CubaLIF/previous"])
+def test_parameters_shared_by_all_neurons_match_the_reference_for_every_convention(kind, dtype):
+    """One value per parameter, which the kernels hold in a register instead of loading it per
+    neuron: its own specialisations of every convention."""
+    kind, _, order = kind.partition("/")
+    rng = np.random.default_rng(abs(hash((kind, order, "shared"))) % 2**32)
+    for reset, timing, (comparison, mode, refractory, delay) in itertools.product(
+            ("zero", "subtract", "none"), ("same", "next"), CONVENTIONS):
+        if timing == "next" and refractory:
+            continue
+        for exact in (True, False):
+            node = make(kind, rng, exact, shared=True, comparison=comparison, reset=reset,
+                        reset_timing=timing, spike_mode=mode, refractory=refractory,
+                        delay=delay, current_order=order or "new")
+            assert cpu._kernel(node, tensors(node, dtype), SHAPE, dtype).conf.uniform
             assert_same(node, dtype, rng, exact)
 
 
@@ -593,8 +616,8 @@ class _EmulatedCuda:
         fn(ctypes.c_longlong(total), *params, ctypes.c_longlong(steps),
            ctypes.c_longlong(self.size), *ptr)
 
-    def forward(self, x, v, i, s, r, save):
-        out = torch.empty_like(x)
+    def forward(self, x, v, i, s, r, save, out=None):
+        out = torch.empty_like(x) if out is None else out
         save_v = torch.empty_like(x) if save else None
         save_f = torch.empty(x.shape, dtype=torch.uint8) if save and self.refractory else None
         self._call(self.lib.run_forward, x[0].numel(), x.shape[0], x, out, v, i, s, r, save_v,

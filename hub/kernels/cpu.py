@@ -9,8 +9,9 @@ pass is the reverse recurrence with the surrogate of :mod:`hub.surrogate`; it gi
 with respect to the input and the state, so layers before and after a neuron train as usual.
 Neurons whose own parameters require a gradient are left to the reference step.
 
-The library is plain C++ called through :mod:`ctypes` (no torch headers), so it builds in a few
-seconds. Set ``HUB_KERNEL_CACHE`` to choose where it is cached and ``CXX`` to choose the compiler.
+The library is plain C++ called through :mod:`ctypes` (no torch headers); its specialisations
+of every convention take a minute or two to build, once. Set ``HUB_KERNEL_CACHE`` to choose where
+it is cached and ``CXX`` to choose the compiler.
 
 Large outputs (``HUGE_PAGES_MIN`` bytes and up) are fresh memory from the operating system on
 every call, and mapping it page by page costs about as much as the whole computation. On Linux
@@ -430,22 +431,43 @@ class _Kernel:
 
 
 class _Fused(torch.autograd.Function):
-    """Autograd for the fused forward: gradients for the input and the initial state."""
+    """Autograd for the fused forward: gradients for the input and the initial state.
+
+    With an axonal delay (``line``, the last ``delay`` outputs of the call before) the kernel
+    writes its steps straight after the line's old outputs, and the outputs and the new line are
+    read off that one buffer, as without gradients: a ``torch.cat`` and its slices would copy
+    the whole sequence forward and backward through fresh memory.
+    """
 
     @staticmethod
-    def forward(ctx, kernel: _Kernel, x, v0, i0, s0, r0):  # type: ignore[override]
+    def forward(ctx, kernel: _Kernel, x, v0, i0, s0, r0, line):  # type: ignore[override]
         v, i, s, r = v0.clone(), i0.clone(), s0.clone(), r0.clone()
-        out, save_v, save_f = kernel.forward(x, v, i, s, r, save=True)
-        ctx.kernel = kernel
+        delay, steps = (0 if line is None else line.shape[0]), x.shape[0]
+        both = _empty(x, shape=(delay + steps, *x.shape[1:])) if delay else None
+        if delay:
+            both[:delay].copy_(line)
+        out, save_v, save_f = kernel.forward(x, v, i, s, r, save=True,
+                                             out=both[delay:] if delay else None)
+        ctx.kernel, ctx.delay = kernel, delay
         ctx.save_for_backward(save_v, save_f, s0)  # save_f is None without a refractory period
         ctx.mark_non_differentiable(r)
-        return out, v, i, s, r
+        if not delay:
+            return out, v, i, s, r, None
+        return both[:steps], v, i, s, r, both[steps:].clone()
 
     @staticmethod
     @once_differentiable  # a second derivative through the kernel raises instead of being 0
-    def backward(ctx, gout, gv, gi, gs, _gr):  # type: ignore[override]
+    def backward(ctx, gout, gv, gi, gs, _gr, gline):  # type: ignore[override]
         save_v, save_f, s0 = ctx.saved_tensors
         like = s0
+        delay, g_line = ctx.delay, None
+        if delay and (gout is not None or gline is not None):
+            # the gradient of the buffer the outputs and the new line were read off
+            steps = save_v.shape[0]
+            g_both = _empty(save_v, shape=(delay + steps, *save_v.shape[1:]))
+            for part, g in ((g_both[:steps], gout), (g_both[steps:], gline)):
+                part.copy_(g) if g is not None else part.zero_()
+            gout, g_line = g_both[delay:], g_both[:delay].clone()
 
         def own(g: torch.Tensor | None) -> torch.Tensor:
             # the kernel updates the state gradients in place: never touch autograd's buffers
@@ -457,7 +479,7 @@ class _Fused(torch.autograd.Function):
             gout = _empty(gout).copy_(gout)
         gv, gi, gs = own(gv), own(gi), own(gs)
         gx = ctx.kernel.backward(gout, save_v, save_f, s0, gv, gi, gs)
-        return None, gx, gv, gi, gs, None
+        return None, gx, gv, gi, gs, None, g_line
 
 
 _LOIHI_PARAMS = ("i_decay", "v_decay", "threshold", "bias")
@@ -527,10 +549,13 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     r0 = (state["r"].contiguous() if "r" in state
           else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
     kernel = kernel or _kernel(node, p, shape, dtype)
+    delay = node.delay if node.spiking else 0
     tracked = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, v0, i0, s0))
+        t.requires_grad for t in (x, v0, i0, s0, *([state["line"]] if delay else [])))
+    line = None
     if tracked:
-        out, v, i, s, r = _Fused.apply(kernel, x, v0, i0, s0, r0)
+        out, v, i, s, r, line = _Fused.apply(kernel, x, v0, i0, s0, r0,
+                                             state["line"] if delay else None)
     else:
         # copy only the state the kernel writes: the current, spike and refractory state of a
         # neuron without them are zeros it never touches
@@ -538,7 +563,6 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         i = i0.clone() if node.current else i0
         s = s0.clone() if node.spiking else s0
         r = r0.clone() if "r" in state else r0
-        delay = node.delay if node.spiking else 0
         # with a delay, the steps go straight after the line's old outputs (no copy of them)
         both = _empty(x, shape=(delay + x.shape[0], *x.shape[1:])) if delay else None
         if delay:
@@ -555,10 +579,11 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         new["s"] = s
         if "r" in state:
             new["r"] = r
-        if node.delay:
+        if delay and line is not None:
+            new["line"] = line
+        elif delay:
             # the line holds the last `delay` outputs; the first `delay` steps emit the old line
-            both = torch.cat([state["line"], out]) if tracked else out
-            out, new["line"] = both[:x.shape[0]], both[x.shape[0]:].clone()
+            out, new["line"] = out[:x.shape[0]], out[x.shape[0]:].clone()
     return out, new
 
 

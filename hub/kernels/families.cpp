@@ -18,9 +18,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 namespace {
 
@@ -141,398 +144,402 @@ struct Back {
     bool first;  // t == 0
 };
 
-// omp simd: GCC 12 gives up on some of these loops by itself ("no vectype"); every neuron's
-// operations stay as written (no reduction, so nothing is reassociated; no contraction, by flag).
-#define EACH _Pragma("omp simd") for (int64_t j = 0; j < n; ++j)
+// ivdep: the neurons of a block are independent, so GCC vectorises without testing whether the
+// pointers overlap; every neuron's operations stay as written (no contraction, by flag). Not omp
+// simd: it would keep the arrays of the loops below in memory, one per lane, and GCC 12 does not
+// vectorise loads from those ("no vectype").
+#define EACH _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
-// -- ALIF: p alpha beta gain current_gain v_leak threshold threshold_decay threshold_step
-//          refractory_decay refractory_scale v_reset; s i v theta r -------------------------------
+// A family is a struct that states its arithmetic on one neuron, and the loops below run it over
+// a block. It names its parameters (enum, then NP their count) and its state (then NS) in the
+// order of its Spec in hub/kernels/families.py, and has
+//   EXP: whether its step takes exp(exp_arg(p, s)), which the loops compute for the whole block
+//        first, through torch's own function (as torch does on a whole tensor);
+//   forward<C>(p, s, x, ex): the step, from parameters p and state s (updated in place) on
+//        input x, returning the output;
+//   backward<C>(p, s, g, x, go, ex, slope, carry, first): the gradient with respect to x, given
+//        the state before the step s, the output's gradient go and the state gradients g (after
+//        the step in, before it out); carry: a value per neuron kept from step to step (zero
+//        before the last), first: this is the first step.
 
-template <typename R, typename C>
-void alif_forward(const Step<R>& a) {
-    constexpr C c{};
+// The loops take the family's pointers (parameters, then state, then state gradients) as one
+// pack of arguments, so that GCC keeps them in registers: read from an array inside the loop
+// over neurons, they keep it from vectorising the loop. A neuron's values are gathered into
+// one array indexed by constants only (so in registers too), and written back through the
+// pointers that are not const.
+template <typename R, typename... Q>
+inline void write_back(int64_t j, const R* v, Q*... q) {
+    int k = 0;
+    ([&] {
+        if constexpr (!std::is_const_v<Q>) q[j] = v[k];
+        ++k;
+    }(), ...);
+}
+
+template <typename R, typename F, typename C, typename... Q>
+void forward_loop(const Step<R>& a, Q* __restrict... q) {
     const int64_t n = a.n;
-    const R *__restrict al = a.p[0], *__restrict be = a.p[1], *__restrict ga = a.p[2],
-            *__restrict cg = a.p[3], *__restrict vl = a.p[4], *__restrict th = a.p[5],
-            *__restrict td = a.p[6], *__restrict ts = a.p[7], *__restrict rd = a.p[8],
-            *__restrict rs = a.p[9], *__restrict vr = a.p[10];
-    R *__restrict i = a.s[0], *__restrict v = a.s[1], *__restrict theta = a.s[2],
-      *__restrict r = a.s[3];
+    const R* __restrict x = a.x;
+    R *__restrict out = a.out, *__restrict arg = a.w, *__restrict ex = a.w + BLOCK;
+    if constexpr (F::EXP) {
+        EACH {
+            const R v[] = {q[j]...};
+            arg[j] = F::exp_arg(v, v + F::NP);
+        }
+        vexp(a.e, arg, ex, n);
+    }
     EACH {
-        const R inew = al[j] * i[j] + cg[j] * a.x[j];
-        const R u = c.order_new ? inew : i[j];
-        R vv = (vl[j] + be[j] * (v[j] - vl[j])) + ga[j] * u;
-        R t2 = th[j] + td[j] * (theta[j] - th[j]);
-        R r1 = rd[j] * r[j];
-        const R sp = fire(c, (vv - r1) - t2);
-        if (c.reset == 0) vv = sp > R(0) ? vr[j] : vv;
-        else if (c.reset == 1) vv = vv - t2 * sp;
-        r1 = r1 + (rs[j] * t2) * sp;
-        t2 = t2 + ts[j] * sp;
-        a.out[j] = sp;
-        i[j] = inew; v[j] = vv; theta[j] = t2; r[j] = r1;
+        R v[] = {q[j]...};
+        out[j] = F::template forward<C>(v, v + F::NP, x[j], F::EXP ? ex[j] : R(0));
+        write_back(j, v, q...);
     }
 }
 
-template <typename R, typename C>
-void alif_backward(const Back<R>& b) {
-    constexpr C c{};
+template <typename R, typename F, typename C, typename... Q>
+void backward_loop(const Back<R>& b, Q* __restrict... q) {
     const int64_t n = b.n;
-    const R *__restrict al = b.p[0], *__restrict be = b.p[1], *__restrict ga = b.p[2],
-            *__restrict cg = b.p[3], *__restrict vl = b.p[4], *__restrict th = b.p[5],
-            *__restrict td = b.p[6], *__restrict ts = b.p[7], *__restrict rd = b.p[8],
-            *__restrict rs = b.p[9];
-    const R *__restrict i = b.sv[0], *__restrict v = b.sv[1], *__restrict theta = b.sv[2],
-            *__restrict r = b.sv[3];
-    R *__restrict gi = b.g[0], *__restrict gv = b.g[1], *__restrict gth = b.g[2],
-      *__restrict gr = b.g[3];
+    const R *__restrict x = b.x, *__restrict go = b.go;
+    R *__restrict gx = b.gx, *__restrict arg = b.w, *__restrict ex = b.w + BLOCK,
+      *__restrict carry = b.w + 2 * BLOCK;
+    if constexpr (F::EXP) {
+        EACH {
+            const R v[] = {q[j]...};
+            arg[j] = F::exp_arg(v, v + F::NP);
+        }
+        vexp(b.e, arg, ex, n);
+    }
     EACH {
-        const R inew = al[j] * i[j] + cg[j] * b.x[j];
-        const R u = c.order_new ? inew : i[j];
-        const R vv = (vl[j] + be[j] * (v[j] - vl[j])) + ga[j] * u;
-        const R t2 = th[j] + td[j] * (theta[j] - th[j]);
-        const R r1 = rd[j] * r[j];
+        R v[] = {q[j]...};
+        gx[j] = F::template backward<C>(v, v + F::NP, v + F::NP + F::NS, x[j], go[j],
+                                        F::EXP ? ex[j] : R(0), b.slope, carry[j], b.first);
+        write_back(j, v, q...);
+    }
+}
+
+template <int N>
+using Seq = std::make_integer_sequence<int, N>;
+
+template <typename R, typename F, typename C>
+void forward_step(const Step<R>& a) {
+    [&]<int... P, int... S>(std::integer_sequence<int, P...>, std::integer_sequence<int, S...>) {
+        forward_loop<R, F, C>(a, a.p[P]..., a.s[S]...);
+    }(Seq<F::NP>{}, Seq<F::NS>{});
+}
+
+template <typename R, typename F, typename C>
+void backward_step(const Back<R>& b) {
+    [&]<int... P, int... S>(std::integer_sequence<int, P...>, std::integer_sequence<int, S...>) {
+        backward_loop<R, F, C>(b, b.p[P]..., b.sv[S]..., b.g[S]...);
+    }(Seq<F::NP>{}, Seq<F::NS>{});
+}
+
+#undef EACH
+
+struct Alif {
+    enum { alpha, beta, gain, current_gain, v_leak, threshold, threshold_decay, threshold_step,
+           refractory_decay, refractory_scale, v_reset, NP };
+    enum { i, v, theta, r, NS };
+    static constexpr bool EXP = false;
+
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R) {
+        constexpr C c{};
+        const R inew = p[alpha] * s[i] + p[current_gain] * x;
+        const R u = c.order_new ? inew : s[i];
+        R vv = (p[v_leak] + p[beta] * (s[v] - p[v_leak])) + p[gain] * u;
+        R t2 = p[threshold] + p[threshold_decay] * (s[theta] - p[threshold]);
+        R r1 = p[refractory_decay] * s[r];
+        const R sp = fire(c, (vv - r1) - t2);
+        if (c.reset == 0) vv = sp > R(0) ? p[v_reset] : vv;
+        else if (c.reset == 1) vv = vv - t2 * sp;
+        r1 = r1 + (p[refractory_scale] * t2) * sp;
+        t2 = t2 + p[threshold_step] * sp;
+        s[i] = inew; s[v] = vv; s[theta] = t2; s[r] = r1;
+        return sp;
+    }
+
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R, R slope, R&, bool) {
+        constexpr C c{};
+        const R inew = p[alpha] * s[i] + p[current_gain] * x;
+        const R u = c.order_new ? inew : s[i];
+        const R vv = (p[v_leak] + p[beta] * (s[v] - p[v_leak])) + p[gain] * u;
+        const R t2 = p[threshold] + p[threshold_decay] * (s[theta] - p[threshold]);
+        const R r1 = p[refractory_decay] * s[r];
         const R z = (vv - r1) - t2;
         const R sp = fire(c, z);
-        const R o2 = rs[j] * t2;
+        const R o2 = p[refractory_scale] * t2;
         // the spike: the output, then theta's step, r's step, and a subtracting reset
-        R g_s = b.go[j] + gth[j] * ts[j];
-        g_s = g_s + gr[j] * o2;
-        R g_t2 = gth[j] + (gr[j] * sp) * rs[j];
+        R g_s = go + g[theta] * p[threshold_step];
+        g_s = g_s + g[r] * o2;
+        R g_t2 = g[theta] + (g[r] * sp) * p[refractory_scale];
         if (c.reset == 1) {
-            g_s = g_s + (-gv[j]) * t2;
-            g_t2 = g_t2 + (-gv[j]) * sp;
+            g_s = g_s + (-g[v]) * t2;
+            g_t2 = g_t2 + (-g[v]) * sp;
         }
-        const R g_z = surrogate(g_s, z, b.slope);
+        const R g_z = surrogate(g_s, z, slope);
         g_t2 = g_t2 + (-g_z);
-        const R g_vv = (c.reset == 0 ? (sp > R(0) ? R(0) : gv[j]) : gv[j]) + g_z;
-        gr[j] = (gr[j] + (-g_z)) * rd[j];
-        gth[j] = g_t2 * td[j];
-        const R g_u = g_vv * ga[j];
-        gv[j] = g_vv * be[j];
+        const R g_vv = (c.reset == 0 ? (sp > R(0) ? R(0) : g[v]) : g[v]) + g_z;
+        g[r] = (g[r] + (-g_z)) * p[refractory_decay];
+        g[theta] = g_t2 * p[threshold_decay];
+        const R g_u = g_vv * p[gain];
+        g[v] = g_vv * p[beta];
         if (c.order_new) {
-            const R g_new = gi[j] + g_u;
-            b.gx[j] = g_new * cg[j];
-            gi[j] = g_new * al[j];
-        } else {
-            const R g_new = gi[j];
-            b.gx[j] = g_new * cg[j];
-            gi[j] = g_u + g_new * al[j];
+            const R g_new = g[i] + g_u;
+            g[i] = g_new * p[alpha];
+            return g_new * p[current_gain];
         }
+        const R g_new = g[i];
+        g[i] = g_u + g_new * p[alpha];
+        return g_new * p[current_gain];
     }
-}
+};
 
-// -- Izhikevich: p rate sq mn bias recovery_rate coupling threshold v_reset u_jump; s v u --------
+struct Izhikevich {
+    enum { rate, sq, mn, bias, recovery_rate, coupling, threshold, v_reset, u_jump, NP };
+    enum { v, u, NS };
+    static constexpr bool EXP = false;
 
-template <typename R, typename C>
-void izhikevich_forward(const Step<R>& a) {
-    constexpr C c{};
-    const int64_t n = a.n;
-    const R *__restrict rate = a.p[0], *__restrict sq = a.p[1], *__restrict mn = a.p[2],
-            *__restrict bias = a.p[3], *__restrict rr = a.p[4], *__restrict cp = a.p[5],
-            *__restrict th = a.p[6], *__restrict vr = a.p[7], *__restrict uj = a.p[8];
-    R *__restrict v = a.s[0], *__restrict u = a.s[1];
-    EACH {
-        const R vo = v[j], uo = u[j];
-        const R drive = ((((sq[j] * (vo * vo)) + mn[j] * vo) + bias[j]) - uo) + a.x[j];
-        const R vn = vo + rate[j] * drive;
-        const R un = uo + rr[j] * (cp[j] * vo - uo);
-        const R sp = fire(c, vn - th[j]);
-        a.out[j] = sp;
-        v[j] = sp > R(0) ? vr[j] : vn;
-        u[j] = sp > R(0) ? un + uj[j] : un;
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R) {
+        constexpr C c{};
+        const R vo = s[v], uo = s[u];
+        const R drive = ((((p[sq] * (vo * vo)) + p[mn] * vo) + p[bias]) - uo) + x;
+        const R vn = vo + p[rate] * drive;
+        const R un = uo + p[recovery_rate] * (p[coupling] * vo - uo);
+        const R sp = fire(c, vn - p[threshold]);
+        s[v] = sp > R(0) ? p[v_reset] : vn;
+        s[u] = sp > R(0) ? un + p[u_jump] : un;
+        return sp;
     }
-}
 
-template <typename R, typename C>
-void izhikevich_backward(const Back<R>& b) {
-    const int64_t n = b.n;
-    const R *__restrict rate = b.p[0], *__restrict sq = b.p[1], *__restrict mn = b.p[2],
-            *__restrict bias = b.p[3], *__restrict rr = b.p[4], *__restrict cp = b.p[5],
-            *__restrict th = b.p[6];
-    const R *__restrict v = b.sv[0], *__restrict u = b.sv[1];
-    R *__restrict gv = b.g[0], *__restrict gu = b.g[1];
-    EACH {
-        const R vo = v[j], uo = u[j];
-        const R drive = ((((sq[j] * (vo * vo)) + mn[j] * vo) + bias[j]) - uo) + b.x[j];
-        const R vn = vo + rate[j] * drive;
-        const R z = vn - th[j];
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R, R slope, R&, bool) {
+        const R vo = s[v], uo = s[u];
+        const R drive = ((((p[sq] * (vo * vo)) + p[mn] * vo) + p[bias]) - uo) + x;
+        const R vn = vo + p[rate] * drive;
+        const R z = vn - p[threshold];
         const R sp = fire(C{}, z);
         const bool on = sp > R(0);
-        const R g_un = (on ? R(0) : gu[j]) + (on ? gu[j] : R(0));
-        const R g_vn = (on ? R(0) : gv[j]) + surrogate(b.go[j], z, b.slope);
-        const R g_e2 = g_un * rr[j];
-        const R g_drive = g_vn * rate[j];
-        gu[j] = (g_un + (-g_e2)) + (-g_drive);
-        gv[j] = (((g_e2 * cp[j]) + g_vn) + g_drive * mn[j]) + (g_drive * sq[j]) * (vo * R(2));
-        b.gx[j] = g_drive;
+        const R g_un = (on ? R(0) : g[u]) + (on ? g[u] : R(0));
+        const R g_vn = (on ? R(0) : g[v]) + surrogate(go, z, slope);
+        const R g_e2 = g_un * p[recovery_rate];
+        const R g_drive = g_vn * p[rate];
+        g[u] = (g_un + (-g_e2)) + (-g_drive);
+        g[v] = (((g_e2 * p[coupling]) + g_vn) + g_drive * p[mn])
+               + (g_drive * p[sq]) * (vo * R(2));
+        return g_drive;
     }
-}
+};
 
-// -- QIF: p tau a0 v_rest v_c tau_w coupling w_jump threshold v_reset; s v w -------------------
+struct Qif {
+    enum { tau, a0, v_rest, v_c, tau_w, coupling, w_jump, threshold, v_reset, NP };
+    enum { v, w, NS };
+    static constexpr bool EXP = false;
 
-template <typename R, typename C>
-void qif_forward(const Step<R>& a) {
-    constexpr C c{};
-    const int64_t n = a.n;
-    const R *__restrict tau = a.p[0], *__restrict a0 = a.p[1], *__restrict vrest = a.p[2],
-            *__restrict vc = a.p[3], *__restrict tw = a.p[4], *__restrict cp = a.p[5],
-            *__restrict wj = a.p[6], *__restrict th = a.p[7], *__restrict vr = a.p[8];
-    R *__restrict v = a.s[0], *__restrict w = a.s[1];
-    EACH {
-        const R vo = v[j], wo = w[j];
-        const R h = vo + ((a.x[j] + (a0[j] * (vo - vrest[j])) * (vo - vc[j])) - wo) / tau[j];
-        const R sp = fire(c, h - th[j]);
-        a.out[j] = sp;
-        w[j] = (wo + (cp[j] * (h - vrest[j]) - wo) / tw[j]) + wj[j] * sp;
-        v[j] = c.reset == 0 ? (sp > R(0) ? vr[j] : h) : h - th[j] * sp;
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R) {
+        constexpr C c{};
+        const R vo = s[v], wo = s[w];
+        const R h = vo + ((x + (p[a0] * (vo - p[v_rest])) * (vo - p[v_c])) - wo) / p[tau];
+        const R sp = fire(c, h - p[threshold]);
+        s[w] = (wo + (p[coupling] * (h - p[v_rest]) - wo) / p[tau_w]) + p[w_jump] * sp;
+        s[v] = c.reset == 0 ? (sp > R(0) ? p[v_reset] : h) : h - p[threshold] * sp;
+        return sp;
     }
-}
 
-template <typename R, typename C>
-void qif_backward(const Back<R>& b) {
-    constexpr C c{};
-    const int64_t n = b.n;
-    const R *__restrict tau = b.p[0], *__restrict a0 = b.p[1], *__restrict vrest = b.p[2],
-            *__restrict vc = b.p[3], *__restrict tw = b.p[4], *__restrict cp = b.p[5],
-            *__restrict wj = b.p[6], *__restrict th = b.p[7];
-    const R *__restrict v = b.sv[0], *__restrict w = b.sv[1];
-    R *__restrict gv = b.g[0], *__restrict gw = b.g[1];
-    EACH {
-        const R vo = v[j], wo = w[j];
-        const R b2 = a0[j] * (vo - vrest[j]), b3 = vo - vc[j];
-        const R h = vo + ((b.x[j] + b2 * b3) - wo) / tau[j];
-        const R z = h - th[j];
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R, R slope, R&, bool) {
+        constexpr C c{};
+        const R vo = s[v], wo = s[w];
+        const R b2 = p[a0] * (vo - p[v_rest]), b3 = vo - p[v_c];
+        const R h = vo + ((x + b2 * b3) - wo) / p[tau];
+        const R z = h - p[threshold];
         const R sp = fire(c, z);
-        R g_s = b.go[j];
-        R g_h = gv[j];
-        if (c.reset == 1) g_s = g_s + (-gv[j]) * th[j];
+        R g_s = go;
+        R g_h = g[v];
+        if (c.reset == 1) g_s = g_s + (-g[v]) * p[threshold];
         else g_h = sp > R(0) ? R(0) : g_h;
-        g_s = g_s + gw[j] * wj[j];
-        const R g_c3 = gw[j] / tw[j];
-        g_h = (g_h + g_c3 * cp[j]) + surrogate(g_s, z, b.slope);
-        const R g_b6 = g_h / tau[j];
-        gw[j] = (gw[j] + (-g_c3)) + (-g_b6);
-        gv[j] = (g_h + g_b6 * b2) + (g_b6 * b3) * a0[j];
-        b.gx[j] = g_b6;
+        g_s = g_s + g[w] * p[w_jump];
+        const R g_c3 = g[w] / p[tau_w];
+        g_h = (g_h + g_c3 * p[coupling]) + surrogate(g_s, z, slope);
+        const R g_b6 = g_h / p[tau];
+        g[w] = (g[w] + (-g_c3)) + (-g_b6);
+        g[v] = (g_h + g_b6 * b2) + (g_b6 * b3) * p[a0];
+        return g_b6;
     }
-}
+};
 
-// -- AlphaLIF: p alpha beta scale threshold; s e h v ------------------------------------------
+struct AlphaLif {
+    enum { alpha, beta, scale, threshold, NP };
+    enum { e, h, v, NS };
+    static constexpr bool EXP = false;
 
-template <typename R, typename C>
-void alpha_forward(const Step<R>& a) {
-    constexpr C c{};
-    const int64_t n = a.n;
-    const R *__restrict al = a.p[0], *__restrict be = a.p[1], *__restrict sc = a.p[2],
-            *__restrict th = a.p[3];
-    R *__restrict e = a.s[0], *__restrict h = a.s[1], *__restrict v = a.s[2];
-    EACH {
-        const R xj = a.x[j], ho = h[j];
-        const R fired = fire(c, v[j] - th[j]);
-        R en = al[j] * e[j] + xj;
-        R hn = be[j] * ho - xj;
-        R vn = sc[j] * (en + hn);
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R) {
+        constexpr C c{};
+        const R ho = s[h];
+        const R fired = fire(c, s[v] - p[threshold]);
+        R en = p[alpha] * s[e] + x;
+        R hn = p[beta] * ho - x;
+        R vn = p[scale] * (en + hn);
         if (c.reset == 0) {
             en = en - en * fired;
             hn = hn - hn * fired;
             vn = vn - vn * fired;
         } else if (c.reset == 1) {
-            en = en - th[j] * fired;
-            hn = hn - (be[j] * ho - xj) * fired;
+            en = en - p[threshold] * fired;
+            hn = hn - (p[beta] * ho - x) * fired;
             vn = vn - (-ho) * fired;
         }
-        a.out[j] = fire(c, vn - th[j]);
-        e[j] = en; h[j] = hn; v[j] = vn;
+        s[e] = en; s[h] = hn; s[v] = vn;
+        return fire(c, vn - p[threshold]);
     }
-}
 
-template <typename R, typename C>
-void alpha_backward(const Back<R>& b) {
-    constexpr C c{};
-    const int64_t n = b.n;
-    const R *__restrict al = b.p[0], *__restrict be = b.p[1], *__restrict sc = b.p[2],
-            *__restrict th = b.p[3];
-    const R *__restrict e = b.sv[0], *__restrict h = b.sv[1], *__restrict v = b.sv[2];
-    R *__restrict ge = b.g[0], *__restrict gh = b.g[1], *__restrict gv = b.g[2];
-    EACH {
-        const R xj = b.x[j], ho = h[j];
-        const R fired = fire(c, v[j] - th[j]);
-        R en = al[j] * e[j] + xj;
-        R hn = be[j] * ho - xj;
-        R vn = sc[j] * (en + hn);
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R, R slope, R&, bool) {
+        constexpr C c{};
+        const R ho = s[h];
+        const R fired = fire(c, s[v] - p[threshold]);
+        R en = p[alpha] * s[e] + x;
+        R hn = p[beta] * ho - x;
+        R vn = p[scale] * (en + hn);
         if (c.reset == 0) vn = vn - vn * fired;
         else if (c.reset == 1) vn = vn - (-ho) * fired;
-        const R g_vf = gv[j] + surrogate(b.go[j], vn - th[j], b.slope);
-        R g_vn = g_vf, g_hn = gh[j], g_en = ge[j], x1 = R(0), h1 = R(0), h2 = R(0);
+        const R g_vf = g[v] + surrogate(go, vn - p[threshold], slope);
+        R g_vn = g_vf, g_hn = g[h], g_en = g[e], x1 = R(0), h1 = R(0), h2 = R(0);
         if (c.reset == 0) {
             g_vn = g_vf + (-g_vf) * fired;
-            g_hn = gh[j] + (-gh[j]) * fired;
-            g_en = ge[j] + (-ge[j]) * fired;
+            g_hn = g[h] + (-g[h]) * fired;
+            g_en = g[e] + (-g[e]) * fired;
         } else if (c.reset == 1) {
             h1 = -((-g_vf) * fired);
-            const R g_t3 = (-gh[j]) * fired;
+            const R g_t3 = (-g[h]) * fired;
             x1 = -g_t3;
-            h2 = g_t3 * be[j];
+            h2 = g_t3 * p[beta];
         }
-        const R g_sm = g_vn * sc[j];
+        const R g_sm = g_vn * p[scale];
         g_hn = g_hn + g_sm;
         g_en = g_en + g_sm;
+        R gx;
         if (c.reset == 1) {
-            b.gx[j] = (x1 + (-g_hn)) + g_en;
-            gh[j] = (h1 + h2) + g_hn * be[j];
+            gx = (x1 + (-g_hn)) + g_en;
+            g[h] = (h1 + h2) + g_hn * p[beta];
         } else {
-            b.gx[j] = (-g_hn) + g_en;
-            gh[j] = g_hn * be[j];
+            gx = (-g_hn) + g_en;
+            g[h] = g_hn * p[beta];
         }
-        ge[j] = g_en * al[j];
-        gv[j] = R(0);  // the voltage reaches the next step only through a detached comparison
+        g[e] = g_en * p[alpha];
+        g[v] = R(0);  // the voltage reaches the next step only through a detached comparison
+        return gx;
     }
-}
+};
 
-// -- SynapseFilter: p rate; s y. The output is the state itself, so its gradient gathers the
-// output's part and the next step's two parts in that order: the carry holds the second. -------
+// The output is the state itself, so its gradient gathers the output's part and the next step's
+// two parts in that order: the carry holds the second.
+struct SynapseFilter {
+    enum { rate, NP };
+    enum { y, NS };
+    static constexpr bool EXP = false;
 
-template <typename R, typename C>
-void filter_forward(const Step<R>& a) {
-    const int64_t n = a.n;
-    const R* __restrict rate = a.p[0];
-    R* __restrict y = a.s[0];
-    EACH {
-        const R xj = a.x[j];
-        const R yn = (y[j] - ((R(1) - xj) * y[j]) * rate[j]) + xj;
-        a.out[j] = yn;
-        y[j] = yn;
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R) {
+        const R yn = (s[y] - ((R(1) - x) * s[y]) * p[rate]) + x;
+        s[y] = yn;
+        return yn;
     }
-}
 
-template <typename R, typename C>
-void filter_backward(const Back<R>& b) {
-    const int64_t n = b.n;
-    const R* __restrict rate = b.p[0];
-    const R* __restrict y = b.sv[0];
-    R* __restrict gy = b.g[0];
-    R* __restrict carry = b.w;  // zeroed by the driver before the last step
-    EACH {
-        const R xj = b.x[j];
-        const R g_e = (b.go[j] + gy[j]) + carry[j];
-        const R g_b = (-g_e) * rate[j];
-        b.gx[j] = g_e + (-(g_b * y[j]));
-        gy[j] = g_e;
-        carry[j] = g_b * (R(1) - xj);
-        if (b.first) gy[j] = gy[j] + carry[j];
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R, R, R& carry, bool first) {
+        const R g_e = (go + g[y]) + carry;
+        const R g_b = (-g_e) * p[rate];
+        g[y] = g_e;
+        carry = g_b * (R(1) - x);
+        if (first) g[y] = g[y] + carry;
+        return g_e + (-(g_b * s[y]));
     }
-}
+};
 
-// -- EIF: p tau delta_t theta_rh v_rest threshold v_reset; s v ---------------------------------
+struct Eif {
+    enum { tau, delta_t, theta_rh, v_rest, threshold, v_reset, NP };
+    enum { v, NS };
+    static constexpr bool EXP = true;
 
-template <typename R, typename C>
-void eif_forward(const Step<R>& a) {
-    constexpr C c{};
-    const int64_t n = a.n;
-    const R *__restrict tau = a.p[0], *__restrict dt = a.p[1], *__restrict trh = a.p[2],
-            *__restrict vrest = a.p[3], *__restrict th = a.p[4], *__restrict vr = a.p[5];
-    R* __restrict v = a.s[0];
-    R *__restrict arg = a.w, *__restrict ex = a.w + BLOCK;
-    EACH arg[j] = (v[j] - trh[j]) / dt[j];
-    vexp(a.e, arg, ex, n);
-    EACH {
-        const R vo = v[j];
-        const R h = vo + (((a.x[j] + vrest[j]) - vo) + dt[j] * ex[j]) / tau[j];
-        const R sp = fire(c, h - th[j]);
-        a.out[j] = sp;
-        v[j] = c.reset == 0 ? (sp > R(0) ? vr[j] : h) : h - th[j] * sp;
+    template <typename R>
+    static R exp_arg(const R* p, const R* s) { return (s[v] - p[theta_rh]) / p[delta_t]; }
+
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R ex) {
+        constexpr C c{};
+        const R vo = s[v];
+        const R h = vo + (((x + p[v_rest]) - vo) + p[delta_t] * ex) / p[tau];
+        const R sp = fire(c, h - p[threshold]);
+        s[v] = c.reset == 0 ? (sp > R(0) ? p[v_reset] : h) : h - p[threshold] * sp;
+        return sp;
     }
-}
 
-template <typename R, typename C>
-void eif_backward(const Back<R>& b) {
-    constexpr C c{};
-    const int64_t n = b.n;
-    const R *__restrict tau = b.p[0], *__restrict dt = b.p[1], *__restrict trh = b.p[2],
-            *__restrict vrest = b.p[3], *__restrict th = b.p[4];
-    const R* __restrict v = b.sv[0];
-    R* __restrict gv = b.g[0];
-    R *__restrict arg = b.w, *__restrict ex = b.w + BLOCK;
-    EACH arg[j] = (v[j] - trh[j]) / dt[j];
-    vexp(b.e, arg, ex, n);
-    EACH {
-        const R vo = v[j];
-        const R h = vo + (((b.x[j] + vrest[j]) - vo) + dt[j] * ex[j]) / tau[j];
-        const R z = h - th[j];
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R ex, R slope, R&, bool) {
+        constexpr C c{};
+        const R vo = s[v];
+        const R h = vo + (((x + p[v_rest]) - vo) + p[delta_t] * ex) / p[tau];
+        const R z = h - p[threshold];
         const R sp = fire(c, z);
-        R g_s = b.go[j];
-        R g_h = gv[j];
-        if (c.reset == 1) g_s = g_s + (-gv[j]) * th[j];
+        R g_s = go;
+        R g_h = g[v];
+        if (c.reset == 1) g_s = g_s + (-g[v]) * p[threshold];
         else g_h = sp > R(0) ? R(0) : g_h;
-        g_h = g_h + surrogate(g_s, z, b.slope);
-        const R g_drive = g_h / tau[j];
-        const R g_a3 = ((g_drive * dt[j]) * ex[j]) / dt[j];
-        gv[j] = (g_h + g_a3) + (-g_drive);
-        b.gx[j] = g_drive;
+        g_h = g_h + surrogate(g_s, z, slope);
+        const R g_drive = g_h / p[tau];
+        const R g_a3 = ((g_drive * p[delta_t]) * ex) / p[delta_t];
+        g[v] = (g_h + g_a3) + (-g_drive);
+        return g_drive;
     }
-}
+};
 
-// -- AdExLIF: p rate syn_rate ada_rate delta_t v_leak threshold v_reset coupling jump;
-//             s i v a ----------------------------------------------------------------------------
+struct AdEx {
+    enum { rate, syn_rate, ada_rate, delta_t, v_leak, threshold, v_reset, coupling, jump, NP };
+    enum { i, v, a, NS };
+    static constexpr bool EXP = true;
 
-template <typename R, typename C>
-void adex_forward(const Step<R>& a) {
-    constexpr C c{};
-    const int64_t n = a.n;
-    const R *__restrict rate = a.p[0], *__restrict sr = a.p[1], *__restrict ar = a.p[2],
-            *__restrict dt = a.p[3], *__restrict vl = a.p[4], *__restrict th = a.p[5],
-            *__restrict vr = a.p[6], *__restrict cp = a.p[7], *__restrict jump = a.p[8];
-    R *__restrict i = a.s[0], *__restrict v = a.s[1], *__restrict ad = a.s[2];
-    R *__restrict arg = a.w, *__restrict ex = a.w + BLOCK;
-    EACH arg[j] = (v[j] - th[j]) / dt[j];
-    vexp(a.e, arg, ex, n);
-    EACH {
-        const R vo = v[j], ao = ad[j];
-        const R jj = i[j] + a.x[j];
-        const R vn = vo + rate[j] * ((((vl[j] - vo) + dt[j] * ex[j]) + jj) - ao);
-        const R inew = jj + (-sr[j]) * jj;
-        const R an = ao + ar[j] * (cp[j] * (vo - vl[j]) - ao);
-        const R sp = fire(c, vn - th[j]);
-        a.out[j] = sp;
-        i[j] = inew;
-        v[j] = sp > R(0) ? vr[j] : vn;
-        ad[j] = an + jump[j] * sp;
+    template <typename R>
+    static R exp_arg(const R* p, const R* s) { return (s[v] - p[threshold]) / p[delta_t]; }
+
+    template <typename C, typename R>
+    static R forward(const R* p, R* s, R x, R ex) {
+        constexpr C c{};
+        const R vo = s[v], ao = s[a];
+        const R jj = s[i] + x;
+        const R vn = vo + p[rate] * ((((p[v_leak] - vo) + p[delta_t] * ex) + jj) - ao);
+        const R inew = jj + (-p[syn_rate]) * jj;
+        const R an = ao + p[ada_rate] * (p[coupling] * (vo - p[v_leak]) - ao);
+        const R sp = fire(c, vn - p[threshold]);
+        s[i] = inew;
+        s[v] = sp > R(0) ? p[v_reset] : vn;
+        s[a] = an + p[jump] * sp;
+        return sp;
     }
-}
 
-template <typename R, typename C>
-void adex_backward(const Back<R>& b) {
-    constexpr C c{};
-    const int64_t n = b.n;
-    const R *__restrict rate = b.p[0], *__restrict sr = b.p[1], *__restrict ar = b.p[2],
-            *__restrict dt = b.p[3], *__restrict vl = b.p[4], *__restrict th = b.p[5],
-            *__restrict cp = b.p[7], *__restrict jump = b.p[8];
-    const R *__restrict i = b.sv[0], *__restrict v = b.sv[1], *__restrict ad = b.sv[2];
-    R *__restrict gi = b.g[0], *__restrict gv = b.g[1], *__restrict ga = b.g[2];
-    R *__restrict arg = b.w, *__restrict ex = b.w + BLOCK;
-    EACH arg[j] = (v[j] - th[j]) / dt[j];
-    vexp(b.e, arg, ex, n);
-    EACH {
-        const R vo = v[j], ao = ad[j];
-        const R jj = i[j] + b.x[j];
-        const R vn = vo + rate[j] * ((((vl[j] - vo) + dt[j] * ex[j]) + jj) - ao);
-        const R z = vn - th[j];
+    template <typename C, typename R>
+    static R backward(const R* p, const R* s, R* g, R x, R go, R ex, R slope, R&, bool) {
+        constexpr C c{};
+        const R vo = s[v], ao = s[a];
+        const R jj = s[i] + x;
+        const R vn = vo + p[rate] * ((((p[v_leak] - vo) + p[delta_t] * ex) + jj) - ao);
+        const R z = vn - p[threshold];
         const R sp = fire(c, z);
-        const R g_s = b.go[j] + ga[j] * jump[j];
-        const R g_vn = (sp > R(0) ? R(0) : gv[j]) + surrogate(g_s, z, b.slope);
-        const R g_g3 = ga[j] * ar[j];
-        const R g_f7 = g_vn * rate[j];
-        const R g_j = (gi[j] + gi[j] * (-sr[j])) + g_f7;
-        const R g_f1 = ((g_f7 * dt[j]) * ex[j]) / dt[j];
-        ga[j] = (ga[j] + (-g_g3)) + (-g_f7);
-        gv[j] = (((g_g3 * cp[j]) + g_vn) + (-g_f7)) + g_f1;
-        gi[j] = g_j;
-        b.gx[j] = g_j;
+        const R g_s = go + g[a] * p[jump];
+        const R g_vn = (sp > R(0) ? R(0) : g[v]) + surrogate(g_s, z, slope);
+        const R g_g3 = g[a] * p[ada_rate];
+        const R g_f7 = g_vn * p[rate];
+        const R g_j = (g[i] + g[i] * (-p[syn_rate])) + g_f7;
+        const R g_f1 = ((g_f7 * p[delta_t]) * ex) / p[delta_t];
+        g[a] = (g[a] + (-g_g3)) + (-g_f7);
+        g[v] = (((g_g3 * p[coupling]) + g_vn) + (-g_f7)) + g_f1;
+        g[i] = g_j;
+        return g_j;
     }
-}
-
-#undef EACH
+};
 
 // -- drivers -------------------------------------------------------------------------------------
 
@@ -581,9 +588,6 @@ void backward(F step, const Exp& e, int threads, int ns, int np,
     });
 }
 
-// The families by number (hub/kernels/families.py): state and parameter counts.
-const int STATES[] = {4, 2, 2, 3, 1, 1, 3};
-const int PARAMS[] = {11, 9, 9, 4, 1, 6, 9};
 
 // Calls f.operator()<C>() with the Fixed type of c; RESETS, ORDERS: whether the family reads
 // the reset and the current order (else one instance serves all).
@@ -606,25 +610,26 @@ void with_conf(const Conf& c, F&& f) {
     else inclusive.template operator()<false>();
 }
 
-// Calls f(forward, backward) with family's step functions for c.
+// Calls f(forward, backward, states, params) with the step functions of the family numbered
+// family (Spec.index in hub/kernels/families.py) for c.
 template <typename R, typename F>
 bool with_family(int family, const Conf& c, F&& f) {
-#define HUB_FAMILY(N, NAME, RESETS, ORDERS)                                              \
-    case N:                                                                             \
-        with_conf<RESETS, ORDERS>(c, [&]<typename C>() {                                \
-            f(NAME##_forward<R, C>, NAME##_backward<R, C>);                             \
-        });                                                                             \
+    auto call = [&]<typename Family, bool RESETS, bool ORDERS>() {
+        with_conf<RESETS, ORDERS>(c, [&]<typename C>() {
+            f(forward_step<R, Family, C>, backward_step<R, Family, C>, int(Family::NS),
+              int(Family::NP));
+        });
         return true;
+    };
     switch (family) {
-        HUB_FAMILY(0, alif, true, true)
-        HUB_FAMILY(1, izhikevich, false, false)
-        HUB_FAMILY(2, qif, true, false)
-        HUB_FAMILY(3, alpha, true, false)
-        HUB_FAMILY(4, filter, false, false)
-        HUB_FAMILY(5, eif, true, false)
-        HUB_FAMILY(6, adex, false, false)
+        case 0: return call.template operator()<Alif, true, true>();
+        case 1: return call.template operator()<Izhikevich, false, false>();
+        case 2: return call.template operator()<Qif, true, false>();
+        case 3: return call.template operator()<AlphaLif, true, false>();
+        case 4: return call.template operator()<SynapseFilter, false, false>();
+        case 5: return call.template operator()<Eif, true, false>();
+        case 6: return call.template operator()<AdEx, false, false>();
     }
-#undef HUB_FAMILY
     return false;
 }
 
@@ -633,9 +638,9 @@ int run_forward(int family, const int32_t* conf, const Exp* e, int threads, cons
                 int64_t T, int64_t M, int64_t K, const void* x, void* out, void* const* state,
                 void* const* saved) {
     const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, c, [&](auto fwd, auto) {
-        forward<R>(fwd, *e, threads, STATES[family], PARAMS[family], q, T, M, K, (const R*)x,
-                   (R*)out, (R* const*)state, (R* const*)saved);
+    const bool ok = with_family<R>(family, c, [&](auto fwd, auto, int ns, int np) {
+        forward<R>(fwd, *e, threads, ns, np, q, T, M, K, (const R*)x, (R*)out,
+                   (R* const*)state, (R* const*)saved);
     });
     return ok ? 0 : 2;
 }
@@ -645,9 +650,9 @@ int run_backward(int family, const int32_t* conf, const Exp* e, int threads,
                  const void* const* q, int64_t T, int64_t M, int64_t K, const void* x,
                  const void* gout, void* const* saved, void* const* g, void* gx, double slope) {
     const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, c, [&](auto, auto bwd) {
-        backward<R>(bwd, *e, threads, STATES[family], PARAMS[family], q, T, M, K, (const R*)x,
-                    (const R*)gout, (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
+    const bool ok = with_family<R>(family, c, [&](auto, auto bwd, int ns, int np) {
+        backward<R>(bwd, *e, threads, ns, np, q, T, M, K, (const R*)x, (const R*)gout,
+                    (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
     });
     return ok ? 0 : 2;
 }

@@ -55,18 +55,20 @@ inline R floor_exact(R q) {
 }
 
 // The spike count of spike_mode="multi", with the same operations as Neuron.step.
-template <typename R, bool INCLUSIVE>
-inline R multi_count(R v, R th, R s) {
+template <typename R>
+inline R multi_count(R v, R th, R s, bool inclusive) {
     R n = floor_exact(v / th);
     n = (n * th > v) ? n - R(1) : n;
     n = ((n + R(1)) * th <= v) ? n + R(1) : n;
-    if (!INCLUSIVE) n = (n * th == v) ? n - R(1) : n;
+    n = (!inclusive && n * th == v) ? n - R(1) : n;
     R m = (n < R(1)) ? R(1) : n;  // torch.clamp(n, min=1), NaN stays NaN
     return s + (m * s - s);
 }
 
+// z > 0, or with inclusive z >= 0: a runtime choice in operations that vectorise, so that the
+// comparison does not double the specialisations below.
 template <typename R>
-inline bool spikes(const Conf& c, R z) { return c.inclusive ? z >= R(0) : z > R(0); }
+inline bool spikes(R z, bool inclusive) { return (z > R(0)) | (inclusive & (z == R(0))); }
 
 template <typename R>
 inline R integrate(const Conf& c, const Params<R>& p, int64_t k, R v, R u) {
@@ -87,19 +89,26 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
     }
 }
 
-// The common case, specialised so that the compiler can vectorise it: binary spikes without a
-// refractory period, reset in the same step or (NEXT, snnTorch's default) in the next. The same
-// operations as forward() and backward() below. One call is one time step of one block, kept out
-// of line, where GCC vectorises it.
+// The common cases, specialised so that the compiler can vectorise them: every convention except
+// a current without a leak, each spike mode (MODE 0 binary, 1 multi, 2 graded), with or without
+// a refractory period (REFR; reset in the same step then), the reset in the same step or (NEXT,
+// snnTorch's default) in the next. The same operations as general_step and general_back_step
+// below, which remain for the rest. One call is one time step of one block, kept out of line,
+// where GCC vectorises it.
 // A parameter of neuron j: with U (every neuron has the same value) the first, which the compiler
 // keeps in a register instead of loading a value per neuron per step.
 #define PK(a) (U ? (a)[0] : (a)[j])
 
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
-          bool NEXT, bool U, bool MULTI>
+// rb: the refractory counters, rest the steps of a refractory period. SAVE: keep what the backward
+// pass needs, the voltage in save and (REFR) in flags bit 0 spiked, bit 1 resting. A template
+// argument, not a test in the loop: GCC unswitches only short loops itself, and the stores to a
+// scratch block instead cost a tenth of the time of a step without a backward pass.
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U,
+          int MODE, bool REFR, bool SAVE>
 __attribute__((noinline)) void fast_step(
-        int64_t n, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
-        R* __restrict ib, R* __restrict sb, R* __restrict save, const R* __restrict beta,
+        int64_t n, const bool inclusive, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
+        R* __restrict ib, R* __restrict sb, int32_t* __restrict rb, int32_t rest,
+        R* __restrict save, uint8_t* __restrict flags, const R* __restrict beta,
         const R* __restrict gain, const R* __restrict vl, const R* __restrict alpha,
         const R* __restrict cg, const R* __restrict th, const R* __restrict vr,
         const R* __restrict amp) {
@@ -113,54 +122,71 @@ __attribute__((noinline)) void fast_step(
             u = ORDER_NEW ? inew : ib[j];
             ib[j] = inew;
         }
-        R vv = vb[j];
+        const R held = vb[j];
+        R vv = held;
         if (NEXT && RESET == 0) vv = sb[j] > R(0) ? reset_to : vv;
         vv = LEAKY ? (PK(vl) + PK(beta) * (vv - PK(vl))) + PK(gain) * u : vv + PK(gain) * u;
         if (NEXT && RESET == 1) vv = vv - PK(th) * sb[j];
-        if (save) save[j] = vv;
+        const int32_t rj = REFR ? rb[j] : 0;
+        const bool resting = REFR && rj > 0;
+        if (REFR) vv = resting ? held : vv;  // held while resting
+        if (SAVE) save[j] = vv;
         const R z = vv - PK(th);
-        const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
+        R sp = spikes(z, inclusive) ? R(1) : R(0);
+        // times 0 while resting, as the reference; in integers, where GCC if-converts it
+        if (REFR) sp = sp * R(1 - std::clamp(rj, 0, 1));
         // a multi-spike's count; the spike state is the count when the reset is next step's
-        const R count = MULTI ? multi_count<R, INCLUSIVE>(vv, PK(th), sp) : sp;
-        ot[j] = count * PK(amp);
+        const R count = MODE == 1 ? multi_count(vv, PK(th), sp, inclusive) : sp;
+        ot[j] = MODE == 2 ? (count * vv) * PK(amp) : count * PK(amp);
         sb[j] = NEXT ? count : sp;
+        if (REFR && SAVE) flags[j] = uint8_t((sp > R(0)) | (resting << 1));
         if (!NEXT && RESET == 1) vv = vv - PK(th) * count;
         else if (!NEXT && RESET == 0) vv = sp > R(0) ? reset_to : vv;
         vb[j] = vv;
+        if (REFR) rb[j] = sp > R(0) ? rest : std::max(rj - 1, 0);
     }
 }
 
-// prev: the previous step's saved voltage, or null at the first step (then s0 holds the spike).
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCLUSIVE,
-          bool NEXT, bool U>
+// prev: the previous step's saved voltage, read for a next-step zero reset, but at the FIRST step
+// s0 holds the previous spike; flags: this step's saved flags (REFR only). A multi-spike's
+// backward is that of a binary one: the count beyond the first spike carries no gradient.
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U,
+          bool GRADED, bool REFR, bool FIRST>
 __attribute__((noinline)) void fast_back_step(
-        int64_t n, const R* __restrict go, const R* __restrict saved, R* __restrict gxt,
-        R* __restrict gv, R* __restrict gi, R* __restrict gs, const R* __restrict beta,
-        const R* __restrict gain, const R* __restrict alpha, const R* __restrict cg,
-        const R* __restrict th, const R* __restrict amp, const R slope,
-        const R* __restrict prev, const R* __restrict s0) {
+        int64_t n, const bool inclusive, const R* __restrict go, const R* __restrict saved,
+        const uint8_t* __restrict flags, R* __restrict gxt, R* __restrict gv, R* __restrict gi,
+        R* __restrict gs, const R* __restrict beta, const R* __restrict gain,
+        const R* __restrict alpha, const R* __restrict cg, const R* __restrict th,
+        const R* __restrict amp, const R slope, const R* __restrict prev,
+        const R* __restrict s0) {
     for (int64_t j = 0; j < n; ++j) {
         const R vv = saved[j];
         const R z = vv - PK(th);
-        const R sp = (INCLUSIVE ? (z >= R(0)) : (z > R(0))) ? R(1) : R(0);
-        R g_count = go[j] * PK(amp);
+        const uint8_t f = REFR ? flags[j] : 0;
+        const bool resting = REFR && (f & 2);
+        const R sp = (REFR ? bool(f & 1) : spikes(z, inclusive)) ? R(1) : R(0);
+        const R g_o = go[j] * PK(amp);
+        R g_count = GRADED ? g_o * vv : g_o;
         R g_reset = gv[j];
         if (!NEXT && RESET == 1) g_count = g_count + (-gv[j]) * PK(th);
         else if (!NEXT && RESET == 0) g_reset = sp > R(0) ? R(0) : g_reset;
         g_count = g_count + gs[j];
+        if (REFR) g_count = g_count * (resting ? R(0) : R(1));
         R den = R(1) + slope * std::fabs(z);
         den = den * den;
-        const R g_int = g_reset + g_count / den;
+        g_count = g_count / den;
+        R g_int = GRADED ? (g_reset + g_o * sp) + g_count : g_reset + g_count;
+        const R g_hold = resting ? g_int : R(0);
+        if (REFR) g_int = resting ? R(0) : g_int;
         gs[j] = (NEXT && RESET == 1) ? (-g_int) * PK(th) : R(0);
         const R g_u = g_int * PK(gain);
         R g_v = LEAKY ? g_int * PK(beta) : g_int;
         if (NEXT && RESET == 0) {
             const R thj = PK(th);
-            const bool before = prev ? (INCLUSIVE ? (prev[j] - thj >= R(0))
-                                                  : (prev[j] - thj > R(0)))
-                                     : s0[j] > R(0);
+            const bool before = FIRST ? s0[j] > R(0) : spikes(prev[j] - thj, inclusive);
             g_v = before ? R(0) : g_v;
         }
+        if (REFR) g_v = g_v + g_hold;
         gv[j] = g_v;
         if (CURRENT) {
             const R g_new = ORDER_NEW ? gi[j] + g_u : gi[j];
@@ -172,34 +198,41 @@ __attribute__((noinline)) void fast_back_step(
     }
 }
 
-// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCLUSIVE, NEXT, U, MULTI>() for c, if c
-// is the common case of fast_step (with multi, multi-spikes too); returns whether it did.
-template <typename F>
-bool dispatch(const Conf& c, F&& f, bool multi) {
-    if (!c.spiking || c.refractory || !(c.mode == 0 || (multi && c.mode == 1))) return false;
-    if (c.current && !c.leaky) return false;
-    auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
-        auto cmp = [&]<int RESET, bool NEXT>() {
-            auto mode = [&]<bool INCL, bool U>() {
-                if (c.mode == 1) f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT,
-                                                       U, true>();
-                else f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U,
-                                           false>();
-            };
-            auto same = [&]<bool INCL>() {
-                if (c.uniform) mode.template operator()<INCL, true>();
-                else mode.template operator()<INCL, false>();
-            };
-            if (c.inclusive) same.template operator()<true>();
-            else same.template operator()<false>();
+// Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR>() for c if c is a
+// case of fast_step (or, BACKWARD, of fast_back_step, where a multi-spike is MODE 0); returns
+// whether it did. Only the combinations that can occur are instantiated.
+template <bool BACKWARD, typename F>
+bool dispatch(const Conf& c, F&& f) {
+    if (!c.spiking || (c.current && !c.leaky) || (c.refractory && c.timing_next)) return false;
+    const int mode = BACKWARD && c.mode == 1 ? 0 : c.mode;
+    // without a reset the timing only says which spike state a multi-spike keeps
+    const bool next = c.timing_next && (c.reset != 2 || mode == 1);
+    auto modes = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U>() {
+        auto call = [&]<int MODE, bool REFR>() {
+            if constexpr (!(REFR && NEXT) && !(RESET == 2 && NEXT && MODE != 1)
+                          && !(BACKWARD && MODE == 1))
+                f.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR>();
         };
-        if (c.reset == 0 && c.timing_next) cmp.template operator()<0, true>();
-        else if (c.reset == 0) cmp.template operator()<0, false>();
-        else if (c.reset == 1 && c.timing_next) cmp.template operator()<1, true>();
-        else if (c.reset == 1) cmp.template operator()<1, false>();
-        // without a reset the timing only says which spike state a multi-spike keeps
-        else if (c.mode == 1 && c.timing_next) cmp.template operator()<2, true>();
-        else cmp.template operator()<2, false>();
+        auto refr = [&]<int MODE>() {
+            if (c.refractory) call.template operator()<MODE, true>();
+            else call.template operator()<MODE, false>();
+        };
+        if (mode == 1) refr.template operator()<1>();
+        else if (mode == 2) refr.template operator()<2>();
+        else refr.template operator()<0>();
+    };
+    auto uniform = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT>() {
+        if (c.uniform) modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, true>();
+        else modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, false>();
+    };
+    auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
+        if (c.reset == 0 && next) uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 0, true>();
+        else if (c.reset == 0) uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 0, false>();
+        else if (c.reset == 1 && next)
+            uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 1, true>();
+        else if (c.reset == 1) uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 1, false>();
+        else if (next) uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 2, true>();
+        else uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 2, false>();
     };
     if (c.current && c.order_new) reset.template operator()<true, true, true>();
     else if (c.current) reset.template operator()<true, true, false>();
@@ -210,42 +243,56 @@ bool dispatch(const Conf& c, F&& f, bool multi) {
 
 template <typename R>
 bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
-                  const R* x, R* out, R* v, R* i, R* s, R* save_v) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
-                           bool NEXT, bool U, bool MULTI>() {
-        blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-            for (int64_t t = 0; t < T; ++t)
-                fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U, MULTI>(
-                    hi - lo, x + t * M + lo, out + t * M + lo, v + lo, i + lo, s + lo,
-                    save_v ? save_v + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
-                    p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
-                    p.v_reset + k0, p.amplitude + k0);
-        });
-    }, true);
+                  const R* x, R* out, R* v, R* i, R* s, int32_t* r, R* save_v,
+                  uint8_t* save_f) {
+    return dispatch<false>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
+                                  bool U, int MODE, bool REFR>() {
+        auto steps = [&]<bool SAVE>() {
+            blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
+                for (int64_t t = 0; t < T; ++t)
+                    fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR, SAVE>(
+                        hi - lo, c.inclusive, x + t * M + lo, out + t * M + lo, v + lo, i + lo,
+                        s + lo, r + lo, c.refractory, SAVE ? save_v + t * M + lo : nullptr,
+                        SAVE && REFR ? save_f + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
+                        p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
+                        p.v_reset + k0, p.amplitude + k0);
+            });
+        };
+        if (save_v) steps.template operator()<true>();
+        else steps.template operator()<false>();
+    });
 }
 
 template <typename R>
 bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
-                   const R* gout, const R* save_v, const R* s0, R* gv, R* gi, R* gs, R* gx) {
-    return dispatch(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool INCL,
-                           bool NEXT, bool U, bool MULTI>() {
-        if constexpr (!MULTI)  // the backward of a multi-spike takes the general path
+                   const R* gout, const R* save_v, const uint8_t* save_f, const R* s0, R* gv,
+                   R* gi, R* gs, R* gx) {
+    return dispatch<true>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
+                                 bool U, int MODE, bool REFR>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-            for (int64_t t = T - 1; t >= 0; --t)
-                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, INCL, NEXT, U>(
-                    hi - lo, gout + t * M + lo, save_v + t * M + lo, gx + t * M + lo, gv + lo,
-                    gi + lo, gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0,
-                    p.current_gain + k0, p.threshold + k0, p.amplitude + k0, R(c.slope),
+            auto step = [&]<bool FIRST>(int64_t t) {
+                fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE == 2, REFR,
+                               FIRST>(
+                    hi - lo, c.inclusive, gout + t * M + lo, save_v + t * M + lo,
+                    REFR ? save_f + t * M + lo : nullptr, gx + t * M + lo, gv + lo, gi + lo,
+                    gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0, p.current_gain + k0,
+                    p.threshold + k0, p.amplitude + k0, R(c.slope),
                     t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo);
+            };
+            // only a next-step zero reset reads the previous spike
+            constexpr bool READS = NEXT && RESET == 0;
+            for (int64_t t = T - 1; t >= (READS ? 1 : 0); --t) step.template operator()<false>(t);
+            if constexpr (READS) step.template operator()<true>(0);
         });
-    }, false);
+    });
 }
 
-// The general case, in phases. One call is one time step of one block of neurons; each phase is
-// one plain loop over the block, and which phases run (the conventions) is decided outside the
-// loops, so that every loop vectorises and the block's temporaries stay in L1. Each neuron still
-// goes through the operations of Neuron.step in their order, with one rounding each: the phases
-// only change which neuron is worked on when. t1 (bool) and w (BLOCK values each) are scratch.
+// The general case, in phases: the readouts, and a current without a leak (no built-in type has
+// one). One call is one time step of one block of neurons; each phase is one plain loop over the
+// block, and which phases run (the conventions) is decided outside the loops, so that every loop
+// vectorises and the block's temporaries stay in L1. Each neuron still goes through the operations
+// of Neuron.step in their order, with one rounding each: the phases only change which neuron is
+// worked on when. t1 (bool) and w (BLOCK values each) are scratch.
 #define EACH for (int64_t j = 0; j < n; ++j)
 
 template <typename R>
@@ -284,8 +331,7 @@ __attribute__((noinline)) void general_step(
     if (c.refractory) EACH sp[j] = sp[j] * (rs[j] > 0 ? R(0) : R(1));
     const R* count = sp;
     if (c.mode == 1) {
-        if (c.inclusive) EACH cnt[j] = multi_count<R, true>(vv[j], th[j], sp[j]);
-        else EACH cnt[j] = multi_count<R, false>(vv[j], th[j], sp[j]);
+        EACH cnt[j] = multi_count(vv[j], th[j], sp[j], bool(c.inclusive));
         count = cnt;
     }
     if (c.mode == 2) EACH ot[j] = (count[j] * vv[j]) * amp[j];
@@ -311,7 +357,7 @@ __attribute__((noinline)) void general_step(
 template <typename R>
 void forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* x,
              R* out, R* v, R* i, R* s, int32_t* r, R* save_v, uint8_t* save_f) {
-    if (fast_forward(c, p, T, M, K, x, out, v, i, s, save_v)) return;
+    if (fast_forward(c, p, T, M, K, x, out, v, i, s, r, save_v, save_f)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
         alignas(64) R u[BLOCK], vv[BLOCK], sp[BLOCK], cnt[BLOCK];
         for (int64_t t = 0; t < T; ++t)
@@ -343,8 +389,7 @@ __attribute__((noinline)) void general_back_step(
         else EACH sp[j] = (sv[j] - th[j] > R(0)) ? R(1) : R(0);
         const R* count = sp;
         if (c.mode == 1) {
-            if (c.inclusive) EACH cnt[j] = multi_count<R, true>(sv[j], th[j], sp[j]);
-            else EACH cnt[j] = multi_count<R, false>(sv[j], th[j], sp[j]);
+            EACH cnt[j] = multi_count(sv[j], th[j], sp[j], bool(c.inclusive));
             count = cnt;
         }
         EACH g_o[j] = go[j] * amp[j];
@@ -400,7 +445,7 @@ __attribute__((noinline)) void general_back_step(
 template <typename R>
 void backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* gout,
               const R* save_v, const uint8_t* save_f, const R* s0, R* gv, R* gi, R* gs, R* gx) {
-    if (fast_backward(c, p, T, M, K, gout, save_v, s0, gv, gi, gs, gx)) return;
+    if (fast_backward(c, p, T, M, K, gout, save_v, save_f, s0, gv, gi, gs, gx)) return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
         alignas(64) R w[7][BLOCK];
         for (int64_t t = T - 1; t >= 0; --t)

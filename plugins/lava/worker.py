@@ -77,7 +77,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 import numpy as np  # noqa: E402
 
 #: Layer types netx 0.6 builds; any other makes ``netx.hdf5.Network`` raise.
-SYNAPSE_LAYERS = ("dense", "dense_rec", "conv", "dense_comp")
+SYNAPSE_LAYERS = ("dense", "dense_rec", "conv")
+#: Layer types netx 0.6 names but cannot build: it calls a create_complex_dense it lacks.
+UNBUILT_LAYERS = ("dense_comp",)
 
 
 class RequestError(Exception):
@@ -142,6 +144,11 @@ def run_netx(net_path: str, x: np.ndarray, input_message_bits: int | None = None
         input_message_bits = 0 if binary else 24
     layers = _layers(net_path)
     for layer in layers:
+        if layer["type"] in UNBUILT_LAYERS:
+            raise RequestError(f"layer {layer['name']!r} has type {layer['type']!r}, which "
+                               "lava-dl 0.6's netx cannot build (hdf5.Network calls "
+                               "create_complex_dense, which it does not define); netx builds a "
+                               "complex layer from type 'dense' with weight/real and weight/imag")
         if layer["type"] not in (*SYNAPSE_LAYERS, "input", "flatten"):
             raise RequestError(f"layer {layer['name']!r} has type "
                                f"{layer['type']!r}, which lava-dl's netx does not build")

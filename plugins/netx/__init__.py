@@ -53,12 +53,15 @@ and a dense layer is folded into that layer's weights; both are exact integer re
 A :class:`hub.LoihiCUBA`'s axonal ``delay`` ``d`` is written as the input delays of the dense
 layer its spikes reach (its ``delay`` key, float32 ``[in]`` filled with ``d``): Lava's
 ``DelayDense`` delivers a synapse with delay ``d`` exactly ``d`` steps after one without, so the
-two are the same network (:func:`_uniform_delay`, ``docs/loihi.md``). A uniform ``delay`` key is
-read back as the previous neuron's delay; non-uniform delays, a delay on the last neuron layer,
-into a conv or ``dense_rec`` layer, or above 62 are refused. Sigma-delta and resonator neurons
-hold no delay, nor does the network's input: a ``Delay`` node after one is written the same way
-and read back as such a node; netx's RF layers (``ComplexDense``) read no ``delay`` key, so
-delays into them are refused.
+two are the same network (``read._delays``, ``docs/loihi.md``). A uniform ``delay`` key is
+read back as the previous neuron's delay. Delays that differ per input (``[in]``, or an
+``[out, in]`` matrix of equal rows) are a ``Delay`` on the previous output, per output neuron
+(slayer's ``delay=True`` export) a ``Delay`` after the layer's neuron, and a matrix of their
+sums both; a per-neuron ``Delay`` is written back as either. A matrix that delays single
+synapses, a delay on the last neuron layer, into a conv or ``dense_rec`` layer, or above 62 are
+refused. Sigma-delta and resonator neurons hold no delay, nor does the network's input: a
+``Delay`` node after one is written the same way and read back as such a node; netx's RF layers
+(``ComplexDense``) read no ``delay`` key, so delays into them are refused.
 
 A file written here carries hdf5 attributes under ``hub.*`` (which netx ignores) that say which
 canonical node a layer came from (``hub.folded``: the nodes folded into a dense layer, restored on

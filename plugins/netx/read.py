@@ -14,7 +14,8 @@ from hub.loihi import LoihiCUBA
 from hub_plugins.netx import sigma_delta
 from hub_plugins.netx.schema import (
     ATTR_BIAS, ATTR_FOLDED, ATTR_METADATA, ATTR_NEURON, ATTR_OP, DEFAULT_NEURON, INPUT_TRANSFORM,
-    MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_REFUSES, NEURON_TYPES)
+    MAX_ATTR, MAX_DELAY, MAX_UNFOLD, NETX_BIAS_EXP, NETX_CANNOT_BUILD, NETX_REFUSES,
+    NEURON_TYPES)
 from hub_plugins.netx import resonators
 from hub_plugins.netx.write import _fold, exact_loihi
 
@@ -163,6 +164,8 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
         if not isinstance(layer, h5py.Group):
             raise FormatError("should be a group", node=where)
         kind = _string(layer, "type", where)
+        if kind in NETX_CANNOT_BUILD:
+            raise UnsupportedError(f"layer type {kind!r}: {NETX_CANNOT_BUILD[kind]}", node=where)
         rf_type = resonators.neuron_type(layer, where)
         if rf_type is not None and kind == "input":
             resonators.read_layer(layer, kind, rf_type, where, 0)  # refused, with the reason
@@ -216,9 +219,10 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
                                            "forward synapse's delays and no weight exponent, "
                                            "which the hub does not model",
                                            node=where, field="delay")
-                per_output = _output_delays(layer, where, weight.shape)
-                if per_output is None:
-                    _delay_previous(nodes, _uniform_delay(layer, where, weight.shape), where)
+                into, per_output = _delays(layer, where, weight.shape)
+                _delay_inputs(nodes, into, where)
+                if not per_output.any():
+                    per_output = None
             else:
                 per_output = None
             bias = _integers(layer, "bias", where) if "bias" in layer else None
@@ -335,50 +339,79 @@ def _read(f: h5py.File, input_shape: tuple[int, ...] | None = None) -> hub.Graph
     return graph
 
 
-def _uniform_delay(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]) -> int:
-    """The one delay, in steps, that a dense layer's ``delay`` key gives all its synapses.
+def _delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A dense layer's ``delay`` key as delays on its inputs (``[in]``) and on its outputs
+    (``[out]``, all zero unless they differ), whose sums are its synapses' delays.
 
-    ``hdf5.Network.create_dense`` repeats a vector of ``out`` (or else ``in``) delays over the
-    weight matrix, passes an ``[out, in]`` matrix as it is, and builds Lava's ``DelayDense``
-    (``max_delay=62``), whose synapse with delay ``d`` delivers ``d`` steps after one without a
-    ``delay`` key. A uniform delay ``d`` on every synapse of a layer is therefore the previous
-    layer's spikes leaving ``d`` steps later: :class:`hub.LoihiCUBA`'s ``delay``. Delays that
-    differ between synapses have no canonical counterpart and are refused."""
+    ``hdf5.Network.create_dense`` repeats a vector of ``out`` delays (first; slayer's
+    ``delay=True`` export, "axonal delays to syn") or else of ``in`` delays ("input delays") over
+    the weight matrix, passes an ``[out, in]`` matrix as it is, and builds Lava's ``DelayDense``
+    (``max_delay=62``), whose synapse ``i -> j`` with delay ``D[j, i]`` delivers ``D[j, i]``
+    steps after one without a ``delay`` key. Where ``D[j, i] = a[i] + b[j]``, that is input
+    ``i`` reaching the layer ``a[i]`` steps late (a delay on the previous layer's output) and
+    neuron ``j``'s output leaving ``b[j]`` steps late: its state starts at zero and nothing else
+    drives it before its inputs arrive (so not with a bias, :func:`_read`). A matrix that is no
+    such sum delays each synapse on its own, which no hub node does, and is refused."""
     value = _integers(layer, "delay", where)
     out, inp = weight_shape
-    if not (value.ndim == 1 and value.size in (out, inp)) and value.shape != (out, inp):
+    if value.ndim == 1 and value.size == out:  # netx tries this reading first
+        matrix = np.repeat(value.reshape(-1, 1), inp, axis=1)
+    elif value.ndim == 1 and value.size == inp:
+        matrix = np.repeat(value.reshape(1, -1), out, axis=0)
+    elif value.shape == (out, inp):
+        matrix = value
+    else:
         raise FormatError(f"should be [{inp}] (input delays), [{out}] or "
                           f"[{out}, {inp}], got {list(value.shape)}", node=where, field="delay")
-    if value.size and not (value == value.reshape(-1)[0]).all():
-        raise UnsupportedError(f"holds different delays ({value.min()} to "
-                               f"{value.max()}); the hub carries one axonal delay per neuron "
-                               "layer (LoihiCUBA.delay), so only a uniform delay is read",
-                               node=where, field="delay")
-    delay = int(value.reshape(-1)[0]) if value.size else 0
-    if not 0 <= delay <= MAX_DELAY:
-        raise UnsupportedError(f"is {delay}; netx clips delays to 0 .. "
-                               f"{MAX_DELAY} (with a warning), so the file would not run as "
-                               "written", node=where, field="delay")
-    return delay
+    if matrix.size and (matrix.min() < 0 or matrix.max() > MAX_DELAY):
+        raise UnsupportedError(f"holds delays from {matrix.min()} to {matrix.max()}; netx clips "
+                               f"delays to 0 .. {MAX_DELAY} (with a warning), so the file "
+                               "would not run as written", node=where, field="delay")
+    if not matrix.size:
+        return np.zeros(inp, np.int64), np.zeros(out, np.int64)
+    first = int(np.argmin(matrix[0]))
+    into, per_output = matrix[0] - matrix[0, first], matrix[:, first].copy()
+    if not np.array_equal(matrix, into[None, :] + per_output[:, None]):
+        raise UnsupportedError(
+            f"holds a delay per synapse ({matrix.min()} to {matrix.max()} steps) that is not one "
+            "delay per input plus one per output neuron; the hub delays a neuron's output "
+            "(hub.Delay), not a single synapse, so it cannot hold this layer: give the layer "
+            "delays per input ([in]) or per output neuron ([out], as slayer's delay=True "
+            "exports), or split the synapses over several layers", node=where, field="delay")
+    if (per_output == per_output[0]).all():
+        into, per_output = into + per_output[0], np.zeros_like(per_output)
+    return into.astype(np.int64), per_output.astype(np.int64)
 
 
-def _output_delays(layer: h5py.Group, where: str, weight_shape: tuple[int, ...]
-                   ) -> np.ndarray | None:
-    """A dense layer's differing delays per output neuron (slayer's ``delay=True`` export),
-    or ``None`` for any other ``delay`` key.
-
-    netx reads a vector of ``out`` delays first as one delay per output neuron
-    (``create_dense``: "axonal delays to syn"), repeated over that neuron's synapses: every
-    input of neuron ``j`` arrives ``d[j]`` steps late, which (its state starting at zero and
-    nothing else driving it) is neuron ``j``'s output leaving ``d[j]`` steps late: a ``Delay``
-    after the layer's neuron, as slayer's forward applies it."""
-    value = _integers(layer, "delay", where)
-    if value.ndim != 1 or value.size != weight_shape[0] or (value == value[0]).all():
-        return None
-    if value.min() < 0 or value.max() > MAX_DELAY:
-        raise UnsupportedError(f"holds delays from {value.min()} to {value.max()}; netx clips "
-                               f"them to 0 .. {MAX_DELAY}", node=where, field="delay")
-    return value.astype(np.int64)
+def _delay_inputs(nodes: list[tuple[str, hub.Node]], into: np.ndarray, where: str) -> None:
+    """Delay a dense layer's inputs by ``into`` (one value per input): a uniform delay as
+    :func:`_delay_previous`; differing ones as a ``Delay`` on the previous neuron's (or the
+    network input's) output, before any flatten, added to a ``Delay`` already there."""
+    if not into.size or (into == into[0]).all():
+        _delay_previous(nodes, int(into[0]) if into.size else 0, where)
+        return
+    i = len(nodes)
+    while i > 1 and isinstance(nodes[i - 1][1], hub.Flatten):
+        i -= 1
+    name, node = nodes[i - 1]
+    try:
+        shape = tuple(hub.Graph.chain(*nodes[:i]).plan().output_shapes[name])
+    except HubError as e:
+        raise FormatError(e.message if e.node is None else str(e), node=where,
+                          field="delay") from None
+    if int(np.prod(shape)) != into.size:
+        raise FormatError(f"holds {into.size} input delays for {int(np.prod(shape))} inputs",
+                          node=where, field="delay")
+    delay = into.reshape(shape)
+    if isinstance(node, hub.Delay):
+        nodes[i - 1] = (name, node.replace(delay=np.broadcast_to(node.delay, shape) + delay))
+        return
+    taken = {n for n, _ in nodes}
+    label = f"d{name[1:]}" if name[:1] == "n" else f"{name}_delay"
+    while label in taken:
+        label += "_"
+    nodes.insert(i, (label, hub.Delay(delay=delay)))
 
 
 def _delay_previous(nodes: list[tuple[str, hub.Node]], delay: int, where: str) -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 #: Layers netx 0.6 refuses with NotImplementedError.
 NETX_REFUSES = ("pool", "convT", "unpool", "average", "concat")
+#: Layers netx 0.6 names but cannot build, and why.
+NETX_CANNOT_BUILD = {
+    "dense_comp": "netx 0.6 cannot build it: hdf5.Network calls create_complex_dense, which it "
+                  "does not define (AttributeError), so Lava cannot run the file; netx builds "
+                  "a complex (RF) layer from a layer of type 'dense' holding weight/real and "
+                  "weight/imag: give the layer that type",
+}
 NEURON_TYPES = ("CUBA", "LOIHI")
 #: The bias exponent netx gives every CUBA neuron (``hdf5.Network.get_neuron_params``).
 NETX_BIAS_EXP = 6

@@ -26,6 +26,9 @@ class Layer:
     data: dict[str, Any]
     neuron: LoihiCUBA | None = None
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: a dense layer's delays per input and per output neuron, which its 'delay' key holds
+    input_delays: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    output_delays: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _write_layer(group: h5py.Group, layer: Layer) -> None:
@@ -168,7 +171,8 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
     layers = [Layer("input", {"shape": np.array(first.shape, dtype=np.int64)})]
     ops: list[tuple[str, hub.Node]] = []
     shape = tuple(first.shape)
-    delayed: tuple[str, int] | None = None  # the previous neuron, if its output is delayed
+    # the previous neuron's output delay, if any: one value, or one per element of its output
+    delayed: tuple[str, int | np.ndarray] | None = None
     for name, node in chain[1:]:
         if isinstance(node, (hub.Linear, hub.Affine, hub.Conv2d, hub.SumPool2d, hub.Flatten)):
             ops.append((name, node))
@@ -176,18 +180,22 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
         # the network's input (no input neuron) is delayed as a neuron's output is
         at_input = not ops and len(layers) == 1 and layers[0].neuron is None
         after_neuron = not ops and not at_input
-        if isinstance(node, hub.Delay) and after_neuron and \
-                node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all():
-            _write_output_delays(layers[-1], name, node, delayed)
-            continue
         if isinstance(node, hub.Delay) and (after_neuron or at_input):
-            # a uniform delay right after a neuron is that neuron's axonal delay
-            what = "for the network's input" if at_input else "per layer"
-            total = (delayed[1] if delayed else 0) + _uniform(name, node, what)
-            if total > MAX_DELAY:
+            uneven = node.delay.size > 1 and not (node.delay == node.delay.reshape(-1)[0]).all()
+            if uneven and after_neuron and _output_delays_fit(layers[-1], shapes[name]):
+                # per neuron after a plain dense layer: its own per-output delays, as slayer's
+                # delay=True writes them
+                _write_output_delays(layers[-1], name, node)
+                continue
+            if uneven:  # per neuron: the input delays of the dense layer the spikes reach
+                step: int | np.ndarray = np.broadcast_to(node.delay, shapes[name]).astype(np.int64)
+            else:  # a uniform delay right after a neuron is that neuron's axonal delay
+                step = _uniform(name, node, "for the network's input" if at_input else "per layer")
+            total = (delayed[1] if delayed else 0) + step
+            if np.max(total) > MAX_DELAY:
                 raise UnsupportedError(f"netx's synaptic delays are 0 to {MAX_DELAY} steps (it "
                                        "clips larger ones)", node=name, field="delay")
-            delayed = (name, total) if total else None
+            delayed = (name, total) if np.any(total) else None
             continue
         if isinstance(node, hub.Resonator):
             layers += _resonator_layer(ops, name, node, rec.get(name), delayed, shape, shapes)
@@ -236,28 +244,42 @@ def plan_layers(graph: hub.Graph) -> list[Layer]:
     return layers
 
 
-def _write_output_delays(layer: Layer, name: str, node: hub.Delay,
-                         delayed: tuple[str, int] | None) -> None:
-    """Per-neuron delays after a dense layer's neuron as that layer's ``delay`` key, one per
-    output (as slayer's ``export_hdf5`` writes ``delay=True``; :func:`_output_delays`)."""
-    out = int(layer.data.get("outFeatures", 0))
-    values = node.delay.reshape(-1)
-    why = None
-    if "weight/real" in layer.data:
-        why = ("only in a plain dense layer's synapses: netx builds an RF layer's ComplexDense "
-               "without reading its 'delay' key")
-    elif layer.kind != "dense" or node.delay.ndim != 1 or values.size != out:
-        why = "only after a dense layer's neuron, one delay per neuron"
-    elif "bias" in layer.data:
-        why = "not on a layer with a bias (Lava delays the input, not the biased output)"
-    elif delayed is not None or "delay" in layer.data:
-        why = "not on a layer whose inputs are delayed too (one 'delay' key per layer)"
-    elif values.max() > MAX_DELAY:
-        why = f"0 to {MAX_DELAY} steps"
-    if why:
-        raise UnsupportedError(f"netx holds delays that differ between neurons {why}",
-                               node=name, field="delay")
-    layer.data["delay"] = values.astype(np.float32)
+def _output_delays_fit(layer: Layer, shape: tuple[int, ...]) -> bool:
+    """Whether per-neuron delays after ``layer``'s neuron can be its own per-output delays: a
+    plain dense layer without a bias (Lava delays the input, which is the output delayed only
+    while nothing else drives the neuron) and netx's RF layers' ComplexDense reads no delay."""
+    return (layer.kind == "dense" and "weight/real" not in layer.data and "bias" not in layer.data
+            and len(shape) == 1)
+
+
+def _write_output_delays(layer: Layer, name: str, node: hub.Delay) -> None:
+    """Per-neuron delays after a dense layer's neuron as that layer's per-output delays (as
+    slayer's ``export_hdf5`` writes ``delay=True``)."""
+    values = np.broadcast_to(node.delay, (int(layer.data["outFeatures"]),)).astype(np.int64)
+    held = layer.output_delays
+    layer.output_delays = values if held is None else held + values
+    _set_delay_key(layer, name)
+
+
+def _set_delay_key(layer: Layer, name: str) -> None:
+    """The ``delay`` key of a dense layer's input and output delays (``read._delays``): a vector
+    of ``out`` delays where its inputs are delayed alike (netx reads such a vector per output
+    first), of ``in`` delays without output delays (the ``[out, in]`` matrix of equal rows where
+    ``in == out``), else the matrix of their sums."""
+    inputs, out = int(layer.data["inFeatures"]), int(layer.data["outFeatures"])
+    into, per_output = layer.input_delays, layer.output_delays
+    if per_output is None:
+        key = (np.repeat(into.reshape(1, -1), out, axis=0)
+               if out == inputs and not (into == into[0]).all() else into)
+    elif into is None or (into == into[0]).all():
+        key = per_output + (0 if into is None else into[0])
+    else:
+        key = into[None, :] + per_output[:, None]
+    if key.size and key.max() > MAX_DELAY:
+        raise UnsupportedError(f"with the layer's other delays, netx's synaptic delays are 0 to "
+                               f"{MAX_DELAY} steps (it clips larger ones)", node=name,
+                               field="delay")
+    layer.data["delay"] = key.astype(np.float32)
 
 
 def _uniform(name: str, node: hub.Delay, what: str = "per layer") -> int:
@@ -288,10 +310,10 @@ def _check_bias_before_delay(graph: hub.Graph) -> None:
                 "causes into the sample; drop the bias or the delay", node=name, field="delay")
 
 
-def _write_delay(layer: Layer, name: str, delay: int) -> None:
-    """Neuron ``name``'s axonal delay as the input delays of the dense layer it feeds: the
-    ``delay`` key, one value per input, float32 as slayer's ``export_hdf5`` writes it (see
-    :func:`_uniform_delay` for why this is exact)."""
+def _write_delay(layer: Layer, name: str, delay: int | np.ndarray) -> None:
+    """Neuron ``name``'s axonal delay (one value, or one per element of its output) as the
+    input delays of the dense layer it feeds: the ``delay`` key, one value per input, float32
+    as slayer's ``export_hdf5`` writes it (see ``read._delays`` for why this is exact)."""
     if layer.kind != "dense":
         why = ("netx 0.6's create_conv does not read a 'delay' key" if layer.kind == "conv" else
                "netx 0.6's RecurrentDense gives its recurrent synapse the forward delays and no "
@@ -300,7 +322,9 @@ def _write_delay(layer: Layer, name: str, delay: int) -> None:
                                "spikes only in a dense layer's synapses", node=name,
                                field="delay")
     inputs = int(layer.data["inFeatures"])
-    layer.data["delay"] = np.full(inputs, delay, dtype=np.float32)
+    layer.input_delays = np.broadcast_to(np.asarray(delay, np.int64).reshape(-1),
+                                         (inputs,)).copy()
+    _set_delay_key(layer, name)
 
 
 def _bias_into_neuron(op_name: str, bias: np.ndarray, name: str, neuron: LoihiCUBA) -> None:
