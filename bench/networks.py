@@ -13,7 +13,11 @@ The networks, as their frameworks ship or teach them (small sizes, so the run st
   multi-step mode;
 - Norse's ``ConvNet`` (``norse.torch.models.conv``) on 1x28x28, T=16 (it loops over time itself);
 - snnTorch's tutorial 7 CSNN (``nn.Sequential`` of Conv2d, MaxPool2d and ``Leaky`` with
-  ``init_hidden=True``) on 1x28x28, T=25, stepped as the tutorial's ``forward_pass`` does.
+  ``init_hidden=True``) on 1x28x28, T=25, stepped as the tutorial's ``forward_pass`` does;
+- an snnTorch MLP with a recurrent layer (Linear 100 -> 256, ``RLeaky`` with a 256x256
+  recurrent Linear, Linear 256 -> 256, ``Leaky``, Linear 256 -> 10, ``Leaky``), T=100, batch 32,
+  stepped as snnTorch's tutorials loop: the hub steps the ``RLeaky`` and its recurrent weight
+  (a cycle) and runs the other layers over all time steps.
 
 Forward runs without gradients; forward+backward computes the gradient of ``out.sum()`` with
 respect to every weight (the hub: ``trainable=True``, the neurons' own parameters held fixed as
@@ -110,10 +114,31 @@ def snntorch_csnn() -> tuple:
     return model, native, x, hub.load(model, input_shape=(1, 28, 28)), x
 
 
+def snntorch_rleaky() -> tuple:
+    import snntorch
+    from snntorch import utils
+
+    model = nn.Sequential(
+        nn.Linear(100, 256), snntorch.RLeaky(beta=0.9, linear_features=256, init_hidden=True),
+        nn.Linear(256, 256), snntorch.Leaky(beta=0.9, init_hidden=True),
+        nn.Linear(256, 10), snntorch.Leaky(beta=0.9, init_hidden=True))
+    with torch.no_grad():  # weights that make every layer fire
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(4)
+    x = (torch.rand(100, 32, 100) < 0.3).float()
+
+    def native(x: torch.Tensor) -> torch.Tensor:  # stepped, as snnTorch's tutorials loop
+        utils.reset(model)
+        return torch.stack([model(x[step]) for step in range(x.shape[0])])
+    return model, native, x, hub.load(model, input_shape=(100,)), x
+
+
 NETWORKS = {"SpikingJelly Fashion-MNIST CSNN": ("spikingjelly", spikingjelly_csnn),
             "SpikingJelly sew_resnet18 32x32": ("spikingjelly", spikingjelly_sew_resnet),
             "Norse ConvNet": ("norse", norse_convnet),
-            "snnTorch tutorial 7 CSNN": ("snntorch", snntorch_csnn)}
+            "snnTorch tutorial 7 CSNN": ("snntorch", snntorch_csnn),
+            "snnTorch RLeaky MLP": ("snntorch", snntorch_rleaky)}
 
 
 def simulator(graph: hub.Graph, train: bool) -> hub.Simulator:
@@ -131,7 +156,8 @@ def simulator(graph: hub.Graph, train: bool) -> hub.Simulator:
 
 def split(graph: hub.Graph, x: torch.Tensor, repeat: int) -> dict[str, float]:
     """Where the hub's forward time goes: seconds per node type (neurons: in the kernels; other
-    layers: over all steps at once, or stepped), from the fastest of ``repeat`` runs."""
+    layers: over all steps at once, or stepped; the nodes of a cycle that a recurrent edge
+    closes: stepped together), from the fastest of ``repeat`` runs."""
     spent: dict[str, float] = defaultdict(float)
 
     def timed(function: Callable, label: str) -> Callable:
@@ -142,7 +168,8 @@ def split(graph: hub.Graph, x: torch.Tensor, repeat: int) -> dict[str, float]:
             return out
         return run
     patches = [(cpu, "run", "{} (fused kernel)"), (over_time, "run", "{}"),
-               (over_time, "step", "{} (stepped)")]
+               (over_time, "step", "{} (stepped)"),
+               (hub.Simulator, "_cycle", "cycles (their nodes stepped together)")]
     originals = [getattr(module, name) for module, name, _ in patches]
     for (module, name, label), original in zip(patches, originals):
         setattr(module, name, timed(original, label))
@@ -243,7 +270,9 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
     out += ["", ("Where the hub's forward time goes (share of its forward time, by node type: "
                  "neuron layers in the fused kernels; other layers once over all time steps, "
                  "or \"(stepped)\" one step at a time where that was not verified to give the "
-                 "same bits; junction sums, copies and Python as \"other\"):"), ""]
+                 "same bits; the nodes on a cycle that a recurrent edge closes stepped "
+                 "together, as \"cycles\"; junction sums, copies and Python as \"other\"):"),
+            ""]
     out += [f"- {r['network']}: {where(r)}." for r in rows]
     out += [f"- {name}: not measured ({why})." for name, why in failed.items()]
     out += ["", ("Each stateless layer (convolution, matrix product, pooling, batch norm, ...) "
@@ -262,7 +291,11 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
                  "call per layer as in SpikingJelly; they are sums over steps, samples and "
                  "positions in the library's order rather than stepping's, so they may differ "
                  "from `backend=\"torch\"`'s in the last bits (within 4 T eps of the summed "
-                 "terms' magnitudes, checked on first use). Spikes and input gradients do not."),
+                 "terms' magnitudes, checked on first use). Spikes and input gradients do not. "
+                 "A recurrent layer (the RLeaky MLP) steps only the cycle its recurrent edge "
+                 "closes, the neuron and its recurrent weight, in the reference step one time "
+                 "step at a time with stepping's bits; the layers before and after it run over "
+                 "all time steps as in a feed-forward network."),
             END]
     return "\n".join(out) + "\n"
 

@@ -13,25 +13,34 @@ the CuPy kernel for CUDA tensors where CuPy is installed, and the reference step
 neuron whose own parameters need gradients, a dtype the kernels lack, a neuron type that
 overrides the built-in step, no C++ compiler). ``"torch"`` always steps the reference;
 ``"fused"`` (compiled CPU kernels) and ``"cupy"`` (CUDA kernels) force one kernel. Kernels run a
-neuron layer over all time steps in one call, with bit-identical results, when no edge of the
-graph is recurrent, so that each node's whole input sequence exists before it runs; otherwise,
-and for any neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`), they step.
+neuron layer over all time steps in one call, with bit-identical results, so a sequence runs node
+by node, each node once over all its time steps after the nodes feeding it. A recurrent edge
+closes a cycle (the nodes that reach one another through it: a strongly connected component of
+the graph), whose nodes need each other's previous step: they step together, ``t = 0 .. T-1``,
+as :meth:`Simulator.step` steps them (the reference step, their inputs from outside the cycle
+sliced from sequences already computed, each step on memory of its own), and the sequences read
+after the cycle are stacked from their steps. The nodes before and after a cycle run over all
+time steps as in a graph without one. A neuron a kernel cannot take (see
+:func:`hub.kernels.cpu.unsupported`) steps on its own sequence. With ``"auto"``, a graph in which
+no neuron off a cycle takes a kernel steps whole, one time step at a time (as fast, and it keeps
+less memory), as does one whose sequences node by node would exceed ``max_state_bytes``.
 Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
 on all ``T x N`` samples where that is verified to give stepping's bits for values and input
 gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
 order; :mod:`hub.over_time`), and steps otherwise. ``"torch"`` keeps stepping's order for
-parameter gradients too.
-:attr:`Simulator.paths` says which path each neuron layer took, and the ``hub.simulate`` logger
-says it at debug level. The kernels give first derivatives; for second derivatives
-(``create_graph=True``) use ``backend="torch"``.
+parameter gradients too, as the nodes on a cycle do for theirs.
+:attr:`Simulator.paths` says which path each neuron layer took (for one on a cycle, the cycle's
+nodes that step with it), and the ``hub.simulate`` logger says it at debug level. The kernels
+give first derivatives; for second derivatives (``create_graph=True``) use ``backend="torch"``.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +62,17 @@ OPTIONS = ("dtype", "device", "trainable", "backend")
 
 #: Node types the kernels may run (each kernel module says which nodes it takes).
 KERNEL_NODES = (Neuron, LoihiCUBA, Family)
+
+
+class Unit(NamedTuple):
+    """What running node by node runs at once: one node over all time steps, or a cycle's nodes
+    stepped together."""
+
+    names: tuple[str, ...]
+    #: those of ``names`` whose sequences are read after them (or are outputs)
+    stacked: tuple[str, ...]
+    #: the sequences to let go once they have run
+    done: tuple[str, ...]
 
 
 class KernelWarning(UserWarning):
@@ -93,7 +113,8 @@ class Simulator(torch.nn.Module):
         self.dtype = dtype
         self._state_bytes: dict[tuple, dict[str, tuple[int, str]]] = {}
         self._needs: dict[tuple, tuple[int, dict]] = {}
-        self._schedule: list[tuple[str, tuple[str, ...]]] | None = None
+        self._schedule: list[Unit] | None = None
+        self._cycles: dict[str, tuple[str, ...]] | None = None
         self._keys = {name: f"n{index}" for index, name in enumerate(self.plan.order)}
         self.params = torch.nn.ModuleDict()
         for name in self.plan.order:
@@ -123,7 +144,7 @@ class Simulator(torch.nn.Module):
         super().__setstate__(state)
         self._kernels = _kernels(self.backend)
         # what is worked out once per simulator is worked out again (older copies lack it)
-        self._needs, self._schedule = {}, None
+        self._needs, self._schedule, self._cycles = {}, None, None
         self._inputs, self._outputs = self.graph.inputs, self.graph.outputs
 
     @property
@@ -207,24 +228,49 @@ class Simulator(torch.nn.Module):
         return torch.stack(results)
 
     def _stepped(self, like: torch.Tensor) -> dict[str, str] | None:
-        """None if a sequence like ``like`` runs node by node, each over all time steps (with a
-        kernel, no recurrent edge and, for ``"auto"``, some neuron a kernel takes: else stepping
-        is as fast and keeps less memory); otherwise why each neuron layer steps."""
+        """None if a sequence like ``like`` runs node by node, each node off a cycle over all time
+        steps and each cycle's nodes stepped together (with a kernel and, for ``"auto"``, some
+        neuron off every cycle that a kernel takes: else stepping is as fast and keeps less
+        memory); otherwise why each neuron layer steps."""
         neurons = {name: node for name, node in self.graph.nodes.items()
                    if isinstance(node, KERNEL_NODES)}
         if self._kernels is None:
             return dict.fromkeys(neurons, "reference")
-        if any(self.plan.recurrent.values()):
-            return dict.fromkeys(neurons, "reference (a recurrent edge: the graph steps)")
         if self._kernels is not _auto:
             return None
+        cycles = self._cycled()
         probe = like[:1, :1]
         why = {}
         for name, node in neurons.items():
+            if name in cycles:
+                why[name] = _on_cycle(cycles[name])
+                continue
             why[name] = _auto.unsupported(node, self._p[name], probe)
             if why[name] is None:  # one is enough
                 return None
-        return {name: f"reference ({reason})" for name, reason in why.items()}
+        return {name: reason if name in cycles else f"reference ({reason})"
+                for name, reason in why.items()}
+
+    def _cycled(self) -> dict[str, tuple[str, ...]]:
+        """The nodes on a cycle (recurrent edges close every cycle), each with its cycle's nodes
+        in order: a strongly connected component, those of its nodes reach one another."""
+        if self._cycles is None:
+            ahead: dict[str, list[str]] = {name: [] for name in self.plan.order}
+            behind: dict[str, list[str]] = {name: [] for name in self.plan.order}
+            for name in self.plan.order:
+                for source in (*self.plan.forward[name], *self.plan.recurrent[name]):
+                    ahead[source].append(name)
+                    behind[name].append(source)
+            index = {name: i for i, name in enumerate(self.plan.order)}
+            cycles: dict[str, tuple[str, ...]] = {}
+            for name in self.plan.order:
+                # the target of a recurrent edge reaches its source: both lie on the cycle
+                if self.plan.recurrent[name] and name not in cycles:
+                    members = _reach(name, ahead) & _reach(name, behind)
+                    cycle = tuple(sorted(members, key=index.__getitem__))
+                    cycles.update(dict.fromkeys(cycle, cycle))
+            self._cycles = cycles
+        return self._cycles
 
     def _note(self, paths: dict[str, str]) -> None:
         if paths != self.paths:
@@ -233,25 +279,30 @@ class Simulator(torch.nn.Module):
                 log.debug("backend %r: %s runs %s", self.backend, name, path)
 
     def _layers(self, inputs: dict[str, torch.Tensor]) -> Tensors:
-        """Run node by node, each over all time steps: neurons through the backend's kernel.
+        """Run node by node, each over all time steps (neurons through the backend's kernel),
+        and the nodes of each cycle together, step by step (:meth:`_cycle`).
 
         A node's sequence is let go once every node it feeds has run, and only its last step is
         kept (a copy), so that memory holds a few sequences at a time, not one per node.
         """
         like = next(iter(inputs.values()))
+        cycles = self._cycled()
         if self._state is None:
-            # no recurrent edge here, and the last values are replaced at the end
-            self._start(like.shape[1], like[0], last=False)
+            # recurrent edges read the last values; the others' are replaced at the end
+            self._start(like.shape[1], like[0], last=bool(cycles))
         values: dict[str, torch.Tensor] = {}
         last: dict[str, torch.Tensor] = {}
         paths: dict[str, str] = {}
-        copied: dict[int, torch.Tensor] = {}  # a junction's last step is its source's
-        for name, done in self._releases():
-            total = inputs[name] if name in inputs else self._gather(name, values)
-            values[name] = self._layer(name, total, paths)
-            last[name] = copied.get(id(values[name]))
-            if last[name] is None:
-                last[name] = copied[id(values[name])] = values[name][-1].clone()
+        for names, stacked, done in self._releases():
+            if names[0] in cycles:
+                self._cycle(names, stacked, like.shape[0], values, last, paths)
+            else:
+                name = names[0]
+                total = inputs[name] if name in inputs else self._gather(name, values)
+                value = values[name] = self._layer(name, total, paths)
+                # a junction passing its source's sequence on shares its source's last step
+                same = [s for s in self.plan.forward[name] if values.get(s) is value]
+                last[name] = last[same[0]] if same else value[-1].clone()
             for source in done:
                 del values[source]
         self._last = last
@@ -262,18 +313,64 @@ class Simulator(torch.nn.Module):
                    for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
-    def _releases(self) -> list[tuple[str, tuple[str, ...]]]:
-        """Each node in order, with the nodes whose sequences are let go once it has run (those
-        it is the last to read, outputs excepted): the same for every call, so found once."""
+    def _cycle(self, names: tuple[str, ...], stacked: tuple[str, ...], steps: int,
+               values: dict[str, torch.Tensor], last: dict[str, torch.Tensor],
+               paths: dict[str, str]) -> None:
+        """The nodes of one cycle, stepped together through the time steps as :meth:`step` steps
+        them; their inputs from outside it are whole sequences by now. The sequences of
+        ``stacked`` (those read after the cycle) go into ``values``, each node's last step into
+        ``last``."""
+        members = set(names)
+        outside = list(dict.fromkeys(s for name in names for s in self.plan.forward[name]
+                                     if s not in members))
+        # unbind, not v[t]: the backward of T selects would add T full-size gradients
+        slices = {source: values[source].unbind(0) for source in outside}
+        results: dict[str, list[torch.Tensor]] = {name: [] for name in stacked}
+        for name in names:
+            if isinstance(self.graph.nodes[name], KERNEL_NODES):
+                paths[name] = _on_cycle(names)
+        for t in range(steps):
+            # each step on memory of its own, as a single step's input is
+            now = {source: over_time.standalone(slices[source][t]) for source in outside}
+            for name in names:
+                node = self.graph.nodes[name]
+                total = self._gather(name, now)
+                now[name], self._state[name] = node.step(self._p[name], total, self._state[name])
+            for name in names:  # the next step's recurrent edges read these
+                self._last[name] = now[name]
+            for name in stacked:
+                results[name].append(now[name])
+        for name in names:
+            last[name] = self._last[name]
+        for name in stacked:
+            values[name] = torch.stack(results[name])
+
+    def _releases(self) -> list[Unit]:
+        """The nodes in an order that runs each cycle's nodes together: each node off a cycle
+        alone, each cycle's nodes together, with those of their sequences that are read after
+        them (kept: a cycle's nodes read among themselves step by step) and the sequences to let
+        go once they have run (those they are the last to read, outputs excepted). The same for
+        every call, so found once."""
         if self._schedule is None:
-            last_reader = {}
-            for name in self.plan.order:
-                for source in self.plan.forward[name]:
-                    last_reader[source] = name
+            cycles = self._cycled()
+            units = _units(self.plan.order, self.plan.forward, cycles)
+            last_reader: dict[str, int] = {}
+            for i, names in enumerate(units):
+                for name in names:
+                    for source in self.plan.forward[name]:
+                        if source not in names:
+                            last_reader[source] = i
             outputs = set(self._outputs)
-            self._schedule = [(name, tuple(dict.fromkeys(
-                s for s in self.plan.forward[name]
-                if last_reader[s] == name and s not in outputs))) for name in self.plan.order]
+            self._schedule = []
+            for i, names in enumerate(units):
+                if names[0] in cycles:
+                    log.debug("%s step together, one time step at a time: a recurrent edge "
+                              "closes the cycle they lie on", ", ".join(names))
+                read = dict.fromkeys(s for name in names for s in self.plan.forward[name]
+                                     if s not in names)
+                self._schedule.append(Unit(
+                    names, tuple(n for n in names if n in last_reader or n in outputs),
+                    tuple(s for s in read if last_reader[s] == i and s not in outputs)))
         return self._schedule
 
     def _layer(self, name: str, total: Any, paths: dict[str, str]) -> torch.Tensor:
@@ -332,14 +429,16 @@ class Simulator(torch.nn.Module):
 
         Per node: its state (neuron state, delay lines: measured by building it on torch's
         ``meta`` device, which allocates nothing), this step's and the last step's output, and
-        for a sequence of ``steps`` the outputs kept for every step (of the outputs only when
-        stepping; of every node when they run node by node or when gradients are recorded).
+        for a sequence of ``steps`` the outputs kept for every step: of every node when gradients
+        are recorded; else of the outputs when the graph steps, and when it runs node by node
+        (``layered``) of every node off a cycle and of a cycle's nodes read after it. A sequence
+        stepped and then stacked (an output, or a cycle's node read after it) counts twice.
         """
-        every = (layered or torch.is_grad_enabled() and (
-            like.requires_grad or any(p.requires_grad for p in self.parameters())))
-        key = (batch, steps, like.dtype, every)
+        grad = torch.is_grad_enabled() and (
+            like.requires_grad or any(p.requires_grad for p in self.parameters()))
+        key = (batch, steps, like.dtype, grad, layered)
         if key not in self._needs:  # the same for every call of a kind: worked out once
-            self._needs[key] = self._memory_need(batch, steps, like, every)
+            self._needs[key] = self._memory_need(batch, steps, like, grad, layered)
         need, parts = self._needs[key]
         most = limits().max_state_bytes
         if need > most:
@@ -352,11 +451,15 @@ class Simulator(torch.nn.Module):
                            f"(batch {batch}, {like.dtype}); " + how_to_raise("max_state_bytes"),
                            node=name)
 
-    def _memory_need(self, batch: int, steps: int | None, like: torch.Tensor, every: bool
-                     ) -> tuple[int, dict[str, tuple[int, dict[str, int]]]]:
+    def _memory_need(self, batch: int, steps: int | None, like: torch.Tensor, grad: bool,
+                     layered: bool) -> tuple[int, dict[str, tuple[int, dict[str, int]]]]:
         """Bytes :meth:`_check_memory` counts, in all and by the node they are charged to."""
         size = like.element_size()
         outputs = set(self._outputs)
+        # the nodes that step, and those of them whose steps are stacked into a sequence
+        stepping = set(self._cycled() if layered else self.plan.order)
+        stacked = outputs | ({n for unit in self._releases() for n in unit.stacked}
+                             if layered else set())
         parts: dict[str, tuple[int, dict[str, int]]] = {}
         for name, (state, why) in self._state_sizes(batch, like.dtype).items():
             shape = [batch, *self.plan.output_shapes[name]]
@@ -366,9 +469,9 @@ class Simulator(torch.nn.Module):
             junction = (not node.stateful and type(node).step is Node.step
                         and len(self.plan.forward[name]) + len(self.plan.recurrent[name]) < 2)
             costs = {why: state, f"its output {shape} per step": per_step * (1 if junction else 2)}
-            if steps and (every or name in outputs):
-                costs[f"its output {shape} kept for {steps} steps"] = (
-                    steps * per_step * (2 if name in outputs else 1))
+            if steps and (grad or name in stacked or name not in stepping):
+                costs[f"its output {shape} kept for {steps} steps"] = steps * per_step * (
+                    2 if name in outputs or name in stacked and name in stepping else 1)
             # what a junction costs is charged to the node that computes its value
             owner = name
             while self.plan.forward.get(owner) and _passes(self.graph.nodes[owner]):
@@ -413,6 +516,49 @@ def _tensors(state: Any, key: str = "state") -> dict[str, torch.Tensor]:
     for k, v in items:
         out.update(_tensors(v, str(k) if isinstance(state, Mapping) else f"{key}[{k}]"))
     return out
+
+
+def _reach(start: str, edges: dict[str, list[str]]) -> set[str]:
+    """The nodes ``edges`` lead to from ``start`` (itself included)."""
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in edges[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _units(order: tuple[str, ...], forward: dict[str, tuple[str, ...]],
+           cycles: dict[str, tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Each node off a cycle alone and each cycle's nodes together, in an order where every unit
+    comes after those feeding it (recurrent edges lie within a cycle), otherwise as in
+    ``order``."""
+    index = {name: i for i, name in enumerate(order)}
+    unit = {name: cycles.get(name, (name,)) for name in order}
+    waits = {names: {unit[s] for name in names for s in forward[name]} - {names}
+             for names in unit.values()}
+    feeds: dict[tuple[str, ...], list[tuple[str, ...]]] = {names: [] for names in waits}
+    for names, sources in waits.items():
+        for source in sources:
+            feeds[source].append(names)
+    ready = [(index[names[0]], names) for names, sources in waits.items() if not sources]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, names = heapq.heappop(ready)
+        out.append(names)
+        for later in feeds[names]:
+            waits[later].discard(names)
+            if not waits[later]:
+                heapq.heappush(ready, (index[later[0]], later))
+    return out
+
+
+def _on_cycle(names: tuple[str, ...]) -> str:
+    """Why a node on a cycle steps, as :attr:`Simulator.paths` says it."""
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f"reference (on a cycle a recurrent edge closes: steps with {shown})"
 
 
 def _passes(node: Node) -> bool:

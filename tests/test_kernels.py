@@ -315,7 +315,7 @@ def test_fused_backend_runs_whole_graphs_identically(build, dtype, monkeypatch):
     fused = []
     monkeypatch.setattr(cpu, "run", lambda *a, **k: fused.append(a[0]) or fused_run(*a, **k))
     assert torch.equal(hub.simulate(graph, x, dtype=dtype, backend="fused"), want)
-    # a recurrent edge makes every node step; otherwise each neuron layer runs fused
+    # the neuron on the cycle a recurrent edge closes steps; otherwise each neuron layer runs fused
     assert len(fused) == (3 if build is feedforward else 0)
     # state carries over between calls and into single steps, as in the reference
     sim = hub.Simulator(graph, dtype=dtype, backend="fused")

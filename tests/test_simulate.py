@@ -147,3 +147,28 @@ def test_a_simulator_copies_and_pickles_with_its_state(backend):
         assert other.backend == backend
         assert torch.equal(other(x[4:]), want)
 
+
+
+def test_running_node_by_node_leaves_each_nodes_last_step_as_its_value():
+    """Sequences let go while later nodes run free memory that later sequences reuse: each node's
+    last value is still its own (a chain of layers of different sizes, several calls)."""
+    rng = np.random.default_rng(0)
+
+    def floats(*shape):  # not dyadic: layers over all steps then round as they may
+        return rng.normal(0, 0.6, shape).astype(np.float32)
+
+    graph = hub.Graph.chain(
+        hub.Input(shape=(7,)), hub.Affine(weight=floats(9, 7), bias=floats(9)),
+        hub.LIF(beta=0.8, threshold=0.4), hub.Linear(weight=floats(6, 9)),
+        hub.LIF(beta=0.7, threshold=0.3), hub.Affine(weight=floats(5, 6), bias=floats(5)),
+        hub.LIF(beta=0.75, threshold=0.25))
+    x = torch.tensor(np.abs(floats(13, 3, 7)))
+    for _ in range(3):
+        sims = [hub.Simulator(graph), hub.Simulator(graph, backend="torch")]
+        with torch.no_grad():
+            for sim in sims:
+                sim(x)
+        got, want = (sim.values for sim in sims)
+        assert got.keys() == want.keys()
+        for name in want:
+            assert got[name].shape == want[name].shape and torch.equal(got[name], want[name])
