@@ -300,12 +300,18 @@ struct Izhikevich {
     enum { v, u, NS };
     static constexpr bool EXP = false;
 
+    // the membrane before the spike test, as forward computes it and backward recomputes it
+    template <typename R>
+    static R voltage(const R* p, R vo, R uo, R x) {
+        const R drive = ((((p[sq] * (vo * vo)) + p[mn] * vo) + p[bias]) - uo) + x;
+        return vo + p[rate] * drive;
+    }
+
     template <typename C, typename R>
     static R forward(const R* p, R* s, R x, R) {
         constexpr C c{};
         const R vo = s[v], uo = s[u];
-        const R drive = ((((p[sq] * (vo * vo)) + p[mn] * vo) + p[bias]) - uo) + x;
-        const R vn = vo + p[rate] * drive;
+        const R vn = voltage(p, vo, uo, x);
         const R un = uo + p[recovery_rate] * (p[coupling] * vo - uo);
         const R sp = fire(c, vn - p[threshold]);
         s[v] = sp > R(0) ? p[v_reset] : vn;
@@ -316,8 +322,7 @@ struct Izhikevich {
     template <typename C, typename R>
     static R backward(const R* p, const R* s, R* g, R x, R go, R, R slope, R&, bool) {
         const R vo = s[v], uo = s[u];
-        const R drive = ((((p[sq] * (vo * vo)) + p[mn] * vo) + p[bias]) - uo) + x;
-        const R vn = vo + p[rate] * drive;
+        const R vn = voltage(p, vo, uo, x);
         const R z = vn - p[threshold];
         const R sp = fire(C{}, z);
         const bool on = sp > R(0);
