@@ -16,6 +16,7 @@ from hub import LoihiCUBA
 from hub_conformance.paths import different
 from hub_conformance.testing import FormatTests
 from hub_plugins import netx
+from .test_resonators import rf
 
 ROOT = Path(__file__).resolve().parents[1]
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
@@ -786,23 +787,12 @@ def test_sigma_delta_delays_run_bit_exact_in_lava(tmp_path, seed, per_neuron):
     assert np.array_equal(np.asarray(fmt.run(again, x)), want.numpy())
 
 
-def _rf(rng, iz: bool = False) -> hub.Resonator:
-    while True:
-        sin, cos = int(rng.integers(1, 4096)), int(rng.integers(0, 4096))
-        if 3000 ** 2 < sin * sin + cos * cos < 4000 ** 2:
-            break
-    threshold = int(rng.integers(2, 24)) * 64
-    kind = dict(spike_rule="imag", reset="imag", imag_reset=threshold - 1) if iz else {}
-    return hub.Resonator(sin_decay=sin / 4096, cos_decay=cos / 4096, gain=64.0,
-                         threshold=float(threshold), arithmetic="fixed", **kind)
-
-
 def _rf_delayed(rng, delay, last=None) -> hub.Graph:
     """An RF layer whose spikes are delayed into the next layer (a CUBA one by default)."""
     return hub.Graph.chain(
         ("input", hub.Input(shape=(10,))),
         ("fc1", hub.Linear(weight=rng.integers(-8, 9, (16, 10)).astype(np.float32) * 2)),
-        ("n1", _rf(rng, iz=bool(rng.integers(2)))), ("d1", hub.Delay(delay=delay)),
+        ("n1", rf(rng, iz=bool(rng.integers(2)))), ("d1", hub.Delay(delay=delay)),
         ("fc2", hub.Linear(weight=rng.integers(-8, 9, (8 if last else 4, 8)).astype(
             np.float32) * 4)),
         ("n2", last or LoihiCUBA(i_decay=1024, v_decay=512, threshold=3)))
@@ -833,7 +823,7 @@ def test_delays_netx_drops_around_rf_layers_are_refused(tmp_path):
     """netx's ComplexDense reads no 'delay' key: spikes into an RF layer cannot be delayed; a
     file with such a key is refused, not run without."""
     rng = np.random.default_rng(25)
-    into_rf = _rf_delayed(rng, 2, last=_rf(rng))
+    into_rf = _rf_delayed(rng, 2, last=rf(rng))
     with pytest.raises(hub.UnsupportedError, match="ComplexDense has no synaptic delays") as e:
         hub.save(into_rf, to="netx", out=tmp_path / "a.net")
     assert (e.value.node, e.value.field) == ("d1", "delay")
