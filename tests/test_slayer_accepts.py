@@ -98,3 +98,20 @@ def test_the_legalisation_pass_refuses_naming_node_and_field(node, field):
     assert (e.value.node, e.value.field) == ("n", field), str(e.value)
     why = next(r.why for r in ACCEPTS.violations(node) if r.field == field)
     assert why in e.value.message and "is not accepted" in e.value.message
+
+
+@pytest.mark.parametrize("family, label", [("cuba", "CUBA"), ("alif", "ALIF"),
+                                           ("sigma_delta", "sigma-delta"), ("rf_iz", "rf_iz")])
+def test_a_neuron_of_another_family_is_refused_naming_the_field(family, label):
+    from hub_plugins.lava.slayer_common import expect_neuron
+
+    def neuron_from(module):
+        return type("Neuron", (), {"__module__": module})()
+
+    expect_neuron(neuron_from(f"lava.lib.dl.slayer.neuron.{family}"), family, label)
+    other = neuron_from("lava.lib.dl.slayer.neuron.adrf")
+    with pytest.raises(hub.UnsupportedError, match=f"is not slayer's {label} neuron") as caught:
+        expect_neuron(other, family, label)
+    assert caught.value.field == "neuron"
+    with pytest.raises(hub.UnsupportedError, match="is not slayer's"):
+        expect_neuron(type("Dynamics", (), {"__module__": f"neuron.{family}"})(), family, label)

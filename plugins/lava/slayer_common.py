@@ -69,3 +69,10 @@ def _slayer() -> Any:
 
     return slayer
 
+
+def expect_neuron(neuron: Any, family: str, label: str) -> None:
+    """Refuse a neuron that is not slayer's ``neuron.<family>.Neuron``, naming the field."""
+    if type(neuron).__name__ != "Neuron" or \
+            not type(neuron).__module__.endswith(f"neuron.{family}"):
+        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
+                                   f"slayer's {label} neuron", field="neuron")

@@ -9,7 +9,8 @@ import torch
 
 import hub
 from hub_plugins.lava import slayer_sigma_delta
-from hub_plugins.lava.slayer_common import BIAS_EXP, DECAY_UNITY, _integral, _is_bootstrap
+from hub_plugins.lava.slayer_common import (BIAS_EXP, DECAY_UNITY, _integral, _is_bootstrap,
+                                           expect_neuron)
 
 
 def _decay(parameter: Any, field: str, p_scale: int) -> np.ndarray:
@@ -26,9 +27,7 @@ def _decay(parameter: Any, field: str, p_scale: int) -> np.ndarray:
 
 def _import_neuron(neuron: Any, channels_first: bool, recurrent: bool = False
                    ) -> hub.LoihiCUBA:
-    if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.cuba"):
-        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
-                                   "slayer's CUBA neuron", field="neuron")
+    expect_neuron(neuron, "cuba", "CUBA")
     if neuron.graded_spike:
         raise hub.UnsupportedError(
             "graded spikes: slayer's graded spike is v / 4096 of its own scale, truncated "
@@ -72,9 +71,7 @@ def _import_alif(neuron: Any, channels_first: bool, recurrent: bool = False) -> 
     ``MeanOnlyBatchNorm`` subtracts ``quantize_8bit(running_mean)`` from the synaptic input
     (before the current integrates it): a ``Bias`` node of ``-mean`` mantissas before the ALIF.
     """
-    if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.alif"):
-        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
-                                   "slayer's ALIF neuron", field="neuron")
+    expect_neuron(neuron, "alif", "ALIF")
     if neuron.graded_spike:
         raise hub.UnsupportedError("graded spikes: slayer's alif emits v / s_scale of its own "
                                    "scale, which the canonical ALIF does not express",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import hub
-from hub_plugins.lava.slayer_common import DEFAULT_SCALE, _slayer
+from hub_plugins.lava.slayer_common import DEFAULT_SCALE, _slayer, expect_neuron
 from hub_plugins.lava.slayer_import import _decay, _norm_bias, _weights
 
 #: The threshold mantissa of a readout neuron: ``(1 << 17) << 6`` is above the largest 24-bit
@@ -96,9 +96,7 @@ def _import_affine(block: Any, shape: tuple[int, ...]) -> list[tuple[str, hub.No
 
 def _readout_neuron(neuron: Any) -> hub.LoihiCUBA:
     """The Affine block's CUBA neuron as a voltage readout (it never spikes)."""
-    if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith("neuron.cuba"):
-        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
-                                   "slayer's CUBA neuron", field="neuron")
+    expect_neuron(neuron, "cuba", "CUBA")
     if neuron.persistent_state:
         raise hub.UnsupportedError("persistent_state carries the neuron's state from one "
                                    "forward call to the next; the hub's model starts each run "

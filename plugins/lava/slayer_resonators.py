@@ -25,7 +25,7 @@ import torch
 
 import hub
 from hub_plugins.lava.slayer_accepts import ACCEPTS, RF_GAIN
-from hub_plugins.lava.slayer_common import DECAY_UNITY, DEFAULT_SCALE, _slayer
+from hub_plugins.lava.slayer_common import DECAY_UNITY, DEFAULT_SCALE, _slayer, expect_neuron
 from hub_plugins.lava.slayer_export import _even_mantissas, _export_timing
 from hub_plugins.lava.slayer_import import (
     UNMAPPED, _block_delay, _conv_input_shape, _decay, _pool, _weights)
@@ -215,10 +215,7 @@ def _rotation(neuron: Any) -> tuple[np.ndarray, np.ndarray]:
 def import_neuron(neuron: Any, family: str, channels_first: bool) -> hub.Resonator:
     """slayer's ``rf``, ``rf_iz``, ``adrf`` or ``adrf_iz`` neuron as a :class:`hub.Resonator` in
     fixed arithmetic (the ``adrf_iz`` one as its dynamics define it: its forward fails)."""
-    if type(neuron).__name__ != "Neuron" or \
-            not type(neuron).__module__.endswith(f"neuron.{family}"):
-        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
-                                   f"slayer's {family} neuron", field="neuron")
+    expect_neuron(neuron, family, family)
     if neuron.graded_spike:
         raise hub.UnsupportedError("graded spikes: slayer's graded resonator spike is the real "
                                    "state in its own scale, which the Resonator does not emit",

@@ -41,7 +41,8 @@ import torch
 
 import hub
 from hub_plugins.lava.slayer_accepts import ACCEPTS, STATE_SCALE
-from hub_plugins.lava.slayer_common import DEFAULT_SCALE, WEIGHT_RANGE, _integral, _slayer
+from hub_plugins.lava.slayer_common import (DEFAULT_SCALE, WEIGHT_RANGE, _integral, _slayer,
+                                           expect_neuron)
 
 Imported = tuple[list[tuple[str, hub.Node]], list[tuple[str, hub.Node, str]]]
 #: The nodes of this family (what marks a graph as a sigma-delta network on export).
@@ -106,10 +107,7 @@ def import_block(block: Any, keep_shift: bool, shape: tuple[int, ...]) -> Import
 
 
 def _common_checks(neuron: Any) -> None:
-    if type(neuron).__name__ != "Neuron" or not type(neuron).__module__.endswith(
-            "neuron.sigma_delta"):
-        raise hub.UnsupportedError(f"{type(neuron).__module__}.{type(neuron).__name__} is not "
-                                   "slayer's sigma-delta neuron", field="neuron")
+    expect_neuron(neuron, "sigma_delta", "sigma-delta")
     if neuron.persistent_state:
         raise hub.UnsupportedError("persistent_state carries the sigma and delta states from one "
                                    "forward call to the next; the hub's model starts each run at "
