@@ -190,6 +190,13 @@ def test_snntorch_rleaky_between_layers_runs_with_stepping_bits(monkeypatch):
     paths = assert_runs_alike(graph, x, monkeypatch)
     assert sum(path == cpu.PATH for path in paths.values()) == 1
     assert sum("on a cycle" in path for path in paths.values()) == 1
+    # and the schedule's run is snnTorch's own, step by step (more input: more spikes)
+    from snntorch import utils
+
+    utils.reset(model)
+    with torch.no_grad():
+        want = torch.stack([model(3 * xt) for xt in x])
+    assert want.sum() >= 10 and torch.equal(hub.simulate(graph, 3 * x), want)
 
 
 @needs_compiler
@@ -206,3 +213,11 @@ def test_norse_lif_recurrent_before_a_layer_runs_with_stepping_bits(monkeypatch)
     x = (torch.rand(30, 3, 6) < 0.6).float() * 4
     paths = assert_runs_alike(graph, x, monkeypatch)
     assert sum(path == cpu.PATH for path in paths.values()) == 1
+    # and the schedule's run is Norse's own, step by step
+    with torch.no_grad():
+        state, outs = None, []
+        for xt in x:
+            out, state = model(xt, state)
+            outs.append(out)
+    want = torch.stack(outs)
+    assert want.sum() >= 10 and torch.equal(hub.simulate(graph, x), want)
