@@ -319,31 +319,74 @@ class Simulator(torch.nn.Module):
         """The nodes of one cycle, stepped together through the time steps as :meth:`step` steps
         them; their inputs from outside it are whole sequences by now. The sequences of
         ``stacked`` (those read after the cycle) go into ``values``, each node's last step into
-        ``last``."""
+        ``last``.
+
+        A neuron the CPU kernel takes steps on it, one compiled call per step
+        (:class:`hub.kernels.cpu.Stepper`, the reference's bits); without gradients it writes
+        each step's output straight into its sequence if that is read after the cycle. The other
+        nodes take the reference step, each input on memory of its own as stepping gives it.
+        """
         members = set(names)
         outside = list(dict.fromkeys(s for name in names for s in self.plan.forward[name]
                                      if s not in members))
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
         slices = {source: values[source].unbind(0) for source in outside}
-        results: dict[str, list[torch.Tensor]] = {name: [] for name in stacked}
-        for name in names:
-            if isinstance(self.graph.nodes[name], KERNEL_NODES):
-                paths[name] = _on_cycle(names)
+        steppers = self._steppers(names, paths)
+        # without gradients, a stepped neuron's sequence is written in place: no stack
+        sequences = {} if torch.is_grad_enabled() else {
+            name: torch.empty((steps, *self._last[name].shape), dtype=self._last[name].dtype,
+                              device=self._last[name].device)
+            for name in stacked if name in steppers}
+        results: dict[str, list[torch.Tensor]] = {
+            name: [] for name in stacked if name not in sequences}
+        nodes = [(name, self.graph.nodes[name], self._p[name], steppers.get(name),
+                  sequences.get(name)) for name in names]
+        standalone = over_time.standalone
         for t in range(steps):
             # each step on memory of its own, as a single step's input is
-            now = {source: over_time.standalone(slices[source][t]) for source in outside}
-            for name in names:
-                node = self.graph.nodes[name]
+            now = {source: standalone(slices[source][t]) for source in outside}
+            for name, node, p, stepper, sequence in nodes:
                 total = self._gather(name, now)
-                now[name], self._state[name] = node.step(self._p[name], total, self._state[name])
+                if stepper is not None:
+                    now[name] = stepper(total, None if sequence is None else sequence[t:t + 1])
+                    continue
+                # what a node reads here is a tensor of its own (as in stepping), not a view of
+                # a sequence that may start off the alignment the libraries round by
+                total = (tuple(map(standalone, total)) if isinstance(total, tuple)
+                         else standalone(total) if isinstance(total, torch.Tensor) else total)
+                now[name], self._state[name] = node.step(p, total, self._state[name])
             for name in names:  # the next step's recurrent edges read these
                 self._last[name] = now[name]
-            for name in stacked:
-                results[name].append(now[name])
+            for name, steps_of in results.items():
+                steps_of.append(now[name])
+        for name, stepper in steppers.items():
+            self._state[name] = stepper.state()
         for name in names:
-            last[name] = self._last[name]
+            # a step of a sequence written in place is copied: it must not keep the sequence
+            last[name] = self._last[name] = (self._last[name].clone() if name in sequences
+                                             else self._last[name])
         for name in stacked:
-            values[name] = torch.stack(results[name])
+            values[name] = sequences[name] if name in sequences else torch.stack(results[name])
+
+    def _steppers(self, names: tuple[str, ...], paths: dict[str, str]) -> dict[str, Any]:
+        """A kernel stepper for each neuron of a cycle that one takes (:meth:`_cycle`), and
+        each neuron's path."""
+        from .kernels import cpu
+
+        steppers = {}
+        for name in names:
+            node = self.graph.nodes[name]
+            if not isinstance(node, KERNEL_NODES):
+                continue
+            like, p = self._last[name], self._p[name]
+            kernels = self._kernels.pick(like) if self._kernels is _auto else self._kernels
+            if (kernels is cpu and cpu.steppable(node)
+                    and self._kernels.unsupported(node, p, like) is None):
+                steppers[name] = cpu.Stepper(node, p, self._state[name], like)
+                paths[name] = _on_cycle(names, f"{cpu.PATH}, one step at a time")
+            else:
+                paths[name] = _on_cycle(names)
+        return steppers
 
     def _releases(self) -> list[Unit]:
         """The nodes in an order that runs each cycle's nodes together: each node off a cycle
@@ -555,10 +598,10 @@ def _units(order: tuple[str, ...], forward: dict[str, tuple[str, ...]],
     return out
 
 
-def _on_cycle(names: tuple[str, ...]) -> str:
-    """Why a node on a cycle steps, as :attr:`Simulator.paths` says it."""
+def _on_cycle(names: tuple[str, ...], path: str = "reference") -> str:
+    """Why a node on a cycle steps, and on what, as :attr:`Simulator.paths` says it."""
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return f"reference (on a cycle a recurrent edge closes: steps with {shown})"
+    return f"{path} (on a cycle a recurrent edge closes: steps with {shown})"
 
 
 def _passes(node: Node) -> bool:

@@ -542,12 +542,7 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()
-    v0 = state["v"].to(dtype).contiguous()
-    zeros = torch.zeros_like(v0)
-    i0 = state["i"].contiguous() if node.current else zeros
-    s0 = state["s"].contiguous() if node.spiking else zeros
-    r0 = (state["r"].contiguous() if "r" in state
-          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    v0, i0, s0, r0 = _state_in(node, state, dtype)
     kernel = kernel or _kernel(node, p, shape, dtype)
     delay = node.delay if node.spiking else 0
     tracked = torch.is_grad_enabled() and any(
@@ -571,6 +566,31 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
                                    out=both[delay:] if delay else None)
         if delay:
             out = both
+    new = _state_out(node, state, v, i, s, r)
+    if node.spiking:
+        if delay and line is not None:
+            new["line"] = line
+        elif delay:
+            # the line holds the last `delay` outputs; the first `delay` steps emit the old line
+            out, new["line"] = out[:x.shape[0]], out[x.shape[0]:].clone()
+    return out, new
+
+
+def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The voltage, current, spike and refractory state the kernel takes, contiguous (zeros for
+    what ``node`` lacks: the kernel never touches them)."""
+    v0 = state["v"].to(dtype).contiguous()
+    zeros = torch.zeros_like(v0)
+    i0 = state["i"].contiguous() if node.current else zeros
+    s0 = state["s"].contiguous() if node.spiking else zeros
+    r0 = (state["r"].contiguous() if "r" in state
+          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    return v0, i0, s0, r0
+
+
+def _state_out(node: Neuron, state: dict[str, Any], v: torch.Tensor, i: torch.Tensor,
+               s: torch.Tensor, r: torch.Tensor) -> dict[str, Any]:
+    """The state the reference step leaves, from the kernel's (its keys, but for a delay line)."""
     new: dict[str, Any] = {}
     if node.current:
         new["i"] = i
@@ -579,12 +599,54 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         new["s"] = s
         if "r" in state:
             new["r"] = r
-        if delay and line is not None:
-            new["line"] = line
-        elif delay:
-            # the line holds the last `delay` outputs; the first `delay` steps emit the old line
-            out, new["line"] = out[:x.shape[0]], out[x.shape[0]:].clone()
-    return out, new
+    return new
+
+
+class Stepper:
+    """A neuron layer advanced one time step per call on the kernel of :func:`run`, for a
+    neuron on a cycle that a recurrent edge closes (each of its steps waits for the step before
+    of the other nodes on the cycle).
+
+    ``T`` calls give what :func:`run` gives on the ``T`` steps at once, and so what ``T``
+    reference steps give, bit for bit, input and state gradients included: a call is :func:`run`
+    with ``T = 1``, less what a call need not do again (finding the kernel, checking its
+    parameters' bits, copying the state). Without gradients the state stays in the stepper's own
+    buffers, updated in place, and a step is one compiled call that may write its output straight
+    into a sequence (``out``). Check :func:`steppable` first; the parameters must not change
+    while the stepper is in use.
+    """
+
+    def __init__(self, node: Neuron, p: dict, state: dict[str, Any], like: torch.Tensor) -> None:
+        self.node, self.start = node, state
+        self.kernel = _kernel(node, p, tuple(like.shape[1:]), like.dtype)
+        v0, i0, s0, r0 = _state_in(node, state, like.dtype)
+        # copies of what the kernel writes: the state passed in may be shared (zeros)
+        self.v, self.s = v0.clone(), s0.clone() if node.spiking else s0
+        self.i = i0.clone() if node.current else i0
+        self.r = r0.clone() if "r" in state else r0
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The output of one step ``x`` ``[N, *shape]``; without gradients, in ``out``
+        ``[1, N, *shape]`` if given."""
+        x = x.unsqueeze(0).contiguous()
+        if torch.is_grad_enabled() and any(
+                t.requires_grad for t in (x, self.v, self.i, self.s)):
+            y, self.v, self.i, self.s, self.r, _ = _Fused.apply(
+                self.kernel, x, self.v, self.i, self.s, self.r, None)
+            return y[0]
+        y, _, _ = self.kernel.forward(x, self.v, self.i, self.s, self.r, save=False, out=out)
+        return y[0]
+
+    def state(self) -> dict[str, Any]:
+        """The state after the last step, as the reference step leaves it."""
+        return _state_out(self.node, self.start, self.v, self.i, self.s, self.r)
+
+
+def steppable(node: Any) -> bool:
+    """Whether a :class:`Stepper` takes ``node`` (after :func:`unsupported` accepted it): a neuron
+    of the built-in family without an axonal delay."""
+    return (isinstance(node, Neuron) and not isinstance(node, (Family, LoihiCUBA))
+            and not (node.spiking and node.delay))
 
 
 def max_pool2d(node: Any, x: torch.Tensor) -> torch.Tensor | None:
