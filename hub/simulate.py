@@ -230,8 +230,8 @@ class Simulator(torch.nn.Module):
     def _stepped(self, like: torch.Tensor) -> dict[str, str] | None:
         """None if a sequence like ``like`` runs node by node, each node off a cycle over all time
         steps and each cycle's nodes stepped together (with a kernel and, for ``"auto"``, some
-        neuron off every cycle that a kernel takes: else stepping is as fast and keeps less
-        memory); otherwise why each neuron layer steps."""
+        neuron that a kernel takes, over all steps off a cycle or step by step on one: else
+        stepping is as fast and keeps less memory); otherwise why each neuron layer steps."""
         neurons = {name: node for name, node in self.graph.nodes.items()
                    if isinstance(node, KERNEL_NODES)}
         if self._kernels is None:
@@ -243,6 +243,8 @@ class Simulator(torch.nn.Module):
         why = {}
         for name, node in neurons.items():
             if name in cycles:
+                if self._kernel_steps(name, probe):
+                    return None
                 why[name] = _on_cycle(cycles[name])
                 continue
             why[name] = _auto.unsupported(node, self._p[name], probe)
@@ -378,15 +380,23 @@ class Simulator(torch.nn.Module):
             node = self.graph.nodes[name]
             if not isinstance(node, KERNEL_NODES):
                 continue
-            like, p = self._last[name], self._p[name]
-            kernels = self._kernels.pick(like) if self._kernels is _auto else self._kernels
-            if (kernels is cpu and cpu.steppable(node)
-                    and self._kernels.unsupported(node, p, like) is None):
-                steppers[name] = cpu.Stepper(node, p, self._state[name], like)
+            like = self._last[name]
+            if self._kernel_steps(name, like):
+                steppers[name] = cpu.Stepper(node, self._p[name], self._state[name], like)
                 paths[name] = _on_cycle(names, f"{cpu.PATH}, one step at a time")
             else:
                 paths[name] = _on_cycle(names)
         return steppers
+
+    def _kernel_steps(self, name: str, like: torch.Tensor) -> bool:
+        """Whether the neuron ``name``, on a cycle, steps on the CPU kernel
+        (:class:`hub.kernels.cpu.Stepper`) for inputs like ``like``."""
+        from .kernels import cpu
+
+        node = self.graph.nodes[name]
+        kernels = self._kernels.pick(like) if self._kernels is _auto else self._kernels
+        return (kernels is cpu and cpu.steppable(node)
+                and self._kernels.unsupported(node, self._p[name], like) is None)
 
     def _releases(self) -> list[Unit]:
         """The nodes in an order that runs each cycle's nodes together: each node off a cycle

@@ -480,7 +480,8 @@ def test_auto_steps_where_running_node_by_node_would_exceed_the_memory_limit():
 
 
 @needs_compiler
-def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
+def test_auto_leaves_trainable_neurons_to_the_reference_and_steps_a_cycle_on_the_kernel(
+        monkeypatch):
     monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
     x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
     graph = feedforward()
@@ -491,11 +492,16 @@ def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(mon
     out.sum().backward()
     assert all(q.grad is not None for name, q in sim.named_parameters()
                if name.endswith(("beta", "threshold")))
+    # a neuron on a cycle steps, one kernel call per step (not over all steps: cpu.run)
     graph = recurrent()
     sim = hub.Simulator(graph)
     y = torch.tensor(dyadic(6, 2, 3))
     assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert sim.paths["lif"].startswith(f"{cpu.PATH}, one step at a time")
     assert "recurrent" in sim.paths["lif"]
+    sim = hub.Simulator(graph, trainable=True)
+    assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert sim.paths["lif"].startswith("reference (on a cycle")
 
 
 def test_auto_without_a_compiler_steps_quietly(monkeypatch, recwarn):
