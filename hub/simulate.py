@@ -394,6 +394,10 @@ class Simulator(torch.nn.Module):
         from .kernels import cpu
 
         node = self.graph.nodes[name]
+        if isinstance(node, Neuron) and not node.spiking and torch.is_grad_enabled():
+            # a readout's output is its state: the reference adds the gradients of its readers
+            # and of its next step in autograd's order, the kernel's backward in its own
+            return False
         kernels = self._kernels.pick(like) if self._kernels is _auto else self._kernels
         return (kernels is cpu and cpu.steppable(node)
                 and self._kernels.unsupported(node, self._p[name], like) is None)
