@@ -297,7 +297,7 @@ class Simulator(torch.nn.Module):
         paths: dict[str, str] = {}
         for names, stacked, done in self._releases():
             if names[0] in cycles:
-                self._cycle(names, stacked, like.shape[0], values, last, paths)
+                self._cycle(names, stacked, like.shape[0], values, last, paths, like)
             else:
                 name = names[0]
                 total = inputs[name] if name in inputs else self._gather(name, values)
@@ -317,11 +317,11 @@ class Simulator(torch.nn.Module):
 
     def _cycle(self, names: tuple[str, ...], stacked: tuple[str, ...], steps: int,
                values: dict[str, torch.Tensor], last: dict[str, torch.Tensor],
-               paths: dict[str, str]) -> None:
+               paths: dict[str, str], like: torch.Tensor) -> None:
         """The nodes of one cycle, stepped together through the time steps as :meth:`step` steps
-        them; their inputs from outside it are whole sequences by now. The sequences of
-        ``stacked`` (those read after the cycle) go into ``values``, each node's last step into
-        ``last``.
+        them; their inputs from outside it are whole sequences by now (``like`` is one of the
+        graph's inputs). The sequences of ``stacked`` (those read after the cycle) go into
+        ``values``, each node's last step into ``last``.
 
         A neuron the CPU kernel takes steps on it, one compiled call per step
         (:class:`hub.kernels.cpu.Stepper`, the reference's bits); without gradients it writes
@@ -333,11 +333,10 @@ class Simulator(torch.nn.Module):
                                      if s not in members))
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
         slices = {source: values[source].unbind(0) for source in outside}
-        steppers = self._steppers(names, paths)
+        steppers = self._steppers(names, paths, like)
         # without gradients, a stepped neuron's sequence is written in place: no stack
         sequences = {} if torch.is_grad_enabled() else {
-            name: torch.empty((steps, *self._last[name].shape), dtype=self._last[name].dtype,
-                              device=self._last[name].device)
+            name: like.new_empty((steps, like.shape[1], *self.plan.output_shapes[name]))
             for name in stacked if name in steppers}
         results: dict[str, list[torch.Tensor]] = {
             name: [] for name in stacked if name not in sequences}
@@ -350,7 +349,7 @@ class Simulator(torch.nn.Module):
             for name, node, p, stepper, sequence in nodes:
                 total = self._gather(name, now)
                 if stepper is not None:
-                    now[name] = stepper(total, None if sequence is None else sequence[t:t + 1])
+                    now[name] = stepper(total, None if sequence is None else sequence[t])
                     continue
                 # what a node reads here is a tensor of its own (as in stepping), not a view of
                 # a sequence that may start off the alignment the libraries round by
@@ -370,9 +369,10 @@ class Simulator(torch.nn.Module):
         for name in stacked:
             values[name] = sequences[name] if name in sequences else torch.stack(results[name])
 
-    def _steppers(self, names: tuple[str, ...], paths: dict[str, str]) -> dict[str, Any]:
+    def _steppers(self, names: tuple[str, ...], paths: dict[str, str],
+                  like: torch.Tensor) -> dict[str, Any]:
         """A kernel stepper for each neuron of a cycle that one takes (:meth:`_cycle`), and
-        each neuron's path."""
+        each neuron's path; ``like`` is one of the graph's input sequences."""
         from .kernels import cpu
 
         steppers = {}
@@ -380,9 +380,9 @@ class Simulator(torch.nn.Module):
             node = self.graph.nodes[name]
             if not isinstance(node, KERNEL_NODES):
                 continue
-            like = self._last[name]
             if self._kernel_steps(name, like):
-                steppers[name] = cpu.Stepper(node, self._p[name], self._state[name], like)
+                one = like.new_empty((like.shape[1], *self.plan.output_shapes[name]))
+                steppers[name] = cpu.Stepper(node, self._p[name], self._state[name], one)
                 paths[name] = _on_cycle(names, f"{cpu.PATH}, one step at a time")
             else:
                 paths[name] = _on_cycle(names)

@@ -680,3 +680,29 @@ def test_cupy_source_emulated_on_the_cpu_matches_the_reference(kind, fields, tmp
             results.append((out.detach(), state["v"].detach(), xg.grad))
         for got, want in zip(results[1], results[0]):
             assert torch.equal(got, want), f"{node!r} exact={exact}"
+
+
+def chain() -> hub.Graph:
+    return hub.Graph.chain(hub.Input(shape=(3,)), hub.Affine(weight=dyadic(6, 3), bias=dyadic(6)),
+                           hub.LIF(beta=0.75, threshold=0.25, refractory=1),
+                           hub.Linear(weight=dyadic(4, 6)),
+                           hub.CubaLIF(alpha=0.5, beta=0.75, threshold=0.25))
+
+
+@needs_compiler
+@pytest.mark.parametrize("build", [chain, recurrent])
+def test_a_run_continued_on_another_batch_size_broadcasts_or_is_refused(build):
+    """The state of one sample goes on for several, as the reference's step broadcasts it; a
+    state that does not broadcast is refused, not run past by the kernel."""
+    graph = build()
+    shape = graph.plan().output_shapes[graph.inputs[0]]
+    one, four = (torch.tensor(dyadic(5, n, *shape) + 0.25) for n in (1, 4))
+    runs = []
+    for backend in ("auto", "torch"):
+        sim = hub.Simulator(graph, backend=backend)
+        runs.append([sim(one), sim(four), sim(four)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    sim = hub.Simulator(graph)
+    sim(torch.tensor(dyadic(5, 2, *shape)))
+    with pytest.raises(hub.errors.ShapeError, match="reset()"):
+        sim(torch.tensor(dyadic(5, 3, *shape)))

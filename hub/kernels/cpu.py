@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..errors import HubError
+from ..errors import HubError, ShapeError
 from ..families import Family
 from ..loihi import LoihiCUBA
 from ..neurons import Neuron
@@ -542,7 +542,7 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()
-    v0, i0, s0, r0 = _state_in(node, state, dtype)
+    v0, i0, s0, r0 = _state_in(node, state, dtype, tuple(x.shape[1:]))
     kernel = kernel or _kernel(node, p, shape, dtype)
     delay = node.delay if node.spiking else 0
     tracked = torch.is_grad_enabled() and any(
@@ -576,14 +576,25 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     return out, new
 
 
-def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """The voltage, current, spike and refractory state the kernel takes, contiguous (zeros for
-    what ``node`` lacks: the kernel never touches them)."""
-    v0 = state["v"].to(dtype).contiguous()
+def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype,
+              shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The voltage, current, spike and refractory state the kernel takes for one step of shape
+    ``shape`` ``[N, ...]``, contiguous (zeros for what ``node`` lacks: the kernel never touches
+    them). State kept from a call on fewer samples is broadcast as the reference's step
+    broadcasts it; state that does not broadcast is refused (the kernel would run past it)."""
+    def fitted(t: torch.Tensor) -> torch.Tensor:
+        try:
+            return torch.broadcast_to(t, shape).contiguous()
+        except RuntimeError:
+            raise ShapeError(f"the state of the last call has shape {list(t.shape)}, this step "
+                             f"{list(shape)}; call reset() before running another batch size"
+                             ) from None
+
+    v0 = fitted(state["v"].to(dtype))
     zeros = torch.zeros_like(v0)
-    i0 = state["i"].contiguous() if node.current else zeros
-    s0 = state["s"].contiguous() if node.spiking else zeros
-    r0 = (state["r"].contiguous() if "r" in state
+    i0 = fitted(state["i"]) if node.current else zeros
+    s0 = fitted(state["s"]) if node.spiking else zeros
+    r0 = (fitted(state["r"]) if "r" in state
           else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
     return v0, i0, s0, r0
 
@@ -618,24 +629,35 @@ class Stepper:
 
     def __init__(self, node: Neuron, p: dict, state: dict[str, Any], like: torch.Tensor) -> None:
         self.node, self.start = node, state
-        self.kernel = _kernel(node, p, tuple(like.shape[1:]), like.dtype)
-        v0, i0, s0, r0 = _state_in(node, state, like.dtype)
+        self.kernel = kernel = _kernel(node, p, tuple(like.shape[1:]), like.dtype)
+        v0, i0, s0, r0 = _state_in(node, state, like.dtype, tuple(like.shape))
         # copies of what the kernel writes: the state passed in may be shared (zeros)
         self.v, self.s = v0.clone(), s0.clone() if node.spiking else s0
         self.i = i0.clone() if node.current else i0
         self.r = r0.clone() if "r" in state else r0
+        # the call's fixed arguments, its own thread count (the kernel sets the shared one per
+        # call over all steps): a step costs little more than the compiled call
+        conf = _Conf.from_buffer_copy(kernel.conf)
+        total = like.numel()
+        conf.threads = max(1, torch.get_num_threads()) if total >= PARALLEL_MIN else 1
+        self._conf = conf
+        self._fixed = (kernel.code, ctypes.byref(conf), kernel.pointers, 1, total, kernel.size)
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The output of one step ``x`` ``[N, *shape]``; without gradients, in ``out``
-        ``[1, N, *shape]`` if given."""
-        x = x.unsqueeze(0).contiguous()
+        """The output of one step ``x`` ``[N, *shape]``; without gradients, written into
+        ``out`` (``[N, *shape]``, contiguous) if given."""
+        x = x.contiguous()
         if torch.is_grad_enabled() and any(
                 t.requires_grad for t in (x, self.v, self.i, self.s)):
             y, self.v, self.i, self.s, self.r, _ = _Fused.apply(
-                self.kernel, x, self.v, self.i, self.s, self.r, None)
+                self.kernel, x.unsqueeze(0), self.v, self.i, self.s, self.r, None)
             return y[0]
-        y, _, _ = self.kernel.forward(x, self.v, self.i, self.s, self.r, save=False, out=out)
-        return y[0]
+        out = torch.empty_like(x) if out is None else out
+        if library().hub_neuron_forward(
+                *self._fixed, x.data_ptr(), out.data_ptr(), self.v.data_ptr(),
+                self.i.data_ptr(), self.s.data_ptr(), self.r.data_ptr(), None, None):
+            raise HubError(f"the fused kernel refused dtype {x.dtype}")
+        return out
 
     def state(self) -> dict[str, Any]:
         """The state after the last step, as the reference step leaves it."""
