@@ -340,8 +340,9 @@ class Simulator(torch.nn.Module):
             for name in stacked if name in steppers}
         results: dict[str, list[torch.Tensor]] = {
             name: [] for name in stacked if name not in sequences}
+        # the steps of each sequence as views made once, not one indexing per step
         nodes = [(name, self.graph.nodes[name], self._p[name], steppers.get(name),
-                  sequences.get(name)) for name in names]
+                  sequences[name].unbind(0) if name in sequences else None) for name in names]
         standalone = over_time.standalone
         for t in range(steps):
             # each step on memory of its own, as a single step's input is
