@@ -17,13 +17,16 @@ neuron layer over all time steps in one call, with bit-identical results, so a s
 by node, each node once over all its time steps after the nodes feeding it. A recurrent edge
 closes a cycle (the nodes that reach one another through it: a strongly connected component of
 the graph), whose nodes need each other's previous step: they step together, ``t = 0 .. T-1``,
-as :meth:`Simulator.step` steps them (the reference step, their inputs from outside the cycle
-sliced from sequences already computed, each step on memory of its own), and the sequences read
-after the cycle are stacked from their steps. The nodes before and after a cycle run over all
-time steps as in a graph without one. A neuron a kernel cannot take (see
-:func:`hub.kernels.cpu.unsupported`) steps on its own sequence. With ``"auto"``, a graph in which
-no neuron off a cycle takes a kernel steps whole, one time step at a time (as fast, and it keeps
-less memory), as does one whose sequences node by node would exceed ``max_state_bytes``.
+as :meth:`Simulator.step` steps them (their inputs from outside the cycle sliced from sequences
+already computed, each step on memory of its own): a neuron the CPU kernel takes on one compiled
+call per step (:class:`hub.kernels.cpu.Stepper`, the reference's bits; a readout, whose output is
+its state, only without gradients), the other nodes on the reference step. The sequences read
+after the cycle are stacked from their steps, or, without gradients, written in place by the
+kernel. The nodes before and after a cycle run over all time steps as in a graph without one. A
+neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`) steps on its own sequence.
+With ``"auto"``, a graph in which no neuron takes a kernel (over all steps off a cycle, step by
+step on one) steps whole, one time step at a time (as fast, and it keeps less memory), as does
+one whose sequences node by node would exceed ``max_state_bytes``.
 Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
 on all ``T x N`` samples where that is verified to give stepping's bits for values and input
 gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
