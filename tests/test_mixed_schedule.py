@@ -529,3 +529,27 @@ def test_norse_recurrent_cells_step_on_the_kernel_as_norse_runs_them(cls, seed, 
     got = sim(x)
     assert got.requires_grad and torch.equal(got.detach(), want)
     assert sim.paths[recurrent].startswith(cpu.PATH)
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["snntorch", "cuba-new", "multi"])
+def test_a_cycle_on_the_kernel_keeps_stepping_s_bits_on_hostile_values(kind, monkeypatch):
+    """Infinities, NaN, and inputs on the threshold: the kernel's steps give stepping's bits
+    (NaN included), the recurrent weights carry them around the cycle."""
+    graph = recurrent_neuron(CYCLE_NEURONS[kind](), 7)
+    x = torch.tensor(floats(9, 3, 7, seed=8)).abs()
+    x[2, 0, 1], x[4, 1, 3], x[6, 2, 0] = float("inf"), float("nan"), -float("inf")
+    got, want = (hub.Simulator(graph, backend=how) for how in ("auto", "torch"))
+    with torch.no_grad():
+        assert same(got(x), want(x))
+        assert same({k: tensors(v) for k, v in got._state.items()},
+                    {k: tensors(v) for k, v in want._state.items()})
+    assert got.paths["n"].startswith(cpu.PATH)
+    # a neuron input exactly on the threshold (the layer before it passes the input through)
+    node = graph.nodes["n"]
+    ties = hub.Graph({"in": hub.Input(shape=(9,)), "n": node, "rec": graph.nodes["rec"],
+                      "out": hub.Output()},
+                     [("in", "n"), ("n", "rec"), ("rec", "n"), ("n", "out")])
+    x = torch.full((6, 2, 9), float(np.asarray(node.threshold).flat[0]))
+    with torch.no_grad():
+        assert same(hub.simulate(ties, x), hub.simulate(ties, x, backend="torch"))
