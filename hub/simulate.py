@@ -189,13 +189,16 @@ class Simulator(torch.nn.Module):
         outputs = {name: values[name] for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
-    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """A node's input: the sum of its forward edges' values, then its recurrent edges' last
-        ones (in that order, so every backend adds in the same order)."""
+    def _gather(self, name: str, values: dict[Any, torch.Tensor],
+                forward: tuple[Any, ...] | None = None) -> torch.Tensor | None:
+        """A node's input: the sum of its forward edges' values (of ``forward``, if given, in
+        their place), then its recurrent edges' last ones (in that order, so every backend adds
+        in the same order)."""
+        forward = self.plan.forward[name] if forward is None else forward
         if self.graph.nodes[name].operands:
-            return tuple(values[source] for source in self.plan.forward[name])
+            return tuple(values[source] for source in forward)
         total = None
-        for source in self.plan.forward[name]:
+        for source in forward:
             total = values[source] if total is None else total + values[source]
         for source in self.plan.recurrent[name]:
             total = self._last[source] if total is None else total + self._last[source]
@@ -332,10 +335,26 @@ class Simulator(torch.nn.Module):
         nodes take the reference step, each input on memory of its own as stepping gives it.
         """
         members = set(names)
-        outside = list(dict.fromkeys(s for name in names for s in self.plan.forward[name]
+        # a node's first inputs from outside the cycle are added over all steps at once, before
+        # the steps: the same additions in the same order, element by element
+        forward: dict[str, tuple[Any, ...]] = {}
+        sums: dict[Any, torch.Tensor] = {}
+        for name in names:
+            sources = self.plan.forward[name]
+            head = next((i for i, s in enumerate(sources) if s in members), len(sources))
+            if head < 2 or self.graph.nodes[name].operands:
+                forward[name] = sources
+                continue
+            total = values[sources[0]]
+            for source in sources[1:head]:
+                total = total + values[source]
+            sums[("sum", name)] = total  # a key no node's name can be
+            forward[name] = (("sum", name), *sources[head:])
+        outside = list(dict.fromkeys(s for name in names for s in forward[name]
                                      if s not in members))
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
-        slices = {source: values[source].unbind(0) for source in outside}
+        slices = {source: (sums[source] if source in sums else values[source]).unbind(0)
+                  for source in outside}
         steppers = self._steppers(names, paths, like)
         # without gradients, a stepped neuron's sequence is written in place: no stack
         sequences = {} if torch.is_grad_enabled() else {
@@ -345,13 +364,14 @@ class Simulator(torch.nn.Module):
             name: [] for name in stacked if name not in sequences}
         # the steps of each sequence as views made once, not one indexing per step
         nodes = [(name, self.graph.nodes[name], self._p[name], steppers.get(name),
-                  sequences[name].unbind(0) if name in sequences else None) for name in names]
+                  sequences[name].unbind(0) if name in sequences else None, forward[name])
+                 for name in names]
         standalone = over_time.standalone
         for t in range(steps):
             # each step on memory of its own, as a single step's input is
             now = {source: standalone(slices[source][t]) for source in outside}
-            for name, node, p, stepper, sequence in nodes:
-                total = self._gather(name, now)
+            for name, node, p, stepper, sequence, sources in nodes:
+                total = self._gather(name, now, sources)
                 if stepper is not None:
                     now[name] = stepper(total, None if sequence is None else sequence[t])
                     continue
