@@ -349,6 +349,23 @@ def test_two_neurons_on_a_cycle_step_on_the_kernel_with_stepping_bits(seed, monk
 
 
 @needs_compiler
+@pytest.mark.parametrize("seed", [0, 1])
+def test_three_inputs_into_a_cycle_are_added_in_stepping_s_order(seed, monkeypatch):
+    """Three layers feed the cycle's neuron: added over all steps before the cycle steps, as
+    ``(a + b) + c`` (which ``a + (b + c)`` is not, in floats), then the recurrent input."""
+    graph = hub.Graph(
+        {"in": hub.Input(shape=(7,)), "out": hub.Output(),
+         **{f"f{i}": hub.Linear(weight=floats(8, 7, seed=seed + i) * 10 ** (i - 1))
+            for i in range(3)},
+         "n": hub.LIF(beta=0.75, threshold=0.5), "rec": hub.Linear(weight=floats(8, 8, seed=9))},
+        [("in", "f0"), ("in", "f1"), ("in", "f2"), ("f0", "n"), ("f1", "n"), ("f2", "n"),
+         ("n", "rec"), ("rec", "n"), ("n", "out")])
+    assert graph.plan().forward["n"] == ("f0", "f1", "f2")
+    x = torch.tensor(floats(15, 3, 7, seed=30 + seed)).abs() / 4
+    assert_cycle_steps_on_the_kernel(graph, x, ("n",), monkeypatch)
+
+
+@needs_compiler
 def test_a_cycle_in_float64_steps_on_the_kernel_with_stepping_bits():
     dtype = torch.float64
     graph = recurrent_neuron(CYCLE_NEURONS["cuba-new"](), 5)
