@@ -640,12 +640,16 @@ class Stepper:
         conf = _Conf.from_buffer_copy(kernel.conf)
         total = like.numel()
         conf.threads = max(1, torch.get_num_threads()) if total >= PARALLEL_MIN else 1
-        self._conf = conf
+        self._conf, self.shape = conf, like.shape
         self._fixed = (kernel.code, ctypes.byref(conf), kernel.pointers, 1, total, kernel.size)
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The output of one step ``x`` ``[N, *shape]``; without gradients, written into
         ``out`` (``[N, *shape]``, contiguous) if given."""
+        if x.shape != self.shape or x.dtype != self.kernel.dtype:  # the kernel would run past
+            raise ShapeError(f"a step of shape {list(x.shape)} ({x.dtype}) for a stepper of "
+                             f"{list(self.shape)} ({self.kernel.dtype}); call reset() before "
+                             "running another batch size")
         x = x.contiguous()
         if torch.is_grad_enabled() and any(
                 t.requires_grad for t in (x, self.v, self.i, self.s)):
