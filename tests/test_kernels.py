@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from hub.errors import HubError
 from hub.kernels import cpu
 from hub.node import _REGISTRY
 from hub.simulate import KernelWarning, _auto
+
+from .conftest import EXAMPLES
 
 
 def dyadic(*shape: int, scale: int = 8, _rng=np.random.default_rng(1)) -> np.ndarray:
@@ -689,20 +692,31 @@ def chain() -> hub.Graph:
                            hub.CubaLIF(alpha=0.5, beta=0.75, threshold=0.25))
 
 
+def one_neuron(kind: str) -> Callable[[], hub.Graph]:
+    def build() -> hub.Graph:
+        node, shape = EXAMPLES[kind]
+        return hub.Graph.chain(hub.Input(shape=shape), node)
+    build.__name__ = kind
+    return build
+
+
 @needs_compiler
-@pytest.mark.parametrize("build", [chain, recurrent])
+@pytest.mark.parametrize("build", [chain, recurrent, *map(one_neuron, ("LoihiCUBA", "AlphaLIF",
+                                                                         "QIF"))],
+                         ids=lambda build: build.__name__)
 def test_a_run_continued_on_another_batch_size_broadcasts_or_is_refused(build):
     """The state of one sample goes on for several, as the reference's step broadcasts it; a
-    state that does not broadcast is refused, not run past by the kernel."""
+    state that does not broadcast is refused, not run past by the kernel (which corrupted the
+    heap)."""
     graph = build()
     shape = graph.plan().output_shapes[graph.inputs[0]]
-    one, four = (torch.tensor(dyadic(5, n, *shape) + 0.25) for n in (1, 4))
-    runs = []
-    for backend in ("auto", "torch"):
-        sim = hub.Simulator(graph, backend=backend)
+    one, four = (torch.tensor(dyadic(5, n, *shape) * 8 + 2) for n in (1, 4))
+    runs, sims = [], [hub.Simulator(graph, backend=backend) for backend in ("auto", "torch")]
+    for sim in sims:
         runs.append([sim(one), sim(four), sim(four)])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert all(path.startswith(cpu.PATH) for path in sims[0].paths.values())
     sim = hub.Simulator(graph)
-    sim(torch.tensor(dyadic(5, 2, *shape)))
+    sim(torch.tensor(dyadic(5, 2, *shape) * 8))
     with pytest.raises(hub.errors.ShapeError, match="reset()"):
-        sim(torch.tensor(dyadic(5, 3, *shape)))
+        sim(torch.tensor(dyadic(5, 3, *shape) * 8))

@@ -504,8 +504,8 @@ def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
     params = [torch.broadcast_to(p[name].to(torch.int64), shape).reshape(-1).contiguous()
               for name in _LOIHI_PARAMS]
     pointers = (ctypes.c_void_p * len(params))(*[t.data_ptr() for t in params])
-    u, v = state["u"].clone().contiguous(), state["v"].clone().contiguous()
-    r = state["r"].clone().contiguous() if node.refractory else None
+    u, v = (fit(state[n], x.shape[1:]).clone() for n in ("u", "v"))
+    r = fit(state["r"], x.shape[1:]).clone() if node.refractory else None
     steps, total = x.shape[0], x[0].numel()
     threads = max(1, torch.get_num_threads()) if steps * total >= PARALLEL_MIN else 1
     delay = node.delay
@@ -576,19 +576,25 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     return out, new
 
 
+def fit(state: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A state tensor as a kernel takes it for one step of shape ``shape`` ``[N, ...]``:
+    contiguous, and state kept from a call on fewer samples broadcast as the reference's step
+    broadcasts it; state that does not broadcast is refused (the kernel would run past it)."""
+    try:
+        return torch.broadcast_to(state, shape).contiguous()
+    except RuntimeError:
+        raise ShapeError(f"the state of the last call has shape {list(state.shape)}, this step "
+                         f"{list(shape)}; call reset() before running another batch size"
+                         ) from None
+
+
 def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype,
               shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     """The voltage, current, spike and refractory state the kernel takes for one step of shape
     ``shape`` ``[N, ...]``, contiguous (zeros for what ``node`` lacks: the kernel never touches
-    them). State kept from a call on fewer samples is broadcast as the reference's step
-    broadcasts it; state that does not broadcast is refused (the kernel would run past it)."""
+    them), each fitted to ``shape`` (:func:`fit`)."""
     def fitted(t: torch.Tensor) -> torch.Tensor:
-        try:
-            return torch.broadcast_to(t, shape).contiguous()
-        except RuntimeError:
-            raise ShapeError(f"the state of the last call has shape {list(t.shape)}, this step "
-                             f"{list(shape)}; call reset() before running another batch size"
-                             ) from None
+        return fit(t, shape)
 
     v0 = fitted(state["v"].to(dtype))
     zeros = torch.zeros_like(v0)
