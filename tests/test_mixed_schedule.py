@@ -321,10 +321,10 @@ def test_a_neuron_on_a_cycle_steps_on_the_kernel_with_stepping_bits(kind, seed, 
 @needs_compiler
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_readout_on_a_cycle_steps_on_the_kernel_without_gradients(seed):
-    """A readout's output is its state, and the gradients reaching it from its readers and from
-    its next step are added by the reference in autograd's order (where a cycle's reader
-    differs from stepping's already): with gradients it steps on the reference, with its bits;
-    without, on the kernel, with stepping's values and state."""
+    """A readout's output is its state, and the reference adds the gradients reaching it from
+    its readers and from its next step in autograd's order, which the kernel's backward does
+    not follow: with gradients it steps on the reference, as before; without, on the kernel,
+    with stepping's values and state."""
     graph = recurrent_neuron(hub.LI(beta=0.7), seed)
     x = torch.tensor(floats(17, 3, 7, seed=10 + seed)).abs()
     want = hub.Simulator(graph, backend="torch")
