@@ -16,8 +16,9 @@ The networks, as their frameworks ship or teach them (small sizes, so the run st
   ``init_hidden=True``) on 1x28x28, T=25, stepped as the tutorial's ``forward_pass`` does;
 - an snnTorch MLP with a recurrent layer (Linear 100 -> 256, ``RLeaky`` with a 256x256
   recurrent Linear, Linear 256 -> 256, ``Leaky``, Linear 256 -> 10, ``Leaky``), T=100, batch 32,
-  stepped as snnTorch's tutorials loop: the hub steps the ``RLeaky`` and its recurrent weight
-  (a cycle) and runs the other layers over all time steps.
+  stepped as snnTorch's tutorials loop: the hub steps the ``RLeaky`` (on the fused kernel, one
+  call per step) and its recurrent weight (a cycle) and runs the other layers over all time
+  steps.
 
 Forward runs without gradients; forward+backward computes the gradient of ``out.sum()`` with
 respect to every weight (the hub: ``trainable=True``, the neurons' own parameters held fixed as
@@ -293,9 +294,14 @@ def markdown(rows: list[dict], failed: dict[str, str], command: str) -> str:
                  "from `backend=\"torch\"`'s in the last bits (within 4 T eps of the summed "
                  "terms' magnitudes, checked on first use). Spikes and input gradients do not. "
                  "A recurrent layer (the RLeaky MLP) steps only the cycle its recurrent edge "
-                 "closes, the neuron and its recurrent weight, in the reference step one time "
-                 "step at a time with stepping's bits; the layers before and after it run over "
-                 "all time steps as in a feed-forward network."),
+                 "closes, the neuron and its recurrent weight, one time step at a time with "
+                 "stepping's bits: the neuron on one call of the fused kernel per step (writing "
+                 "its spikes straight into their sequence), the recurrent weight's product as "
+                 "stepping computes it, which is most of the cycle's time; the layers before and "
+                 "after it run over all time steps as in a feed-forward network. snnTorch's "
+                 "recurrent bias, imported as a layer with zero weights fed forward, outputs "
+                 "its bias without the product where that gives the product's bits (no "
+                 "gradients, a finite input)."),
             END]
     return "\n".join(out) + "\n"
 

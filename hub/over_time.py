@@ -42,17 +42,45 @@ import numpy as np
 import torch
 
 from .node import Node
-from .nodes import MaxPool2d
+from .nodes import Affine, MaxPool2d
 
-def _max_pool(node: Node, x: torch.Tensor) -> torch.Tensor | None:
+
+def _max_pool(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
     from .kernels import cpu
 
     return cpu.max_pool2d(node, x)
 
 
+def _bias_only(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
+    """An :class:`Affine` whose weights are all zero outputs its bias, where that is what the
+    product gives: without gradients, on a finite input, for a finite bias without ``-0.0``.
+
+    (snnTorch's recurrent bias is imported as such a layer; its product costs as much as any.)
+    The product sums terms ``x_k * 0``, a signed zero each for a finite ``x_k``, so it is a
+    signed zero in any order or blocking the library sums them, and adding the bias gives the
+    bias bit for bit, but for a ``-0.0`` in it (``+0.0 + -0.0`` is ``+0.0``). An infinite or
+    NaN input (``inf * 0`` is NaN) takes the product, as does a call that records gradients
+    (its backward is the product's)."""
+    w, b = p["weight"], p["bias"]
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+        return None
+    if not (x.dtype == w.dtype == b.dtype and x.device == w.device == b.device):
+        return None
+    # a finite sum has no infinite or NaN term (one that overflows only sends this to the
+    # product), and costs a fraction of isfinite().all()
+    if bool(w.count_nonzero()) or not bool(b.isfinite().all()) or bool(
+            (b.signbit() & (b == 0)).any()) or not bool(x.sum().isfinite()):
+        return None
+    out = x.new_empty((*x.shape[:-1], w.shape[0]))
+    return out.copy_(b.expand(out.shape))
+
+
 #: Faster implementations of a step over all samples, for exact node types (None: not here).
-#: They are held to the same verification as the step itself.
-_FAST: dict[type, Callable[[Node, torch.Tensor], torch.Tensor | None]] = {MaxPool2d: _max_pool}
+#: They are held to the same verification as the step itself (and :func:`_bias_only`, which
+#: runs only where nothing records gradients, is exact by its own argument).
+_FAST: dict[type, Callable[[Node, dict[str, torch.Tensor], torch.Tensor],
+                           torch.Tensor | None]] = {MaxPool2d: _max_pool, Affine: _bias_only}
+
 
 class PerNode:
     """Values kept for each live node, found by identity (nodes compare equal by value, and
@@ -89,7 +117,7 @@ def run(node: Node, p: dict[str, torch.Tensor], total: Any, state: Any) -> torch
     included, come from that call's own backward (module docstring)."""
     first = total[0] if node.operands else total
     flat = tuple(v.flatten(0, 1) for v in total) if node.operands else total.flatten(0, 1)
-    out = _FAST[type(node)](node, flat) if type(node) in _FAST else None
+    out = _FAST[type(node)](node, p, flat) if type(node) in _FAST else None
     if out is None:
         out, _ = node.step(p, flat, state)
     return out.unflatten(0, first.shape[:2])

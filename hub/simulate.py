@@ -17,13 +17,16 @@ neuron layer over all time steps in one call, with bit-identical results, so a s
 by node, each node once over all its time steps after the nodes feeding it. A recurrent edge
 closes a cycle (the nodes that reach one another through it: a strongly connected component of
 the graph), whose nodes need each other's previous step: they step together, ``t = 0 .. T-1``,
-as :meth:`Simulator.step` steps them (the reference step, their inputs from outside the cycle
-sliced from sequences already computed, each step on memory of its own), and the sequences read
-after the cycle are stacked from their steps. The nodes before and after a cycle run over all
-time steps as in a graph without one. A neuron a kernel cannot take (see
-:func:`hub.kernels.cpu.unsupported`) steps on its own sequence. With ``"auto"``, a graph in which
-no neuron off a cycle takes a kernel steps whole, one time step at a time (as fast, and it keeps
-less memory), as does one whose sequences node by node would exceed ``max_state_bytes``.
+as :meth:`Simulator.step` steps them (their inputs from outside the cycle sliced from sequences
+already computed, each step on memory of its own): a neuron the CPU kernel takes on one compiled
+call per step (:class:`hub.kernels.cpu.Stepper`, the reference's bits; a readout, whose output is
+its state, only without gradients), the other nodes on the reference step. The sequences read
+after the cycle are stacked from their steps, or, without gradients, written in place by the
+kernel. The nodes before and after a cycle run over all time steps as in a graph without one. A
+neuron a kernel cannot take (see :func:`hub.kernels.cpu.unsupported`) steps on its own sequence.
+With ``"auto"``, a graph in which no neuron takes a kernel (over all steps off a cycle, step by
+step on one) steps whole, one time step at a time (as fast, and it keeps less memory), as does
+one whose sequences node by node would exceed ``max_state_bytes``.
 Running node by node, each stateless layer (convolution, matrix product, pooling, ...) runs once
 on all ``T x N`` samples where that is verified to give stepping's bits for values and input
 gradients, and float-equivalent parameter gradients (one call's backward sums them in its own
@@ -186,13 +189,16 @@ class Simulator(torch.nn.Module):
         outputs = {name: values[name] for name in self._outputs}
         return outputs if len(outputs) > 1 else next(iter(outputs.values()))
 
-    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """A node's input: the sum of its forward edges' values, then its recurrent edges' last
-        ones (in that order, so every backend adds in the same order)."""
+    def _gather(self, name: str, values: dict[Any, torch.Tensor],
+                forward: tuple[Any, ...] | None = None) -> torch.Tensor | None:
+        """A node's input: the sum of its forward edges' values (of ``forward``, if given, in
+        their place), then its recurrent edges' last ones (in that order, so every backend adds
+        in the same order)."""
+        forward = self.plan.forward[name] if forward is None else forward
         if self.graph.nodes[name].operands:
-            return tuple(values[source] for source in self.plan.forward[name])
+            return tuple(values[source] for source in forward)
         total = None
-        for source in self.plan.forward[name]:
+        for source in forward:
             total = values[source] if total is None else total + values[source]
         for source in self.plan.recurrent[name]:
             total = self._last[source] if total is None else total + self._last[source]
@@ -230,8 +236,8 @@ class Simulator(torch.nn.Module):
     def _stepped(self, like: torch.Tensor) -> dict[str, str] | None:
         """None if a sequence like ``like`` runs node by node, each node off a cycle over all time
         steps and each cycle's nodes stepped together (with a kernel and, for ``"auto"``, some
-        neuron off every cycle that a kernel takes: else stepping is as fast and keeps less
-        memory); otherwise why each neuron layer steps."""
+        neuron that a kernel takes, over all steps off a cycle or step by step on one: else
+        stepping is as fast and keeps less memory); otherwise why each neuron layer steps."""
         neurons = {name: node for name, node in self.graph.nodes.items()
                    if isinstance(node, KERNEL_NODES)}
         if self._kernels is None:
@@ -243,6 +249,8 @@ class Simulator(torch.nn.Module):
         why = {}
         for name, node in neurons.items():
             if name in cycles:
+                if self._kernel_steps(name, probe):
+                    return None
                 why[name] = _on_cycle(cycles[name])
                 continue
             why[name] = _auto.unsupported(node, self._p[name], probe)
@@ -295,7 +303,7 @@ class Simulator(torch.nn.Module):
         paths: dict[str, str] = {}
         for names, stacked, done in self._releases():
             if names[0] in cycles:
-                self._cycle(names, stacked, like.shape[0], values, last, paths)
+                self._cycle(names, stacked, like.shape[0], values, last, paths, like)
             else:
                 name = names[0]
                 total = inputs[name] if name in inputs else self._gather(name, values)
@@ -315,35 +323,108 @@ class Simulator(torch.nn.Module):
 
     def _cycle(self, names: tuple[str, ...], stacked: tuple[str, ...], steps: int,
                values: dict[str, torch.Tensor], last: dict[str, torch.Tensor],
-               paths: dict[str, str]) -> None:
+               paths: dict[str, str], like: torch.Tensor) -> None:
         """The nodes of one cycle, stepped together through the time steps as :meth:`step` steps
-        them; their inputs from outside it are whole sequences by now. The sequences of
-        ``stacked`` (those read after the cycle) go into ``values``, each node's last step into
-        ``last``."""
+        them; their inputs from outside it are whole sequences by now (``like`` is one of the
+        graph's inputs). The sequences of ``stacked`` (those read after the cycle) go into
+        ``values``, each node's last step into ``last``.
+
+        A neuron the CPU kernel takes steps on it, one compiled call per step
+        (:class:`hub.kernels.cpu.Stepper`, the reference's bits); without gradients it writes
+        each step's output straight into its sequence if that is read after the cycle. The other
+        nodes take the reference step, each input on memory of its own as stepping gives it.
+        """
         members = set(names)
-        outside = list(dict.fromkeys(s for name in names for s in self.plan.forward[name]
+        # a node's first inputs from outside the cycle are added over all steps at once, before
+        # the steps: the same additions in the same order, element by element
+        forward: dict[str, tuple[Any, ...]] = {}
+        sums: dict[Any, torch.Tensor] = {}
+        for name in names:
+            sources = self.plan.forward[name]
+            head = next((i for i, s in enumerate(sources) if s in members), len(sources))
+            if head < 2 or self.graph.nodes[name].operands:
+                forward[name] = sources
+                continue
+            total = values[sources[0]]
+            for source in sources[1:head]:
+                total = total + values[source]
+            sums[("sum", name)] = total  # a key no node's name can be
+            forward[name] = (("sum", name), *sources[head:])
+        outside = list(dict.fromkeys(s for name in names for s in forward[name]
                                      if s not in members))
         # unbind, not v[t]: the backward of T selects would add T full-size gradients
-        slices = {source: values[source].unbind(0) for source in outside}
-        results: dict[str, list[torch.Tensor]] = {name: [] for name in stacked}
-        for name in names:
-            if isinstance(self.graph.nodes[name], KERNEL_NODES):
-                paths[name] = _on_cycle(names)
+        slices = {source: (sums[source] if source in sums else values[source]).unbind(0)
+                  for source in outside}
+        steppers = self._steppers(names, paths, like)
+        # without gradients, a stepped neuron's sequence is written in place: no stack
+        sequences = {} if torch.is_grad_enabled() else {
+            name: like.new_empty((steps, like.shape[1], *self.plan.output_shapes[name]))
+            for name in stacked if name in steppers}
+        results: dict[str, list[torch.Tensor]] = {
+            name: [] for name in stacked if name not in sequences}
+        # the steps of each sequence as views made once, not one indexing per step
+        nodes = [(name, self.graph.nodes[name], self._p[name], steppers.get(name),
+                  sequences[name].unbind(0) if name in sequences else None, forward[name])
+                 for name in names]
+        standalone = over_time.standalone
         for t in range(steps):
             # each step on memory of its own, as a single step's input is
-            now = {source: over_time.standalone(slices[source][t]) for source in outside}
-            for name in names:
-                node = self.graph.nodes[name]
-                total = self._gather(name, now)
-                now[name], self._state[name] = node.step(self._p[name], total, self._state[name])
+            now = {source: standalone(slices[source][t]) for source in outside}
+            for name, node, p, stepper, sequence, sources in nodes:
+                total = self._gather(name, now, sources)
+                if stepper is not None:
+                    now[name] = stepper(total, None if sequence is None else sequence[t])
+                    continue
+                # what a node reads here is a tensor of its own (as in stepping), not a view of
+                # a sequence that may start off the alignment the libraries round by
+                total = (tuple(map(standalone, total)) if isinstance(total, tuple)
+                         else standalone(total) if isinstance(total, torch.Tensor) else total)
+                now[name], self._state[name] = node.step(p, total, self._state[name])
             for name in names:  # the next step's recurrent edges read these
                 self._last[name] = now[name]
-            for name in stacked:
-                results[name].append(now[name])
+            for name, steps_of in results.items():
+                steps_of.append(now[name])
+        for name, stepper in steppers.items():
+            self._state[name] = stepper.state()
         for name in names:
-            last[name] = self._last[name]
+            # a step of a sequence written in place is copied: it must not keep the sequence
+            last[name] = self._last[name] = (self._last[name].clone() if name in sequences
+                                             else self._last[name])
         for name in stacked:
-            values[name] = torch.stack(results[name])
+            values[name] = sequences[name] if name in sequences else torch.stack(results[name])
+
+    def _steppers(self, names: tuple[str, ...], paths: dict[str, str],
+                  like: torch.Tensor) -> dict[str, Any]:
+        """A kernel stepper for each neuron of a cycle that one takes (:meth:`_cycle`), and
+        each neuron's path; ``like`` is one of the graph's input sequences."""
+        from .kernels import cpu
+
+        steppers = {}
+        for name in names:
+            node = self.graph.nodes[name]
+            if not isinstance(node, KERNEL_NODES):
+                continue
+            if self._kernel_steps(name, like):
+                one = like.new_empty((like.shape[1], *self.plan.output_shapes[name]))
+                steppers[name] = cpu.Stepper(node, self._p[name], self._state[name], one)
+                paths[name] = _on_cycle(names, f"{cpu.PATH}, one step at a time")
+            else:
+                paths[name] = _on_cycle(names)
+        return steppers
+
+    def _kernel_steps(self, name: str, like: torch.Tensor) -> bool:
+        """Whether the neuron ``name``, on a cycle, steps on the CPU kernel
+        (:class:`hub.kernels.cpu.Stepper`) for inputs like ``like``."""
+        from .kernels import cpu
+
+        node = self.graph.nodes[name]
+        if isinstance(node, Neuron) and not node.spiking and torch.is_grad_enabled():
+            # a readout's output is its state: the reference adds the gradients of its readers
+            # and of its next step in autograd's order, the kernel's backward in its own
+            return False
+        kernels = self._kernels.pick(like) if self._kernels is _auto else self._kernels
+        return (kernels is cpu and cpu.steppable(node)
+                and self._kernels.unsupported(node, self._p[name], like) is None)
 
     def _releases(self) -> list[Unit]:
         """The nodes in an order that runs each cycle's nodes together: each node off a cycle
@@ -555,10 +636,10 @@ def _units(order: tuple[str, ...], forward: dict[str, tuple[str, ...]],
     return out
 
 
-def _on_cycle(names: tuple[str, ...]) -> str:
-    """Why a node on a cycle steps, as :attr:`Simulator.paths` says it."""
+def _on_cycle(names: tuple[str, ...], path: str = "reference") -> str:
+    """Why a node on a cycle steps, and on what, as :attr:`Simulator.paths` says it."""
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return f"reference (on a cycle a recurrent edge closes: steps with {shown})"
+    return f"{path} (on a cycle a recurrent edge closes: steps with {shown})"
 
 
 def _passes(node: Node) -> bool:

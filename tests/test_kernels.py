@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from hub.errors import HubError
 from hub.kernels import cpu
 from hub.node import _REGISTRY
 from hub.simulate import KernelWarning, _auto
+
+from .conftest import EXAMPLES
 
 
 def dyadic(*shape: int, scale: int = 8, _rng=np.random.default_rng(1)) -> np.ndarray:
@@ -480,7 +483,8 @@ def test_auto_steps_where_running_node_by_node_would_exceed_the_memory_limit():
 
 
 @needs_compiler
-def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(monkeypatch):
+def test_auto_leaves_trainable_neurons_to_the_reference_and_steps_a_cycle_on_the_kernel(
+        monkeypatch):
     monkeypatch.setattr(cpu, "run", lambda *a, **k: pytest.fail("the kernel ran"))
     x = torch.tensor(dyadic(6, 2, 2, 8, 8) + 0.25)
     graph = feedforward()
@@ -491,11 +495,16 @@ def test_auto_leaves_trainable_neurons_and_recurrent_graphs_to_the_reference(mon
     out.sum().backward()
     assert all(q.grad is not None for name, q in sim.named_parameters()
                if name.endswith(("beta", "threshold")))
+    # a neuron on a cycle steps, one kernel call per step (not over all steps: cpu.run)
     graph = recurrent()
     sim = hub.Simulator(graph)
     y = torch.tensor(dyadic(6, 2, 3))
     assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert sim.paths["lif"].startswith(f"{cpu.PATH}, one step at a time")
     assert "recurrent" in sim.paths["lif"]
+    sim = hub.Simulator(graph, trainable=True)
+    assert torch.equal(sim(y), hub.simulate(graph, y, backend="torch"))
+    assert sim.paths["lif"].startswith("reference (on a cycle")
 
 
 def test_auto_without_a_compiler_steps_quietly(monkeypatch, recwarn):
@@ -674,3 +683,40 @@ def test_cupy_source_emulated_on_the_cpu_matches_the_reference(kind, fields, tmp
             results.append((out.detach(), state["v"].detach(), xg.grad))
         for got, want in zip(results[1], results[0]):
             assert torch.equal(got, want), f"{node!r} exact={exact}"
+
+
+def chain() -> hub.Graph:
+    return hub.Graph.chain(hub.Input(shape=(3,)), hub.Affine(weight=dyadic(6, 3), bias=dyadic(6)),
+                           hub.LIF(beta=0.75, threshold=0.25, refractory=1),
+                           hub.Linear(weight=dyadic(4, 6)),
+                           hub.CubaLIF(alpha=0.5, beta=0.75, threshold=0.25))
+
+
+def one_neuron(kind: str) -> Callable[[], hub.Graph]:
+    def build() -> hub.Graph:
+        node, shape = EXAMPLES[kind]
+        return hub.Graph.chain(hub.Input(shape=shape), node)
+    build.__name__ = kind
+    return build
+
+
+@needs_compiler
+@pytest.mark.parametrize("build", [chain, recurrent, *map(one_neuron, ("LoihiCUBA", "AlphaLIF",
+                                                                         "QIF"))],
+                         ids=lambda build: build.__name__)
+def test_a_run_continued_on_another_batch_size_broadcasts_or_is_refused(build):
+    """The state of one sample goes on for several, as the reference's step broadcasts it; a
+    state that does not broadcast is refused, not run past by the kernel (which corrupted the
+    heap)."""
+    graph = build()
+    shape = graph.plan().output_shapes[graph.inputs[0]]
+    one, four = (torch.tensor(dyadic(5, n, *shape) * 8 + 2) for n in (1, 4))
+    runs, sims = [], [hub.Simulator(graph, backend=backend) for backend in ("auto", "torch")]
+    for sim in sims:
+        runs.append([sim(one), sim(four), sim(four)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert all(path.startswith(cpu.PATH) for path in sims[0].paths.values())
+    sim = hub.Simulator(graph)
+    sim(torch.tensor(dyadic(5, 2, *shape) * 8))
+    with pytest.raises(hub.errors.ShapeError, match="reset()"):
+        sim(torch.tensor(dyadic(5, 3, *shape) * 8))

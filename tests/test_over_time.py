@@ -334,3 +334,49 @@ def test_a_sequence_gives_the_bits_of_single_steps_whatever_the_layer_sizes(back
     sim = hub.Simulator(graph, backend="torch")
     want = torch.stack([sim.step(xt.clone()) for xt in x])
     assert torch.equal(got, want)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bits of a float tensor (``torch.equal`` takes -0.0 for 0.0 and never NaN for NaN)."""
+    return t.contiguous().view({4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_an_affine_with_zero_weights_outputs_its_bias_with_the_product_s_bits(dtype,
+                                                                              monkeypatch):
+    """snnTorch's recurrent bias imports as an Affine with zero weights: over all steps without
+    gradients it skips the product, and gives its bits, signed zeros included, wherever it does
+    (and the product wherever it would not: a non-finite input, a -0.0 in the bias)."""
+    weight = np.zeros((6, 5), np.float32)
+    weight[1, 2] = -0.0
+    bias = normal(6)
+    bias[3] = 0.0
+    bias[4] = 1e-42  # subnormal in float32
+    node = hub.Affine(weight=weight, bias=bias)
+    p = {k: torch.tensor(v, dtype=dtype) for k, v in node.params().items()}
+    x = torch.tensor(normal(4, 3, 5, scale=1e30), dtype=dtype)
+    x[0, 0, 0], x[1, 1, 1] = -0.0, -1e-40
+    want = torch.stack([node.step(p, xt, None)[0] for xt in x])
+    products, linear = [], torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear",
+                        lambda *a: products.append(1) or linear(*a))
+    with torch.no_grad():
+        got = over_time.run(node, p, x, None)
+    assert not products and torch.equal(bits(got), bits(want))
+    # where it would not give the product's bits, it takes the product
+    cases = {"inf": (x.clone().index_fill_(2, torch.tensor([1]), float("inf")), p),
+             "nan": (x.clone().index_fill_(2, torch.tensor([4]), float("nan")), p),
+             "-0.0 in the bias": (x, p | {"bias": p["bias"].clone().index_fill_(
+                 0, torch.tensor([3]), -0.0)})}
+    for case, (xs, ps) in cases.items():
+        want = torch.stack([node.step(ps, xt, None)[0] for xt in xs])
+        products.clear()
+        with torch.no_grad():
+            got = over_time.run(node, ps, xs, None)
+        assert products, case
+        assert torch.equal(bits(got), bits(want)), case
+    # a call that records gradients takes the product, whose backward it is
+    xg = x.clone().requires_grad_()
+    products.clear()
+    over_time.run(node, p, xg, None).sum().backward()
+    assert products and xg.grad is not None

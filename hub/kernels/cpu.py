@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..errors import HubError
+from ..errors import HubError, ShapeError
 from ..families import Family
 from ..loihi import LoihiCUBA
 from ..neurons import Neuron
@@ -504,8 +504,8 @@ def run_loihi(node: LoihiCUBA, p: dict, x: torch.Tensor,
     params = [torch.broadcast_to(p[name].to(torch.int64), shape).reshape(-1).contiguous()
               for name in _LOIHI_PARAMS]
     pointers = (ctypes.c_void_p * len(params))(*[t.data_ptr() for t in params])
-    u, v = state["u"].clone().contiguous(), state["v"].clone().contiguous()
-    r = state["r"].clone().contiguous() if node.refractory else None
+    u, v = (fit(state[n], x.shape[1:]).clone() for n in ("u", "v"))
+    r = fit(state["r"], x.shape[1:]).clone() if node.refractory else None
     steps, total = x.shape[0], x[0].numel()
     threads = max(1, torch.get_num_threads()) if steps * total >= PARALLEL_MIN else 1
     delay = node.delay
@@ -542,12 +542,7 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     shape = tuple(x.shape[2:])
     dtype = x.dtype
     x = x.contiguous()
-    v0 = state["v"].to(dtype).contiguous()
-    zeros = torch.zeros_like(v0)
-    i0 = state["i"].contiguous() if node.current else zeros
-    s0 = state["s"].contiguous() if node.spiking else zeros
-    r0 = (state["r"].contiguous() if "r" in state
-          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    v0, i0, s0, r0 = _state_in(node, state, dtype, tuple(x.shape[1:]))
     kernel = kernel or _kernel(node, p, shape, dtype)
     delay = node.delay if node.spiking else 0
     tracked = torch.is_grad_enabled() and any(
@@ -571,6 +566,48 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
                                    out=both[delay:] if delay else None)
         if delay:
             out = both
+    new = _state_out(node, state, v, i, s, r)
+    if node.spiking:
+        if delay and line is not None:
+            new["line"] = line
+        elif delay:
+            # the line holds the last `delay` outputs; the first `delay` steps emit the old line
+            out, new["line"] = out[:x.shape[0]], out[x.shape[0]:].clone()
+    return out, new
+
+
+def fit(state: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A state tensor as a kernel takes it for one step of shape ``shape`` ``[N, ...]``:
+    contiguous, and state kept from a call on fewer samples broadcast as the reference's step
+    broadcasts it; state that does not broadcast is refused (the kernel would run past it)."""
+    try:
+        return torch.broadcast_to(state, shape).contiguous()
+    except RuntimeError:
+        raise ShapeError(f"the state of the last call has shape {list(state.shape)}, this step "
+                         f"{list(shape)}; call reset() before running another batch size"
+                         ) from None
+
+
+def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype,
+              shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The voltage, current, spike and refractory state the kernel takes for one step of shape
+    ``shape`` ``[N, ...]``, contiguous (zeros for what ``node`` lacks: the kernel never touches
+    them), each fitted to ``shape`` (:func:`fit`)."""
+    def fitted(t: torch.Tensor) -> torch.Tensor:
+        return fit(t, shape)
+
+    v0 = fitted(state["v"].to(dtype))
+    zeros = torch.zeros_like(v0)
+    i0 = fitted(state["i"]) if node.current else zeros
+    s0 = fitted(state["s"]) if node.spiking else zeros
+    r0 = (fitted(state["r"]) if "r" in state
+          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    return v0, i0, s0, r0
+
+
+def _state_out(node: Neuron, state: dict[str, Any], v: torch.Tensor, i: torch.Tensor,
+               s: torch.Tensor, r: torch.Tensor) -> dict[str, Any]:
+    """The state the reference step leaves, from the kernel's (its keys, but for a delay line)."""
     new: dict[str, Any] = {}
     if node.current:
         new["i"] = i
@@ -579,12 +616,69 @@ def run(node: Neuron, p: dict, x: torch.Tensor, state: dict[str, Any], *,
         new["s"] = s
         if "r" in state:
             new["r"] = r
-        if delay and line is not None:
-            new["line"] = line
-        elif delay:
-            # the line holds the last `delay` outputs; the first `delay` steps emit the old line
-            out, new["line"] = out[:x.shape[0]], out[x.shape[0]:].clone()
-    return out, new
+    return new
+
+
+class Stepper:
+    """A neuron layer advanced one time step per call on the kernel of :func:`run`, for a
+    neuron on a cycle that a recurrent edge closes (each of its steps waits for the step before
+    of the other nodes on the cycle).
+
+    ``T`` calls give what :func:`run` gives on the ``T`` steps at once, and so what ``T``
+    reference steps give, bit for bit, input and state gradients included: a call is :func:`run`
+    with ``T = 1``, less what a call need not do again (finding the kernel, checking its
+    parameters' bits, copying the state). Without gradients the state stays in the stepper's own
+    buffers, updated in place, and a step is one compiled call that may write its output straight
+    into a sequence (``out``). Check :func:`steppable` first; the parameters must not change
+    while the stepper is in use.
+    """
+
+    def __init__(self, node: Neuron, p: dict, state: dict[str, Any], like: torch.Tensor) -> None:
+        self.node, self.start = node, state
+        self.kernel = kernel = _kernel(node, p, tuple(like.shape[1:]), like.dtype)
+        v0, i0, s0, r0 = _state_in(node, state, like.dtype, tuple(like.shape))
+        # copies of what the kernel writes: the state passed in may be shared (zeros)
+        self.v, self.s = v0.clone(), s0.clone() if node.spiking else s0
+        self.i = i0.clone() if node.current else i0
+        self.r = r0.clone() if "r" in state else r0
+        # the call's fixed arguments, its own thread count (the kernel sets the shared one per
+        # call over all steps): a step costs little more than the compiled call
+        conf = _Conf.from_buffer_copy(kernel.conf)
+        total = like.numel()
+        conf.threads = max(1, torch.get_num_threads()) if total >= PARALLEL_MIN else 1
+        self._conf, self.shape = conf, like.shape
+        self._fixed = (kernel.code, ctypes.byref(conf), kernel.pointers, 1, total, kernel.size)
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The output of one step ``x`` ``[N, *shape]``; without gradients, written into
+        ``out`` (``[N, *shape]``, contiguous) if given."""
+        if x.shape != self.shape or x.dtype != self.kernel.dtype:  # the kernel would run past
+            raise ShapeError(f"a step of shape {list(x.shape)} ({x.dtype}) for a stepper of "
+                             f"{list(self.shape)} ({self.kernel.dtype}); call reset() before "
+                             "running another batch size")
+        x = x.contiguous()
+        if torch.is_grad_enabled() and any(
+                t.requires_grad for t in (x, self.v, self.i, self.s)):
+            y, self.v, self.i, self.s, self.r, _ = _Fused.apply(
+                self.kernel, x.unsqueeze(0), self.v, self.i, self.s, self.r, None)
+            return y[0]
+        out = torch.empty_like(x) if out is None else out
+        if library().hub_neuron_forward(
+                *self._fixed, x.data_ptr(), out.data_ptr(), self.v.data_ptr(),
+                self.i.data_ptr(), self.s.data_ptr(), self.r.data_ptr(), None, None):
+            raise HubError(f"the fused kernel refused dtype {x.dtype}")
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """The state after the last step, as the reference step leaves it."""
+        return _state_out(self.node, self.start, self.v, self.i, self.s, self.r)
+
+
+def steppable(node: Any) -> bool:
+    """Whether a :class:`Stepper` takes ``node`` (after :func:`unsupported` accepted it): a neuron
+    of the built-in family without an axonal delay."""
+    return (isinstance(node, Neuron) and not isinstance(node, (Family, LoihiCUBA))
+            and not (node.spiking and node.delay))
 
 
 def max_pool2d(node: Any, x: torch.Tensor) -> torch.Tensor | None:

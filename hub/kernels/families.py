@@ -317,7 +317,7 @@ def run_fixed(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any]
         raise HubError("an ALIF with fixed arithmetic received an input whose "
                        "current_gain * x is not an integer", field="input")
     drive = drive.contiguous()
-    new = {n: state[n].clone().contiguous() for n in ("i", "v", "theta", "r")}
+    new = {n: cpu.fit(state[n], x.shape[1:]).clone() for n in ("i", "v", "theta", "r")}
     out = cpu._empty(x)
     conf = (ctypes.c_int32 * 3)(int(node.comparison == ">="), _RESETS[node.reset],
                                 int(node.current_order == "new"))
@@ -342,7 +342,7 @@ def run(node: Family, p: dict, x: torch.Tensor, state: dict[str, Any], *,
     kernel = kernel or _Kernel(node, p, tuple(x.shape[2:]), x.dtype)
     x = x.contiguous()
     names = SPECS[type(node).kernel].state
-    start = [state[n].to(x.dtype).contiguous() for n in names]
+    start = [cpu.fit(state[n].to(x.dtype), x.shape[1:]) for n in names]
     if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in start)):
         out, *new = _Fused.apply(kernel, x, *start)
     else:
