@@ -28,13 +28,14 @@
 
 namespace {
 
-const int64_t BLOCK = 1024, SPAN_BYTES = 256 << 10;
+const int64_t BLOCK = 1024, SPAN_BYTES = 1 << 20;
 
 // The neurons [0, M) in spans of contiguous neurons that walk through time together, fn(lo, hi)
-// for each. A span's state (ns arrays of R) fits in about SPAN_BYTES, so that it stays in the
-// core's cache from step to step, while each step reads its input and writes its output as one
-// contiguous run: a run of a few kilobytes per step (one row of K, or BLOCK neurons) leaves the
-// hardware prefetcher too little to follow, and the loop waits on memory.
+// for each. Each step reads its input and writes its output over a span as one contiguous run:
+// a run of a few kilobytes per step (one row of K, or BLOCK neurons) leaves the hardware
+// prefetcher too little to follow, and the loop waits on memory. A span's state (ns arrays of R)
+// is about SPAN_BYTES, so that it stays in the core's caches from step to step (measured: spans
+// of 32 KiB to 256 KiB of state were slower than 1 MiB, longer ones no faster).
 template <typename F>
 void spans(int threads, int64_t M, int ns, int64_t size, F fn) {
     int64_t span = std::max<int64_t>(BLOCK, SPAN_BYTES / (std::max(ns, 1) * size));
