@@ -146,8 +146,9 @@ inline R surrogate(R g, R z, R slope) {
 
 // What a step function gets: n neurons (at most BLOCK); p the parameters, s the state (in place),
 // x and out this step's input and output, all offset to the piece. A family with EXP is called
-// twice a step: with args set, to write its exponent's arguments there; then with ex, the
-// exponentials of those (torch's function over the whole span at once).
+// without ex before the first step, to write its exponent's arguments to args; then at each step
+// with ex, their exponentials (torch's function over the whole span at once), and it writes the
+// next step's arguments to args.
 template <typename R>
 struct Step {
     int64_t n;
@@ -222,17 +223,25 @@ void forward_loop(const Step<R>& a, std::integer_sequence<int, I...>, Q* __restr
     const R *__restrict x = a.x, *__restrict ex = a.ex;
     R *__restrict out = a.out, *__restrict args = a.args;
     if constexpr (F::EXP) {
-        if (args) {
+        if (!ex) {
             EACH {
                 const R v[] = {AT(I)...};
                 args[j] = F::template exp_arg<C>(v, v + F::NP);
             }
             return;
         }
+        // the step, then the next step's arguments from the new state while it is at hand
+        EACH {
+            R v[] = {AT(I)...};
+            out[j] = F::template forward<C>(v, v + F::NP, x[j], ex[j]);
+            args[j] = F::template exp_arg<C>(v, v + F::NP);
+            write_back(j, v, q...);
+        }
+        return;
     }
     EACH {
         R v[] = {AT(I)...};
-        out[j] = F::template forward<C>(v, v + F::NP, x[j], F::EXP ? ex[j] : R(0));
+        out[j] = F::template forward<C>(v, v + F::NP, x[j], R(0));
         write_back(j, v, q...);
     }
 }
@@ -609,26 +618,24 @@ void forward(F step, bool exp, const Exp& e, int threads, int ns, int np,
     spans(threads, M, ns + 2 * exp, sizeof(R), [&](int64_t lo, int64_t hi) {
         std::vector<R> scratch(exp ? 2 * (hi - lo) : 0);
         R *args = scratch.data(), *ex = args + (hi - lo);
-        // step t over the span, piece by piece: the exponent's arguments, or the step itself
-        auto one_step = [&](int64_t t, bool arguments) {
+        // step t over the span, piece by piece; first (before step 0) the exponent's arguments
+        auto one_step = [&](int64_t t, bool first) {
             pieces(lo, hi, K, [&](int64_t a, int64_t b, int64_t k0) {
                 const R* p[MAX_PARAMS];
                 R* s[MAX_STATE];
                 for (int k = 0; k < np; ++k) p[k] = (const R*)q[k] + k0;
                 for (int k = 0; k < ns; ++k) s[k] = state[k] + a;
                 step(Step<R>{b - a, p, s, x + t * M + a, out + t * M + a,
-                             arguments ? args + (a - lo) : nullptr,
-                             exp ? ex + (a - lo) : nullptr});
+                             exp ? args + (a - lo) : nullptr,
+                             exp && !first ? ex + (a - lo) : nullptr});
             });
         };
+        if (exp) one_step(0, true);
         for (int64_t t = 0; t < T; ++t) {
             if (saved)
                 for (int k = 0; k < ns; ++k)
                     std::memcpy(saved[k] + t * M + lo, state[k] + lo, (hi - lo) * sizeof(R));
-            if (exp) {
-                one_step(t, true);
-                vexp(e, args, ex, hi - lo);
-            }
+            if (exp) vexp(e, args, ex, hi - lo);
             one_step(t, false);
         }
     });
