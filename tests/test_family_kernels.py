@@ -187,6 +187,7 @@ def test_only_exact_reciprocals_replace_a_division():
     assert reciprocals([torch.tensor([2.0, 3.0], dtype=f32)]) is None  # 1/3 is not exact
     assert reciprocals([torch.tensor([2.0], dtype=f32), torch.tensor([5.0], dtype=f32)]) is None
     assert reciprocals([torch.tensor([2.0**127], dtype=f32)]) is None  # 2**-127 is subnormal
+    assert reciprocals([torch.tensor([2.0**-127], dtype=f32)]) is None  # 2**-127 is subnormal
     assert reciprocals([torch.tensor([2.0**127], dtype=torch.float64)]) is not None
     assert reciprocals([torch.tensor([np.inf], dtype=f32)]) is None
     assert reciprocals([torch.tensor([0.0], dtype=f32)]) is None

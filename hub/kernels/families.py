@@ -12,6 +12,11 @@ integers (``arithmetic="fixed"``) runs on an integer kernel, forward only, like 
 A family type names its kernel with :attr:`hub.Family.kernel`; a subclass that overrides
 ``step`` (or ``initial_state`` or ``_fire``) runs its own step.
 
+Two facts about a layer's parameters pick faster instances of a kernel without changing a bit:
+parameters with one value for all neurons are read once, not per neuron; and where every value
+of every divisor of a family's step (:attr:`Spec.divisors`) is a power of two, the kernel
+multiplies by the exact reciprocal (:func:`reciprocals`).
+
 EIF and AdExLIF need ``torch.exp``'s exact bits. torch computes it with a vectorised library
 function (MKL's ``vmsExp``/``vmdExp`` where torch is built with MKL, else SLEEF's
 ``Sleef_expf16_u10`` and kin for its CPU capability), exported by ``libtorch_cpu``; the kernels
@@ -180,16 +185,18 @@ def exp_function(dtype: torch.dtype) -> tuple[_Exp | None, str]:
 
 
 def reciprocals(divisors: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    """``1 / d`` for each of ``divisors`` if every value of every one is a power of two whose
-    reciprocal is a normal float of its dtype, else None. Then ``a * (1 / d)`` is ``a / d`` bit
-    for bit for every ``a`` (the same real number, rounded correctly by both operations), and
-    the kernels multiply instead of dividing."""
+    """``1 / d`` for each of ``divisors`` if every value of every one is a power of two that,
+    like its reciprocal, is a normal float of its dtype, else None. Then ``a * (1 / d)`` is
+    ``a / d`` bit for bit for every ``a`` (the same real number, rounded correctly by both
+    operations; normal, so that flushing subnormal operands to zero cannot tell them apart),
+    and the kernels multiply instead of dividing."""
     found = []
     for d in divisors:
         r = 1 / d
         mantissa, _ = torch.frexp(d)
-        if not bool(((mantissa.abs() == 0.5) & torch.isfinite(r)
-                     & (r.abs() >= torch.finfo(d.dtype).tiny)).all()):
+        tiny = torch.finfo(d.dtype).tiny
+        if not bool(((mantissa.abs() == 0.5) & torch.isfinite(r) & (r.abs() >= tiny)
+                     & (d.abs() >= tiny)).all()):
             return None
         found.append(r)
     return found
