@@ -161,6 +161,25 @@ def test_a_layer_of_many_spans_equals_its_reference(kind, fields, dtype):
     compare(graph, drive(kind, rng, 12, 7500, dtype), 11)
 
 
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind, fields", CASES[::2], ids=[k for k, _ in CASES[::2]])
+def test_spans_shared_among_threads_equal_the_reference(kind, fields, two_threads):
+    """Above cpu.PARALLEL_MIN neuron-steps the spans are shared among threads, and are shorter
+    (a few per thread), so that they end in the middle of rows."""
+    rng = np.random.default_rng(zlib.crc32(f"threads{kind}{fields}".encode()))
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng, **fields))
+    x = drive(kind, rng, 12, 200, torch.float32)
+    assert x[:9].numel() >= cpu.PARALLEL_MIN
+    compare(graph, x, 13)
+
+
 def test_a_power_of_two_divides_as_its_exact_reciprocal_multiplies():
     """What the kernels rely on when every divisor is a power of two: ``a * (1 / d)`` is
     ``a / d`` bit for bit, for every ``a`` (signed zeros, subnormals, the largest floats,
