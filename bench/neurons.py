@@ -8,6 +8,7 @@ path on one layer per convention, and each neuron family against a peer's own ne
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
     .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
     .venv/bin/python bench/neurons.py --all --out docs/benchmarks.md  # and networks, conversion
+    .venv/bin/python bench/neurons.py --only families   # only the neuron families' table
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
 gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
@@ -414,10 +415,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true",
                         help="then the whole networks (bench/networks.py) and NIR conversion "
                              "(bench/conversion.py), into the same --out file")
+    parser.add_argument("--only", choices=["families"],
+                        help="only this table, at T=100, batch 32, 4096 neurons, printed "
+                             "(families: the neuron families against their peers)")
     args = parser.parse_args(argv)
+    if args.only and (args.out or args.all or args.full):
+        parser.error("--only prints one table: it takes no --out, --all or --full")
     ok, why = cpu.available()
     if not ok:
         print(f"the fused kernels cannot run here: {why}", file=sys.stderr)
+    if args.only == "families":
+        families = family_cases.measure(100, 32, 4096, 5, best)
+        print(table(families, family_cases.HEADER, family_cases.cells))
+        return
     if args.full:
         sizes = [(t, n, w) for t in (25, 100, 200) for n in (8, 32) for w in (1024, 4096)]
         repeat = 5

@@ -9,6 +9,7 @@ equal with ``torch.equal``, in float32 and float64.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import zlib
 
 import numpy as np
@@ -132,6 +133,171 @@ def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_ne
         assert 0 < active < 1, f"the test input must make it fire (active {active})"
 
 
+def compare(graph: hub.Graph, x: torch.Tensor, seed: int) -> dict:
+    """Runs ``graph`` on ``x`` on the reference and on the default path (two calls, then the
+    gradient of a random loss on outputs and final state) and asserts that outputs, final states
+    and input gradients are equal bit for bit; returns the default path's paths."""
+    rng = np.random.default_rng(seed)
+    node = next(v for v in graph.nodes.values() if isinstance(v, hub.Family))
+    shape = {k: tuple(x.shape[1:]) for k in node.starts} | {"out": tuple(x.shape)}
+    weights = {k: torch.tensor(rng.normal(size=s), dtype=x.dtype) for k, s in shape.items()}
+    want_out, want_state, want_grad, _ = run(graph, x, "torch", weights)
+    out, state, grad, paths = run(graph, x, "auto", weights)
+    assert set(paths.values()) == {cpu.PATH}
+    assert same(out, want_out)
+    for key in want_state:
+        assert same(state[key], want_state[key]), key
+    assert same(grad, want_grad)
+    return paths
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind, fields", CASES[::2], ids=[k for k, _ in CASES[::2]])
+def test_a_layer_of_many_spans_equals_its_reference(kind, fields, dtype):
+    """A layer larger than the kernels' spans of neurons (which walk through time together),
+    whose spans end in the middle of a row of the layer's per-neuron parameters."""
+    rng = np.random.default_rng(zlib.crc32(f"spans{kind}{fields}".encode()))
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng, **fields))
+    compare(graph, drive(kind, rng, 12, 7500, dtype), 11)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind, fields", CASES[::2], ids=[k for k, _ in CASES[::2]])
+def test_spans_shared_among_threads_equal_the_reference(kind, fields, two_threads):
+    """Above cpu.PARALLEL_MIN neuron-steps the spans are shared among threads, and are shorter
+    (a few per thread), so that they end in the middle of rows."""
+    rng = np.random.default_rng(zlib.crc32(f"threads{kind}{fields}".encode()))
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng, **fields))
+    x = drive(kind, rng, 12, 200, torch.float32)
+    assert x[:9].numel() >= cpu.PARALLEL_MIN
+    compare(graph, x, 13)
+
+
+def test_a_power_of_two_divides_as_its_exact_reciprocal_multiplies():
+    """What the kernels rely on when every divisor is a power of two: ``a * (1 / d)`` is
+    ``a / d`` bit for bit, for every ``a`` (signed zeros, subnormals, the largest floats,
+    infinities, NaN), as long as ``1 / d`` is a normal float."""
+    for dtype in DTYPES:
+        info = torch.finfo(dtype)
+        a = torch.tensor([0.0, -0.0, info.tiny, info.tiny / 3, -info.tiny / 2**10, info.max,
+                          -info.max, info.eps, 1.0, -1.5, 3.0, np.inf, -np.inf, np.nan],
+                         dtype=dtype)
+        a = torch.cat([a, torch.randn(10_000, dtype=dtype) * 10.0 ** torch.randint(
+            -30, 30, (10_000,)).to(dtype)])
+        for k in (-120, -5, -1, 0, 1, 2, 7, 120):
+            for d in (2.0**k, -(2.0**k)):
+                divisor = torch.full_like(a, d)
+                inverse = family_kernels.reciprocals([divisor])
+                assert inverse is not None
+                assert same(a * inverse[0], a / divisor), (dtype, d)
+
+
+def test_only_exact_reciprocals_replace_a_division():
+    reciprocals = family_kernels.reciprocals
+    f32 = torch.float32
+    assert reciprocals([torch.tensor([2.0, 0.25, -4.0], dtype=f32)]) is not None
+    assert reciprocals([torch.tensor([2.0, 3.0], dtype=f32)]) is None  # 1/3 is not exact
+    assert reciprocals([torch.tensor([2.0], dtype=f32), torch.tensor([5.0], dtype=f32)]) is None
+    assert reciprocals([torch.tensor([2.0**127], dtype=f32)]) is None  # 2**-127 is subnormal
+    assert reciprocals([torch.tensor([2.0**-127], dtype=f32)]) is None  # 2**-127 is subnormal
+    assert reciprocals([torch.tensor([2.0**127], dtype=torch.float64)]) is not None
+    assert reciprocals([torch.tensor([np.inf], dtype=f32)]) is None
+    assert reciprocals([torch.tensor([0.0], dtype=f32)]) is None
+
+
+def _kernel_conf(node: hub.Family, x: torch.Tensor) -> tuple[int, ...]:
+    sim = hub.Simulator(hub.Graph.chain(hub.Input(shape=tuple(x.shape[2:])), node))
+    sim(x)
+    name = next(n for n, v in sim.graph.nodes.items() if isinstance(v, hub.Family))
+    return tuple(family_kernels._Kernel(node, sim._p[name], tuple(x.shape[2:]), x.dtype).conf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["QIF", "EIF", "AdExLIF"])
+@pytest.mark.parametrize("per_neuron", [True, False], ids=["per-neuron", "scalar"])
+def test_power_of_two_divisors_multiply_and_stay_exact(kind, per_neuron, dtype):
+    """With every divisor a power of two (per neuron or one for all), the kernels multiply by
+    the reciprocals instead of dividing: outputs, states and gradients stay the reference's."""
+    rng = np.random.default_rng(zlib.crc32(f"pow2{kind}{per_neuron}".encode()))
+    size = WIDTH if per_neuron else ()
+    powers = {"QIF": {"tau": rng.choice([2.0, 4.0, 8.0], size),
+                      "tau_w": rng.choice([1.0, 2.0, 16.0], size)},
+              "EIF": {"tau": rng.choice([2.0, 4.0], size),
+                      "delta_t": rng.choice([0.5, 1.0, 2.0], size)},
+              "AdExLIF": {"delta_t": rng.choice([0.25, 0.5, 1.0], size)}}[kind]
+    node = dataclasses.replace(make(kind, rng, per_neuron), **powers)
+    x = drive(kind, rng, 21, 4, dtype)
+    assert _kernel_conf(node, x)[3] == 1  # the reciprocal path
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), node)
+    compare(graph, x, 3)
+    other = dataclasses.replace(node, **{name: np.asarray(value) * 3
+                                         for name, value in powers.items()})
+    assert _kernel_conf(other, x)[3] == 0  # 3 * 2**k divides
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind, fields", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_infinities_and_nan_in_the_input_match_the_reference(kind, fields, dtype):
+    """Parameters and inputs on a grid of eighths and quarters, with infinities and NaN in a
+    few neurons' input: the fused path gives the reference's outputs, states and gradients,
+    NaN where it gives NaN."""
+    rng = np.random.default_rng(zlib.crc32(f"ties{kind}{fields}".encode()))
+    node = make(kind, rng, False, **fields)
+    dyadic = {f.name: np.round(np.asarray(getattr(node, f.name)) * 8) / 8
+              for f in dataclasses.fields(node)
+              if isinstance(getattr(node, f.name), np.ndarray)}
+    dyadic = {k: np.where(v == 0, 0.125, v) if k in ("tau", "tau_w", "delta_t") else v
+              for k, v in dyadic.items()}
+    node = dataclasses.replace(node, **dyadic)
+    x = torch.tensor(rng.integers(-4, 12, size=(21, 4, WIDTH)) / 4, dtype=dtype)
+    if kind == "SynapseFilter":
+        x = (x > 1).to(dtype)
+    x[3:, 0, 0] = np.inf
+    x[5:, 1, 1] = -np.inf
+    x[7:, 2, 2] = np.nan
+    compare(hub.Graph.chain(hub.Input(shape=(WIDTH,)), node), x, 5)
+
+
+#: Families whose first steps are exact in float arithmetic, with an input that puts the
+#: membrane exactly on the threshold: (node, the input that ties at the step given).
+TIES = {
+    "ALIF": (lambda c: hub.ALIF(beta=0.5, threshold=0.75, threshold_decay=0.5,
+                                threshold_step=0.25, comparison=c), 0.75),
+    "Izhikevich": (lambda c: hub.Izhikevich(rate=1.0, sq=0.0, mn=0.0, bias=0.0,
+                                            recovery_rate=0.5, coupling=0.25, u_jump=1.0,
+                                            threshold=2.0, v_init=0.0, u_init=0.0,
+                                            comparison=c), 2.0),
+    "QIF": (lambda c: hub.QIF(tau=2.0, threshold=1.0, v_reset=0.0, v_init=0.0,
+                              comparison=c), 2.0),
+    "AlphaLIF": (lambda c: hub.AlphaLIF(alpha=0.75, beta=0.5, scale=2.0, threshold=0.5,
+                                        comparison=c), 1.0),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("comparison", [">", ">="])
+@pytest.mark.parametrize("kind", sorted(TIES))
+def test_a_membrane_exactly_on_the_threshold_fires_as_the_reference(kind, comparison, dtype):
+    """Ties: inputs that put the membrane exactly on the threshold (where ``>`` and ``>=``
+    differ), mixed with others, with one value for every parameter (the uniform path)."""
+    build, tie = TIES[kind]
+    rng = np.random.default_rng(zlib.crc32(f"tie{kind}{comparison}".encode()))
+    x = torch.tensor(rng.choice([0.0, 0.5, tie, tie, 2 * tie], size=(21, 4, WIDTH)), dtype=dtype)
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), build(comparison))
+    compare(graph, x, 7)
+    other = build(">=" if comparison == ">" else ">")
+    flipped = hub.simulate(hub.Graph.chain(hub.Input(shape=(WIDTH,)), other), x,
+                           backend="torch")
+    assert not torch.equal(hub.simulate(graph, x, backend="torch"), flipped), "no tie happened"
+
+
 @pytest.mark.parametrize("kind", sorted({k for k, _ in CASES}))
 def test_auto_runs_every_family_on_its_fused_kernel_between_other_layers(kind):
     """Inside a network (behind a dense layer), the default path runs the family fused, with
@@ -189,9 +355,10 @@ def test_parameters_that_require_gradients_stay_on_the_reference():
     assert torch.equal(out, hub.simulate(graph, x, backend="torch"))
 
 
+@pytest.mark.parametrize("batch", [3, 1000])  # 1000: more neurons than one span
 @pytest.mark.parametrize("fields", [{}, {"reset": "subtract", "comparison": ">="},
                                     {"reset": "none", "current_order": "previous"}])
-def test_an_alif_in_fixed_arithmetic_runs_fused_with_the_reference_integers(fields):
+def test_an_alif_in_fixed_arithmetic_runs_fused_with_the_reference_integers(fields, batch):
     """Loihi's integer ALIF (slayer's alif): the fused kernel gives the reference's spikes and
     integer state, and refuses a non-integer drive as the reference does."""
     rng = np.random.default_rng(zlib.crc32(str(fields).encode()))
@@ -208,7 +375,7 @@ def test_an_alif_in_fixed_arithmetic_runs_fused_with_the_reference_integers(fiel
                     threshold=integer(200, 900), threshold_step=integer(0, 300),
                     refractory_scale=integer(0, 3), arithmetic="fixed", **fields)
     graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), node)
-    x = torch.tensor(rng.integers(-3, 12, size=(40, 3, WIDTH)), dtype=torch.float32)
+    x = torch.tensor(rng.integers(-3, 12, size=(40, batch, WIDTH)), dtype=torch.float32)
     want = hub.Simulator(graph, backend="torch")
     sim = hub.Simulator(graph)
     out = sim(x)

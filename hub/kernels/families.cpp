@@ -1,13 +1,13 @@
 // Fused multi-step CPU kernels for the neuron families of hub/families.py.
 //
-// As neurons.cpp does for Neuron.step: one call runs a layer over all T steps, a block of neurons
+// As neurons.cpp does for Neuron.step: one call runs a layer over all T steps, a span of neurons
 // at a time, and each step performs the float operations of the family's reference step in the
 // same order with one rounding each, so the results are bit-identical to it. Compile with
 // -ffp-contract=off and without -ffast-math.
 //
 // The exponential of EIF and AdExLIF is torch's own: the caller passes the function torch.exp
 // dispatches to on this machine (found and checked in hub/kernels/families.py), and the kernels
-// call it on a block of arguments at a time, as torch does on a whole tensor.
+// call it on a span's arguments at a time, as torch does on a whole tensor.
 //
 // The backward pass reproduces, number for number, what torch's autograd computes through the
 // reference step with the surrogate of hub/surrogate.py: each local derivative as autograd's
@@ -24,19 +24,38 @@
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace {
 
-const int64_t BLOCK = 1024;
+const int64_t BLOCK = 1024, SPAN_BYTES = 1 << 20;
 
-// Runs fn(lo, hi, k0) over blocks of neurons that share one row of K (as neurons.cpp does).
+// The neurons [0, M) in spans of contiguous neurons that walk through time together, fn(lo, hi)
+// for each. Each step reads its input and writes its output over a span as one contiguous run:
+// a run of a few kilobytes per step (one row of K, or BLOCK neurons) leaves the hardware
+// prefetcher too little to follow, and the loop waits on memory. A span's state (ns arrays of R)
+// is about SPAN_BYTES, so that it stays in the core's caches from step to step (measured: spans
+// of 32 KiB to 256 KiB of state were slower than 1 MiB, longer ones no faster).
 template <typename F>
-void blocks(int threads, int64_t M, int64_t K, F fn) {
-    const int64_t per_row = (K + BLOCK - 1) / BLOCK, total = (M / K) * per_row;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-    for (int64_t b = 0; b < total; ++b) {
-        const int64_t row = b / per_row, k0 = (b % per_row) * BLOCK;
-        fn(row * K + k0, row * K + std::min(K, k0 + BLOCK), k0);
+void spans(int threads, int64_t M, int ns, int64_t size, F fn) {
+    int64_t span = std::max<int64_t>(BLOCK, SPAN_BYTES / (std::max(ns, 1) * size));
+    if (threads > 1)  // a few spans per thread, for the dynamic schedule to balance
+        span = std::min(span, std::max<int64_t>(BLOCK, (M + 4 * threads - 1) / (4 * threads)));
+    span = (span + 15) / 16 * 16;
+    const int64_t total = (M + span - 1) / span;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t b = 0; b < total; ++b) fn(b * span, std::min(M, (b + 1) * span));
+}
+
+// The pieces [a, b) of [lo, hi) within one row of K neurons (so that they share one run of
+// parameters, from k0) and of at most BLOCK neurons (whose parameters stay in the first-level
+// cache): fn(a, b, k0).
+template <typename F>
+inline void pieces(int64_t lo, int64_t hi, int64_t K, F fn) {
+    for (int64_t a = lo; a < hi;) {
+        const int64_t k0 = a % K, b = std::min({hi, a - k0 + K, a + BLOCK});
+        fn(a, b, k0);
+        a = b;
     }
 }
 
@@ -90,18 +109,29 @@ void vexp(const Exp& e, const R* in, R* out, int64_t n) {
 }
 
 // The conventions, as small integers (hub/kernels/families.py): c[0] comparison ">=", c[1] reset
-// (0 zero, 1 subtract, 2 none), c[2] current_order "new".
+// (0 zero, 1 subtract, 2 none), c[2] current_order "new", c[3] whether every divisor of the
+// family's step is a power of two whose reciprocal is a normal float (see divide()), c[4]
+// whether every parameter has one value for all neurons (then each is read from its first).
 struct Conf {
-    int32_t inclusive, reset, order_new;
+    int32_t inclusive, reset, order_new, reciprocal, uniform;
 };
 
 // The conventions as compile-time constants, so that every loop below vectorises.
-template <bool INCLUSIVE, int RESET, bool ORDER_NEW>
+template <bool INCLUSIVE, int RESET, bool ORDER_NEW, bool RECIPROCAL, bool UNIFORM>
 struct Fixed {
     static constexpr bool inclusive = INCLUSIVE;
     static constexpr int reset = RESET;
     static constexpr bool order_new = ORDER_NEW;
+    static constexpr bool reciprocal = RECIPROCAL;
+    static constexpr bool uniform = UNIFORM;
 };
+
+// a / d, given r = 1 / d. Where d is a power of two and r a normal float, a * r is the same real
+// number as a / d, and both operations round it correctly (in any rounding mode, with or without
+// flushing subnormals), so they give the same bits for every a, NaN and infinities included; a
+// multiplication costs a fraction of a division.
+template <typename C, typename R>
+inline R divide(R a, R d, R r) { return C::reciprocal ? a * r : a / d; }
 
 template <typename C, typename R>
 inline R fire(C, R z) { return (C::inclusive ? z >= R(0) : z > R(0)) ? R(1) : R(0); }
@@ -114,8 +144,11 @@ inline R surrogate(R g, R z, R slope) {
     return g / den;
 }
 
-// What a step function gets: n neurons; p the parameters, s the state (in place), x and out this
-// step's input and output, all offset to the block; w scratch of 4 * BLOCK values.
+// What a step function gets: n neurons (at most BLOCK); p the parameters, s the state (in place),
+// x and out this step's input and output, all offset to the piece. A family with EXP is called
+// without ex before the first step, to write its exponent's arguments to args; then at each step
+// with ex, their exponentials (torch's function over the whole span at once), and it writes the
+// next step's arguments to args.
 template <typename R>
 struct Step {
     int64_t n;
@@ -123,8 +156,8 @@ struct Step {
     R* const* s;
     const R* __restrict x;
     R* __restrict out;
-    R* __restrict w;
-    const Exp& e;
+    R* __restrict args;
+    const R* __restrict ex;
 };
 
 // What a backward step function gets: the state before the step (sv), this step's input, output
@@ -138,23 +171,28 @@ struct Back {
     const R* __restrict go;
     R* __restrict gx;
     R* const* g;
-    R* __restrict w;
-    const Exp& e;
+    R* __restrict args;  // as in Step
+    const R* __restrict ex;
+    R* __restrict carry;  // a value per neuron kept from step to step, zero before the last
     R slope;
     bool first;  // t == 0
 };
 
-// ivdep: the neurons of a block are independent, so GCC vectorises without testing whether the
+// ivdep: the neurons of a piece are independent, so GCC vectorises without testing whether the
 // pointers overlap; every neuron's operations stay as written (no contraction, by flag). Not omp
 // simd: it would keep the arrays of the loops below in memory, one per lane, and GCC 12 does not
 // vectorise loads from those ("no vectype").
 #define EACH _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
+template <int N>
+using Seq = std::make_integer_sequence<int, N>;
+
 // A family is a struct that states its arithmetic on one neuron, and the loops below run it over
-// a block. It names its parameters (enum, then NP their count) and its state (then NS) in the
-// order of its Spec in hub/kernels/families.py, and has
-//   EXP: whether its step takes exp(exp_arg(p, s)), which the loops compute for the whole block
-//        first, through torch's own function (as torch does on a whole tensor);
+// a piece of a span. It names its parameters (enum, then NP their count) and its state (then NS)
+// in the order of its Spec in hub/kernels/families.py (parameters, then the reciprocals of its
+// Spec.divisors), and has
+//   EXP: whether its step takes exp(exp_arg(p, s)), which the drivers compute for the whole
+//        span first, through torch's own function (as torch does on a whole tensor);
 //   forward<C>(p, s, x, ex): the step, from parameters p and state s (updated in place) on
 //        input x, returning the output;
 //   backward<C>(p, s, g, x, go, ex, slope, carry, first): the gradient with respect to x, given
@@ -176,64 +214,76 @@ inline void write_back(int64_t j, const R* v, Q*... q) {
     }(), ...);
 }
 
-template <typename R, typename F, typename C, typename... Q>
-void forward_loop(const Step<R>& a, Q* __restrict... q) {
+// at(q, j): q's value for neuron j; a parameter (index I < F::NP) with C::uniform has one value.
+#define AT(I) q[C::uniform && (I) < F::NP ? 0 : j]
+
+template <typename R, typename F, typename C, int... I, typename... Q>
+void forward_loop(const Step<R>& a, std::integer_sequence<int, I...>, Q* __restrict... q) {
     const int64_t n = a.n;
-    const R* __restrict x = a.x;
-    R *__restrict out = a.out, *__restrict arg = a.w, *__restrict ex = a.w + BLOCK;
+    const R *__restrict x = a.x, *__restrict ex = a.ex;
+    R *__restrict out = a.out, *__restrict args = a.args;
     if constexpr (F::EXP) {
-        EACH {
-            const R v[] = {q[j]...};
-            arg[j] = F::exp_arg(v, v + F::NP);
+        if (!ex) {
+            EACH {
+                const R v[] = {AT(I)...};
+                args[j] = F::template exp_arg<C>(v, v + F::NP);
+            }
+            return;
         }
-        vexp(a.e, arg, ex, n);
+        // the step, then the next step's arguments from the new state while it is at hand
+        EACH {
+            R v[] = {AT(I)...};
+            out[j] = F::template forward<C>(v, v + F::NP, x[j], ex[j]);
+            args[j] = F::template exp_arg<C>(v, v + F::NP);
+            write_back(j, v, q...);
+        }
+        return;
     }
     EACH {
-        R v[] = {q[j]...};
-        out[j] = F::template forward<C>(v, v + F::NP, x[j], F::EXP ? ex[j] : R(0));
+        R v[] = {AT(I)...};
+        out[j] = F::template forward<C>(v, v + F::NP, x[j], R(0));
         write_back(j, v, q...);
     }
 }
 
-template <typename R, typename F, typename C, typename... Q>
-void backward_loop(const Back<R>& b, Q* __restrict... q) {
+template <typename R, typename F, typename C, int... I, typename... Q>
+void backward_loop(const Back<R>& b, std::integer_sequence<int, I...>, Q* __restrict... q) {
     const int64_t n = b.n;
-    const R *__restrict x = b.x, *__restrict go = b.go;
-    R *__restrict gx = b.gx, *__restrict arg = b.w, *__restrict ex = b.w + BLOCK,
-      *__restrict carry = b.w + 2 * BLOCK;
+    const R *__restrict x = b.x, *__restrict go = b.go, *__restrict ex = b.ex;
+    R *__restrict gx = b.gx, *__restrict args = b.args, *__restrict carry = b.carry;
     if constexpr (F::EXP) {
-        EACH {
-            const R v[] = {q[j]...};
-            arg[j] = F::exp_arg(v, v + F::NP);
+        if (args) {
+            EACH {
+                const R v[] = {AT(I)...};
+                args[j] = F::template exp_arg<C>(v, v + F::NP);
+            }
+            return;
         }
-        vexp(b.e, arg, ex, n);
     }
     EACH {
-        R v[] = {q[j]...};
+        R v[] = {AT(I)...};
         gx[j] = F::template backward<C>(v, v + F::NP, v + F::NP + F::NS, x[j], go[j],
                                         F::EXP ? ex[j] : R(0), b.slope, carry[j], b.first);
         write_back(j, v, q...);
     }
 }
 
-template <int N>
-using Seq = std::make_integer_sequence<int, N>;
-
 template <typename R, typename F, typename C>
 void forward_step(const Step<R>& a) {
     [&]<int... P, int... S>(std::integer_sequence<int, P...>, std::integer_sequence<int, S...>) {
-        forward_loop<R, F, C>(a, a.p[P]..., a.s[S]...);
+        forward_loop<R, F, C>(a, Seq<int(F::NP) + int(F::NS)>{}, a.p[P]..., a.s[S]...);
     }(Seq<F::NP>{}, Seq<F::NS>{});
 }
 
 template <typename R, typename F, typename C>
 void backward_step(const Back<R>& b) {
     [&]<int... P, int... S>(std::integer_sequence<int, P...>, std::integer_sequence<int, S...>) {
-        backward_loop<R, F, C>(b, b.p[P]..., b.sv[S]..., b.g[S]...);
+        backward_loop<R, F, C>(b, Seq<int(F::NP) + 2 * int(F::NS)>{}, b.p[P]..., b.sv[S]..., b.g[S]...);
     }(Seq<F::NP>{}, Seq<F::NS>{});
 }
 
 #undef EACH
+#undef AT
 
 struct Alif {
     enum { alpha, beta, gain, current_gain, v_leak, threshold, threshold_decay, threshold_step,
@@ -338,7 +388,8 @@ struct Izhikevich {
 };
 
 struct Qif {
-    enum { tau, a0, v_rest, v_c, tau_w, coupling, w_jump, threshold, v_reset, NP };
+    enum { tau, a0, v_rest, v_c, tau_w, coupling, w_jump, threshold, v_reset, inv_tau, inv_tau_w,
+           NP };
     enum { v, w, NS };
     static constexpr bool EXP = false;
 
@@ -346,9 +397,11 @@ struct Qif {
     static R forward(const R* p, R* s, R x, R) {
         constexpr C c{};
         const R vo = s[v], wo = s[w];
-        const R h = vo + ((x + (p[a0] * (vo - p[v_rest])) * (vo - p[v_c])) - wo) / p[tau];
+        const R h = vo + divide<C>((x + (p[a0] * (vo - p[v_rest])) * (vo - p[v_c])) - wo,
+                                   p[tau], p[inv_tau]);
         const R sp = fire(c, h - p[threshold]);
-        s[w] = (wo + (p[coupling] * (h - p[v_rest]) - wo) / p[tau_w]) + p[w_jump] * sp;
+        s[w] = (wo + divide<C>(p[coupling] * (h - p[v_rest]) - wo, p[tau_w], p[inv_tau_w]))
+               + p[w_jump] * sp;
         s[v] = c.reset == 0 ? (sp > R(0) ? p[v_reset] : h) : h - p[threshold] * sp;
         return sp;
     }
@@ -358,7 +411,7 @@ struct Qif {
         constexpr C c{};
         const R vo = s[v], wo = s[w];
         const R b2 = p[a0] * (vo - p[v_rest]), b3 = vo - p[v_c];
-        const R h = vo + ((x + b2 * b3) - wo) / p[tau];
+        const R h = vo + divide<C>((x + b2 * b3) - wo, p[tau], p[inv_tau]);
         const R z = h - p[threshold];
         const R sp = fire(c, z);
         R g_s = go;
@@ -366,9 +419,9 @@ struct Qif {
         if (c.reset == 1) g_s = g_s + (-g[v]) * p[threshold];
         else g_h = sp > R(0) ? R(0) : g_h;
         g_s = g_s + g[w] * p[w_jump];
-        const R g_c3 = g[w] / p[tau_w];
+        const R g_c3 = divide<C>(g[w], p[tau_w], p[inv_tau_w]);
         g_h = (g_h + g_c3 * p[coupling]) + surrogate(g_s, z, slope);
-        const R g_b6 = g_h / p[tau];
+        const R g_b6 = divide<C>(g_h, p[tau], p[inv_tau]);
         g[w] = (g[w] + (-g_c3)) + (-g_b6);
         g[v] = (g_h + g_b6 * b2) + (g_b6 * b3) * p[a0];
         return g_b6;
@@ -466,18 +519,20 @@ struct SynapseFilter {
 };
 
 struct Eif {
-    enum { tau, delta_t, theta_rh, v_rest, threshold, v_reset, NP };
+    enum { tau, delta_t, theta_rh, v_rest, threshold, v_reset, inv_tau, inv_delta_t, NP };
     enum { v, NS };
     static constexpr bool EXP = true;
 
-    template <typename R>
-    static R exp_arg(const R* p, const R* s) { return (s[v] - p[theta_rh]) / p[delta_t]; }
+    template <typename C, typename R>
+    static R exp_arg(const R* p, const R* s) {
+        return divide<C>(s[v] - p[theta_rh], p[delta_t], p[inv_delta_t]);
+    }
 
     template <typename C, typename R>
     static R forward(const R* p, R* s, R x, R ex) {
         constexpr C c{};
         const R vo = s[v];
-        const R h = vo + (((x + p[v_rest]) - vo) + p[delta_t] * ex) / p[tau];
+        const R h = vo + divide<C>(((x + p[v_rest]) - vo) + p[delta_t] * ex, p[tau], p[inv_tau]);
         const R sp = fire(c, h - p[threshold]);
         s[v] = c.reset == 0 ? (sp > R(0) ? p[v_reset] : h) : h - p[threshold] * sp;
         return sp;
@@ -487,7 +542,7 @@ struct Eif {
     static R backward(const R* p, const R* s, R* g, R x, R go, R ex, R slope, R&, bool) {
         constexpr C c{};
         const R vo = s[v];
-        const R h = vo + (((x + p[v_rest]) - vo) + p[delta_t] * ex) / p[tau];
+        const R h = vo + divide<C>(((x + p[v_rest]) - vo) + p[delta_t] * ex, p[tau], p[inv_tau]);
         const R z = h - p[threshold];
         const R sp = fire(c, z);
         R g_s = go;
@@ -495,20 +550,23 @@ struct Eif {
         if (c.reset == 1) g_s = g_s + (-g[v]) * p[threshold];
         else g_h = sp > R(0) ? R(0) : g_h;
         g_h = g_h + surrogate(g_s, z, slope);
-        const R g_drive = g_h / p[tau];
-        const R g_a3 = ((g_drive * p[delta_t]) * ex) / p[delta_t];
+        const R g_drive = divide<C>(g_h, p[tau], p[inv_tau]);
+        const R g_a3 = divide<C>((g_drive * p[delta_t]) * ex, p[delta_t], p[inv_delta_t]);
         g[v] = (g_h + g_a3) + (-g_drive);
         return g_drive;
     }
 };
 
 struct AdEx {
-    enum { rate, syn_rate, ada_rate, delta_t, v_leak, threshold, v_reset, coupling, jump, NP };
+    enum { rate, syn_rate, ada_rate, delta_t, v_leak, threshold, v_reset, coupling, jump,
+           inv_delta_t, NP };
     enum { i, v, a, NS };
     static constexpr bool EXP = true;
 
-    template <typename R>
-    static R exp_arg(const R* p, const R* s) { return (s[v] - p[threshold]) / p[delta_t]; }
+    template <typename C, typename R>
+    static R exp_arg(const R* p, const R* s) {
+        return divide<C>(s[v] - p[threshold], p[delta_t], p[inv_delta_t]);
+    }
 
     template <typename C, typename R>
     static R forward(const R* p, R* s, R x, R ex) {
@@ -538,7 +596,7 @@ struct AdEx {
         const R g_g3 = g[a] * p[ada_rate];
         const R g_f7 = g_vn * p[rate];
         const R g_j = (g[i] + g[i] * (-p[syn_rate])) + g_f7;
-        const R g_f1 = ((g_f7 * p[delta_t]) * ex) / p[delta_t];
+        const R g_f1 = divide<C>((g_f7 * p[delta_t]) * ex, p[delta_t], p[inv_delta_t]);
         g[a] = (g[a] + (-g_g3)) + (-g_f7);
         g[v] = (((g_g3 * p[coupling]) + g_vn) + (-g_f7)) + g_f1;
         g[i] = g_j;
@@ -551,22 +609,34 @@ struct AdEx {
 const int MAX_STATE = 4, MAX_PARAMS = 12;
 
 // Forward over T steps. x, out: [T, M]; state: ns pointers to [M], updated in place; saved
-// (null, or ns pointers to [T, M]): the state before each step, for the backward pass.
+// (null, or ns pointers to [T, M]): the state before each step, for the backward pass; exp:
+// whether the family takes an exponential.
 template <typename R, typename F>
-void forward(F step, const Exp& e, int threads, int ns, int np,
+void forward(F step, bool exp, const Exp& e, int threads, int ns, int np,
              const void* const* q, int64_t T, int64_t M, int64_t K, const R* x, R* out,
              R* const* state, R* const* saved) {
-    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        const int64_t n = hi - lo;
-        const R* p[MAX_PARAMS];
-        R* s[MAX_STATE];
-        for (int k = 0; k < np; ++k) p[k] = (const R*)q[k] + k0;
-        for (int k = 0; k < ns; ++k) s[k] = state[k] + lo;
-        alignas(64) R w[4 * BLOCK];
+    spans(threads, M, ns + 2 * exp, sizeof(R), [&](int64_t lo, int64_t hi) {
+        std::vector<R> scratch(exp ? 2 * (hi - lo) : 0);
+        R *args = scratch.data(), *ex = args + (hi - lo);
+        // step t over the span, piece by piece; first (before step 0) the exponent's arguments
+        auto one_step = [&](int64_t t, bool first) {
+            pieces(lo, hi, K, [&](int64_t a, int64_t b, int64_t k0) {
+                const R* p[MAX_PARAMS];
+                R* s[MAX_STATE];
+                for (int k = 0; k < np; ++k) p[k] = (const R*)q[k] + k0;
+                for (int k = 0; k < ns; ++k) s[k] = state[k] + a;
+                step(Step<R>{b - a, p, s, x + t * M + a, out + t * M + a,
+                             exp ? args + (a - lo) : nullptr,
+                             exp && !first ? ex + (a - lo) : nullptr});
+            });
+        };
+        if (exp) one_step(0, true);
         for (int64_t t = 0; t < T; ++t) {
             if (saved)
-                for (int k = 0; k < ns; ++k) std::memcpy(saved[k] + t * M + lo, s[k], n * sizeof(R));
-            step(Step<R>{n, p, s, x + t * M + lo, out + t * M + lo, w, e});
+                for (int k = 0; k < ns; ++k)
+                    std::memcpy(saved[k] + t * M + lo, state[k] + lo, (hi - lo) * sizeof(R));
+            if (exp) vexp(e, args, ex, hi - lo);
+            one_step(t, false);
         }
     });
 }
@@ -574,36 +644,58 @@ void forward(F step, const Exp& e, int threads, int ns, int np,
 // Backward over T steps, in reverse. gout, gx: [T, M]; saved: the forward's; g: ns pointers to
 // [M], the gradients with respect to the final state in, to the initial state out.
 template <typename R, typename F>
-void backward(F step, const Exp& e, int threads, int ns, int np,
+void backward(F step, bool exp, const Exp& e, int threads, int ns, int np,
               const void* const* q, int64_t T, int64_t M, int64_t K, const R* x, const R* gout,
               R* const* saved, R* const* g, R* gx, R slope) {
-    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        const int64_t n = hi - lo;
-        const R* p[MAX_PARAMS];
-        const R* sv[MAX_STATE];
-        R* gs[MAX_STATE];
-        for (int k = 0; k < np; ++k) p[k] = (const R*)q[k] + k0;
-        for (int k = 0; k < ns; ++k) gs[k] = g[k] + lo;
-        alignas(64) R w[4 * BLOCK] = {};
+    spans(threads, M, 2 * ns + 1 + 2 * exp, sizeof(R), [&](int64_t lo, int64_t hi) {
+        std::vector<R> scratch((1 + 2 * exp) * (hi - lo), R(0));
+        R *carry = scratch.data(), *args = carry + (hi - lo), *ex = args + (hi - lo);
+        auto one_step = [&](int64_t t, bool arguments) {
+            pieces(lo, hi, K, [&](int64_t a, int64_t b, int64_t k0) {
+                const R* p[MAX_PARAMS];
+                const R* sv[MAX_STATE];
+                R* gs[MAX_STATE];
+                for (int k = 0; k < np; ++k) p[k] = (const R*)q[k] + k0;
+                for (int k = 0; k < ns; ++k) {
+                    sv[k] = saved[k] + t * M + a;
+                    gs[k] = g[k] + a;
+                }
+                step(Back<R>{b - a, p, sv, x + t * M + a, gout + t * M + a, gx + t * M + a, gs,
+                             arguments ? args + (a - lo) : nullptr,
+                             exp ? ex + (a - lo) : nullptr, carry + (a - lo), slope, t == 0});
+            });
+        };
         for (int64_t t = T - 1; t >= 0; --t) {
-            for (int k = 0; k < ns; ++k) sv[k] = saved[k] + t * M + lo;
-            step(Back<R>{n, p, sv, x + t * M + lo, gout + t * M + lo, gx + t * M + lo, gs, w, e,
-                         slope, t == 0});
+            if (exp) {
+                one_step(t, true);
+                vexp(e, args, ex, hi - lo);
+            }
+            one_step(t, false);
         }
     });
 }
 
 
-// Calls f.operator()<C>() with the Fixed type of c; RESETS, ORDERS: whether the family reads
-// the reset and the current order (else one instance serves all).
-template <bool RESETS, bool ORDERS, typename F>
+// Calls f.operator()<C>() with the Fixed type of c; RESETS, ORDERS, DIVIDES: whether the family
+// reads the reset, the current order and the reciprocal flag (else one instance serves all).
+template <bool RESETS, bool ORDERS, bool DIVIDES, typename F>
 void with_conf(const Conf& c, F&& f) {
     auto inclusive = [&]<bool I>() {
         auto reset = [&]<int S>() {
+            auto order = [&]<bool O>() {
+                auto reciprocal = [&]<bool D>() {
+                    if (c.uniform) f.template operator()<Fixed<I, S, O, D, true>>();
+                    else f.template operator()<Fixed<I, S, O, D, false>>();
+                };
+                if constexpr (DIVIDES) {
+                    if (c.reciprocal) { reciprocal.template operator()<true>(); return; }
+                }
+                reciprocal.template operator()<false>();
+            };
             if constexpr (ORDERS) {
-                if (!c.order_new) { f.template operator()<Fixed<I, S, false>>(); return; }
+                if (!c.order_new) { order.template operator()<false>(); return; }
             }
-            f.template operator()<Fixed<I, S, true>>();
+            order.template operator()<true>();
         };
         if constexpr (RESETS) {
             if (c.reset == 1) { reset.template operator()<1>(); return; }
@@ -615,25 +707,25 @@ void with_conf(const Conf& c, F&& f) {
     else inclusive.template operator()<false>();
 }
 
-// Calls f(forward, backward, states, params) with the step functions of the family numbered
+// Calls f(forward, backward, exp, states, params) with the step functions of the family numbered
 // family (Spec.index in hub/kernels/families.py) for c.
 template <typename R, typename F>
 bool with_family(int family, const Conf& c, F&& f) {
-    auto call = [&]<typename Family, bool RESETS, bool ORDERS>() {
-        with_conf<RESETS, ORDERS>(c, [&]<typename C>() {
-            f(forward_step<R, Family, C>, backward_step<R, Family, C>, int(Family::NS),
-              int(Family::NP));
+    auto call = [&]<typename Family, bool RESETS, bool ORDERS, bool DIVIDES>() {
+        with_conf<RESETS, ORDERS, DIVIDES>(c, [&]<typename C>() {
+            f(forward_step<R, Family, C>, backward_step<R, Family, C>, Family::EXP,
+              int(Family::NS), int(Family::NP));
         });
         return true;
     };
     switch (family) {
-        case 0: return call.template operator()<Alif, true, true>();
-        case 1: return call.template operator()<Izhikevich, false, false>();
-        case 2: return call.template operator()<Qif, true, false>();
-        case 3: return call.template operator()<AlphaLif, true, false>();
-        case 4: return call.template operator()<SynapseFilter, false, false>();
-        case 5: return call.template operator()<Eif, true, false>();
-        case 6: return call.template operator()<AdEx, false, false>();
+        case 0: return call.template operator()<Alif, true, true, false>();
+        case 1: return call.template operator()<Izhikevich, false, false, false>();
+        case 2: return call.template operator()<Qif, true, false, true>();
+        case 3: return call.template operator()<AlphaLif, true, false, false>();
+        case 4: return call.template operator()<SynapseFilter, false, false, false>();
+        case 5: return call.template operator()<Eif, true, false, true>();
+        case 6: return call.template operator()<AdEx, false, false, true>();
     }
     return false;
 }
@@ -642,9 +734,9 @@ template <typename R>
 int run_forward(int family, const int32_t* conf, const Exp* e, int threads, const void* const* q,
                 int64_t T, int64_t M, int64_t K, const void* x, void* out, void* const* state,
                 void* const* saved) {
-    const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, c, [&](auto fwd, auto, int ns, int np) {
-        forward<R>(fwd, *e, threads, ns, np, q, T, M, K, (const R*)x, (R*)out,
+    const Conf c{conf[0], conf[1], conf[2], conf[3], conf[4]};
+    const bool ok = with_family<R>(family, c, [&](auto fwd, auto, bool exp, int ns, int np) {
+        forward<R>(fwd, exp, *e, threads, ns, np, q, T, M, K, (const R*)x, (R*)out,
                    (R* const*)state, (R* const*)saved);
     });
     return ok ? 0 : 2;
@@ -654,9 +746,9 @@ template <typename R>
 int run_backward(int family, const int32_t* conf, const Exp* e, int threads,
                  const void* const* q, int64_t T, int64_t M, int64_t K, const void* x,
                  const void* gout, void* const* saved, void* const* g, void* gx, double slope) {
-    const Conf c{conf[0], conf[1], conf[2]};
-    const bool ok = with_family<R>(family, c, [&](auto, auto bwd, int ns, int np) {
-        backward<R>(bwd, *e, threads, ns, np, q, T, M, K, (const R*)x, (const R*)gout,
+    const Conf c{conf[0], conf[1], conf[2], conf[3], conf[4]};
+    const bool ok = with_family<R>(family, c, [&](auto, auto bwd, bool exp, int ns, int np) {
+        backward<R>(bwd, exp, *e, threads, ns, np, q, T, M, K, (const R*)x, (const R*)gout,
                     (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
     });
     return ok ? 0 : 2;
@@ -681,28 +773,31 @@ template <typename R>
 void alif_fixed(const Conf& c, int threads, const int64_t* const* q, int64_t T, int64_t M,
                 int64_t K, const double* drive, R* out, int64_t* i, int64_t* v, int64_t* theta,
                 int64_t* r) {
-    blocks(threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-        for (int64_t t = 0; t < T; ++t)
-            for (int64_t m = lo; m < hi; ++m) {
-                const int64_t k = k0 + (m - lo);
-                const int64_t al = q[0][k], be = q[1][k], td = q[2][k], rd = q[3][k],
-                              ga = q[4][k], vl = q[6][k], vr = q[7][k], th = q[8][k],
-                              ts = q[9][k], rs = q[10][k];
-                const int64_t inew = wadd(decay(al, i[m]), int64_t(drive[t * M + m]));
-                const int64_t u = c.order_new ? inew : i[m];
-                int64_t vv = wadd(wadd(vl, decay(be, wsub(v[m], vl))), wmul(ga, u));
-                int64_t t2 = wadd(th, decay(td, wsub(theta[m], th)));
-                int64_t r1 = decay(rd, r[m]);
-                const int64_t lhs = wsub(vv, r1);
-                const bool fired = c.inclusive ? lhs >= t2 : lhs > t2;
-                const int64_t f = fired;
-                if (c.reset == 0) vv = fired ? vr : vv;
-                else if (c.reset == 1) vv = wsub(vv, wmul(t2, f));
-                r1 = wadd(r1, wmul(wmul(rs, t2), f));
-                t2 = wadd(t2, wmul(ts, f));
-                out[t * M + m] = fired ? R(1) : R(0);
-                i[m] = inew; v[m] = vv; theta[m] = t2; r[m] = r1;
-            }
+    spans(threads, M, 4, sizeof(int64_t), [&](int64_t lo, int64_t hi) {
+        for (int64_t t = 0; t < T; ++t) {
+            pieces(lo, hi, K, [&](int64_t a, int64_t b, int64_t k0) {
+                for (int64_t m = a; m < b; ++m) {
+                    const int64_t k = k0 + (m - a);
+                    const int64_t al = q[0][k], be = q[1][k], td = q[2][k], rd = q[3][k],
+                                  ga = q[4][k], vl = q[6][k], vr = q[7][k], th = q[8][k],
+                                  ts = q[9][k], rs = q[10][k];
+                    const int64_t inew = wadd(decay(al, i[m]), int64_t(drive[t * M + m]));
+                    const int64_t u = c.order_new ? inew : i[m];
+                    int64_t vv = wadd(wadd(vl, decay(be, wsub(v[m], vl))), wmul(ga, u));
+                    int64_t t2 = wadd(th, decay(td, wsub(theta[m], th)));
+                    int64_t r1 = decay(rd, r[m]);
+                    const int64_t lhs = wsub(vv, r1);
+                    const bool fired = c.inclusive ? lhs >= t2 : lhs > t2;
+                    const int64_t f = fired;
+                    if (c.reset == 0) vv = fired ? vr : vv;
+                    else if (c.reset == 1) vv = wsub(vv, wmul(t2, f));
+                    r1 = wadd(r1, wmul(wmul(rs, t2), f));
+                    t2 = wadd(t2, wmul(ts, f));
+                    out[t * M + m] = fired ? R(1) : R(0);
+                    i[m] = inew; v[m] = vv; theta[m] = t2; r[m] = r1;
+                }
+            });
+        }
     });
 }
 
@@ -710,7 +805,7 @@ void alif_fixed(const Conf& c, int threads, const int64_t* const* q, int64_t T, 
 
 extern "C" {
 
-// dtype: 0 float32, 1 float64. conf: three ints (Conf); q: the family's parameter pointers, K
+// dtype: 0 float32, 1 float64. conf: five ints (Conf); q: the family's parameter pointers, K
 // values each; state, saved: as forward() above. Returns 0, or nonzero for an unknown dtype or
 // family.
 int hub_family_forward(int family, int dtype, const int32_t* conf, const Exp* e, int threads,
@@ -734,11 +829,12 @@ int hub_family_backward(int family, int dtype, const int32_t* conf, const Exp* e
     return 1;
 }
 
-// dtype of out: 0 float32, 1 float64. conf, q, drive: as alif_fixed above.
+// dtype of out: 0 float32, 1 float64. conf: the first three ints of Conf; q, drive: as
+// alif_fixed above.
 int hub_alif_fixed_forward(int dtype, const int32_t* conf, int threads, const int64_t* const* q,
                            int64_t T, int64_t M, int64_t K, const void* drive, void* out,
                            int64_t* i, int64_t* v, int64_t* theta, int64_t* r) {
-    const Conf c{conf[0], conf[1], conf[2]};
+    const Conf c{conf[0], conf[1], conf[2], 0, 0};
     if (dtype == 0)
         alif_fixed<float>(c, threads, q, T, M, K, (const double*)drive, (float*)out, i, v, theta, r);
     else if (dtype == 1)

@@ -12,6 +12,11 @@ integers (``arithmetic="fixed"``) runs on an integer kernel, forward only, like 
 A family type names its kernel with :attr:`hub.Family.kernel`; a subclass that overrides
 ``step`` (or ``initial_state`` or ``_fire``) runs its own step.
 
+Two facts about a layer's parameters pick faster instances of a kernel without changing a bit:
+parameters with one value for all neurons are read once, not per neuron; and where every value
+of every divisor of a family's step (:attr:`Spec.divisors`) is a power of two, the kernel
+multiplies by the exact reciprocal (:func:`reciprocals`).
+
 EIF and AdExLIF need ``torch.exp``'s exact bits. torch computes it with a vectorised library
 function (MKL's ``vmsExp``/``vmdExp`` where torch is built with MKL, else SLEEF's
 ``Sleef_expf16_u10`` and kin for its CPU capability), exported by ``libtorch_cpu``; the kernels
@@ -47,12 +52,14 @@ _RESETS = {"zero": 0, "subtract": 1, "none": 2}
 @dataclass(frozen=True)
 class Spec:
     """One kernel of ``families.cpp``: its number, and the names of its parameters and state in
-    the order its code reads them."""
+    the order its code reads them; ``divisors``: the parameters its step divides by, whose
+    reciprocals follow the parameters (:func:`reciprocals`)."""
 
     index: int
     params: tuple[str, ...]
     state: tuple[str, ...]
     exp: bool = False
+    divisors: tuple[str, ...] = ()
 
 
 SPECS = {
@@ -62,13 +69,13 @@ SPECS = {
     "izhikevich": Spec(1, ("rate", "sq", "mn", "bias", "recovery_rate", "coupling", "threshold",
                            "v_reset", "u_jump"), ("v", "u")),
     "qif": Spec(2, ("tau", "a0", "v_rest", "v_c", "tau_w", "coupling", "w_jump", "threshold",
-                    "v_reset"), ("v", "w")),
+                    "v_reset"), ("v", "w"), divisors=("tau", "tau_w")),
     "alpha": Spec(3, ("alpha", "beta", "scale", "threshold"), ("e", "h", "v")),
     "filter": Spec(4, ("rate",), ("y",)),
     "eif": Spec(5, ("tau", "delta_t", "theta_rh", "v_rest", "threshold", "v_reset"), ("v",),
-                exp=True),
+                exp=True, divisors=("tau", "delta_t")),
     "adex": Spec(6, ("rate", "syn_rate", "ada_rate", "delta_t", "v_leak", "threshold", "v_reset",
-                     "coupling", "jump"), ("i", "v", "a"), exp=True),
+                     "coupling", "jump"), ("i", "v", "a"), exp=True, divisors=("delta_t",)),
 }
 
 #: The methods whose behaviour the kernels reproduce; a subclass overriding one steps itself.
@@ -177,6 +184,24 @@ def exp_function(dtype: torch.dtype) -> tuple[_Exp | None, str]:
     return _exp_found[dtype]
 
 
+def reciprocals(divisors: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """``1 / d`` for each of ``divisors`` if every value of every one is a power of two that,
+    like its reciprocal, is a normal float of its dtype, else None. Then ``a * (1 / d)`` is
+    ``a / d`` bit for bit for every ``a`` (the same real number, rounded correctly by both
+    operations; normal, so that flushing subnormal operands to zero cannot tell them apart),
+    and the kernels multiply instead of dividing."""
+    found = []
+    for d in divisors:
+        r = 1 / d
+        mantissa, _ = torch.frexp(d)
+        tiny = torch.finfo(d.dtype).tiny
+        if not bool(((mantissa.abs() == 0.5) & torch.isfinite(r) & (r.abs() >= tiny)
+                     & (d.abs() >= tiny)).all()):
+            return None
+        found.append(r)
+    return found
+
+
 # -- which nodes run fused ----------------------------------------------------------------------
 
 
@@ -233,11 +258,16 @@ class _Kernel:
         self.size = int(np.prod(shape, dtype=np.int64))
         self.params = [torch.broadcast_to(p[n].detach().to(dtype), shape).reshape(-1).contiguous()
                        for n in self.spec.params]
+        divisors = [self.params[self.spec.params.index(n)] for n in self.spec.divisors]
+        inverse = reciprocals(divisors)
+        self.params += divisors if inverse is None else inverse
         self.pointers = (ctypes.c_void_p * len(self.params))(*[t.data_ptr() for t in self.params])
         conf = (int(getattr(node, "comparison", ">") == ">="),
                 _RESETS[getattr(node, "reset", "zero")],
-                int(getattr(node, "current_order", "new") == "new"))
-        self.conf = (ctypes.c_int32 * 3)(*conf)
+                int(getattr(node, "current_order", "new") == "new"),
+                int(inverse is not None),
+                int(all(bool((t == t[0]).all()) for t in self.params)))
+        self.conf = (ctypes.c_int32 * 5)(*conf)
         self.exp = exp_function(dtype)[0] if self.spec.exp else _Exp(0, 0, None)
 
     def _threads(self, x: torch.Tensor) -> int:
