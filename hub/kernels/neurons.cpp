@@ -297,9 +297,9 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
         auto steps = [&]<bool SAVE>() {
             // Only float32 forward passes without a backward one (inference, as the benchmarks)
             // have loops of their own for shared levels and for multi-spike counts without the
-            // division: each such set of loops would add a third to the time the file takes to
-            // compile. Elsewhere shared levels are loaded as per-neuron ones, and every count
-            // divides.
+            // division: for every dtype and pass, each set would add about half again to the
+            // time this file takes to compile. Elsewhere shared levels are loaded as per-neuron
+            // ones, and every count divides.
             constexpr bool LEAN = std::is_same_v<R, float> && !SAVE;
             constexpr int U = !LEAN && UNIFORM == UNIFORM_LEVELS ? 0 : UNIFORM;
             blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
