@@ -8,7 +8,8 @@ path on one layer per convention, and each neuron family against a peer's own ne
     .venv/bin/python bench/neurons.py --full     # a T x batch x width sweep
     .venv/bin/python bench/neurons.py --out docs/benchmarks.md   # also write markdown and a plot
     .venv/bin/python bench/neurons.py --all --out docs/benchmarks.md  # and networks, conversion
-    .venv/bin/python bench/neurons.py --only families   # only the neuron families' table
+    .venv/bin/python bench/neurons.py --only conventions   # one table (T=100, batch 32, 4096)
+    .venv/bin/python bench/neurons.py --only families      # only the neuron families' table
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
 gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
@@ -204,19 +205,18 @@ def installed(name: str) -> bool:
 
 
 def measure_conventions(steps: int, batch: int, width: int, repeat: int,
-                        peer: str | None) -> list[dict]:
-    """The hub's default path on one layer per convention; forward against the LIF forward of
-    ``peer`` (the fastest peer of the layer rows, timed again in the same turns) and against
-    copy bandwidth."""
+                        peers: list[str]) -> list[dict]:
+    """The hub's default path on one layer per convention; forward against the fastest LIF
+    forward of ``peers`` (the fastest peer of the layer rows, or every installed peer without
+    them), timed in the same turns, and against copy bandwidth."""
     torch.manual_seed(0)
     x = torch.rand(steps, batch, width) * 0.5
     dst = torch.empty_like(x)
     layers = {name: convention_layer(fields, width) for name, fields in CONVENTIONS.items()}
     print(f"  {len(layers)} conventions, in turns ...", file=sys.stderr)
     extra = {"copy": lambda: dst.copy_(x)}
-    if peer:
-        peer_run = PEERS[peer]("LIF")
-        extra[peer] = lambda: peer_run(x)
+    for peer in peers:
+        extra[peer] = lambda run=PEERS[peer]("LIF"): run(x)
     with torch.no_grad():
         forward = turns(extra | {name: (lambda run=run: run(x)) for name, run in layers.items()},
                         repeat)
@@ -227,7 +227,7 @@ def measure_conventions(steps: int, batch: int, width: int, repeat: int,
     backward = turns({name: (lambda run=run: both(run)) for name, run in layers.items()},
                      max(1, repeat - 1))
     copy = min(forward["copy"])
-    peer_forward = min(forward[peer]) if peer else None
+    peer_forward = min(min(forward[peer]) for peer in peers) if peers else None
     return [{"convention": name, "forward": min(forward[name]),
              "backward": min(backward[name]), "copy": copy,
              "vs_peer": peer_forward / min(forward[name]) if peer_forward else None}
@@ -342,10 +342,14 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
             "neuron and step it reads the input and writes the output (memory), and does the "
             "update in registers; a parameter with one value for all neurons (the usual case, "
             "as in these rows) is held in a register rather than read per neuron and step, "
-            "which is what brought CUBA, with twice the parameters of LIF, close to LIF's speed; "
+            "which is what brought CUBA, with twice the parameters of LIF, close to LIF's speed, "
+            "and where only decays, gains or thresholds are per neuron, the levels (rest, reset "
+            "voltage, amplitude) still are (float32 forward passes); "
             "every spiking convention (reset, timing, comparison, binary, multi or graded "
             "spikes, refractory period) has a vectorised loop of its own, forward and "
-            "backward (a multi-spike's count costs a division per neuron and step); only "
+            "backward; a multi-spike's count is the spike itself wherever the voltage stays "
+            "below twice the threshold, so a float32 forward pass divides only in the steps of "
+            "a block where some count is larger (and for a few steps after); only "
             "readouts take the general loop, a phase per operation.", ""]
     for row in rows:
         if row["impl"] != "hub default" or "fwd_ratio" not in row:
@@ -415,15 +419,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true",
                         help="then the whole networks (bench/networks.py) and NIR conversion "
                              "(bench/conversion.py), into the same --out file")
-    parser.add_argument("--only", choices=["families"],
-                        help="only this table, at T=100, batch 32, 4096 neurons, printed "
-                             "(families: the neuron families against their peers)")
+    parser.add_argument("--only", choices=["conventions", "families"],
+                        help="print only this table, at T=100, batch 32, 4096 neurons: "
+                             "'conventions', the default path on one LIF layer per convention "
+                             "against the fastest installed peer's LIF forward, timed in the same "
+                             "turns; 'families', the neuron families against their peers "
+                             "(not with --out, --all or --full)")
     args = parser.parse_args(argv)
     if args.only and (args.out or args.all or args.full):
         parser.error("--only prints one table: it takes no --out, --all or --full")
     ok, why = cpu.available()
     if not ok:
         print(f"the fused kernels cannot run here: {why}", file=sys.stderr)
+    if args.only == "conventions":
+        peers = [name for name in PEERS if installed(name)]
+        conventions = measure_conventions(100, 32, 4096, 5, peers)
+        print(table(conventions, CONVENTION_HEADER, convention_cells))
+        return
     if args.only == "families":
         families = family_cases.measure(100, 32, 4096, 5, best)
         print(table(families, family_cases.HEADER, family_cases.cells))
@@ -443,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     size = sizes[-1] if (100, 32, 4096) not in sizes else (100, 32, 4096)
     peers = [r for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
              and (r["T"], r["batch"], r["width"]) == size]
-    fastest = min(peers, key=lambda r: r["forward"])["impl"] if peers else None
+    fastest = [min(peers, key=lambda r: r["forward"])["impl"]] if peers else []
     conventions = measure_conventions(*size, repeat, fastest)
     print(table(conventions, CONVENTION_HEADER, convention_cells))
     families = family_cases.measure(*size, repeat, best)

@@ -223,6 +223,174 @@ def test_large_layers_split_across_threads_and_blocks_identically(kind):
             assert torch.equal(got, want), fields
 
 
+def same_bits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Bit for bit, the sign of a zero included; any NaN equals any NaN (torch's and the
+    kernel's operations may hand on another NaN's payload)."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    nan = torch.isnan(want)
+    if not torch.equal(torch.isnan(got), nan):
+        return False
+    if not got.is_floating_point():
+        return torch.equal(got, want)
+    bits = _BITS[got.element_size()]
+    return torch.equal(got[~nan].view(bits), want[~nan].view(bits))
+
+
+_BITS = {4: torch.int32, 8: torch.int64}
+
+
+def assert_same_bits(node: hub.Neuron, p: dict, x: torch.Tensor, where: str,
+                     v0: torch.Tensor | None = None, grad: bool = True) -> None:
+    """As :func:`assert_same` for given parameters and input (and initial voltage ``v0``),
+    compared with :func:`same_bits`: outputs, final state and (over two calls in a row) the
+    input gradient."""
+    batch = tuple(x.shape[1:])
+
+    def initial() -> dict:
+        state = node.initial_state(batch, x)
+        if v0 is not None:
+            state["v"] = v0.expand(batch).clone()
+        return state
+
+    with torch.no_grad():
+        want, want_state = reference(node, p, x, initial())
+        got, got_state = cpu.run(node, p, x, initial())
+    assert same_bits(got, want), where
+    assert set(got_state) == set(want_state), where
+    for key in want_state:
+        assert same_bits(got_state[key], want_state[key]), f"{where} state {key!r}"
+    if not grad:
+        return
+    g = torch.linspace(-1, 1, x.numel(), dtype=x.dtype).reshape(x.shape)
+    half = x.shape[0] // 2
+    grads = []
+    for run in (reference, cpu.run):
+        xg = x.clone().requires_grad_()
+        first, state = run(node, p, xg[:half], initial())
+        second, _ = run(node, p, xg[half:], state)
+        torch.cat([first, second]).backward(g)
+        grads.append(xg.grad)
+    assert same_bits(grads[1], grads[0]), f"{where} gradient"
+
+
+def multi_spike_conventions() -> list[dict]:
+    return [dict(comparison=comparison, reset=reset, reset_timing=timing, refractory=refractory)
+            for comparison in (">", ">=") for reset in ("zero", "subtract", "none")
+            for timing in ("same", "next") for refractory in (0, 2)
+            if not (timing == "next" and refractory)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["IF", "LIF", "CubaLIF"])
+def test_multi_spike_counts_of_every_size_match_the_reference(kind, dtype):
+    """The kernel takes a multi-spike's count to be the spike where the voltage stays below
+    twice the threshold, and divides only where it does not: counts of 0, 1 and many, voltages
+    exactly on a multiple of the threshold (dyadic values), large inputs at a few steps among
+    small ones (so that a layer switches between both ways of counting, and back), per-neuron
+    and shared thresholds."""
+    rng = np.random.default_rng(5)
+    steps, batch = 48, 3
+    small = rng.integers(-2, 5, size=(steps, batch, *SHAPE)) / 8
+    large = rng.integers(0, 64, size=(steps, batch, *SHAPE)) / 4
+    burst = np.zeros((steps, 1, 1, 1), dtype=bool)
+    burst[[6, 7, 30]] = True  # every lane; then one lane alone, long after
+    one = np.zeros((steps, batch, *SHAPE), dtype=bool)
+    one[[20, 40], 1, 0, 3] = True
+    x = torch.tensor(np.where(burst | one, large, small), dtype=dtype)
+    for fields in multi_spike_conventions():
+        for shared in (False, True):
+            node = make(kind, rng, exact=True, shared=shared, spike_mode="multi", **fields)
+            p = tensors(node, dtype)
+            out, _ = reference(node, p, x, node.initial_state(x.shape[1:], x))
+            assert (out.abs() > 2 * p["amplitude"].abs()).any(), "no count above 2"
+            assert_same_bits(node, p, x, f"{node!r} {dtype}")
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_multi_spike_counts_at_the_edges_of_float_match_the_reference(dtype):
+    """NaN and infinite voltages and inputs, -0, values far beyond or below the threshold, the
+    smallest and the largest thresholds (twice one is infinite), and the kernel's own inputs
+    beyond what a node allows (zero, negative, infinite and NaN thresholds; their values only:
+    the backward pass of a next-step zero reset takes the previous spike from the voltage, which
+    a NaN count, as 0 / 0 gives, does not follow). Each batch row is a block of the kernel of its
+    own, and every pair of voltage and threshold meets at the first step of a call, where the
+    kernel always tries the count without the division first."""
+    info = torch.finfo(dtype)
+    values = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, info.max,
+                           -info.max, info.tiny, info.tiny / 4, 0.5, 1.0, 3.0, 1e30],
+                          dtype=dtype)
+    n = len(values)
+    allowed = torch.tensor([info.max, info.max / 2, info.tiny, info.tiny / 4, 1.0, 0.75, 0.5,
+                            3.0, 1e-30, 1e30, 0.25, 2.0], dtype=dtype)
+    beyond = torch.tensor([0.0, -0.0, -1.0, -info.tiny, float("inf"), float("nan")],
+                          dtype=dtype)
+    t, b = torch.arange(4)[:, None], torch.arange(n)[None, :]
+    for th in (allowed, allowed[4:5], torch.cat([allowed[:6], beyond])):
+        grad = bool((th > 0).all() & th.isfinite().all())
+        k = torch.arange(len(th))
+        x = values[(b + 5 * t) % n][..., None].expand(4, n, len(th)).clone()
+        v0 = values[(b.T + k) % n]
+        for fields in multi_spike_conventions():
+            node = hub.LIF(beta=0.5, spike_mode="multi", **fields)
+            p = tensors(node, dtype) | {"threshold": th}
+            assert_same_bits(node, p, x, f"{node!r} {dtype} threshold={th.tolist()}", v0=v0,
+                             grad=grad)
+
+
+#: Each parameter that a spiking kind has, and the groups the kernel tells apart.
+MIXES = [("beta",), ("gain",), ("threshold",), ("alpha",), ("current_gain",), ("v_leak",),
+         ("v_reset",), ("amplitude",), ("beta", "threshold"), ("beta", "gain", "alpha"),
+         ("threshold", "v_reset"), ("beta", "gain", "v_leak", "alpha", "current_gain",
+                                    "threshold", "v_reset", "amplitude")]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["IF", "LIF", "CubaLIF"])
+def test_parameters_per_neuron_among_shared_ones_match_the_reference(kind, dtype):
+    """Some parameters per neuron and the rest shared: the kernel loads per neuron only what
+    must be (the levels v_leak, v_reset and amplitude stay in registers while they are shared);
+    every mix, every spike mode and reset, against the reference."""
+    rng = np.random.default_rng(13)
+    names = {f.name for f in SPIKING[kind].__dataclass_fields__.values()}
+    for mix in MIXES:
+        if not set(mix) <= names:
+            continue
+        for mode, reset, timing, refractory in itertools.product(
+                ("binary", "multi", "graded"), ("zero", "subtract", "none"), ("same", "next"),
+                (0, 2)):
+            if timing == "next" and refractory:
+                continue
+            exact = bool(rng.integers(2))
+            fields = dict(spike_mode=mode, reset=reset, reset_timing=timing,
+                          refractory=refractory, comparison=(">", ">=")[rng.integers(2)])
+            shared = make(kind, rng, exact, shared=True, **fields)
+            each = make(kind, rng, exact, **fields)
+            node = shared.replace(**{name: getattr(each, name) for name in mix})
+            if "v_leak" in mix or "amplitude" in mix:  # make's are scalars: spread them
+                node = node.replace(**{name: getattr(node, name) + rng.integers(
+                    0, 3, SHAPE).astype(np.float32) / 8 for name in ("v_leak", "amplitude")
+                    if name in mix})
+            kernel = cpu._kernel(node, tensors(node, dtype), SHAPE, dtype)
+            levels = {"v_leak", "v_reset", "amplitude"}
+            assert kernel.conf.uniform == (0 if levels & set(mix) else cpu.UNIFORM_LEVELS)
+            assert_same(node, dtype, rng, exact)
+
+
+@needs_compiler
+def test_a_negative_zero_among_zeros_is_another_value_for_the_kernel():
+    """Shared means the same bits: a -0.0 rest potential among 0.0s is loaded per neuron."""
+    v_leak = np.zeros(SHAPE, dtype=np.float32)
+    v_leak[1, 2] = -0.0
+    node = hub.LIF(beta=np.full(SHAPE, 0.5, np.float32), v_leak=v_leak, threshold=0.5)
+    p = tensors(node, torch.float32)
+    assert cpu._kernel(node, p, SHAPE, torch.float32).conf.uniform == 0
+    assert_same(node, torch.float32, np.random.default_rng(2), exact=False)
+
+
 @needs_compiler
 @pytest.mark.parametrize("huge", ["1", "0"])
 def test_outputs_on_huge_pages_hold_the_same_values(huge, monkeypatch):

@@ -61,6 +61,9 @@ SOURCE = Path(__file__).with_name("neurons.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared",
          "-fPIC", "-std=c++20"]
 PARAMS = ("beta", "gain", "v_leak", "alpha", "current_gain", "threshold", "v_reset", "amplitude")
+#: ``_Conf.uniform``: which parameters have one value for all neurons (as in neurons.cpp).
+UNIFORM_ALL, UNIFORM_LEVELS = 1, 2
+LEVELS = ("v_leak", "v_reset", "amplitude")
 DTYPES = {torch.float32: 0, torch.float64: 1}
 #: Below this many neuron-steps one thread is faster than waking (and spinning) a thread team.
 PARALLEL_MIN = 1 << 16
@@ -390,10 +393,13 @@ class _Kernel:
                        .contiguous() if name in p else dummy for name in PARAMS]
         self.pointers = (ctypes.c_void_p * len(PARAMS))(*[t.data_ptr() for t in self.params])
         # one value for all neurons (bit for bit, so a -0.0 among 0.0s counts as another value):
-        # the kernel then keeps it in a register instead of loading it per neuron and step
+        # the kernel then keeps it in a register instead of loading it per neuron and step, for
+        # every parameter or (the usual case of per-neuron decays or thresholds) for the levels
         bits = torch.int32 if dtype == torch.float32 else torch.int64
-        self.conf.uniform = all(bool((t.view(bits) == t.view(bits)[0]).all())
-                                for t in self.params)
+        same = {name: bool((t.view(bits) == t.view(bits)[0]).all())
+                for name, t in zip(PARAMS, self.params)}
+        self.conf.uniform = (UNIFORM_ALL if all(same.values())
+                             else UNIFORM_LEVELS if all(same[name] for name in LEVELS) else 0)
 
     def _threads(self, steps: int, total: int) -> None:
         big = steps * total >= PARALLEL_MIN

@@ -28,7 +28,7 @@ struct Conf {
     int32_t refractory;      // steps, 0 for none
     int32_t order_new;       // current_order "new"
     int32_t threads;
-    int32_t uniform;         // every parameter has one value for all neurons
+    int32_t uniform;         // 0 per neuron, UNIFORM_ALL or UNIFORM_LEVELS (below)
     double slope;            // of the fast-sigmoid surrogate
 };
 
@@ -39,9 +39,16 @@ struct Params {
     const R *beta, *gain, *v_leak, *alpha, *current_gain, *threshold, *v_reset, *amplitude;
 };
 
+// Which parameters have one value for all neurons (Conf.uniform): every one, or the levels
+// v_leak, v_reset and amplitude (the usual case where decays, gains or thresholds are per neuron).
+const int32_t UNIFORM_ALL = 1, UNIFORM_LEVELS = 2;
+
 // Neurons per block: a block's state stays in L2 through time, and each step reads and writes
 // runs of 4 KiB (one page) of x and out.
 const int64_t BLOCK = 1024;
+// After a step whose multi-spike counts needed the division (multi_single), a block divides for
+// every neuron for this many steps: redoing a step costs more than dividing in the first place.
+const int32_t MULTI_WAIT = 8;
 
 // std::floor, in operations GCC vectorises (it leaves std::floor scalar): truncation through an
 // integer where that is exact, and every number at least 1/epsilon in magnitude (also an infinity
@@ -64,6 +71,15 @@ inline R multi_count(R v, R th, R s, bool inclusive) {
     R m = (n < R(1)) ? R(1) : n;  // torch.clamp(n, min=1), NaN stays NaN
     return s + (m * s - s);
 }
+
+// Whether multi_count(v, th, s) is s itself (bit for bit, for either spike s, +0 or 1), so that
+// the division can be skipped: where th > 0 and v < th + th (false for a NaN). Then the quotient
+// v / th is below 2 and no NaN, so its floor n is at most 2, a 2 is taken back by the first test
+// (2 * th > v; a doubling is exact or infinite), and the second never adds one: the final n is at
+// most 1, so m = 1 when s = 1 and m is a finite m >= 1 when s = +0, and s + (m * s - s) is s.
+// Negative, zero and NaN thresholds, infinities and NaN voltages take multi_count.
+template <typename R>
+inline bool multi_single(R v, R th) { return (th > R(0)) & (v < th + th); }
 
 // z > 0, or with inclusive z >= 0: a runtime choice in operations that vectorise, so that the
 // comparison does not double the specialisations below.
@@ -95,26 +111,37 @@ void blocks(int threads, int64_t M, int64_t K, F fn) {
 // snnTorch's default) in the next. The same operations as general_step and general_back_step
 // below, which remain for the rest. One call is one time step of one block, kept out of line,
 // where GCC vectorises it.
-// A parameter of neuron j: with U (every neuron has the same value) the first, which the compiler
-// keeps in a register instead of loading a value per neuron per step.
-#define PK(a) (U ? (a)[0] : (a)[j])
+// A parameter of neuron j: where it has the same value for every neuron the first, which the
+// compiler keeps in a register instead of loading a value per neuron per step. U is Conf.uniform;
+// PL is for the levels (v_leak, v_reset, amplitude), PK for the rest.
+#define PK(a) (U == UNIFORM_ALL ? (a)[0] : (a)[j])
+#define PL(a) (U != 0 ? (a)[0] : (a)[j])
 
 // rb: the refractory counters, rest the steps of a refractory period. SAVE: keep what the backward
 // pass needs, the voltage in save and (REFR) in flags bit 0 spiked, bit 1 resting. A template
 // argument, not a test in the loop: GCC unswitches only short loops itself, and the stores to a
 // scratch block instead cost a tenth of the time of a step without a backward pass.
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U,
-          int MODE, bool REFR, bool SAVE>
-__attribute__((noinline)) void fast_step(
+// A multi-spike step with SINGLE takes each count to be the spike, as multi_single allows almost
+// always, and if it does not allow it for some neuron, counts again from the voltage kept in pre;
+// without SINGLE it divides for every neuron. Returns whether some count needed the division
+// (without SINGLE an estimate: whether some count differs from the spike).
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, int U,
+          int MODE, bool REFR, bool SAVE, bool SINGLE = false>
+__attribute__((noinline)) bool fast_step(
         int64_t n, const bool inclusive, const R* __restrict xt, R* __restrict ot, R* __restrict vb,
         R* __restrict ib, R* __restrict sb, int32_t* __restrict rb, int32_t rest,
         R* __restrict save, uint8_t* __restrict flags, const R* __restrict beta,
         const R* __restrict gain, const R* __restrict vl, const R* __restrict alpha,
         const R* __restrict cg, const R* __restrict th, const R* __restrict vr,
         const R* __restrict amp) {
+    constexpr bool MULTI = MODE == 1;
+    alignas(64) R scratch[MULTI && SINGLE && !SAVE ? BLOCK : 1];
+    R* __restrict pre = SAVE ? save : scratch;
+    // an int, not a bool: GCC vectorises a reduction only in lanes as wide as the floats'
+    std::conditional_t<sizeof(R) == 4, int32_t, int64_t> divide = 0;
     for (int64_t j = 0; j < n; ++j) {
         // read before any select: a load inside one is not if-converted, so not vectorised
-        const R reset_to = PK(vr);
+        const R reset_to = PL(vr);
         const R xj = xt[j];
         R u = xj;
         if (CURRENT) {
@@ -125,7 +152,7 @@ __attribute__((noinline)) void fast_step(
         const R held = vb[j];
         R vv = held;
         if (NEXT && RESET == 0) vv = sb[j] > R(0) ? reset_to : vv;
-        vv = LEAKY ? (PK(vl) + PK(beta) * (vv - PK(vl))) + PK(gain) * u : vv + PK(gain) * u;
+        vv = LEAKY ? (PL(vl) + PK(beta) * (vv - PL(vl))) + PK(gain) * u : vv + PK(gain) * u;
         if (NEXT && RESET == 1) vv = vv - PK(th) * sb[j];
         const int32_t rj = REFR ? rb[j] : 0;
         const bool resting = REFR && rj > 0;
@@ -136,8 +163,11 @@ __attribute__((noinline)) void fast_step(
         // times 0 while resting, as the reference; in integers, where GCC if-converts it
         if (REFR) sp = sp * R(1 - std::clamp(rj, 0, 1));
         // a multi-spike's count; the spike state is the count when the reset is next step's
-        const R count = MODE == 1 ? multi_count(vv, PK(th), sp, inclusive) : sp;
-        ot[j] = MODE == 2 ? (count * vv) * PK(amp) : count * PK(amp);
+        if (MULTI && SINGLE) divide |= !multi_single(vv, PK(th));
+        if (MULTI && SINGLE && !SAVE) pre[j] = vv;
+        const R count = MULTI && !SINGLE ? multi_count(vv, PK(th), sp, inclusive) : sp;
+        if (MULTI && !SINGLE) divide |= count != sp;
+        ot[j] = MODE == 2 ? (count * vv) * PL(amp) : count * PL(amp);
         sb[j] = NEXT ? count : sp;
         if (REFR && SAVE) flags[j] = uint8_t((sp > R(0)) | (resting << 1));
         if (!NEXT && RESET == 1) vv = vv - PK(th) * count;
@@ -145,12 +175,24 @@ __attribute__((noinline)) void fast_step(
         vb[j] = vv;
         if (REFR) rb[j] = sp > R(0) ? rest : std::max(rj - 1, 0);
     }
+    if (MULTI && SINGLE && divide) {
+        // the exact counts, from what the loop left: sb holds the spike, vb the voltage after a
+        // reset by the spike (only a subtraction depends on the count)
+        for (int64_t j = 0; j < n; ++j) {
+            const R vv = pre[j];
+            const R count = multi_count(vv, PK(th), sb[j], inclusive);
+            ot[j] = count * PL(amp);
+            if (NEXT) sb[j] = count;
+            if (!NEXT && RESET == 1) vb[j] = vv - PK(th) * count;
+        }
+    }
+    return divide != 0;
 }
 
 // prev: the previous step's saved voltage, read for a next-step zero reset, but at the FIRST step
 // s0 holds the previous spike; flags: this step's saved flags (REFR only). A multi-spike's
 // backward is that of a binary one: the count beyond the first spike carries no gradient.
-template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U,
+template <typename R, bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, int U,
           bool GRADED, bool REFR, bool FIRST>
 __attribute__((noinline)) void fast_back_step(
         int64_t n, const bool inclusive, const R* __restrict go, const R* __restrict saved,
@@ -199,15 +241,16 @@ __attribute__((noinline)) void fast_back_step(
 }
 
 // Calls f.operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR>() for c if c is a
-// case of fast_step (or, BACKWARD, of fast_back_step, where a multi-spike is MODE 0); returns
-// whether it did. Only the combinations that can occur are instantiated.
+// case of fast_step (or, BACKWARD, of fast_back_step, where a multi-spike is MODE 0 and only
+// UNIFORM_ALL is told apart: the backward pass reads no level but the amplitude); returns whether
+// it did. Only the combinations that can occur are instantiated.
 template <bool BACKWARD, typename F>
 bool dispatch(const Conf& c, F&& f) {
     if (!c.spiking || (c.current && !c.leaky) || (c.refractory && c.timing_next)) return false;
     const int mode = BACKWARD && c.mode == 1 ? 0 : c.mode;
     // without a reset the timing only says which spike state a multi-spike keeps
     const bool next = c.timing_next && (c.reset != 2 || mode == 1);
-    auto modes = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, bool U>() {
+    auto modes = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT, int U>() {
         auto call = [&]<int MODE, bool REFR>() {
             if constexpr (!(REFR && NEXT) && !(RESET == 2 && NEXT && MODE != 1)
                           && !(BACKWARD && MODE == 1))
@@ -222,8 +265,12 @@ bool dispatch(const Conf& c, F&& f) {
         else refr.template operator()<0>();
     };
     auto uniform = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT>() {
-        if (c.uniform) modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, true>();
-        else modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, false>();
+        if (c.uniform == UNIFORM_ALL)
+            modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, UNIFORM_ALL>();
+        else if (c.uniform == UNIFORM_LEVELS && !BACKWARD)
+            modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, UNIFORM_LEVELS>();
+        else
+            modes.template operator()<LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, 0>();
     };
     auto reset = [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW>() {
         if (c.reset == 0 && next) uniform.template operator()<LEAKY, CURRENT, ORDER_NEW, 0, true>();
@@ -246,16 +293,35 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
                   const R* x, R* out, R* v, R* i, R* s, int32_t* r, R* save_v,
                   uint8_t* save_f) {
     return dispatch<false>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
-                                  bool U, int MODE, bool REFR>() {
+                                  int UNIFORM, int MODE, bool REFR>() {
         auto steps = [&]<bool SAVE>() {
+            // Only float32 forward passes without a backward one (inference, as the benchmarks)
+            // have loops of their own for shared levels and for multi-spike counts without the
+            // division: for every dtype and pass, each set would add about half again to the
+            // time this file takes to compile. Elsewhere shared levels are loaded as per-neuron
+            // ones, and every count divides.
+            constexpr bool LEAN = std::is_same_v<R, float> && !SAVE;
+            constexpr int U = !LEAN && UNIFORM == UNIFORM_LEVELS ? 0 : UNIFORM;
             blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-                for (int64_t t = 0; t < T; ++t)
-                    fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR, SAVE>(
+                auto step = [&]<bool SINGLE>(int64_t t) {
+                    return fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR,
+                                     SAVE, SINGLE>(
                         hi - lo, c.inclusive, x + t * M + lo, out + t * M + lo, v + lo, i + lo,
                         s + lo, r + lo, c.refractory, SAVE ? save_v + t * M + lo : nullptr,
                         SAVE && REFR ? save_f + t * M + lo : nullptr, p.beta + k0, p.gain + k0,
                         p.v_leak + k0, p.alpha + k0, p.current_gain + k0, p.threshold + k0,
                         p.v_reset + k0, p.amplitude + k0);
+                };
+                if constexpr (MODE == 1 && LEAN) {
+                    int32_t wait = 0;  // steps left to divide for every neuron (MULTI_WAIT)
+                    for (int64_t t = 0; t < T; ++t) {
+                        const bool divided = wait ? step.template operator()<false>(t)
+                                                  : step.template operator()<true>(t);
+                        wait = divided ? MULTI_WAIT : std::max(wait - 1, 0);
+                    }
+                } else {
+                    for (int64_t t = 0; t < T; ++t) step.template operator()<false>(t);
+                }
             });
         };
         if (save_v) steps.template operator()<true>();
@@ -268,7 +334,7 @@ bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int6
                    const R* gout, const R* save_v, const uint8_t* save_f, const R* s0, R* gv,
                    R* gi, R* gs, R* gx) {
     return dispatch<true>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
-                                 bool U, int MODE, bool REFR>() {
+                                 int U, int MODE, bool REFR>() {
         blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
             auto step = [&]<bool FIRST>(int64_t t) {
                 fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE == 2, REFR,
