@@ -274,6 +274,45 @@ def assert_same_bits(node: hub.Neuron, p: dict, x: torch.Tensor, where: str,
     assert same_bits(grads[1], grads[0]), f"{where} gradient"
 
 
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
+    """The forward pass walks spans of blocks (about 2 MiB of state each) through time together:
+    a layer of several spans whose rows of per-neuron parameters end inside a block, on one and
+    on two threads; shared and per-neuron thresholds, multi-spike counts with bursts (each block
+    of a span keeps its own steps left to divide), a refractory period; without gradients and
+    with them (the pass that saves the voltages), outputs and state bit for bit."""
+    rng = np.random.default_rng(17)
+    width, batch, steps = 1500, 200, 6
+    x = rng.integers(-4, 13, size=(steps, batch, width)) / 8
+    x[2, ::7] += rng.integers(0, 64, size=x[2, ::7].shape) / 4  # multi-spike counts far above 1
+    x = torch.tensor(x, dtype=dtype)
+    per_neuron = (rng.integers(2, 9, width) / 8).astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for threshold, fields in itertools.product(
+                (np.float32(0.5), per_neuron),
+                ({}, {"spike_mode": "multi"}, {"spike_mode": "multi", "reset_timing": "next"},
+                 {"refractory": 2})):
+            node = hub.LIF(threshold=threshold, beta=np.float32(0.75), **fields)
+            p = tensors(node, dtype)
+            where = f"{fields} threshold {np.shape(threshold)}"
+            for grad in (False, True):
+                with torch.set_grad_enabled(grad):
+                    xs = x.clone().requires_grad_(grad)
+                    want, want_state = reference(node, p, xs, node.initial_state(x.shape[1:], x))
+                    got, got_state = cpu.run(node, p, xs, node.initial_state(x.shape[1:], x))
+                assert same_bits(got.detach(), want.detach()), f"{where} grad={grad}"
+                for key in want_state:
+                    assert same_bits(got_state[key].detach(), want_state[key].detach()), key
+            if fields.get("spike_mode") == "multi":
+                assert (want.abs() > 2).any(), "no count above 2"
+    finally:
+        torch.set_num_threads(before)
+
+
 def multi_spike_conventions() -> list[dict]:
     return [dict(comparison=comparison, reset=reset, reset_timing=timing, refractory=refractory)
             for comparison in (">", ">=") for reset in ("zero", "subtract", "none")

@@ -1,7 +1,8 @@
 // Fused multi-step CPU kernels for the canonical neuron family (hub/neurons.py).
 //
-// One call runs a neuron layer over all T steps: the state of a block of neurons stays in cache
-// while the block walks through time, instead of one pass over memory per operation per step.
+// One call runs a neuron layer over all T steps: the state of a span of neurons stays in cache
+// while the span walks through time (the backward pass: a block of neurons), instead of one pass
+// over memory per operation per step.
 // Each step performs the float operations of Neuron.step in the same order, one rounding per
 // operation, so the results are bit-identical to the reference. That is why this file must be
 // compiled with -ffp-contract=off (no fused multiply-add) and without -ffast-math.
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -43,8 +45,8 @@ struct Params {
 // v_leak, v_reset and amplitude (the usual case where decays, gains or thresholds are per neuron).
 const int32_t UNIFORM_ALL = 1, UNIFORM_LEVELS = 2;
 
-// Neurons per block: a block's state stays in L2 through time, and each step reads and writes
-// runs of 4 KiB (one page) of x and out.
+// Neurons per block: the unit of the loops, whose parameters stay in L1. The forward pass walks
+// spans of blocks through time (spans below), the backward pass single blocks, their state in L2.
 const int64_t BLOCK = 1024;
 // After a step whose multi-spike counts needed the division (multi_single), a block divides for
 // every neuron for this many steps: redoing a step costs more than dividing in the first place.
@@ -92,17 +94,49 @@ inline R integrate(const Conf& c, const Params<R>& p, int64_t k, R v, R u) {
     return v + p.gain[k] * u;
 }
 
-// Runs fn(lo, hi) over blocks of neurons [lo, hi) that share one row of K, in parallel; within a
-// block the index k of neuron m is k0 + (m - lo), so no modulo in the inner loops.
+// Block b of the neurons [0, M) in rows of K: the neurons [lo, hi), at most BLOCK of them within
+// one row, so that within a block the index k of neuron m is k0 + (m - lo), no modulo in the inner
+// loops.
+struct Block {
+    int64_t lo, hi, k0;
+};
+inline Block block_at(int64_t b, int64_t K) {
+    const int64_t per_row = (K + BLOCK - 1) / BLOCK, k0 = (b % per_row) * BLOCK;
+    const int64_t row = b / per_row;
+    return {row * K + k0, row * K + std::min(K, k0 + BLOCK), k0};
+}
+inline int64_t block_count(int64_t M, int64_t K) { return (M / K) * ((K + BLOCK - 1) / BLOCK); }
+
+// Runs fn(lo, hi, k0) over the blocks, in parallel.
 template <typename F>
 void blocks(int threads, int64_t M, int64_t K, F fn) {
-    const int64_t per_row = (K + BLOCK - 1) / BLOCK, total = (M / K) * per_row;
+    const int64_t total = block_count(M, K);
     // dynamic: on a shared machine one thread may be slowed down, the other takes over its blocks
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
     for (int64_t b = 0; b < total; ++b) {
-        const int64_t row = b / per_row, k0 = (b % per_row) * BLOCK;
-        fn(row * K + k0, row * K + std::min(K, k0 + BLOCK), k0);
+        const Block k = block_at(b, K);
+        fn(k.lo, k.hi, k.k0);
     }
+}
+
+// Runs fn(b0, b1) over spans of consecutive blocks [b0, b1) that walk through time together, in
+// parallel: each step then reads its input and writes its output over a span as one contiguous
+// run, where one block's run of 4 KiB per step leaves the hardware prefetcher too little to follow
+// and the loop waits on memory. A span's state (state_bytes per neuron) is about SPAN_BYTES, so
+// that it stays in the core's caches from step to step. Measured on one LIF layer of 131072
+// neurons (T=100, one thread), forward: one block at a time 10.2 ms, spans of 256 KiB 8.1 ms,
+// 1 MiB 6.5 ms, 2 MiB 6.5 ms (CubaLIF and a refractory period, with more state: 2 MiB best);
+// on four times the neurons, 1 MiB to 16 MiB all took the same time.
+const int64_t SPAN_BYTES = 2 << 20;
+template <typename F>
+void spans(int threads, int64_t M, int64_t K, int64_t state_bytes, F fn) {
+    const int64_t total = block_count(M, K);
+    int64_t span = std::max<int64_t>(1, SPAN_BYTES / (BLOCK * state_bytes));
+    if (threads > 1)  // a few spans per thread, for the dynamic schedule to balance
+        span = std::min(span, std::max<int64_t>(1, (total + 4 * threads - 1) / (4 * threads)));
+    const int64_t count = (total + span - 1) / span;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t b = 0; b < count; ++b) fn(b * span, std::min(total, (b + 1) * span));
 }
 
 // The common cases, specialised so that the compiler can vectorise them: every convention except
@@ -302,8 +336,11 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
             // ones, and every count divides.
             constexpr bool LEAN = std::is_same_v<R, float> && !SAVE;
             constexpr int U = !LEAN && UNIFORM == UNIFORM_LEVELS ? 0 : UNIFORM;
-            blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-                auto step = [&]<bool SINGLE>(int64_t t) {
+            // the state per neuron: voltage, spike, current, refractory counter
+            const int64_t state_bytes = (2 + CURRENT) * sizeof(R) + (REFR ? 4 : 0);
+            spans(c.threads, M, K, state_bytes, [&](int64_t b0, int64_t b1) {
+                auto step = [&]<bool SINGLE>(int64_t b, int64_t t) {
+                    const auto [lo, hi, k0] = block_at(b, K);
                     return fast_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE, REFR,
                                      SAVE, SINGLE>(
                         hi - lo, c.inclusive, x + t * M + lo, out + t * M + lo, v + lo, i + lo,
@@ -313,14 +350,18 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
                         p.v_reset + k0, p.amplitude + k0);
                 };
                 if constexpr (MODE == 1 && LEAN) {
-                    int32_t wait = 0;  // steps left to divide for every neuron (MULTI_WAIT)
-                    for (int64_t t = 0; t < T; ++t) {
-                        const bool divided = wait ? step.template operator()<false>(t)
-                                                  : step.template operator()<true>(t);
-                        wait = divided ? MULTI_WAIT : std::max(wait - 1, 0);
-                    }
+                    // per block, the steps left to divide for every neuron (MULTI_WAIT)
+                    std::vector<int32_t> wait(b1 - b0, 0);
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int64_t b = b0; b < b1; ++b) {
+                            int32_t& w = wait[b - b0];
+                            const bool divided = w ? step.template operator()<false>(b, t)
+                                                   : step.template operator()<true>(b, t);
+                            w = divided ? MULTI_WAIT : std::max(w - 1, 0);
+                        }
                 } else {
-                    for (int64_t t = 0; t < T; ++t) step.template operator()<false>(t);
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int64_t b = b0; b < b1; ++b) step.template operator()<false>(b, t);
                 }
             });
         };
