@@ -124,6 +124,28 @@ def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_ne
         assert 0 < active < 1, f"the test input must make it fire (active {active})"
 
 
+@pytest.mark.parametrize("kind", sorted({kind for kind, _ in CASES}))
+def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind):
+    """``out.sum()`` hands the backward pass one value expanded over every step and neuron, and
+    a loss on spike counts one step's gradient (transposed in memory) expanded over time; the
+    kernel reads both as one step's instead of copying them out: the input gradients still equal
+    the reference's bit for bit."""
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
+    graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng))
+    x = drive(kind, rng, 15, 6, torch.float32)
+    counts = torch.tensor(rng.normal(size=(WIDTH, 6)), dtype=x.dtype).t()
+    for loss in (lambda out: out.sum(), lambda out: (out.sum(0) * counts).sum()):
+        grads = []
+        for backend in ("torch", "auto"):
+            sim = hub.Simulator(graph, backend=backend)
+            xg = x.clone().requires_grad_()
+            loss(sim(xg)).backward()
+            grads.append(xg.grad)
+        assert set(sim.paths.values()) == {cpu.PATH}
+        assert grads[0].abs().sum() > 0
+        assert same(grads[1], grads[0])
+
+
 def compare(graph: hub.Graph, x: torch.Tensor, seed: int) -> torch.Tensor:
     """Runs ``graph`` on ``x`` on the reference and on the default path (two calls, then the
     gradient of a random loss on outputs and final state) and asserts that outputs, final states

@@ -278,11 +278,17 @@ def assert_same_bits(node: hub.Neuron, p: dict, x: torch.Tensor, where: str,
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
-    """The forward pass walks spans of blocks (about 2 MiB of state each) through time together:
-    a layer of several spans whose rows of per-neuron parameters end inside a block, on one and
-    on two threads; shared and per-neuron thresholds, multi-spike counts with bursts (each block
-    of a span keeps its own steps left to divide), a refractory period; without gradients and
-    with them (the pass that saves the voltages), outputs and state bit for bit."""
+    """The forward and backward passes walk spans of blocks (about 2 MiB of state each) through
+    time together: a layer of several spans whose rows of per-neuron parameters end inside a
+    block, on one and on two threads; shared and per-neuron thresholds, multi-spike counts with
+    bursts (each block of a span keeps its own steps left to divide), a refractory period, a
+    next-step zero reset (whose backward pass reads the step before); without gradients and with
+    them (the pass that saves the voltages), outputs and state bit for bit, and the input
+    gradients of four losses: one with a gradient per step and neuron; ``out.sum()``, whose
+    gradient is one value expanded over all steps and neurons, and one on spike counts, whose
+    gradient is the same at every step (expanded over time, transposed in memory), both of which
+    the kernel reads as one step's; and one whose gradient is transposed in memory, which is
+    copied."""
     rng = np.random.default_rng(17)
     width, batch, steps = 1500, 200, 6
     x = rng.integers(-4, 13, size=(steps, batch, width)) / 8
@@ -295,7 +301,7 @@ def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
         for threshold, fields in itertools.product(
                 (np.float32(0.5), per_neuron),
                 ({}, {"spike_mode": "multi"}, {"spike_mode": "multi", "reset_timing": "next"},
-                 {"refractory": 2})):
+                 {"refractory": 2}, {"reset": "zero", "reset_timing": "next"})):
             node = hub.LIF(threshold=threshold, beta=np.float32(0.75), **fields)
             p = tensors(node, dtype)
             where = f"{fields} threshold {np.shape(threshold)}"
@@ -307,6 +313,18 @@ def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
                 assert same_bits(got.detach(), want.detach()), f"{where} grad={grad}"
                 for key in want_state:
                     assert same_bits(got_state[key].detach(), want_state[key].detach()), key
+            per_step = torch.tensor(rng.normal(size=x.shape), dtype=dtype)
+            per_neuron_t = torch.tensor(rng.normal(size=(width, batch)), dtype=dtype).t()
+            for loss in (lambda out: (out * per_step).sum(), lambda out: out.sum(),
+                         lambda out: (out.sum(0) * per_neuron_t).sum(),
+                         lambda out: (out * per_neuron_t).sum()):
+                grads = []
+                for run in (reference, cpu.run):
+                    xs = x.clone().requires_grad_()
+                    loss(run(node, p, xs, node.initial_state(x.shape[1:], x))[0]).backward()
+                    grads.append(xs.grad)
+                assert same_bits(grads[1], grads[0]), f"{where} gradient"
+                assert grads[0].abs().sum() > 0, f"{where}: no gradient to compare"
             if fields.get("spike_mode") == "multi":
                 assert (want.abs() > 2).any(), "no count above 2"
     finally:

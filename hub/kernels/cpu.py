@@ -145,7 +145,7 @@ def _build() -> ctypes.CDLL:
     library.hub_neuron_forward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64, i64,
                                            i64] + [pointer] * 8
     library.hub_neuron_backward.argtypes = [ctypes.c_int, ctypes.POINTER(_Conf), pointer, i64,
-                                            i64, i64] + [pointer] * 8
+                                            i64, i64, pointer, i64] + [pointer] * 7
     i32 = ctypes.c_int32
     library.hub_loihi_forward.argtypes = [ctypes.c_int, pointer, i32, i32, i32, i32, i64, i64,
                                           i64] + [pointer] * 5
@@ -426,13 +426,15 @@ class _Kernel:
     def backward(self, gout: torch.Tensor, save_v: torch.Tensor, save_f: torch.Tensor,
                  s0: torch.Tensor, gv: torch.Tensor, gi: torch.Tensor,
                  gs: torch.Tensor) -> torch.Tensor:
-        steps, total = gout.shape[0], gout[0].numel()
+        """``gout``: [T, *shape] contiguous, or [*shape] where every step has that gradient."""
+        steps, total = save_v.shape[0], save_v[0].numel()
         self._threads(steps, total)
-        gx = _empty(gout)
+        gx = _empty(save_v)
         library().hub_neuron_backward(
             self.code, ctypes.byref(self.conf), self.pointers, steps, total, self.size,
-            gout.data_ptr(), _address(save_v), _address(save_f), s0.data_ptr(), gv.data_ptr(),
-            gi.data_ptr(), gs.data_ptr(), gx.data_ptr())
+            gout.data_ptr(), total if gout.dim() == save_v.dim() else 0, _address(save_v),
+            _address(save_f), s0.data_ptr(), gv.data_ptr(), gi.data_ptr(), gs.data_ptr(),
+            gx.data_ptr())
         return gx
 
 
@@ -480,9 +482,12 @@ class _Fused(torch.autograd.Function):
             return torch.zeros_like(like) if g is None else g.contiguous().clone()
 
         if gout is None:
-            gout = torch.zeros_like(save_v)
-        elif not gout.is_contiguous():  # e.g. the expanded ones of out.sum()
-            gout = _empty(gout).copy_(gout)
+            gout = torch.zeros_like(like)  # one step's, for every step
+        elif not gout.is_contiguous():
+            # the same gradient at every step (out.sum()'s expanded ones, a loss on rates) is
+            # read as one step's; anything else is copied
+            gout = (gout[0].contiguous() if gout.stride(0) == 0
+                    else _empty(gout).copy_(gout))
         gv, gi, gs = own(gv), own(gi), own(gs)
         gx = ctx.kernel.backward(gout, save_v, save_f, s0, gv, gi, gs)
         return None, gx, gv, gi, gs, None, g_line

@@ -641,12 +641,14 @@ void forward(F step, bool exp, const Exp& e, int threads, int ns, int np,
     });
 }
 
-// Backward over T steps, in reverse. gout, gx: [T, M]; saved: the forward's; g: ns pointers to
-// [M], the gradients with respect to the final state in, to the initial state out.
+// Backward over T steps, in reverse. gout, gx: [T, M], but gout_step, the distance between
+// gout's steps, is 0 where every step has the same gradient (out.sum()'s: one [M] array); saved:
+// the forward's; g: ns pointers to [M], the gradients with respect to the final state in, to the
+// initial state out.
 template <typename R, typename F>
 void backward(F step, bool exp, const Exp& e, int threads, int ns, int np,
               const void* const* q, int64_t T, int64_t M, int64_t K, const R* x, const R* gout,
-              R* const* saved, R* const* g, R* gx, R slope) {
+              int64_t gout_step, R* const* saved, R* const* g, R* gx, R slope) {
     spans(threads, M, 2 * ns + 1 + 2 * exp, sizeof(R), [&](int64_t lo, int64_t hi) {
         std::vector<R> scratch((1 + 2 * exp) * (hi - lo), R(0));
         R *carry = scratch.data(), *args = carry + (hi - lo), *ex = args + (hi - lo);
@@ -660,7 +662,7 @@ void backward(F step, bool exp, const Exp& e, int threads, int ns, int np,
                     sv[k] = saved[k] + t * M + a;
                     gs[k] = g[k] + a;
                 }
-                step(Back<R>{b - a, p, sv, x + t * M + a, gout + t * M + a, gx + t * M + a, gs,
+                step(Back<R>{b - a, p, sv, x + t * M + a, gout + t * gout_step + a, gx + t * M + a, gs,
                              arguments ? args + (a - lo) : nullptr,
                              exp ? ex + (a - lo) : nullptr, carry + (a - lo), slope, t == 0});
             });
@@ -745,11 +747,12 @@ int run_forward(int family, const int32_t* conf, const Exp* e, int threads, cons
 template <typename R>
 int run_backward(int family, const int32_t* conf, const Exp* e, int threads,
                  const void* const* q, int64_t T, int64_t M, int64_t K, const void* x,
-                 const void* gout, void* const* saved, void* const* g, void* gx, double slope) {
+                 const void* gout, int64_t gout_step, void* const* saved, void* const* g,
+                 void* gx, double slope) {
     const Conf c{conf[0], conf[1], conf[2], conf[3], conf[4]};
     const bool ok = with_family<R>(family, c, [&](auto, auto bwd, bool exp, int ns, int np) {
         backward<R>(bwd, exp, *e, threads, ns, np, q, T, M, K, (const R*)x, (const R*)gout,
-                    (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
+                    gout_step, (R* const*)saved, (R* const*)g, (R*)gx, R(slope));
     });
     return ok ? 0 : 2;
 }
@@ -820,12 +823,12 @@ int hub_family_forward(int family, int dtype, const int32_t* conf, const Exp* e,
 
 int hub_family_backward(int family, int dtype, const int32_t* conf, const Exp* e, int threads,
                         const void* const* q, int64_t T, int64_t M, int64_t K, const void* x,
-                        const void* gout, void* const* saved, void* const* g, void* gx,
-                        double slope) {
+                        const void* gout, int64_t gout_step, void* const* saved,
+                        void* const* g, void* gx, double slope) {
     if (dtype == 0) return run_backward<float>(family, conf, e, threads, q, T, M, K, x, gout,
-                                               saved, g, gx, slope);
+                                               gout_step, saved, g, gx, slope);
     if (dtype == 1) return run_backward<double>(family, conf, e, threads, q, T, M, K, x, gout,
-                                                saved, g, gx, slope);
+                                                gout_step, saved, g, gx, slope);
     return 1;
 }
 

@@ -102,8 +102,8 @@ def library() -> ctypes.CDLL:
                 lib.hub_family_forward.argtypes = [i32, i32, pointer, pointer, i32, pointer, i64,
                                                    i64, i64, pointer, pointer, pointer, pointer]
                 lib.hub_family_backward.argtypes = [i32, i32, pointer, pointer, i32, pointer,
-                                                    i64, i64, i64, pointer, pointer, pointer,
-                                                    pointer, pointer, ctypes.c_double]
+                                                    i64, i64, i64, pointer, pointer, i64,
+                                                    pointer, pointer, pointer, ctypes.c_double]
                 lib.hub_family_exp.argtypes = [i32, pointer, pointer, pointer, i64]
                 lib.hub_alif_fixed_forward.argtypes = [i32, pointer, i32, pointer, i64, i64, i64,
                                                        pointer, pointer] + [pointer] * 4
@@ -293,14 +293,15 @@ class _Kernel:
 
     def backward(self, x: torch.Tensor, gout: torch.Tensor, saved: list[torch.Tensor],
                  grads: list[torch.Tensor]) -> torch.Tensor:
+        """``gout``: [T, *shape] contiguous, or [*shape] where every step has that gradient."""
         steps, total = x.shape[0], x[0].numel()
-        gx = cpu._empty(gout)
+        gx = cpu._empty(x)
         kept = (ctypes.c_void_p * len(saved))(*[t.data_ptr() for t in saved])
         pointers = (ctypes.c_void_p * len(grads))(*[t.data_ptr() for t in grads])
         library().hub_family_backward(
             self.spec.index, self.code, self.conf, ctypes.byref(self.exp), self._threads(x),
-            self.pointers, steps, total, self.size, x.data_ptr(), gout.data_ptr(), kept,
-            pointers, gx.data_ptr(), SLOPE)
+            self.pointers, steps, total, self.size, x.data_ptr(), gout.data_ptr(),
+            total if gout.dim() == x.dim() else 0, kept, pointers, gx.data_ptr(), SLOPE)
         return gx
 
 
@@ -320,9 +321,10 @@ class _Fused(torch.autograd.Function):
     def backward(ctx, gout, *gstate):  # type: ignore[override]
         x, *saved = ctx.saved_tensors
         if gout is None:
-            gout = torch.zeros_like(x)
-        elif not gout.is_contiguous():
-            gout = cpu._empty(gout).copy_(gout)
+            gout = torch.zeros_like(x[0])  # one step's, for every step
+        elif not gout.is_contiguous():  # the same gradient at every step is read as one step's
+            gout = (gout[0].contiguous() if gout.stride(0) == 0
+                    else cpu._empty(gout).copy_(gout))
         # the kernel updates the state gradients in place: never touch autograd's buffers
         grads = [torch.zeros_like(x[0]) if g is None else g.contiguous().clone() for g in gstate]
         gx = ctx.kernel.backward(x, gout, saved, grads)

@@ -1,8 +1,8 @@
 // Fused multi-step CPU kernels for the canonical neuron family (hub/neurons.py).
 //
 // One call runs a neuron layer over all T steps: the state of a span of neurons stays in cache
-// while the span walks through time (the backward pass: a block of neurons), instead of one pass
-// over memory per operation per step.
+// while the span walks through time, forward and backward, instead of one pass over memory per
+// operation per step.
 // Each step performs the float operations of Neuron.step in the same order, one rounding per
 // operation, so the results are bit-identical to the reference. That is why this file must be
 // compiled with -ffp-contract=off (no fused multiply-add) and without -ffast-math.
@@ -372,15 +372,18 @@ bool fast_forward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64
 
 template <typename R>
 bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K,
-                   const R* gout, const R* save_v, const uint8_t* save_f, const R* s0, R* gv,
-                   R* gi, R* gs, R* gx) {
+                   const R* gout, int64_t gout_step, const R* save_v, const uint8_t* save_f,
+                   const R* s0, R* gv, R* gi, R* gs, R* gx) {
     return dispatch<true>(c, [&]<bool LEAKY, bool CURRENT, bool ORDER_NEW, int RESET, bool NEXT,
                                  int U, int MODE, bool REFR>() {
-        blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
-            auto step = [&]<bool FIRST>(int64_t t) {
+        // the state per neuron: the gradients of voltage, spike and current
+        const int64_t state_bytes = (2 + CURRENT) * sizeof(R);
+        spans(c.threads, M, K, state_bytes, [&](int64_t b0, int64_t b1) {
+            auto step = [&]<bool FIRST>(int64_t b, int64_t t) {
+                const auto [lo, hi, k0] = block_at(b, K);
                 fast_back_step<R, LEAKY, CURRENT, ORDER_NEW, RESET, NEXT, U, MODE == 2, REFR,
                                FIRST>(
-                    hi - lo, c.inclusive, gout + t * M + lo, save_v + t * M + lo,
+                    hi - lo, c.inclusive, gout + t * gout_step + lo, save_v + t * M + lo,
                     REFR ? save_f + t * M + lo : nullptr, gx + t * M + lo, gv + lo, gi + lo,
                     gs + lo, p.beta + k0, p.gain + k0, p.alpha + k0, p.current_gain + k0,
                     p.threshold + k0, p.amplitude + k0, R(c.slope),
@@ -388,8 +391,10 @@ bool fast_backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int6
             };
             // only a next-step zero reset reads the previous spike
             constexpr bool READS = NEXT && RESET == 0;
-            for (int64_t t = T - 1; t >= (READS ? 1 : 0); --t) step.template operator()<false>(t);
-            if constexpr (READS) step.template operator()<true>(0);
+            for (int64_t t = T - 1; t >= (READS ? 1 : 0); --t)
+                for (int64_t b = b0; b < b1; ++b) step.template operator()<false>(b, t);
+            if constexpr (READS)
+                for (int64_t b = b0; b < b1; ++b) step.template operator()<true>(b, 0);
         });
     });
 }
@@ -547,17 +552,21 @@ __attribute__((noinline)) void general_back_step(
 
 // Backward over T steps, in reverse: the gradient of the loss with respect to the input and the
 // initial state, given that with respect to the output (gout) and the final state (gv, gi, gs,
-// updated in place to the gradient with respect to the initial state). s0: the initial spike
-// state, read only for reset_timing="next" with reset="zero".
+// updated in place to the gradient with respect to the initial state). gout_step: the distance
+// between gout's steps, M, or 0 where every step has the same gradient (out.sum()'s, a [M]
+// array instead of T copies of it). s0: the initial spike state, read only for
+// reset_timing="next" with reset="zero".
 template <typename R>
 void backward(const Conf& c, const Params<R>& p, int64_t T, int64_t M, int64_t K, const R* gout,
-              const R* save_v, const uint8_t* save_f, const R* s0, R* gv, R* gi, R* gs, R* gx) {
-    if (fast_backward(c, p, T, M, K, gout, save_v, save_f, s0, gv, gi, gs, gx)) return;
+              int64_t gout_step, const R* save_v, const uint8_t* save_f, const R* s0, R* gv,
+              R* gi, R* gs, R* gx) {
+    if (fast_backward(c, p, T, M, K, gout, gout_step, save_v, save_f, s0, gv, gi, gs, gx))
+        return;
     blocks(c.threads, M, K, [&](int64_t lo, int64_t hi, int64_t k0) {
         alignas(64) R w[7][BLOCK];
         for (int64_t t = T - 1; t >= 0; --t)
             general_back_step<R>(
-                c, hi - lo, gout + t * M + lo, c.spiking ? save_v + t * M + lo : nullptr,
+                c, hi - lo, gout + t * gout_step + lo, c.spiking ? save_v + t * M + lo : nullptr,
                 c.refractory ? save_f + t * M + lo : nullptr,
                 c.spiking && t > 0 ? save_v + (t - 1) * M + lo : nullptr, s0 + lo,
                 gx + t * M + lo, gv + lo, gi + lo, gs + lo, p.beta + k0, p.gain + k0,
@@ -737,14 +746,15 @@ int hub_neuron_forward(int dtype, const Conf* c, const void* const* q, int64_t T
 }
 
 int hub_neuron_backward(int dtype, const Conf* c, const void* const* q, int64_t T, int64_t M,
-                        int64_t K, const void* gout, const void* save_v, const uint8_t* save_f,
-                        const void* s0, void* gv, void* gi, void* gs, void* gx) {
+                        int64_t K, const void* gout, int64_t gout_step, const void* save_v,
+                        const uint8_t* save_f, const void* s0, void* gv, void* gi, void* gs,
+                        void* gx) {
     if (dtype == 0)
-        backward<float>(*c, params<float>(q), T, M, K, (const float*)gout, (const float*)save_v,
-                        save_f, (const float*)s0, (float*)gv, (float*)gi, (float*)gs,
-                        (float*)gx);
+        backward<float>(*c, params<float>(q), T, M, K, (const float*)gout, gout_step,
+                        (const float*)save_v, save_f, (const float*)s0, (float*)gv, (float*)gi,
+                        (float*)gs, (float*)gx);
     else if (dtype == 1)
-        backward<double>(*c, params<double>(q), T, M, K, (const double*)gout,
+        backward<double>(*c, params<double>(q), T, M, K, (const double*)gout, gout_step,
                          (const double*)save_v, save_f, (const double*)s0, (double*)gv,
                          (double*)gi, (double*)gs, (double*)gx);
     else
