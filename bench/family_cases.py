@@ -106,6 +106,8 @@ def _hub_runner(graph: hub.Graph, backend: str) -> tuple[Callable, hub.Simulator
 def measure(steps: int, batch: int, width: int, repeat: int,
             best: Callable[[Callable[[], object], int], float]) -> list[dict]:
     """Forward and forward+backward times of each case's peer, hub default and hub reference."""
+    from neurons import train_step  # bench/ is on the path; neurons imports this module
+
     rows = []
     for name, (peer, build, scale) in CASES.items():
         print(f"  family {name} ...", file=sys.stderr)
@@ -125,11 +127,7 @@ def measure(steps: int, batch: int, width: int, repeat: int,
         for impl, run in runners.items():
             with torch.no_grad():
                 forward = best(lambda run=run: run(x), repeat)
-
-            def both(run: Callable = run) -> None:
-                xg = x.clone().requires_grad_()
-                run(xg).sum().backward()
-            backward = best(both, max(1, repeat - 1))
+            backward = best(train_step(run, x), max(1, repeat - 1))
             path = (next(iter(sim.paths.values()), "-") if impl == "hub default"
                     else "reference" if impl == "hub reference" else "-")
             case.append({"case": name, "impl": impl, "path": path, "forward": forward,

@@ -12,10 +12,11 @@ path on one layer per convention, and each neuron family against a peer's own ne
     .venv/bin/python bench/neurons.py --only families      # only the neuron families' table
 
 Each layer runs a float32 sequence ``[T, batch, width]`` from a fresh state: forward without
-gradients, and forward plus backward of ``out.sum()`` with respect to the input. Times are the
-best of several runs. "vs best peer" is the best peer's time over the row's time. GB/s counts the
-bytes a layer must move at least (read the input, write the spikes) and is compared with the
-memory bandwidth of this machine: ``dst.copy_(x)`` into a preallocated ``dst`` of the same bytes,
+gradients, and forward plus backward of ``out.sum()`` with respect to the input (train_step:
+the input that takes the gradient is made once, outside the timing). Times are the best of
+several runs. "vs best peer" is the best peer's time over the row's time. GB/s counts the bytes a
+layer must move at least (read the input, write the spikes) and is compared with the memory
+bandwidth of this machine: ``dst.copy_(x)`` into a preallocated ``dst`` of the same bytes,
 best of several, in the same process (a fresh ``x.clone()`` would also pay for new pages some
 runs and not others).
 Peers run with their own default conventions (their spikes differ from the hub's in details);
@@ -65,6 +66,20 @@ def turns(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def train_step(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+               ) -> Callable[[], None]:
+    """Forward and backward of ``run(x).sum()`` with respect to the input, as a training step
+    of the layer: the input that takes the gradient is copied from ``x`` once, here, so that the
+    timing holds the layer's work and not a fresh copy of its input (new pages, 50 MB at
+    T=100, batch 32, 4096, which alone cost several times the fused kernel's backward pass)."""
+    xg = x.clone().requires_grad_()
+
+    def step() -> None:
+        xg.grad = None
+        run(xg).sum().backward()
+    return step
 
 
 def hub_layer(kind: str, backend: str, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -206,9 +221,9 @@ def installed(name: str) -> bool:
 
 def measure_conventions(steps: int, batch: int, width: int, repeat: int,
                         peers: list[str]) -> list[dict]:
-    """The hub's default path on one layer per convention; forward against the fastest LIF
-    forward of ``peers`` (the fastest peer of the layer rows, or every installed peer without
-    them), timed in the same turns, and against copy bandwidth."""
+    """The hub's default path on one layer per convention; forward and forward+backward against
+    the fastest LIF layer of ``peers`` (the fastest peers of the layer rows, or every installed
+    peer without them), timed in the same turns, and forward against copy bandwidth."""
     torch.manual_seed(0)
     x = torch.rand(steps, batch, width) * 0.5
     dst = torch.empty_like(x)
@@ -221,26 +236,29 @@ def measure_conventions(steps: int, batch: int, width: int, repeat: int,
         forward = turns(extra | {name: (lambda run=run: run(x)) for name, run in layers.items()},
                         repeat)
 
-    def both(run: Callable) -> None:
-        xg = x.clone().requires_grad_()
-        run(xg).sum().backward()
-    backward = turns({name: (lambda run=run: both(run)) for name, run in layers.items()},
+    backward = turns({peer: train_step(PEERS[peer]("LIF"), x) for peer in peers}
+                     | {name: train_step(run, x) for name, run in layers.items()},
                      max(1, repeat - 1))
     copy = min(forward["copy"])
     peer_forward = min(min(forward[peer]) for peer in peers) if peers else None
+    peer_backward = min(min(backward[peer]) for peer in peers) if peers else None
     return [{"convention": name, "forward": min(forward[name]),
              "backward": min(backward[name]), "copy": copy,
-             "vs_peer": peer_forward / min(forward[name]) if peer_forward else None}
+             "vs_peer": peer_forward / min(forward[name]) if peer_forward else None,
+             "vs_peer_bwd": peer_backward / min(backward[name]) if peer_backward else None}
             for name in layers]
 
 
-CONVENTION_HEADER = ("convention", "fwd ms", "fwd vs best peer LIF", "% of copy", "fwd+bwd ms")
+CONVENTION_HEADER = ("convention", "fwd ms", "fwd vs best peer LIF", "% of copy", "fwd+bwd ms",
+                     "fwd+bwd vs best peer LIF")
 
 
 def convention_cells(row: dict) -> list[str]:
-    return [row["convention"], f"{row['forward'] * 1e3:.1f}",
-            f"{row['vs_peer']:.1f}x" if row["vs_peer"] else "-",
-            f"{100 * row['copy'] / row['forward']:.0f}%", f"{row['backward'] * 1e3:.1f}"]
+    def ratio(r: float | None) -> str:
+        return f"{r:.1f}x" if r else "-"
+    return [row["convention"], f"{row['forward'] * 1e3:.1f}", ratio(row["vs_peer"]),
+            f"{100 * row['copy'] / row['forward']:.0f}%", f"{row['backward'] * 1e3:.1f}",
+            ratio(row["vs_peer_bwd"])]
 
 
 def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[dict]:
@@ -274,10 +292,7 @@ def measure(kind: str, steps: int, batch: int, width: int, repeat: int) -> list[
                         | {name: (lambda run=run: run(x)) for name, run in runners.items()},
                         repeat)
 
-    def both(run: Callable) -> None:
-        xg = x.clone().requires_grad_()
-        run(xg).sum().backward()
-    backward = turns({name: (lambda run=run: both(run)) for name, run in runners.items()},
+    backward = turns({name: train_step(run, x) for name, run in runners.items()},
                      max(1, repeat - 1))
     copy = min(forward["copy"])
     rows = []
@@ -369,8 +384,9 @@ def markdown(rows: list[dict], command: str, conventions: list[dict], size: tupl
         out += ["", "## Every convention", "",
                 (f"The hub's default path on one LIF layer (T={size[0]}, batch {size[1]}, "
                  f"{size[2]} neurons) with one convention changed at a time; \"vs best peer "
-                 "LIF\" divides the LIF forward time of the fastest peer of the table above, "
-                 "timed again in the same turns as these rows, by the row's."), "",
+                 "LIF\" divides the LIF time of the fastest peer of the table above (forward, "
+                 "and forward+backward), timed again in the same turns as these rows, by the "
+                 "row's."), "",
                 "| " + " | ".join(CONVENTION_HEADER) + " |",
                 "|" + "---|" * len(CONVENTION_HEADER)]
         out += ["| " + " | ".join(convention_cells(r)) + " |" for r in conventions]
@@ -422,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["conventions", "families"],
                         help="print only this table, at T=100, batch 32, 4096 neurons: "
                              "'conventions', the default path on one LIF layer per convention "
-                             "against the fastest installed peer's LIF forward, timed in the same "
+                             "against the fastest installed peer's LIF layer, timed in the same "
                              "turns; 'families', the neuron families against their peers "
                              "(not with --out, --all or --full)")
     args = parser.parse_args(argv)
@@ -455,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     size = sizes[-1] if (100, 32, 4096) not in sizes else (100, 32, 4096)
     peers = [r for r in rows if not r["impl"].startswith("hub") and r["layer"] == "LIF"
              and (r["T"], r["batch"], r["width"]) == size]
-    fastest = [min(peers, key=lambda r: r["forward"])["impl"]] if peers else []
+    # the fastest forward and the fastest forward+backward (often another peer)
+    fastest = sorted({min(peers, key=lambda r: r[key])["impl"] for key in ("forward", "backward")}
+                     ) if peers else []
     conventions = measure_conventions(*size, repeat, fastest)
     print(table(conventions, CONVENTION_HEADER, convention_cells))
     families = family_cases.measure(*size, repeat, best)
