@@ -155,8 +155,8 @@ def markdown(rows: list[dict], size: tuple[int, int, int]) -> str:
            "layer imported with `hub.load` and run by the hub's default path (the family's "
            "fused kernel, bit-identical to the reference) and by the reference "
            "(`backend=\"torch\"`). Cases from `bench/family_cases.py`. Forward+backward "
-           "gains less than forward: the fused path saves every state of every step for the "
-           "backward pass, and the input copy and output gradient of each run are fresh memory.",
+           "(the gradient of `out.sum()` with respect to the input) gains less than forward: the "
+           "fused path saves every state of every step for the backward pass.",
            "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
