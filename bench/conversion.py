@@ -256,7 +256,16 @@ def one_size(hidden: int) -> dict:
     del model
 
     def peak() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        # this process's own high-water mark: Linux carries ru_maxrss across exec, so a child
+        # of a large process (bench/neurons.py --all) would report its parent's peak there
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+            1 if sys.platform == "darwin" else 1024)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.nir"
