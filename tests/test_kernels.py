@@ -903,7 +903,10 @@ def test_cupy_source_emulated_on_the_cpu_matches_the_reference(kind, fields, tmp
             second, state = run(node, p, xg[7:], state)
             out = torch.cat([first, second])
             out.backward(g)
-            results.append((out.detach(), state["v"].detach(), xg.grad))
+            # and a gradient that is the same at every step, which this kernel takes per step
+            xs = x.clone().requires_grad_()
+            run(node, p, xs, node.initial_state((3, *SHAPE), x))[0].sum().backward()
+            results.append((out.detach(), state["v"].detach(), xg.grad, xs.grad))
         for got, want in zip(results[1], results[0]):
             assert torch.equal(got, want), f"{node!r} exact={exact}"
 

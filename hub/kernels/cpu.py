@@ -382,6 +382,10 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 class _Kernel:
     """The compiled call for one neuron node, its parameters and one neuron shape."""
 
+    #: backward() takes a gradient that is the same at every step as one step's (the CuPy
+    #: kernels, which share _Fused, take one per step)
+    one_step_gradient = True
+
     def __init__(self, node: Neuron, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         self.conf = _conf(node)
         self.dtype = dtype
@@ -481,16 +485,24 @@ class _Fused(torch.autograd.Function):
             # the kernel updates the state gradients in place: never touch autograd's buffers
             return torch.zeros_like(like) if g is None else g.contiguous().clone()
 
-        if gout is None:
-            gout = torch.zeros_like(like)  # one step's, for every step
-        elif not gout.is_contiguous():
-            # the same gradient at every step (out.sum()'s expanded ones, a loss on rates) is
-            # read as one step's; anything else is copied
-            gout = (gout[0].contiguous() if gout.stride(0) == 0
-                    else _empty(gout).copy_(gout))
+        gout = _gradient(gout, save_v, ctx.kernel)
         gv, gi, gs = own(gv), own(gi), own(gs)
         gx = ctx.kernel.backward(gout, save_v, save_f, s0, gv, gi, gs)
         return None, gx, gv, gi, gs, None, g_line
+
+
+def _gradient(gout: torch.Tensor | None, like: torch.Tensor, kernel: Any) -> torch.Tensor:
+    """The output gradient as ``kernel.backward`` takes it, for outputs shaped like ``like``:
+    contiguous, and where it is the same at every step (``out.sum()``'s expanded ones, a loss on
+    spike counts) and the kernel reads that, one step's instead of ``T`` copies."""
+    one = getattr(kernel, "one_step_gradient", False)
+    if gout is None:
+        return torch.zeros_like(like[0] if one else like)
+    if gout.is_contiguous():
+        return gout
+    if one and gout.stride(0) == 0:
+        return gout[0].contiguous()
+    return _empty(gout).copy_(gout)
 
 
 _LOIHI_PARAMS = ("i_decay", "v_decay", "threshold", "bias")

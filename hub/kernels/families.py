@@ -252,6 +252,9 @@ def unsupported(node: Family, p: dict, x: torch.Tensor) -> str | None:
 class _Kernel:
     """The compiled call for one family node, its parameters and one neuron shape."""
 
+    #: as cpu._Kernel's (the CuPy family kernels, which share _Fused, read one per step)
+    one_step_gradient = True
+
     def __init__(self, node: Family, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         self.spec = SPECS[type(node).kernel]
         self.dtype, self.code = dtype, DTYPES.index(dtype)
@@ -320,11 +323,7 @@ class _Fused(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gout, *gstate):  # type: ignore[override]
         x, *saved = ctx.saved_tensors
-        if gout is None:
-            gout = torch.zeros_like(x[0])  # one step's, for every step
-        elif not gout.is_contiguous():  # the same gradient at every step is read as one step's
-            gout = (gout[0].contiguous() if gout.stride(0) == 0
-                    else cpu._empty(gout).copy_(gout))
+        gout = cpu._gradient(gout, x, ctx.kernel)
         # the kernel updates the state gradients in place: never touch autograd's buffers
         grads = [torch.zeros_like(x[0]) if g is None else g.contiguous().clone() for g in gstate]
         gx = ctx.kernel.backward(x, gout, saved, grads)
