@@ -662,8 +662,8 @@ void backward(F step, bool exp, const Exp& e, int threads, int ns, int np,
                     sv[k] = saved[k] + t * M + a;
                     gs[k] = g[k] + a;
                 }
-                step(Back<R>{b - a, p, sv, x + t * M + a, gout + t * gout_step + a, gx + t * M + a, gs,
-                             arguments ? args + (a - lo) : nullptr,
+                step(Back<R>{b - a, p, sv, x + t * M + a, gout + t * gout_step + a,
+                             gx + t * M + a, gs, arguments ? args + (a - lo) : nullptr,
                              exp ? ex + (a - lo) : nullptr, carry + (a - lo), slope, t == 0});
             });
         };

@@ -45,8 +45,9 @@ struct Params {
 // v_leak, v_reset and amplitude (the usual case where decays, gains or thresholds are per neuron).
 const int32_t UNIFORM_ALL = 1, UNIFORM_LEVELS = 2;
 
-// Neurons per block: the unit of the loops, whose parameters stay in L1. The forward pass walks
-// spans of blocks through time (spans below), the backward pass single blocks, their state in L2.
+// Neurons per block: the unit of the loops, whose parameters stay in L1. The common cases walk
+// spans of blocks through time (spans below), forward and backward; the general loops (readouts)
+// walk single blocks, their state in L2.
 const int64_t BLOCK = 1024;
 // After a step whose multi-spike counts needed the division (multi_single), a block divides for
 // every neuron for this many steps: redoing a step costs more than dividing in the first place.
