@@ -124,6 +124,13 @@ def assert_same(node: hub.Neuron, dtype: torch.dtype, rng: np.random.Generator, 
         torch.cat([first, second]).backward(g)
         grads.append(xg.grad)
     assert torch.equal(grads[1], grads[0]), f"{where} gradient"
+    # and out.sum()'s gradient, the same at every step, which the kernel reads as one step's
+    grads = []
+    for run in (reference, cpu.run):
+        xg = x.clone().requires_grad_()
+        run(node, p, xg, node.initial_state(batch, x))[0].sum().backward()
+        grads.append(xg.grad)
+    assert torch.equal(grads[1], grads[0]), f"{where} gradient of out.sum()"
 
 
 fused_run = cpu.run
