@@ -125,7 +125,7 @@ def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_ne
 
 
 @pytest.mark.parametrize("kind", sorted({kind for kind, _ in CASES}))
-def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind):
+def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind, monkeypatch):
     """``out.sum()`` hands the backward pass one value expanded over every step and neuron, and
     a loss on spike counts one step's gradient (transposed in memory) expanded over time; the
     kernel reads both as one step's instead of copying them out: the input gradients still equal
@@ -134,7 +134,16 @@ def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind):
     graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng))
     x = drive(kind, rng, 15, 6, torch.float32)
     counts = torch.tensor(rng.normal(size=(WIDTH, 6)), dtype=x.dtype).t()
+    one_step = []  # per backward pass of the kernel: did it get one step's gradient?
+    gradient = cpu._gradient
+
+    def recording(gout, like, kernel):
+        taken = gradient(gout, like, kernel)
+        one_step.append(taken.dim() < like.dim())
+        return taken
+    monkeypatch.setattr(cpu, "_gradient", recording)
     for loss in (lambda out: out.sum(), lambda out: (out.sum(0) * counts).sum()):
+        one_step.clear()
         grads = []
         for backend in ("torch", "auto"):
             sim = hub.Simulator(graph, backend=backend)
@@ -144,6 +153,7 @@ def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind):
         assert set(sim.paths.values()) == {cpu.PATH}
         assert grads[0].abs().sum() > 0
         assert same(grads[1], grads[0])
+        assert one_step == [True]
 
 
 def compare(graph: hub.Graph, x: torch.Tensor, seed: int) -> torch.Tensor:

@@ -284,7 +284,7 @@ def assert_same_bits(node: hub.Neuron, p: dict, x: torch.Tensor, where: str,
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
+def test_a_layer_of_several_spans_matches_the_reference(dtype, threads, monkeypatch):
     """The forward and backward passes walk spans of blocks (about 2 MiB of state each) through
     time together: a layer of several spans whose rows of per-neuron parameters end inside a
     block, on one and on two threads; shared and per-neuron thresholds, multi-spike counts with
@@ -296,6 +296,14 @@ def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
     gradient is the same at every step (expanded over time, transposed in memory), both of which
     the kernel reads as one step's; and one whose gradient is transposed in memory, which is
     copied."""
+    one_step = []  # per backward pass of the kernel: did it get one step's gradient?
+    gradient = cpu._gradient
+
+    def recording(gout, like, kernel):
+        taken = gradient(gout, like, kernel)
+        one_step.append(taken.dim() < like.dim())
+        return taken
+    monkeypatch.setattr(cpu, "_gradient", recording)
     rng = np.random.default_rng(17)
     width, batch, steps = 1500, 200, 6
     x = rng.integers(-4, 13, size=(steps, batch, width)) / 8
@@ -323,13 +331,16 @@ def test_a_layer_of_several_spans_matches_the_reference(dtype, threads):
             # the gradients through the last (grad=True) runs of both, which read the same xs
             per_step = torch.tensor(rng.normal(size=x.shape), dtype=dtype)
             per_neuron_t = torch.tensor(rng.normal(size=(width, batch)), dtype=dtype).t()
-            for loss in (lambda out: (out * per_step).sum(), lambda out: out.sum(),
-                         lambda out: (out.sum(0) * per_neuron_t).sum(),
-                         lambda out: (out * per_neuron_t).sum()):
+            for loss, read_once in ((lambda out: (out * per_step).sum(), False),
+                                    (lambda out: out.sum(), True),
+                                    (lambda out: (out.sum(0) * per_neuron_t).sum(), True),
+                                    (lambda out: (out * per_neuron_t).sum(), False)):
+                one_step.clear()
                 grads = [torch.autograd.grad(loss(out), xs, retain_graph=True)[0]
                          for out in (want, got)]
                 assert same_bits(grads[1], grads[0]), f"{where} gradient"
                 assert grads[0].abs().sum() > 0, f"{where}: no gradient to compare"
+                assert one_step == [read_once], f"{where}: one step's gradient {one_step}"
             if fields.get("spike_mode") == "multi":
                 assert (want.abs() > 2).any(), "no count above 2"
     finally:
