@@ -318,6 +318,26 @@ def test_a_neuron_kernel_is_rebuilt_when_its_parameters_change_in_place():
         assert not torch.equal(want, first) and torch.equal(sim(x), want)
 
 
+def test_the_kernels_parameter_check_compares_bits():
+    """The check behind the rebuild above: bytes on the CPU (a -0.0 for a 0.0 and a NaN's payload
+    count, a NaN equals its own bits), the general comparison for a strided parameter."""
+    _same_bits = cpu._same_bits
+    t = torch.tensor([0.0, 1.5, float("nan"), -2.0])
+    assert _same_bits(t, t.clone())
+    other_nan = t.clone()
+    other_nan.view(torch.int32)[2] += 1
+    assert other_nan.isnan()[2]
+    for changed in (torch.tensor([-0.0, 1.5, float("nan"), -2.0]),
+                    torch.tensor([0.0, 1.5, float("nan"), -2.0000002]), other_nan,
+                    t.double(), t[:3]):
+        assert not _same_bits(changed, t.clone())
+    strided = torch.tensor([[0.0, 2.0], [1.0, -0.0]]).t()
+    assert not strided.is_contiguous()
+    assert _same_bits(strided, strided.contiguous())
+    assert not _same_bits(strided, strided.abs().contiguous())
+    assert _same_bits(torch.empty(0), torch.empty(0))
+
+
 @pytest.mark.parametrize("backend", ["torch", "auto"])
 @pytest.mark.parametrize("inputs,outputs,batch", [(7, 5, 3), (33, 17, 5), (64, 64, 8)])
 def test_a_sequence_gives_the_bits_of_single_steps_whatever_the_layer_sizes(backend, inputs,

@@ -334,7 +334,7 @@ def _empty(like: torch.Tensor, dtype: torch.dtype | None = None,
     from the cache."""
     dtype = dtype or like.dtype
     shape = tuple(like.shape) if shape is None else shape
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if (nbytes < HUGE_PAGES_MIN or like.device.type != "cpu" or dtype not in _NUMPY
             or _cache_limit() == 0):
         t = torch.empty(shape, dtype=dtype, device=like.device)
@@ -368,11 +368,27 @@ def _kernel(node: Neuron, p: dict, shape: tuple[int, ...], dtype: torch.dtype) -
 
 
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_memcmp: Any = None
 
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same bits (``b``: a contiguous copy of an earlier
+    ``a``). On the CPU one ``memcmp`` of their bytes: run on every call of a layer, where the
+    four torch calls of the general comparison cost more than a small layer's kernel."""
+    global _memcmp
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
         return False
+    if _memcmp is None:
+        try:
+            _memcmp = ctypes.CDLL(None).memcmp
+            _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            _memcmp.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            _memcmp = False
+    if a.numel() == 0:
+        return True
+    if _memcmp and a.device.type == "cpu" and a.is_contiguous() and b.is_contiguous():
+        return _memcmp(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0
     if a.is_floating_point():
         bits = _BITS[a.element_size()]
         a, b = a.detach().contiguous().view(bits), b.detach().contiguous().view(bits)
@@ -620,11 +636,13 @@ def _state_in(node: Neuron, state: dict[str, Any], dtype: torch.dtype,
         return fit(t, shape)
 
     v0 = fitted(state["v"].to(dtype))
-    zeros = torch.zeros_like(v0)
+    # one tensor of zeros stands for all the absent state (never written): as the refractory
+    # counters' int32 it is only a pointer the kernel never follows (twice as long for float64)
+    zeros = (None if node.current and node.spiking and "r" in state
+             else torch.zeros(v0.shape, dtype=v0.dtype, device=v0.device))
     i0 = fitted(state["i"]) if node.current else zeros
     s0 = fitted(state["s"]) if node.spiking else zeros
-    r0 = (fitted(state["r"]) if "r" in state
-          else torch.zeros(v0.shape, dtype=torch.int32, device=v0.device))
+    r0 = fitted(state["r"]) if "r" in state else zeros.view(-1).view(torch.int32)
     return v0, i0, s0, r0
 
 
