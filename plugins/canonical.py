@@ -1,7 +1,8 @@
 """The ``hub`` format: canonical graphs as in-memory objects and as ``.hub.json`` files.
 
-A ``.hub.json`` file is ``Graph.to_dict()`` as JSON: plain data, every parameter exact (float32
-values print and parse back to the same bits), nothing executable.
+A ``.hub.json`` file is ``Graph.to_dict()`` as JSON: plain data, every parameter exact (a small
+array as numbers, which print and parse back to the same bits, a large one as its bytes in
+base64), nothing executable.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import Any
 import hub
 from hub.errors import FormatError
 from hub.legalise import Accepts
-
-#: Files larger than this are refused before parsing: no real graph description comes close.
-MAX_BYTES = 1 << 30
-
+from hub.limits import how_to_raise, limits
 
 class CanonicalFormat(hub.Format):
     name = "hub"
@@ -36,8 +34,11 @@ class CanonicalFormat(hub.Format):
         return hub.Graph.from_dict(graph.to_dict())
 
     def read(self, path: Path) -> hub.Graph:
-        if path.stat().st_size > MAX_BYTES:
-            raise FormatError(f"{path.stat().st_size} bytes is too large for a graph file")
+        # refused before parsing: the parameters of a graph file take 4/3 of their bytes
+        size, most = path.stat().st_size, limits().max_bytes
+        if size > most:
+            raise FormatError(f"{size} bytes is more than the limit of {most} for a graph file; "
+                              + how_to_raise("max_bytes"))
         try:
             data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -47,7 +48,8 @@ class CanonicalFormat(hub.Format):
         return hub.Graph.from_dict(data)
 
     def write(self, graph: hub.Graph, path: Path) -> None:
-        path.write_text(json.dumps(graph.to_dict(), indent=1), encoding="utf-8")
+        with path.open("w", encoding="utf-8") as f:  # streamed: no second copy of the text
+            json.dump(graph.to_dict(), f, indent=1)
 
     def run(self, native: hub.Graph | Path, x: Any) -> Any:
         """The canonical graph's own runtime is the reference simulator."""

@@ -168,6 +168,21 @@ def test_json_that_is_not_a_graph_is_refused(tmp_path, text, message):
     expect(e.value, file=path)
 
 
+def test_a_graph_file_beyond_the_byte_limit_is_refused_before_parsing(tmp_path):
+    path = write_json(tmp_path, valid_dict())
+    size = path.stat().st_size
+    try:
+        hub.limits.configure(max_bytes=size - 1)
+        with pytest.raises(hub.FormatError, match=f"{size} bytes is more than the limit of "
+                                                  f"{size - 1}.*HUB_MAX_BYTES") as e:
+            hub.load(path)
+        expect(e.value, file=path)
+        hub.limits.configure(max_bytes=size)
+        assert hub.load(path) == small_graph()
+    finally:
+        hub.limits.configure()
+
+
 def test_json_that_is_not_utf8_is_a_format_error(tmp_path):
     path = tmp_path / "model.hub.json"
     path.write_bytes(b"\xff\xfe{\x00}\x00")
@@ -217,6 +232,25 @@ def test_an_extra_field_in_json_is_named(tmp_path):
      "malformed array"),
     ("beta", {"dtype": "no-such-dtype", "shape": [1], "data": [1]}, hub.ParameterError,
      "malformed array"),
+    # arrays kept as their bytes (base64) by Node.to_dict
+    ("beta", {"dtype": "float32", "shape": [2], "base64": "AAAA"}, hub.ParameterError,
+     "needs 8 bytes"),
+    ("beta", {"dtype": "float32", "shape": [2], "base64": "AAAAAAAA!AA="}, hub.ParameterError,
+     "malformed array: base64"),
+    ("beta", {"dtype": "float32", "shape": [2], "base64": "AAAAAAAAAA=="}, hub.ParameterError,
+     "7 bytes for shape"),
+    ("beta", {"dtype": "float32", "shape": [2], "base64": "AAAAAAAAwH8="}, hub.ParameterError,
+     "NaN in 1 of 2 values"),
+    ("beta", {"dtype": "object", "shape": [1], "base64": "AAAAAAAAAAA="}, hub.ParameterError,
+     "expected numbers, got dtype object"),
+    ("beta", {"dtype": "float32", "shape": [1 << 16, 1 << 16], "base64": ""}, hub.ParameterError,
+     "more than 2\\*\\*31"),
+    ("beta", {"dtype": "float32", "shape": [-2], "base64": ""}, hub.ParameterError,
+     "not a list of sizes"),
+    ("beta", {"dtype": "float32", "shape": 2, "base64": ""}, hub.ParameterError,
+     "not a list of sizes"),
+    ("beta", {"dtype": "float32", "shape": [1], "base64": 5}, hub.ParameterError,
+     "needs 4 bytes"),
     ("beta", [[0.5], [0.5, 0.5]], hub.ParameterError, "not an array of numbers"),
     ("threshold", [1.0, 1.0, 1.0], hub.ShapeError, "does not broadcast"),
     ("refractory", 1.5, hub.ParameterError, "expected an integer"),
@@ -292,8 +326,8 @@ def test_a_nested_graph_error_names_the_dotted_path(tmp_path):
 def test_an_absurdly_large_json_file_is_refused_before_reading(tmp_path):
     path = tmp_path / "huge.hub.json"
     with path.open("wb") as f:  # sparse: takes no disk space
-        f.truncate((1 << 30) + 1)
-    with pytest.raises(hub.FormatError, match="too large") as e:
+        f.truncate(hub.limits.limits().max_bytes + 1)
+    with pytest.raises(hub.FormatError, match="more than the limit.*HUB_MAX_BYTES") as e:
         hub.load(path)
     expect(e.value, file=path)
 

@@ -31,6 +31,36 @@ def test_every_node_type_round_trips_through_plain_data(name):
             assert getattr(again, key).dtype == value.dtype
 
 
+def test_a_large_array_round_trips_through_plain_data_as_its_bytes():
+    """Beyond ``LISTED_MAX`` values an array is kept as its little-endian bytes in base64: the
+    same bits (negative zero, the smallest subnormal, the extremes), a third larger than the data
+    where a listed float32 takes about 20 characters; a small one stays a readable list, and the
+    listed form of a large one (as older files have it) still reads."""
+    from hub.node import LISTED_MAX
+
+    tiny = np.finfo(np.float32).smallest_subnormal
+    weight = np.random.default_rng(3).standard_normal((12, 20)).astype(np.float32)
+    weight.flat[:6] = [-0.0, tiny, -tiny, np.finfo(np.float32).max, np.finfo(np.float32).min,
+                       1 + np.finfo(np.float32).eps]
+    node = hub.Affine(weight=weight, bias=np.arange(12, dtype=np.float32) / 3)
+    assert node.bias.size <= LISTED_MAX < weight.size
+    data = json.loads(json.dumps(node.to_dict()))
+    assert data["bias"]["data"] == node.bias.tolist() and "base64" not in data["bias"]
+    assert "data" not in data["weight"] and isinstance(data["weight"]["base64"], str)
+    assert len(json.dumps(data["weight"])) < 4 / 3 * weight.nbytes + 100
+    listed = {**data, "weight": {"dtype": "float32", "shape": [12, 20],
+                                 "data": weight.ravel().tolist()}}
+    for read in (hub.node_from_dict(data), hub.node_from_dict(listed)):
+        assert read == node
+        assert read.weight.dtype == np.float32 and read.weight.dtype.isnative
+        assert np.array_equal(read.weight.view(np.uint32), weight.view(np.uint32))
+        with pytest.raises(ValueError):
+            read.weight[0, 0] = 1
+    delays = hub.Delay(delay=np.arange(100) % 7)  # an integer field
+    assert "base64" in delays.to_dict()["delay"]
+    assert hub.node_from_dict(json.loads(json.dumps(delays.to_dict()))) == delays
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_nodes_are_frozen_and_their_arrays_read_only(name):
     node, _ = EXAMPLES[name]
