@@ -287,6 +287,28 @@ class Graph:
         return Plan(tuple(order), {k: tuple(v) for k, v in forward.items()},
                     {k: tuple(v) for k, v in recurrent.items()}, in_shapes, out_shapes)
 
+    def copy(self) -> Graph:
+        """This graph anew: its nested graphs, edges and metadata (each graph's top level, as
+        :meth:`from_dict` of :meth:`to_dict` gives) copied, its nodes shared, as they cannot
+        change (frozen, their arrays read-only). The same graph as that round trip, without
+        writing every array out and reading it back (seconds for a 100M-parameter model). A
+        graph beyond the limits is refused as :meth:`to_dict` refuses it; it works with a stack,
+        not recursion."""
+        size(self)
+        root = Graph(metadata=self.metadata)
+        stack = [(self, root)]
+        while stack:
+            graph, new = stack.pop()
+            for name, node in graph.nodes.items():
+                if isinstance(node, Graph):
+                    inner = Graph(metadata=node.metadata)
+                    stack.append((node, inner))
+                    node = inner
+                new.add(name, node)
+            for source, target in graph.edges:
+                new.connect(source, target)
+        return root
+
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,10 +28,10 @@ class CanonicalFormat(hub.Format):
         return isinstance(obj, hub.Graph)
 
     def load(self, obj: hub.Graph) -> hub.Graph:
-        return hub.Graph.from_dict(obj.to_dict())  # a copy: converting never shares state
+        return obj.copy()  # converting never shares what can change
 
     def export(self, graph: hub.Graph) -> hub.Graph:
-        return hub.Graph.from_dict(graph.to_dict())
+        return graph.copy()
 
     def read(self, path: Path) -> hub.Graph:
         # refused before parsing: the parameters of a graph file take 4/3 of their bytes

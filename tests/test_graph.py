@@ -10,6 +10,8 @@ import torch
 
 import hub
 
+from hub.limits import configure
+
 from .conftest import EXAMPLES, dyadic, single
 
 
@@ -190,6 +192,48 @@ def test_graphs_round_trip_through_plain_data_with_subgraphs():
     assert again == graph
     assert again.metadata == {"dt": 1e-3}
     assert isinstance(again.nodes["block"], hub.Graph)
+
+
+def test_a_copy_is_the_round_trip_through_plain_data_sharing_only_immutable_nodes():
+    graph = subgraph_model()
+    graph.metadata["dt"] = 1e-3
+    block = graph.nodes["block"]
+    block.metadata["origin"] = "a block"
+    graph.add("again", block)  # one subgraph in two places: two copies, as from_dict gives
+    graph.connect("fc", "again")
+    before = graph.to_dict()
+    copied = graph.copy()
+    assert copied == graph == hub.Graph.from_dict(graph.to_dict())
+    assert copied.metadata == {"dt": 1e-3} and copied.nodes["block"].metadata == {
+        "origin": "a block"}
+    assert copied.nodes["fc"] is graph.nodes["fc"]  # frozen, with read-only arrays
+    assert copied.nodes["block"].nodes["lif"] is block.nodes["lif"]
+    inner = (copied.nodes["block"], copied.nodes["again"])
+    assert inner[0] is not inner[1] and all(g is not block for g in inner)
+    # what can change is the copy's own
+    for changed in (copied, inner[0], inner[1]):
+        changed.add("extra", hub.Output())
+        changed.connect("extra", "extra")
+        changed.metadata["note"] = 1
+    assert graph.to_dict() == before and "note" not in block.metadata
+
+
+def test_a_copy_of_a_deep_or_self_containing_graph_needs_no_recursion_and_keeps_the_limits():
+    inner = hub.Graph.chain(hub.Input(shape=(1,)), hub.Output())
+    for _ in range(1500):
+        inner = hub.Graph({"x": hub.Input(shape=(1,)), "g": inner, "y": hub.Output()},
+                          [("x", "g"), ("g", "y")])
+    with pytest.raises(hub.GraphError, match="nest more than 64 deep"):
+        inner.copy()
+    try:
+        configure(max_depth=2000)
+        assert inner.copy() == inner
+    finally:
+        configure()
+    looped = hub.Graph({"x": hub.Input(shape=(1,))})
+    looped.add("me", looped)
+    with pytest.raises(hub.GraphError, match="nest more than 64 deep"):
+        looped.copy()
 
 
 def test_from_dict_errors_name_the_node():
