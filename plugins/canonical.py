@@ -16,6 +16,7 @@ from hub.errors import FormatError
 from hub.legalise import Accepts
 from hub.limits import how_to_raise, limits
 
+
 class CanonicalFormat(hub.Format):
     name = "hub"
     aliases = ("canonical", "graph")

@@ -114,6 +114,23 @@ def single(node: hub.Node, shape: tuple[int, ...]) -> hub.Graph:
 
 
 @pytest.fixture
+def one_step_gradients(monkeypatch) -> list[bool]:
+    """Per backward pass of a fused kernel (canonical or family): whether it was handed one
+    step's output gradient rather than one per step (recorded off ``cpu._gradient``)."""
+    from hub.kernels import cpu
+
+    taken: list[bool] = []
+    gradient = cpu._gradient
+
+    def recording(gout, like, kernel):
+        handed = gradient(gout, like, kernel)
+        taken.append(handed.dim() < like.dim())
+        return handed
+    monkeypatch.setattr(cpu, "_gradient", recording)
+    return taken
+
+
+@pytest.fixture
 def paper() -> Path:
     if not PAPER.is_dir():
         pytest.skip(f"the NIR paper's files are not at {PAPER} (shared/external beside the "

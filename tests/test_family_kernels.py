@@ -125,7 +125,7 @@ def test_fused_family_equals_its_reference_step_bit_for_bit(kind, fields, per_ne
 
 
 @pytest.mark.parametrize("kind", sorted({kind for kind, _ in CASES}))
-def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind, monkeypatch):
+def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind, one_step_gradients):
     """``out.sum()`` hands the backward pass one value expanded over every step and neuron, and
     a loss on spike counts one step's gradient (transposed in memory) expanded over time; the
     kernel reads both as one step's instead of copying them out: the input gradients still equal
@@ -134,14 +134,7 @@ def test_a_gradient_the_same_at_every_step_is_read_as_one_steps(kind, monkeypatc
     graph = hub.Graph.chain(hub.Input(shape=(WIDTH,)), make(kind, rng))
     x = drive(kind, rng, 15, 6, torch.float32)
     counts = torch.tensor(rng.normal(size=(WIDTH, 6)), dtype=x.dtype).t()
-    one_step = []  # per backward pass of the kernel: did it get one step's gradient?
-    gradient = cpu._gradient
-
-    def recording(gout, like, kernel):
-        taken = gradient(gout, like, kernel)
-        one_step.append(taken.dim() < like.dim())
-        return taken
-    monkeypatch.setattr(cpu, "_gradient", recording)
+    one_step = one_step_gradients  # per backward pass: one step's gradient?
     for loss in (lambda out: out.sum(), lambda out: (out.sum(0) * counts).sum()):
         one_step.clear()
         grads = []

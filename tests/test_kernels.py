@@ -284,7 +284,7 @@ def assert_same_bits(node: hub.Neuron, p: dict, x: torch.Tensor, where: str,
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_a_layer_of_several_spans_matches_the_reference(dtype, threads, monkeypatch):
+def test_a_layer_of_several_spans_matches_the_reference(dtype, threads, one_step_gradients):
     """The forward and backward passes walk spans of blocks (about 2 MiB of state each) through
     time together: a layer of several spans whose rows of per-neuron parameters end inside a
     block, on one and on two threads; shared and per-neuron thresholds, multi-spike counts with
@@ -296,14 +296,7 @@ def test_a_layer_of_several_spans_matches_the_reference(dtype, threads, monkeypa
     gradient is the same at every step (expanded over time, transposed in memory), both of which
     the kernel reads as one step's; and one whose gradient is transposed in memory, which is
     copied."""
-    one_step = []  # per backward pass of the kernel: did it get one step's gradient?
-    gradient = cpu._gradient
-
-    def recording(gout, like, kernel):
-        taken = gradient(gout, like, kernel)
-        one_step.append(taken.dim() < like.dim())
-        return taken
-    monkeypatch.setattr(cpu, "_gradient", recording)
+    one_step = one_step_gradients  # per backward pass: one step's gradient?
     rng = np.random.default_rng(17)
     width, batch, steps = 1500, 200, 6
     x = rng.integers(-4, 13, size=(steps, batch, width)) / 8

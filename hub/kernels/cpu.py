@@ -248,6 +248,17 @@ def _address(t: torch.Tensor | None) -> int | None:
 _madvise: Any = None
 
 
+def _libc(name: str, argtypes: list) -> Any:
+    """The C library's function ``name`` (returning an int) through ctypes, or False where
+    there is none to load."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return False
+    function.argtypes, function.restype = argtypes, ctypes.c_int
+    return function
+
+
 def _advise(t: torch.Tensor) -> None:
     """Ask for transparent huge pages under a large CPU tensor (module docstring)."""
     global _madvise
@@ -256,11 +267,7 @@ def _advise(t: torch.Tensor) -> None:
             or os.environ.get("HUB_KERNEL_HUGEPAGES", "1") == "0"):
         return
     if _madvise is None:
-        try:
-            _madvise = ctypes.CDLL(None).madvise
-            _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        except (OSError, AttributeError):
-            _madvise = False
+        _madvise = _libc("madvise", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
     if _madvise:
         huge = 2 << 20
         start = (t.data_ptr() + huge - 1) // huge * huge
@@ -379,12 +386,7 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
         return False
     if _memcmp is None:
-        try:
-            _memcmp = ctypes.CDLL(None).memcmp
-            _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            _memcmp.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            _memcmp = False
+        _memcmp = _libc("memcmp", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t])
     if a.numel() == 0:
         return True
     if _memcmp and a.device.type == "cpu" and a.is_contiguous() and b.is_contiguous():
